@@ -1,0 +1,131 @@
+"""Run and artifact directories: atomic writes, staged directories, manifests with sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import EdgetlError
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "edgetl.manifest/1"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise EdgetlError(f"{path}: no {what} here; is this the right directory?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EdgetlError(f"{path}: not valid JSON ({exc}); the {what} is damaged") from exc
+
+
+def refuse_overwrite(final: Path, force: bool, what: str) -> None:
+    if final.exists() and not force:
+        raise EdgetlError(
+            f"{final} already exists; pass --force to replace this {what}, or choose another --out"
+        )
+
+
+@contextmanager
+def staged_dir(final: Path, force: bool, what: str) -> Iterator[Path]:
+    """Build a directory under a hidden temporary name and move it into place only when complete.
+
+    A crash or a failed check leaves no directory that looks finished; an existing one is
+    replaced only with `force`, and only after the new one is whole.
+    """
+    refuse_overwrite(final, force, what)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def list_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Write manifest.json with every file under `root` and its sha256."""
+    files = {
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in list_files(root)
+    }
+    manifest = {"schema": MANIFEST_SCHEMA, **fields, "files": files}
+    atomic_write_json(root / MANIFEST, manifest)
+    return manifest
+
+
+def load_manifest(root: Path, verify: bool = True) -> dict[str, Any]:
+    """Read an artifact's manifest and check every file against its recorded sha256."""
+    manifest = read_json(root / MANIFEST, "manifest.json (is this an edgetl artifact?)")
+    if manifest.get("schema") != MANIFEST_SCHEMA:
+        raise EdgetlError(
+            f"{root / MANIFEST}: schema {manifest.get('schema')!r}, expected {MANIFEST_SCHEMA!r}"
+        )
+    if verify:
+        for name, entry in manifest.get("files", {}).items():
+            path = root / name
+            if not path.is_file():
+                raise EdgetlError(f"{path}: listed in the manifest but missing; re-run export")
+            if sha256_file(path) != entry["sha256"]:
+                raise EdgetlError(
+                    f"{path}: sha256 differs from the manifest; the artifact was modified or "
+                    "damaged, re-run export"
+                )
+    return manifest

@@ -1,0 +1,58 @@
+"""ONNX Runtime on the CPU: the artifact is the ONNX file itself."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.targets import TargetProfile
+
+NAME = "onnxruntime"
+MODEL_FILE = "model.onnx"
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def runtime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def compile(onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str) -> list[str]:
+    if onnx_path != out_dir / MODEL_FILE:
+        shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+    return [MODEL_FILE]
+
+
+class OrtRunner:
+    def __init__(self, model_path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        batch = model_input.shape[0]
+        self.batch_size = batch if isinstance(batch, int) else None
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: images})[0]
+
+
+def load(artifact_dir: Path, manifest: dict[str, Any], threads: int) -> OrtRunner:
+    return OrtRunner(artifact_dir / manifest["model_files"][0], threads)

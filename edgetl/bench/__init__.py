@@ -1,0 +1,1 @@
+"""The benchmark harness: accuracy and latency of compiled artifacts on their runtime."""

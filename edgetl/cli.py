@@ -1,0 +1,314 @@
+"""The edgetl command line: each command parses its options and calls one stage."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from edgetl import __version__
+from edgetl.backbones import DEFAULT_BACKBONE
+from edgetl.errors import CheckFailed, EdgetlError
+from edgetl.ui import make_console, stdout_console, table
+
+F = TypeVar("F", bound=Callable[..., Any])
+QUICKSTART_IMAGE_SIZE = 128
+
+
+def handle_errors(func: F) -> F:
+    """Map EdgetlError to exit 2 and CheckFailed to exit 1, with the message and no traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (EdgetlError, CheckFailed) as exc:
+            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgetl")
+def main() -> None:
+    """Fine-tune a head on a frozen pretrained backbone and ship it to edge devices."""
+
+
+def finetune_options(func: F) -> F:
+    options = [
+        click.option(
+            "--backbone",
+            default=DEFAULT_BACKBONE,
+            show_default=True,
+            help="Registry or timm model name.",
+        ),
+        click.option(
+            "--weights",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Local backbone checkpoint (.safetensors or state-dict .pth).",
+        ),
+        click.option("--epochs", type=int, default=30, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option(
+            "--image-size",
+            type=int,
+            default=None,
+            help="Input size; default from the backbone's pretrained config.",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+        ),
+        click.option(
+            "--unfreeze",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Also train the last K backbone stages (no feature cache then).",
+        ),
+        click.option(
+            "--hidden",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Hidden units of an MLP head; 0 for a linear head.",
+        ),
+        click.option(
+            "--val-fraction",
+            type=float,
+            default=0.2,
+            show_default=True,
+            help="Share of each class held out when DATA has no val/ folder.",
+        ),
+        click.option(
+            "--patience",
+            type=int,
+            default=5,
+            show_default=True,
+            help="Early stopping: epochs without val-loss gain.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Feature cache directory [default: ~/.cache/edgetl/features].",
+        ),
+        click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.option("--data", required=True, help="ImageFolder directory, or 'digits'.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@finetune_options
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run metadata as JSON.")
+@handle_errors
+def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any) -> None:
+    """Train a new head for DATA's classes on a frozen backbone."""
+    from edgetl.finetune import FinetuneOptions
+    from edgetl.finetune import finetune as run_finetune
+
+    console = make_console()
+    meta = run_finetune(
+        FinetuneOptions(data=data, out=out, use_cache=not no_cache, **kwargs), console
+    )
+    emit(meta, as_json, lambda: print_run(meta, out))
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option(
+    "--target", required=True, help="Target profile name (see `edgetl targets`) or .toml."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=None,
+    help="Default: the target's.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact directory [default: RUN/export/TARGET-PRECISION].",
+)
+@click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
+@click.option(
+    "--parity-samples",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Validation images used for the parity check.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@handle_errors
+def export(run: Path, as_json: bool, **kwargs: Any) -> None:
+    """Export RUN for a target: ONNX, backend artifact, parity check, manifest."""
+    from edgetl.export import ExportOptions
+    from edgetl.export import export as run_export
+
+    manifest = run_export(ExportOptions(run=run, **kwargs), make_console())
+    emit(manifest, as_json, lambda: None)
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, help="ImageFolder directory, or 'digits'.")
+@click.option("--iterations", type=int, default=200, show_default=True)
+@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
+@click.option("--limit", type=int, default=None, help="Use only the first N validation images.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the edgetl.bench/1 report here.",
+)
+@handle_errors
+def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
+    """Measure accuracy and batch-1 latency of exported ARTIFACTS with their runtimes."""
+    from edgetl.bench.harness import BenchOptions, print_report
+    from edgetl.bench.harness import bench as run_bench
+
+    report = run_bench(BenchOptions(artifacts=list(artifacts), **kwargs), make_console())
+    print_report(stdout_console(), report)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def targets(as_json: bool) -> None:
+    """List target profiles, their backend and precisions, and whether the runtime is here."""
+    from edgetl.backends import get_backend
+    from edgetl.targets import list_targets
+
+    rows = []
+    for profile in list_targets():
+        present = get_backend(profile.backend).available()
+        rows.append(
+            {
+                "name": profile.name,
+                "backend": profile.backend,
+                "device": profile.device,
+                "precisions": list(profile.precisions),
+                "runtime_present": present,
+                "description": profile.description,
+            }
+        )
+    emit(
+        rows,
+        as_json,
+        lambda: stdout_console().print(
+            table(
+                "targets",
+                ["name", "backend", "device", "precisions", "runtime here", "description"],
+                [
+                    [
+                        r["name"],
+                        r["backend"],
+                        r["device"],
+                        ",".join(r["precisions"]),
+                        "yes" if r["runtime_present"] else "no",
+                        r["description"],
+                    ]
+                    for r in rows
+                ],
+            )
+        ),
+    )
+
+
+@main.command()
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("edgetl-quickstart"), show_default=True
+)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--iterations", type=int, default=200, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing quickstart directory.")
+@handle_errors
+def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
+    """The whole flow offline: digits + efficientnet_lite0 -> finetune -> export cpu -> bench."""
+    from edgetl.artifacts import refuse_overwrite
+    from edgetl.bench.harness import BenchOptions, print_report
+    from edgetl.bench.harness import bench as run_bench
+    from edgetl.export import ExportOptions
+    from edgetl.export import export as run_export
+    from edgetl.finetune import FinetuneOptions
+    from edgetl.finetune import finetune as run_finetune
+
+    console = make_console()
+    refuse_overwrite(out, force, "quickstart directory")
+    run_dir = out / "run"
+    console.rule("1/3 finetune")
+    console.print(
+        f"digits are 8x8 pixels: using --image-size {QUICKSTART_IMAGE_SIZE} instead of "
+        "the backbone's 224 to keep this to a few minutes on a laptop CPU"
+    )
+    meta = run_finetune(
+        FinetuneOptions(
+            data="digits", out=run_dir, epochs=epochs, image_size=QUICKSTART_IMAGE_SIZE, force=force
+        ),
+        console,
+    )
+    print_run(meta, run_dir)
+    console.rule("2/3 export --target cpu --precision fp32")
+    run_export(ExportOptions(run=run_dir, target="cpu", precision="fp32", force=force), console)
+    artifact = run_dir / "export" / "cpu-fp32"
+    console.rule("3/3 bench")
+    report = run_bench(
+        BenchOptions(
+            artifacts=[artifact],
+            data="digits",
+            iterations=iterations,
+            json_path=out / "report.json",
+        ),
+        console,
+    )
+    print_report(stdout_console(), report)
+    console.print(f"report: {out / 'report.json'}")
+
+
+def print_run(meta: dict[str, Any], out: Path) -> None:
+    metrics = meta["metrics"]
+    stdout_console().print(
+        table(
+            f"finetune {out}",
+            ["metric", "value"],
+            [
+                ["backbone", meta["backbone"]["name"]],
+                ["classes", len(meta["classes"])],
+                ["train top-1", f"{metrics['train_top1']:.2%}"],
+                ["val top-1", f"{metrics['val_top1']:.2%}"],
+                ["val loss", f"{metrics['val_loss']:.4f}"],
+                ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs_run']}"],
+                ["feature cache", metrics["feature_cache"]],
+                ["time", f"{metrics['time_s']:.1f} s"],
+            ],
+        )
+    )
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        import json
+
+        click.echo(json.dumps(data, indent=2))
+    else:
+        human()

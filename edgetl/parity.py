@@ -1,0 +1,70 @@
+"""Compare a compiled artifact with the PyTorch model it came from, on real validation images."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from edgetl.backends.base import Runner, run_all
+from edgetl.targets import Parity
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    n: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    agreement: float
+    reference_top1: float
+    artifact_top1: float
+    tolerance: Parity
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.max_abs_diff <= self.tolerance.max_abs_diff
+            and self.agreement >= self.tolerance.min_agreement
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+
+def torch_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    model.eval()
+    with torch.inference_mode():
+        return np.concatenate(
+            [
+                model(torch.from_numpy(images[i : i + batch_size])).numpy()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+
+
+def compare(
+    reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, tolerance: Parity
+) -> ParityResult:
+    diff = np.abs(reference.astype(np.float64) - logits.astype(np.float64))
+    return ParityResult(
+        n=len(labels),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        agreement=float((reference.argmax(1) == logits.argmax(1)).mean()),
+        reference_top1=float((reference.argmax(1) == labels).mean()),
+        artifact_top1=float((logits.argmax(1) == labels).mean()),
+        tolerance=tolerance,
+    )
+
+
+def check_parity(
+    model: torch.nn.Module,
+    runner: Runner,
+    images: np.ndarray,
+    labels: np.ndarray,
+    tolerance: Parity,
+) -> ParityResult:
+    return compare(torch_logits(model, images), run_all(runner, images), labels, tolerance)
