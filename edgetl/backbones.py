@@ -152,7 +152,7 @@ def preprocess_for(model: nn.Module, image_size: int | None) -> Preprocess:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load tensors safely: safetensors, or torch.load with weights_only (never plain unpickling)."""
+    """Load tensors safely: safetensors, or torch.load(weights_only=True); never unpickle."""
     path = Path(path)
     if not path.is_file():
         raise EdgetlError(f"--weights {path}: no such file")
@@ -186,7 +186,7 @@ def _map_in_order(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str,
     if len(target) != len(state):
         raise EdgetlError(f"weights have {len(state)} tensors, the model {len(target)}")
     mapped = {}
-    for (theirs, tensor), (ours, expected) in zip(state.items(), target.items()):
+    for (theirs, tensor), (ours, expected) in zip(state.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:
             raise EdgetlError(
                 f"weights tensor {theirs} {tuple(tensor.shape)} does not fit {ours} "
@@ -197,7 +197,13 @@ def _map_in_order(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str,
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).strip().splitlines()[1:2]
+        raise EdgetlError(
+            f"{source}: checkpoint does not fit the model ({first}); is it for this --backbone?"
+        ) from exc
     if result.missing_keys:
         raise EdgetlError(
             f"{source}: checkpoint lacks {len(result.missing_keys)} tensors of the model "

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from edgetl import __version__
 from edgetl.backbones import DEFAULT_BACKBONE
@@ -28,7 +29,8 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (EdgetlError, CheckFailed) as exc:
-            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
+            console = Console(stderr=True, highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

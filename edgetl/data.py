@@ -59,11 +59,14 @@ class Preprocess:
     def __call__(self, image: Image.Image) -> np.ndarray:
         """PIL image -> float32 CHW array."""
         image = image.convert("RGB")
+        # Same arithmetic as torchvision's Resize(int) + CenterCrop, which timm uses.
         width, height = image.size
-        scale = self.resize_size / min(width, height)
-        new_w, new_h = max(self.size, round(width * scale)), max(self.size, round(height * scale))
+        short, long = min(width, height), max(width, height)
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
         image = image.resize((new_w, new_h), INTERPOLATIONS.get(self.interpolation, Image.BICUBIC))
-        left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
+        left = int(round((new_w - self.size) / 2.0))
+        top = int(round((new_h - self.size) / 2.0))
         image = image.crop((left, top, left + self.size, top + self.size))
         array = np.asarray(image, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
@@ -140,7 +143,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 @dataclass
 class Splits:
-    """Train and validation sets over one list of classes, plus the fingerprint of their contents."""
+    """Train and validation sets over one list of classes, and a fingerprint of their contents."""
 
     source: str
     classes: list[str]
@@ -265,7 +268,7 @@ def _load_image_folder(root: Path, val_fraction: float, seed: int) -> Splits:
     classes, keys, labels = _scan_classes(root, None, hasher)
     labels_array = np.asarray(labels, dtype=np.int64)
     if min(np.bincount(labels_array)) < 2:
-        small = [c for c, n in zip(classes, np.bincount(labels_array)) if n < 2]
+        small = [c for c, n in zip(classes, np.bincount(labels_array), strict=True) if n < 2]
         raise EdgetlError(f"{root}: classes {small} have fewer than 2 images; cannot split off val")
     everything = ImageSet(keys, labels_array, loader)
     train_idx, val_idx = stratified_split(labels_array, val_fraction, seed)

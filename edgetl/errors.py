@@ -1,4 +1,4 @@
-"""The two kinds of failure the CLI maps to exit codes (DESIGN.md: 1 = a check failed, 2 = bad input)."""
+"""The two kinds of failure, mapped to exit codes: 1 = a check failed, 2 = bad input."""
 
 
 class EdgetlError(Exception):

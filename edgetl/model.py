@@ -1,4 +1,4 @@
-"""The fine-tuned classifier (frozen backbone + trained head) and the run directory that holds it."""
+"""The fine-tuned classifier (frozen backbone + trained head) and the run directory."""
 
 from __future__ import annotations
 

@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny timm backbone with local weights, and small real image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+TINY_BACKBONE = "test_efficientnet"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the feature cache of tests away from the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGETL_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded, randomly initialised timm test model saved as safetensors (no network)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model(TINY_BACKBONE, pretrained=False)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def make_image(rng: np.random.Generator, label: int, size: tuple[int, int]) -> Image.Image:
+    """A noisy picture whose dominant colour and stripe direction depend on the class."""
+    width, height = size
+    pixels = rng.integers(0, 80, (height, width, 3)).astype(np.uint8)
+    pixels[..., label % 3] += 150
+    if label // 3 % 2:
+        pixels[::4, :, :] = 255
+    else:
+        pixels[:, ::4, :] = 255
+    return Image.fromarray(pixels)
+
+
+def write_folder(root: Path, classes: int = 3, per_class: int = 10, seed: int = 0) -> Path:
+    """DIR/<class>/*.{png,jpg} with mixed sizes and modes (RGB, grayscale, RGBA)."""
+    rng = np.random.default_rng(seed)
+    for label in range(classes):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            size = (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
+            image = make_image(rng, label, size)
+            if index % 4 == 1:  # RGBA only for PNG files
+                image = image.convert("RGBA")
+            if index % 2:
+                image.save(folder / f"img_{index}.png")
+            else:
+                image.save(folder / f"img_{index}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    return write_folder(tmp_path / "photos")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Path:
+    """A finished fine-tuning run on a small folder with the tiny backbone."""
+    from edgetl.finetune import FinetuneOptions, finetune
+    from edgetl.ui import make_console
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    data = write_folder(base / "photos", per_class=20)
+    out = base / "run"
+    finetune(
+        FinetuneOptions(
+            data=str(data),
+            out=out,
+            backbone=TINY_BACKBONE,
+            weights=tiny_weights,
+            image_size=64,
+            epochs=30,
+        ),
+        make_console(quiet=True),
+    )
+    return out

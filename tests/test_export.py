@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from edgetl.artifacts import load_manifest, sha256_file
+from edgetl.cli import main
+from edgetl.errors import EdgetlError
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "cpu-fp32"
+    result = CliRunner().invoke(
+        main, ["export", str(tiny_run), "--target", "cpu", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_artifact_files_and_checksums(exported: Path, tiny_run: Path) -> None:
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["schema"] == "edgetl.manifest/1"
+    assert (manifest["target"], manifest["backend"], manifest["precision"]) == (
+        "cpu",
+        "onnxruntime",
+        "fp32",
+    )
+    assert manifest["model_files"] == ["model.onnx"]
+    for name, entry in manifest["files"].items():
+        assert sha256_file(exported / name) == entry["sha256"]
+    assert manifest["classes"] == ["class_0", "class_1", "class_2"]
+    assert manifest["preprocess"]["size"] == 64
+    assert {"torch", "onnx", "onnxruntime", "runtime"} <= set(manifest["versions"])
+    assert manifest["run"]["path"] == str(tiny_run.resolve())
+    assert not list(exported.parent.glob(".*partial*"))
+
+
+def test_parity_within_tolerance(exported: Path) -> None:
+    parity = json.loads((exported / "manifest.json").read_text())["parity"]
+    assert parity["passed"] and parity["n"] > 0
+    assert parity["max_abs_diff"] <= 1e-3
+    assert parity["agreement"] == 1.0
+
+
+def test_onnx_graph_carries_metadata(exported: Path) -> None:
+    graph = onnx.load(str(exported / "model.onnx"))
+    onnx.checker.check_model(graph)
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(meta["edgetl.classes"]) == ["class_0", "class_1", "class_2"]
+    assert json.loads(meta["edgetl.preprocess"])["size"] == 64
+    dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 64, 64]
+
+
+def test_dynamic_batch(tiny_run: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "dyn"
+    result = CliRunner().invoke(
+        main, ["export", str(tiny_run), "--target", "cpu", "--dynamic-batch", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"images": np.zeros((5, 3, 64, 64), np.float32)})[0]
+    assert logits.shape == (5, 3)
+
+
+def test_refuses_to_overwrite_then_force(exported: Path, tiny_run: Path) -> None:
+    args = ["export", str(tiny_run), "--target", "cpu", "--out", str(exported)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "--force" in refused.output
+    forced = CliRunner().invoke(main, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    load_manifest(exported)
+
+
+def test_failed_parity_exits_1_and_writes_nothing(tiny_run: Path, tmp_path: Path) -> None:
+    strict = tmp_path / "strict.toml"
+    text = (Path(__file__).parents[1] / "targets" / "cpu.toml").read_text()
+    strict.write_text(
+        text.replace('name = "cpu"', 'name = "strict"').replace(
+            "max_abs_diff = 1e-3", "max_abs_diff = -1.0"
+        )
+    )
+    out = tmp_path / "never"
+    result = CliRunner().invoke(
+        main, ["export", str(tiny_run), "--target", str(strict), "--out", str(out)]
+    )
+    assert result.exit_code == 1
+    assert "parity check failed" in result.output
+    assert not out.exists()
+    assert not list(tmp_path.glob(".never*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "nosuch"], "unknown target"),
+        (["--target", "cpu", "--precision", "int8"], "supports fp32"),
+    ],
+)
+def test_bad_export_options_exit_2(tiny_run: Path, tmp_path: Path, args, message) -> None:
+    result = CliRunner().invoke(
+        main, ["export", str(tiny_run), "--out", str(tmp_path / "x"), *args]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_of_a_non_run_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--target", "cpu"])
+    assert result.exit_code == 2
+    assert "edgetl.json" in result.output
+
+
+def test_bench_json_shape(exported: Path, tiny_run: Path, tmp_path: Path) -> None:
+    data = json.loads((tiny_run / "edgetl.json").read_text())["data"]["source"]
+    report_path = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(exported),
+            "--data",
+            data,
+            "--iterations",
+            "20",
+            "--warmup",
+            "2",
+            "--json",
+            str(report_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["schema"] == "edgetl.bench/1"
+    (entry,) = report["results"]
+    assert set(entry["accuracy"]) == {"top1", "top5", "n", "agreement"}
+    assert entry["accuracy"]["agreement"] == 1.0
+    assert entry["accuracy"]["top5"] == 1.0  # three classes
+    assert set(entry["latency_ms"]) == {"p50", "p90", "p99", "mean", "std", "min", "max"}
+    lat = entry["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    for key in (
+        "iterations",
+        "warmup",
+        "throughput_ips",
+        "load_s",
+        "first_inference_ms",
+        "peak_rss_mb",
+        "size_mb",
+        "env",
+    ):
+        assert key in entry
+    assert entry["iterations"] == 20
+    assert entry["size_mb"] == pytest.approx(
+        (exported / "model.onnx").stat().st_size / 1e6, abs=1e-3
+    )
+    assert {"cpu", "threads", "os", "runtimes"} <= set(entry["env"])
+
+
+def test_bench_refuses_a_tampered_artifact(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    with open(copy / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(EdgetlError, match="sha256 differs"):
+        load_manifest(copy)
+    result = CliRunner().invoke(main, ["bench", str(copy), "--data", "digits"])
+    assert result.exit_code == 2
+
+
+def test_bench_with_mismatched_data_exits_2(exported: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", str(exported), "--data", "digits"])
+    assert result.exit_code == 2
+    assert "do not match" in result.output
+
+
+def test_targets_lists_cpu() -> None:
+    result = CliRunner().invoke(main, ["targets", "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    cpu = next(r for r in rows if r["name"] == "cpu")
+    assert cpu["backend"] == "onnxruntime" and cpu["runtime_present"] is True

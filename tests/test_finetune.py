@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from edgetl.backbones import read_state_dict
+from edgetl.cli import main
+from edgetl.finetune import FinetuneOptions, finetune
+from edgetl.model import load_run
+from edgetl.ui import make_console
+from tests.conftest import TINY_BACKBONE, write_folder
+
+
+def tiny_options(data: Path, out: Path, weights: Path, **extra) -> FinetuneOptions:
+    settings = {"image_size": 64, "epochs": 15, **extra}
+    return FinetuneOptions(
+        data=str(data), out=out, backbone=TINY_BACKBONE, weights=weights, **settings
+    )
+
+
+def test_run_directory_contents(tiny_run: Path) -> None:
+    files = sorted(p.name for p in tiny_run.iterdir())
+    assert files == ["backbone.safetensors", "edgetl.json", "head.safetensors", "history.csv"]
+    meta = json.loads((tiny_run / "edgetl.json").read_text())
+    assert meta["classes"] == ["class_0", "class_1", "class_2"]
+    assert meta["backbone"]["timm_name"] == TINY_BACKBONE
+    assert meta["backbone"]["weights_source"].startswith("file:")
+    assert len(meta["backbone"]["weights_sha256"]) == 64
+    assert meta["preprocess"]["size"] == 64
+    assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"]
+    with open(tiny_run / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {"epoch", "train_loss", "val_loss", "val_top1"} <= set(rows[0])
+
+
+def test_head_learns_the_classes(tiny_run: Path) -> None:
+    meta = json.loads((tiny_run / "edgetl.json").read_text())
+    assert meta["metrics"]["val_top1"] >= 0.85
+    assert meta["metrics"]["train_top1"] >= 0.9
+
+
+def test_frozen_backbone_is_unchanged(tiny_run: Path, tiny_weights: Path) -> None:
+    saved = load_file(str(tiny_run / "backbone.safetensors"))
+    original = read_state_dict(tiny_weights)
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, original[name]), name
+
+
+def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: Path) -> None:
+    data = write_folder(tmp_path / "photos", per_class=6)
+    console = make_console(quiet=True)
+    cache = tmp_path / "cache"
+    first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache), console)
+    second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
+    assert first["metrics"]["feature_cache"].startswith("miss")
+    assert second["metrics"]["feature_cache"] == "hit"
+    assert len(list(cache.glob("*.safetensors"))) == 1
+    # the same training on the same features gives the same head
+    head_a = load_file(str(tmp_path / "a" / "head.safetensors"))
+    head_b = load_file(str(tmp_path / "b" / "head.safetensors"))
+    assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
+    # changed data -> new key, no stale features
+    write_folder(tmp_path / "photos", per_class=7, seed=5)
+    third = finetune(tiny_options(data, tmp_path / "c", tiny_weights, cache_dir=cache), console)
+    assert third["metrics"]["feature_cache"].startswith("miss")
+
+
+def test_unfreeze_trains_the_last_stage(tmp_path: Path, tiny_weights: Path) -> None:
+    data = write_folder(tmp_path / "photos", per_class=6)
+    meta = finetune(
+        tiny_options(data, tmp_path / "run", tiny_weights, unfreeze=1, epochs=2),
+        make_console(quiet=True),
+    )
+    assert meta["train"]["unfreeze"] == 1
+    saved = load_file(str(tmp_path / "run" / "backbone.safetensors"))
+    original = read_state_dict(tiny_weights)
+    changed = [name for name, tensor in saved.items() if not torch.equal(tensor, original[name])]
+    assert changed and all(name.startswith(("blocks.4", "conv_head", "bn2")) for name in changed)
+    # the run reloads into the model that was trained
+    assert load_run(tmp_path / "run").classifier() is not None
+
+
+def test_cli_refuses_to_overwrite_a_run(tiny_run: Path, tiny_weights: Path) -> None:
+    before = (tiny_run / "head.safetensors").read_bytes()
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--data",
+            "digits",
+            "--out",
+            str(tiny_run),
+            "--backbone",
+            TINY_BACKBONE,
+            "--weights",
+            str(tiny_weights),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--force" in result.output
+    assert (tiny_run / "head.safetensors").read_bytes() == before
+
+
+def test_cli_bad_data_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["finetune", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 2
+    assert "missing" in result.output and "no such directory" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_unknown_backbone_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--data",
+            "digits",
+            "--backbone",
+            "efficientnet_lite",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "Did you mean" in result.output
