@@ -39,14 +39,16 @@ def extract_features(
     label: str,
 ) -> torch.Tensor:
     """Run the frozen backbone over `images` once; returns float32 features on the CPU."""
-    model.eval().to(device)
+    # channels_last runs the convolutions 1.6x faster on our CPUs (and suits CUDA AMP).
+    model.eval().to(device, memory_format=torch.channels_last)
     chunks = []
     use_amp = device.type == "cuda"
     with progress(console) as bar:
         task = bar.add_task(f"features {label}", total=len(images), info="")
         for batch, _ in images.batches(preprocess, batch_size):
             with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp):
-                out = model(torch.from_numpy(batch).to(device))
+                x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+                out = model(x)
             chunks.append(out.float().cpu())
             bar.advance(task, len(batch))
     return torch.cat(chunks)
