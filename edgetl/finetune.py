@@ -165,6 +165,31 @@ def history_csv(history: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+class EarlyStopping:
+    """Keep the weights of the best val-loss epoch; stop after `patience` epochs without gain."""
+
+    def __init__(self, patience: int, min_delta: float = 1e-4):
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss, self.best_state, self.stale = math.inf, None, 0
+
+    def should_stop(self, val_loss: float, module: nn.Module, epoch: int, console: Console) -> bool:
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_state, self.stale = (
+                val_loss,
+                copy.deepcopy(module.state_dict()),
+                0,
+            )
+            return False
+        self.stale += 1
+        if self.stale < self.patience:
+            return False
+        console.print(f"early stop at epoch {epoch}: no val-loss gain in {self.stale} epochs")
+        return True
+
+    def restore(self, module: nn.Module) -> None:
+        module.load_state_dict(self.best_state)
+
+
 def train_head(
     head: Head,
     train_x: torch.Tensor,
@@ -181,7 +206,7 @@ def train_head(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     history: list[dict[str, Any]] = []
-    best_state, best_loss, stale = None, math.inf, 0
+    stopper = EarlyStopping(opts.patience)
     with progress(console) as bar:
         task = bar.add_task("train head", total=opts.epochs, info="")
         for epoch in range(1, opts.epochs + 1):
@@ -204,16 +229,9 @@ def train_head(
                 epoch_row("head", epoch, loss_sum / total, correct / total, val_loss, val_top1)
             )
             bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
-            if val_loss < best_loss - 1e-4:
-                best_state, best_loss, stale = copy.deepcopy(head.state_dict()), val_loss, 0
-            else:
-                stale += 1
-                if stale >= opts.patience:
-                    console.print(
-                        f"early stop at epoch {epoch}: no val-loss gain in {stale} epochs"
-                    )
-                    break
-    head.load_state_dict(best_state)
+            if stopper.should_stop(val_loss, head, epoch, console):
+                break
+    stopper.restore(head)
     head.eval()
     return history
 
@@ -270,7 +288,7 @@ def train_unfrozen(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     rng = np.random.default_rng(opts.seed)
     history: list[dict[str, Any]] = []
-    best_state, best_loss, stale = None, math.inf, 0
+    stopper = EarlyStopping(opts.patience)
     with progress(console) as bar:
         task = bar.add_task(f"unfreeze {opts.unfreeze}", total=opts.epochs, info="")
         for epoch in range(1, opts.epochs + 1):
@@ -294,13 +312,9 @@ def train_unfrozen(
                 epoch_row("unfreeze", epoch, loss_sum / total, correct / total, val_loss, val_top1)
             )
             bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
-            if val_loss < best_loss - 1e-4:
-                best_state, best_loss, stale = copy.deepcopy(model.state_dict()), val_loss, 0
-            else:
-                stale += 1
-                if stale >= opts.patience:
-                    break
-    model.load_state_dict(best_state)
+            if stopper.should_stop(val_loss, model, epoch, console):
+                break
+    stopper.restore(model)
     model.cpu().eval()
     for param in model.parameters():
         param.requires_grad_(False)
