@@ -308,7 +308,10 @@ def _scan_classes(
                 "add images or remove the folder"
             )
         for path in files:
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise EdgetlError(f"{path}: cannot read this file ({exc.strerror})") from exc
             _check_image(path, data)
             key = path.relative_to(root).as_posix()
             hasher.update(f"{key}\0{label}\0".encode())
