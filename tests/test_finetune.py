@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ def test_run_directory_contents(tiny_run: Path) -> None:
     assert meta["backbone"]["weights_source"].startswith("file:")
     assert len(meta["backbone"]["weights_sha256"]) == 64
     assert meta["preprocess"]["size"] == 64
-    assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"]
+    assert meta["versions"]["torch"] == metadata.version("torch")
     with open(tiny_run / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and {"epoch", "train_loss", "val_loss", "val_top1"} <= set(rows[0])
