@@ -157,16 +157,80 @@ def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any)
     show_default=True,
     help="Validation images used for the parity check.",
 )
+@click.option(
+    "--recipe",
+    default=None,
+    help="INT8: calibration recipe name (calibration/*.toml) or .toml file "
+    "[default: the target's].",
+)
+@click.option(
+    "--calib-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="INT8: directory of calibration images (flat or class folders) or a .npy of "
+    "preprocessed tensors [default: a stratified sample of the run's training split].",
+)
+@click.option(
+    "--calib-samples",
+    type=int,
+    default=None,
+    help="INT8: number of calibration images [default: the recipe's].",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="INT8: most top-1 points the INT8 model may lose against FP32 on validation.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @handle_errors
 def export(run: Path, as_json: bool, **kwargs: Any) -> None:
-    """Export RUN for a target: ONNX, backend artifact, parity check, manifest."""
+    """Export RUN for a target: ONNX, backend artifact, parity check, manifest.
+
+    With --precision int8 the model is calibrated, quantized and checked by the accuracy
+    guard: if top-1 drops more than --max-accuracy-drop, the head is re-fitted on the
+    quantized backbone's features and the most sensitive layers are kept in float until
+    the budget holds; otherwise it exits 1 with what was tried and writes nothing.
+    """
     from edgetl.export import ExportOptions
     from edgetl.export import export as run_export
+    from edgetl.quantize.guard import GuardFailed
 
-    manifest = run_export(ExportOptions(run=run, **kwargs), make_console())
-    emit(manifest, as_json, lambda: None)
+    console = make_console()
+    try:
+        manifest = run_export(ExportOptions(run=run, **kwargs), console)
+    except GuardFailed as failure:
+        for item in failure.tables():
+            console.print(item)
+        raise
+    emit(manifest, as_json, lambda: print_quantization(manifest))
+
+
+def print_quantization(manifest: dict[str, Any]) -> None:
+    quant = manifest.get("quantization")
+    if not quant:
+        return
+    rows = [
+        [a["name"], f"{a['top1']:.2%}", f"{a['drop_pts']:+.2f}", f"{a['agreement']:.2%}"]
+        for a in quant["attempts"]
+    ]
+    console = stdout_console()
+    console.print(
+        table(
+            f"INT8 accuracy guard (FP32 top-1 {quant['fp32_top1']:.2%} on {quant['n']} val images, "
+            f"budget {quant['budget_pts']:.2f} pts)",
+            ["attempt", "INT8 top-1", "drop (pts)", "agreement"],
+            rows,
+        )
+    )
+    floats = ", ".join(quant["float_layers"]) or "none"
+    console.print(
+        f"kept: {rows[-1][0]}; float layers: {floats}; recipe {quant['recipe']['name']}; "
+        f"{quant['calibration']['count']} calibration images; quantize "
+        f"{quant['quantize_s']:.1f} s, guard {quant['guard_s']:.1f} s"
+    )
 
 
 @main.command()

@@ -105,7 +105,7 @@ class _Loader:
         raise NotImplementedError
 
 
-class _FileLoader(_Loader):
+class FileLoader(_Loader):
     def __init__(self, root: Path):
         self.root = root
 
@@ -183,6 +183,21 @@ def stratified_split(
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
 
 
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` indices with every class in proportion to its size; seeded.
+
+    Each class's members are shuffled and spread evenly over [0, 1); taking the `count`
+    smallest positions gives every class its share, whatever the class sizes.
+    """
+    rng = np.random.default_rng(seed)
+    positions = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        positions[members] = (np.arange(len(members)) + rng.random()) / len(members)
+    return np.sort(np.argsort(positions, kind="stable")[:count])
+
+
 def load_dataset(spec: str, val_fraction: float = 0.2, seed: int = 0) -> Splits:
     """`spec` is a built-in name (digits) or an ImageFolder directory."""
     if spec in BUILTIN_DATASETS:
@@ -198,13 +213,18 @@ def validation_arrays(
     preprocess: Preprocess,
     limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The validation split of `source` as the run saw it, preprocessed (first `limit` images)."""
+    """The validation split of `source` as the run saw it, preprocessed.
+
+    With `limit`, a stratified seeded sample of that many images (all classes represented).
+    """
     splits = load_dataset(source, val_fraction, seed)
     if splits.classes != classes:
         raise EdgetlError(
             f"--data {source}: classes {splits.classes} do not match the model's {classes}"
         )
-    val = splits.val if limit is None else splits.val.subset(range(min(limit, len(splits.val))))
+    val = splits.val
+    if limit is not None and limit < len(val):
+        val = val.subset(stratified_sample(val.labels, limit, seed))
     images = np.concatenate([batch for batch, _ in val.batches(preprocess, 64)])
     return images, val.labels
 
@@ -244,7 +264,7 @@ def _load_image_folder(root: Path, val_fraction: float, seed: int) -> Splits:
     if not root.is_dir():
         raise EdgetlError(f"--data {root}: is a file; give a directory of class folders")
     hasher = hashlib.sha256()
-    loader = _FileLoader(root)
+    loader = FileLoader(root)
     if (root / "train").is_dir() and (root / "val").is_dir():
         train_classes, train_keys, train_labels = _scan_classes(root, "train", hasher)
         val_classes, val_keys, val_labels = _scan_classes(root, "val", hasher)

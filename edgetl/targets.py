@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
+from edgetl.datafiles import load_toml, shipped
 from edgetl.errors import EdgetlError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -35,6 +28,7 @@ class TargetProfile:
     opset: int
     threads: int
     parity: dict[str, Parity]
+    recipe: str = "nncf-mixed"  # default INT8 calibration recipe (calibration/NAME.toml)
     options: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -58,6 +52,7 @@ KNOWN_KEYS = {
     "opset",
     "threads",
     "parity",
+    "recipe",
 }
 
 
@@ -81,6 +76,7 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
             opset=int(data.get("opset", 17)),
             threads=int(data.get("threads", 0)),
             parity=parity,
+            recipe=str(data.get("recipe", "nncf-mixed")),
             options={k: v for k, v in data.items() if k not in KNOWN_KEYS},
             source=source,
         )
@@ -88,32 +84,11 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
         raise EdgetlError(f"{source}: missing key {exc}; see targets/cpu.toml") from exc
 
 
-def _profile_files() -> dict[str, Any]:
-    root = resources.files("edgetl.profiles")
-    return {entry.name[:-5]: entry for entry in root.iterdir() if entry.name.endswith(".toml")}
-
-
 def list_targets() -> list[TargetProfile]:
-    return [load_target(name) for name in sorted(_profile_files())]
+    return [load_target(name) for name in sorted(shipped("edgetl.profiles"))]
 
 
 def load_target(name: str) -> TargetProfile:
-    """A profile by name (targets/NAME.toml) or by path to a user's own .toml file."""
-    if name.endswith(".toml"):
-        path = Path(name)
-        if not path.is_file():
-            raise EdgetlError(f"--target {name}: no such file")
-        text, source = path.read_text(), str(path)
-    else:
-        files = _profile_files()
-        if name not in files:
-            raise EdgetlError(
-                f"--target {name}: unknown target; known: {', '.join(sorted(files))} "
-                "(or a path to your own profile .toml)"
-            )
-        text, source = files[name].read_text(), f"targets/{name}.toml"
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise EdgetlError(f"{source}: invalid TOML ({exc})") from exc
+    """A profile by name (targets/NAME.toml) or by path to a user's own profile .toml."""
+    data, source = load_toml(name, "edgetl.profiles", "--target", "targets")
     return parse_profile(data, source)

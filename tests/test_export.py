@@ -101,8 +101,18 @@ def test_failed_parity_exits_1_and_writes_nothing(tiny_run: Path, tmp_path: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target", "nosuch"], "unknown target"),
-        (["--target", "cpu", "--precision", "int8"], "supports fp32"),
+        (["--target", "nosuch"], "--target nosuch: unknown"),
+        (["--target", "cpu", "--precision", "fp16"], "supports fp32, int8"),
+        (["--target", "cpu", "--recipe", "nncf-mixed"], "only used with --precision int8"),
+        (
+            ["--target", "cpu", "--precision", "int8", "--recipe", "nosuch"],
+            "--recipe nosuch: unknown",
+        ),
+        (
+            ["--target", "cpu", "--precision", "int8", "--max-accuracy-drop", "-1"],
+            "between 0 and 100",
+        ),
+        (["--target", "cpu", "--precision", "int8", "--calib-samples", "8"], "need at least 32"),
     ],
 )
 def test_bad_export_options_exit_2(tiny_run: Path, tmp_path: Path, args, message) -> None:

@@ -17,5 +17,5 @@ class Runner(Protocol):
 
 def run_all(runner: Runner, images: np.ndarray) -> np.ndarray:
     """Logits for any number of images, in the batch sizes the runner accepts."""
-    step = runner.batch_size or len(images)
+    step = runner.batch_size or 32
     return np.concatenate([runner.run(images[i : i + step]) for i in range(0, len(images), step)])

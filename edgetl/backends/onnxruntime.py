@@ -35,7 +35,8 @@ def compile(onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: s
 
 
 class OrtRunner:
-    def __init__(self, model_path: Path, threads: int):
+    def __init__(self, model: Path | bytes, threads: int):
+        """`model` is a file or a serialized ModelProto (the quantizer evaluates in memory)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -43,7 +44,9 @@ class OrtRunner:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"]
+            model if isinstance(model, bytes) else str(model),
+            options,
+            providers=["CPUExecutionProvider"],
         )
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name

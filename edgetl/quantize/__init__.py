@@ -1,0 +1,65 @@
+"""INT8 quantization: calibration sets, recipes, engines (NNCF, ONNX Runtime), accuracy guard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from rich.console import Console
+
+from edgetl.backends.base import run_all
+from edgetl.backends.onnxruntime import OrtRunner
+from edgetl.model import Run
+from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.engines import prepare
+from edgetl.quantize.guard import Evaluation, GuardReport, quantize_with_guard
+from edgetl.quantize.recipes import Recipe
+
+
+@dataclass
+class Quantized:
+    path: Path  # the INT8 ONNX model
+    logits: np.ndarray  # its logits on the evaluation images (ONNX Runtime)
+    report: GuardReport
+
+    def describe(self, recipe: Recipe, calib: CalibrationSet) -> dict[str, Any]:
+        return {
+            "recipe": recipe.to_dict(),
+            "calibration": {**calib.describe(), "time_s": round(self.report.quantize_s, 2)},
+            **self.report.to_dict(),
+        }
+
+
+def quantize_onnx(
+    fp32_path: Path,
+    work: Path,
+    run: Run,
+    recipe: Recipe,
+    calib: CalibrationSet,
+    images: np.ndarray,
+    labels: np.ndarray,
+    budget_pts: float,
+    console: Console,
+) -> Quantized:
+    """Quantize the exported FP32 model under the accuracy guard; the result lands in `work`."""
+    prepared = prepare(fp32_path, work / "prepared.onnx")
+    fp32_logits = run_all(OrtRunner(work / "prepared.onnx", threads=0), images)
+    evaluation = Evaluation(images, labels, fp32_logits)
+    model, report = quantize_with_guard(
+        prepared, calib, recipe, run, evaluation, budget_pts, console
+    )
+    _copy_metadata(onnx.load(str(fp32_path)), model)
+    path = work / "model.int8.onnx"
+    onnx.save(model, str(path))
+    return Quantized(path, evaluation.logits(model), report)
+
+
+def _copy_metadata(source: onnx.ModelProto, target: onnx.ModelProto) -> None:
+    del target.metadata_props[:]
+    for prop in source.metadata_props:
+        target.metadata_props.add(key=prop.key, value=prop.value)
+    target.metadata_props.add(key="edgetl.precision", value=json.dumps("int8"))

@@ -1,0 +1,340 @@
+"""The accuracy guard: quantize, measure, and restore accuracy until the budget holds.
+
+Steps, each measured on the run's validation images with ONNX Runtime:
+1. plain: the engine's INT8 model as it comes.
+2. head refit: the backbone is frozen, so the head can be re-trained on features of the
+   *quantized* backbone (warm-started from the run's head); kept only when it helps.
+3. float layers: every quantized layer is ranked by how much keeping it alone in float
+   brings the logits back towards FP32; the top 1, 2, 4, ... are kept in float until the
+   drop is within budget or the recipe's max_float_layers is reached.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+from edgetl.backends.base import run_all
+from edgetl.backends.onnxruntime import OrtRunner
+from edgetl.data import load_dataset, stratified_sample
+from edgetl.errors import CheckFailed
+from edgetl.model import HEAD_WEIGHTS, Head, Run
+from edgetl.quantize import qdq
+from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.engines import ENGINES, float_node_names
+from edgetl.quantize.recipes import Recipe
+from edgetl.ui import progress, table
+
+REFIT_MAX_IMAGES = 2000  # training images whose quantized features re-fit the head
+
+
+@dataclass
+class Attempt:
+    name: str
+    top1: float
+    drop_pts: float
+    agreement: float
+    max_abs_diff: float
+    float_layers: list[str] = field(default_factory=list)
+    head_refit: bool = False
+
+    def row(self) -> list[str]:
+        return [
+            self.name,
+            f"{self.top1:.2%}",
+            f"{self.drop_pts:+.2f}",
+            f"{self.agreement:.2%}",
+            f"{self.max_abs_diff:.3g}",
+        ]
+
+
+@dataclass
+class GuardReport:
+    fp32_top1: float
+    n: int
+    budget_pts: float
+    attempts: list[Attempt]
+    sensitivities: list[tuple[str, float]]
+    quantize_s: float
+    guard_s: float
+
+    @property
+    def chosen(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def passed(self) -> bool:
+        return self.chosen.drop_pts <= self.budget_pts
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "fp32_top1": self.fp32_top1,
+            "int8_top1": chosen.top1,
+            "drop_pts": round(chosen.drop_pts, 4),
+            "budget_pts": self.budget_pts,
+            "n": self.n,
+            "agreement": chosen.agreement,
+            "max_abs_diff": chosen.max_abs_diff,
+            "float_layers": chosen.float_layers,
+            "head_refit": chosen.head_refit,
+            "attempts": [asdict(a) for a in self.attempts],
+            "sensitivities": [{"layer": n, "score": s} for n, s in self.sensitivities[:20]],
+            "quantize_s": round(self.quantize_s, 2),
+            "guard_s": round(self.guard_s, 2),
+        }
+
+
+@dataclass
+class Evaluation:
+    images: np.ndarray
+    labels: np.ndarray
+    fp32_logits: np.ndarray
+
+    @property
+    def fp32_top1(self) -> float:
+        return float((self.fp32_logits.argmax(1) == self.labels).mean())
+
+    def logits(self, model: onnx.ModelProto, limit: int | None = None) -> np.ndarray:
+        runner = OrtRunner(model.SerializeToString(), threads=0)
+        return run_all(runner, self.images[:limit])
+
+    def attempt(self, name: str, model: onnx.ModelProto, **details: Any) -> Attempt:
+        logits = self.logits(model)
+        top1 = float((logits.argmax(1) == self.labels).mean())
+        return Attempt(
+            name=name,
+            top1=top1,
+            drop_pts=100 * (self.fp32_top1 - top1),
+            agreement=float((logits.argmax(1) == self.fp32_logits.argmax(1)).mean()),
+            max_abs_diff=float(np.abs(logits - self.fp32_logits).max()),
+            **details,
+        )
+
+
+def quantize_with_guard(
+    prepared: onnx.ModelProto,
+    calib: CalibrationSet,
+    recipe: Recipe,
+    run: Run,
+    evaluation: Evaluation,
+    budget_pts: float,
+    console: Console,
+) -> tuple[onnx.ModelProto, GuardReport]:
+    """The INT8 model that meets the budget, and what was tried; CheckFailed when none does."""
+    started = time.perf_counter()
+    engine = ENGINES[recipe.engine]
+    console.print(
+        f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
+        f"{len(calib.files)} calibration images"
+    )
+    raw = engine(prepared, calib.images, recipe, float_node_names(prepared, recipe, []))
+    quantize_s = time.perf_counter() - started
+
+    def build(float_layers: list[str]) -> onnx.ModelProto:
+        model = qdq.keep_float(raw, prepared, float_layers) if float_layers else _copy(raw)
+        return qdq.for_onnxruntime(model)
+
+    attempts: list[Attempt] = []
+    sensitivities: list[tuple[str, float]] = []
+
+    def report() -> GuardReport:
+        return GuardReport(
+            evaluation.fp32_top1,
+            len(evaluation.labels),
+            budget_pts,
+            attempts,
+            sensitivities,
+            quantize_s,
+            time.perf_counter() - started,
+        )
+
+    def done(attempt: Attempt) -> bool:
+        attempts.append(attempt)
+        console.print(
+            f"  {attempt.name}: INT8 top-1 {attempt.top1:.2%} (FP32 {evaluation.fp32_top1:.2%}, "
+            f"drop {attempt.drop_pts:+.2f} pts, budget {budget_pts:.2f})"
+        )
+        return attempt.drop_pts <= budget_pts
+
+    model = build([])
+    if done(evaluation.attempt("plain", model)):
+        return model, report()
+
+    refit = None
+    if recipe.guard.head_refit:
+        refit = HeadRefit(run, evaluation, console)
+        refitted = refit.apply(model)
+        attempt = evaluation.attempt("head refit", refitted, head_refit=True)
+        better = attempt.top1 > attempts[-1].top1
+        if done(attempt):
+            return refitted, report()
+        if not better:
+            console.print("  head refit did not help; not kept")
+            refit = None
+
+    candidates = [n for n in qdq.quantized_nodes(raw) if n in _names(prepared)]
+    candidates = [n for n in candidates if n not in float_node_names(prepared, recipe, [])]
+    sensitivities = rank_layers(
+        build, candidates, evaluation, recipe.guard.ranking_samples, console
+    )
+    for count in _ladder(recipe.guard.max_float_layers):
+        layers = [name for name, _ in sensitivities[:count]]
+        model = build(layers)
+        if refit is not None:
+            model = refit.apply(model)
+        label = f"{len(layers)} float layer{'s' if len(layers) > 1 else ''}"
+        if refit is not None:
+            label += " + head refit"
+        if done(
+            evaluation.attempt(label, model, float_layers=layers, head_refit=refit is not None)
+        ):
+            return model, report()
+    raise GuardFailed(report())
+
+
+class GuardFailed(CheckFailed):
+    def __init__(self, report: GuardReport):
+        self.report = report
+        super().__init__(
+            f"INT8 misses the accuracy budget: best drop "
+            f"{min(a.drop_pts for a in report.attempts):.2f} pts > --max-accuracy-drop "
+            f"{report.budget_pts:.2f}; no artifact written. Try more or other calibration "
+            "images (--calib-data), another --recipe, a larger guard.max_float_layers in "
+            "the recipe, or --precision fp32"
+        )
+
+    def tables(self) -> list[Any]:
+        attempts = table(
+            "INT8 attempts",
+            ["attempt", "top-1", "drop (pts)", "agreement", "max |diff|"],
+            [a.row() for a in self.report.attempts],
+        )
+        sensitivity = table(
+            "most sensitive layers (logit error removed by keeping the layer float)",
+            ["layer", "score"],
+            [(name, f"{score:.3g}") for name, score in self.report.sensitivities[:15]],
+        )
+        return [attempts, sensitivity]
+
+
+def rank_layers(
+    build: Any,
+    candidates: list[str],
+    evaluation: Evaluation,
+    samples: int,
+    console: Console,
+) -> list[tuple[str, float]]:
+    """Layers by how much of the INT8 model's logit error (vs FP32) goes away with each in float."""
+    reference = evaluation.fp32_logits[:samples]
+    base = float(np.mean((evaluation.logits(build([]), samples) - reference) ** 2))
+    scores = []
+    with progress(console) as bar:
+        task = bar.add_task("rank layer sensitivity", total=len(candidates), info="")
+        for name in candidates:
+            error = float(np.mean((evaluation.logits(build([name]), samples) - reference) ** 2))
+            scores.append((name, (base - error) / base if base > 0 else 0.0))
+            bar.update(task, advance=1, info=name[-40:])
+    return sorted(scores, key=lambda item: -item[1])
+
+
+class HeadRefit:
+    """Re-train the run's head on features of a quantized backbone and write it into the graph."""
+
+    def __init__(self, run: Run, evaluation: Evaluation, console: Console):
+        data = run.meta["data"]
+        splits = load_dataset(data["source"], data["val_fraction"], data["seed"])
+        seed = run.meta["train"]["seed"]
+        train = splits.train.subset(stratified_sample(splits.train.labels, REFIT_MAX_IMAGES, seed))
+        self.train_images = np.concatenate([b for b, _ in train.batches(run.preprocess, 64)])
+        self.train_labels = train.labels
+        self.run = run
+        self.evaluation = evaluation
+        self.console = console
+
+    def apply(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        from edgetl.finetune import FinetuneOptions, train_head
+
+        features = _features_model(model)
+        train_x = torch.from_numpy(_run(features, self.train_images))
+        val_x = torch.from_numpy(_run(features, self.evaluation.images))
+        meta = self.run.meta
+        head = Head(meta["backbone"]["num_features"], len(self.run.classes), meta["head"]["hidden"])
+        head.load_state_dict(load_file(str(self.run.path / HEAD_WEIGHTS)))
+        head.set_feature_stats(train_x)
+        train = meta["train"]
+        opts = FinetuneOptions(
+            data=meta["data"]["source"],
+            out=Path("."),
+            epochs=train["epochs"],
+            lr=train["lr"],
+            batch_size=train["batch_size"],
+            seed=train["seed"],
+            patience=train["patience"],
+        )
+        torch.manual_seed(train["seed"])
+        train_head(
+            head,
+            train_x,
+            torch.from_numpy(self.train_labels),
+            val_x,
+            torch.from_numpy(self.evaluation.labels),
+            opts,
+            self.console,
+        )
+        return _with_head(model, head)
+
+
+def _features_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with the head's input (backbone features) as its only output."""
+    consumer = next((n for n in model.graph.node if "head.feature_mean" in n.input), None)
+    if consumer is None:
+        raise CheckFailed("head refit: no head.feature_mean in the graph; not an edgetl model")
+    feature = next(name for name in consumer.input if name != "head.feature_mean")
+    result = _copy(model)
+    del result.graph.output[:]
+    result.graph.output.append(
+        onnx.helper.make_tensor_value_info(feature, onnx.TensorProto.FLOAT, None)
+    )
+    return qdq.prune(result)
+
+
+def _with_head(model: onnx.ModelProto, head: Head) -> onnx.ModelProto:
+    result = _copy(model)
+    initializers = {init.name: init for init in result.graph.initializer}
+    for key, value in head.state_dict().items():
+        name = f"head.{key}"
+        if name not in initializers:
+            raise CheckFailed(f"head refit: {name} is not a float initializer of the INT8 graph")
+        initializers[name].CopyFrom(onnx.numpy_helper.from_array(value.numpy(), name))
+    return result
+
+
+def _run(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    return run_all(OrtRunner(model.SerializeToString(), threads=0), images).astype(np.float32)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    return result
+
+
+def _names(model: onnx.ModelProto) -> set[str]:
+    return {node.name for node in model.graph.node}
+
+
+def _ladder(limit: int) -> list[int]:
+    counts, count = [], 1
+    while count < limit:
+        counts.append(count)
+        count *= 2
+    return [*counts, limit] if limit > 0 else []
