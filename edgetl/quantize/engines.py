@@ -7,8 +7,10 @@ is applied by the caller.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -81,15 +83,17 @@ def quantize_nncf(
         if recipe.symmetric_activations
         else nncf.QuantizationPreset.MIXED
     )
-    return nncf.quantize(
-        model,
-        dataset,
-        preset=preset,
-        subset_size=len(calib),
-        fast_bias_correction=recipe.bias_correction != "full",
-        ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
-        advanced_parameters=advanced,
-    )
+    # NNCF draws its progress bars on stdout, which belongs to --json output.
+    with contextlib.redirect_stdout(sys.stderr):
+        return nncf.quantize(
+            model,
+            dataset,
+            preset=preset,
+            subset_size=len(calib),
+            fast_bias_correction=recipe.bias_correction != "full",
+            ignored_scope=nncf.IgnoredScope(names=float_nodes, validate=False),
+            advanced_parameters=advanced,
+        )
 
 
 def quantize_onnxruntime(

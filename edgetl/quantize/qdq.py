@@ -58,8 +58,8 @@ def keep_float(
     """A copy of `quantized` where the named nodes compute in float, as in `original`.
 
     Each dequantized input of such a node is replaced by the original's float initializer
-    (weights, bias) or by the float tensor its QuantizeLinear read (activations). The node's
-    output stays quantized for its consumers.
+    (weights, bias) or float activation tensor, found by the node's name in `original`. The
+    node's output stays quantized for its consumers.
     """
     model = onnx.ModelProto()
     model.CopyFrom(quantized)
@@ -68,6 +68,7 @@ def keep_float(
     original_nodes = {node.name: node for node in original.graph.node}
     original_inits = {init.name: init for init in original.graph.initializer}
     present = {init.name for init in graph.initializer}
+    graph_inputs = {value.name for value in graph.input}
     for node in graph.node:
         if node.name not in names:
             continue
@@ -78,14 +79,19 @@ def keep_float(
                 continue
             float_name = reference.input[i]
             if float_name in original_inits:
-                if float_name not in present:
-                    graph.initializer.append(original_inits[float_name])
-                    present.add(float_name)
+                # ORT names a dequantized bias like the float one it replaces: rename ours.
+                target = float_name if float_name not in producers else f"{float_name}.float"
+                if target not in present:
+                    init = onnx.TensorProto()
+                    init.CopyFrom(original_inits[float_name])
+                    init.name = target
+                    graph.initializer.append(init)
+                    present.add(target)
+                node.input[i] = target
+            elif float_name in producers or float_name in graph_inputs:
+                # The float activation still exists; when the quantizer removed the Clip or
+                # Relu that made it (ORT does), it does not, and the input stays quantized.
                 node.input[i] = float_name
-            else:
-                q = producers.get(dq.input[0])
-                if q is not None and q.op_type == "QuantizeLinear":
-                    node.input[i] = q.input[0]
     return prune(model)
 
 
