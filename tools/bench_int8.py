@@ -16,6 +16,7 @@ INT8 file <= 0.35x FP32.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -110,23 +111,24 @@ def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Consol
         return float(hits.mean()), [float(h) for h in hits]
 
     started = time.perf_counter()
-    quantized = nncf.quantize_with_accuracy_control(
-        prepared,
-        nncf.Dataset(
-            [calib.images[i : i + 1] for i in range(len(calib.images))], lambda x: {"images": x}
-        ),
-        nncf.Dataset([0]),
-        validate,
-        max_drop=BUDGET / 100,
-        preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(calib.images),
-        ignored_scope=nncf.IgnoredScope(patterns=["^/head/.*"], validate=False),
-        advanced_quantization_parameters=AdvancedQuantizationParameters(
-            activations_quantization_params=QuantizationParameters(
-                per_channel=False, mode=QuantizationScheme.ASYMMETRIC
-            )
-        ),
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; stdout is the report
+        quantized = nncf.quantize_with_accuracy_control(
+            prepared,
+            nncf.Dataset(
+                [calib.images[i : i + 1] for i in range(len(calib.images))], lambda x: {"images": x}
+            ),
+            nncf.Dataset([0]),
+            validate,
+            max_drop=BUDGET / 100,
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(calib.images),
+            ignored_scope=nncf.IgnoredScope(patterns=["^/head/.*"], validate=False),
+            advanced_quantization_parameters=AdvancedQuantizationParameters(
+                activations_quantization_params=QuantizationParameters(
+                    per_channel=False, mode=QuantizationScheme.ASYMMETRIC
+                )
+            ),
+        )
     seconds = time.perf_counter() - started
     path = work / "nncf-ac.onnx"
     onnx.save(for_onnxruntime(quantized), str(path))

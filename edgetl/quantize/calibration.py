@@ -117,7 +117,7 @@ def build_calibration(
             f"calibration set {calib.source}: only {found} images; INT8 ranges from fewer than "
             f"{MIN_SAMPLES} are unreliable, add images"
         )
-    if found < min(count, recipe_count):
+    if found < recipe_count:
         console.print(
             f"[yellow]warning:[/] calibrating on {found} images from {calib.source}; the recipe "
             f"asks for {recipe_count}, ranges may be less reliable"

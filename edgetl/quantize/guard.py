@@ -181,6 +181,8 @@ def quantize_with_guard(
             console.print("  head refit did not help; not kept")
             refit = None
 
+    if recipe.guard.max_float_layers < 1:
+        raise GuardFailed(report())
     candidates = [n for n in qdq.quantized_nodes(raw) if n in _names(prepared)]
     candidates = [n for n in candidates if n not in float_node_names(prepared, recipe, [])]
     sensitivities = rank_layers(

@@ -1,0 +1,302 @@
+"""INT8 export: recipes, calibration sets, engines, QDQ surgery and the CLI around them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edgetl.artifacts import load_manifest
+from edgetl.backends.base import run_all
+from edgetl.backends.onnxruntime import OrtRunner
+from edgetl.cli import main
+from edgetl.data import stratified_sample
+from edgetl.errors import EdgetlError
+from edgetl.model import load_run
+from edgetl.quantize import qdq
+from edgetl.quantize.calibration import from_run
+from edgetl.quantize.engines import ENGINES, float_node_names, prepare
+from edgetl.quantize.recipes import list_recipes, load_recipe
+from edgetl.ui import make_console
+from tests.conftest import make_image
+
+
+@pytest.fixture(scope="module")
+def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("int8") / "cpu-int8"
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(tiny_run),
+            "--target",
+            "cpu",
+            "--precision",
+            "int8",
+            "--calib-samples",
+            "40",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny run exported to FP32 ONNX and prepared for quantization, with calibration data."""
+    from edgetl.onnx_export import export_onnx
+
+    work = tmp_path_factory.mktemp("prepared")
+    run = load_run(tiny_run)
+    export_onnx(run.classifier(), run, work / "fp32.onnx", 17)
+    model = prepare(work / "fp32.onnx", work / "prepared.onnx")
+    calib = from_run(run, 40, 0, make_console(quiet=True))
+    return model, calib.images
+
+
+def logits(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    return run_all(OrtRunner(model.SerializeToString(), 0), images)
+
+
+def test_shipped_recipes_parse() -> None:
+    names = {recipe.name for recipe in list_recipes()}
+    assert {"nncf-mixed", "ort-minmax", "ort-entropy"} <= names
+    assert load_recipe("nncf-mixed").float_layers == ("^/head/",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('name="x"\nengine="nncf"\nmethod="entropy"', "method 'entropy' is unknown for engine"),
+        ('name="x"\nengine="tflite"\nmethod="minmax"', "engine 'tflite' is unknown"),
+        ('name="x"\nengine="nncf"\nmethod="minmax"\nfloat_layers=["(["]', "float_layers"),
+        ('name="x"\nengine="nncf"', "missing key 'method'"),
+        ('name="x"\nengine="nncf"\nmethod="minmax"\nbias_correction="slow"', "bias_correction"),
+    ],
+)
+def test_bad_recipes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "recipe.toml"
+    path.write_text(text)
+    with pytest.raises(EdgetlError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_recipe(str(path))
+
+
+def test_stratified_sample_keeps_class_shares_and_is_seeded() -> None:
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    picked = stratified_sample(labels, 10, seed=3)
+    assert np.bincount(labels[picked]).tolist() == [5, 3, 2]
+    assert np.array_equal(picked, stratified_sample(labels, 10, seed=3))
+    assert not np.array_equal(picked, stratified_sample(labels, 10, seed=4))
+    assert len(stratified_sample(labels, 500, seed=0)) == 100
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_engines_quantize_and_ort_fuses_them(prepared, engine: str, tmp_path: Path) -> None:
+    model, calib = prepared
+    recipe = load_recipe("nncf-mixed" if engine == "nncf" else "ort-minmax")
+    raw = ENGINES[engine](model, calib, recipe, float_node_names(model, recipe, []))
+    ops = {node.op_type for node in raw.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # The recipe keeps the head float: its Gemm reads the float weight initializer.
+    gemm = next(n for n in raw.graph.node if n.op_type == "Gemm")
+    assert gemm.input[1] == "head.net.1.weight"
+    assert "head.net.1.weight" in {i.name for i in raw.graph.initializer}
+
+    friendly = qdq.for_onnxruntime(raw)
+    reference, rewritten = logits(raw, calib), logits(friendly, calib)
+    assert (reference.argmax(1) == rewritten.argmax(1)).mean() >= 0.95
+    assert np.abs(reference - rewritten).max() <= 0.05 * np.abs(reference).max()
+
+    # ORT fuses DQ -> Conv -> Q into QLinearConv; the rewrite must enable more of that (the
+    # tiny model's SiLU keeps some Convs float; with lite0's ReLU6 all fuse, see e2e test).
+    assert fused_convs(friendly, tmp_path) > 0
+    assert fused_convs(friendly, tmp_path) >= fused_convs(raw, tmp_path)
+
+
+def fused_convs(model: onnx.ModelProto, tmp_path: Path) -> int:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    return sum(node.op_type == "QLinearConv" for node in graph.node)
+
+
+def test_keep_float_restores_original_weights(prepared) -> None:
+    model, calib = prepared
+    recipe = load_recipe("ort-minmax")
+    raw = ENGINES["onnxruntime"](model, calib, recipe, float_node_names(model, recipe, []))
+    layers = qdq.quantized_nodes(raw)
+    fp32 = logits(model, calib)
+    one = qdq.keep_float(raw, model, layers[:1])
+    node = next(n for n in one.graph.node if n.name == layers[0])
+    original = next(n for n in model.graph.node if n.name == layers[0])
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in one.graph.initializer}
+    originals = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert np.array_equal(inits[node.input[1]], originals[original.input[1]])
+    error_raw = np.abs(logits(raw, calib) - fp32).mean()
+    error_all = np.abs(logits(qdq.keep_float(raw, model, layers), calib) - fp32).mean()
+    assert error_all < error_raw
+
+
+def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) -> None:
+    out, output = int8_export
+    manifest = load_manifest(out)  # checksums verified
+    assert manifest["precision"] == "int8"
+    quant = manifest["quantization"]
+    assert quant["recipe"]["name"] == "nncf-mixed"
+    assert quant["recipe"]["source"] == "calibration/nncf-mixed.toml"
+    calib = quant["calibration"]
+    assert calib["count"] == 40 and len(calib["files"]) == 40 and calib["seed"] == 0
+    train = set(json.loads((tiny_run / "edgetl.json").read_text())["data"]["classes"])
+    assert {f.split("/")[0] for f in calib["files"]} == train  # stratified: every class
+    assert quant["drop_pts"] <= quant["budget_pts"] == 1.0
+    assert quant["attempts"][-1]["top1"] == quant["int8_top1"]
+    assert 0 <= quant["agreement"] <= 1 and quant["max_abs_diff"] >= 0
+    assert manifest["parity"]["max_abs_diff"] <= 1e-3  # the artifact is the model measured
+    assert "the recipe asks for 300" in " ".join(output.split())  # fewer than the recipe
+    graph = onnx.load(str(out / "model.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    assert {p.key for p in graph.metadata_props} >= {"edgetl.classes", "edgetl.precision"}
+
+
+def test_int8_calibration_is_reproducible(tiny_run: Path) -> None:
+    run = load_run(tiny_run)
+    console = make_console(quiet=True)
+    first, second = from_run(run, 40, 7, console), from_run(run, 40, 7, console)
+    assert first.files == second.files and np.array_equal(first.images, second.images)
+    assert from_run(run, 40, 8, console).files != first.files
+
+
+def test_bench_shows_int8_next_to_fp32(int8_export, tiny_run: Path, tmp_path: Path) -> None:
+    fp32 = tmp_path / "fp32"
+    cli = CliRunner()
+    assert (
+        cli.invoke(main, ["export", str(tiny_run), "--target", "cpu", "--out", str(fp32)]).exit_code
+        == 0
+    )
+    report_path = tmp_path / "bench.json"
+    data = json.loads((tiny_run / "edgetl.json").read_text())["data"]["source"]
+    result = cli.invoke(
+        main,
+        [
+            "bench",
+            str(fp32),
+            str(int8_export[0]),
+            "--data",
+            data,
+            "--iterations",
+            "5",
+            "--json",
+            str(report_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    entries = json.loads(report_path.read_text())["results"]
+    assert [e["precision"] for e in entries] == ["fp32", "int8"]
+    assert entries[1]["size_mb"] < 0.6 * entries[0]["size_mb"]
+
+
+def write_calib(root: Path, names: list[str], count: int) -> Path:
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        folder = root / names[index % len(names)] if names else root
+        folder.mkdir(parents=True, exist_ok=True)
+        make_image(rng, index % 3, (64, 64)).save(folder / f"{index}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "no such directory"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no images"),
+        (
+            lambda p: write_calib(p / "strangers", ["dogs", "class_0"], 40),
+            "['dogs'] are not classes",
+        ),
+        (lambda p: write_calib(p / "few", ["class_0", "class_1"], 10), "only 10 images"),
+        (lambda p: write_calib(p / "flat", [], 10), "only 10 images"),
+    ],
+)
+def test_bad_calibration_data_exits_2_and_writes_nothing(
+    tiny_run: Path, tmp_path: Path, make, message: str
+) -> None:
+    calib = make(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(tiny_run),
+            "--target",
+            "cpu",
+            "--precision",
+            "int8",
+            "--calib-data",
+            str(calib),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_calibration_array_with_wrong_image_size_exits_2(tiny_run: Path, tmp_path: Path) -> None:
+    wrong = tmp_path / "calib.npy"
+    np.save(wrong, np.zeros((40, 3, 32, 32), np.float32))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(tiny_run),
+            "--target",
+            "cpu",
+            "--precision",
+            "int8",
+            "--calib-data",
+            str(wrong),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2 and "expected (N, 3, 64, 64)" in result.output
+    assert not out.exists()
+
+
+def test_calibration_from_a_directory_of_class_folders(tiny_run: Path, tmp_path: Path) -> None:
+    calib = write_calib(tmp_path / "calib", ["class_0", "class_1", "class_2"], 36)
+    Image.new("RGB", (64, 64)).save(calib / "loose.png")  # flat files are fine too
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(tiny_run),
+            "--target",
+            "cpu",
+            "--precision",
+            "int8",
+            "--calib-data",
+            str(calib),
+            "--max-accuracy-drop",
+            "100",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    recorded = load_manifest(out)["quantization"]["calibration"]
+    assert recorded["source"] == str(calib) and recorded["count"] == 37
+    assert "loose.png" in recorded["files"]
