@@ -19,7 +19,7 @@ from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.model import load_run
 from edgetl.onnx_export import export_onnx
 from edgetl.parity import ParityResult, check_parity, compare
-from edgetl.quantize import quantize_onnx
+from edgetl.quantize import Quantized, quantize_onnx
 from edgetl.quantize.calibration import build_calibration
 from edgetl.quantize.recipes import Recipe, load_recipe
 from edgetl.targets import TargetProfile, load_target
@@ -58,6 +58,7 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
     backend = get_backend(profile.backend)
     if not backend.available():
         raise EdgetlError(f"target {profile.name}: runtime {profile.backend} is not installed here")
+    backend.check_device(profile.device)
     out = opts.out or default_out(opts.run, profile, precision)
     refuse_overwrite(out, opts.force, "export")
     data = run.meta["data"]
@@ -92,12 +93,26 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
         quantized = None
         if recipe is not None and calib is not None:
             quantized = quantize_onnx(
-                onnx_path, work, run, recipe, calib, images, labels, opts.max_accuracy_drop, console
+                onnx_path,
+                work,
+                run,
+                recipe,
+                calib,
+                images,
+                labels,
+                opts.max_accuracy_drop,
+                lambda candidate: backend.load_onnx(candidate, profile),
+                console,
             )
             onnx_path = quantized.path
         model_files = backend.compile(onnx_path, tmp, profile, precision)
         compile_s = time.perf_counter() - started
-        runner = backend.load(tmp, {"model_files": model_files}, profile.threads)
+        runtime = {
+            "model_files": model_files,
+            "device": profile.device,
+            "runtime_options": profile.options,
+        }
+        runner = backend.load(tmp, runtime, profile.threads)
         if quantized is None:
             parity = check_parity(model, runner, images, labels, profile.parity[precision])
         else:
@@ -107,6 +122,8 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
                 quantized.logits, run_all(runner, images), labels, profile.parity[precision]
             )
         print_parity(console, parity, "INT8 model the guard measured" if quantized else "torch")
+        if quantized is not None:
+            _check_artifact_budget(quantized, parity, profile, opts.max_accuracy_drop)
         if not parity.passed:
             raise CheckFailed(
                 f"parity check failed for {profile.name}-{precision}: max |logit diff| "
@@ -122,6 +139,7 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
             "device": profile.device,
             "precision": precision,
             "model_files": model_files,
+            "runtime_options": profile.options,
             "input": {
                 "name": "images",
                 "shape": [
@@ -146,9 +164,23 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
         }
         if quantized is not None and recipe is not None and calib is not None:
             fields["quantization"] = quantized.describe(recipe, calib)
+            fields["quantization"]["artifact_top1"] = parity.artifact_top1
         manifest = write_manifest(tmp, fields)
     console.print(f"artifact: {out}")
     return manifest
+
+
+def _check_artifact_budget(
+    quantized: Quantized, parity: ParityResult, profile: TargetProfile, budget: float
+) -> None:
+    """The guard measured with ONNX Runtime; the target's own runtime must hold the budget too."""
+    drop = 100 * (quantized.report.fp32_top1 - parity.artifact_top1)
+    if drop > budget:
+        raise CheckFailed(
+            f"on {profile.backend} ({profile.device}) the INT8 artifact's top-1 is "
+            f"{parity.artifact_top1:.2%} against FP32 {quantized.report.fp32_top1:.2%}: a drop of "
+            f"{drop:.2f} pts > --max-accuracy-drop {budget:.2f}; no artifact written"
+        )
 
 
 def _check_int8_options(

@@ -4,6 +4,7 @@ A backend module provides:
   NAME: str
   available() -> bool                       the runtime imports here
   runtime_version() -> str
+  check_device(device) -> None              EdgetlError naming the devices present when absent
   compile(onnx_path, out_dir, profile, precision) -> list[str]   model files written to out_dir
   load(artifact_dir, manifest, threads) -> Runner
 """
@@ -17,6 +18,7 @@ from edgetl.errors import EdgetlError
 
 BACKENDS = {
     "onnxruntime": "edgetl.backends.onnxruntime",
+    "openvino": "edgetl.backends.openvino",
 }
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
+from edgetl.errors import EdgetlError
 from edgetl.targets import TargetProfile
 
 NAME = "onnxruntime"
@@ -26,6 +28,11 @@ def runtime_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
+
+
+def check_device(device: str) -> None:
+    if device != "CPU":
+        raise EdgetlError(f"device {device!r}: the onnxruntime backend here runs on CPU only")
 
 
 def compile(onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str) -> list[str]:
@@ -55,6 +62,11 @@ class OrtRunner:
 
     def run(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: images})[0]
+
+
+def load_onnx(model: onnx.ModelProto, profile: TargetProfile) -> OrtRunner:
+    """An in-memory ONNX model (a quantization candidate) on this runtime."""
+    return OrtRunner(model.SerializeToString(), profile.threads)
 
 
 def load(artifact_dir: Path, manifest: dict[str, Any], threads: int) -> OrtRunner:

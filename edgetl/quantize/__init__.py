@@ -11,12 +11,10 @@ import numpy as np
 import onnx
 from rich.console import Console
 
-from edgetl.backends.base import run_all
-from edgetl.backends.onnxruntime import OrtRunner
 from edgetl.model import Run
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
-from edgetl.quantize.guard import Evaluation, GuardReport, quantize_with_guard
+from edgetl.quantize.guard import Evaluation, GuardReport, LoadOnnx, quantize_with_guard
 from edgetl.quantize.recipes import Recipe
 
 
@@ -43,12 +41,17 @@ def quantize_onnx(
     images: np.ndarray,
     labels: np.ndarray,
     budget_pts: float,
+    load: LoadOnnx,
     console: Console,
 ) -> Quantized:
-    """Quantize the exported FP32 model under the accuracy guard; the result lands in `work`."""
+    """Quantize the exported FP32 model under the accuracy guard; the result lands in `work`.
+
+    `load` runs a candidate ONNX model with the target's runtime: the guard measures accuracy
+    where the model will run (integer kernels round differently between runtimes).
+    """
     prepared = prepare(fp32_path, work / "prepared.onnx")
-    fp32_logits = run_all(OrtRunner(work / "prepared.onnx", threads=0), images)
-    evaluation = Evaluation(images, labels, fp32_logits)
+    evaluation = Evaluation(images, labels, load)
+    evaluation.measure_fp32(prepared)
     model, report = quantize_with_guard(
         prepared, calib, recipe, run, evaluation, budget_pts, console
     )

@@ -12,6 +12,7 @@ Steps, each measured on the run's validation images with ONNX Runtime:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from edgetl.backends.base import run_all
-from edgetl.backends.onnxruntime import OrtRunner
+from edgetl.backends.base import Runner, run_all
 from edgetl.data import load_dataset, stratified_sample
 from edgetl.errors import CheckFailed
 from edgetl.model import HEAD_WEIGHTS, Head, Run
@@ -93,19 +93,27 @@ class GuardReport:
         }
 
 
+LoadOnnx = Callable[[onnx.ModelProto], Runner]
+
+
 @dataclass
 class Evaluation:
+    """Validation images, their labels, and the target runtime that measures candidates."""
+
     images: np.ndarray
     labels: np.ndarray
-    fp32_logits: np.ndarray
+    load: LoadOnnx  # the target's runtime, so the budget holds where the model will run
+    fp32_logits: np.ndarray = field(init=False)  # set by measure_fp32
+
+    def measure_fp32(self, model: onnx.ModelProto) -> None:
+        self.fp32_logits = self.logits(model)
 
     @property
     def fp32_top1(self) -> float:
         return float((self.fp32_logits.argmax(1) == self.labels).mean())
 
     def logits(self, model: onnx.ModelProto, limit: int | None = None) -> np.ndarray:
-        runner = OrtRunner(model.SerializeToString(), threads=0)
-        return run_all(runner, self.images[:limit])
+        return run_all(self.load(model), self.images[:limit])
 
     def attempt(self, name: str, model: onnx.ModelProto, **details: Any) -> Attempt:
         logits = self.logits(model)
@@ -265,9 +273,9 @@ class HeadRefit:
     def apply(self, model: onnx.ModelProto) -> onnx.ModelProto:
         from edgetl.finetune import FinetuneOptions, train_head
 
-        features = _features_model(model)
-        train_x = torch.from_numpy(_run(features, self.train_images))
-        val_x = torch.from_numpy(_run(features, self.evaluation.images))
+        features = self.evaluation.load(_features_model(model))
+        train_x = torch.from_numpy(run_all(features, self.train_images).astype(np.float32))
+        val_x = torch.from_numpy(run_all(features, self.evaluation.images).astype(np.float32))
         meta = self.run.meta
         head = Head(meta["backbone"]["num_features"], len(self.run.classes), meta["head"]["hidden"])
         head.load_state_dict(load_file(str(self.run.path / HEAD_WEIGHTS)))
@@ -318,10 +326,6 @@ def _with_head(model: onnx.ModelProto, head: Head) -> onnx.ModelProto:
             raise CheckFailed(f"head refit: {name} is not a float initializer of the INT8 graph")
         initializers[name].CopyFrom(onnx.numpy_helper.from_array(value.numpy(), name))
     return result
-
-
-def _run(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
-    return run_all(OrtRunner(model.SerializeToString(), threads=0), images).astype(np.float32)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

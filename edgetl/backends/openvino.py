@@ -1,0 +1,130 @@
+"""OpenVINO on Intel CPU, GPU and NPU: the artifact is an IR (model.xml + model.bin).
+
+The same code serves every device; only the profile's device string differs. INT8 comes in
+as the accuracy-guarded QDQ ONNX model, which OpenVINO's ONNX frontend turns into
+FakeQuantize operations that its low-precision transformations run in integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgetl.errors import EdgetlError
+from edgetl.targets import TargetProfile
+
+NAME = "openvino"
+MODEL_FILES = ["model.xml", "model.bin"]
+
+
+def available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def runtime_version() -> str:
+    import openvino
+
+    return openvino.get_version()
+
+
+def devices() -> list[str]:
+    import openvino as ov
+
+    return list(ov.Core().available_devices)
+
+
+def check_device(device: str) -> None:
+    """A clear exit 2 when this machine has no such OpenVINO device."""
+    seen = devices()
+    family = device.split(".")[0]
+    if device not in seen and not any(d.split(".")[0] == family for d in seen):
+        raise EdgetlError(
+            f"OpenVINO device {device!r} is not present on this machine; OpenVINO sees: "
+            f"{', '.join(seen) or 'nothing'}. Use a target for one of those (e.g. "
+            "openvino-cpu), or export here and run on the machine that has the device"
+        )
+
+
+def compile(onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str) -> list[str]:
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    if profile.options.get("static_shape", False):
+        # NPUs compile static shapes only; reshape a dynamic-batch export to batch 1.
+        shape = list(model.input(0).get_partial_shape())
+        model.reshape([1, *[int(str(d)) for d in shape[1:]]])
+    # FP16 weights for fp16; FP32 and INT8 keep FP32 for what is not quantized.
+    ov.save_model(model, str(out_dir / MODEL_FILES[0]), compress_to_fp16=precision == "fp16")
+    return list(MODEL_FILES)
+
+
+class OpenVinoRunner:
+    def __init__(self, model: Path | Any, device: str, config: dict[str, Any]):
+        """`model` is an IR/ONNX file or an ov.Model already in memory."""
+        import openvino as ov
+
+        check_device(device)
+        core = ov.Core()
+        source = str(model) if isinstance(model, Path) else model
+        self.compiled = core.compile_model(source, device, config)
+        self.request = self.compiled.create_infer_request()
+        shape = self.compiled.input(0).get_partial_shape()
+        self.batch_size = shape[0].get_length() if shape[0].is_static else None
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        self.request.infer({0: images})
+        return self.request.get_output_tensor(0).data.copy()
+
+
+def model_cache_dir() -> Path:
+    """Where OpenVINO keeps compiled blobs between runs (EDGETL_OPENVINO_CACHE overrides)."""
+    env = os.environ.get("EDGETL_OPENVINO_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgetl" / "openvino"
+
+
+def runtime_config(options: dict[str, Any], threads: int, cache_dir: Path | None) -> dict[str, Any]:
+    """OpenVINO properties from the profile: performance hint, threads, streams, model cache."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": str(options.get("hint", "LATENCY"))}
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = threads
+    if "streams" in options:
+        config["NUM_STREAMS"] = str(options["streams"])
+    if "inference_precision" in options:
+        config["INFERENCE_PRECISION_HINT"] = str(options["inference_precision"])
+    if cache_dir is not None:
+        config["CACHE_DIR"] = str(cache_dir)
+    return config
+
+
+def load_onnx(model: onnx.ModelProto, profile: TargetProfile) -> OpenVinoRunner:
+    """An in-memory ONNX model (a quantization candidate) on the profile's device."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="edgetl-ov-") as work:
+        path = Path(work) / "candidate.onnx"
+        onnx.save(model, str(path))
+        converted = ov.convert_model(str(path))
+    # No model cache: candidates are compiled once each.
+    config = runtime_config({**profile.options, "model_cache": False}, profile.threads, None)
+    return OpenVinoRunner(converted, profile.device, config)
+
+
+def load(artifact_dir: Path, manifest: dict[str, Any], threads: int) -> OpenVinoRunner:
+    options = manifest.get("runtime_options", {})
+    cache = model_cache_dir() if options.get("model_cache", False) else None
+    return OpenVinoRunner(
+        artifact_dir / manifest["model_files"][0],
+        manifest.get("device", "CPU"),
+        runtime_config(options, threads, cache),
+    )
