@@ -257,6 +257,14 @@ def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
     print_report(stdout_console(), report)
 
 
+def _device_present(backend: Any, device: str) -> bool:
+    try:
+        backend.check_device(device)
+    except EdgetlError:
+        return False
+    return True
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -267,7 +275,9 @@ def targets(as_json: bool) -> None:
 
     rows = []
     for profile in list_targets():
-        present = get_backend(profile.backend).available()
+        backend = get_backend(profile.backend)
+        present = backend.available()
+        device_here = present and _device_present(backend, profile.device)
         rows.append(
             {
                 "name": profile.name,
@@ -275,6 +285,7 @@ def targets(as_json: bool) -> None:
                 "device": profile.device,
                 "precisions": list(profile.precisions),
                 "runtime_present": present,
+                "device_present": device_here,
                 "description": profile.description,
             }
         )
@@ -284,7 +295,7 @@ def targets(as_json: bool) -> None:
         lambda: stdout_console().print(
             table(
                 "targets",
-                ["name", "backend", "device", "precisions", "runtime here", "description"],
+                ["name", "backend", "device", "precisions", "runtime", "device here", "about"],
                 [
                     [
                         r["name"],
@@ -292,6 +303,7 @@ def targets(as_json: bool) -> None:
                         r["device"],
                         ",".join(r["precisions"]),
                         "yes" if r["runtime_present"] else "no",
+                        "yes" if r["device_present"] else "no",
                         r["description"],
                     ]
                     for r in rows

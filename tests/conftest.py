@@ -14,9 +14,10 @@ TINY_BACKBONE = "test_efficientnet"
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep the feature cache of tests away from the user's ~/.cache."""
+    """Keep the feature and OpenVINO model caches of tests away from the user's ~/.cache."""
     mp = pytest.MonkeyPatch()
     mp.setenv("EDGETL_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+    mp.setenv("EDGETL_OPENVINO_CACHE", str(tmp_path_factory.mktemp("openvino-cache")))
     mp.setenv("HF_HUB_OFFLINE", "1")
     yield
     mp.undo()

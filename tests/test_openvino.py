@@ -1,0 +1,93 @@
+"""OpenVINO targets with the real OpenVINO runtime on this CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import openvino as ov
+import pytest
+from click.testing import CliRunner
+
+from edgetl.artifacts import load_manifest
+from edgetl.cli import main
+
+
+def export(run: Path, out: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["export", str(run), "--out", str(out), *args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(("precision", "max_diff"), [("fp32", 1e-3), ("fp16", 0.5), ("int8", 1e-2)])
+def test_export_ir_checked_and_benchmarked(
+    tiny_run: Path, tmp_path: Path, precision: str, max_diff: float
+) -> None:
+    out = tmp_path / f"ov-{precision}"
+    # The tiny random backbone has no accuracy to keep; the guard is tested on lite0.
+    budget = ["--max-accuracy-drop", "100"] if precision == "int8" else []
+    code, output = export(
+        tiny_run, out, "--target", "openvino-cpu", "--precision", precision, *budget
+    )
+    assert code == 0, output
+    manifest = load_manifest(out)  # sha256 of model.xml and model.bin verified
+    assert manifest["model_files"] == ["model.xml", "model.bin"]
+    assert manifest["backend"] == "openvino" and manifest["device"] == "CPU"
+    assert manifest["runtime_options"]["hint"] == "LATENCY"
+    assert manifest["parity"]["max_abs_diff"] <= max_diff
+    model = ov.Core().read_model(str(out / "model.xml"))
+    weight_types = {
+        op.get_output_element_type(0).get_type_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant"
+    }
+    if precision == "fp16":
+        assert "f16" in weight_types
+    if precision == "int8":
+        assert (
+            any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+            or "i8" in weight_types
+        )
+        assert manifest["quantization"]["artifact_top1"] == manifest["quantization"]["int8_top1"]
+
+    report = tmp_path / "bench.json"
+    data = json.loads((tiny_run / "edgetl.json").read_text())["data"]["source"]
+    result = CliRunner().invoke(
+        main, ["bench", str(out), "--data", data, "--iterations", "5", "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(report.read_text())["results"]
+    assert entry["backend"] == "openvino"
+    assert entry["load_s"] > 0 and entry["first_inference_ms"] > 0
+    assert entry["accuracy"]["top1"] == pytest.approx(manifest["parity"]["artifact_top1"], abs=0.1)
+
+
+@pytest.mark.parametrize("target", ["openvino-gpu", "openvino-npu"])
+def test_absent_device_lists_what_openvino_sees(
+    tiny_run: Path, tmp_path: Path, target: str
+) -> None:
+    if target.split("-")[1].upper() in ov.Core().available_devices:
+        pytest.skip(f"this machine has a {target} device")
+    out = tmp_path / "out"
+    code, output = export(tiny_run, out, "--target", target, "--precision", "fp16")
+    assert code == 2, output
+    text = " ".join(output.split())
+    assert "is not present on this machine; OpenVINO sees: CPU" in text
+    assert not out.exists()
+
+
+def test_npu_profile_path_runs_on_cpu_with_static_shape(tiny_run: Path, tmp_path: Path) -> None:
+    """The NPU profile's code path (static input shape) is the CPU's with another device string:
+    run it here by pointing a copy of the NPU profile at the CPU."""
+    from importlib import resources
+
+    text = resources.files("edgetl.profiles").joinpath("openvino-npu.toml").read_text()
+    profile = tmp_path / "npu-on-cpu.toml"
+    profile.write_text(text.replace('device = "NPU"', 'device = "CPU"'))
+    out = tmp_path / "out"
+    code, output = export(
+        tiny_run, out, "--target", str(profile), "--precision", "fp16", "--dynamic-batch"
+    )
+    assert code == 0, output
+    model = ov.Core().read_model(str(out / "model.xml"))
+    assert model.input(0).get_partial_shape().is_static
+    assert list(model.input(0).get_shape())[0] == 1
