@@ -23,17 +23,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import interleaved_p50  # noqa: E402
 from datasets import BUILDERS  # noqa: E402
 
 from edgetl.artifacts import load_manifest  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
 from edgetl.backends.onnxruntime import OrtRunner  # noqa: E402
-from edgetl.bench.timing import measure  # noqa: E402
 from edgetl.data import Preprocess, validation_arrays  # noqa: E402
 from edgetl.export import ExportOptions, export  # noqa: E402
 from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
@@ -135,22 +134,18 @@ def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Consol
     return Row("nncf accuracy control", path, f"{seconds:.0f} s")
 
 
-def measure_rows(rows: list[Row], images, labels, iterations: int, rounds: int = 5) -> None:
-    runners = {id(r): OrtRunner(r.model, 0) for r in rows if r.model is not None}
-    for row in rows:
-        if row.model is None:
-            continue
-        runner = runners[id(row)]
-        row.top1 = float((run_all(runner, images).argmax(1) == labels).mean())
-        row.mb = row.model.stat().st_size / 1e6
-    samples: dict[int, list[np.ndarray]] = {key: [] for key in runners}
+def measure_rows(rows: list[Row], images, labels, iterations: int) -> None:
+    runners = {r.name: OrtRunner(r.model, 0) for r in rows if r.model is not None}
     single = images[:1]
-    for _ in range(rounds):
-        for key, runner in runners.items():
-            samples[key].append(measure(lambda r=runner: r.run(single), iterations // rounds, 10))
+    p50 = interleaved_p50(
+        {name: (lambda r=runner: r.run(single)) for name, runner in runners.items()}, iterations
+    )
     for row in rows:
         if row.model is not None:
-            row.p50 = float(np.median(np.concatenate(samples[id(row)])))
+            runner = runners[row.name]
+            row.top1 = float((run_all(runner, images).argmax(1) == labels).mean())
+            row.mb = row.model.stat().st_size / 1e6
+            row.p50 = p50[row.name]
 
 
 def main() -> None:

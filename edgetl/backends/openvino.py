@@ -81,7 +81,13 @@ class OpenVinoRunner:
         self.batch_size = shape[0].get_length() if shape[0].is_static else None
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        self.request.infer({0: images})
+        import openvino as ov
+
+        # Share the caller's array instead of copying it into the request: at batch 1 the
+        # copy and dict handling of infer({0: x}) cost ~10% of a 0.5 ms inference.
+        tensor = ov.Tensor(np.ascontiguousarray(images, dtype=np.float32), shared_memory=True)
+        self.request.set_input_tensor(tensor)
+        self.request.infer()
         return self.request.get_output_tensor(0).data.copy()
 
 

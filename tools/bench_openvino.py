@@ -1,0 +1,176 @@
+"""Torch eager vs ONNX Runtime vs OpenVINO FP32/INT8, side by side in one run, plus our
+harness against OpenVINO's own benchmark_app on the same IR.
+
+Fine-tunes efficientnet_lite0 on the data (digits by default, 128 px), exports the `cpu`
+FP32 and `openvino-cpu` FP32 and INT8 (accuracy-guarded) artifacts, then measures batch-1
+p50 latency of each, interleaved across models, and top-1 on the full validation split.
+Then runs `benchmark_app` (latency hint, sync API, FP32 math, as our runner) on both IRs and
+prints our median over its median.
+
+    python tools/bench_openvino.py [--data digits] [--image-size 128] [--iterations 500]
+
+Targets (issue 4): OpenVINO INT8 p50 <= 0.25x torch eager p50 and within 1.0 point of
+FP32; our median / benchmark_app median <= 1.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import interleaved_p50  # noqa: E402
+from datasets import BUILDERS  # noqa: E402
+
+from edgetl.artifacts import load_manifest  # noqa: E402
+from edgetl.backends import get_backend  # noqa: E402
+from edgetl.backends.base import run_all  # noqa: E402
+from edgetl.data import Preprocess, validation_arrays  # noqa: E402
+from edgetl.export import ExportOptions, export  # noqa: E402
+from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
+from edgetl.model import load_run  # noqa: E402
+from edgetl.parity import torch_logits  # noqa: E402
+from edgetl.ui import make_console, stdout_console, table  # noqa: E402
+
+
+def benchmark_app_median_ms(xml: Path, iterations: int) -> float:
+    """OpenVINO's benchmark_app on the IR, configured like our runner; its median in ms."""
+    tool = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
+    command = [
+        tool,
+        "-m",
+        str(xml),
+        "-d",
+        "CPU",
+        "-hint",
+        "latency",
+        "-api",
+        "sync",
+        "-niter",
+        str(iterations),
+        "-infer_precision",
+        "f32",
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Median:\s+([\d.]+)\s+(ms|us)", output)
+    if match is None:
+        raise RuntimeError(f"no median in benchmark_app output:\n{output[-2000:]}")
+    value = float(match.group(1))
+    return value / 1000 if match.group(2) == "us" else value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=500)
+    args = parser.parse_args()
+    console = make_console()
+
+    with tempfile.TemporaryDirectory(prefix="edgetl-bench-ov-") as scratch:
+        work = Path(scratch)
+        data = str(BUILDERS[args.data](work / args.data)) if args.data in BUILDERS else args.data
+        run = work / "run"
+        finetune(FinetuneOptions(data=data, out=run, image_size=args.image_size), console)
+        artifacts = {
+            "onnxruntime fp32": ("cpu", "fp32"),
+            "openvino fp32": ("openvino-cpu", "fp32"),
+            "openvino int8": ("openvino-cpu", "int8"),
+        }
+        manifests = {}
+        for name, (target, precision) in artifacts.items():
+            out = work / name.replace(" ", "-")
+            manifests[name] = (
+                out,
+                export(
+                    ExportOptions(run=run, target=target, precision=precision, out=out), console
+                ),
+            )
+
+        first = next(iter(manifests.values()))[1]
+        images, labels = validation_arrays(
+            data,
+            first["run"]["data"]["val_fraction"],
+            first["run"]["data"]["seed"],
+            first["classes"],
+            Preprocess.from_dict(first["preprocess"]),
+        )
+        model = load_run(run).classifier().eval()
+        torch_top1 = float((torch_logits(model, images).argmax(1) == labels).mean())
+        single = images[:1]
+        single_t = torch.from_numpy(single)
+
+        def eager() -> object:
+            with torch.inference_mode():
+                return model(single_t)
+
+        calls, top1 = {"torch eager fp32": eager}, {"torch eager fp32": torch_top1}
+        for name, (out, manifest) in manifests.items():
+            runner = get_backend(manifest["backend"]).load(out, load_manifest(out), 0)
+            calls[name] = lambda r=runner: r.run(single)
+            top1[name] = float((run_all(runner, images).argmax(1) == labels).mean())
+        p50 = interleaved_p50(calls, args.iterations)
+
+        # Alternate the two harnesses so drifts in machine load hit both.
+        ours, theirs = {}, {}
+        for name in ("openvino fp32", "openvino int8"):
+            out, manifest = manifests[name]
+            runner = get_backend("openvino").load(out, load_manifest(out), 0)
+            mine, its = [], []
+            for _ in range(3):
+                its.append(benchmark_app_median_ms(out / "model.xml", args.iterations // 3))
+                call = {name: lambda r=runner: r.run(single)}
+                mine.append(interleaved_p50(call, args.iterations // 3, rounds=1)[name])
+            ours[name], theirs[name] = float(np.median(mine)), float(np.median(its))
+
+    eager_p50, fp32_top1 = p50["torch eager fp32"], top1["torch eager fp32"]
+    out_console = stdout_console()
+    out_console.print(
+        table(
+            f"{args.data}, {len(labels)} val images, {args.image_size}px, efficientnet_lite0, "
+            "batch 1",
+            ["model", "top-1", "drop (pts)", "p50 ms", "p50 / torch eager"],
+            [
+                [
+                    name,
+                    f"{top1[name]:.2%}",
+                    f"{100 * (fp32_top1 - top1[name]):+.2f}",
+                    f"{p50[name]:.2f}",
+                    f"{p50[name] / eager_p50:.2f}x",
+                ]
+                for name in calls
+            ],
+        )
+    )
+    out_console.print(
+        table(
+            "our harness vs OpenVINO benchmark_app (same IR, LATENCY hint, sync, f32 math)",
+            ["model", "edgetl median ms", "benchmark_app median ms", "ratio"],
+            [
+                [n, f"{ours[n]:.3f}", f"{theirs[n]:.3f}", f"{ours[n] / theirs[n]:.2f}x"]
+                for n in ours
+            ],
+        )
+    )
+    int8 = "openvino int8"
+    drop = 100 * (fp32_top1 - top1[int8])
+    ratio = p50[int8] / eager_p50
+    worst = max(ours[n] / theirs[n] for n in ours)
+    out_console.print(
+        f"openvino int8: p50 {ratio:.2f}x torch eager ({'ok' if ratio <= 0.25 else 'MISSED'} "
+        f"<= 0.25), drop {drop:.2f} pts ({'ok' if drop <= 1.0 else 'MISSED'} <= 1.0); "
+        f"harness overhead {worst:.2f}x benchmark_app ({'ok' if worst <= 1.1 else 'MISSED'} <= 1.1)"
+    )
+
+
+if __name__ == "__main__":
+    main()
