@@ -85,3 +85,29 @@ def test_guard_refuses_a_recipe_that_cannot_meet_the_budget(
     assert "misses the accuracy budget" in text and "no artifact written" in text
     assert not out.exists()
     assert not list(tmp_path.glob(".*int8*"))  # no staging directory left behind
+
+
+def test_openvino_int8_meets_the_budget_on_openvino(digits_run: Path, tmp_path: Path) -> None:
+    """The guard measures candidates with the target's runtime: the IR keeps the budget there."""
+    out = tmp_path / "ov-int8"
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(digits_run),
+            "--target",
+            "openvino-cpu",
+            "--precision",
+            "int8",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(out)
+    quant = manifest["quantization"]
+    assert quant["drop_pts"] <= 1.0
+    assert 100 * (quant["fp32_top1"] - quant["artifact_top1"]) <= 1.0
+    assert manifest["parity"]["agreement"] >= 0.99
+    size = sum((out / name).stat().st_size for name in manifest["model_files"])
+    assert size <= 0.35 * 13.5e6  # the FP32 ONNX is 13.6 MB
