@@ -121,39 +121,35 @@ def reference_logits(manifest: dict[str, Any], images: np.ndarray) -> np.ndarray
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
+    """One row per artifact; with several, p50 and size also as ratios to the first one."""
+    results = report["results"]
+    compare = len(results) > 1
+    first = results[0]
     rows = []
-    for entry in report["results"]:
+    for entry in results:
         acc, lat = entry["accuracy"], entry["latency_ms"]
         agreement = "-" if acc["agreement"] is None else f"{acc['agreement']:.1%}"
-        rows.append(
-            [
-                entry["name"],
-                f"{acc['top1']:.2%}",
-                f"{acc['top5']:.2%}",
-                agreement,
-                f"{lat['p50']:.2f}",
-                f"{lat['p90']:.2f}",
-                f"{lat['p99']:.2f}",
-                f"{entry['throughput_ips']:.0f}",
-                f"{entry['size_mb']:.2f}",
-                f"{entry['load_s']:.2f}",
+        row = [
+            entry["name"],
+            f"{acc['top1']:.2%}",
+            f"{acc['top5']:.2%}",
+            agreement,
+            f"{lat['p50']:.2f}",
+            f"{lat['p90']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{entry['throughput_ips']:.0f}",
+            f"{entry['size_mb']:.2f}",
+            f"{entry['load_s']:.2f}",
+            f"{entry['first_inference_ms']:.1f}",
+        ]
+        if compare:
+            row += [
+                f"{lat['p50'] / first['latency_ms']['p50']:.2f}x",
+                f"{entry['size_mb'] / first['size_mb']:.2f}x",
             ]
-        )
-    console.print(
-        table(
-            f"edgetl bench on {report['data']} (batch 1)",
-            [
-                "artifact",
-                "top-1",
-                "top-5",
-                "agree",
-                "p50 ms",
-                "p90 ms",
-                "p99 ms",
-                "img/s",
-                "MB",
-                "load s",
-            ],
-            rows,
-        )
-    )
+        rows.append(row)
+    columns = ["artifact", "top-1", "top-5", "agree", "p50 ms", "p90 ms", "p99 ms", "img/s"]
+    columns += ["MB", "load s", "1st ms"]
+    if compare:
+        columns += [f"p50 / {first['name']}", f"MB / {first['name']}"]
+    console.print(table(f"edgetl bench on {report['data']} (batch 1)", columns, rows))
