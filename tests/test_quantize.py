@@ -205,6 +205,13 @@ def test_bench_shows_int8_next_to_fp32(int8_export, tiny_run: Path, tmp_path: Pa
     assert entries[1]["size_mb"] < 0.6 * entries[0]["size_mb"]
 
 
+def export_int8(run: Path, out: Path, *args: str):
+    return CliRunner().invoke(
+        main,
+        ["export", str(run), "--target", "cpu", "--precision", "int8", "--out", str(out), *args],
+    )
+
+
 def write_calib(root: Path, names: list[str], count: int) -> Path:
     rng = np.random.default_rng(0)
     for index in range(count):
@@ -232,21 +239,7 @@ def test_bad_calibration_data_exits_2_and_writes_nothing(
 ) -> None:
     calib = make(tmp_path)
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(tiny_run),
-            "--target",
-            "cpu",
-            "--precision",
-            "int8",
-            "--calib-data",
-            str(calib),
-            "--out",
-            str(out),
-        ],
-    )
+    result = export_int8(tiny_run, out, "--calib-data", str(calib))
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not out.exists()
@@ -256,21 +249,7 @@ def test_calibration_array_with_wrong_image_size_exits_2(tiny_run: Path, tmp_pat
     wrong = tmp_path / "calib.npy"
     np.save(wrong, np.zeros((40, 3, 32, 32), np.float32))
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(tiny_run),
-            "--target",
-            "cpu",
-            "--precision",
-            "int8",
-            "--calib-data",
-            str(wrong),
-            "--out",
-            str(out),
-        ],
-    )
+    result = export_int8(tiny_run, out, "--calib-data", str(wrong))
     assert result.exit_code == 2 and "expected (N, 3, 64, 64)" in result.output
     assert not out.exists()
 
@@ -279,23 +258,7 @@ def test_calibration_from_a_directory_of_class_folders(tiny_run: Path, tmp_path:
     calib = write_calib(tmp_path / "calib", ["class_0", "class_1", "class_2"], 36)
     Image.new("RGB", (64, 64)).save(calib / "loose.png")  # flat files are fine too
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(tiny_run),
-            "--target",
-            "cpu",
-            "--precision",
-            "int8",
-            "--calib-data",
-            str(calib),
-            "--max-accuracy-drop",
-            "100",
-            "--out",
-            str(out),
-        ],
-    )
+    result = export_int8(tiny_run, out, "--calib-data", str(calib), "--max-accuracy-drop", "100")
     assert result.exit_code == 0, result.output
     recorded = load_manifest(out)["quantization"]["calibration"]
     assert recorded["source"] == str(calib) and recorded["count"] == 37

@@ -10,32 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from click.testing import CliRunner
-from PIL import Image
 
 from edgetl.cli import main
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
-
-
-def write_photo_crops(root: Path, per_class: int = 16, seed: int = 0) -> Path:
-    from skimage import data
-
-    rng = np.random.default_rng(seed)
-    for name in PHOTOS:
-        photo = Image.fromarray(getattr(data, name)())
-        folder = root / name
-        folder.mkdir(parents=True)
-        for index in range(per_class):
-            side = int(min(photo.size) * rng.uniform(0.3, 0.7))
-            left = int(rng.integers(0, photo.width - side))
-            top = int(rng.integers(0, photo.height - side))
-            crop = photo.crop((left, top, left + side, top + side))
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            crop.resize((120, 120)).save(folder / f"{index}.jpg", quality=int(rng.integers(60, 95)))
-    return root
+from tools.datasets import photos as write_photo_crops
 
 
 def test_finetune_export_bench_on_real_photos(tmp_path: Path) -> None:

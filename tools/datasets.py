@@ -52,16 +52,22 @@ def _save(crop: Image.Image, path: Path, rng: np.random.Generator, size: int, q:
     crop.resize((size, size), Image.Resampling.BILINEAR).save(path, quality=int(rng.integers(*q)))
 
 
+def _random_square(
+    picture: Image.Image, rng: np.random.Generator, smallest: float, largest: float
+) -> Image.Image:
+    side = int(min(picture.size) * rng.uniform(smallest, largest))
+    left = int(rng.integers(0, picture.width - side))
+    top = int(rng.integers(0, picture.height - side))
+    return picture.crop((left, top, left + side, top + side))
+
+
 def photos(root: Path, per_class: int = 16, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for name in PHOTOS:
         photo = _picture(name)
         (root / name).mkdir(parents=True)
         for index in range(per_class):
-            side = int(min(photo.size) * rng.uniform(0.3, 0.7))
-            left = int(rng.integers(0, photo.width - side))
-            top = int(rng.integers(0, photo.height - side))
-            crop = photo.crop((left, top, left + side, top + side))
+            crop = _random_square(photo, rng, 0.3, 0.7)
             if rng.random() < 0.5:
                 crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             _save(crop, root / name / f"{index}.jpg", rng, 120, (60, 95))
@@ -74,11 +80,7 @@ def scenes(root: Path, per_class: int = 40, seed: int = 0) -> Path:
         picture = _picture(name)
         (root / name).mkdir(parents=True)
         for index in range(per_class):
-            side = int(min(picture.size) * rng.uniform(0.15, 0.45))
-            left = int(rng.integers(0, picture.width - side))
-            top = int(rng.integers(0, picture.height - side))
-            crop = picture.crop((left, top, left + side, top + side))
-            crop = crop.rotate(90 * int(rng.integers(0, 4)))
+            crop = _random_square(picture, rng, 0.15, 0.45).rotate(90 * int(rng.integers(0, 4)))
             if rng.random() < 0.3:
                 crop = crop.convert("L").convert("RGB")
             _save(crop, root / name / f"{index}.jpg", rng, int(rng.integers(64, 160)), (30, 90))
