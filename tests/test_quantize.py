@@ -263,3 +263,43 @@ def test_calibration_from_a_directory_of_class_folders(tiny_run: Path, tmp_path:
     recorded = load_manifest(out)["quantization"]["calibration"]
     assert recorded["source"] == str(calib) and recorded["count"] == 37
     assert "loose.png" in recorded["files"]
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_head_refit_writes_the_new_head_into_the_graph(
+    tiny_weights: Path, tmp_path: Path, hidden: int
+) -> None:
+    """The re-fitted head (linear or MLP) replaces the graph's head weights exactly."""
+    import torch
+
+    from edgetl.finetune import FinetuneOptions, finetune
+    from edgetl.model import Head
+    from edgetl.onnx_export import export_onnx
+    from edgetl.quantize.guard import _features_model, _with_head
+    from tests.conftest import TINY_BACKBONE, write_folder
+
+    run_dir = tmp_path / "run"
+    finetune(
+        FinetuneOptions(
+            data=str(write_folder(tmp_path / "photos", per_class=6)),
+            out=run_dir,
+            backbone=TINY_BACKBONE,
+            weights=tiny_weights,
+            image_size=64,
+            epochs=2,
+            hidden=hidden,
+        ),
+        make_console(quiet=True),
+    )
+    run = load_run(run_dir)
+    export_onnx(run.classifier(), run, tmp_path / "model.onnx", 17)
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    images = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    features = logits(_features_model(model), images)
+
+    torch.manual_seed(1)
+    head = Head(features.shape[1], len(run.classes), hidden).eval()
+    head.set_feature_stats(torch.from_numpy(features) * 2 + 1)
+    with torch.inference_mode():
+        expected = head(torch.from_numpy(features)).numpy()
+    assert np.allclose(logits(_with_head(model, head), images), expected, atol=1e-4)
