@@ -303,3 +303,42 @@ def test_head_refit_writes_the_new_head_into_the_graph(
     with torch.inference_mode():
         expected = head(torch.from_numpy(features)).numpy()
     assert np.allclose(logits(_with_head(model, head), images), expected, atol=1e-4)
+
+
+def test_keep_float_never_reads_past_a_clip_the_quantizer_removed() -> None:
+    """ORT's quantizer folds Conv -> Clip into the next quantizer and gives the Conv the Clip's
+    output name; a float consumer must then keep its quantized input, not read the unclipped
+    tensor that now carries the Clip's name."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(2, 4, 3, 3)).astype(np.float32), "w2")
+    lo = numpy_helper.from_array(np.array(0.0, np.float32), "lo")
+    hi = numpy_helper.from_array(np.array(6.0, np.float32), "hi")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["images", "w1"], ["c1"], name="conv1", pads=[1] * 4),
+            helper.make_node("Clip", ["c1", "lo", "hi"], ["act"], name="clip"),
+            helper.make_node("Conv", ["act", "w2"], ["logits"], name="conv2", pads=[1] * 4),
+        ],
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [w1, w2, lo, hi],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    calib = (3 * rng.normal(size=(40, 3, 8, 8))).astype(np.float32)
+    recipe = load_recipe("ort-minmax")
+    raw = ENGINES["onnxruntime"](model, calib, recipe, [])
+
+    floated = qdq.keep_float(raw, model, ["conv2"])
+    producers = {out: node for node in floated.graph.node for out in node.output}
+    conv2 = next(node for node in floated.graph.node if node.name == "conv2")
+    clip_kept = any(node.op_type == "Clip" for node in raw.graph.node)
+    if not clip_kept:  # ORT removed it: the float conv must read the (clipped) quantized input
+        assert producers[conv2.input[0]].op_type == "DequantizeLinear"
+    assert conv2.input[1] == "w2"  # float weights back
+    fp32 = logits(model, calib)
+    assert np.abs(logits(floated, calib) - fp32).max() < 0.1 * np.abs(fp32).max()

@@ -69,6 +69,7 @@ def keep_float(
     original_inits = {init.name: init for init in original.graph.initializer}
     present = {init.name for init in graph.initializer}
     graph_inputs = {value.name for value in graph.input}
+    original_producers = _producers(original.graph)
     for node in graph.node:
         if node.name not in names:
             continue
@@ -88,11 +89,21 @@ def keep_float(
                     graph.initializer.append(init)
                     present.add(target)
                 node.input[i] = target
-            elif float_name in producers or float_name in graph_inputs:
-                # The float activation still exists; when the quantizer removed the Clip or
-                # Relu that made it (ORT does), it does not, and the input stays quantized.
+            elif float_name in graph_inputs or _same_producer(
+                float_name, producers, original_producers
+            ):
+                # The float activation still exists. When the quantizer removed the Clip or
+                # Relu that made it (ORT does, and gives the Conv before it the Clip's output
+                # name), it is not the same tensor, and the input stays quantized.
                 node.input[i] = float_name
     return prune(model)
+
+
+def _same_producer(
+    name: str, producers: dict[str, onnx.NodeProto], original: dict[str, onnx.NodeProto]
+) -> bool:
+    mine, theirs = producers.get(name), original.get(name)
+    return mine is not None and theirs is not None and mine.name == theirs.name
 
 
 def prune(model: onnx.ModelProto) -> onnx.ModelProto:
