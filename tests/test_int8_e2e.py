@@ -40,6 +40,7 @@ def test_int8_within_budget_smaller_and_fully_fused(digits_run: Path, tmp_path: 
     quant = load_manifest(int8)["quantization"]
     assert quant["drop_pts"] <= 1.0
     assert quant["n"] == 359  # the whole validation split
+    assert set(quant["speed_here"]) == {"fp32_p50_ms", "int8_p50_ms", "ratio"}
     assert (int8 / "model.onnx").stat().st_size <= 0.35 * (fp32 / "model.onnx").stat().st_size
 
     # Every convolution runs as an integer kernel in ONNX Runtime (that is where the speed is).

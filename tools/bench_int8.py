@@ -27,12 +27,12 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import interleaved_p50  # noqa: E402
 from datasets import BUILDERS  # noqa: E402
 
 from edgetl.artifacts import load_manifest  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
 from edgetl.backends.onnxruntime import OrtRunner  # noqa: E402
+from edgetl.bench.timing import interleaved_p50  # noqa: E402
 from edgetl.data import Preprocess, validation_arrays  # noqa: E402
 from edgetl.export import ExportOptions, export  # noqa: E402
 from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402

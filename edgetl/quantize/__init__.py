@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from rich.console import Console
 
+from edgetl.backends.base import Runner
+from edgetl.bench.timing import interleaved_p50
 from edgetl.model import Run
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
@@ -21,14 +23,16 @@ from edgetl.quantize.recipes import Recipe
 @dataclass
 class Quantized:
     path: Path  # the INT8 ONNX model
-    logits: np.ndarray  # its logits on the evaluation images (ONNX Runtime)
+    logits: np.ndarray  # its logits on the evaluation images, on the target's runtime
     report: GuardReport
+    speed: dict[str, float]  # batch-1 p50 of FP32 and INT8 on this machine, side by side
 
     def describe(self, recipe: Recipe, calib: CalibrationSet) -> dict[str, Any]:
         return {
             "recipe": recipe.to_dict(),
             "calibration": {**calib.describe(), "time_s": round(self.report.quantize_s, 2)},
             **self.report.to_dict(),
+            "speed_here": self.speed,
         }
 
 
@@ -58,7 +62,25 @@ def quantize_onnx(
     _copy_metadata(onnx.load(str(fp32_path)), model)
     path = work / "model.int8.onnx"
     onnx.save(model, str(path))
-    return Quantized(path, evaluation.logits(model), report)
+    speed = compare_speed(load(prepared), load(model), images[:1])
+    if speed["ratio"] >= 1.0:
+        console.print(
+            f"[yellow]warning:[/] on this machine the INT8 model is not faster than FP32 "
+            f"({speed['int8_p50_ms']:.2f} vs {speed['fp32_p50_ms']:.2f} ms batch-1 p50) with "
+            f"{len(report.chosen.float_layers)} layers kept float; another --recipe (the "
+            "default nncf-mixed needs fewer) may do better"
+        )
+    return Quantized(path, evaluation.logits(model), report, speed)
+
+
+def compare_speed(fp32: Runner, int8: Runner, single: np.ndarray) -> dict[str, float]:
+    """A quick side-by-side p50: enough to warn when INT8 does not pay off here."""
+    p50 = interleaved_p50({"fp32": lambda: fp32.run(single), "int8": lambda: int8.run(single)}, 100)
+    return {
+        "fp32_p50_ms": round(p50["fp32"], 4),
+        "int8_p50_ms": round(p50["int8"], 4),
+        "ratio": round(p50["int8"] / p50["fp32"], 3),
+    }
 
 
 def _copy_metadata(source: onnx.ModelProto, target: onnx.ModelProto) -> None:
