@@ -323,7 +323,8 @@ def targets(as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing quickstart directory.")
 @handle_errors
 def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
-    """The whole flow offline: digits + efficientnet_lite0 -> finetune -> export cpu -> bench."""
+    """The whole flow offline: digits + efficientnet_lite0 -> finetune -> export cpu FP32 and
+    accuracy-guarded INT8 -> bench both."""
     from edgetl.artifacts import refuse_overwrite
     from edgetl.bench.harness import BenchOptions, print_report
     from edgetl.bench.harness import bench as run_bench
@@ -347,13 +348,18 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         console,
     )
     print_run(meta, run_dir)
-    console.rule("2/3 export --target cpu --precision fp32")
-    run_export(ExportOptions(run=run_dir, target="cpu", precision="fp32", force=force), console)
-    artifact = run_dir / "export" / "cpu-fp32"
+    artifacts = []
+    for precision in ("fp32", "int8"):
+        guard = " (accuracy guard: at most 1 point below FP32)" if precision == "int8" else ""
+        console.rule(f"2/3 export --target cpu --precision {precision}{guard}")
+        options = ExportOptions(run=run_dir, target="cpu", precision=precision, force=force)
+        manifest = run_export(options, console)
+        print_quantization(manifest)
+        artifacts.append(run_dir / "export" / f"cpu-{precision}")
     console.rule("3/3 bench")
     report = run_bench(
         BenchOptions(
-            artifacts=[artifact],
+            artifacts=artifacts,
             data="digits",
             iterations=iterations,
             json_path=out / "report.json",

@@ -1,10 +1,13 @@
-"""End to end on the real offline default: digits + efficientnet_lite0 -> cpu fp32 -> bench."""
+"""End to end on the real offline default: digits + efficientnet_lite0 -> cpu fp32 and int8
+-> bench."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import onnx
+import onnxruntime as ort
 from click.testing import CliRunner
 
 from edgetl.artifacts import load_manifest
@@ -25,11 +28,30 @@ def test_quickstart_on_digits_with_efficientnet_lite0(tmp_path: Path) -> None:
     assert manifest["parity"]["agreement"] == 1.0
 
     report = json.loads((out / "report.json").read_text())
-    (entry,) = report["results"]
-    assert entry["accuracy"]["n"] == run["data"]["val"]
-    assert entry["accuracy"]["top1"] >= 0.95
-    assert entry["accuracy"]["agreement"] == 1.0
-    assert "cpu-fp32" in result.output  # the final table
+    fp32, int8 = report["results"]
+    assert fp32["accuracy"]["n"] == run["data"]["val"]
+    assert fp32["accuracy"]["top1"] >= 0.95
+    assert fp32["accuracy"]["agreement"] == 1.0
+    assert "cpu-fp32" in result.output and "cpu-int8" in result.output  # the final table
+
+    # INT8: within the 1-point budget on the whole val split, at most 0.35x the size.
+    quant = load_manifest(out / "run" / "export" / "cpu-int8")["quantization"]
+    assert quant["drop_pts"] <= 1.0 and quant["n"] == run["data"]["val"]
+    assert set(quant["speed_here"]) == {"fp32_p50_ms", "int8_p50_ms", "ratio"}
+    assert 100 * (fp32["accuracy"]["top1"] - int8["accuracy"]["top1"]) <= 1.0
+    assert int8["size_mb"] <= 0.35 * fp32["size_mb"]
+    assert_integer_convolutions(out / "run" / "export" / "cpu-int8", tmp_path, quant)
 
     again = CliRunner().invoke(main, ["quickstart", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def assert_integer_convolutions(artifact: Path, tmp_path: Path, quant: dict) -> None:
+    """Every convolution not kept float runs as an integer kernel in ONNX Runtime."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    kept_float = len(quant["float_layers"])
+    assert ops.count("QLinearConv") >= 49 - kept_float  # efficientnet_lite0 has 49
+    assert ops.count("Conv") + ops.count("FusedConv") <= kept_float
