@@ -54,9 +54,17 @@ KNOWN_KEYS = {
     "parity",
     "recipe",
 }
+# Runtime settings a backend reads from the profile (kept in TargetProfile.options).
+OPTION_KEYS = {"hint", "model_cache", "static_shape", "inference_precision", "streams"}
 
 
 def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
+    unknown_keys = sorted(set(data) - KNOWN_KEYS - OPTION_KEYS)
+    if unknown_keys:
+        raise EdgetlError(
+            f"{source}: unknown keys {unknown_keys}; known: "
+            f"{', '.join(sorted(KNOWN_KEYS | OPTION_KEYS))}"
+        )
     try:
         precisions = tuple(data["precisions"])
         unknown = [p for p in precisions if p not in PRECISIONS]

@@ -201,3 +201,17 @@ def test_targets_lists_cpu() -> None:
     rows = json.loads(result.output)
     cpu = next(r for r in rows if r["name"] == "cpu")
     assert cpu["backend"] == "onnxruntime" and cpu["runtime_present"] is True
+
+
+def test_a_typo_in_a_target_profile_is_named(tiny_run: Path, tmp_path: Path) -> None:
+    from importlib import resources
+
+    text = resources.files("edgetl.profiles").joinpath("openvino-cpu.toml").read_text()
+    profile = tmp_path / "mine.toml"
+    profile.write_text(text.replace("hint = ", "hnit = "))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["export", str(tiny_run), "--target", str(profile), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "unknown keys ['hnit']" in result.output
+    assert not out.exists()

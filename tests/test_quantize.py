@@ -79,6 +79,8 @@ def test_shipped_recipes_parse() -> None:
         ('name="x"\nengine="nncf"\nmethod="minmax"\nfloat_layers=["(["]', "float_layers"),
         ('name="x"\nengine="nncf"', "missing key 'method'"),
         ('name="x"\nengine="nncf"\nmethod="minmax"\nbias_correction="slow"', "bias_correction"),
+        ('name="x"\nengine="nncf"\nmethod="minmax"\nper_chanel_weights=true', "per_chanel_weights"),
+        ('name="x"\nengine="nncf"\nmethod="minmax"\n[guard]\nmax_float=3', "guard.max_float"),
     ],
 )
 def test_bad_recipes_are_named(tmp_path: Path, text: str, message: str) -> None:

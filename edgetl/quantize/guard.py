@@ -274,7 +274,10 @@ class HeadRefit:
         splits = load_dataset(data["source"], data["val_fraction"], data["seed"])
         seed = run.meta["train"]["seed"]
         train = splits.train.subset(stratified_sample(splits.train.labels, REFIT_MAX_IMAGES, seed))
-        self.train_images = np.concatenate([b for b, _ in train.batches(run.preprocess, 64)])
+        # float16 halves the memory (2000 images at 224 px: 0.6 GB); runners get float32.
+        self.train_images = np.concatenate(
+            [b.astype(np.float16) for b, _ in train.batches(run.preprocess, 64)]
+        )
         self.train_labels = train.labels
         self.run = run
         self.evaluation = evaluation
@@ -284,8 +287,8 @@ class HeadRefit:
         from edgetl.finetune import FinetuneOptions, train_head
 
         features = self.evaluation.load(_features_model(model))
-        train_x = torch.from_numpy(run_all(features, self.train_images).astype(np.float32))
-        val_x = torch.from_numpy(run_all(features, self.evaluation.images).astype(np.float32))
+        train_x = torch.from_numpy(_features(features, self.train_images))
+        val_x = torch.from_numpy(_features(features, self.evaluation.images))
         meta = self.run.meta
         head = Head(meta["backbone"]["num_features"], len(self.run.classes), meta["head"]["hidden"])
         head.load_state_dict(load_file(str(self.run.path / HEAD_WEIGHTS)))
@@ -311,6 +314,15 @@ class HeadRefit:
             self.console,
         )
         return _with_head(model, head)
+
+
+def _features(runner: Runner, images: np.ndarray, step: int = 64) -> np.ndarray:
+    return np.concatenate(
+        [
+            run_all(runner, images[i : i + step].astype(np.float32)).astype(np.float32)
+            for i in range(0, len(images), step)
+        ]
+    )
 
 
 def _features_model(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -43,7 +43,28 @@ class Recipe:
         return asdict(self)
 
 
+RECIPE_KEYS = {
+    "name",
+    "description",
+    "engine",
+    "method",
+    "symmetric_activations",
+    "per_channel_weights",
+    "samples",
+    "bias_correction",
+    "float_layers",
+    "float_ops",
+    "guard",
+}
+GUARD_KEYS = {"head_refit", "max_float_layers", "ranking_samples"}
+
+
 def parse_recipe(data: dict[str, Any], source: str) -> Recipe:
+    unknown = sorted(set(data) - RECIPE_KEYS) + sorted(
+        f"guard.{k}" for k in set(data.get("guard", {})) - GUARD_KEYS
+    )
+    if unknown:
+        raise EdgetlError(f"{source}: unknown keys {unknown}; see calibration/nncf-mixed.toml")
     try:
         engine = str(data["engine"])
         method = str(data["method"])
