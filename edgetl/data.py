@@ -217,14 +217,20 @@ def validation_arrays(
 
     With `limit`, a stratified seeded sample of that many images (all classes represented).
     """
-    splits = load_dataset(source, val_fraction, seed)
+    return split_val_arrays(load_dataset(source, val_fraction, seed), classes, preprocess, limit)
+
+
+def split_val_arrays(
+    splits: Splits, classes: list[str], preprocess: Preprocess, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`validation_arrays` for splits already loaded."""
     if splits.classes != classes:
         raise EdgetlError(
-            f"--data {source}: classes {splits.classes} do not match the model's {classes}"
+            f"--data {splits.source}: classes {splits.classes} do not match the model's {classes}"
         )
     val = splits.val
     if limit is not None and limit < len(val):
-        val = val.subset(stratified_sample(val.labels, limit, seed))
+        val = val.subset(stratified_sample(val.labels, limit, splits.seed))
     images = np.concatenate([batch for batch, _ in val.batches(preprocess, 64)])
     return images, val.labels
 

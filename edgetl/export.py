@@ -14,13 +14,14 @@ from edgetl import __version__
 from edgetl.artifacts import refuse_overwrite, staged_dir, write_manifest
 from edgetl.backends import get_backend
 from edgetl.backends.base import run_all
-from edgetl.data import validation_arrays
+from edgetl.data import split_val_arrays
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.model import load_run
 from edgetl.onnx_export import export_onnx
 from edgetl.parity import ParityResult, check_parity, compare
 from edgetl.quantize import Quantized, quantize_onnx
 from edgetl.quantize.calibration import build_calibration
+from edgetl.quantize.guard import Evaluation
 from edgetl.quantize.recipes import Recipe, load_recipe
 from edgetl.targets import TargetProfile, load_target
 from edgetl.versions import versions
@@ -61,11 +62,9 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
     backend.check_device(profile.device)
     out = opts.out or default_out(opts.run, profile, precision)
     refuse_overwrite(out, opts.force, "export")
-    data = run.meta["data"]
-    images, labels = validation_arrays(
-        data["source"],
-        data["val_fraction"],
-        data["seed"],
+    splits = run.splits()  # read once: validation, calibration and head refit share it
+    images, labels = split_val_arrays(
+        splits,
         run.classes,
         run.preprocess,
         max(opts.parity_samples, GUARD_IMAGES) if recipe else opts.parity_samples,
@@ -74,6 +73,7 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
     if recipe is not None:
         calib = build_calibration(
             run,
+            splits,
             opts.calib_data,
             opts.calib_samples or recipe.samples,
             recipe.samples,
@@ -92,16 +92,18 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
         export_onnx(model, run, onnx_path, profile.opset, opts.dynamic_batch)
         quantized = None
         if recipe is not None and calib is not None:
+            evaluation = Evaluation(
+                images, labels, lambda candidate: backend.load_onnx(candidate, profile)
+            )
             quantized = quantize_onnx(
                 onnx_path,
                 work,
                 run,
                 recipe,
                 calib,
-                images,
-                labels,
+                splits.train,
+                evaluation,
                 opts.max_accuracy_drop,
-                lambda candidate: backend.load_onnx(candidate, profile),
                 console,
             )
             onnx_path = quantized.path
@@ -162,9 +164,11 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
             "compile_s": round(compile_s, 3),
             "versions": {**versions(), "runtime": backend.runtime_version()},
         }
-        if quantized is not None and recipe is not None and calib is not None:
-            fields["quantization"] = quantized.describe(recipe, calib)
-            fields["quantization"]["artifact_top1"] = parity.artifact_top1
+        if quantized is not None:
+            fields["quantization"] = {
+                **quantized.describe(),
+                "artifact_top1": parity.artifact_top1,
+            }
         manifest = write_manifest(tmp, fields)
     console.print(f"artifact: {out}")
     return manifest
@@ -173,7 +177,7 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
 def _check_artifact_budget(
     quantized: Quantized, parity: ParityResult, profile: TargetProfile, budget: float
 ) -> None:
-    """The guard measured with ONNX Runtime; the target's own runtime must hold the budget too."""
+    """The compiled artifact, loaded as a user will load it, must hold the budget too."""
     drop = 100 * (quantized.report.fp32_top1 - parity.artifact_top1)
     if drop > budget:
         raise CheckFailed(

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgetl.artifacts import read_json
-from edgetl.data import Preprocess
+from edgetl.data import Preprocess, Splits, load_dataset
 from edgetl.errors import EdgetlError
 
 RUN_FILE = "edgetl.json"
@@ -73,6 +73,11 @@ class Run:
     @property
     def preprocess(self) -> Preprocess:
         return Preprocess.from_dict(self.meta["preprocess"])
+
+    def splits(self) -> Splits:
+        """The run's train/val split, rebuilt from its data source (reads the data again)."""
+        data = self.meta["data"]
+        return load_dataset(data["source"], data["val_fraction"], data["seed"])
 
     def classifier(self) -> Classifier:
         from safetensors.torch import load_file

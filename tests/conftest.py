@@ -7,9 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner, Result
 from PIL import Image
 
 TINY_BACKBONE = "test_efficientnet"
+
+
+def export_cli(run: Path, out: Path, *args: str) -> Result:
+    """`edgetl export RUN --out OUT ARGS...` through click's test runner."""
+    from edgetl.cli import main
+
+    return CliRunner().invoke(main, ["export", str(run), "--out", str(out), *args])
 
 
 @pytest.fixture(autouse=True, scope="session")

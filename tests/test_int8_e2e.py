@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from edgetl.artifacts import load_manifest
 from edgetl.cli import main
+from tests.conftest import export_cli
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +35,8 @@ def test_guard_refuses_a_recipe_that_cannot_meet_the_budget(
         "[guard]\nhead_refit = false\nmax_float_layers = 0\n"
     )
     out = tmp_path / "int8"
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(digits_run),
-            "--target",
-            "cpu",
-            "--precision",
-            "int8",
-            "--recipe",
-            str(recipe),
-            "--out",
-            str(out),
-        ],
+    result = export_cli(
+        digits_run, out, "--target", "cpu", "--precision", "int8", "--recipe", str(recipe)
     )
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
@@ -60,19 +49,7 @@ def test_guard_refuses_a_recipe_that_cannot_meet_the_budget(
 def test_openvino_int8_meets_the_budget_on_openvino(digits_run: Path, tmp_path: Path) -> None:
     """The guard measures candidates with the target's runtime: the IR keeps the budget there."""
     out = tmp_path / "ov-int8"
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(digits_run),
-            "--target",
-            "openvino-cpu",
-            "--precision",
-            "int8",
-            "--out",
-            str(out),
-        ],
-    )
+    result = export_cli(digits_run, out, "--target", "openvino-cpu", "--precision", "int8")
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
     quant = manifest["quantization"]

@@ -11,11 +11,7 @@ from click.testing import CliRunner
 
 from edgetl.artifacts import load_manifest
 from edgetl.cli import main
-
-
-def export(run: Path, out: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["export", str(run), "--out", str(out), *args])
-    return result.exit_code, result.output
+from tests.conftest import export_cli
 
 
 @pytest.mark.parametrize(("precision", "max_diff"), [("fp32", 1e-3), ("fp16", 0.5), ("int8", 1e-2)])
@@ -25,10 +21,10 @@ def test_export_ir_checked_and_benchmarked(
     out = tmp_path / f"ov-{precision}"
     # The tiny random backbone has no accuracy to keep; the guard is tested on lite0.
     budget = ["--max-accuracy-drop", "100"] if precision == "int8" else []
-    code, output = export(
+    result = export_cli(
         tiny_run, out, "--target", "openvino-cpu", "--precision", precision, *budget
     )
-    assert code == 0, output
+    assert result.exit_code == 0, result.output
     manifest = load_manifest(out)  # sha256 of model.xml and model.bin verified
     assert manifest["model_files"] == ["model.xml", "model.bin"]
     assert manifest["backend"] == "openvino" and manifest["device"] == "CPU"
@@ -68,9 +64,9 @@ def test_absent_device_lists_what_openvino_sees(
     if target.split("-")[1].upper() in ov.Core().available_devices:
         pytest.skip(f"this machine has a {target} device")
     out = tmp_path / "out"
-    code, output = export(tiny_run, out, "--target", target, "--precision", "fp16")
-    assert code == 2, output
-    text = " ".join(output.split())
+    result = export_cli(tiny_run, out, "--target", target, "--precision", "fp16")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
     assert "is not present on this machine; OpenVINO sees: CPU" in text
     assert not out.exists()
 
@@ -84,10 +80,10 @@ def test_npu_profile_path_runs_on_cpu_with_static_shape(tiny_run: Path, tmp_path
     profile = tmp_path / "npu-on-cpu.toml"
     profile.write_text(text.replace('device = "NPU"', 'device = "CPU"'))
     out = tmp_path / "out"
-    code, output = export(
+    result = export_cli(
         tiny_run, out, "--target", str(profile), "--precision", "fp16", "--dynamic-batch"
     )
-    assert code == 0, output
+    assert result.exit_code == 0, result.output
     model = ov.Core().read_model(str(out / "model.xml"))
     assert model.input(0).get_partial_shape().is_static
     assert list(model.input(0).get_shape())[0] == 1

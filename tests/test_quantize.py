@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from PIL import Image
 
 from edgetl.artifacts import load_manifest
@@ -23,27 +23,13 @@ from edgetl.quantize.calibration import from_run
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
 from edgetl.quantize.recipes import list_recipes, load_recipe
 from edgetl.ui import make_console
-from tests.conftest import make_image
+from tests.conftest import export_cli, make_image
 
 
 @pytest.fixture(scope="module")
 def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("int8") / "cpu-int8"
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(tiny_run),
-            "--target",
-            "cpu",
-            "--precision",
-            "int8",
-            "--calib-samples",
-            "40",
-            "--out",
-            str(out),
-        ],
-    )
+    result = export_int8(tiny_run, out, "--calib-samples", "40")
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -57,7 +43,7 @@ def prepared(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     run = load_run(tiny_run)
     export_onnx(run.classifier(), run, work / "fp32.onnx", 17)
     model = prepare(work / "fp32.onnx", work / "prepared.onnx")
-    calib = from_run(run, 40, 0, make_console(quiet=True))
+    calib = from_run(run, run.splits(), 40, 0, make_console(quiet=True))
     return model, calib.images
 
 
@@ -103,7 +89,7 @@ def test_stratified_sample_keeps_class_shares_and_is_seeded() -> None:
 def test_engines_quantize_and_ort_fuses_them(prepared, engine: str, tmp_path: Path) -> None:
     model, calib = prepared
     recipe = load_recipe("nncf-mixed" if engine == "nncf" else "ort-minmax")
-    raw = ENGINES[engine](model, calib, recipe, float_node_names(model, recipe, []))
+    raw = ENGINES[engine](model, calib, recipe, float_node_names(model, recipe))
     ops = {node.op_type for node in raw.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     # The recipe keeps the head float: its Gemm reads the float weight initializer.
@@ -135,7 +121,7 @@ def fused_convs(model: onnx.ModelProto, tmp_path: Path) -> int:
 def test_keep_float_restores_original_weights(prepared) -> None:
     model, calib = prepared
     recipe = load_recipe("ort-minmax")
-    raw = ENGINES["onnxruntime"](model, calib, recipe, float_node_names(model, recipe, []))
+    raw = ENGINES["onnxruntime"](model, calib, recipe, float_node_names(model, recipe))
     layers = qdq.quantized_nodes(raw)
     fp32 = logits(model, calib)
     one = qdq.keep_float(raw, model, layers[:1])
@@ -173,9 +159,10 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
 def test_int8_calibration_is_reproducible(tiny_run: Path) -> None:
     run = load_run(tiny_run)
     console = make_console(quiet=True)
-    first, second = from_run(run, 40, 7, console), from_run(run, 40, 7, console)
+    splits = run.splits()
+    first, second = from_run(run, splits, 40, 7, console), from_run(run, splits, 40, 7, console)
     assert first.files == second.files and np.array_equal(first.images, second.images)
-    assert from_run(run, 40, 8, console).files != first.files
+    assert from_run(run, splits, 40, 8, console).files != first.files
 
 
 def test_bench_shows_int8_next_to_fp32(int8_export, tiny_run: Path, tmp_path: Path) -> None:
@@ -207,11 +194,8 @@ def test_bench_shows_int8_next_to_fp32(int8_export, tiny_run: Path, tmp_path: Pa
     assert entries[1]["size_mb"] < 0.6 * entries[0]["size_mb"]
 
 
-def export_int8(run: Path, out: Path, *args: str):
-    return CliRunner().invoke(
-        main,
-        ["export", str(run), "--target", "cpu", "--precision", "int8", "--out", str(out), *args],
-    )
+def export_int8(run: Path, out: Path, *args: str) -> Result:
+    return export_cli(run, out, "--target", "cpu", "--precision", "int8", *args)
 
 
 def write_calib(root: Path, names: list[str], count: int) -> Path:

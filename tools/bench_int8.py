@@ -101,7 +101,7 @@ def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Consol
 
     nncf.set_log_level(logging.ERROR)
     loaded = load_run(run)
-    calib = from_run(loaded, 300, loaded.meta["train"]["seed"], console)
+    calib = from_run(loaded, loaded.splits(), 300, loaded.meta["train"]["seed"], console)
     fp32 = load_manifest(work / "fp32")
     prepared = prepare(work / "fp32" / fp32["model_files"][0], work / "ac-prepared.onnx")
 

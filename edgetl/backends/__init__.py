@@ -7,6 +7,7 @@ A backend module provides:
   check_device(device) -> None              EdgetlError naming the devices present when absent
   compile(onnx_path, out_dir, profile, precision) -> list[str]   model files written to out_dir
   load(artifact_dir, manifest, threads) -> Runner
+  load_onnx(model_proto, profile) -> Runner an in-memory ONNX model (quantization candidates)
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ from rich.console import Console
 
 from edgetl.backends.base import Runner
 from edgetl.bench.timing import interleaved_p50
+from edgetl.data import ImageSet
 from edgetl.model import Run
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
-from edgetl.quantize.guard import Evaluation, GuardReport, LoadOnnx, quantize_with_guard
+from edgetl.quantize.guard import Evaluation, GuardReport, quantize_with_guard
 from edgetl.quantize.recipes import Recipe
 
 
@@ -26,11 +27,14 @@ class Quantized:
     logits: np.ndarray  # its logits on the evaluation images, on the target's runtime
     report: GuardReport
     speed: dict[str, float]  # batch-1 p50 of FP32 and INT8 on this machine, side by side
+    recipe: Recipe
+    calib: CalibrationSet
 
-    def describe(self, recipe: Recipe, calib: CalibrationSet) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
+        """The manifest's `quantization` block."""
         return {
-            "recipe": recipe.to_dict(),
-            "calibration": {**calib.describe(), "time_s": round(self.report.quantize_s, 2)},
+            "recipe": self.recipe.to_dict(),
+            "calibration": {**self.calib.describe(), "time_s": round(self.report.quantize_s, 2)},
             **self.report.to_dict(),
             "speed_here": self.speed,
         }
@@ -42,27 +46,27 @@ def quantize_onnx(
     run: Run,
     recipe: Recipe,
     calib: CalibrationSet,
-    images: np.ndarray,
-    labels: np.ndarray,
+    train: ImageSet,
+    evaluation: Evaluation,
     budget_pts: float,
-    load: LoadOnnx,
     console: Console,
 ) -> Quantized:
     """Quantize the exported FP32 model under the accuracy guard; the result lands in `work`.
 
-    `load` runs a candidate ONNX model with the target's runtime: the guard measures accuracy
-    where the model will run (integer kernels round differently between runtimes).
+    `evaluation` runs candidates with the target's runtime: the guard measures accuracy where
+    the model will run (integer kernels round differently between runtimes). `train` is the
+    run's training split, for re-fitting the head.
     """
     prepared = prepare(fp32_path, work / "prepared.onnx")
-    evaluation = Evaluation(images, labels, load)
     evaluation.measure_fp32(prepared)
     model, report = quantize_with_guard(
-        prepared, calib, recipe, run, evaluation, budget_pts, console
+        prepared, calib, recipe, run, train, evaluation, budget_pts, console
     )
     _copy_metadata(onnx.load(str(fp32_path)), model)
     path = work / "model.int8.onnx"
     onnx.save(model, str(path))
-    speed = compare_speed(load(prepared), load(model), images[:1])
+    # The guard's last measured model is the one returned: reuse its runner and logits.
+    speed = compare_speed(evaluation.fp32_runner, evaluation.last_runner, evaluation.images[:1])
     if speed["ratio"] >= 1.0:
         console.print(
             f"[yellow]warning:[/] on this machine the INT8 model is not faster than FP32 "
@@ -70,7 +74,7 @@ def quantize_onnx(
             f"{len(report.chosen.float_layers)} layers kept float; another --recipe (the "
             "default nncf-mixed needs fewer) may do better"
         )
-    return Quantized(path, evaluation.logits(model), report, speed)
+    return Quantized(path, evaluation.last_logits, report, speed, recipe, calib)
 
 
 def compare_speed(fp32: Runner, int8: Runner, single: np.ndarray) -> dict[str, float]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from edgetl.data import IMAGE_SUFFIXES, FileLoader, ImageSet, load_dataset, stratified_sample
+from edgetl.data import IMAGE_SUFFIXES, FileLoader, ImageSet, Splits, stratified_sample
 from edgetl.errors import EdgetlError
 from edgetl.model import Run
 
@@ -32,10 +32,9 @@ class CalibrationSet:
         }
 
 
-def from_run(run: Run, count: int, seed: int, console: Console) -> CalibrationSet:
-    """A stratified sample of the run's own training split."""
+def from_run(run: Run, splits: Splits, count: int, seed: int, console: Console) -> CalibrationSet:
+    """A stratified sample of the run's own training split (`splits`, from `run.splits()`)."""
     data = run.meta["data"]
-    splits = load_dataset(data["source"], data["val_fraction"], data["seed"])
     if splits.fingerprint != data["fingerprint"]:
         console.print(
             f"[yellow]warning:[/] {data['source']} changed since the run was trained; "
@@ -95,6 +94,7 @@ def from_array(path: Path, run: Run, count: int, seed: int) -> CalibrationSet:
 
 def build_calibration(
     run: Run,
+    splits: Splits,
     calib_data: Path | None,
     count: int,
     recipe_count: int,
@@ -106,7 +106,7 @@ def build_calibration(
     if count < MIN_SAMPLES:
         raise EdgetlError(f"--calib-samples {count}: need at least {MIN_SAMPLES}")
     if calib_data is None:
-        calib = from_run(run, count, seed, console)
+        calib = from_run(run, splits, count, seed, console)
     elif calib_data.suffix == ".npy":
         calib = from_array(calib_data, run, count, seed)
     else:

@@ -36,15 +36,15 @@ def prepare(fp32_path: Path, out_path: Path) -> onnx.ModelProto:
     return onnx.load(str(out_path))
 
 
-def float_node_names(model: onnx.ModelProto, recipe: Recipe, extra: list[str]) -> list[str]:
-    """Nodes kept in float: the recipe's name patterns and op types, plus `extra`."""
+def float_node_names(model: onnx.ModelProto, recipe: Recipe) -> list[str]:
+    """Nodes the recipe keeps in float: its name patterns and op types."""
     patterns = [re.compile(p) for p in recipe.float_layers]
     names = [
         node.name
         for node in model.graph.node
         if node.op_type in recipe.float_ops or any(p.search(node.name) for p in patterns)
     ]
-    return sorted(set(names) | set(extra))
+    return sorted(set(names))
 
 
 def quantize_nncf(

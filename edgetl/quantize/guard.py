@@ -1,6 +1,6 @@
 """The accuracy guard: quantize, measure, and restore accuracy until the budget holds.
 
-Steps, each measured on the run's validation images with ONNX Runtime:
+Steps, each measured on the run's validation images with the target's runtime:
 1. plain: the engine's INT8 model as it comes.
 2. head refit: the backbone is frozen, so the head can be re-trained on features of the
    *quantized* backbone (warm-started from the run's head); kept only when it helps.
@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from edgetl.backends.base import Runner, run_all
 from edgetl.backends.onnxruntime import OrtRunner
-from edgetl.data import load_dataset, stratified_sample
+from edgetl.data import ImageSet, stratified_sample
 from edgetl.errors import CheckFailed
 from edgetl.model import HEAD_WEIGHTS, Head, Run
 from edgetl.quantize import qdq
@@ -104,20 +104,23 @@ class Evaluation:
     images: np.ndarray
     labels: np.ndarray
     load: LoadOnnx  # the target's runtime, so the budget holds where the model will run
-    fp32_logits: np.ndarray = field(init=False)  # set by measure_fp32
+    # Set by measure_fp32 and by each attempt; kept so the chosen model is not run again.
+    fp32_runner: Runner = field(init=False)
+    fp32_logits: np.ndarray = field(init=False)
+    last_runner: Runner = field(init=False)
+    last_logits: np.ndarray = field(init=False)
 
     def measure_fp32(self, model: onnx.ModelProto) -> None:
-        self.fp32_logits = self.logits(model)
+        self.fp32_runner = self.load(model)
+        self.fp32_logits = run_all(self.fp32_runner, self.images)
 
     @property
     def fp32_top1(self) -> float:
         return float((self.fp32_logits.argmax(1) == self.labels).mean())
 
-    def logits(self, model: onnx.ModelProto, limit: int | None = None) -> np.ndarray:
-        return run_all(self.load(model), self.images[:limit])
-
     def attempt(self, name: str, model: onnx.ModelProto, **details: Any) -> Attempt:
-        logits = self.logits(model)
+        self.last_runner = self.load(model)
+        logits = self.last_logits = run_all(self.last_runner, self.images)
         top1 = float((logits.argmax(1) == self.labels).mean())
         return Attempt(
             name=name,
@@ -134,22 +137,27 @@ def quantize_with_guard(
     calib: CalibrationSet,
     recipe: Recipe,
     run: Run,
+    train: ImageSet,
     evaluation: Evaluation,
     budget_pts: float,
     console: Console,
 ) -> tuple[onnx.ModelProto, GuardReport]:
-    """The INT8 model that meets the budget, and what was tried; CheckFailed when none does."""
+    """The INT8 model that meets the budget, and what was tried; GuardFailed when none does.
+
+    The model returned is always the one `evaluation` measured last (its runner and logits).
+    """
     started = time.perf_counter()
     engine = ENGINES[recipe.engine]
     console.print(
         f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
         f"{len(calib.files)} calibration images"
     )
-    raw = engine(prepared, calib.images, recipe, float_node_names(prepared, recipe, []))
+    recipe_float = float_node_names(prepared, recipe)
+    raw = engine(prepared, calib.images, recipe, recipe_float)
     quantize_s = time.perf_counter() - started
 
     def build(float_layers: list[str]) -> onnx.ModelProto:
-        model = qdq.keep_float(raw, prepared, float_layers) if float_layers else _copy(raw)
+        model = qdq.keep_float(raw, prepared, float_layers) if float_layers else qdq.copy_model(raw)
         return qdq.for_onnxruntime(model)
 
     attempts: list[Attempt] = []
@@ -180,7 +188,7 @@ def quantize_with_guard(
 
     refit = None
     if recipe.guard.head_refit:
-        refit = HeadRefit(run, evaluation, console)
+        refit = HeadRefit(run, train, evaluation, console)
         refitted = refit.apply(model)
         attempt = evaluation.attempt("head refit", refitted, head_refit=True)
         better = attempt.top1 > attempts[-1].top1
@@ -192,8 +200,8 @@ def quantize_with_guard(
 
     if recipe.guard.max_float_layers < 1:
         raise GuardFailed(report())
-    candidates = [n for n in qdq.quantized_nodes(raw) if n in _names(prepared)]
-    candidates = [n for n in candidates if n not in float_node_names(prepared, recipe, [])]
+    in_prepared = {node.name for node in prepared.graph.node}
+    candidates = [n for n in qdq.quantized_nodes(raw) if n in in_prepared and n not in recipe_float]
     sensitivities = rank_layers(
         build, candidates, evaluation, recipe.guard.ranking_samples, console
     )
@@ -269,11 +277,9 @@ def rank_layers(
 class HeadRefit:
     """Re-train the run's head on features of a quantized backbone and write it into the graph."""
 
-    def __init__(self, run: Run, evaluation: Evaluation, console: Console):
-        data = run.meta["data"]
-        splits = load_dataset(data["source"], data["val_fraction"], data["seed"])
+    def __init__(self, run: Run, train: ImageSet, evaluation: Evaluation, console: Console):
         seed = run.meta["train"]["seed"]
-        train = splits.train.subset(stratified_sample(splits.train.labels, REFIT_MAX_IMAGES, seed))
+        train = train.subset(stratified_sample(train.labels, REFIT_MAX_IMAGES, seed))
         # float16 halves the memory (2000 images at 224 px: 0.6 GB); runners get float32.
         self.train_images = np.concatenate(
             [b.astype(np.float16) for b, _ in train.batches(run.preprocess, 64)]
@@ -331,7 +337,7 @@ def _features_model(model: onnx.ModelProto) -> onnx.ModelProto:
     if consumer is None:
         raise CheckFailed("head refit: no head.feature_mean in the graph; not an edgetl model")
     feature = next(name for name in consumer.input if name != "head.feature_mean")
-    result = _copy(model)
+    result = qdq.copy_model(model)
     del result.graph.output[:]
     result.graph.output.append(
         onnx.helper.make_tensor_value_info(feature, onnx.TensorProto.FLOAT, None)
@@ -340,7 +346,7 @@ def _features_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _with_head(model: onnx.ModelProto, head: Head) -> onnx.ModelProto:
-    result = _copy(model)
+    result = qdq.copy_model(model)
     initializers = {init.name: init for init in result.graph.initializer}
     for key, value in head.state_dict().items():
         name = f"head.{key}"
@@ -348,16 +354,6 @@ def _with_head(model: onnx.ModelProto, head: Head) -> onnx.ModelProto:
             raise CheckFailed(f"head refit: {name} is not a float initializer of the INT8 graph")
         initializers[name].CopyFrom(onnx.numpy_helper.from_array(value.numpy(), name))
     return result
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    return result
-
-
-def _names(model: onnx.ModelProto) -> set[str]:
-    return {node.name for node in model.graph.node}
 
 
 def _ladder(limit: int) -> list[int]:

@@ -61,8 +61,7 @@ def keep_float(
     (weights, bias) or float activation tensor, found by the node's name in `original`. The
     node's output stays quantized for its consumers.
     """
-    model = onnx.ModelProto()
-    model.CopyFrom(quantized)
+    model = copy_model(quantized)
     graph = model.graph
     producers = _producers(graph)
     original_nodes = {node.name: node for node in original.graph.node}
@@ -104,6 +103,12 @@ def _same_producer(
 ) -> bool:
     mine, theirs = producers.get(name), original.get(name)
     return mine is not None and theirs is not None and mine.name == theirs.name
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    return result
 
 
 def prune(model: onnx.ModelProto) -> onnx.ModelProto:
