@@ -1,3 +1,17 @@
 """edgetl: transfer learning for edge devices, from fine-tuning to the on-device benchmark."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from edgetl.runtime import Model
+
+
+def load(path: Any, threads: int | None = None) -> Model:
+    """An exported artifact, ready to predict: `edgetl.load(ART).predict(image)`."""
+    from edgetl.runtime import load as _load
+
+    return _load(path, threads)

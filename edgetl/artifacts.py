@@ -1,4 +1,4 @@
-"""Run and artifact directories: atomic writes, staged directories, manifests with sha256."""
+"""Run and artifact directories: atomic writes, staged directories, checksums."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.errors import EdgetlError
-
-MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = "edgetl.manifest/1"
 
 
 def sha256_file(path: Path) -> str:
@@ -94,38 +91,3 @@ def staged_dir(final: Path, force: bool, what: str) -> Iterator[Path]:
     os.replace(staging, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def list_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
-
-
-def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
-    """Write manifest.json with every file under `root` and its sha256."""
-    files = {
-        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        for p in list_files(root)
-    }
-    manifest = {"schema": MANIFEST_SCHEMA, **fields, "files": files}
-    atomic_write_json(root / MANIFEST, manifest)
-    return manifest
-
-
-def load_manifest(root: Path, verify: bool = True) -> dict[str, Any]:
-    """Read an artifact's manifest and check every file against its recorded sha256."""
-    manifest = read_json(root / MANIFEST, "manifest.json (is this an edgetl artifact?)")
-    if manifest.get("schema") != MANIFEST_SCHEMA:
-        raise EdgetlError(
-            f"{root / MANIFEST}: schema {manifest.get('schema')!r}, expected {MANIFEST_SCHEMA!r}"
-        )
-    if verify:
-        for name, entry in manifest.get("files", {}).items():
-            path = root / name
-            if not path.is_file():
-                raise EdgetlError(f"{path}: listed in the manifest but missing; re-run export")
-            if sha256_file(path) != entry["sha256"]:
-                raise EdgetlError(
-                    f"{path}: sha256 differs from the manifest; the artifact was modified or "
-                    "damaged, re-run export"
-                )
-    return manifest

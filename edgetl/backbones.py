@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from edgetl.artifacts import sha256_file
+from edgetl.constants import DEFAULT_BACKBONE
 from edgetl.data import Preprocess
 from edgetl.errors import EdgetlError
+from edgetl.formats import BackboneInfo
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 HUB_HOST = "huggingface.co"
 
 
@@ -66,14 +67,10 @@ class Backbone:
     def num_features(self) -> int:
         return int(self.model.num_features)
 
-    def describe(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "timm_name": self.timm_name,
-            "num_features": self.num_features,
-            "weights_source": self.weights_source,
-            "weights_sha256": self.weights_sha256,
-        }
+    def describe(self) -> BackboneInfo:
+        return BackboneInfo(
+            self.name, self.timm_name, self.num_features, self.weights_source, self.weights_sha256
+        )
 
 
 def available_backbones() -> list[str]:

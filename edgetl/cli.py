@@ -2,36 +2,54 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
 from edgetl import __version__
-from edgetl.backbones import DEFAULT_BACKBONE
+from edgetl.constants import DEFAULT_BACKBONE
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.ui import make_console, stdout_console, table
 
+if TYPE_CHECKING:
+    from edgetl.formats import Manifest, RunInfo
+
 F = TypeVar("F", bound=Callable[..., Any])
 QUICKSTART_IMAGE_SIZE = 128
+INTERNAL_ERROR = 3  # neither bad input (2) nor a failed check (1): a bug in edgetl
 
 
 def handle_errors(func: F) -> F:
-    """Map EdgetlError to exit 2 and CheckFailed to exit 1, with the message and no traceback."""
+    """Map EdgetlError to exit 2, CheckFailed to exit 1 and anything else to exit 3 ("a bug"),
+    each with a one-line message and no traceback (EDGETL_DEBUG=1 shows it)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        console = Console(stderr=True, highlight=False)
         try:
             return func(*args, **kwargs)
         except (EdgetlError, CheckFailed) as exc:
-            console = Console(stderr=True, highlight=False)
             console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("EDGETL_DEBUG"):
+                raise
+            console.print(
+                f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}. "
+                f"This is a bug in edgetl {__version__}; please report it with the command "
+                "line (EDGETL_DEBUG=1 shows the traceback)",
+                soft_wrap=True,
+            )
+            sys.exit(INTERNAL_ERROR)
 
     return wrapper  # type: ignore[return-value]
 
@@ -90,7 +108,16 @@ def finetune_options(func: F) -> F:
             type=float,
             default=0.2,
             show_default=True,
-            help="Share of each class held out when DATA has no val/ folder.",
+            help="Share of each class held out for val (choices: early stopping, INT8 "
+            "guard) when DATA has no val/ folder.",
+        ),
+        click.option(
+            "--test-fraction",
+            type=float,
+            default=0.2,
+            show_default=True,
+            help="Share of each class held out for test (reported only) when DATA has no "
+            "test/ folder.",
         ),
         click.option(
             "--patience",
@@ -126,10 +153,10 @@ def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any)
     from edgetl.finetune import finetune as run_finetune
 
     console = make_console()
-    meta = run_finetune(
+    info = run_finetune(
         FinetuneOptions(data=data, out=out, use_cache=not no_cache, **kwargs), console
     )
-    emit(meta, as_json, lambda: print_run(meta, out))
+    emit(info.to_dict(), as_json, lambda: print_run(info, out))
 
 
 @main.command()
@@ -156,6 +183,13 @@ def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any)
     default=200,
     show_default=True,
     help="Validation images used for the parity check.",
+)
+@click.option(
+    "--reference-samples",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Test images stored in the artifact (reference set) for `edgetl bench ARTIFACT`.",
 )
 @click.option(
     "--recipe",
@@ -205,24 +239,47 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
         for item in failure.tables():
             console.print(item)
         raise
-    emit(manifest, as_json, lambda: print_quantization(manifest))
+    emit(manifest.to_dict(), as_json, lambda: print_quantization(manifest))
 
 
-def print_quantization(manifest: dict[str, Any]) -> None:
-    quant = manifest.get("quantization")
+def print_quantization(manifest: Manifest) -> None:
+    quant = manifest.quantization
     if not quant:
         return
+    n = quant["n"]
     rows = [
-        [a["name"], f"{a['top1']:.2%}", f"{a['drop_pts']:+.2f}", f"{a['agreement']:.2%}"]
+        [
+            a["name"],
+            f"{a['top1']:.2%}",
+            f"{a['drop_pts']:+.2f} ({round(a['drop_pts'] * n / 100):+d} of {n})",
+            f"{a['agreement']:.2%}",
+        ]
         for a in quant["attempts"]
     ]
     console = stdout_console()
     console.print(
         table(
-            f"INT8 accuracy guard (FP32 top-1 {quant['fp32_top1']:.2%} on {quant['n']} val images, "
+            f"INT8 accuracy guard: decided on {n} val images (FP32 top-1 {quant['fp32_top1']:.2%}, "
             f"budget {quant['budget_pts']:.2f} pts)",
-            ["attempt", "INT8 top-1", "drop (pts)", "agreement"],
+            ["attempt", "INT8 top-1 (val)", "drop pts (images)", "agreement"],
             rows,
+        )
+    )
+    test = quant["test"]
+    console.print(
+        table(
+            f"reported on {test['n']} test images (no choice made on them), "
+            f"{manifest.accuracy['measured_on']}",
+            ["model", "top-1 (test)", "drop pts (test)", "agreement"],
+            [
+                ["FP32", f"{test['fp32_top1']:.2%}", "", ""],
+                [
+                    f"INT8 ({rows[-1][0]})",
+                    f"{test['int8_top1']:.2%}",
+                    f"{test['drop_pts']:+.2f}",
+                    f"{test['agreement']:.2%}",
+                ],
+            ],
         )
     )
     floats = ", ".join(quant["float_layers"]) or "none"
@@ -236,11 +293,23 @@ def print_quantization(manifest: dict[str, Any]) -> None:
 
 @main.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--data", required=True, help="ImageFolder directory, or 'digits'.")
+@click.option(
+    "--data",
+    default=None,
+    help="Images to measure on: the run's own data (then --split picks the role) or any "
+    "folder of <class>/<images> (every image) [default: the artifact's reference set].",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "train"]),
+    default=None,
+    help="With the run's own --data: which role [default: test; val and train were chosen "
+    "or fitted on].",
+)
 @click.option("--iterations", type=int, default=200, show_default=True)
 @click.option("--warmup", type=int, default=20, show_default=True)
 @click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
-@click.option("--limit", type=int, default=None, help="Use only the first N validation images.")
+@click.option("--limit", type=int, default=None, help="Measure a stratified sample of N images.")
 @click.option(
     "--json",
     "json_path",
@@ -250,12 +319,68 @@ def print_quantization(manifest: dict[str, Any]) -> None:
 )
 @handle_errors
 def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
-    """Measure accuracy and batch-1 latency of exported ARTIFACTS with their runtimes."""
+    """Measure accuracy and batch-1 latency of exported ARTIFACTS with their runtimes.
+
+    Needs nothing but the artifact directory and its runtime: without --data it measures the
+    reference set stored in the artifact, with agreement against the FP32 model.
+    """
     from edgetl.bench.harness import BenchOptions, print_report
     from edgetl.bench.harness import bench as run_bench
 
     report = run_bench(BenchOptions(artifacts=list(artifacts), **kwargs), make_console())
     print_report(stdout_console(), report)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
+@click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
+@handle_errors
+def predict(
+    artifact: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool
+) -> None:
+    """Classify IMAGES (files or directories) with an exported ARTIFACT."""
+    from edgetl.data import IMAGE_SUFFIXES
+    from edgetl.runtime import load
+
+    files: list[Path] = []
+    for item in images:
+        if item.is_dir():
+            found = sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                raise EdgetlError(f"{item}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) here")
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise EdgetlError(f"{item}: no such image file or directory")
+    model = load(artifact, threads)
+    results = [
+        {
+            "image": str(path),
+            "predictions": [
+                {"label": p.label, "index": p.index, "probability": round(p.probability, 6)}
+                for p in model.predict(path, top_k)
+            ],
+        }
+        for path in files
+    ]
+    emit(results, as_json, lambda: _print_predictions(results))
+
+
+def _print_predictions(results: list[dict[str, Any]]) -> None:
+    rows = [
+        [
+            r["image"],
+            "  ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"]),
+        ]
+        for r in results
+    ]
+    stdout_console().print(table("predictions", ["image", "top classes"], rows))
 
 
 def _device_present(backend: Any, device: str) -> bool:
@@ -341,13 +466,13 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         f"digits are 8x8 pixels: using --image-size {QUICKSTART_IMAGE_SIZE} instead of "
         "the backbone's 224 to keep this to a few minutes on a laptop CPU"
     )
-    meta = run_finetune(
+    info = run_finetune(
         FinetuneOptions(
             data="digits", out=run_dir, epochs=epochs, image_size=QUICKSTART_IMAGE_SIZE, force=force
         ),
         console,
     )
-    print_run(meta, run_dir)
+    print_run(info, run_dir)
     artifacts = []
     for precision in ("fp32", "int8"):
         guard = " (accuracy guard: at most 1 point below FP32)" if precision == "int8" else ""
@@ -356,11 +481,12 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         manifest = run_export(options, console)
         print_quantization(manifest)
         artifacts.append(run_dir / "export" / f"cpu-{precision}")
-    console.rule("3/3 bench")
+    console.rule("3/3 bench on the test split (no choice was made on it)")
     report = run_bench(
         BenchOptions(
             artifacts=artifacts,
             data="digits",
+            split="test",
             iterations=iterations,
             json_path=out / "report.json",
         ),
@@ -370,18 +496,21 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     console.print(f"report: {out / 'report.json'}")
 
 
-def print_run(meta: dict[str, Any], out: Path) -> None:
-    metrics = meta["metrics"]
+def print_run(info: RunInfo, out: Path) -> None:
+    metrics = info.metrics
+    sizes = info.data.sizes
     stdout_console().print(
         table(
             f"finetune {out}",
             ["metric", "value"],
             [
-                ["backbone", meta["backbone"]["name"]],
-                ["classes", len(meta["classes"])],
+                ["backbone", info.backbone.name],
+                ["classes", len(info.classes)],
+                ["images", f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test"],
                 ["train top-1", f"{metrics['train_top1']:.2%}"],
-                ["val top-1", f"{metrics['val_top1']:.2%}"],
+                ["val top-1 (early stopping chose on it)", f"{metrics['val_top1']:.2%}"],
                 ["val loss", f"{metrics['val_loss']:.4f}"],
+                ["test top-1 (reported only)", f"{metrics['test_top1']:.2%}"],
                 ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs_run']}"],
                 ["feature cache", metrics["feature_cache"]],
                 ["time", f"{metrics['time_s']:.1f} s"],

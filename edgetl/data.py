@@ -1,7 +1,9 @@
 """Datasets (ImageFolder directories, built-in digits), the preprocessing spec, stratified splits.
 
-Preprocessing is implemented here once, with PIL and NumPy only, so that training,
-calibration, parity checks and the on-device benchmark feed the model identical tensors.
+Data has three roles: train fits, val chooses (early stopping, every guard decision), test is
+only reported. Preprocessing is implemented here once, with PIL and NumPy only, so that
+training, calibration, parity checks and the on-device benchmark feed the model identical
+tensors.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from edgetl.errors import EdgetlError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BUILTIN_DATASETS = ("digits",)
+ROLES = ("train", "val", "test")
 DIGITS_RENDERING = "8x8 in a 10x10 field, ink 0..16 -> 0..255, gray -> RGB"
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -31,7 +34,11 @@ INTERPOLATIONS = {
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the short side to `size / crop_pct`, center-crop `size`, scale to [0,1], normalize."""
+    """Resize the short side to `size / crop_pct`, center-crop `size`, scale to [0,1], normalize.
+
+    Split in two so that a reference set can be stored compactly as the uint8 crop
+    (`crop`) and normalized on the device from the manifest (`normalize`).
+    """
 
     size: int
     mean: tuple[float, float, float]
@@ -48,29 +55,39 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        mean, std = (tuple(float(v) for v in data[key]) for key in ("mean", "std"))
         return cls(
             size=int(data["size"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
             interpolation=str(data["interpolation"]),
             crop_pct=float(data["crop_pct"]),
         )
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """PIL image -> float32 CHW array."""
+    def crop(self, image: Image.Image) -> np.ndarray:
+        """PIL image -> uint8 CHW array, resized and center-cropped."""
         image = image.convert("RGB")
         # Same arithmetic as torchvision's Resize(int) + CenterCrop, which timm uses.
         width, height = image.size
         short, long = min(width, height), max(width, height)
         new_short, new_long = self.resize_size, int(self.resize_size * long / short)
         new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-        image = image.resize((new_w, new_h), INTERPOLATIONS.get(self.interpolation, Image.BICUBIC))
+        resample = INTERPOLATIONS.get(self.interpolation, Image.Resampling.BICUBIC)
+        image = image.resize((new_w, new_h), resample)
         left = int(round((new_w - self.size) / 2.0))
         top = int(round((new_h - self.size) / 2.0))
         image = image.crop((left, top, left + self.size, top + self.size))
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (..., 3, H, W) -> float32 model input."""
+        mean = np.asarray(self.mean, np.float32)[:, None, None]
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        return np.ascontiguousarray((pixels.astype(np.float32) / 255.0 - mean) / std)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """PIL image -> float32 CHW array."""
+        return self.normalize(self.crop(image))
 
 
 class ImageSet:
@@ -88,8 +105,14 @@ class ImageSet:
         return self._loader(self.keys[index])
 
     def subset(self, indices: np.ndarray | list[int]) -> ImageSet:
-        indices = list(indices)
+        indices = [int(i) for i in indices]
         return ImageSet([self.keys[i] for i in indices], self.labels[indices], self._loader)
+
+    def sample(self, limit: int | None, seed: int) -> ImageSet:
+        """At most `limit` images, every class in proportion (seeded); all when limit is None."""
+        if limit is None or limit >= len(self):
+            return self
+        return self.subset(stratified_sample(self.labels, limit, seed))
 
     def batches(
         self, preprocess: Preprocess, batch_size: int
@@ -98,6 +121,21 @@ class ImageSet:
             stop = min(start + batch_size, len(self))
             images = np.stack([preprocess(self.image(i)) for i in range(start, stop)])
             yield images, self.labels[start:stop]
+
+    def arrays(self, preprocess: Preprocess) -> np.ndarray:
+        """Every image preprocessed, (N, 3, S, S) float32."""
+        if not len(self):
+            size = preprocess.size
+            return np.zeros((0, 3, size, size), np.float32)
+        return np.concatenate([batch for batch, _ in self.batches(preprocess, 64)])
+
+    def crops(self, preprocess: Preprocess) -> np.ndarray:
+        """Every image resized and cropped, (N, 3, S, S) uint8 (not normalized)."""
+        return np.stack([preprocess.crop(self.image(i)) for i in range(len(self))])
+
+    def key_hash(self) -> str:
+        """Which images, in which order: recorded in the run so a split can be checked later."""
+        return hashlib.sha256("\n".join(self.keys).encode()).hexdigest()
 
 
 class _Loader:
@@ -110,12 +148,7 @@ class FileLoader(_Loader):
         self.root = root
 
     def __call__(self, key: str) -> Image.Image:
-        path = self.root / key
-        try:
-            with Image.open(path) as image:
-                return _to_rgb(image)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise EdgetlError(f"{path}: cannot read this image ({exc}); fix or remove it") from exc
+        return read_image(self.root / key)
 
 
 class _DigitsLoader(_Loader):
@@ -131,6 +164,21 @@ class _DigitsLoader(_Loader):
         return Image.fromarray(canvas, mode="L").convert("RGB")
 
 
+def read_image(path: Path, data: bytes | None = None) -> Image.Image:
+    """Decode an image fully (a truncated file fails here, not later) and make it RGB."""
+    try:
+        source = io.BytesIO(data) if data is not None else path
+        with Image.open(source) as image:
+            image.load()
+            return _to_rgb(image)
+    except UnidentifiedImageError as exc:
+        raise EdgetlError(
+            f"{path}: not an image file (no known image format); fix or remove this file"
+        ) from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged files
+        raise EdgetlError(f"{path}: cannot decode this image ({exc}); fix or remove it") from exc
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Grayscale, palette and RGBA become RGB (alpha laid over white)."""
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
@@ -143,44 +191,59 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 @dataclass
 class Splits:
-    """Train and validation sets over one list of classes, and a fingerprint of their contents."""
+    """Train, val and test sets over one list of classes, and a fingerprint of their contents."""
 
     source: str
     classes: list[str]
     train: ImageSet
     val: ImageSet
+    test: ImageSet
     fingerprint: str
-    val_strategy: str
+    strategy: str  # how the three sets were obtained, in words
     val_fraction: float
+    test_fraction: float
     seed: int
 
-    def describe(self) -> dict[str, Any]:
-        """What a later stage needs to rebuild the same split."""
-        return {
-            "source": self.source,
-            "classes": self.classes,
-            "train": len(self.train),
-            "val": len(self.val),
-            "val_strategy": self.val_strategy,
-            "val_fraction": self.val_fraction,
-            "seed": self.seed,
-            "fingerprint": self.fingerprint,
-        }
+    def part(self, role: str) -> ImageSet:
+        if role not in ROLES:
+            raise EdgetlError(f"--split {role}: choose one of {', '.join(ROLES)}")
+        return {"train": self.train, "val": self.val, "test": self.test}[role]
+
+    def sizes(self) -> str:
+        return f"{len(self.train)} train / {len(self.val)} val / {len(self.test)} test"
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 < value < 1:
+            raise EdgetlError(f"{option} {value}: give a share between 0 and 1 (e.g. 0.2)")
+    if val_fraction + test_fraction >= 1:
+        raise EdgetlError(
+            f"--val-fraction {val_fraction} + --test-fraction {test_fraction} leave no "
+            "training images; their sum must be below 1"
+        )
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, a seeded shuffle; round(n * val_fraction) (at least 1 when n >= 2) go to val."""
+    labels: np.ndarray, fractions: tuple[float, ...], seed: int
+) -> list[np.ndarray]:
+    """[rest, part for each fraction]: per class a seeded shuffle, round(n * f) (at least 1) each.
+
+    Every class must have at least one image more than there are fractions.
+    """
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         rng.shuffle(members)
-        n_val = max(1, round(len(members) * val_fraction)) if len(members) >= 2 else 0
-        val.extend(members[:n_val])
-        train.extend(members[n_val:])
-    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
+        start = 0
+        for index, fraction in enumerate(fractions, start=1):
+            count = max(1, round(len(members) * fraction))
+            count = min(count, len(members) - start - (len(fractions) - index) - 1)
+            parts[index].extend(members[start : start + count])
+            start += count
+        parts[0].extend(members[start:])
+    return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -198,70 +261,85 @@ def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.sort(np.argsort(positions, kind="stable")[:count])
 
 
-def load_dataset(spec: str, val_fraction: float = 0.2, seed: int = 0) -> Splits:
-    """`spec` is a built-in name (digits) or an ImageFolder directory."""
+def load_dataset(
+    spec: str, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+) -> Splits:
+    """`spec` is a built-in name (digits) or an ImageFolder directory; see README for layouts."""
+    check_fractions(val_fraction, test_fraction)
     if spec in BUILTIN_DATASETS:
-        return _load_digits(val_fraction, seed)
-    return _load_image_folder(Path(spec), val_fraction, seed)
+        return _load_digits(val_fraction, test_fraction, seed)
+    return _load_image_folder(Path(spec), val_fraction, test_fraction, seed)
 
 
-def validation_arrays(
-    source: str,
-    val_fraction: float,
-    seed: int,
-    classes: list[str],
-    preprocess: Preprocess,
-    limit: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The validation split of `source` as the run saw it, preprocessed.
+def data_fingerprint(spec: str) -> str:
+    """The fingerprint `load_dataset` would record for `spec`, without splitting it."""
+    if spec in BUILTIN_DATASETS:
+        return _digits()[2]
+    root = _check_root(Path(spec))
+    hasher = hashlib.sha256()
+    for sub in _layout(root) or [None]:
+        _scan_classes(root, sub, hasher)
+    return hasher.hexdigest()
 
-    With `limit`, a stratified seeded sample of that many images (all classes represented).
+
+def folder_for_classes(root: Path, classes: list[str]) -> tuple[ImageSet, list[str]]:
+    """Every image of a class-folder directory, labelled by the model's class names.
+
+    Returns the set and the model's classes that have no folder here. A folder that names no
+    class of the model is an error naming it.
     """
-    return split_val_arrays(load_dataset(source, val_fraction, seed), classes, preprocess, limit)
-
-
-def split_val_arrays(
-    splits: Splits, classes: list[str], preprocess: Preprocess, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """`validation_arrays` for splits already loaded."""
-    if splits.classes != classes:
+    root = _check_root(root)
+    found, keys, labels = _scan_classes(root, None, hashlib.sha256(), min_classes=1)
+    unknown = [name for name in found if name not in classes]
+    if unknown:
         raise EdgetlError(
-            f"--data {splits.source}: classes {splits.classes} do not match the model's {classes}"
+            f"--data {root}: folders {unknown} name no class of this model "
+            f"({', '.join(classes)}); give a directory of <class>/<images> with the model's "
+            "class names (for a train/val/test layout, point --data at its test/ folder)"
         )
-    val = splits.val
-    if limit is not None and limit < len(val):
-        val = val.subset(stratified_sample(val.labels, limit, splits.seed))
-    images = np.concatenate([batch for batch, _ in val.batches(preprocess, 64)])
-    return images, val.labels
+    mapped = [classes.index(found[label]) for label in labels]
+    absent = [name for name in classes if name not in found]
+    return ImageSet(keys, np.asarray(mapped), FileLoader(root)), absent
 
 
-def _load_digits(val_fraction: float, seed: int) -> Splits:
+def _digits() -> tuple[np.ndarray, np.ndarray, str]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = np.asarray(digits.images, dtype=np.float32)
     labels = np.asarray(digits.target, dtype=np.int64)
-    everything = ImageSet(
-        [f"digits:{i}" for i in range(len(labels))], labels, _DigitsLoader(images)
-    )
-    train_idx, val_idx = stratified_split(labels, val_fraction, seed)
     # The rendering is part of the data: change DIGITS_RENDERING when _DigitsLoader changes.
     fingerprint = hashlib.sha256(
         DIGITS_RENDERING.encode() + images.tobytes() + labels.tobytes()
     ).hexdigest()
+    return images, labels, fingerprint
+
+
+def _load_digits(val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    images, labels, fingerprint = _digits()
+    everything = ImageSet(
+        [f"digits:{i}" for i in range(len(labels))], labels, _DigitsLoader(images)
+    )
+    train, val, test = stratified_split(labels, (val_fraction, test_fraction), seed)
     return Splits(
         source="digits",
         classes=[str(d) for d in range(10)],
-        train=everything.subset(train_idx),
-        val=everything.subset(val_idx),
+        train=everything.subset(train),
+        val=everything.subset(val),
+        test=everything.subset(test),
         fingerprint=fingerprint,
-        val_strategy=f"stratified {val_fraction:.0%} seed {seed}",
+        strategy=_split_words(val_fraction, test_fraction, seed),
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
     )
 
 
-def _load_image_folder(root: Path, val_fraction: float, seed: int) -> Splits:
+def _split_words(val_fraction: float, test_fraction: float, seed: int) -> str:
+    return f"stratified split: val {val_fraction:.0%}, test {test_fraction:.0%}, seed {seed}"
+
+
+def _check_root(root: Path) -> Path:
     if not root.exists():
         raise EdgetlError(
             f"--data {root}: no such directory; give an ImageFolder directory "
@@ -269,56 +347,104 @@ def _load_image_folder(root: Path, val_fraction: float, seed: int) -> Splits:
         )
     if not root.is_dir():
         raise EdgetlError(f"--data {root}: is a file; give a directory of class folders")
+    return root
+
+
+def _layout(root: Path) -> list[str]:
+    """The role folders present (train/ with val/ and/or test/), or [] for a flat directory."""
+    if not (root / "train").is_dir():
+        return []
+    present = [role for role in ROLES if (root / role).is_dir()]
+    return present if len(present) > 1 else []
+
+
+def _load_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    root = _check_root(root)
     hasher = hashlib.sha256()
     loader = FileLoader(root)
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train_classes, train_keys, train_labels = _scan_classes(root, "train", hasher)
-        val_classes, val_keys, val_labels = _scan_classes(root, "val", hasher)
-        if train_classes != val_classes:
-            only_train = sorted(set(train_classes) - set(val_classes))
-            only_val = sorted(set(val_classes) - set(train_classes))
-            raise EdgetlError(
-                f"{root}: train/ and val/ have different classes (only in train: {only_train}, "
-                f"only in val: {only_val}); give both the same class folders"
+    layout = _layout(root)
+    if not layout:
+        classes, keys, labels = _scan_classes(root, None, hasher)
+        everything = ImageSet(keys, np.asarray(labels), loader)
+        _need_per_class(root, classes, everything.labels, 3, "train, val and test")
+        train, val, test = stratified_split(everything.labels, (val_fraction, test_fraction), seed)
+        parts = {"train": everything.subset(train), "val": everything.subset(val)}
+        parts["test"] = everything.subset(test)
+        strategy = _split_words(val_fraction, test_fraction, seed)
+    else:
+        scanned = {role: _scan_classes(root, role, hasher) for role in layout}
+        classes = scanned["train"][0]
+        for role in layout:
+            _same_classes(root, classes, role, scanned[role][0])
+        parts = {
+            role: ImageSet(keys, np.asarray(labels), loader)
+            for role, (_, keys, labels) in scanned.items()
+        }
+        if "val" in parts and "test" not in parts:
+            # The user's val/ is never chosen on: it becomes the reported set, and the
+            # selection split is carved out of train/.
+            parts["test"] = parts.pop("val")
+        if "val" in parts:
+            strategy = "train/, val/ and test/ directories"
+        else:
+            whole = parts["train"]
+            _need_per_class(root / "train", classes, whole.labels, 2, "train and val")
+            train, val = stratified_split(whole.labels, (val_fraction,), seed)
+            parts["train"], parts["val"] = whole.subset(train), whole.subset(val)
+            given = "test/" if "test" in layout else "val/ (used as the test set: reported only)"
+            strategy = (
+                f"{given} directory; val carved from train/ ({val_fraction:.0%}, seed {seed})"
             )
-        return Splits(
-            source=str(root),
-            classes=train_classes,
-            train=ImageSet(train_keys, np.asarray(train_labels), loader),
-            val=ImageSet(val_keys, np.asarray(val_labels), loader),
-            fingerprint=hasher.hexdigest(),
-            val_strategy="val/ directory",
-            val_fraction=val_fraction,
-            seed=seed,
-        )
-    classes, keys, labels = _scan_classes(root, None, hasher)
-    labels_array = np.asarray(labels, dtype=np.int64)
-    if min(np.bincount(labels_array)) < 2:
-        small = [c for c, n in zip(classes, np.bincount(labels_array), strict=True) if n < 2]
-        raise EdgetlError(f"{root}: classes {small} have fewer than 2 images; cannot split off val")
-    everything = ImageSet(keys, labels_array, loader)
-    train_idx, val_idx = stratified_split(labels_array, val_fraction, seed)
     return Splits(
         source=str(root),
         classes=classes,
-        train=everything.subset(train_idx),
-        val=everything.subset(val_idx),
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
         fingerprint=hasher.hexdigest(),
-        val_strategy=f"stratified {val_fraction:.0%} seed {seed}",
+        strategy=strategy,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
     )
 
 
+def _same_classes(root: Path, classes: list[str], role: str, found: list[str]) -> None:
+    if found != classes:
+        only_train = sorted(set(classes) - set(found))
+        only_other = sorted(set(found) - set(classes))
+        raise EdgetlError(
+            f"{root}: train/ and {role}/ have different classes (only in train: {only_train}, "
+            f"only in {role}: {only_other}); give both the same class folders"
+        )
+
+
+def _need_per_class(
+    root: Path, classes: list[str], labels: np.ndarray, least: int, parts: str
+) -> None:
+    counts = np.bincount(labels, minlength=len(classes))
+    small = [name for name, n in zip(classes, counts, strict=True) if n < least]
+    if small:
+        raise EdgetlError(
+            f"{root}: classes {small} have fewer than {least} images; cannot split {parts}. "
+            "Add images, or give a separate test/ folder"
+        )
+
+
 def _scan_classes(
-    root: Path, sub: str | None, hasher: Any
+    root: Path, sub: str | None, hasher: Any, min_classes: int = 2
 ) -> tuple[list[str], list[str], list[int]]:
-    """Find class folders and their images; check every image decodes; hash names and contents."""
+    """Find class folders and their images; decode every image fully; hash names and contents."""
     base = root / sub if sub else root
     classes = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise EdgetlError(
             f"{base}: no class folders found; expected {base}/<class_name>/<image files>"
+        )
+    if len(classes) < min_classes:
+        raise EdgetlError(
+            f"{base}: only one class folder ({classes[0]}); a classifier needs at least two "
+            "classes, each in its own folder"
         )
     keys: list[str] = []
     labels: list[int] = []
@@ -338,18 +464,10 @@ def _scan_classes(
                 data = path.read_bytes()
             except OSError as exc:
                 raise EdgetlError(f"{path}: cannot read this file ({exc.strerror})") from exc
-            _check_image(path, data)
+            read_image(path, data)
             key = path.relative_to(root).as_posix()
             hasher.update(f"{key}\0{label}\0".encode())
             hasher.update(hashlib.sha256(data).digest())
             keys.append(key)
             labels.append(label)
     return classes, keys, labels
-
-
-def _check_image(path: Path, data: bytes) -> None:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except Exception as exc:  # PIL raises many types for corrupt files
-        raise EdgetlError(f"{path}: not a readable image ({exc}); fix or remove this file") from exc

@@ -1,4 +1,9 @@
-"""The export stage: run -> ONNX -> backend artifact, checked for parity, with a manifest."""
+"""The export stage: run -> ONNX -> backend artifact, checked for parity, with a manifest.
+
+Every artifact stands alone: model files, manifest.json and a reference set (test images
+after resize/crop, labels, FP32 logits), so it can be checked and benchmarked on a device
+that has neither the dataset nor the run directory.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
-from edgetl import __version__
-from edgetl.artifacts import refuse_overwrite, staged_dir, write_manifest
-from edgetl.backends import get_backend
-from edgetl.backends.base import run_all
-from edgetl.data import split_val_arrays
+from edgetl.artifacts import refuse_overwrite, staged_dir
+from edgetl.backends import Backend, Runner, RuntimeSpec, get_backend, run_all
+from edgetl.data import ImageSet, Splits
 from edgetl.errors import CheckFailed, EdgetlError
-from edgetl.model import load_run
+from edgetl.formats import Manifest, ReferenceInfo, RunRef
+from edgetl.model import Classifier, Run, load_run
 from edgetl.onnx_export import export_onnx
-from edgetl.parity import ParityResult, check_parity, compare
+from edgetl.parity import ParityResult, compare, torch_logits
 from edgetl.quantize import Quantized, quantize_onnx
 from edgetl.quantize.calibration import build_calibration
-from edgetl.quantize.guard import Evaluation
+from edgetl.quantize.guard import Evaluation, within_budget
 from edgetl.quantize.recipes import Recipe, load_recipe
-from edgetl.targets import TargetProfile, load_target
+from edgetl.reference import REFERENCE_FILE, ReferenceSet
+from edgetl.targets import Parity, TargetProfile, load_target
 from edgetl.versions import versions
+
+GUARD_IMAGES = 1000  # validation images the INT8 accuracy guard measures (at most)
+TEST_IMAGES = 2000  # test images the manifest's accuracy is measured on (at most)
+FP32_TOLERANCE = Parity(max_abs_diff=1e-3, min_agreement=1.0)
 
 
 @dataclass
@@ -35,6 +45,7 @@ class ExportOptions:
     out: Path | None = None
     dynamic_batch: bool = False
     parity_samples: int = 200
+    reference_samples: int = 200
     force: bool = False
     # INT8 only
     recipe: str | None = None
@@ -43,44 +54,39 @@ class ExportOptions:
     max_accuracy_drop: float = 1.0
 
 
-GUARD_IMAGES = 1000  # validation images the INT8 accuracy guard measures (at most)
-
-
 def default_out(run: Path, profile: TargetProfile, precision: str) -> Path:
     return run / "export" / f"{profile.name}-{precision}"
 
 
-def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
+@dataclass
+class EvalData:
+    """The images export measures on: val (checks, guard decisions) and test (reported)."""
+
+    val: np.ndarray
+    val_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    test_fp32_top1: float  # the PyTorch model on the test images
+    reference: ReferenceSet
+
+
+def export(opts: ExportOptions, console: Console) -> Manifest:
     """Export the run for one target; raises CheckFailed (nothing written) when a check fails."""
+    _check_counts(opts)
     run = load_run(opts.run)
     profile = load_target(opts.target)
     precision = profile.check_precision(opts.precision)
     recipe = _check_int8_options(opts, profile, precision)
-    backend = get_backend(profile.backend)
-    if not backend.available():
-        raise EdgetlError(f"target {profile.name}: runtime {profile.backend} is not installed here")
-    backend.check_device(profile.device)
+    backend, measure = _backends(profile)
     out = opts.out or default_out(opts.run, profile, precision)
     refuse_overwrite(out, opts.force, "export")
     splits = run.splits()  # read once: validation, calibration and head refit share it
-    images, labels = split_val_arrays(
-        splits,
-        run.classes,
-        run.preprocess,
-        max(opts.parity_samples, GUARD_IMAGES) if recipe else opts.parity_samples,
-    )
     calib = None
     if recipe is not None:
-        calib = build_calibration(
-            run,
-            splits,
-            opts.calib_data,
-            opts.calib_samples or recipe.samples,
-            recipe.samples,
-            run.meta["train"]["seed"],
-            console,
-        )
+        count = opts.calib_samples or recipe.samples
+        calib = build_calibration(run, splits, opts.calib_data, count, recipe.samples, console)
     model = run.classifier()
+    data = _eval_data(run, splits, model, opts, recipe is not None, console)
 
     with (
         staged_dir(out, opts.force, "export") as tmp,
@@ -90,10 +96,16 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
         started = time.perf_counter()
         onnx_path = work / "model.onnx"
         export_onnx(model, run, onnx_path, profile.opset, opts.dynamic_batch)
+        val_torch = torch_logits(model, data.val)
         quantized = None
         if recipe is not None and calib is not None:
             evaluation = Evaluation(
-                images, labels, lambda candidate: backend.load_onnx(candidate, profile)
+                data.val,
+                data.val_labels,
+                load=lambda candidate: measure.load_onnx(candidate, profile),
+                rewrite=backend.rewrite_int8,
+                rank=lambda candidate: get_backend("onnxruntime").load_onnx(candidate, profile),
+                seed=run.seed,
             )
             quantized = quantize_onnx(
                 onnx_path,
@@ -105,24 +117,18 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
                 evaluation,
                 opts.max_accuracy_drop,
                 console,
+                torch_logits=val_torch,
+                fp32_tolerance=profile.parity.get("fp32", FP32_TOLERANCE),
+                test=(data.test, data.test_labels),
             )
             onnx_path = quantized.path
         model_files = backend.compile(onnx_path, tmp, profile, precision)
         compile_s = time.perf_counter() - started
-        runtime = {
-            "model_files": model_files,
-            "device": profile.device,
-            "runtime_options": profile.options,
-        }
-        runner = backend.load(tmp, runtime, profile.threads)
-        if quantized is None:
-            parity = check_parity(model, runner, images, labels, profile.parity[precision])
-        else:
-            # INT8 differs from PyTorch by design (the guard judged that); here the artifact
-            # must match the INT8 model the guard measured.
-            parity = compare(
-                quantized.logits, run_all(runner, images), labels, profile.parity[precision]
-            )
+        runner = _artifact_runner(backend, measure, profile, tmp, model_files, onnx_path)
+        reference = val_torch if quantized is None else quantized.logits
+        parity = compare(
+            reference, run_all(runner, data.val), data.val_labels, profile.parity[precision]
+        )
         print_parity(console, parity, "INT8 model the guard measured" if quantized else "torch")
         if quantized is not None:
             _check_artifact_budget(quantized, parity, profile, opts.max_accuracy_drop)
@@ -133,45 +139,143 @@ def export(opts: ExportOptions, console: Console) -> dict[str, Any]:
                 f"agreement {parity.agreement:.2%} (need {parity.tolerance.min_agreement:.0%}); "
                 "no artifact written"
             )
-        fields = {
-            "edgetl": __version__,
-            "target": profile.name,
-            "target_profile": profile.source,
-            "backend": profile.backend,
-            "device": profile.device,
-            "precision": precision,
-            "model_files": model_files,
-            "runtime_options": profile.options,
-            "input": {
-                "name": "images",
-                "shape": [
-                    None if opts.dynamic_batch else 1,
-                    3,
-                    run.preprocess.size,
-                    run.preprocess.size,
-                ],
-            },
-            "run": {
-                "path": str(Path(opts.run).resolve()),
-                "backbone": run.meta["backbone"],
-                "data": run.meta["data"],
-                "seed": run.meta["train"]["seed"],
-                "val_top1": run.meta["metrics"]["val_top1"],
-            },
-            "preprocess": run.preprocess.to_dict(),
-            "classes": run.classes,
-            "parity": parity.to_dict(),
-            "compile_s": round(compile_s, 3),
-            "versions": {**versions(), "runtime": backend.runtime_version()},
-        }
-        if quantized is not None:
-            fields["quantization"] = {
-                **quantized.describe(),
-                "artifact_top1": parity.artifact_top1,
-            }
-        manifest = write_manifest(tmp, fields)
+        accuracy = _accuracy(measure, runner, data, parity)
+        data.reference.save(tmp / REFERENCE_FILE)
+        manifest = Manifest(
+            target=profile.name,
+            target_profile=profile.source,
+            backend=profile.backend,
+            device=profile.device,
+            precision=precision,
+            model_files=model_files,
+            runtime_options=profile.options,
+            input_shape=[
+                None if opts.dynamic_batch else 1,
+                3,
+                run.preprocess.size,
+                run.preprocess.size,
+            ],
+            run=RunRef(
+                path=str(Path(opts.run).resolve()),
+                sha256=run.sha256(),
+                backbone=run.info.backbone.name,
+                data=run.info.data,
+            ),
+            preprocess=run.preprocess,
+            classes=run.classes,
+            parity=parity.to_dict(),
+            accuracy=accuracy,
+            reference=ReferenceInfo(REFERENCE_FILE, len(data.reference), "test", run.seed),
+            versions={**versions(), "runtime": measure.runtime_version()},
+            threads=profile.threads,
+            compile_s=round(compile_s, 3),
+            quantization=None
+            if quantized is None
+            else {**quantized.describe(), "artifact_top1": parity.artifact_top1},
+        )
+        manifest.write(tmp)
+    console.print(
+        f"test top-1 ({accuracy['test']['n']} images no choice was made on): artifact "
+        f"{accuracy['test']['top1']:.2%}, FP32 PyTorch {accuracy['test']['fp32_top1']:.2%}"
+    )
     console.print(f"artifact: {out}")
     return manifest
+
+
+def _check_counts(opts: ExportOptions) -> None:
+    for option, value in (
+        ("--parity-samples", opts.parity_samples),
+        ("--reference-samples", opts.reference_samples),
+    ):
+        if value < 1:
+            raise EdgetlError(f"{option} {value}: must be at least 1")
+
+
+def _backends(profile: TargetProfile) -> tuple[Backend, Backend]:
+    """The target's backend (compiles) and the one that measures on this host."""
+    backend = get_backend(profile.backend)
+    measure = get_backend(profile.measured_on)
+    if not measure.available():
+        raise EdgetlError(
+            f"target {profile.name}: runtime {measure.name} is not installed here; install it "
+            "or export for another target (see `edgetl targets`)"
+        )
+    if profile.host_proxy is None:
+        backend.check_device(profile.device)
+    return backend, measure
+
+
+def _eval_data(
+    run: Run,
+    splits: Splits,
+    model: Classifier,
+    opts: ExportOptions,
+    int8: bool,
+    console: Console,
+) -> EvalData:
+    val = splits.val.sample(
+        max(opts.parity_samples, GUARD_IMAGES) if int8 else opts.parity_samples, run.seed
+    )
+    test = splits.test.sample(TEST_IMAGES, run.seed)
+    reference = reference_set(splits.test, run, model, opts.reference_samples)
+    console.print(
+        f"export measures on {len(val)} val images (checks{', INT8 guard' if int8 else ''}) and "
+        f"{len(test)} test images (reported only); reference set: {len(reference)} test images"
+    )
+    test_images = test.arrays(run.preprocess)
+    test_fp32 = torch_logits(model, test_images)
+    return EvalData(
+        val.arrays(run.preprocess),
+        val.labels,
+        test_images,
+        test.labels,
+        float((test_fp32.argmax(1) == test.labels).mean()),
+        reference,
+    )
+
+
+def reference_set(test: ImageSet, run: Run, model: Classifier, count: int) -> ReferenceSet:
+    """A stratified sample of the test split as uint8 crops, with labels and FP32 logits."""
+    picked = test.sample(count, run.seed)
+    crops = picked.crops(run.preprocess)
+    logits = torch_logits(model, run.preprocess.normalize(crops))
+    return ReferenceSet(crops, picked.labels, logits.astype(np.float32), list(picked.keys))
+
+
+def _artifact_runner(
+    backend: Backend,
+    measure: Backend,
+    profile: TargetProfile,
+    model_dir: Path,
+    model_files: list[str],
+    onnx_path: Path,
+) -> Runner:
+    """The written artifact on its runtime, or its ONNX on the host proxy the profile names."""
+    if profile.host_proxy is None:
+        spec = RuntimeSpec(model_files, profile.device, profile.options, profile.threads)
+        return backend.load(model_dir, spec)
+    import onnx
+
+    return measure.load_onnx(onnx.load(str(onnx_path)), profile)
+
+
+def _accuracy(
+    measure: Backend, runner: Runner, data: EvalData, parity: ParityResult
+) -> dict[str, Any]:
+    test_logits = run_all(runner, data.test)
+    return {
+        "measured_on": measure.name,
+        "val": {
+            "n": parity.n,
+            "fp32_top1": parity.reference_top1,
+            "top1": parity.artifact_top1,
+        },
+        "test": {
+            "n": int(len(data.test_labels)),
+            "top1": float((test_logits.argmax(1) == data.test_labels).mean()),
+            "fp32_top1": data.test_fp32_top1,
+        },
+    }
 
 
 def _check_artifact_budget(
@@ -179,11 +283,11 @@ def _check_artifact_budget(
 ) -> None:
     """The compiled artifact, loaded as a user will load it, must hold the budget too."""
     drop = 100 * (quantized.report.fp32_top1 - parity.artifact_top1)
-    if drop > budget:
+    if not within_budget(drop, budget):
         raise CheckFailed(
-            f"on {profile.backend} ({profile.device}) the INT8 artifact's top-1 is "
-            f"{parity.artifact_top1:.2%} against FP32 {quantized.report.fp32_top1:.2%}: a drop of "
-            f"{drop:.2f} pts > --max-accuracy-drop {budget:.2f}; no artifact written"
+            f"on {profile.backend} ({profile.device}) the INT8 artifact's val top-1 is "
+            f"{parity.artifact_top1:.2%} against FP32 {quantized.report.fp32_top1:.2%}: a drop "
+            f"of {drop:.2f} pts > --max-accuracy-drop {budget:.2f}; no artifact written"
         )
 
 

@@ -16,10 +16,10 @@ from rich.console import Console
 
 from edgetl.artifacts import atomic_write_bytes
 from edgetl.backbones import Backbone
-from edgetl.data import ImageSet, Preprocess, Splits
+from edgetl.data import ROLES, ImageSet, Preprocess, Splits
 from edgetl.ui import progress
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: train, val and test
 
 
 def default_cache_dir() -> Path:
@@ -63,6 +63,7 @@ def cache_key(backbone: Backbone, splits: Splits, device: torch.device) -> str:
         "data": splits.fingerprint,
         "train_keys": hashlib.sha256("\n".join(splits.train.keys).encode()).hexdigest(),
         "val_keys": hashlib.sha256("\n".join(splits.val.keys).encode()).hexdigest(),
+        "test_keys": hashlib.sha256("\n".join(splits.test.keys).encode()).hexdigest(),
         "amp": device.type == "cuda",
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
@@ -76,7 +77,7 @@ def cached_features(
     cache_dir: Path | None,
     console: Console,
 ) -> tuple[dict[str, torch.Tensor], bool]:
-    """Train/val features from the cache when present (True), else computed and stored (False).
+    """Train/val/test features from the cache when present (True), else computed and stored (False).
 
     `cache_dir=None` disables the cache.
     """
@@ -88,19 +89,21 @@ def cached_features(
         if path.is_file():
             try:
                 tensors = load_file(str(path))
-                if len(tensors["train"]) == len(splits.train) and len(tensors["val"]) == len(
-                    splits.val
-                ):
+                if all(len(tensors[role]) == len(splits.part(role)) for role in ROLES):
                     return tensors, True
             except Exception:  # a damaged cache entry is recomputed, never trusted
                 pass
     tensors = {
-        "train": extract_features(
-            backbone.model, splits.train, backbone.preprocess, device, batch_size, console, "train"
-        ),
-        "val": extract_features(
-            backbone.model, splits.val, backbone.preprocess, device, batch_size, console, "val"
-        ),
+        role: extract_features(
+            backbone.model,
+            splits.part(role),
+            backbone.preprocess,
+            device,
+            batch_size,
+            console,
+            role,
+        )
+        for role in ROLES
     }
     if path is not None:
         atomic_write_bytes(path, save(tensors, metadata={"backbone": backbone.name}))

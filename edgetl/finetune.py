@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -17,13 +15,22 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from edgetl import __version__
-from edgetl.artifacts import atomic_write_json, atomic_write_text, refuse_overwrite, staged_dir
-from edgetl.backbones import DEFAULT_BACKBONE, load_backbone, trainable_tail
-from edgetl.data import ImageSet, Preprocess, load_dataset
+from edgetl.artifacts import atomic_write_text, refuse_overwrite, staged_dir
+from edgetl.backbones import load_backbone, trainable_tail
+from edgetl.constants import DEFAULT_BACKBONE
+from edgetl.data import ImageSet, Preprocess, check_fractions, load_dataset
 from edgetl.errors import EdgetlError
 from edgetl.features import cached_features, default_cache_dir
-from edgetl.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, RUN_FILE, RUN_SCHEMA, Classifier, Head
+from edgetl.formats import DataInfo, HeadInfo, RunInfo, TrainInfo
+from edgetl.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, Classifier, Head
+from edgetl.training import (
+    EarlyStopping,
+    HeadTraining,
+    epoch_row,
+    eval_logits,
+    evaluate_logits,
+    train_head,
+)
 from edgetl.ui import progress
 from edgetl.versions import versions
 
@@ -43,10 +50,14 @@ class FinetuneOptions:
     unfreeze: int = 0
     hidden: int = 0
     val_fraction: float = 0.2
+    test_fraction: float = 0.2
     patience: int = 5
     cache_dir: Path | None = None
     use_cache: bool = True
     force: bool = False
+
+    def head_training(self) -> HeadTraining:
+        return HeadTraining(self.epochs, self.lr, self.batch_size, self.seed, self.patience)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,19 +72,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def finetune(opts: FinetuneOptions, console: Console) -> dict[str, Any]:
+def finetune(opts: FinetuneOptions, console: Console) -> RunInfo:
     """Run the whole stage and write the run directory; returns the run's metadata."""
-    if opts.epochs < 1:
-        raise EdgetlError(f"--epochs {opts.epochs}: must be at least 1")
+    _check_options(opts)
     refuse_overwrite(opts.out, opts.force, "run")
     device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
 
-    splits = load_dataset(opts.data, opts.val_fraction, opts.seed)
+    splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction, opts.seed)
     console.print(
-        f"data: {splits.source}: {len(splits.classes)} classes, {len(splits.train)} train / "
-        f"{len(splits.val)} val ({splits.val_strategy})"
+        f"data: {splits.source}: {len(splits.classes)} classes, {splits.sizes()} "
+        f"({splits.strategy}); val chooses (early stopping, INT8 guard), test is only reported"
     )
     backbone = load_backbone(opts.backbone, opts.weights, opts.image_size)
     pre = backbone.preprocess
@@ -93,55 +103,73 @@ def finetune(opts: FinetuneOptions, console: Console) -> dict[str, Any]:
     head.set_feature_stats(feats["train"])
     train_y = torch.from_numpy(splits.train.labels)
     val_y = torch.from_numpy(splits.val.labels)
-    history = train_head(head, feats["train"], train_y, feats["val"], val_y, opts, console)
+    settings = opts.head_training()
+    history = train_head(head, feats["train"], train_y, feats["val"], val_y, settings, console)
+    test_logits = eval_logits(head, feats["test"])
 
     if opts.unfreeze:
         model = Classifier(backbone.model, head)
         history += train_unfrozen(model, splits.train, splits.val, pre, opts, device, console)
+        test_logits, _ = predict(model, splits.test, pre, opts.batch_size, device)
 
     final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]
     best = min(final_phase, key=lambda row: row["val_loss"])
+    _, test_top1 = evaluate_logits(test_logits, torch.from_numpy(splits.test.labels))
     elapsed = time.perf_counter() - started
-    meta = {
-        "schema": RUN_SCHEMA,
-        "edgetl": __version__,
-        "backbone": backbone.describe(),
-        "head": {"kind": "mlp" if opts.hidden else "linear", "hidden": opts.hidden},
-        "classes": splits.classes,
-        "preprocess": pre.to_dict(),
-        "data": splits.describe(),
-        "train": {
-            "epochs": opts.epochs,
-            "lr": opts.lr,
-            "batch_size": opts.batch_size,
-            "seed": opts.seed,
-            "device": str(device),
-            "amp": device.type == "cuda",
-            "unfreeze": opts.unfreeze,
-            "patience": opts.patience,
-        },
-        "metrics": {
+    info = RunInfo(
+        backbone=backbone.describe(),
+        head=HeadInfo("mlp" if opts.hidden else "linear", opts.hidden),
+        classes=splits.classes,
+        preprocess=pre,
+        data=DataInfo.from_splits(splits),
+        train=TrainInfo(
+            epochs=opts.epochs,
+            lr=opts.lr,
+            batch_size=opts.batch_size,
+            seed=opts.seed,
+            patience=opts.patience,
+            device=str(device),
+            amp=device.type == "cuda",
+            unfreeze=opts.unfreeze,
+        ),
+        metrics={
             "train_top1": best["train_top1"],
             "val_top1": best["val_top1"],
             "val_loss": best["val_loss"],
+            "test_top1": round(test_top1, 5),
             "best_epoch": best["epoch"],
             "epochs_run": len(history),
             "feature_cache": cache_state,
             "feature_s": round(feature_s, 2),
             "time_s": round(elapsed, 2),
         },
-        "versions": versions(),
-        "command": sys.argv,
-    }
-    write_run(opts.out, backbone.model, head, meta, history, opts.force)
-    return meta
+        versions=versions(),
+        command=list(sys.argv),
+    )
+    write_run(opts.out, backbone.model, head, info, history, opts.force)
+    return info
+
+
+def _check_options(opts: FinetuneOptions) -> None:
+    check_fractions(opts.val_fraction, opts.test_fraction)
+    for option, value, least in (
+        ("--epochs", opts.epochs, 1),
+        ("--batch-size", opts.batch_size, 1),
+        ("--patience", opts.patience, 1),
+        ("--hidden", opts.hidden, 0),
+        ("--unfreeze", opts.unfreeze, 0),
+    ):
+        if value < least:
+            raise EdgetlError(f"{option} {value}: must be at least {least}")
+    if not opts.lr > 0:
+        raise EdgetlError(f"--lr {opts.lr}: must be positive")
 
 
 def write_run(
     out: Path,
     backbone: nn.Module,
     head: Head,
-    meta: dict[str, Any],
+    info: RunInfo,
     history: list[dict[str, Any]],
     force: bool,
 ) -> None:
@@ -154,7 +182,7 @@ def write_run(
         )
         save_file(head.state_dict(), str(tmp / HEAD_WEIGHTS))
         atomic_write_text(tmp / "history.csv", history_csv(history))
-        atomic_write_json(tmp / RUN_FILE, meta)
+        info.write(tmp)
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:
@@ -163,101 +191,6 @@ def history_csv(history: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()
-
-
-class EarlyStopping:
-    """Keep the weights of the best val-loss epoch; stop after `patience` epochs without gain."""
-
-    def __init__(self, patience: int, min_delta: float = 1e-4):
-        self.patience, self.min_delta = patience, min_delta
-        self.best_loss, self.best_state, self.stale = math.inf, None, 0
-
-    def should_stop(self, val_loss: float, module: nn.Module, epoch: int, console: Console) -> bool:
-        if val_loss < self.best_loss - self.min_delta:
-            self.best_loss, self.best_state, self.stale = (
-                val_loss,
-                copy.deepcopy(module.state_dict()),
-                0,
-            )
-            return False
-        self.stale += 1
-        if self.stale < self.patience:
-            return False
-        console.print(f"early stop at epoch {epoch}: no val-loss gain in {self.stale} epochs")
-        return True
-
-    def restore(self, module: nn.Module) -> None:
-        module.load_state_dict(self.best_state)
-
-
-def train_head(
-    head: Head,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
-    opts: FinetuneOptions,
-    console: Console,
-) -> list[dict[str, Any]]:
-    """Mini-batch AdamW on cached features, cosine schedule, early stopping on val loss."""
-    generator = torch.Generator().manual_seed(opts.seed)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=opts.lr, weight_decay=1e-2)
-    steps = opts.epochs * math.ceil(len(train_x) / opts.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    history: list[dict[str, Any]] = []
-    stopper = EarlyStopping(opts.patience)
-    with progress(console) as bar:
-        task = bar.add_task("train head", total=opts.epochs, info="")
-        for epoch in range(1, opts.epochs + 1):
-            head.train()
-            order = torch.randperm(len(train_x), generator=generator)
-            total, correct, loss_sum = 0, 0, 0.0
-            for start in range(0, len(order), opts.batch_size):
-                idx = order[start : start + opts.batch_size]
-                logits = head(train_x[idx])
-                loss = loss_fn(logits, train_y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.argmax(1) == train_y[idx]).sum())
-                total += len(idx)
-            val_loss, val_top1 = evaluate_logits(head_logits(head, val_x), val_y)
-            history.append(
-                epoch_row("head", epoch, loss_sum / total, correct / total, val_loss, val_top1)
-            )
-            bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
-            if stopper.should_stop(val_loss, head, epoch, console):
-                break
-    stopper.restore(head)
-    head.eval()
-    return history
-
-
-def head_logits(head: Head, features: torch.Tensor) -> torch.Tensor:
-    head.eval()
-    with torch.inference_mode():
-        return head(features)
-
-
-def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    loss = nn.functional.cross_entropy(logits.float(), labels).item()
-    return loss, float((logits.argmax(1) == labels).float().mean())
-
-
-def epoch_row(
-    phase: str, epoch: int, train_loss: float, train_top1: float, val_loss: float, val_top1: float
-) -> dict[str, Any]:
-    return {
-        "phase": phase,
-        "epoch": epoch,
-        "train_loss": round(train_loss, 5),
-        "train_top1": round(train_top1, 5),
-        "val_loss": round(val_loss, 5),
-        "val_top1": round(val_top1, 5),
-    }
 
 
 def train_unfrozen(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from edgetl.artifacts import read_json
+from edgetl.artifacts import sha256_file
 from edgetl.data import Preprocess, Splits, load_dataset
 from edgetl.errors import EdgetlError
+from edgetl.formats import RUN_FILE, RunInfo
 
-RUN_FILE = "edgetl.json"
-RUN_SCHEMA = "edgetl.run/1"
 BACKBONE_WEIGHTS = "backbone.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
 
@@ -29,8 +27,9 @@ class Head(nn.Module):
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(num_features))
         self.register_buffer("feature_std", torch.ones(num_features))
+        self.net: nn.Module
         if hidden > 0:
-            self.net: nn.Module = nn.Sequential(
+            self.net = nn.Sequential(
                 nn.Linear(num_features, hidden),
                 nn.ReLU(),
                 nn.Dropout(dropout),
@@ -64,44 +63,64 @@ class Run:
     """A finished fine-tuning run directory, read back from edgetl.json."""
 
     path: Path
-    meta: dict[str, Any]
+    info: RunInfo
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.info.classes)
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess.from_dict(self.meta["preprocess"])
+        return self.info.preprocess
+
+    @property
+    def seed(self) -> int:
+        return self.info.train.seed
+
+    def sha256(self) -> str:
+        return sha256_file(self.path / RUN_FILE)
 
     def splits(self) -> Splits:
-        """The run's train/val split, rebuilt from its data source (reads the data again)."""
-        data = self.meta["data"]
-        return load_dataset(data["source"], data["val_fraction"], data["seed"])
+        """The run's train/val/test split, rebuilt from its data source (reads the data again).
+
+        Data that changed since the run would silently move images between roles: refused.
+        """
+        data = self.info.data
+        splits = load_dataset(data.source, data.val_fraction, data.test_fraction, data.seed)
+        if splits.fingerprint != data.fingerprint:
+            raise EdgetlError(
+                f"{data.source}: the data changed since the run {self.path} was trained "
+                "(fingerprint differs), so its train/val/test split cannot be rebuilt; "
+                "restore the data or re-run finetune"
+            )
+        return splits
+
+    def new_head(self) -> Head:
+        return Head(self.info.backbone.num_features, len(self.classes), self.info.head.hidden)
+
+    def head(self) -> Head:
+        from safetensors.torch import load_file
+
+        head = self.new_head()
+        head.load_state_dict(load_file(str(self.path / HEAD_WEIGHTS)))
+        return head.eval()
 
     def classifier(self) -> Classifier:
         from safetensors.torch import load_file
 
         from edgetl.backbones import create_architecture
 
-        backbone = create_architecture(self.meta["backbone"]["timm_name"])
+        backbone = create_architecture(self.info.backbone.timm_name)
         backbone.load_state_dict(load_file(str(self.path / BACKBONE_WEIGHTS)))
-        head_cfg = self.meta["head"]
-        head = Head(self.meta["backbone"]["num_features"], len(self.classes), head_cfg["hidden"])
-        head.load_state_dict(load_file(str(self.path / HEAD_WEIGHTS)))
-        return Classifier(backbone, head).eval()
+        return Classifier(backbone, self.head()).eval()
 
 
 def load_run(path: Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise EdgetlError(f"{path}: no such run directory; create one with `edgetl finetune`")
-    meta = read_json(path / RUN_FILE, f"{RUN_FILE} (a run from `edgetl finetune`)")
-    if meta.get("schema") != RUN_SCHEMA:
-        raise EdgetlError(
-            f"{path / RUN_FILE}: schema {meta.get('schema')!r}, expected {RUN_SCHEMA!r}"
-        )
+    info = RunInfo.read(path)
     for name in (BACKBONE_WEIGHTS, HEAD_WEIGHTS):
         if not (path / name).is_file():
             raise EdgetlError(f"{path / name}: missing; the run is incomplete, re-run finetune")
-    return Run(path, meta)
+    return Run(path, info)

@@ -42,7 +42,7 @@ def export_onnx(
     metadata = {
         "edgetl.classes": json.dumps(run.classes),
         "edgetl.preprocess": json.dumps(run.preprocess.to_dict()),
-        "edgetl.backbone": run.meta["backbone"]["name"],
+        "edgetl.backbone": run.info.backbone.name,
     }
     del graph.metadata_props[:]
     for key, value in metadata.items():

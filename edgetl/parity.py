@@ -1,14 +1,17 @@
-"""Compare a compiled artifact with the PyTorch model it came from, on real validation images."""
+"""Compare a compiled artifact with the model it came from, on real images (no torch needed)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from edgetl.backends.base import Runner, run_all
+from edgetl.backends import Runner, run_all
 from edgetl.targets import Parity
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class ParityResult:
 
 
 def torch_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    import torch
+
     model.eval()
     with torch.inference_mode():
         return np.concatenate(

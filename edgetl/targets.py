@@ -29,6 +29,9 @@ class TargetProfile:
     threads: int
     parity: dict[str, Parity]
     recipe: str = "nncf-mixed"  # default INT8 calibration recipe (calibration/NAME.toml)
+    # A backend on the host that measures accuracy for a runtime the host may lack (e.g.
+    # TensorRT measured with ONNX Runtime on the same Q/DQ graph); None: the target's own.
+    host_proxy: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -40,6 +43,11 @@ class TargetProfile:
                 f"{', '.join(self.precisions)}"
             )
         return precision
+
+    @property
+    def measured_on(self) -> str:
+        """The backend whose runtime measures this target's accuracy on the host."""
+        return self.host_proxy or self.backend
 
 
 KNOWN_KEYS = {
@@ -53,6 +61,7 @@ KNOWN_KEYS = {
     "threads",
     "parity",
     "recipe",
+    "host_proxy",
 }
 # Runtime settings a backend reads from the profile (kept in TargetProfile.options).
 OPTION_KEYS = {"hint", "model_cache", "static_shape", "inference_precision", "streams"}
@@ -85,6 +94,7 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
             threads=int(data.get("threads", 0)),
             parity=parity,
             recipe=str(data.get("recipe", "nncf-mixed")),
+            host_proxy=str(data["host_proxy"]) if "host_proxy" in data else None,
             options={k: v for k, v in data.items() if k not in KNOWN_KEYS},
             source=source,
         )

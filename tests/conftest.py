@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,13 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 TINY_BACKBONE = "test_efficientnet"
+
+
+def load_manifest(artifact: Path) -> dict[str, Any]:
+    """The artifact's manifest (every checksum verified by the typed reader), as a dict."""
+    from edgetl.formats import Manifest
+
+    return Manifest.read(artifact).to_dict()
 
 
 def export_cli(run: Path, out: Path, *args: str) -> Result:

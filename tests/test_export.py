@@ -8,9 +8,10 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from edgetl.artifacts import load_manifest, sha256_file
+from edgetl.artifacts import sha256_file
 from edgetl.cli import main
 from edgetl.errors import EdgetlError
+from tests.conftest import load_manifest
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_artifact_files_and_checksums(exported: Path, tiny_run: Path) -> None:
     manifest = json.loads((exported / "manifest.json").read_text())
-    assert manifest["schema"] == "edgetl.manifest/1"
+    assert manifest["schema"] == "edgetl.manifest/2"
     assert (manifest["target"], manifest["backend"], manifest["precision"]) == (
         "cpu",
         "onnxruntime",
@@ -38,7 +39,36 @@ def test_artifact_files_and_checksums(exported: Path, tiny_run: Path) -> None:
     assert manifest["preprocess"]["size"] == 64
     assert {"torch", "onnx", "onnxruntime", "runtime"} <= set(manifest["versions"])
     assert manifest["run"]["path"] == str(tiny_run.resolve())
+    assert manifest["run"]["sha256"] == sha256_file(tiny_run / "edgetl.json")
+    assert set(manifest["files"]) == {"model.onnx", "reference.npz"}
     assert not list(exported.parent.glob(".*partial*"))
+
+
+def test_manifest_reports_test_accuracy_beside_val(exported: Path, tiny_run: Path) -> None:
+    """The test split is measured (never chosen on) and its size is the run's test split."""
+    run = json.loads((tiny_run / "edgetl.json").read_text())
+    accuracy = load_manifest(exported)["accuracy"]
+    assert accuracy["measured_on"] == "onnxruntime"
+    assert accuracy["test"]["n"] == run["data"]["sizes"]["test"]
+    assert accuracy["test"]["top1"] == pytest.approx(accuracy["test"]["fp32_top1"])
+    assert accuracy["test"]["fp32_top1"] == pytest.approx(run["metrics"]["test_top1"], abs=1e-4)
+    assert accuracy["val"]["n"] == run["data"]["sizes"]["val"]
+
+
+def test_reference_set_is_test_images_with_fp32_logits(exported: Path, tiny_run: Path) -> None:
+    from edgetl.model import load_run
+    from edgetl.parity import torch_logits
+    from edgetl.reference import ReferenceSet
+
+    manifest = load_manifest(exported)
+    ref = ReferenceSet.load(exported / "reference.npz")
+    run = load_run(tiny_run)
+    test_keys = set(run.splits().test.keys)
+    assert manifest["reference"]["n"] == len(ref) == len(test_keys)  # fewer than 200: all
+    assert set(ref.keys) == test_keys
+    assert ref.images.dtype == np.uint8 and ref.images.shape[1:] == (3, 64, 64)
+    logits = torch_logits(run.classifier(), run.preprocess.normalize(ref.images))
+    assert np.abs(logits - ref.fp32_logits).max() < 1e-5
 
 
 def test_parity_within_tolerance(exported: Path) -> None:
@@ -131,15 +161,12 @@ def test_export_of_a_non_run_exits_2(tmp_path: Path) -> None:
 
 
 def test_bench_json_shape(exported: Path, tiny_run: Path, tmp_path: Path) -> None:
-    data = json.loads((tiny_run / "edgetl.json").read_text())["data"]["source"]
     report_path = tmp_path / "bench.json"
     result = CliRunner().invoke(
         main,
         [
             "bench",
             str(exported),
-            "--data",
-            data,
             "--iterations",
             "20",
             "--warmup",
@@ -152,8 +179,10 @@ def test_bench_json_shape(exported: Path, tiny_run: Path, tmp_path: Path) -> Non
     report = json.loads(report_path.read_text())
     assert report["schema"] == "edgetl.bench/1"
     (entry,) = report["results"]
-    assert set(entry["accuracy"]) == {"top1", "top5", "n", "agreement"}
-    assert entry["accuracy"]["agreement"] == 1.0
+    assert {"top1", "top5", "n", "agreement", "per_class", "confusion"} <= set(entry["accuracy"])
+    assert entry["accuracy"]["agreement"] == 1.0  # against the reference set's FP32 logits
+    assert entry["accuracy"]["n"] == load_manifest(exported)["reference"]["n"]
+    assert len(entry["samples_ms"]) == 20
     assert entry["accuracy"]["top5"] == 1.0  # three classes
     assert set(entry["latency_ms"]) == {"p50", "p90", "p99", "mean", "std", "min", "max"}
     lat = entry["latency_ms"]
@@ -185,14 +214,16 @@ def test_bench_refuses_a_tampered_artifact(exported: Path, tmp_path: Path) -> No
         handle.write(b"\0")
     with pytest.raises(EdgetlError, match="sha256 differs"):
         load_manifest(copy)
-    result = CliRunner().invoke(main, ["bench", str(copy), "--data", "digits"])
+    # No --data: nothing else could fail, the checksum must be what stops it.
+    result = CliRunner().invoke(main, ["bench", str(copy)])
     assert result.exit_code == 2
+    assert "model.onnx: sha256 differs" in " ".join(result.output.split())
 
 
-def test_bench_with_mismatched_data_exits_2(exported: Path) -> None:
+def test_bench_with_another_builtin_dataset_exits_2(exported: Path) -> None:
     result = CliRunner().invoke(main, ["bench", str(exported), "--data", "digits"])
     assert result.exit_code == 2
-    assert "do not match" in result.output
+    assert "not on the built-in digits" in " ".join(result.output.split())
 
 
 def test_targets_lists_cpu() -> None:

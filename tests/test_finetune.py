@@ -5,6 +5,7 @@ import json
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -43,6 +44,19 @@ def test_head_learns_the_classes(tiny_run: Path) -> None:
     meta = json.loads((tiny_run / "edgetl.json").read_text())
     assert meta["metrics"]["val_top1"] >= 0.85
     assert meta["metrics"]["train_top1"] >= 0.9
+    assert meta["metrics"]["test_top1"] >= 0.6  # a random tiny backbone; reported, not chosen
+
+
+def test_run_records_all_three_splits(tiny_run: Path) -> None:
+    from edgetl.model import load_run
+
+    run = load_run(tiny_run)
+    splits = run.splits()
+    data = run.info.data
+    assert data.sizes == {"train": 36, "val": 12, "test": 12}
+    for role in ("train", "val", "test"):
+        assert data.key_sha256[role] == splits.part(role).key_hash()
+    assert data.test_fraction == 0.2 and "stratified" in data.strategy
 
 
 def test_frozen_backbone_is_unchanged(tiny_run: Path, tiny_weights: Path) -> None:
@@ -58,8 +72,8 @@ def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: P
     cache = tmp_path / "cache"
     first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache), console)
     second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
-    assert first["metrics"]["feature_cache"].startswith("miss")
-    assert second["metrics"]["feature_cache"] == "hit"
+    assert first.metrics["feature_cache"].startswith("miss")
+    assert second.metrics["feature_cache"] == "hit"
     assert len(list(cache.glob("*.safetensors"))) == 1
     # the same training on the same features gives the same head
     head_a = load_file(str(tmp_path / "a" / "head.safetensors"))
@@ -68,7 +82,7 @@ def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: P
     # changed data -> new key, no stale features
     write_folder(tmp_path / "photos", per_class=7, seed=5)
     third = finetune(tiny_options(data, tmp_path / "c", tiny_weights, cache_dir=cache), console)
-    assert third["metrics"]["feature_cache"].startswith("miss")
+    assert third.metrics["feature_cache"].startswith("miss")
 
 
 def test_unfreeze_trains_the_last_stage(tmp_path: Path, tiny_weights: Path) -> None:
@@ -77,13 +91,19 @@ def test_unfreeze_trains_the_last_stage(tmp_path: Path, tiny_weights: Path) -> N
         tiny_options(data, tmp_path / "run", tiny_weights, unfreeze=1, epochs=2),
         make_console(quiet=True),
     )
-    assert meta["train"]["unfreeze"] == 1
+    assert meta.train.unfreeze == 1
     saved = load_file(str(tmp_path / "run" / "backbone.safetensors"))
     original = read_state_dict(tiny_weights)
     changed = [name for name, tensor in saved.items() if not torch.equal(tensor, original[name])]
     assert changed and all(name.startswith(("blocks.4", "conv_head", "bn2")) for name in changed)
-    # the run reloads into the model that was trained
-    assert load_run(tmp_path / "run").classifier() is not None
+    # the run reloads into the model that was trained: it reproduces the recorded test top-1
+    from edgetl.parity import torch_logits
+
+    run = load_run(tmp_path / "run")
+    test = run.splits().test
+    logits = torch_logits(run.classifier(), test.arrays(run.preprocess))
+    top1 = float((logits.argmax(1) == test.labels).mean())
+    assert top1 == pytest.approx(meta.metrics["test_top1"], abs=1e-4)
 
 
 def test_cli_refuses_to_overwrite_a_run(tiny_run: Path, tiny_weights: Path) -> None:
@@ -114,6 +134,50 @@ def test_cli_bad_data_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "missing" in result.output and "no such directory" in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--val-fraction", "1.0"], "--val-fraction 1.0"),
+        (["--test-fraction", "0"], "--test-fraction 0.0"),
+        (["--val-fraction", "0.5", "--test-fraction", "0.5"], "leave no training images"),
+        (["--epochs", "0"], "--epochs 0"),
+        (["--batch-size", "0"], "--batch-size 0"),
+    ],
+)
+def test_cli_bad_numbers_exit_2_naming_the_option(
+    tmp_path: Path, tiny_weights: Path, args: list[str], message: str
+) -> None:
+    data = write_folder(tmp_path / "photos", per_class=4)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--backbone",
+            TINY_BACKBONE,
+            "--weights",
+            str(tiny_weights),
+            *args,
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_cli_single_class_exits_2(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "one", classes=1, per_class=6)
+    result = CliRunner().invoke(
+        main, ["finetune", "--data", str(data), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 2
+    assert "only one class folder" in " ".join(result.output.split())
 
 
 def test_cli_unknown_backbone_exits_2(tmp_path: Path) -> None:

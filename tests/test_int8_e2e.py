@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgetl.artifacts import load_manifest
 from edgetl.cli import main
-from tests.conftest import export_cli
+from tests.conftest import export_cli, load_manifest
 
 
 @pytest.fixture(scope="module")

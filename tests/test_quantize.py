@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from edgetl.artifacts import load_manifest
 from edgetl.backends.base import run_all
 from edgetl.backends.onnxruntime import OrtRunner
+from edgetl.backends.ort_rewrites import for_onnxruntime
 from edgetl.cli import main
 from edgetl.data import stratified_sample
 from edgetl.errors import EdgetlError
@@ -23,13 +23,13 @@ from edgetl.quantize.calibration import from_run
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
 from edgetl.quantize.recipes import list_recipes, load_recipe
 from edgetl.ui import make_console
-from tests.conftest import export_cli, make_image
+from tests.conftest import export_cli, load_manifest, make_image
 
 
 @pytest.fixture(scope="module")
 def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("int8") / "cpu-int8"
-    result = export_int8(tiny_run, out, "--calib-samples", "40")
+    result = export_int8(tiny_run, out, "--calib-samples", "32")
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -43,7 +43,7 @@ def prepared(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     run = load_run(tiny_run)
     export_onnx(run.classifier(), run, work / "fp32.onnx", 17)
     model = prepare(work / "fp32.onnx", work / "prepared.onnx")
-    calib = from_run(run, run.splits(), 40, 0, make_console(quiet=True))
+    calib = from_run(run, run.splits(), 40, 0)
     return model, calib.images
 
 
@@ -97,10 +97,10 @@ def test_engines_quantize_and_ort_fuses_them(prepared, engine: str, tmp_path: Pa
     assert gemm.input[1] == "head.net.1.weight"
     assert "head.net.1.weight" in {i.name for i in raw.graph.initializer}
 
-    friendly = qdq.for_onnxruntime(raw)
+    friendly = for_onnxruntime(raw)
     reference, rewritten = logits(raw, calib), logits(friendly, calib)
-    assert (reference.argmax(1) == rewritten.argmax(1)).mean() >= 0.95
-    assert np.abs(reference - rewritten).max() <= 0.05 * np.abs(reference).max()
+    # Lossless: the same grid of values, only the integer type and redundant clips change.
+    assert np.array_equal(reference, rewritten), np.abs(reference - rewritten).max()
 
     # ORT fuses DQ -> Conv -> Q into QLinearConv; the rewrite must enable more of that (the
     # tiny model's SiLU keeps some Convs float; with lite0's ReLU6 all fuse, see e2e test).
@@ -143,11 +143,16 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
     assert quant["recipe"]["name"] == "nncf-mixed"
     assert quant["recipe"]["source"] == "calibration/nncf-mixed.toml"
     calib = quant["calibration"]
-    assert calib["count"] == 40 and len(calib["files"]) == 40 and calib["seed"] == 0
-    train = set(json.loads((tiny_run / "edgetl.json").read_text())["data"]["classes"])
+    assert calib["count"] == 32 and len(calib["files"]) == 32 and calib["seed"] == 0
+    train = set(json.loads((tiny_run / "edgetl.json").read_text())["classes"])
     assert {f.split("/")[0] for f in calib["files"]} == train  # stratified: every class
     assert quant["drop_pts"] <= quant["budget_pts"] == 1.0
     assert quant["attempts"][-1]["top1"] == quant["int8_top1"]
+    # Reported beside the guard's val numbers: FP32 and INT8 on the test split.
+    test = quant["test"]
+    assert test["n"] == json.loads((tiny_run / "edgetl.json").read_text())["data"]["sizes"]["test"]
+    assert test["drop_pts"] == pytest.approx(100 * (test["fp32_top1"] - test["int8_top1"]))
+    assert manifest["accuracy"]["test"]["top1"] == pytest.approx(test["int8_top1"])
     assert 0 <= quant["agreement"] <= 1 and quant["max_abs_diff"] >= 0
     assert manifest["parity"]["max_abs_diff"] <= 1e-3  # the artifact is the model measured
     assert "the recipe asks for 300" in " ".join(output.split())  # fewer than the recipe
@@ -158,11 +163,10 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
 
 def test_int8_calibration_is_reproducible(tiny_run: Path) -> None:
     run = load_run(tiny_run)
-    console = make_console(quiet=True)
     splits = run.splits()
-    first, second = from_run(run, splits, 40, 7, console), from_run(run, splits, 40, 7, console)
+    first, second = from_run(run, splits, 20, 7), from_run(run, splits, 20, 7)
     assert first.files == second.files and np.array_equal(first.images, second.images)
-    assert from_run(run, splits, 40, 8, console).files != first.files
+    assert from_run(run, splits, 20, 8).files != first.files
 
 
 def test_bench_shows_int8_next_to_fp32(int8_export, tiny_run: Path, tmp_path: Path) -> None:
@@ -326,5 +330,8 @@ def test_keep_float_never_reads_past_a_clip_the_quantizer_removed() -> None:
     if not clip_kept:  # ORT removed it: the float conv must read the (clipped) quantized input
         assert producers[conv2.input[0]].op_type == "DequantizeLinear"
     assert conv2.input[1] == "w2"  # float weights back
+    # Reading the unclipped tensor errs ~17x the quantized model's mean error (measured: 31.7
+    # vs 1.87 with ORT 1.32); the right input keeps it near the quantized model's (1.92).
     fp32 = logits(model, calib)
-    assert np.abs(logits(floated, calib) - fp32).max() < 0.1 * np.abs(fp32).max()
+    error_raw = np.abs(logits(raw, calib) - fp32).mean()
+    assert np.abs(logits(floated, calib) - fp32).mean() < 2 * error_raw

@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 from click.testing import CliRunner
 
-from edgetl.artifacts import load_manifest
 from edgetl.cli import main
+from tests.conftest import load_manifest
 
 
 def test_quickstart_on_digits_with_efficientnet_lite0(tmp_path: Path) -> None:

@@ -32,11 +32,11 @@ from datasets import BUILDERS  # noqa: E402
 from edgetl.artifacts import load_manifest  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
 from edgetl.backends.onnxruntime import OrtRunner  # noqa: E402
-from edgetl.bench.timing import interleaved_p50  # noqa: E402
 from edgetl.data import Preprocess, validation_arrays  # noqa: E402
 from edgetl.export import ExportOptions, export  # noqa: E402
 from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
 from edgetl.quantize.guard import GuardFailed  # noqa: E402
+from edgetl.timing import interleaved_p50  # noqa: E402
 from edgetl.ui import make_console, stdout_console, table  # noqa: E402
 
 BUDGET = 1.0
@@ -101,7 +101,7 @@ def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Consol
 
     nncf.set_log_level(logging.ERROR)
     loaded = load_run(run)
-    calib = from_run(loaded, loaded.splits(), 300, loaded.meta["train"]["seed"], console)
+    calib = from_run(loaded, loaded.splits(), 300, loaded.seed)
     fp32 = load_manifest(work / "fp32")
     prepared = prepare(work / "fp32" / fp32["model_files"][0], work / "ac-prepared.onnx")
 

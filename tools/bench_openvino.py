@@ -33,12 +33,12 @@ from datasets import BUILDERS  # noqa: E402
 from edgetl.artifacts import load_manifest  # noqa: E402
 from edgetl.backends import get_backend  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
-from edgetl.bench.timing import interleaved_p50  # noqa: E402
 from edgetl.data import Preprocess, validation_arrays  # noqa: E402
 from edgetl.export import ExportOptions, export  # noqa: E402
 from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
 from edgetl.model import load_run  # noqa: E402
 from edgetl.parity import torch_logits  # noqa: E402
+from edgetl.timing import interleaved_p50  # noqa: E402
 from edgetl.ui import make_console, stdout_console, table  # noqa: E402
 
 

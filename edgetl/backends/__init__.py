@@ -1,29 +1,26 @@
-"""Backend registry: each backend lives in its own module, imported only when used.
-
-A backend module provides:
-  NAME: str
-  available() -> bool                       the runtime imports here
-  runtime_version() -> str
-  check_device(device) -> None              EdgetlError naming the devices present when absent
-  compile(onnx_path, out_dir, profile, precision) -> list[str]   model files written to out_dir
-  load(artifact_dir, manifest, threads) -> Runner
-  load_onnx(model_proto, profile) -> Runner an in-memory ONNX model (quantization candidates)
-"""
+"""Backend registry: one class per runtime, each in its own module, imported only when used."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
+from edgetl.backends.base import Backend, Runner, RuntimeSpec, run_all
 from edgetl.errors import EdgetlError
 
+__all__ = ["BACKENDS", "Backend", "Runner", "RuntimeSpec", "get_backend", "run_all"]
+
+# name -> "module:Class"; the module is imported on first use, so the device side needs
+# only the runtime it runs.
 BACKENDS = {
-    "onnxruntime": "edgetl.backends.onnxruntime",
-    "openvino": "edgetl.backends.openvino",
+    "onnxruntime": "edgetl.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "edgetl.backends.openvino:OpenVinoBackend",
 }
 
 
-def get_backend(name: str) -> ModuleType:
+def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise EdgetlError(f"backend {name!r} is unknown; known: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    module, cls = BACKENDS[name].split(":")
+    backend = getattr(importlib.import_module(module), cls)()
+    assert isinstance(backend, Backend)
+    return backend

@@ -1,10 +1,22 @@
-"""What every backend's runner offers to parity checks and the benchmark."""
+"""The backend contract: a runtime that compiles an ONNX model into an artifact and runs it.
+
+Modelled on Polygraphy's BaseRunner: a backend is small, imports its runtime lazily (the
+device side has only the runtime it uses), and comparing outputs is kept apart (parity.py).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+    from edgetl.targets import TargetProfile
 
 
 class Runner(Protocol):
@@ -13,6 +25,51 @@ class Runner(Protocol):
     batch_size: int | None  # fixed batch size of the compiled model, None when dynamic
 
     def run(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """How to load an artifact's model files: from its manifest, or from a profile at export."""
+
+    model_files: list[str]
+    device: str = "CPU"
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0
+
+
+class Backend(ABC):
+    """One runtime. Subclasses are registered by name in edgetl/backends/__init__.py."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def available(self) -> bool:
+        """Whether the runtime imports on this machine."""
+
+    @abstractmethod
+    def runtime_version(self) -> str: ...
+
+    @abstractmethod
+    def check_device(self, device: str) -> None:
+        """EdgetlError naming the devices present when `device` is absent."""
+
+    @abstractmethod
+    def compile(
+        self, onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str
+    ) -> list[str]:
+        """Write the model files for `profile` into `out_dir`; returns their names."""
+
+    @abstractmethod
+    def load(self, model_dir: Path, spec: RuntimeSpec) -> Runner:
+        """A runner for model files compiled earlier."""
+
+    @abstractmethod
+    def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> Runner:
+        """An in-memory ONNX model (a quantization candidate) on this runtime."""
+
+    def rewrite_int8(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """This runtime's own lossless rewrites of a QDQ graph (none by default)."""
+        return model
 
 
 def run_all(runner: Runner, images: np.ndarray) -> np.ndarray:

@@ -4,41 +4,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
+from edgetl.backends.base import Backend, RuntimeSpec
 from edgetl.errors import EdgetlError
-from edgetl.targets import TargetProfile
 
-NAME = "onnxruntime"
+if TYPE_CHECKING:
+    import onnx
+
+    from edgetl.targets import TargetProfile
+
 MODEL_FILE = "model.onnx"
-
-
-def available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def runtime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
-
-
-def check_device(device: str) -> None:
-    if device != "CPU":
-        raise EdgetlError(f"device {device!r}: the onnxruntime backend here runs on CPU only")
-
-
-def compile(onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str) -> list[str]:
-    if onnx_path != out_dir / MODEL_FILE:
-        shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
-    return [MODEL_FILE]
 
 
 class OrtRunner:
@@ -61,13 +39,42 @@ class OrtRunner:
         self.batch_size = batch if isinstance(batch, int) else None
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: images})[0]
+        return np.asarray(self.session.run(None, {self.input_name: images})[0])
 
 
-def load_onnx(model: onnx.ModelProto, profile: TargetProfile) -> OrtRunner:
-    """An in-memory ONNX model (a quantization candidate) on this runtime."""
-    return OrtRunner(model.SerializeToString(), profile.threads)
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
 
+    def available(self) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
 
-def load(artifact_dir: Path, manifest: dict[str, Any], threads: int) -> OrtRunner:
-    return OrtRunner(artifact_dir / manifest["model_files"][0], threads)
+    def runtime_version(self) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+
+    def check_device(self, device: str) -> None:
+        if device != "CPU":
+            raise EdgetlError(f"device {device!r}: the onnxruntime backend here runs on CPU only")
+
+    def compile(
+        self, onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str
+    ) -> list[str]:
+        if onnx_path != out_dir / MODEL_FILE:
+            shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+        return [MODEL_FILE]
+
+    def load(self, model_dir: Path, spec: RuntimeSpec) -> OrtRunner:
+        return OrtRunner(model_dir / spec.model_files[0], spec.threads)
+
+    def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> OrtRunner:
+        return OrtRunner(model.SerializeToString(), profile.threads)
+
+    def rewrite_int8(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        from edgetl.backends.ort_rewrites import for_onnxruntime
+
+        return for_onnxruntime(model)

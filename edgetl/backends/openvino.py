@@ -10,30 +10,19 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
+from edgetl.backends.base import Backend, RuntimeSpec
 from edgetl.errors import EdgetlError
-from edgetl.targets import TargetProfile
 
-NAME = "openvino"
+if TYPE_CHECKING:
+    import onnx
+
+    from edgetl.targets import TargetProfile
+
 MODEL_FILES = ["model.xml", "model.bin"]
-
-
-def available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def runtime_version() -> str:
-    import openvino
-
-    return openvino.get_version()
 
 
 def devices() -> list[str]:
@@ -52,19 +41,6 @@ def check_device(device: str) -> None:
             f"{', '.join(seen) or 'nothing'}. Use a target for one of those (e.g. "
             "openvino-cpu), or export here and run on the machine that has the device"
         )
-
-
-def compile(onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str) -> list[str]:
-    import openvino as ov
-
-    model = ov.convert_model(str(onnx_path))
-    if profile.options.get("static_shape", False):
-        # NPUs compile static shapes only; reshape a dynamic-batch export to batch 1.
-        shape = list(model.input(0).get_partial_shape())
-        model.reshape([1, *[int(str(d)) for d in shape[1:]]])
-    # FP16 weights for fp16; FP32 and INT8 keep FP32 for what is not quantized.
-    ov.save_model(model, str(out_dir / MODEL_FILES[0]), compress_to_fp16=precision == "fp16")
-    return list(MODEL_FILES)
 
 
 class OpenVinoRunner:
@@ -112,24 +88,54 @@ def runtime_config(options: dict[str, Any], threads: int, cache_dir: Path | None
     return config
 
 
-def load_onnx(model: onnx.ModelProto, profile: TargetProfile) -> OpenVinoRunner:
-    """An in-memory ONNX model (a quantization candidate) on the profile's device."""
-    import openvino as ov
+class OpenVinoBackend(Backend):
+    name = "openvino"
 
-    with tempfile.TemporaryDirectory(prefix="edgetl-ov-") as work:
-        path = Path(work) / "candidate.onnx"
-        onnx.save(model, str(path))
-        converted = ov.convert_model(str(path))
-    # No model cache: candidates are compiled once each.
-    config = runtime_config({**profile.options, "model_cache": False}, profile.threads, None)
-    return OpenVinoRunner(converted, profile.device, config)
+    def available(self) -> bool:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return False
+        return True
 
+    def runtime_version(self) -> str:
+        import openvino
 
-def load(artifact_dir: Path, manifest: dict[str, Any], threads: int) -> OpenVinoRunner:
-    options = manifest.get("runtime_options", {})
-    cache = model_cache_dir() if options.get("model_cache", False) else None
-    return OpenVinoRunner(
-        artifact_dir / manifest["model_files"][0],
-        manifest.get("device", "CPU"),
-        runtime_config(options, threads, cache),
-    )
+        return str(openvino.get_version())
+
+    def check_device(self, device: str) -> None:
+        check_device(device)
+
+    def compile(
+        self, onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str
+    ) -> list[str]:
+        import openvino as ov
+
+        model = ov.convert_model(str(onnx_path))
+        if profile.options.get("static_shape", False):
+            # NPUs compile static shapes only; reshape a dynamic-batch export to batch 1.
+            shape = list(model.input(0).get_partial_shape())
+            model.reshape([1, *[int(str(d)) for d in shape[1:]]])
+        # FP16 weights for fp16; FP32 and INT8 keep FP32 for what is not quantized.
+        ov.save_model(model, str(out_dir / MODEL_FILES[0]), compress_to_fp16=precision == "fp16")
+        return list(MODEL_FILES)
+
+    def load(self, model_dir: Path, spec: RuntimeSpec) -> OpenVinoRunner:
+        cache = model_cache_dir() if spec.options.get("model_cache", False) else None
+        return OpenVinoRunner(
+            model_dir / spec.model_files[0],
+            spec.device,
+            runtime_config(spec.options, spec.threads, cache),
+        )
+
+    def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> OpenVinoRunner:
+        import onnx
+        import openvino as ov
+
+        with tempfile.TemporaryDirectory(prefix="edgetl-ov-") as work:
+            path = Path(work) / "candidate.onnx"
+            onnx.save(model, str(path))
+            converted = ov.convert_model(str(path))
+        # No model cache: candidates are compiled once each.
+        config = runtime_config({**profile.options, "model_cache": False}, profile.threads, None)
+        return OpenVinoRunner(converted, profile.device, config)

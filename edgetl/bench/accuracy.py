@@ -1,6 +1,8 @@
-"""Top-1/top-5 accuracy and agreement with a reference, from logits."""
+"""Top-1/top-5 accuracy, per-class accuracy, confusion matrix and agreement, from logits."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -11,15 +13,32 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
 def accuracy_report(
-    logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None
-) -> dict[str, float | int | None]:
+    logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None, classes: list[str]
+) -> dict[str, Any]:
+    """The report's `accuracy` block; per-class numbers show where INT8 damage hides."""
+    predicted = logits.argmax(1)
+    matrix = confusion_matrix(predicted, labels, len(classes))
+    per_class = {
+        name: {"n": int(matrix[i].sum()), "top1": float(matrix[i, i] / matrix[i].sum())}
+        for i, name in enumerate(classes)
+        if matrix[i].sum() > 0
+    }
     agreement = None
     if reference is not None:
-        agreement = float((reference.argmax(1) == logits.argmax(1)).mean())
+        agreement = float((reference.argmax(1) == predicted).mean())
     return {
         "top1": topk_accuracy(logits, labels, 1),
         "top5": topk_accuracy(logits, labels, 5),
         "n": int(len(labels)),
         "agreement": agreement,
+        "per_class": per_class,
+        "confusion": matrix.tolist(),
     }

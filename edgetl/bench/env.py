@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,21 @@ def cpu_name() -> str:
 
 
 def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, from nvidia-smi (no torch on the device side)."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
     try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return None
+        out = subprocess.run(
+            [tool, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
 
 
 def capture(threads: int, runtimes: dict[str, str]) -> dict[str, Any]:

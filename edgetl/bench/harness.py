@@ -7,29 +7,27 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.console import Console
 
-from edgetl.artifacts import atomic_write_json, load_manifest
-from edgetl.backends import get_backend
-from edgetl.backends.base import run_all
+from edgetl.artifacts import sha256_file
 from edgetl.bench.accuracy import accuracy_report
 from edgetl.bench.env import capture
-from edgetl.bench.timing import measure, summarize
-from edgetl.data import Preprocess, validation_arrays
+from edgetl.bench.evalset import EvalSet, eval_set
 from edgetl.errors import EdgetlError
+from edgetl.formats import RUN_FILE, BenchReport, BenchResult, Manifest
+from edgetl.runtime import load
+from edgetl.timing import measure, summarize
 from edgetl.ui import table
 from edgetl.versions import versions
-
-BENCH_SCHEMA = "edgetl.bench/1"
 
 
 @dataclass
 class BenchOptions:
     artifacts: list[Path]
-    data: str
+    data: str | None = None  # None: each artifact's reference set
+    split: str | None = None  # with the run's own data: test (default), val or train
     iterations: int = 200
     warmup: int = 20
     threads: int | None = None
@@ -37,119 +35,127 @@ class BenchOptions:
     json_path: Path | None = None
 
 
-def bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
-    if opts.iterations < 1 or opts.warmup < 0:
-        raise EdgetlError("--iterations must be >= 1 and --warmup >= 0")
-    entries = [bench_one(path, opts, console) for path in opts.artifacts]
-    report = {
-        "schema": BENCH_SCHEMA,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "data": opts.data,
-        "command": sys.argv,
-        "results": entries,
-    }
+def bench(opts: BenchOptions, console: Console) -> BenchReport:
+    if opts.iterations < 1:
+        raise EdgetlError(f"--iterations {opts.iterations}: must be at least 1")
+    if opts.warmup < 0:
+        raise EdgetlError(f"--warmup {opts.warmup}: must be 0 or more")
+    if opts.threads is not None and opts.threads < 0:
+        raise EdgetlError(f"--threads {opts.threads}: must be 0 (runtime decides) or more")
+    results, labels = [], []
+    for path in opts.artifacts:
+        result, label = bench_one(path, opts, console)
+        results.append(result)
+        labels.append(label)
+    report = BenchReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        data="; ".join(sorted(set(labels))),
+        command=list(sys.argv),
+        results=results,
+    )
     if opts.json_path:
-        atomic_write_json(opts.json_path, report)
+        report.write(opts.json_path)
     return report
 
 
-def bench_one(path: Path, opts: BenchOptions, console: Console) -> dict[str, Any]:
-    manifest = load_manifest(path)
-    backend = get_backend(manifest["backend"])
-    if not backend.available():
-        raise EdgetlError(f"{path}: runtime {manifest['backend']} is not installed here")
-    preprocess = Preprocess.from_dict(manifest["preprocess"])
-    run_data = manifest["run"]["data"]
-    images, labels = validation_arrays(
-        opts.data,
-        run_data["val_fraction"],
-        run_data["seed"],
-        manifest["classes"],
-        preprocess,
-        opts.limit,
+def bench_one(path: Path, opts: BenchOptions, console: Console) -> tuple[BenchResult, str]:
+    model = load(path, opts.threads)  # verifies every checksum first
+    manifest = model.manifest
+    chosen = eval_set(path, manifest, opts.data, opts.split, opts.limit)
+    console.print(f"bench {path.name}: {chosen.label}, {manifest.backend}")
+    single = chosen.images[:1]
+    first_ms = measure(lambda: model.runner.run(single), 1, 0)[0]
+    samples = measure(lambda: model.runner.run(single), opts.iterations, opts.warmup)
+    latency = summarize(samples)
+    logits = model.logits(chosen.images)
+    reference = chosen.fp32_logits
+    if reference is None:
+        reference = _torch_reference(manifest, chosen)
+    accuracy = accuracy_report(logits, chosen.labels, reference, manifest.classes)
+    accuracy["absent_classes"] = chosen.absent_classes
+    spec = manifest.runtime_spec(opts.threads)
+    result = BenchResult(
+        artifact=str(path),
+        name=manifest.name,
+        target=manifest.target,
+        backend=manifest.backend,
+        precision=manifest.precision,
+        accuracy=accuracy,
+        latency_ms=latency.to_dict(),
+        samples_ms=[round(float(s), 5) for s in samples],
+        iterations=opts.iterations,
+        warmup=opts.warmup,
+        batch_size=1,
+        throughput_ips=round(1000.0 / latency.mean, 2),
+        load_s=round(model.load_s, 4),
+        first_inference_ms=round(float(first_ms), 4),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        size_mb=round(manifest.model_bytes / 1e6, 3),
+        env=capture(spec.threads, {manifest.backend: _runtime_version(manifest), **versions()}),
+        notes=[f"classes absent from the data: {', '.join(chosen.absent_classes)}"]
+        if chosen.absent_classes
+        else [],
     )
-    threads = opts.threads if opts.threads is not None else _profile_threads(manifest)
-    console.print(f"bench {path.name}: {len(images)} val images, {manifest['backend']}")
-
-    started = time.perf_counter()
-    runner = backend.load(path, manifest, threads)
-    load_s = time.perf_counter() - started
-    single = images[:1]
-    first_ms = measure(lambda: runner.run(single), 1, 0)[0]
-    latency = summarize(measure(lambda: runner.run(single), opts.iterations, opts.warmup))
-    logits = run_all(runner, images)
-    reference = reference_logits(manifest, images)
-    size = sum(manifest["files"][name]["bytes"] for name in manifest["model_files"])
-    return {
-        "artifact": str(path),
-        "name": f"{manifest['target']}-{manifest['precision']}",
-        "target": manifest["target"],
-        "backend": manifest["backend"],
-        "precision": manifest["precision"],
-        "accuracy": accuracy_report(logits, labels, reference),
-        "latency_ms": latency.to_dict(),
-        "iterations": opts.iterations,
-        "warmup": opts.warmup,
-        "batch_size": 1,
-        "throughput_ips": round(1000.0 / latency.mean, 2),
-        "load_s": round(load_s, 4),
-        "first_inference_ms": round(float(first_ms), 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "size_mb": round(size / 1e6, 3),
-        "env": capture(threads, {manifest["backend"]: backend.runtime_version(), **versions()}),
-    }
+    return result, chosen.label
 
 
-def _profile_threads(manifest: dict[str, Any]) -> int:
-    from edgetl.targets import load_target
+def _runtime_version(manifest: Manifest) -> str:
+    from edgetl.backends import get_backend
 
-    try:
-        return load_target(manifest["target"]).threads
-    except EdgetlError:
-        return 0
+    return get_backend(manifest.backend).runtime_version()
 
 
-def reference_logits(manifest: dict[str, Any], images: np.ndarray) -> np.ndarray | None:
-    """FP32 PyTorch logits from the run the artifact came from, when that run is on this machine."""
-    run_path = Path(manifest["run"]["path"])
-    if not run_path.is_dir():
+def _torch_reference(manifest: Manifest, chosen: EvalSet) -> np.ndarray | None:
+    """FP32 PyTorch logits from the artifact's run, when that very run (by hash) and torch are
+    on this machine; on a device there are none, and the reference set gives agreement."""
+    run_path = Path(manifest.run.path)
+    if (
+        not (run_path / RUN_FILE).is_file()
+        or sha256_file(run_path / RUN_FILE) != manifest.run.sha256
+    ):
         return None
-    from edgetl.model import load_run
-    from edgetl.parity import torch_logits
+    try:
+        from edgetl.model import load_run
+        from edgetl.parity import torch_logits
+    except ImportError:
+        return None
+    return torch_logits(load_run(run_path).classifier(), chosen.images)
 
-    return torch_logits(load_run(run_path).classifier(), images)
 
-
-def print_report(console: Console, report: dict[str, Any]) -> None:
+def print_report(console: Console, report: BenchReport) -> None:
     """One row per artifact; with several, p50 and size also as ratios to the first one."""
-    results = report["results"]
+    results = report.results
     compare = len(results) > 1
     first = results[0]
     rows = []
     for entry in results:
-        acc, lat = entry["accuracy"], entry["latency_ms"]
+        acc, lat = entry.accuracy, entry.latency_ms
         agreement = "-" if acc["agreement"] is None else f"{acc['agreement']:.1%}"
         row = [
-            entry["name"],
+            entry.name,
             f"{acc['top1']:.2%}",
             f"{acc['top5']:.2%}",
             agreement,
+            str(acc["n"]),
             f"{lat['p50']:.2f}",
             f"{lat['p90']:.2f}",
             f"{lat['p99']:.2f}",
-            f"{entry['throughput_ips']:.0f}",
-            f"{entry['size_mb']:.2f}",
-            f"{entry['load_s']:.2f}",
-            f"{entry['first_inference_ms']:.1f}",
+            f"{entry.throughput_ips:.0f}",
+            f"{entry.size_mb:.2f}",
+            f"{entry.load_s:.2f}",
+            f"{entry.first_inference_ms:.1f}",
         ]
         if compare:
             row += [
-                f"{lat['p50'] / first['latency_ms']['p50']:.2f}x",
-                f"{entry['size_mb'] / first['size_mb']:.2f}x",
+                f"{lat['p50'] / first.latency_ms['p50']:.2f}x",
+                f"{entry.size_mb / first.size_mb:.2f}x",
             ]
         rows.append(row)
-    columns = ["artifact", "top-1", "top-5", "agree", "p50 ms", "p90 ms", "p99 ms", "img/s"]
+    columns = ["artifact", "top-1", "top-5", "agree", "n", "p50 ms", "p90 ms", "p99 ms", "img/s"]
     columns += ["MB", "load s", "1st ms"]
     if compare:
-        columns += [f"p50 / {first['name']}", f"MB / {first['name']}"]
-    console.print(table(f"edgetl bench on {report['data']} (batch 1)", columns, rows))
+        columns += [f"p50 / {first.name}", f"MB / {first.name}"]
+    console.print(table(f"edgetl bench on {report.data} (batch 1)", columns, rows))
+    for entry in results:
+        for note in entry.notes:
+            console.print(f"{entry.name}: {note}")

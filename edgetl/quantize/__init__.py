@@ -11,14 +11,17 @@ import numpy as np
 import onnx
 from rich.console import Console
 
-from edgetl.backends.base import Runner
-from edgetl.bench.timing import interleaved_p50
+from edgetl.backends import Runner, run_all
 from edgetl.data import ImageSet
+from edgetl.errors import CheckFailed
 from edgetl.model import Run
+from edgetl.parity import compare
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
 from edgetl.quantize.guard import Evaluation, GuardReport, quantize_with_guard
 from edgetl.quantize.recipes import Recipe
+from edgetl.targets import Parity
+from edgetl.timing import interleaved_p50
 
 
 @dataclass
@@ -29,13 +32,15 @@ class Quantized:
     speed: dict[str, float]  # batch-1 p50 of FP32 and INT8 on this machine, side by side
     recipe: Recipe
     calib: CalibrationSet
+    test: dict[str, Any]  # FP32 and INT8 on the test split: reported, never chosen on
 
     def describe(self) -> dict[str, Any]:
-        """The manifest's `quantization` block."""
+        """The manifest's `quantization` block (the guard's numbers are on val)."""
         return {
             "recipe": self.recipe.to_dict(),
             "calibration": {**self.calib.describe(), "time_s": round(self.report.quantize_s, 2)},
             **self.report.to_dict(),
+            "test": self.test,
             "speed_here": self.speed,
         }
 
@@ -50,15 +55,37 @@ def quantize_onnx(
     evaluation: Evaluation,
     budget_pts: float,
     console: Console,
+    *,
+    torch_logits: np.ndarray,
+    fp32_tolerance: Parity,
+    test: tuple[np.ndarray, np.ndarray],
 ) -> Quantized:
     """Quantize the exported FP32 model under the accuracy guard; the result lands in `work`.
 
-    `evaluation` runs candidates with the target's runtime: the guard measures accuracy where
-    the model will run (integer kernels round differently between runtimes). `train` is the
-    run's training split, for re-fitting the head.
+    Parameters:
+        fp32_path: the FP32 ONNX export of the run's classifier.
+        work: scratch directory for the prepared and quantized graphs.
+        recipe: engine, ranges and guard settings (calibration/*.toml).
+        calib: the calibration images, preprocessed.
+        train: the run's training split, for re-fitting the head.
+        evaluation: the validation images and the runtimes that measure candidates: the
+            guard measures accuracy where the model will run (integer kernels round
+            differently between runtimes). Every guard decision is made on these images.
+        budget_pts: most top-1 points INT8 may lose against FP32 on validation.
+        torch_logits: PyTorch's logits on the evaluation images: the FP32 ONNX must match
+            them within `fp32_tolerance` before anything is quantized.
+        test: test images and labels; FP32 and the chosen INT8 are measured on them for the
+            report only.
     """
     prepared = prepare(fp32_path, work / "prepared.onnx")
     evaluation.measure_fp32(prepared)
+    fp32_check = compare(torch_logits, evaluation.fp32_logits, evaluation.labels, fp32_tolerance)
+    if not fp32_check.passed:
+        raise CheckFailed(
+            f"the FP32 ONNX model differs from PyTorch before quantization: max |logit diff| "
+            f"{fp32_check.max_abs_diff:.2e} (limit {fp32_tolerance.max_abs_diff:.0e}), top-1 "
+            f"agreement {fp32_check.agreement:.2%}; no artifact written"
+        )
     model, report = quantize_with_guard(
         prepared, calib, recipe, run, train, evaluation, budget_pts, console
     )
@@ -74,7 +101,24 @@ def quantize_onnx(
             f"{len(report.chosen.float_layers)} layers kept float; another --recipe (the "
             "default nncf-mixed needs fewer) may do better"
         )
-    return Quantized(path, evaluation.last_logits, report, speed, recipe, calib)
+    test_result = measure_pair(evaluation.fp32_runner, evaluation.last_runner, *test)
+    return Quantized(path, evaluation.last_logits, report, speed, recipe, calib, test_result)
+
+
+def measure_pair(
+    fp32: Runner, int8: Runner, images: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """FP32 and INT8 top-1 on the same images, the drop between them and their agreement."""
+    fp32_logits, int8_logits = run_all(fp32, images), run_all(int8, images)
+    fp32_top1 = float((fp32_logits.argmax(1) == labels).mean())
+    int8_top1 = float((int8_logits.argmax(1) == labels).mean())
+    return {
+        "n": int(len(labels)),
+        "fp32_top1": fp32_top1,
+        "int8_top1": int8_top1,
+        "drop_pts": round(100 * (fp32_top1 - int8_top1), 4),
+        "agreement": float((fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()),
+    }
 
 
 def compare_speed(fp32: Runner, int8: Runner, single: np.ndarray) -> dict[str, float]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from edgetl.data import IMAGE_SUFFIXES, FileLoader, ImageSet, Splits, stratified_sample
+from edgetl.data import IMAGE_SUFFIXES, FileLoader, ImageSet, Splits
 from edgetl.errors import EdgetlError
 from edgetl.model import Run
 
@@ -32,17 +32,11 @@ class CalibrationSet:
         }
 
 
-def from_run(run: Run, splits: Splits, count: int, seed: int, console: Console) -> CalibrationSet:
+def from_run(run: Run, splits: Splits, count: int, seed: int) -> CalibrationSet:
     """A stratified sample of the run's own training split (`splits`, from `run.splits()`)."""
-    data = run.meta["data"]
-    if splits.fingerprint != data["fingerprint"]:
-        console.print(
-            f"[yellow]warning:[/] {data['source']} changed since the run was trained; "
-            "calibrating on its current contents"
-        )
-    picked = splits.train.subset(stratified_sample(splits.train.labels, count, seed))
+    picked = splits.train.sample(count, seed)
     return CalibrationSet(
-        _preprocess(picked, run), picked.keys, f"{data['source']} (train split)", seed
+        picked.arrays(run.preprocess), picked.keys, f"{splits.source} (train split)", seed
     )
 
 
@@ -69,8 +63,8 @@ def from_directory(path: Path, run: Run, count: int, seed: int) -> CalibrationSe
         )
     labels = np.asarray([run.classes.index(f.split("/")[0]) if "/" in f else -1 for f in files])
     picked = ImageSet(files, labels, FileLoader(path))
-    picked = picked.subset(stratified_sample(labels, count, seed))
-    return CalibrationSet(_preprocess(picked, run), picked.keys, str(path), seed)
+    picked = picked.sample(count, seed)
+    return CalibrationSet(picked.arrays(run.preprocess), picked.keys, str(path), seed)
 
 
 def from_array(path: Path, run: Run, count: int, seed: int) -> CalibrationSet:
@@ -98,15 +92,15 @@ def build_calibration(
     calib_data: Path | None,
     count: int,
     recipe_count: int,
-    seed: int,
     console: Console,
 ) -> CalibrationSet:
-    """The calibration set for one export: fewer than 32 images is an error, fewer than asked
-    a warning."""
+    """The calibration set for one export, seeded by the run: fewer than 32 images is an
+    error, fewer than asked a warning."""
     if count < MIN_SAMPLES:
         raise EdgetlError(f"--calib-samples {count}: need at least {MIN_SAMPLES}")
+    seed = run.seed
     if calib_data is None:
-        calib = from_run(run, splits, count, seed, console)
+        calib = from_run(run, splits, count, seed)
     elif calib_data.suffix == ".npy":
         calib = from_array(calib_data, run, count, seed)
     else:
@@ -123,7 +117,3 @@ def build_calibration(
             f"asks for {recipe_count}, ranges may be less reliable"
         )
     return calib
-
-
-def _preprocess(images: ImageSet, run: Run) -> np.ndarray:
-    return np.concatenate([batch for batch, _ in images.batches(run.preprocess, 64)])

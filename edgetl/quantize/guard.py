@@ -14,27 +14,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from rich.console import Console
-from safetensors.torch import load_file
 
-from edgetl.backends.base import Runner, run_all
-from edgetl.backends.onnxruntime import OrtRunner
+from edgetl.backends import Runner, run_all
 from edgetl.data import ImageSet, stratified_sample
 from edgetl.errors import CheckFailed
-from edgetl.model import HEAD_WEIGHTS, Head, Run
+from edgetl.model import Run
 from edgetl.quantize import qdq
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import ENGINES, float_node_names
 from edgetl.quantize.recipes import Recipe
+from edgetl.training import HeadTraining, train_head
 from edgetl.ui import progress, table
 
 REFIT_MAX_IMAGES = 2000  # training images whose quantized features re-fit the head
+# Drops are differences of image counts divided by n: 9/900 - 0 must equal a 1.00 budget.
+BUDGET_TOLERANCE = 1e-6
+
+
+def within_budget(drop_pts: float, budget_pts: float) -> bool:
+    return drop_pts <= budget_pts + BUDGET_TOLERANCE
 
 
 @dataclass
@@ -47,11 +51,11 @@ class Attempt:
     float_layers: list[str] = field(default_factory=list)
     head_refit: bool = False
 
-    def row(self) -> list[str]:
+    def row(self, n: int) -> list[str]:
         return [
             self.name,
             f"{self.top1:.2%}",
-            f"{self.drop_pts:+.2f}",
+            f"{self.drop_pts:+.2f} ({round(self.drop_pts * n / 100):+d} of {n})",
             f"{self.agreement:.2%}",
             f"{self.max_abs_diff:.3g}",
         ]
@@ -73,7 +77,7 @@ class GuardReport:
 
     @property
     def passed(self) -> bool:
-        return self.chosen.drop_pts <= self.budget_pts
+        return within_budget(self.chosen.drop_pts, self.budget_pts)
 
     def to_dict(self) -> dict[str, Any]:
         chosen = self.chosen
@@ -95,15 +99,24 @@ class GuardReport:
 
 
 LoadOnnx = Callable[[onnx.ModelProto], Runner]
+Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
 
 @dataclass
 class Evaluation:
-    """Validation images, their labels, and the target runtime that measures candidates."""
+    """Validation images (every guard decision is made on them) and the runtimes that measure.
+
+    `load` is the target's runtime, or the host proxy its profile names, so the budget holds
+    where the model will run; `rewrite` is the target backend's own QDQ rewrite; `rank` runs
+    the many layer-ranking candidates (ONNX Runtime in memory: fast to build).
+    """
 
     images: np.ndarray
     labels: np.ndarray
-    load: LoadOnnx  # the target's runtime, so the budget holds where the model will run
+    load: LoadOnnx
+    rewrite: Rewrite
+    rank: LoadOnnx
+    seed: int = 0
     # Set by measure_fp32 and by each attempt; kept so the chosen model is not run again.
     fp32_runner: Runner = field(init=False)
     fp32_logits: np.ndarray = field(init=False)
@@ -158,7 +171,7 @@ def quantize_with_guard(
 
     def build(float_layers: list[str]) -> onnx.ModelProto:
         model = qdq.keep_float(raw, prepared, float_layers) if float_layers else qdq.copy_model(raw)
-        return qdq.for_onnxruntime(model)
+        return evaluation.rewrite(model)
 
     attempts: list[Attempt] = []
     sensitivities: list[tuple[str, float]] = []
@@ -174,13 +187,16 @@ def quantize_with_guard(
             time.perf_counter() - started,
         )
 
+    n = len(evaluation.labels)
+
     def done(attempt: Attempt) -> bool:
         attempts.append(attempt)
         console.print(
             f"  {attempt.name}: INT8 top-1 {attempt.top1:.2%} (FP32 {evaluation.fp32_top1:.2%}, "
-            f"drop {attempt.drop_pts:+.2f} pts, budget {budget_pts:.2f})"
+            f"drop {attempt.drop_pts:+.2f} pts = {round(attempt.drop_pts * n / 100):+d} of {n} "
+            f"val images, budget {budget_pts:.2f})"
         )
-        return attempt.drop_pts <= budget_pts
+        return within_budget(attempt.drop_pts, budget_pts)
 
     model = build([])
     if done(evaluation.attempt("plain", model)):
@@ -235,7 +251,7 @@ class GuardFailed(CheckFailed):
         attempts = table(
             "INT8 attempts",
             ["attempt", "top-1", "drop (pts)", "agreement", "max |diff|"],
-            [a.row() for a in self.report.attempts],
+            [a.row(self.report.n) for a in self.report.attempts],
         )
         sensitivity = table(
             "most sensitive layers (logit error removed by keeping the layer float)",
@@ -254,14 +270,16 @@ def rank_layers(
 ) -> list[tuple[str, float]]:
     """Layers by how much of the INT8 model's logit error (vs FP32) goes away with each in float.
 
-    Ranking compiles one candidate per layer, so it always runs on ONNX Runtime in memory
-    (fast to build); the attempts that decide are measured on the target's runtime.
+    Ranking compiles one candidate per layer, so it runs on `evaluation.rank` (ONNX Runtime
+    in memory, fast to build) over a stratified subset of the validation images; the
+    attempts that decide are measured on the target's runtime.
     """
-    images = evaluation.images[:samples]
-    reference = evaluation.fp32_logits[:samples]
+    picked = stratified_sample(evaluation.labels, samples, evaluation.seed)
+    images = evaluation.images[picked]
+    reference = evaluation.fp32_logits[picked]
 
     def error(model: onnx.ModelProto) -> float:
-        logits = run_all(OrtRunner(model.SerializeToString(), threads=0), images)
+        logits = run_all(evaluation.rank(model), images)
         return float(np.mean((logits - reference) ** 2))
 
     base = error(build([]))
@@ -278,8 +296,7 @@ class HeadRefit:
     """Re-train the run's head on features of a quantized backbone and write it into the graph."""
 
     def __init__(self, run: Run, train: ImageSet, evaluation: Evaluation, console: Console):
-        seed = run.meta["train"]["seed"]
-        train = train.subset(stratified_sample(train.labels, REFIT_MAX_IMAGES, seed))
+        train = train.sample(REFIT_MAX_IMAGES, run.seed)
         # float16 halves the memory (2000 images at 224 px: 0.6 GB); runners get float32.
         self.train_images = np.concatenate(
             [b.astype(np.float16) for b, _ in train.batches(run.preprocess, 64)]
@@ -290,33 +307,20 @@ class HeadRefit:
         self.console = console
 
     def apply(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        from edgetl.finetune import FinetuneOptions, train_head
-
         features = self.evaluation.load(_features_model(model))
         train_x = torch.from_numpy(_features(features, self.train_images))
         val_x = torch.from_numpy(_features(features, self.evaluation.images))
-        meta = self.run.meta
-        head = Head(meta["backbone"]["num_features"], len(self.run.classes), meta["head"]["hidden"])
-        head.load_state_dict(load_file(str(self.run.path / HEAD_WEIGHTS)))
+        head = self.run.head()
         head.set_feature_stats(train_x)
-        train = meta["train"]
-        opts = FinetuneOptions(
-            data=meta["data"]["source"],
-            out=Path("."),
-            epochs=train["epochs"],
-            lr=train["lr"],
-            batch_size=train["batch_size"],
-            seed=train["seed"],
-            patience=train["patience"],
-        )
-        torch.manual_seed(train["seed"])
+        info = self.run.info.train
+        settings = HeadTraining(info.epochs, info.lr, info.batch_size, info.seed, info.patience)
         train_head(
             head,
             train_x,
             torch.from_numpy(self.train_labels),
             val_x,
             torch.from_numpy(self.evaluation.labels),
-            opts,
+            settings,
             self.console,
         )
         return _with_head(model, head)
@@ -345,7 +349,7 @@ def _features_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return qdq.prune(result)
 
 
-def _with_head(model: onnx.ModelProto, head: Head) -> onnx.ModelProto:
+def _with_head(model: onnx.ModelProto, head: torch.nn.Module) -> onnx.ModelProto:
     result = qdq.copy_model(model)
     initializers = {init.name: init for init in result.graph.initializer}
     for key, value in head.state_dict().items():
