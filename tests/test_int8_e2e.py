@@ -53,6 +53,7 @@ def test_openvino_int8_meets_the_budget_on_openvino(digits_run: Path, tmp_path: 
     manifest = load_manifest(out)
     quant = manifest["quantization"]
     assert quant["drop_pts"] <= 1.0
+    assert quant["test"]["drop_pts"] <= 1.0  # on OpenVINO, on images no choice was made on
     assert 100 * (quant["fp32_top1"] - quant["artifact_top1"]) <= 1.0
     assert manifest["parity"]["agreement"] >= 0.99
     size = sum((out / name).stat().st_size for name in manifest["model_files"])
