@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -65,7 +66,7 @@ class Backbone:
 
     @property
     def num_features(self) -> int:
-        return int(self.model.num_features)
+        return int(cast(Any, self.model).num_features)
 
     def describe(self) -> BackboneInfo:
         return BackboneInfo(
@@ -102,6 +103,7 @@ def load_backbone(
     import timm
 
     timm_name = resolve_timm_name(name)
+    model: Any  # a timm model: pretrained_cfg, reset_classifier and friends
     if weights is not None:
         model = timm.create_model(timm_name, pretrained=False)
         _load_state(model, read_state_dict(weights), source=str(weights))
@@ -139,12 +141,14 @@ def preprocess_for(model: nn.Module, image_size: int | None) -> Preprocess:
     size = int(image_size or cfg["input_size"][-1])
     if size < 16:
         raise EdgetlError(f"--image-size {size}: too small; use 32 or more")
-    return Preprocess(
-        size=size,
-        mean=tuple(float(v) for v in cfg["mean"]),
-        std=tuple(float(v) for v in cfg["std"]),
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        crop_pct=float(cfg.get("crop_pct", 0.875)),
+    return Preprocess.from_dict(
+        {
+            "size": size,
+            "mean": cfg["mean"],
+            "std": cfg["std"],
+            "interpolation": cfg.get("interpolation", "bicubic"),
+            "crop_pct": cfg.get("crop_pct", 0.875),
+        }
     )
 
 
@@ -153,6 +157,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise EdgetlError(f"--weights {path}: no such file")
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -247,7 +252,7 @@ def trainable_tail(model: nn.Module, groups: int) -> list[nn.Parameter]:
     """Parameters of the last `groups` coarse stages (timm's group_matcher), for --unfreeze."""
     from timm.models import group_parameters
 
-    grouped = group_parameters(model, model.group_matcher(coarse=True))
+    grouped = group_parameters(model, cast(Any, model).group_matcher(coarse=True))
     ordered = [grouped[k] for k in sorted(grouped)]
     if not 0 < groups < len(ordered):
         raise EdgetlError(

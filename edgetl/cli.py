@@ -399,7 +399,7 @@ def targets(as_json: bool) -> None:
     from edgetl.backends import get_backend
     from edgetl.targets import list_targets
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for profile in list_targets():
         backend = get_backend(profile.backend)
         present = backend.available()

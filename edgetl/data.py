@@ -277,7 +277,8 @@ def data_fingerprint(spec: str) -> str:
         return _digits()[2]
     root = _check_root(Path(spec))
     hasher = hashlib.sha256()
-    for sub in _layout(root) or [None]:
+    subs: list[str | None] = list(_layout(root)) or [None]
+    for sub in subs:
         _scan_classes(root, sub, hasher)
     return hasher.hexdigest()
 

@@ -40,7 +40,7 @@ def extract_features(
 ) -> torch.Tensor:
     """Run the frozen backbone over `images` once; returns float32 features on the CPU."""
     # channels_last runs the convolutions 1.6x faster on our CPUs (and suits CUDA AMP).
-    model.eval().to(device, memory_format=torch.channels_last)
+    model.eval().to(device).to(memory_format=torch.channels_last)
     chunks = []
     use_amp = device.type == "cuda"
     with progress(console) as bar:

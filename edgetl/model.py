@@ -23,6 +23,9 @@ class Head(nn.Module):
     The statistics are buffers, so they travel into the ONNX graph with the weights.
     """
 
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
     def __init__(self, num_features: int, num_classes: int, hidden: int = 0, dropout: float = 0.1):
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(num_features))

@@ -3,8 +3,8 @@
 For one dataset: fine-tune efficientnet_lite0, export FP32 for the `cpu` target, then for
 each recipe export INT8 twice: plain (the engine's model as it comes, no guard) and with
 edgetl's accuracy guard (--max-accuracy-drop 1.0). Every artifact is then measured on the
-full validation split with ONNX Runtime on this CPU: top-1, batch-1 p50 latency (rounds
-interleaved across models so machine noise hits all alike) and file size.
+test split (never used for any choice) with ONNX Runtime on this CPU: top-1, batch-1 p50
+latency (rounds interleaved across models so machine noise hits all alike) and file size.
 
     python tools/bench_int8.py [--data digits|photos|scenes|patches|DIR] [--image-size 128]
         [--recipes nncf-mixed,ort-minmax] [--nncf-accuracy-control]
@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datasets import BUILDERS  # noqa: E402
 
-from edgetl.artifacts import load_manifest  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
 from edgetl.backends.onnxruntime import OrtRunner  # noqa: E402
-from edgetl.data import Preprocess, validation_arrays  # noqa: E402
 from edgetl.export import ExportOptions, export  # noqa: E402
 from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
+from edgetl.formats import Manifest  # noqa: E402
+from edgetl.model import load_run  # noqa: E402
 from edgetl.quantize.guard import GuardFailed  # noqa: E402
 from edgetl.timing import interleaved_p50  # noqa: E402
 from edgetl.ui import make_console, stdout_console, table  # noqa: E402
@@ -75,15 +75,16 @@ def export_int8(run: Path, out: Path, recipe: str, budget: float, console: Conso
     except GuardFailed as failure:
         best = min(a.drop_pts for a in failure.report.attempts)
         return Row(label, None, f"guard refused: best drop {best:.2f} pts")
-    quant = manifest["quantization"]
+    quant = manifest.quantization or {}
     note = ""
     if budget < 100:
         note = f"{quant['attempts'][-1]['name']}"
-    return Row(label, out / manifest["model_files"][0], note)
+    return Row(label, out / manifest.model_files[0], note)
 
 
 def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Console) -> Row:
-    """NNCF's own accuracy-restoring PTQ on the same prepared graph and calibration set."""
+    """NNCF's own accuracy-restoring PTQ on the same prepared graph and calibration set; it
+    chooses on `images` (the val split), like our guard."""
     import logging
 
     import nncf
@@ -94,16 +95,15 @@ def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Consol
         QuantizationParameters,
     )
 
-    from edgetl.model import load_run
+    from edgetl.backends.ort_rewrites import for_onnxruntime
     from edgetl.quantize.calibration import from_run
     from edgetl.quantize.engines import prepare
-    from edgetl.quantize.qdq import for_onnxruntime
 
     nncf.set_log_level(logging.ERROR)
     loaded = load_run(run)
     calib = from_run(loaded, loaded.splits(), 300, loaded.seed)
-    fp32 = load_manifest(work / "fp32")
-    prepared = prepare(work / "fp32" / fp32["model_files"][0], work / "ac-prepared.onnx")
+    fp32 = Manifest.read(work / "fp32")
+    prepared = prepare(work / "fp32" / fp32.model_files[0], work / "ac-prepared.onnx")
 
     def validate(model, _items) -> tuple[float, list[float]]:
         hits = run_all(OrtRunner(model.SerializeToString(), 0), images).argmax(1) == labels
@@ -164,22 +164,19 @@ def main() -> None:
         run = work / "run"
         finetune(FinetuneOptions(data=data, out=run, image_size=args.image_size), console)
         manifest = export(ExportOptions(run=run, target="cpu", out=work / "fp32"), console)
-        rows = [Row("fp32", work / "fp32" / manifest["model_files"][0])]
+        rows = [Row("fp32", work / "fp32" / manifest.model_files[0])]
         for recipe in args.recipes.split(","):
             rows.append(export_int8(run, work / f"plain-{recipe}", recipe, 100.0, console))
             rows.append(export_int8(run, work / f"edgetl-{recipe}", recipe, BUDGET, console))
-        run_data = manifest["run"]["data"]
-        images, labels = validation_arrays(
-            data,
-            run_data["val_fraction"],
-            run_data["seed"],
-            manifest["classes"],
-            Preprocess.from_dict(manifest["preprocess"]),
-        )
+        loaded = load_run(run)
+        splits = loaded.splits()
         if args.nncf_accuracy_control:
-            rows.append(nncf_accuracy_control(run, work, images, labels, console))
-        measure_rows(rows, images, labels, args.iterations)
-        report(rows, args, len(labels))
+            val = splits.val.arrays(loaded.preprocess)
+            rows.append(nncf_accuracy_control(run, work, val, splits.val.labels, console))
+        # Reported on the test split: the guard (and NNCF's control) chose on val.
+        test = splits.test.arrays(loaded.preprocess)
+        measure_rows(rows, test, splits.test.labels, args.iterations)
+        report(rows, args, len(splits.test.labels))
 
 
 def report(rows: list[Row], args: argparse.Namespace, n: int) -> None:
@@ -187,7 +184,8 @@ def report(rows: list[Row], args: argparse.Namespace, n: int) -> None:
     out = stdout_console()
     out.print(
         table(
-            f"INT8 on {args.data} ({n} val images, {args.image_size}px, efficientnet_lite0, "
+            f"INT8 on {args.data} ({n} test images no choice was made on, {args.image_size}px, "
+            "efficientnet_lite0, "
             "ONNX Runtime CPU, batch 1)",
             ["model", "top-1", "drop (pts)", "p50 ms", "p50 / fp32", "MB", "size / fp32", "note"],
             [

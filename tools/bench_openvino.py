@@ -3,7 +3,7 @@ harness against OpenVINO's own benchmark_app on the same IR.
 
 Fine-tunes efficientnet_lite0 on the data (digits by default, 128 px), exports the `cpu`
 FP32 and `openvino-cpu` FP32 and INT8 (accuracy-guarded) artifacts, then measures batch-1
-p50 latency of each, interleaved across models, and top-1 on the full validation split.
+p50 latency of each, interleaved across models, and top-1 on the test split (no choice made on it).
 Then runs `benchmark_app` (latency hint, sync API, FP32 math, as our runner) on both IRs and
 prints our median over its median.
 
@@ -30,10 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datasets import BUILDERS  # noqa: E402
 
-from edgetl.artifacts import load_manifest  # noqa: E402
 from edgetl.backends import get_backend  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
-from edgetl.data import Preprocess, validation_arrays  # noqa: E402
 from edgetl.export import ExportOptions, export  # noqa: E402
 from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
 from edgetl.model import load_run  # noqa: E402
@@ -96,15 +94,10 @@ def main() -> None:
                 ),
             )
 
-        first = next(iter(manifests.values()))[1]
-        images, labels = validation_arrays(
-            data,
-            first["run"]["data"]["val_fraction"],
-            first["run"]["data"]["seed"],
-            first["classes"],
-            Preprocess.from_dict(first["preprocess"]),
-        )
-        model = load_run(run).classifier().eval()
+        loaded = load_run(run)
+        test = loaded.splits().test  # reported: the guard chose on val
+        images, labels = test.arrays(loaded.preprocess), test.labels
+        model = loaded.classifier().eval()
         torch_top1 = float((torch_logits(model, images).argmax(1) == labels).mean())
         single = images[:1]
         single_t = torch.from_numpy(single)
@@ -115,7 +108,7 @@ def main() -> None:
 
         calls, top1 = {"torch eager fp32": eager}, {"torch eager fp32": torch_top1}
         for name, (out, manifest) in manifests.items():
-            runner = get_backend(manifest["backend"]).load(out, load_manifest(out), 0)
+            runner = get_backend(manifest.backend).load(out, manifest.runtime_spec(0))
             calls[name] = lambda r=runner: r.run(single)
             top1[name] = float((run_all(runner, images).argmax(1) == labels).mean())
         p50 = interleaved_p50(calls, args.iterations)
@@ -124,7 +117,7 @@ def main() -> None:
         ours, theirs = {}, {}
         for name in ("openvino fp32", "openvino int8"):
             out, manifest = manifests[name]
-            runner = get_backend("openvino").load(out, load_manifest(out), 0)
+            runner = get_backend("openvino").load(out, manifest.runtime_spec(0))
             mine, its = [], []
             for _ in range(3):
                 its.append(benchmark_app_median_ms(out / "model.xml", args.iterations // 3))
@@ -136,7 +129,7 @@ def main() -> None:
     out_console = stdout_console()
     out_console.print(
         table(
-            f"{args.data}, {len(labels)} val images, {args.image_size}px, efficientnet_lite0, "
+            f"{args.data}, {len(labels)} test images, {args.image_size}px, efficientnet_lite0, "
             "batch 1",
             ["model", "top-1", "drop (pts)", "p50 ms", "p50 / torch eager"],
             [
