@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl import __version__
 from edgetl.artifacts import atomic_write_json, read_json, sha256_file
-from edgetl.backends.base import RuntimeSpec
 from edgetl.data import Preprocess
 from edgetl.errors import EdgetlError
 
@@ -60,6 +59,16 @@ def _open(data: Any, path: Path | str, schema: str, remedy: str) -> Fields:
             f"{path}: written by {writer}; this edgetl ({__version__}) reads {schema}. {remedy}"
         )
     return Fields(data, path, writer)
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """How a backend loads an artifact's model files: from its manifest, or a profile at export."""
+
+    model_files: list[str]
+    device: str = "CPU"
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -335,3 +335,18 @@ def test_keep_float_never_reads_past_a_clip_the_quantizer_removed() -> None:
     fp32 = logits(model, calib)
     error_raw = np.abs(logits(raw, calib) - fp32).mean()
     assert np.abs(logits(floated, calib) - fp32).mean() < 2 * error_raw
+
+
+def test_int8_checks_the_fp32_onnx_against_pytorch_first(tiny_run: Path, tmp_path: Path) -> None:
+    """A broken FP32 export must fail before quantization, not hide inside the INT8 drop."""
+    text = (Path(__file__).parents[1] / "targets" / "cpu.toml").read_text()
+    strict = tmp_path / "strict.toml"
+    strict.write_text(text.replace("fp32 = { max_abs_diff = 1e-3", "fp32 = { max_abs_diff = -1.0"))
+    out = tmp_path / "out"
+    result = export_cli(
+        tiny_run, out, "--target", str(strict), "--precision", "int8", "--calib-samples", "32"
+    )
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "FP32 ONNX model differs from PyTorch before quantization" in text
+    assert "quantizing with" not in text and not out.exists()

@@ -7,11 +7,12 @@ device side has only the runtime it uses), and comparing outputs is kept apart (
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
+
+from edgetl.formats import RuntimeSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -25,16 +26,6 @@ class Runner(Protocol):
     batch_size: int | None  # fixed batch size of the compiled model, None when dynamic
 
     def run(self, images: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class RuntimeSpec:
-    """How to load an artifact's model files: from its manifest, or from a profile at export."""
-
-    model_files: list[str]
-    device: str = "CPU"
-    options: dict[str, Any] = field(default_factory=dict)
-    threads: int = 0
 
 
 class Backend(ABC):
