@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -306,16 +307,77 @@ def print_quantization(manifest: Manifest) -> None:
     help="With the run's own --data: which role [default: test; val and train were chosen "
     "or fitted on].",
 )
-@click.option("--iterations", type=int, default=200, show_default=True)
+@click.option(
+    "--iterations", type=int, default=200, show_default=True, help="Batch-1 samples, at least."
+)
 @click.option("--warmup", type=int, default=20, show_default=True)
+@click.option(
+    "--rounds",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Interleaved rounds across the artifacts (A B C, C B A, ...).",
+)
+@click.option(
+    "--min-duration",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Keep measuring until each artifact has this many seconds of samples.",
+)
+@click.option(
+    "--batch",
+    default="1",
+    show_default=True,
+    help="Batch sizes, e.g. 1,8 (beyond 1: dynamic-batch artifacts).",
+)
 @click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
 @click.option("--limit", type=int, default=None, help="Measure a stratified sample of N images.")
+@click.option(
+    "--cold/--no-cold",
+    default=True,
+    show_default=True,
+    help="Load time, first inference and peak RSS in a fresh process per artifact.",
+)
 @click.option(
     "--json",
     "json_path",
     type=click.Path(path_type=Path),
     default=None,
     help="Write the edgetl.bench/1 report here.",
+)
+@click.option("--md", "md_path", type=click.Path(path_type=Path), help="Write a Markdown table.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    help="Write accuracy vs p50 and latency distributions as PNG (pip install 'edgetl[plot]').",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(path_type=Path),
+    help="Write JUnit XML: one test case per artifact and check.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A stored report.json: exit 1 when an artifact regressed against it.",
+)
+@click.option(
+    "--max-regression",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="With --baseline: % of p50 the confidence interval must exceed to fail.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --baseline: top-1 points below the baseline that fail.",
 )
 @handle_errors
 def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
@@ -324,11 +386,71 @@ def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
     Needs nothing but the artifact directory and its runtime: without --data it measures the
     reference set stored in the artifact, with agreement against the FP32 model.
     """
-    from edgetl.bench.harness import BenchOptions, print_report
+    from edgetl.bench.harness import BenchOptions, Regressed, print_report
     from edgetl.bench.harness import bench as run_bench
 
-    report = run_bench(BenchOptions(artifacts=list(artifacts), **kwargs), make_console())
+    batch = _batch_sizes(kwargs.pop("batch"))
+    options = BenchOptions(artifacts=list(artifacts), batch=batch, **kwargs)
+    try:
+        report = run_bench(options, make_console())
+    except Regressed as failure:
+        print_report(stdout_console(), failure.report)
+        raise
     print_report(stdout_console(), report)
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise EdgetlError(f"--batch {text}: give batch sizes like 1,8") from exc
+    return sizes
+
+
+@main.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--data", default=None, help="As for bench [default: BASE's reference set].")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default=None)
+@click.option("--limit", type=int, default=None, help="Measure accuracy on N images.")
+@click.option("--rounds", type=int, default=10, show_default=True, help="Fresh-session rounds.")
+@click.option(
+    "--iterations", type=int, default=30, show_default=True, help="Runs per artifact and round."
+)
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
+@click.option(
+    "--max-regression",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="% of p50 the candidate may be slower before the confidence interval fails it.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Top-1 points the candidate may lose on the same images.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@handle_errors
+def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
+    """Is CANDIDATE slower or less accurate than BASE (an artifact or a stored report.json)?
+
+    Interleaved rounds of fresh runtime sessions in alternating order; the ratio of medians
+    candidate/base with a bootstrap confidence interval. Exit 1 when the interval says the
+    candidate is slower by more than --max-regression, or its top-1 on the same images is
+    more than --max-accuracy-drop below; the reason in one line.
+    """
+    from edgetl.bench.compare import CompareOptions
+    from edgetl.bench.compare import compare as run_compare
+
+    result = run_compare(CompareOptions(base=base, candidate=candidate, **kwargs), make_console())
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.line())
 
 
 @main.command()
@@ -521,8 +643,6 @@ def print_run(info: RunInfo, out: Path) -> None:
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
-        import json
-
         click.echo(json.dumps(data, indent=2))
     else:
         human()

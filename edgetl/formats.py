@@ -7,9 +7,9 @@ file, the key and the edgetl version that wrote it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgetl import __version__
 from edgetl.artifacts import atomic_write_json, read_json, sha256_file
@@ -380,11 +380,22 @@ class BenchResult:
     size_mb: float
     env: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    # Added compatibly to edgetl.bench/1: absent in older reports.
+    rounds: int = 1
+    cv: float = 0.0  # coefficient of variation of the batch-1 samples
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # "8" -> latency, ips
+    rss_before_load_mb: float = 0.0
+    checks: dict[str, Any] = field(default_factory=dict)  # baseline comparison and verdicts
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "notes", "rounds", "cv", "batches", "rss_before_load_mb", "checks",
+    )  # fmt: skip
 
     @classmethod
     def from_fields(cls, f: Fields) -> BenchResult:
-        names = [n for n in cls.__dataclass_fields__ if n != "notes"]
-        return cls(**{n: f[n] for n in names}, notes=list(f.get("notes", [])))
+        names = [item.name for item in fields(cls) if item.name not in cls.OPTIONAL]
+        extra = {n: f.get(n) for n in cls.OPTIONAL if f.get(n) is not None}
+        return cls(**{n: f[n] for n in names}, **extra)
 
 
 @dataclass

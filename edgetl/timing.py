@@ -36,7 +36,7 @@ def summarize(samples_ms: np.ndarray) -> Latency:
     )
 
 
-def measure(call: Callable[[], object], iterations: int, warmup: int) -> np.ndarray:
+def measure(call: Callable[[], object], iterations: int, warmup: int = 0) -> np.ndarray:
     """Per-call latencies in milliseconds, after `warmup` untimed calls."""
     for _ in range(warmup):
         call()
@@ -62,3 +62,33 @@ def interleaved_p50(
         for name, call in calls.items():
             samples[name].append(measure(call, per_round, warmup))
     return {name: float(np.median(np.concatenate(parts))) for name, parts in samples.items()}
+
+
+def interleaved_samples(
+    calls: dict[str, Callable[[], object]],
+    iterations: int,
+    rounds: int = 5,
+    warmup: int = 10,
+    min_duration_s: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Per-call latencies (ms) of each call, measured in interleaved rounds.
+
+    Each round measures every call in turn (A B C, then C B A: alternating, so no call always
+    runs right after another); rounds continue past `rounds` until each call has `iterations`
+    samples and at least `min_duration_s` seconds of them.
+    """
+    names = list(calls)
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    per_round = max(1, iterations // max(rounds, 1))
+    for name in names:  # warm every model up once, before any timed round
+        measure(calls[name], 0, warmup)
+    done = 0
+    while True:
+        order = names if done % 2 == 0 else names[::-1]
+        for name in order:
+            samples[name].append(measure(calls[name], per_round, 0))
+        done += 1
+        enough = min(sum(len(s) for s in samples[n]) for n in names) >= iterations
+        spent = min(float(np.concatenate(samples[n]).sum()) / 1000 for n in names)
+        if done >= rounds and enough and spent >= min_duration_s:
+            return {name: np.concatenate(parts) for name, parts in samples.items()}

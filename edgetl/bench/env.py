@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -37,11 +38,36 @@ def gpu_name() -> str | None:
     return out.strip().splitlines()[0] if out.strip() else None
 
 
+def governor() -> str | None:
+    """The CPU frequency governor (performance, powersave, ...) where Linux exposes it."""
+    path = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return path.read_text().strip() if path.is_file() else None
+
+
+def jetson() -> dict[str, str] | None:
+    """Power mode and L4T release on a Jetson (nvpmodel, /etc/nv_tegra_release); else None."""
+    release = Path("/etc/nv_tegra_release")
+    tool = shutil.which("nvpmodel")
+    if not release.is_file() and tool is None:
+        return None
+    found: dict[str, str] = {}
+    if release.is_file():
+        found["l4t"] = release.read_text().splitlines()[0].strip()
+    if tool is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            found["nvpmodel"] = subprocess.run(
+                [tool, "-q"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+    return found
+
+
 def capture(threads: int, runtimes: dict[str, str]) -> dict[str, Any]:
     return {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "governor": governor(),
         "gpu": gpu_name(),
+        "jetson": jetson(),
         "threads": threads,
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),

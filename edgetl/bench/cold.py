@@ -1,0 +1,56 @@
+"""Cold start in a fresh process: load time, first inference and the peak memory of a process
+that loaded only the model (not edgetl's dataset, torch or other artifacts).
+
+    python -m edgetl.bench.cold ARTIFACT THREADS   ->  one JSON object on stdout
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import EdgetlError
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def probe(artifact: Path, threads: int | None) -> dict[str, Any]:
+    import numpy as np
+
+    from edgetl.runtime import load
+
+    before = _rss_mb()
+    model = load(artifact, threads)
+    shape = [1 if d is None else int(d) for d in model.manifest.input_shape]
+    started = time.perf_counter()
+    model.runner.run(np.zeros(shape, np.float32))
+    first_ms = (time.perf_counter() - started) * 1000
+    return {
+        "load_s": round(model.load_s, 4),
+        "first_inference_ms": round(first_ms, 4),
+        "peak_rss_mb": round(_rss_mb(), 1),
+        "rss_before_load_mb": round(before, 1),
+    }
+
+
+def cold_start(artifact: Path, threads: int | None) -> dict[str, Any]:
+    """Run `probe` in a fresh interpreter and return what it measured."""
+    command = [sys.executable, "-m", "edgetl.bench.cold", str(artifact), str(threads or 0)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise EdgetlError(
+            f"{artifact}: the cold-start process failed ({result.stderr.strip()[-300:]})"
+        )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+if __name__ == "__main__":
+    artifact, threads = Path(sys.argv[1]), int(sys.argv[2])
+    print(json.dumps(probe(artifact, threads or None)))

@@ -1,0 +1,190 @@
+"""The regression gate: statistics, interleaving, `edgetl compare`, `bench --baseline`, reports."""
+
+from __future__ import annotations
+
+import json
+import resource
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgetl.cli import main
+from edgetl.regression import paired_ratio, sample_ratio
+from edgetl.timing import interleaved_samples
+from tests.conftest import export_cli
+
+
+def noisy(rng: np.random.Generator, scale: float, n: int = 30) -> np.ndarray:
+    """Latency-like samples: a floor, noise, and a few slow outliers."""
+    return scale * (1.0 + 0.05 * rng.standard_normal(n) + 0.5 * (rng.random(n) < 0.05))
+
+
+def test_paired_ratio_detects_a_slower_candidate_and_not_itself() -> None:
+    rng = np.random.default_rng(0)
+    base = [noisy(rng, 2.0) for _ in range(10)]
+    same = [noisy(rng, 2.0) for _ in range(10)]
+    slower = [noisy(rng, 2.4) for _ in range(10)]
+    assert not paired_ratio(base, same, 5).regressed
+    verdict = paired_ratio(base, slower, 5)
+    assert verdict.regressed and verdict.low > 1.05 and 1.15 < verdict.ratio < 1.25
+    assert "slower beyond the 5% threshold" in verdict.line()
+
+
+def test_a_burst_that_hits_one_round_does_not_fail_a_paired_comparison() -> None:
+    rng = np.random.default_rng(1)
+    base = [noisy(rng, 2.0) for _ in range(10)]
+    same = [noisy(rng, 2.0) for _ in range(10)]
+    base[3], same[3] = base[3] * 3, same[3] * 3  # the machine got busy for one round
+    assert not paired_ratio(base, same, 5).regressed
+
+
+def test_sample_ratio_uses_the_noise_of_both() -> None:
+    rng = np.random.default_rng(2)
+    assert not sample_ratio(noisy(rng, 1.0, 200), noisy(rng, 1.0, 200), 5).regressed
+    assert sample_ratio(noisy(rng, 1.0, 200), noisy(rng, 1.2, 200), 5).regressed
+    # Few, very noisy samples: a 10% slower median is not proof of a regression.
+    wide = sample_ratio(rng.uniform(1, 3, 6), rng.uniform(1.1, 3.3, 6), 5)
+    assert not wide.regressed and wide.high - wide.low > 0.3
+
+
+def test_interleaved_rounds_alternate_order_and_honour_min_duration() -> None:
+    order: list[str] = []
+    calls = {name: (lambda n=name: order.append(n)) for name in "ABC"}
+    samples = interleaved_samples(calls, iterations=4, rounds=2, warmup=0)
+    assert order == list("AABBCCCCBBAA")  # two per round, reversed order each round
+    assert all(len(s) == 4 for s in samples.values())
+    slow = interleaved_samples({"x": lambda: sum(range(2000))}, 2, 1, 0, min_duration_s=0.02)
+    assert slow["x"].sum() >= 20  # ms: kept going past 1 round and 2 samples
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("gate")
+    found = {}
+    for name, args in (("fp32", []), ("dyn", ["--dynamic-batch"])):
+        result = export_cli(tiny_run, root / name, "--target", "cpu", *args)
+        assert result.exit_code == 0, result.output
+        found[name] = root / name
+    return found
+
+
+def bench_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["bench", *args])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_bench_report_has_interleaved_samples_cold_start_and_batches(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    path = tmp_path / "r.json"
+    code, output = bench_cli(
+        str(artifacts["fp32"]), str(artifacts["dyn"]), "--iterations", "20", "--rounds", "4",
+        "--batch", "1,4", "--json", str(path),
+    )  # fmt: skip
+    assert code == 0, output
+    fp32, dyn = json.loads(path.read_text())["results"]
+    assert (fp32["name"], dyn["name"]) == ("fp32", "dyn")  # same target-precision: dir names
+    assert fp32["iterations"] == len(fp32["samples_ms"]) >= 20 and fp32["rounds"] == 4
+    assert fp32["cv"] >= 0
+    assert set(dyn["batches"]) == {"4"} and dyn["batches"]["4"]["throughput_ips"] > 0
+    assert fp32["batches"] == {} and any("static batch of 1" in n for n in fp32["notes"])
+    # Cold start ran in a fresh process that loaded only the model: far below this one,
+    # which holds torch.
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert 0 < fp32["rss_before_load_mb"] <= fp32["peak_rss_mb"] < own
+    assert fp32["load_s"] > 0 and fp32["first_inference_ms"] > 0
+    assert {"governor", "jetson", "cpu", "threads", "runtimes"} <= set(fp32["env"])
+
+
+def test_compare_itself_passes_and_a_slowed_copy_fails(artifacts: dict[str, Path]) -> None:
+    art = str(artifacts["fp32"])
+    result = CliRunner().invoke(
+        main, ["compare", art, art, "--rounds", "5", "--iterations", "10", "--json",
+               "--max-regression", "25"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{") :])
+    assert data["passed"] and data["accuracy_drop_pts"] == 0
+
+    from edgetl.backends import get_backend
+    from edgetl.bench.compare import compare_runners
+    from edgetl.formats import Manifest
+    from tools.bench_gate import Slowed
+
+    manifest = Manifest.read(artifacts["fp32"])
+    backend, spec = get_backend("onnxruntime"), manifest.runtime_spec()
+    single = np.zeros((1, 3, 64, 64), np.float32)
+    verdict = compare_runners(
+        lambda: backend.load(artifacts["fp32"], spec),
+        lambda: Slowed(backend.load(artifacts["fp32"], spec), 1.0),  # twice the time
+        single, 5, 10, 2, 25,
+    )  # fmt: skip
+    assert verdict.regressed and verdict.ratio > 1.5
+
+
+def test_bench_baseline_gate(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    art = str(artifacts["fp32"])
+    baseline = tmp_path / "baseline.json"
+    code, output = bench_cli(art, "--iterations", "40", "--json", str(baseline), "--no-cold")
+    assert code == 0, output
+    code, output = bench_cli(
+        art, "--iterations", "40", "--baseline", str(baseline), "--max-regression", "50",
+        "--no-cold",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "vs baseline: p50" in output
+    # A baseline that ran at a third of the time: the same artifact now is a regression.
+    fast = json.loads(baseline.read_text())
+    fast["results"][0]["samples_ms"] = [s / 3 for s in fast["results"][0]["samples_ms"]]
+    fast["results"][0]["accuracy"]["top1"] += 0.5  # and 50 points more accurate
+    baseline.write_text(json.dumps(fast))
+    junit, md = tmp_path / "j.xml", tmp_path / "r.md"
+    code, output = bench_cli(
+        art, "--iterations", "40", "--baseline", str(baseline), "--junit", str(junit),
+        "--md", str(md), "--no-cold",
+    )  # fmt: skip
+    assert code == 1, output
+    assert "slower beyond the 5% threshold" in output and "pts below the baseline" in output
+    suite = ET.parse(junit).getroot()
+    failed = {case.get("name") for case in suite if case.find("failure") is not None}
+    assert failed == {"latency regression", "accuracy regression"}
+    assert suite.get("failures") == "2" and suite.get("tests") == "3"
+    text = md.read_text()
+    assert "| cpu-fp32 |" in text and "vs baseline" in text
+
+
+def test_compare_against_a_stored_report(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    art = str(artifacts["fp32"])
+    report = tmp_path / "r.json"
+    assert bench_cli(art, "--iterations", "60", "--json", str(report), "--no-cold")[0] == 0
+    result = CliRunner().invoke(
+        main, ["compare", str(report), art, "--rounds", "4", "--max-regression", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "stored samples" in result.output
+
+
+def test_plot_is_a_png(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    plot = tmp_path / "p.png"
+    code, output = bench_cli(str(artifacts["fp32"]), "--iterations", "10", "--plot", str(plot),
+                             "--no-cold")  # fmt: skip
+    assert code == 0, output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rounds", "0"], "--rounds 0"),
+        (["--batch", "0"], "--batch"),
+        (["--batch", "x"], "--batch x"),
+        (["--min-duration", "-1"], "--min-duration -1"),
+        (["--baseline", "nope.json"], "--baseline nope.json: no such report"),
+    ],
+)
+def test_bad_gate_options_exit_2(artifacts: dict[str, Path], args: list[str], message: str) -> None:
+    code, output = bench_cli(str(artifacts["fp32"]), *args)
+    assert code == 2 and message in output
