@@ -17,8 +17,18 @@ from typing import Any
 from edgetl.errors import EdgetlError
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def peak_rss_mb() -> float:
+    """This process's peak resident memory.
+
+    VmHWM belongs to the address space, which exec replaces; ru_maxrss would not do: Linux
+    carries it across exec, so a child started from a 2 GB parent would report 2 GB.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
 
 
 def probe(artifact: Path, threads: int | None) -> dict[str, Any]:
@@ -26,7 +36,7 @@ def probe(artifact: Path, threads: int | None) -> dict[str, Any]:
 
     from edgetl.runtime import load
 
-    before = _rss_mb()
+    before = peak_rss_mb()
     model = load(artifact, threads)
     shape = [1 if d is None else int(d) for d in model.manifest.input_shape]
     started = time.perf_counter()
@@ -35,7 +45,7 @@ def probe(artifact: Path, threads: int | None) -> dict[str, Any]:
     return {
         "load_s": round(model.load_s, 4),
         "first_inference_ms": round(first_ms, 4),
-        "peak_rss_mb": round(_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_load_mb": round(before, 1),
     }
 
