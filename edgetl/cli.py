@@ -218,6 +218,11 @@ def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any)
     show_default=True,
     help="INT8: most top-1 points the INT8 model may lose against FP32 on validation.",
 )
+@click.option(
+    "--archive",
+    is_flag=True,
+    help="Also write ARTIFACT.tar.gz (e.g. a bundle to copy to a device).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @handle_errors
@@ -505,6 +510,22 @@ def _print_predictions(results: list[dict[str, Any]]) -> None:
     stdout_console().print(table("predictions", ["image", "top classes"], rows))
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--dla-core", type=int, default=None, help="DLA core [default: the profile's].")
+@click.option(
+    "--workspace", "workspace_mb", type=int, default=None, help="Builder workspace in MB."
+)
+@handle_errors
+def build(bundle: Path, dla_core: int | None, workspace_mb: int | None) -> None:
+    """On the device: build BUNDLE's TensorRT engine and check it on the reference set."""
+    from edgetl.build import BuildOptions
+    from edgetl.build import build as run_build
+
+    record = run_build(BuildOptions(bundle, dla_core, workspace_mb), make_console())
+    click.echo(f"engine: {bundle / 'model.engine'} ({record['tensorrt']}, {record['gpu']})")
+
+
 def _device_present(backend: Any, device: str) -> bool:
     try:
         backend.check_device(device)
@@ -528,7 +549,9 @@ def targets(as_json: bool) -> None:
         device_here = present and _device_present(backend, profile.device)
         rows.append(
             {
-                "name": profile.name,
+                "name": profile.name
+                if profile.alias is None
+                else f"{profile.alias} -> {profile.name}",
                 "backend": profile.backend,
                 "device": profile.device,
                 "precisions": list(profile.precisions),

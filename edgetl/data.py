@@ -360,7 +360,8 @@ def _layout(root: Path) -> list[str]:
 
 
 def _load_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    root = _check_root(root)
+    # Absolute: later stages may run from another working directory.
+    root = _check_root(root).resolve()
     hasher = hashlib.sha256()
     loader = FileLoader(root)
     layout = _layout(root)

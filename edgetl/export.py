@@ -46,6 +46,7 @@ class ExportOptions:
     dynamic_batch: bool = False
     parity_samples: int = 200
     reference_samples: int = 200
+    archive: bool = False  # also write DIR.tar.gz
     force: bool = False
     # INT8 only
     recipe: str | None = None
@@ -75,6 +76,8 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
     _check_counts(opts)
     run = load_run(opts.run)
     profile = load_target(opts.target)
+    if profile.alias is not None:
+        console.print(f"target {profile.alias} is an alias: exporting for {profile.name}")
     precision = profile.check_precision(opts.precision)
     recipe = _check_int8_options(opts, profile, precision)
     backend, measure = _backends(profile)
@@ -122,7 +125,8 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
                 test=(data.test, data.test_labels),
             )
             onnx_path = quantized.path
-        model_files = backend.compile(onnx_path, tmp, profile, precision)
+        fp32_onnx = quantized.prepared if quantized is not None else None
+        model_files = backend.compile(onnx_path, tmp, profile, precision, fp32_onnx=fp32_onnx)
         compile_s = time.perf_counter() - started
         runner = _artifact_runner(backend, measure, profile, tmp, model_files, onnx_path)
         reference = val_torch if quantized is None else quantized.logits
@@ -140,6 +144,8 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
                 "no artifact written"
             )
         accuracy = _accuracy(measure, runner, data, parity)
+        reference_images = run.preprocess.normalize(data.reference.images)
+        data.reference.artifact_logits = run_all(runner, reference_images).astype(np.float32)
         data.reference.save(tmp / REFERENCE_FILE)
         manifest = Manifest(
             target=profile.name,
@@ -168,6 +174,7 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
             reference=ReferenceInfo(REFERENCE_FILE, len(data.reference), "test", run.seed),
             versions={**versions(), "runtime": measure.runtime_version()},
             threads=profile.threads,
+            host_proxy=profile.host_proxy,
             compile_s=round(compile_s, 3),
             quantization=None
             if quantized is None
@@ -179,7 +186,24 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
         f"{accuracy['test']['top1']:.2%}, FP32 PyTorch {accuracy['test']['fp32_top1']:.2%}"
     )
     console.print(f"artifact: {out}")
+    if opts.archive:
+        console.print(f"archive: {archive(out)}")
     return manifest
+
+
+def archive(directory: Path) -> Path:
+    """DIR.tar.gz beside the directory, written atomically."""
+    import io
+    import tarfile
+
+    from edgetl.artifacts import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(directory, arcname=directory.name)
+    path = directory.parent / f"{directory.name}.tar.gz"
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def _check_counts(opts: ExportOptions) -> None:

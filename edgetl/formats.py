@@ -271,6 +271,7 @@ class Manifest:
     reference: ReferenceInfo
     versions: dict[str, str]
     threads: int = 0
+    host_proxy: str | None = None  # the backend that measures accuracy where the runtime is absent
     compile_s: float = 0.0
     quantization: dict[str, Any] | None = None
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -303,6 +304,7 @@ class Manifest:
             reference=ReferenceInfo.from_fields(f.sub("reference")),
             versions=dict(f["versions"]),
             threads=int(f["threads"]),
+            host_proxy=f.get("host_proxy"),
             compile_s=float(f["compile_s"]),
             quantization=f.get("quantization"),
             files={str(k): dict(v) for k, v in f["files"].items()},

@@ -28,11 +28,19 @@ class Prediction:
 class Model:
     """An exported artifact loaded with its runtime; checksums were verified at load."""
 
-    def __init__(self, path: Path, manifest: Manifest, runner: Runner, load_s: float = 0.0):
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        runner: Runner,
+        load_s: float = 0.0,
+        proxy: str | None = None,
+    ):
         self.path = path
         self.manifest = manifest
         self.runner = runner
         self.load_s = load_s
+        self.proxy = proxy  # the host proxy running the artifact's ONNX, when its runtime is absent
 
     @property
     def classes(self) -> list[str]:
@@ -77,11 +85,19 @@ def load(path: str | Path, threads: int | None = None) -> Model:
         raise EdgetlError(f"{path}: no such artifact directory; create one with `edgetl export`")
     manifest = Manifest.read(path)
     backend = get_backend(manifest.backend)
+    spec = manifest.runtime_spec(threads)
+    proxy = None
     if not backend.available():
-        raise EdgetlError(
-            f"{path}: runtime {manifest.backend} is not installed here; install it "
-            "(see README: the device side)"
-        )
+        if manifest.host_proxy is None:
+            raise EdgetlError(
+                f"{path}: runtime {manifest.backend} is not installed here; install it "
+                "(see README: the device side)"
+            )
+        # e.g. a TensorRT bundle on a host: its ONNX on the proxy measures accuracy.
+        proxy = manifest.host_proxy
+        backend = get_backend(proxy)
+        if not backend.available():
+            raise EdgetlError(f"{path}: neither {manifest.backend} nor {proxy} is installed")
     started = time.perf_counter()
-    runner = backend.load(path, manifest.runtime_spec(threads))
-    return Model(path, manifest, runner, time.perf_counter() - started)
+    runner = backend.load(path, spec)
+    return Model(path, manifest, runner, time.perf_counter() - started, proxy)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgetl.datafiles import load_toml, shipped
@@ -32,6 +32,7 @@ class TargetProfile:
     # A backend on the host that measures accuracy for a runtime the host may lack (e.g.
     # TensorRT measured with ONNX Runtime on the same Q/DQ graph); None: the target's own.
     host_proxy: str | None = None
+    alias: str | None = None  # the name this profile was asked for by, when an alias
     options: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -64,7 +65,20 @@ KNOWN_KEYS = {
     "host_proxy",
 }
 # Runtime settings a backend reads from the profile (kept in TargetProfile.options).
-OPTION_KEYS = {"hint", "model_cache", "static_shape", "inference_precision", "streams"}
+OPTION_KEYS = {
+    "hint",
+    "model_cache",
+    "static_shape",
+    "inference_precision",
+    "streams",
+    # TensorRT: versions the bundle is for, builder workspace, DLA core (-1: GPU only), the
+    # engine-vs-FP32 tolerance `edgetl build` checks on the device, the module's name.
+    "tensorrt_versions",
+    "workspace_mb",
+    "dla_core",
+    "device_parity",
+    "module",
+}
 
 
 def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
@@ -103,10 +117,18 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
 
 
 def list_targets() -> list[TargetProfile]:
+    """Every shipped profile; aliases come with `alias` set to their own name."""
     return [load_target(name) for name in sorted(shipped("edgetl.profiles"))]
 
 
 def load_target(name: str) -> TargetProfile:
-    """A profile by name (targets/NAME.toml) or by path to a user's own profile .toml."""
+    """A profile by name (targets/NAME.toml) or by path to a user's own profile .toml.
+
+    A file holding only `alias = "OTHER"` (and a description) stands for that profile.
+    """
     data, source = load_toml(name, "edgetl.profiles", "--target", "targets")
+    if "alias" in data:
+        if set(data) - {"alias", "description"}:
+            raise EdgetlError(f"{source}: an alias holds only alias and description")
+        return replace(load_target(str(data["alias"])), alias=name)
     return parse_profile(data, source)

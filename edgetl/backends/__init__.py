@@ -14,6 +14,7 @@ __all__ = ["BACKENDS", "Backend", "Runner", "RuntimeSpec", "get_backend", "run_a
 BACKENDS = {
     "onnxruntime": "edgetl.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "edgetl.backends.openvino:OpenVinoBackend",
+    "tensorrt": "edgetl.backends.tensorrt:TensorRtBackend",
 }
 
 

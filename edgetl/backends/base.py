@@ -46,9 +46,17 @@ class Backend(ABC):
 
     @abstractmethod
     def compile(
-        self, onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str
+        self,
+        onnx_path: Path,
+        out_dir: Path,
+        profile: TargetProfile,
+        precision: str,
+        fp32_onnx: Path | None = None,
     ) -> list[str]:
-        """Write the model files for `profile` into `out_dir`; returns their names."""
+        """Write the model files for `profile` into `out_dir`; returns their names.
+
+        `fp32_onnx` is the FP32 graph an INT8 model was quantized from (some runtimes ship
+        it too, e.g. TensorRT's implicit-calibration fallback)."""
 
     @abstractmethod
     def load(self, model_dir: Path, spec: RuntimeSpec) -> Runner:

@@ -62,7 +62,12 @@ class OnnxRuntimeBackend(Backend):
             raise EdgetlError(f"device {device!r}: the onnxruntime backend here runs on CPU only")
 
     def compile(
-        self, onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str
+        self,
+        onnx_path: Path,
+        out_dir: Path,
+        profile: TargetProfile,
+        precision: str,
+        fp32_onnx: Path | None = None,
     ) -> list[str]:
         if onnx_path != out_dir / MODEL_FILE:
             shutil.copyfile(onnx_path, out_dir / MODEL_FILE)

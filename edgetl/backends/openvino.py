@@ -107,7 +107,12 @@ class OpenVinoBackend(Backend):
         check_device(device)
 
     def compile(
-        self, onnx_path: Path, out_dir: Path, profile: TargetProfile, precision: str
+        self,
+        onnx_path: Path,
+        out_dir: Path,
+        profile: TargetProfile,
+        precision: str,
+        fp32_onnx: Path | None = None,
     ) -> list[str]:
         import openvino as ov
 

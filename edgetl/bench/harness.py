@@ -155,6 +155,11 @@ def _result(
     cv = coefficient_of_variation(samples)
     batches = _batches(item, opts)  # may add a note
     notes = list(item.notes)
+    if item.model.proxy is not None:
+        notes.append(
+            f"{manifest.backend} is not installed here: accuracy measured with the host proxy "
+            f"{item.model.proxy} on the same graph; its latency does not represent the device"
+        )
     if cv > HIGH_CV:
         notes.append(
             f"latency varies a lot (CV {cv:.0%} > {HIGH_CV:.0%}): the machine is busy or "

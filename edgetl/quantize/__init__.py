@@ -27,6 +27,7 @@ from edgetl.timing import interleaved_p50
 @dataclass
 class Quantized:
     path: Path  # the INT8 ONNX model
+    prepared: Path  # the FP32 graph it was quantized from (shape-inferred, folded)
     logits: np.ndarray  # its logits on the evaluation images, on the target's runtime
     report: GuardReport
     speed: dict[str, float]  # batch-1 p50 of FP32 and INT8 on this machine, side by side
@@ -77,7 +78,8 @@ def quantize_onnx(
         test: test images and labels; FP32 and the chosen INT8 are measured on them for the
             report only.
     """
-    prepared = prepare(fp32_path, work / "prepared.onnx")
+    prepared_path = work / "prepared.onnx"
+    prepared = prepare(fp32_path, prepared_path)
     evaluation.measure_fp32(prepared)
     fp32_check = compare(torch_logits, evaluation.fp32_logits, evaluation.labels, fp32_tolerance)
     if not fp32_check.passed:
@@ -102,7 +104,9 @@ def quantize_onnx(
             "default nncf-mixed needs fewer) may do better"
         )
     test_result = measure_pair(evaluation.fp32_runner, evaluation.last_runner, *test)
-    return Quantized(path, evaluation.last_logits, report, speed, recipe, calib, test_result)
+    return Quantized(
+        path, prepared_path, evaluation.last_logits, report, speed, recipe, calib, test_result
+    )
 
 
 def measure_pair(

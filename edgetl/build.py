@@ -1,0 +1,141 @@
+"""The build stage, on the device: a TensorRT bundle -> model.engine, checked on the reference
+set against the logits the host measured for the same graph."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgetl.artifacts import atomic_write_bytes, atomic_write_text
+from edgetl.backends import run_all
+from edgetl.backends.tensorrt import (
+    ENGINE_FILE,
+    ENGINE_RECORD,
+    MODEL_FILE,
+    TIMING_CACHE,
+    TensorRtBackend,
+    tensorrt_available,
+)
+from edgetl.bench.env import gpu_name, jetson
+from edgetl.errors import CheckFailed, EdgetlError
+from edgetl.formats import Manifest
+from edgetl.parity import compare
+from edgetl.reference import ReferenceSet
+from edgetl.targets import Parity
+
+
+@dataclass
+class BuildOptions:
+    bundle: Path
+    dla_core: int | None = None  # None: the profile's
+    workspace_mb: int | None = None  # None: the profile's
+
+
+def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
+    manifest = Manifest.read(opts.bundle)  # every sha256 first
+    if manifest.backend != "tensorrt":
+        raise EdgetlError(
+            f"{opts.bundle}: a {manifest.backend} artifact; `edgetl build` builds TensorRT "
+            "bundles (export with --target jetson or tensorrt-gpu)"
+        )
+    if not tensorrt_available():
+        raise EdgetlError(
+            f"{opts.bundle}: TensorRT is not installed here; run `edgetl build` on the device "
+            "(JetPack brings TensorRT), see the bundle's DEVICE.md"
+        )
+    import tensorrt
+
+    options = manifest.runtime_options
+    supported = [int(v) for v in options.get("tensorrt_versions", [])]
+    major = int(tensorrt.__version__.split(".")[0])
+    if supported and major not in supported:
+        raise EdgetlError(
+            f"{opts.bundle}: made for TensorRT {supported}, this device has "
+            f"{tensorrt.__version__}; export again with a profile for it"
+        )
+    dla = int(options.get("dla_core", -1)) if opts.dla_core is None else opts.dla_core
+    workspace = (
+        int(options.get("workspace_mb", 1024)) if opts.workspace_mb is None else opts.workspace_mb
+    )
+    from edgetl.backends.tensorrt_engine import build_engine
+
+    cache_path = opts.bundle / TIMING_CACHE
+    console.print(f"building {ENGINE_FILE} with TensorRT {tensorrt.__version__} ...")
+    built = build_engine(
+        opts.bundle / MODEL_FILE,
+        manifest.precision,
+        workspace,
+        dla,
+        cache_path.read_bytes() if cache_path.is_file() else None,
+    )
+    record = {
+        **built.record,
+        "gpu": gpu_name(),
+        "compute_capability": _compute_capability(),
+        "jetson": jetson(),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_bytes(opts.bundle / ENGINE_FILE, built.engine)
+    atomic_write_bytes(cache_path, built.timing_cache)
+    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    if built.record["gpu_fallback_layers"]:
+        console.print(f"layers on the GPU instead of DLA: {built.record['gpu_fallback_layers']}")
+    record["parity"] = _check(opts.bundle, manifest, console)
+    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]:
+    """The engine on the reference set against the host's logits of the same graph."""
+    reference = ReferenceSet.load(bundle / manifest.reference.file)
+    if reference.artifact_logits is None:
+        raise EdgetlError(f"{bundle}: the reference set has no host logits; export again")
+    tolerance = manifest.runtime_options.get("device_parity", {}).get(manifest.precision)
+    if tolerance is None:
+        raise EdgetlError(f"{bundle}: the profile gives no device_parity for {manifest.precision}")
+    runner = TensorRtBackend().load(bundle, manifest.runtime_spec())
+    logits = run_all(runner, manifest.preprocess.normalize(reference.images))
+    parity = compare(
+        reference.artifact_logits,
+        logits,
+        reference.labels,
+        Parity(float(tolerance["max_abs_diff"]), float(tolerance["min_agreement"])),
+    )
+    console.print(
+        f"engine vs host on {parity.n} reference images: max |logit diff| "
+        f"{parity.max_abs_diff:.3g}, agreement {parity.agreement:.2%}, top-1 "
+        f"{parity.artifact_top1:.2%} (host {parity.reference_top1:.2%})"
+    )
+    if not parity.passed:
+        (bundle / ENGINE_FILE).unlink()  # never leave an engine that looks good
+        raise CheckFailed(
+            f"the engine differs from the host's model beyond the profile's tolerance "
+            f"(max |diff| {parity.max_abs_diff:.3g} > {parity.tolerance.max_abs_diff:g} or "
+            f"agreement {parity.agreement:.2%} < {parity.tolerance.min_agreement:.0%}); "
+            "engine removed"
+        )
+    return parity.to_dict()
+
+
+def _compute_capability() -> str | None:
+    import shutil
+    import subprocess
+
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    try:
+        out = subprocess.run(
+            [tool, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0] if out else None

@@ -1,0 +1,212 @@
+"""TensorRT bundles: everything up to the engine is real here (validator, Q/DQ rewrite,
+calibration cache, bundle, host-proxy accuracy); the engine build and runner need TensorRT,
+whose libraries are not on PyPI, and run where it is installed."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from edgetl.backends.tensorrt import tensorrt_available
+from edgetl.backends.tensorrt_cache import activation_scales, parse_cache, write_cache
+from edgetl.backends.tensorrt_rules import to_tensorrt, violations
+from edgetl.cli import main
+from tests.conftest import export_cli, load_manifest
+
+NO_TENSORRT = "TensorRT is not installed here (its libraries are not on PyPI); runs on a device"
+
+
+def qdq_conv(
+    zero_dtype=np.int8, zero=0, weight_scales=4, integer_op: bool = False
+) -> onnx.ModelProto:
+    """images -> Q -> DQ -> Conv(DQ(int8 weights)) -> logits, with knobs to break each rule."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+        numpy_helper.from_array(np.array(zero, zero_dtype), "z"),
+        numpy_helper.from_array(rng.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8), "w_q"),
+        numpy_helper.from_array(np.full(weight_scales, 0.01, np.float32), "w_s"),
+        numpy_helper.from_array(np.zeros(weight_scales, np.int8), "w_z"),
+    ]
+    axis = [helper.make_attribute("axis", 0)] if weight_scales > 1 else []
+    w_dq = helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="w_dq")
+    w_dq.attribute.extend(axis)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"], name="in_q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["x"], name="in_dq"),
+        w_dq,
+        helper.make_node("Conv", ["x", "w"], ["logits"], name="conv", pads=[1] * 4),
+    ]
+    if integer_op:
+        nodes.append(helper.make_node("QLinearConv", ["q", "s", "z", "w_q", "w_s", "w_z", "s",
+                                                      "z"], ["extra"], name="qconv"))  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_validator_accepts_symmetric_int8_per_channel() -> None:
+    assert violations(qdq_conv()) == []
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (qdq_conv(zero=3), "in_q (QuantizeLinear): non-zero zero-point [3]"),
+        (qdq_conv(zero_dtype=np.uint8), "in_q (QuantizeLinear): uint8 zero-point"),
+        (qdq_conv(weight_scales=1), "conv (Conv): weights quantized per-tensor"),
+        (qdq_conv(integer_op=True), "qconv (QLinearConv): integer operators"),
+    ],
+)
+def test_validator_names_every_offending_node(model: onnx.ModelProto, message: str) -> None:
+    found = violations(model)
+    assert any(message in line for line in found), found
+
+
+def test_validator_wants_opset_13() -> None:
+    model = qdq_conv()
+    model.opset_import[0].version = 12
+    assert any("opset 12" in line for line in violations(model))
+
+
+def test_uint8_with_zero_point_0_becomes_int8_over_the_same_range() -> None:
+    import onnxruntime as ort
+
+    model = qdq_conv(zero_dtype=np.uint8)
+    images = np.abs(np.random.default_rng(1).normal(size=(1, 3, 8, 8))).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"images": images})[0]
+    rewritten = to_tensorrt(model)
+    assert violations(rewritten) == []
+    after = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"images": images})[0]
+    # Same range, half the resolution: each input moves by at most one new step (0.02 *
+    # 255/127), so each output by at most that times the sum of its |weights|.
+    weights = numpy_helper.to_array(rewritten.graph.initializer[2]).astype(np.float32) * 0.01
+    bound = 0.02 * 255 / 127 * np.abs(weights).sum(axis=(1, 2, 3)).max()
+    assert 0 < np.abs(after - before).max() <= bound
+
+
+def test_calibration_cache_round_trips() -> None:
+    scales = {"images": 0.0123, "/backbone/act:0": 1.5e-3}
+    header, parsed = parse_cache(write_cache(scales, 10000))
+    assert header == "TRT-10000-EntropyCalibration2"
+    assert parsed == pytest.approx(scales, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("trt") / "jetson-int8"
+    result = export_cli(
+        tiny_run, out, "--target", "jetson", "--precision", "int8", "--calib-samples", "32",
+        "--archive",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out, " ".join(result.output.split())
+
+
+def test_int8_bundle_passes_the_validator_and_verifies(bundle: tuple[Path, str]) -> None:
+    out, output = bundle
+    assert "target jetson is an alias: exporting for jetson-orin-nano" in output
+    manifest = load_manifest(out)  # every sha256 verified
+    assert (manifest["target"], manifest["backend"]) == ("jetson-orin-nano", "tensorrt")
+    assert manifest["host_proxy"] == "onnxruntime"
+    assert manifest["accuracy"]["measured_on"] == "onnxruntime"
+    assert manifest["quantization"]["recipe"]["name"] == "tensorrt-int8"
+    assert set(manifest["files"]) == {
+        "model.onnx", "model.fp32.onnx", "calibration.cache", "DEVICE.md", "reference.npz",
+    }  # fmt: skip
+    assert violations(onnx.load(str(out / "model.onnx"))) == []
+    # The guard held its budget on val; the test split is reported beside it.
+    assert manifest["quantization"]["drop_pts"] <= 1.0
+    assert manifest["quantization"]["test"]["n"] == 12
+    with tarfile.open(out.parent / "jetson-int8.tar.gz") as tar:
+        assert "jetson-int8/manifest.json" in tar.getnames()
+
+
+def test_bundle_calibration_cache_matches_the_qdq_scales(bundle: tuple[Path, str]) -> None:
+    out, _ = bundle
+    header, parsed = parse_cache((out / "calibration.cache").read_text())
+    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
+    qdq = activation_scales(onnx.load(str(out / "model.onnx")))
+    assert parsed.keys() == qdq.keys() and len(parsed) > 5
+    for name, scale in qdq.items():
+        assert parsed[name] == np.float32(scale)
+    fp32_tensors = {name for node in onnx.load(str(out / "model.fp32.onnx")).graph.node
+                    for name in node.output} | {"images"}  # fmt: skip
+    assert set(parsed) <= fp32_tensors  # names of the FP32 graph TensorRT 10 calibrates
+
+
+def test_device_doc_gives_build_bench_and_trtexec(bundle: tuple[Path, str]) -> None:
+    doc = (bundle[0] / "DEVICE.md").read_text()
+    assert "edgetl build ." in doc and "edgetl bench ." in doc
+    assert (
+        "--stronglyTyped" in doc and "--int8 --fp16" in doc and "--calib=calibration.cache" in doc
+    )
+    assert "pip install --no-deps edgetl" in doc
+
+
+def test_bench_of_a_bundle_on_a_host_uses_the_proxy(bundle: tuple[Path, str], tmp_path) -> None:
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        main, ["bench", str(bundle[0]), "--iterations", "5", "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(report.read_text())["results"]
+    assert any("does not represent the device" in note for note in entry["notes"])
+    assert entry["accuracy"]["n"] == 12 and entry["accuracy"]["agreement"] is not None
+
+
+@pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed: the build runs")
+def test_build_without_tensorrt_exits_2(bundle: tuple[Path, str]) -> None:
+    result = CliRunner().invoke(main, ["build", str(bundle[0])])
+    assert result.exit_code == 2
+    assert "TensorRT is not installed here" in " ".join(result.output.split())
+
+
+def test_fp16_bundle_carries_the_fp32_onnx(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fp16"
+    result = export_cli(tiny_run, out, "--target", "tensorrt-gpu", "--precision", "fp16")
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(out)
+    assert set(manifest["files"]) == {"model.onnx", "DEVICE.md", "reference.npz"}
+    assert manifest["parity"]["max_abs_diff"] <= 1e-3  # host proxy vs PyTorch
+    assert "--fp16" in (out / "DEVICE.md").read_text()
+
+
+def test_export_refuses_a_bundle_that_breaks_the_rules(tiny_run: Path, tmp_path: Path) -> None:
+    """Asymmetric activations (the default CPU recipe) cannot become TensorRT Q/DQ."""
+    out = tmp_path / "bad"
+    result = export_cli(
+        tiny_run, out, "--target", "jetson-orin-nano", "--precision", "int8",
+        "--recipe", "nncf-mixed", "--calib-samples", "32", "--max-accuracy-drop", "100",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "breaks TensorRT's Q/DQ rules" in text and "non-zero zero-point" in text
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not tensorrt_available(), reason=NO_TENSORRT)
+def test_build_and_run_the_engine(bundle: tuple[Path, str]) -> None:  # pragma: no cover
+    out, _ = bundle
+    result = CliRunner().invoke(main, ["build", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "engine.json").read_text())
+    assert record["parity"]["passed"] and (out / "timing.cache").is_file()
+    result = CliRunner().invoke(main, ["bench", str(out), "--iterations", "20"])
+    assert result.exit_code == 0, result.output
+    record["tensorrt"] = "0.0.0"
+    (out / "engine.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(main, ["bench", str(out)])
+    assert result.exit_code == 2 and "rebuild with `edgetl build" in result.output
