@@ -58,3 +58,20 @@ def test_openvino_int8_meets_the_budget_on_openvino(digits_run: Path, tmp_path: 
     assert manifest["parity"]["agreement"] >= 0.99
     size = sum((out / name).stat().st_size for name in manifest["model_files"])
     assert size <= 0.35 * 13.5e6  # the FP32 ONNX is 13.6 MB
+
+
+def test_jetson_int8_bundle_meets_the_budget_on_test(digits_run: Path, tmp_path: Path) -> None:
+    """TensorRT's symmetric Q/DQ, measured on the host proxy: the guard holds on val, and on
+    the test split no choice was made on the drop stays within a point too."""
+    import onnx
+
+    from edgetl.backends.tensorrt_rules import violations
+
+    out = tmp_path / "jetson-int8"
+    result = export_cli(digits_run, out, "--target", "jetson-orin-nano", "--precision", "int8")
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(out)  # checksums verified
+    quant = manifest["quantization"]
+    assert quant["drop_pts"] <= 1.0 and quant["test"]["drop_pts"] <= 1.0
+    assert quant["test"]["n"] == 359
+    assert violations(onnx.load(str(out / "model.onnx"))) == []

@@ -6,6 +6,7 @@ device side has only the runtime it uses), and comparing outputs is kept apart (
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -32,10 +33,13 @@ class Backend(ABC):
     """One runtime. Subclasses are registered by name in edgetl/backends/__init__.py."""
 
     name: ClassVar[str]
+    module: ClassVar[str]  # the runtime's Python module
 
-    @abstractmethod
     def available(self) -> bool:
-        """Whether the runtime imports on this machine."""
+        """Whether the runtime is installed: its module found, with code (not only the .pyi
+        files a stubs package puts in a directory of the same name)."""
+        spec = importlib.util.find_spec(self.module)
+        return spec is not None and spec.origin is not None
 
     @abstractmethod
     def runtime_version(self) -> str: ...

@@ -44,13 +44,7 @@ class OrtRunner:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-
-    def available(self) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    module = "onnxruntime"
 
     def runtime_version(self) -> str:
         import onnxruntime

@@ -90,13 +90,7 @@ def runtime_config(options: dict[str, Any], threads: int, cache_dir: Path | None
 
 class OpenVinoBackend(Backend):
     name = "openvino"
-
-    def available(self) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    module = "openvino"
 
     def runtime_version(self) -> str:
         import openvino

@@ -9,7 +9,6 @@ Q/DQ graph).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -36,17 +35,9 @@ ENGINE_RECORD = "engine.json"
 TIMING_CACHE = "timing.cache"
 
 
-def tensorrt_available() -> bool:
-    """The real TensorRT module, not the directory of .pyi files tensorrt-stubs installs."""
-    spec = importlib.util.find_spec("tensorrt")
-    return spec is not None and spec.origin is not None
-
-
 class TensorRtBackend(Backend):
     name = "tensorrt"
-
-    def available(self) -> bool:
-        return tensorrt_available()
+    module = "tensorrt"
 
     def runtime_version(self) -> str:
         if not tensorrt_available():
@@ -135,6 +126,11 @@ class TrtRunner:
     def run(self, images: np.ndarray) -> np.ndarray:
         outputs = self._runner.infer({self.input_name: np.ascontiguousarray(images)})
         return np.asarray(next(iter(outputs.values())))
+
+
+def tensorrt_available() -> bool:
+    """The real TensorRT, not the directory of .pyi files tensorrt-stubs installs."""
+    return TensorRtBackend().available()
 
 
 def check_engine_record(path: Path) -> dict[str, Any]:
