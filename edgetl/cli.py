@@ -289,11 +289,16 @@ def print_quantization(manifest: Manifest) -> None:
         )
     )
     floats = ", ".join(quant["float_layers"]) or "none"
+    speed = quant["speed_here"]
     console.print(
         f"kept: {rows[-1][0]}; float layers: {floats}; recipe {quant['recipe']['name']}; "
         f"{quant['calibration']['count']} calibration images; quantize "
-        f"{quant['quantize_s']:.1f} s, guard {quant['guard_s']:.1f} s; INT8 p50 here "
-        f"{quant['speed_here']['ratio']:.2f}x FP32"
+        f"{quant['quantize_s']:.1f} s, guard {quant['guard_s']:.1f} s; "
+        + (
+            f"INT8 p50 here {speed['ratio']:.2f}x FP32"
+            if speed
+            else f"speed is measured on the device ({manifest.backend})"
+        )
     )
 
 

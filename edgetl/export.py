@@ -123,6 +123,7 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
                 torch_logits=val_torch,
                 fp32_tolerance=profile.parity.get("fp32", FP32_TOLERANCE),
                 test=(data.test, data.test_labels),
+                speed_check=profile.host_proxy is None,
             )
             onnx_path = quantized.path
         fp32_onnx = quantized.prepared if quantized is not None else None

@@ -123,6 +123,8 @@ def test_int8_bundle_passes_the_validator_and_verifies(bundle: tuple[Path, str])
     assert manifest["host_proxy"] == "onnxruntime"
     assert manifest["accuracy"]["measured_on"] == "onnxruntime"
     assert manifest["quantization"]["recipe"]["name"] == "tensorrt-int8"
+    assert manifest["quantization"]["speed_here"] == {}  # ORT's speed says nothing of TensorRT
+    assert "speed is measured on the device (tensorrt)" in output
     assert set(manifest["files"]) == {
         "model.onnx", "model.fp32.onnx", "calibration.cache", "DEVICE.md", "reference.npz",
     }  # fmt: skip
