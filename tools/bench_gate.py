@@ -4,10 +4,11 @@ On one artifact (default: digits + efficientnet_lite0 at 128 px, FP32, ONNX Runt
 --artifact DIR): 20 comparisons of the artifact against itself (a false alarm is a
 regression declared; target: at most 1) and 20 against a copy made 20% slower (a runner
 wrapper that busy-waits a fixed fraction of its own measured time; target: at least 19
-detected). Prints both counts, the ratios and the time each comparison took.
+detected). Prints both counts, the ratios and the time each comparison took. One runtime
+thread by default: on shared machines that is what keeps the intervals narrow.
 
     python tools/bench_gate.py [--artifact DIR] [--comparisons 20] [--slowdown 0.2]
-        [--max-regression 5] [--rounds 10] [--iterations 30]
+        [--max-regression 5] [--rounds 10] [--iterations 30] [--threads N]
 """
 
 from __future__ import annotations
@@ -61,12 +62,15 @@ def main() -> None:
     parser.add_argument("--max-regression", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=30)
+    # One thread per inference: on a shared 2-core machine an all-core inference stalls at
+    # every steal, and the intervals widen from about +-4% to +-30% (measured).
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgetl-gate-") as scratch:
         artifact = args.artifact or build_artifact(Path(scratch))
         manifest = Manifest.read(artifact)
         backend = get_backend(manifest.backend)
-        spec = manifest.runtime_spec()
+        spec = manifest.runtime_spec(args.threads)
         single = manifest.preprocess.normalize(
             ReferenceSet.load(artifact / manifest.reference.file).images[:1]
         )
@@ -100,7 +104,7 @@ def main() -> None:
     out.print(
         table(
             f"edgetl compare on {manifest.name} ({args.rounds} rounds x {args.iterations} runs, "
-            f"threshold {args.max_regression:g}%)",
+            f"threads {spec.threads or 'auto'}, threshold {args.max_regression:g}%)",
             ["candidate", "#", "ratio", "95% CI", "verdict", "s"],
             rows,
         )
