@@ -69,7 +69,7 @@ class Comparison:
         else:
             accuracy = (
                 f"top-1 {self.candidate_top1:.2%} vs {self.base_top1:.2%} "
-                f"({-self.accuracy_drop:+.2f} pts on {self.n} images"
+                f"({0.0 - self.accuracy_drop:+.2f} pts on {self.n} images"
                 f"{', beyond --max-accuracy-drop' if self.accuracy_failed else ''})"
             )
         verdict = "REGRESSION" if not self.passed else "ok"
