@@ -68,7 +68,19 @@ def test_bench_report_round_trips(tiny_run: Path, tmp_path: Path) -> None:
     assert export_cli(tiny_run, out, "--target", "cpu").exit_code == 0
     path = tmp_path / "report.json"
     result = CliRunner().invoke(
-        main, ["bench", str(out), "--iterations", "3", "--warmup", "0", "--json", str(path)]
+        main,
+        [
+            "bench",
+            str(out),
+            "--iterations",
+            "3",
+            "--rounds",
+            "3",
+            "--warmup",
+            "0",
+            "--json",
+            str(path),
+        ],  # fmt: skip
     )
     assert result.exit_code == 0, result.output
     report = BenchReport.read(path)
