@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgetl.backends import Runner, run_all
 from edgetl.targets import Parity
 
 if TYPE_CHECKING:
@@ -63,13 +62,3 @@ def compare(
         artifact_top1=float((logits.argmax(1) == labels).mean()),
         tolerance=tolerance,
     )
-
-
-def check_parity(
-    model: torch.nn.Module,
-    runner: Runner,
-    images: np.ndarray,
-    labels: np.ndarray,
-    tolerance: Parity,
-) -> ParityResult:
-    return compare(torch_logits(model, images), run_all(runner, images), labels, tolerance)
