@@ -40,17 +40,19 @@ from edgetl.timing import interleaved_p50  # noqa: E402
 from edgetl.ui import make_console, stdout_console, table  # noqa: E402
 
 
-def benchmark_app_median_ms(xml: Path, iterations: int) -> float:
+def benchmark_app_median_ms(xml: Path, iterations: int, threads: int) -> float:
     """OpenVINO's benchmark_app on the IR, configured like our runner; its median in ms."""
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
+    # The LATENCY hint is one stream; benchmark_app takes -nthreads only without a hint, so
+    # with a thread count the same configuration is spelt out.
+    config = ["-hint", "none", "-nstreams", "1", "-nthreads", str(threads)]
     command = [
         tool,
         "-m",
         str(xml),
         "-d",
         "CPU",
-        "-hint",
-        "latency",
+        *(config if threads > 0 else ["-hint", "latency"]),
         "-api",
         "sync",
         "-niter",
@@ -71,6 +73,10 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=500)
+    # One thread on both sides: on a shared machine all-core inference stalls whenever a
+    # neighbour takes a core, and two harnesses timed minutes apart then disagree by +-20%.
+    parser.add_argument("--threads", type=int, default=1, help="0: the runtime decides")
+    parser.add_argument("--alternations", type=int, default=5)
     args = parser.parse_args()
     console = make_console()
 
@@ -117,12 +123,13 @@ def main() -> None:
         ours, theirs = {}, {}
         for name in ("openvino fp32", "openvino int8"):
             out, manifest = manifests[name]
-            runner = get_backend("openvino").load(out, manifest.runtime_spec(0))
+            runner = get_backend("openvino").load(out, manifest.runtime_spec(args.threads))
             mine, its = [], []
-            for _ in range(3):
-                its.append(benchmark_app_median_ms(out / "model.xml", args.iterations // 3))
+            share = args.iterations // args.alternations
+            for _ in range(args.alternations):
+                its.append(benchmark_app_median_ms(out / "model.xml", share, args.threads))
                 call = {name: lambda r=runner: r.run(single)}
-                mine.append(interleaved_p50(call, args.iterations // 3, rounds=1)[name])
+                mine.append(interleaved_p50(call, share, rounds=1)[name])
             ours[name], theirs[name] = float(np.median(mine)), float(np.median(its))
 
     eager_p50, fp32_top1 = p50["torch eager fp32"], top1["torch eager fp32"]
@@ -146,7 +153,8 @@ def main() -> None:
     )
     out_console.print(
         table(
-            "our harness vs OpenVINO benchmark_app (same IR, LATENCY hint, sync, f32 math)",
+            f"our harness vs OpenVINO benchmark_app (same IR, 1 stream, "
+            f"{args.threads or 'auto'} thread(s), sync, f32 math)",
             ["model", "edgetl median ms", "benchmark_app median ms", "ratio"],
             [
                 [n, f"{ours[n]:.3f}", f"{theirs[n]:.3f}", f"{ours[n] / theirs[n]:.2f}x"]
