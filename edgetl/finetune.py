@@ -110,7 +110,9 @@ def finetune(opts: FinetuneOptions, console: Console) -> RunInfo:
     if opts.unfreeze:
         model = Classifier(backbone.model, head)
         history += train_unfrozen(model, splits.train, splits.val, pre, opts, device, console)
-        test_logits, _ = predict(model, splits.test, pre, opts.batch_size, device)
+        # train_unfrozen hands the model back on the CPU
+        cpu = torch.device("cpu")
+        test_logits, _ = predict(model, splits.test, pre, opts.batch_size, cpu)
 
     final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]
     best = min(final_phase, key=lambda row: row["val_loss"])

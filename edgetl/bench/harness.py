@@ -88,7 +88,8 @@ def bench(opts: BenchOptions, console: Console) -> BenchReport:
     baseline = None
     if opts.baseline is not None:
         baseline = BenchReport.read(opts.baseline)
-    loaded = [_load(path, opts, console) for path in opts.artifacts]
+    shared: dict[tuple[Any, ...], EvalSet] = {}
+    loaded = [_load(path, opts, console, shared) for path in opts.artifacts]
     names = _unique_names(loaded)
     calls = {name: _single_call(item) for name, item in zip(names, loaded, strict=True)}
     console.print(
@@ -135,9 +136,19 @@ def _unique_names(loaded: list[Loaded]) -> list[str]:
     return names
 
 
-def _load(path: Path, opts: BenchOptions, console: Console) -> Loaded:
+def _load(
+    path: Path, opts: BenchOptions, console: Console, shared: dict[tuple[Any, ...], EvalSet]
+) -> Loaded:
     model = load(path, opts.threads)  # verifies every checksum first
-    chosen = eval_set(path, model.manifest, opts.data, opts.split, opts.limit)
+    manifest = model.manifest
+    # Artifacts of one run share --data's images: read and preprocess them once.
+    key = (tuple(manifest.classes), manifest.preprocess, manifest.run.data.fingerprint)
+    if opts.data is not None and key in shared:
+        chosen = shared[key]
+    else:
+        chosen = eval_set(path, manifest, opts.data, opts.split, opts.limit)
+        if opts.data is not None:
+            shared[key] = chosen
     console.print(f"bench {path}: {chosen.label}, {model.manifest.backend}")
     return Loaded(path, model, chosen)
 
