@@ -279,7 +279,7 @@ def data_fingerprint(spec: str) -> str:
     hasher = hashlib.sha256()
     subs: list[str | None] = list(_layout(root)) or [None]
     for sub in subs:
-        _scan_classes(root, sub, hasher)
+        _scan_classes(root, sub, hasher, min_classes=1)  # any folder has a fingerprint
     return hasher.hexdigest()
 
 

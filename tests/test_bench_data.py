@@ -50,6 +50,14 @@ def test_another_folder_is_measured_whole(artifact: Path, tmp_path: Path) -> Non
     assert "classes absent from the data: class_2" in output
 
 
+def test_a_folder_of_a_single_class_is_measured(artifact: Path, tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "one", classes=1, per_class=4, seed=3)
+    code, output, report = bench_json(tmp_path, str(artifact), "--data", str(folder))
+    assert code == 0, output
+    assert report["results"][0]["accuracy"]["n"] == 4
+    assert report["results"][0]["accuracy"]["absent_classes"] == ["class_1", "class_2"]
+
+
 def test_a_folder_naming_an_unknown_class_exits_2(artifact: Path, tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "field", classes=2, per_class=2)
     (folder / "class_1").rename(folder / "zebra")
