@@ -279,7 +279,9 @@ def data_fingerprint(spec: str) -> str:
     hasher = hashlib.sha256()
     subs: list[str | None] = list(_layout(root)) or [None]
     for sub in subs:
-        _scan_classes(root, sub, hasher, min_classes=1)  # any folder has a fingerprint
+        # Any folder has a fingerprint, and it needs the bytes only: whoever then reads the
+        # images decodes (and checks) them once.
+        _scan_classes(root, sub, hasher, min_classes=1, decode=False)
     return hasher.hexdigest()
 
 
@@ -434,9 +436,10 @@ def _need_per_class(
 
 
 def _scan_classes(
-    root: Path, sub: str | None, hasher: Any, min_classes: int = 2
+    root: Path, sub: str | None, hasher: Any, min_classes: int = 2, decode: bool = True
 ) -> tuple[list[str], list[str], list[int]]:
-    """Find class folders and their images; decode every image fully; hash names and contents."""
+    """Find class folders and their images; decode every image fully (unless `decode` is
+    off: a fingerprint needs only the bytes); hash names and contents."""
     base = root / sub if sub else root
     classes = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -466,7 +469,8 @@ def _scan_classes(
                 data = path.read_bytes()
             except OSError as exc:
                 raise EdgetlError(f"{path}: cannot read this file ({exc.strerror})") from exc
-            read_image(path, data)
+            if decode:
+                read_image(path, data)
             key = path.relative_to(root).as_posix()
             hasher.update(f"{key}\0{label}\0".encode())
             hasher.update(hashlib.sha256(data).digest())
