@@ -61,9 +61,8 @@ def cache_key(backbone: Backbone, splits: Splits, device: torch.device) -> str:
         "weights_sha256": backbone.weights_sha256,
         "preprocess": backbone.preprocess.to_dict(),
         "data": splits.fingerprint,
-        "train_keys": hashlib.sha256("\n".join(splits.train.keys).encode()).hexdigest(),
-        "val_keys": hashlib.sha256("\n".join(splits.val.keys).encode()).hexdigest(),
-        "test_keys": hashlib.sha256("\n".join(splits.test.keys).encode()).hexdigest(),
+        # The same hashes the run records for its splits.
+        **{f"{role}_keys": splits.part(role).key_hash() for role in ROLES},
         "amp": device.type == "cuda",
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
