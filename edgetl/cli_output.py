@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgetl.ui import stdout_console, table
+from edgetl.ui import image_count, stdout_console, table
 
 if TYPE_CHECKING:
     from edgetl.formats import Manifest, RunInfo
@@ -47,7 +47,7 @@ def print_quantization(manifest: Manifest) -> None:
         [
             a["name"],
             f"{a['top1']:.2%}",
-            f"{a['drop_pts']:+.2f} ({round(a['drop_pts'] * n / 100):+d} of {n})",
+            f"{a['drop_pts']:+.2f} ({image_count(a['drop_pts'], n)})",
             f"{a['agreement']:.2%}",
         ]
         for a in quant["attempts"]

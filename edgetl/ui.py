@@ -49,3 +49,11 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) 
     for row in rows:
         result.add_row(*(str(cell) for cell in row))
     return result
+
+
+def image_count(drop_pts: float, n: int) -> str:
+    """A drop in top-1 points as the images behind it: +1.00 pts of 900 -> '+9 of 900'.
+
+    Enough digits that a table explains why a drop equal to the budget passed.
+    """
+    return f"{round(drop_pts * n / 100):+d} of {n}"

@@ -30,7 +30,7 @@ from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import ENGINES, float_node_names
 from edgetl.quantize.recipes import Recipe
 from edgetl.training import HeadTraining, train_head
-from edgetl.ui import progress, table
+from edgetl.ui import image_count, progress, table
 
 REFIT_MAX_IMAGES = 2000  # training images whose quantized features re-fit the head
 # Drops are differences of image counts divided by n: 9/900 - 0 must equal a 1.00 budget.
@@ -55,7 +55,7 @@ class Attempt:
         return [
             self.name,
             f"{self.top1:.2%}",
-            f"{self.drop_pts:+.2f} ({round(self.drop_pts * n / 100):+d} of {n})",
+            f"{self.drop_pts:+.2f} ({image_count(self.drop_pts, n)})",
             f"{self.agreement:.2%}",
             f"{self.max_abs_diff:.3g}",
         ]
@@ -193,7 +193,7 @@ def quantize_with_guard(
         attempts.append(attempt)
         console.print(
             f"  {attempt.name}: INT8 top-1 {attempt.top1:.2%} (FP32 {evaluation.fp32_top1:.2%}, "
-            f"drop {attempt.drop_pts:+.2f} pts = {round(attempt.drop_pts * n / 100):+d} of {n} "
+            f"drop {attempt.drop_pts:+.2f} pts = {image_count(attempt.drop_pts, n)} "
             f"val images, budget {budget_pts:.2f})"
         )
         return within_budget(attempt.drop_pts, budget_pts)
