@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 
 from edgetl.backends import Runner, get_backend, run_all
+from edgetl.bench.accuracy import topk_accuracy
 from edgetl.bench.evalset import eval_set
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import MANIFEST_FILE, BenchReport, BenchResult, Manifest
@@ -178,7 +179,7 @@ def _call(runner: Runner, images: np.ndarray) -> Callable[[], object]:
 
 
 def _top1(runner: Runner, images: np.ndarray, labels: np.ndarray) -> float:
-    return float((run_all(runner, images).argmax(1) == labels).mean())
+    return topk_accuracy(run_all(runner, images), labels, 1)
 
 
 def _against_report(opts: CompareOptions, candidate: Manifest, console: Console) -> Comparison:
@@ -187,11 +188,7 @@ def _against_report(opts: CompareOptions, candidate: Manifest, console: Console)
     chosen = eval_set(opts.candidate, candidate, opts.data, opts.split, opts.limit)
     load_candidate = _loader(opts.candidate, candidate, opts.threads)
     runner = load_candidate()
-    single = np.ascontiguousarray(chosen.images[:1])
-
-    def call() -> object:
-        return runner.run(single)
-
+    call = _call(runner, np.ascontiguousarray(chosen.images[:1]))
     measure(call, 0, opts.warmup)
     samples = np.concatenate([measure(call, opts.iterations) for _ in range(opts.rounds)])
     console.print(
