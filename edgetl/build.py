@@ -21,7 +21,7 @@ from edgetl.backends.tensorrt import (
     TensorRtBackend,
     tensorrt_available,
 )
-from edgetl.bench.env import gpu_name, jetson
+from edgetl.bench.env import gpu_name, jetson, nvidia_smi
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import Manifest
 from edgetl.parity import compare
@@ -76,7 +76,7 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     record = {
         **built.record,
         "gpu": gpu_name(),
-        "compute_capability": _compute_capability(),
+        "compute_capability": nvidia_smi("compute_cap"),
         "jetson": jetson(),
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -120,22 +120,3 @@ def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]
             "engine removed"
         )
     return parity.to_dict()
-
-
-def _compute_capability() -> str | None:
-    import shutil
-    import subprocess
-
-    tool = shutil.which("nvidia-smi")
-    if tool is None:
-        return None
-    try:
-        out = subprocess.run(
-            [tool, "--query-gpu=compute_cap", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.splitlines()[0] if out else None

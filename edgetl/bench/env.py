@@ -20,14 +20,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_name() -> str | None:
-    """The first NVIDIA GPU's name, from nvidia-smi (no torch on the device side)."""
+def nvidia_smi(field: str) -> str | None:
+    """One property of the first NVIDIA GPU (e.g. name, compute_cap), or None without one.
+
+    From nvidia-smi: the device side has no torch to ask.
+    """
     tool = shutil.which("nvidia-smi")
     if tool is None:
         return None
     try:
         out = subprocess.run(
-            [tool, "--query-gpu=name", "--format=csv,noheader"],
+            [tool, f"--query-gpu={field}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -36,6 +39,10 @@ def gpu_name() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.strip().splitlines()[0] if out.strip() else None
+
+
+def gpu_name() -> str | None:
+    return nvidia_smi("name")
 
 
 def governor() -> str | None:
