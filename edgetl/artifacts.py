@@ -62,25 +62,28 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise EdgetlError(f"{path}: not valid JSON ({exc}); the {what} is damaged") from exc
 
 
-def refuse_overwrite(final: Path, force: bool, what: str) -> None:
-    if final.exists() and not force:
-        raise EdgetlError(
-            f"{final} already exists; pass --force to replace this {what}, or choose another --out"
-        )
-
-
 @contextmanager
-def staged_dir(final: Path, force: bool, what: str) -> Iterator[Path]:
+def staged_dir(
+    final: Path, force: bool, what: str, marker: str | None = None
+) -> Iterator[Path]:
     """Build a directory under a hidden temporary name and move it into place only when complete.
 
     A crash or a failed check leaves no directory that looks finished; an existing one is
-    replaced only with `force`, and only after the new one is whole.
+    replaced only with `force` (and only if it is edgetl's: it holds `marker`), and only
+    after the new one is whole. Callers hold `outputs.claim(final)` around the whole stage,
+    so no other edgetl process writes `final` meanwhile.
     """
-    refuse_overwrite(final, force, what)
+    from edgetl.outputs import check_replaceable
+
+    check_replaceable(final, force, what, marker)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    staging = Path(
+        tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-{os.getpid()}-")
+    )
     try:
         yield staging
+        # Checked again at the end: something may have appeared there meanwhile.
+        check_replaceable(final, force, what, marker)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -536,18 +536,20 @@ def targets(as_json: bool) -> None:
 def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     """The whole flow offline: digits + efficientnet_lite0 -> finetune -> export cpu FP32 and
     accuracy-guarded INT8 -> bench both."""
-    from edgetl.artifacts import refuse_overwrite
     from edgetl.bench.harness import BenchOptions, print_report
     from edgetl.bench.harness import bench as run_bench
     from edgetl.export import ExportOptions
     from edgetl.export import export as run_export
     from edgetl.finetune import FinetuneOptions
     from edgetl.finetune import finetune as run_finetune
+    from edgetl.outputs import check_replaceable, check_writable
 
     console = make_console()
-    refuse_overwrite(out, force, "quickstart directory")
+    check_writable(out / "run", "--out")
+    # Quickstart replaces only what it wrote itself (out/run, its exports, report.json).
+    check_replaceable(out, force, "quickstart directory", None)
     run_dir = out / "run"
-    console.rule("1/3 finetune")
+    console.rule("1/4 finetune")
     console.print(
         f"digits are 8x8 pixels: using --image-size {QUICKSTART_IMAGE_SIZE} instead of "
         "the backbone's 224 to keep this to a few minutes on a laptop CPU"
@@ -560,14 +562,14 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     )
     print_run(info, run_dir)
     artifacts = []
-    for precision in ("fp32", "int8"):
+    for step, precision in ((2, "fp32"), (3, "int8")):
         guard = " (accuracy guard: at most 1 point below FP32)" if precision == "int8" else ""
-        console.rule(f"2/3 export --target cpu --precision {precision}{guard}")
+        console.rule(f"{step}/4 export --target cpu --precision {precision}{guard}")
         options = ExportOptions(run=run_dir, target="cpu", precision=precision, force=force)
         manifest = run_export(options, console)
         print_quantization(manifest)
         artifacts.append(run_dir / "export" / f"cpu-{precision}")
-    console.rule("3/3 bench on the test split (no choice was made on it)")
+    console.rule("4/4 bench on the test split (no choice was made on it)")
     report = run_bench(
         BenchOptions(
             artifacts=artifacts,

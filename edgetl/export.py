@@ -7,7 +7,6 @@ that has neither the dataset nor the run directory.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +15,14 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from edgetl.artifacts import refuse_overwrite, staged_dir
+from edgetl.artifacts import staged_dir
 from edgetl.backends import Backend, Runner, RuntimeSpec, get_backend, run_all
 from edgetl.data import ImageSet, Splits
 from edgetl.errors import CheckFailed, EdgetlError
-from edgetl.formats import Manifest, ReferenceInfo, RunRef
+from edgetl.formats import MANIFEST_FILE, Manifest, ReferenceInfo, RunRef
 from edgetl.model import Classifier, Run, load_run
 from edgetl.onnx_export import export_onnx
+from edgetl.outputs import check_not_input, claim, clean_scratch, scratch_dir
 from edgetl.parity import ParityResult, compare, torch_logits
 from edgetl.quantize import Quantized, quantize_onnx
 from edgetl.quantize.calibration import build_calibration
@@ -82,7 +82,54 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
     recipe = _check_int8_options(opts, profile, precision)
     backend, measure = _backends(profile)
     out = opts.out or default_out(opts.run, profile, precision)
-    refuse_overwrite(out, opts.force, "export")
+    check_not_input(
+        out,
+        {
+            "the run": opts.run,
+            "--calib-data": opts.calib_data,
+            "the --target file": _user_file(opts.target),
+            "the --recipe file": _user_file(opts.recipe),
+        },
+        allowed_inside={"the run": opts.run / "export"},
+    )
+    notes: list[str] = []
+    with claim(out, opts.force, "export", MANIFEST_FILE, notes):
+        notes += [
+            f"removed {path}, left by an export that was killed" for path in clean_scratch("export")
+        ]
+        for note in notes:
+            console.print(note)
+        manifest = _export(opts, run, profile, precision, recipe, backend, measure, out, console)
+        _replace_archive(out, opts.archive, console)
+    return manifest
+
+
+def _user_file(name: str | None) -> Path | None:
+    return Path(name) if name is not None and name.endswith(".toml") else None
+
+
+def _replace_archive(out: Path, write: bool, console: Console) -> None:
+    """OUT.tar.gz beside the artifact always holds this artifact: rewritten with --archive,
+    else removed when it was left from the one just replaced."""
+    stale = out.parent / f"{out.name}.tar.gz"
+    if write:
+        console.print(f"archive: {archive(out)}")
+    elif stale.is_file():
+        stale.unlink()
+        console.print(f"removed {stale}: it held the artifact this export replaced")
+
+
+def _export(
+    opts: ExportOptions,
+    run: Run,
+    profile: TargetProfile,
+    precision: str,
+    recipe: Recipe | None,
+    backend: Backend,
+    measure: Backend,
+    out: Path,
+    console: Console,
+) -> Manifest:
     splits = run.splits()  # read once: validation, calibration and head refit share it
     calib = None
     if recipe is not None:
@@ -92,8 +139,8 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
     data = _eval_data(run, splits, model, opts, recipe is not None, console)
 
     with (
-        staged_dir(out, opts.force, "export") as tmp,
-        tempfile.TemporaryDirectory(prefix="edgetl-export-") as scratch,
+        staged_dir(out, opts.force, "export", MANIFEST_FILE) as tmp,
+        scratch_dir("export") as scratch,
     ):
         work = Path(scratch)
         started = time.perf_counter()
@@ -187,8 +234,6 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
         f"{accuracy['test']['top1']:.2%}, FP32 PyTorch {accuracy['test']['fp32_top1']:.2%}"
     )
     console.print(f"artifact: {out}")
-    if opts.archive:
-        console.print(f"archive: {archive(out)}")
     return manifest
 
 

@@ -15,14 +15,15 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from edgetl.artifacts import atomic_write_text, refuse_overwrite, staged_dir
+from edgetl.artifacts import atomic_write_text, staged_dir
 from edgetl.backbones import load_backbone, trainable_tail
 from edgetl.constants import DEFAULT_BACKBONE
-from edgetl.data import ImageSet, Preprocess, check_fractions, load_dataset
+from edgetl.data import BUILTIN_DATASETS, ImageSet, Preprocess, check_fractions, load_dataset
 from edgetl.errors import EdgetlError
 from edgetl.features import cached_features, default_cache_dir
-from edgetl.formats import DataInfo, HeadInfo, RunInfo, TrainInfo
+from edgetl.formats import RUN_FILE, DataInfo, HeadInfo, RunInfo, TrainInfo
 from edgetl.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, Classifier, Head
+from edgetl.outputs import check_not_input, check_writable, claim
 from edgetl.training import (
     EarlyStopping,
     HeadTraining,
@@ -75,7 +76,21 @@ def resolve_device(name: str) -> torch.device:
 def finetune(opts: FinetuneOptions, console: Console) -> RunInfo:
     """Run the whole stage and write the run directory; returns the run's metadata."""
     _check_options(opts)
-    refuse_overwrite(opts.out, opts.force, "run")
+    cache_dir = (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
+    data_dir = None if opts.data in BUILTIN_DATASETS else Path(opts.data)
+    check_not_input(
+        opts.out, {"--data": data_dir, "--weights": opts.weights, "the feature cache": cache_dir}
+    )
+    if cache_dir is not None:
+        check_writable(cache_dir / "entry", "--cache-dir (or EDGETL_CACHE_DIR)")
+    notes: list[str] = []
+    with claim(opts.out, opts.force, "run", RUN_FILE, notes):
+        for note in notes:
+            console.print(note)
+        return _finetune(opts, cache_dir, console)
+
+
+def _finetune(opts: FinetuneOptions, cache_dir: Path | None, console: Console) -> RunInfo:
     device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
@@ -92,7 +107,6 @@ def finetune(opts: FinetuneOptions, console: Console) -> RunInfo:
         f"{pre.interpolation}, crop {pre.crop_pct}, device {device}"
     )
 
-    cache_dir = (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
     t0 = time.perf_counter()
     feats, hit = cached_features(backbone, splits, device, opts.batch_size, cache_dir, console)
     feature_s = time.perf_counter() - t0
@@ -177,7 +191,7 @@ def write_run(
 ) -> None:
     from safetensors.torch import save_file
 
-    with staged_dir(out, force, "run") as tmp:
+    with staged_dir(out, force, "run", RUN_FILE) as tmp:
         save_file(
             {k: v.contiguous() for k, v in backbone.state_dict().items()},
             str(tmp / BACKBONE_WEIGHTS),

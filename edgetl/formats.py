@@ -15,6 +15,7 @@ from edgetl import __version__
 from edgetl.artifacts import atomic_write_json, read_json, sha256_file
 from edgetl.data import Preprocess
 from edgetl.errors import EdgetlError
+from edgetl.outputs import check_label
 
 if TYPE_CHECKING:
     from edgetl.data import Splits
@@ -193,7 +194,7 @@ class RunInfo:
         return cls(
             backbone=BackboneInfo.from_fields(f.sub("backbone")),
             head=HeadInfo.from_fields(f.sub("head")),
-            classes=[str(c) for c in f["classes"]],
+            classes=_classes(f),
             preprocess=_preprocess(f.sub("preprocess")),
             data=DataInfo.from_fields(f.sub("data")),
             train=TrainInfo.from_fields(f.sub("train")),
@@ -210,6 +211,16 @@ class RunInfo:
     def read(cls, run_dir: Path) -> RunInfo:
         path = run_dir / RUN_FILE
         return cls.from_dict(read_json(path, f"{RUN_FILE} (a run from `edgetl finetune`)"), path)
+
+
+def _classes(f: Fields) -> list[str]:
+    """Class names as labels, never paths; each once."""
+    names = f["classes"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise EdgetlError(f"{f.path}: classes must be a list of names; re-create the file")
+    if len(set(names)) != len(names):
+        raise EdgetlError(f"{f.path}: classes repeat a name; re-create the file")
+    return [check_label(name, "class", str(f.path)) for name in names]
 
 
 def _preprocess(f: Fields) -> Preprocess:
@@ -298,7 +309,7 @@ class Manifest:
             input_shape=list(f["input_shape"]),
             run=RunRef.from_fields(f.sub("run")),
             preprocess=_preprocess(f.sub("preprocess")),
-            classes=[str(c) for c in f["classes"]],
+            classes=_classes(f),
             parity=dict(f["parity"]),
             accuracy=dict(f["accuracy"]),
             reference=ReferenceInfo.from_fields(f.sub("reference")),

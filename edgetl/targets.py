@@ -7,6 +7,7 @@ from typing import Any
 
 from edgetl.datafiles import load_toml, shipped
 from edgetl.errors import EdgetlError
+from edgetl.outputs import check_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -97,8 +98,11 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
             k: Parity(float(v["max_abs_diff"]), float(v["min_agreement"]))
             for k, v in data.get("parity", {}).items()
         }
+        for key in ("precisions",):
+            if not isinstance(data[key], list):
+                raise EdgetlError(f"{source}: {key} must be a list, e.g. [\"fp32\", \"int8\"]")
         return TargetProfile(
-            name=str(data["name"]),
+            name=check_name(str(data["name"]), "name", source),
             description=str(data.get("description", "")),
             backend=str(data["backend"]),
             device=str(data.get("device", "CPU")),
@@ -114,6 +118,10 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
         )
     except KeyError as exc:
         raise EdgetlError(f"{source}: missing key {exc}; see targets/cpu.toml") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise EdgetlError(
+            f"{source}: a value has the wrong type ({exc}); see targets/cpu.toml"
+        ) from exc
 
 
 def list_targets() -> list[TargetProfile]:
@@ -121,7 +129,7 @@ def list_targets() -> list[TargetProfile]:
     return [load_target(name) for name in sorted(shipped("edgetl.profiles"))]
 
 
-def load_target(name: str) -> TargetProfile:
+def load_target(name: str, _seen: tuple[str, ...] = ()) -> TargetProfile:
     """A profile by name (targets/NAME.toml) or by path to a user's own profile .toml.
 
     A file holding only `alias = "OTHER"` (and a description) stands for that profile.
@@ -130,5 +138,11 @@ def load_target(name: str) -> TargetProfile:
     if "alias" in data:
         if set(data) - {"alias", "description"}:
             raise EdgetlError(f"{source}: an alias holds only alias and description")
-        return replace(load_target(str(data["alias"])), alias=name)
+        other = data["alias"]
+        if not isinstance(other, str):
+            raise EdgetlError(f"{source}: alias must be a profile name (a string)")
+        if other in (*_seen, name):
+            chain = " -> ".join((*_seen, name, other))
+            raise EdgetlError(f"{source}: the alias refers back to itself ({chain})")
+        return replace(load_target(other, (*_seen, name)), alias=name)
     return parse_profile(data, source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +111,12 @@ class TensorRtBackend(Backend):
 
 
 class TrtRunner:
-    """An engine run with Polygraphy's runner (its own CUDA buffer handling)."""
+    """An engine run with Polygraphy's runner (its own CUDA buffer handling).
+
+    Polygraphy's runner owns one execution context and one set of device buffers: calls
+    from several threads are serialized by a lock, and each output is copied out of the
+    buffer Polygraphy reuses for the next call (its `infer` docstring says to copy).
+    """
 
     def __init__(self, engine: bytes):
         from polygraphy.backend.trt import EngineFromBytes
@@ -122,10 +128,12 @@ class TrtRunner:
         self.input_name = next(iter(meta.keys()))
         batch = meta[self.input_name].shape[0]
         self.batch_size = batch if isinstance(batch, int) and batch > 0 else None
+        self._lock = threading.Lock()
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        outputs = self._runner.infer({self.input_name: np.ascontiguousarray(images)})
-        return np.asarray(next(iter(outputs.values())))
+        with self._lock:
+            outputs = self._runner.infer({self.input_name: np.ascontiguousarray(images)})
+            return np.array(next(iter(outputs.values())), copy=True)
 
 
 def tensorrt_available() -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgetl.datafiles import load_toml, shipped
 from edgetl.errors import EdgetlError
+from edgetl.outputs import check_name
 
 # Calibration methods each engine understands, by the name recipes use.
 METHODS = {
@@ -89,7 +90,7 @@ def parse_recipe(data: dict[str, Any], source: str) -> Recipe:
         if samples < 1:
             raise EdgetlError(f"{source}: samples must be positive")
         return Recipe(
-            name=str(data["name"]),
+            name=check_name(str(data["name"]), "name", source),
             engine=engine,
             method=method,
             symmetric_activations=bool(data.get("symmetric_activations", False)),
@@ -108,8 +109,8 @@ def parse_recipe(data: dict[str, Any], source: str) -> Recipe:
         )
     except KeyError as exc:
         raise EdgetlError(f"{source}: missing key {exc}; see calibration/nncf-mixed.toml") from exc
-    except (TypeError, ValueError) as exc:
-        raise EdgetlError(f"{source}: {exc}") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise EdgetlError(f"{source}: a value has the wrong type ({exc})") from exc
 
 
 def load_recipe(name: str) -> Recipe:

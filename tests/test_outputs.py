@@ -1,0 +1,171 @@
+"""Nothing a user gives as input is ever deleted or overwritten; names from files stay in their
+folder; one writer per output; what killed runs left behind is cleaned up."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgetl.cli import main
+from tests.conftest import export_cli, write_folder
+
+CPU_PROFILE = Path(__file__).parents[1] / "targets" / "cpu.toml"
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny run, so a test that fails to protect it harms no other."""
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("out", "relation"),
+    [("{run}", "is the run"), ("{run}/..", "contains the run"), ("{run}/x", "lies inside")],
+)
+def test_export_never_replaces_its_run(run_copy: Path, out: str, relation: str) -> None:
+    before = tree(run_copy)
+    target = Path(out.format(run=run_copy))
+    result = export_cli(run_copy, target, "--target", "cpu", "--force")
+    assert result.exit_code == 2, result.output
+    assert relation in " ".join(result.output.split())
+    assert tree(run_copy) == before
+
+
+def test_export_under_run_export_is_allowed(run_copy: Path) -> None:
+    result = CliRunner().invoke(main, ["export", str(run_copy), "--target", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (run_copy / "export" / "cpu-fp32" / "manifest.json").is_file()
+
+
+def test_finetune_never_replaces_its_data(tmp_path: Path, tiny_weights: Path) -> None:
+    data = write_folder(tmp_path / "photos", per_class=4)
+    before = tree(data)
+    for out in (data, data / "class_0", tmp_path):
+        result = CliRunner().invoke(
+            main,
+            ["finetune", "--data", str(data), "--out", str(out), "--force"]
+            + ["--backbone", "test_efficientnet", "--weights", str(tiny_weights)],
+        )
+        assert result.exit_code == 2, result.output
+        assert "--data" in result.output
+    assert tree(data) == before
+
+
+def test_force_replaces_only_edgetls_own_directories(run_copy: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    result = export_cli(run_copy, precious, "--target", "cpu", "--force")
+    assert result.exit_code == 2, result.output
+    assert "not an edgetl export" in " ".join(result.output.split())
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+
+
+def test_a_profile_name_never_leaves_run_export(run_copy: Path, tmp_path: Path) -> None:
+    victim = run_copy.parent / "victim-fp32"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    hostile = tmp_path / "hostile.toml"
+    hostile.write_text(CPU_PROFILE.read_text().replace('name = "cpu"', 'name = "../../victim"'))
+    result = CliRunner().invoke(
+        main, ["export", str(run_copy), "--target", str(hostile), "--force"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "not a plain name" in " ".join(result.output.split())
+    assert (victim / "keep.txt").read_text() == "keep"
+
+
+def test_a_recipe_name_must_be_plain(tmp_path: Path) -> None:
+    from edgetl.errors import EdgetlError
+    from edgetl.quantize.recipes import parse_recipe
+
+    with pytest.raises(EdgetlError, match="not a plain name"):
+        parse_recipe({"name": "a/b", "engine": "nncf", "method": "minmax"}, "r.toml")
+
+
+def test_a_class_name_must_not_be_a_path() -> None:
+    from edgetl.errors import EdgetlError
+    from edgetl.outputs import check_label
+
+    for bad in ("../x", "a/b", "..", ""):
+        with pytest.raises(EdgetlError):
+            check_label(bad, "class", "manifest.json")
+    assert check_label("golden retriever", "class", "m") == "golden retriever"
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from edgetl.outputs import claim
+with claim(Path(sys.argv[1]), False, "export", "manifest.json"):
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_writer_of_the_same_out_exits_2(run_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        result = export_cli(run_copy, out, "--target", "cpu")
+        assert result.exit_code == 2, result.output
+        assert f"pid {holder.pid}" in result.output and "writing" in result.output
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel dropped the killed holder's lock: the next export goes ahead.
+    result = export_cli(run_copy, out, "--target", "cpu")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / ".art.lock").exists()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_leftovers_of_killed_runs_are_removed(run_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    partial = tmp_path / f".art.partial-{dead_pid()}-abc"
+    partial.mkdir()
+    (partial / "model.onnx").write_bytes(b"half")
+    scratch = Path(tempfile.gettempdir()) / f"edgetl-export-{dead_pid()}-xyz"
+    scratch.mkdir()
+    live = Path(tempfile.mkdtemp(prefix="edgetl-export-1-"))  # pid 1 is alive: kept
+    try:
+        result = export_cli(run_copy, out, "--target", "cpu")
+        assert result.exit_code == 0, result.output
+        assert not partial.exists() and not scratch.exists() and live.exists()
+        text = "".join(result.output.split())  # rich wraps long paths
+        assert str(partial) in text and "killed" in text
+    finally:
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_force_without_archive_removes_the_old_archive(run_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    assert export_cli(run_copy, out, "--target", "cpu", "--archive").exit_code == 0
+    archive = tmp_path / "art.tar.gz"
+    assert archive.is_file()
+    result = export_cli(run_copy, out, "--target", "cpu", "--force")
+    assert result.exit_code == 0, result.output
+    assert not archive.exists()
+    assert "removed" in result.output
