@@ -10,8 +10,12 @@ if TYPE_CHECKING:
     from edgetl.runtime import Model
 
 
-def load(path: Any, threads: int | None = None) -> Model:
-    """An exported artifact, ready to predict: `edgetl.load(ART).predict(image)`."""
+def load(path: Any, threads: int | None = None, trust: Any = None) -> Model:
+    """An exported artifact, ready to predict: `edgetl.load(ART).predict(image)`.
+
+    `trust`: a public key file (or several) the artifact must be signed by
+    (`edgetl export --sign KEY`); without it, checksums and the manifest digest are checked.
+    """
     from edgetl.runtime import load as _load
 
-    return _load(path, threads)
+    return _load(path, threads, trust)

@@ -56,9 +56,11 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise EdgetlError(f"{path}: no {what} here; is this the right directory?")
+    if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise EdgetlError(f"{path}: an archive, not a {what}; extract it first (tar xf)")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgetlError(f"{path}: not valid JSON ({exc}); the {what} is damaged") from exc
 
 

@@ -3,6 +3,7 @@ set against the logits the host measured for the same graph."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -34,10 +35,13 @@ class BuildOptions:
     bundle: Path
     dla_core: int | None = None  # None: the profile's
     workspace_mb: int | None = None  # None: the profile's
+    trust: tuple[Path, ...] = ()  # public keys one of which must have signed the bundle
 
 
 def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
-    manifest = Manifest.read(opts.bundle)  # every sha256 first
+    from edgetl.runtime import trusted_keys
+
+    manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
     if manifest.backend != "tensorrt":
         raise EdgetlError(
             f"{opts.bundle}: a {manifest.backend} artifact; `edgetl build` builds TensorRT "
@@ -79,6 +83,7 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
         "compute_capability": nvidia_smi("compute_cap"),
         "jetson": jetson(),
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "engine_sha256": hashlib.sha256(built.engine).hexdigest(),
     }
     atomic_write_bytes(opts.bundle / ENGINE_FILE, built.engine)
     atomic_write_bytes(cache_path, built.timing_cache)

@@ -224,6 +224,13 @@ def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any)
     is_flag=True,
     help="Also write ARTIFACT.tar.gz (e.g. a bundle to copy to a device).",
 )
+@click.option(
+    "--sign",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sign the artifact with this ed25519 private key (see `edgetl keygen`); devices "
+    "check it with --trust.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @handle_errors
@@ -336,6 +343,14 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
     show_default=True,
     help="With --baseline: top-1 points below the baseline that fail.",
 )
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
+    "repeat for several.",
+)
 @handle_errors
 def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
     """Measure accuracy and batch-1 latency of exported ARTIFACTS with their runtimes.
@@ -391,6 +406,14 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     help="Top-1 points the candidate may lose on the same images.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
+    "repeat for several.",
+)
 @handle_errors
 def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
     """Is CANDIDATE slower or less accurate than BASE (an artifact or a stored report.json)?
@@ -416,9 +439,22 @@ def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
 @click.option("--top-k", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
+    "repeat for several.",
+)
 @handle_errors
 def predict(
-    artifact: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool
+    artifact: Path,
+    images: tuple[Path, ...],
+    top_k: int,
+    threads: int | None,
+    as_json: bool,
+    trust: tuple[Path, ...],
 ) -> None:
     """Classify IMAGES (files or directories) with an exported ARTIFACT."""
     from edgetl.data import IMAGE_SUFFIXES
@@ -437,7 +473,7 @@ def predict(
             files.append(item)
         else:
             raise EdgetlError(f"{item}: no such image file or directory")
-    model = load(artifact, threads)
+    model = load(artifact, threads, trust)
     results = [
         {
             "image": str(path),
@@ -457,14 +493,41 @@ def predict(
 @click.option(
     "--workspace", "workspace_mb", type=int, default=None, help="Builder workspace in MB."
 )
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
+    "repeat for several.",
+)
 @handle_errors
-def build(bundle: Path, dla_core: int | None, workspace_mb: int | None) -> None:
+def build(
+    bundle: Path, dla_core: int | None, workspace_mb: int | None, trust: tuple[Path, ...]
+) -> None:
     """On the device: build BUNDLE's TensorRT engine and check it on the reference set."""
     from edgetl.build import BuildOptions
     from edgetl.build import build as run_build
 
-    record = run_build(BuildOptions(bundle, dla_core, workspace_mb), make_console())
+    record = run_build(BuildOptions(bundle, dla_core, workspace_mb, trust), make_console())
     click.echo(f"engine: {bundle / 'model.engine'} ({record['tensorrt']}, {record['gpu']})")
+
+
+@main.command()
+@click.argument("key", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace an existing key pair.")
+@handle_errors
+def keygen(key: Path, force: bool) -> None:
+    """Make an ed25519 key pair for signing artifacts: KEY (private, mode 0600) and KEY.pub.
+
+    Sign with `edgetl export RUN ... --sign KEY`; devices refuse anything else with
+    `--trust KEY.pub` (bench, predict, build, compare) or `edgetl.load(ART, trust=...)`.
+    Keys from `ssh-keygen -t ed25519` or `openssl genpkey -algorithm ed25519` work too.
+    """
+    from edgetl.signing import generate
+
+    public, identity = generate(key, force)
+    click.echo(f"private key: {key} (keep it secret)\npublic key:  {public} ({identity})")
 
 
 def _device_present(backend: Any, device: str) -> bool:

@@ -53,6 +53,7 @@ class ExportOptions:
     calib_data: Path | None = None
     calib_samples: int | None = None
     max_accuracy_drop: float = 1.0
+    sign: Path | None = None  # ed25519 private key: the artifact is signed with it
 
 
 def default_out(run: Path, profile: TargetProfile, precision: str) -> Path:
@@ -82,6 +83,11 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
     recipe = _check_int8_options(opts, profile, precision)
     backend, measure = _backends(profile)
     out = opts.out or default_out(opts.run, profile, precision)
+    signing_key = None
+    if opts.sign is not None:
+        from edgetl.signing import load_private_key
+
+        signing_key = load_private_key(opts.sign)  # a bad key is exit 2 before the work
     check_not_input(
         out,
         {
@@ -89,6 +95,7 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
             "--calib-data": opts.calib_data,
             "the --target file": _user_file(opts.target),
             "the --recipe file": _user_file(opts.recipe),
+            "the --sign key": opts.sign,
         },
         allowed_inside={"the run": opts.run / "export"},
     )
@@ -99,7 +106,9 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
         ]
         for note in notes:
             console.print(note)
-        manifest = _export(opts, run, profile, precision, recipe, backend, measure, out, console)
+        manifest = _export(
+            opts, run, profile, precision, recipe, backend, measure, out, signing_key, console
+        )
         _replace_archive(out, opts.archive, console)
     return manifest
 
@@ -128,6 +137,7 @@ def _export(
     backend: Backend,
     measure: Backend,
     out: Path,
+    signing_key: Any,
     console: Console,
 ) -> Manifest:
     splits = run.splits()  # read once: validation, calibration and head refit share it
@@ -229,6 +239,10 @@ def _export(
             else {**quantized.describe(), "artifact_top1": parity.artifact_top1},
         )
         manifest.write(tmp)
+        if signing_key is not None:
+            from edgetl.signing import sign
+
+            console.print(f"signed with {sign(tmp, manifest.digest, signing_key)}")
     console.print(
         f"test top-1 ({accuracy['test']['n']} images no choice was made on): artifact "
         f"{accuracy['test']['top1']:.2%}, FP32 PyTorch {accuracy['test']['fp32_top1']:.2%}"

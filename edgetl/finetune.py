@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from edgetl.artifacts import atomic_write_text, staged_dir
+from edgetl.artifacts import atomic_write_text, sha256_file, staged_dir
 from edgetl.backbones import load_backbone, trainable_tail
 from edgetl.constants import DEFAULT_BACKBONE
 from edgetl.data import BUILTIN_DATASETS, ImageSet, Preprocess, check_fractions, load_dataset
@@ -198,6 +198,7 @@ def write_run(
         )
         save_file(head.state_dict(), str(tmp / HEAD_WEIGHTS))
         atomic_write_text(tmp / "history.csv", history_csv(history))
+        info.weights = {name: sha256_file(tmp / name) for name in (BACKBONE_WEIGHTS, HEAD_WEIGHTS)}
         info.write(tmp)
 
 

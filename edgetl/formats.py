@@ -7,6 +7,8 @@ file, the key and the edgetl version that wrote it.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -15,15 +17,16 @@ from edgetl import __version__
 from edgetl.artifacts import atomic_write_json, read_json, sha256_file
 from edgetl.data import Preprocess
 from edgetl.errors import EdgetlError
+from edgetl.integrity import check_digest, check_external_data, check_loaded_files, digest
 from edgetl.outputs import check_label
 
 if TYPE_CHECKING:
     from edgetl.data import Splits
 
 RUN_FILE = "edgetl.json"
-RUN_SCHEMA = "edgetl.run/2"
+RUN_SCHEMA = "edgetl.run/3"  # 3: sha256 of the weight files
 MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA = "edgetl.manifest/2"
+MANIFEST_SCHEMA = "edgetl.manifest/3"  # 3: the manifest's own digest
 BENCH_SCHEMA = "edgetl.bench/1"
 
 
@@ -182,6 +185,9 @@ class RunInfo:
     metrics: dict[str, Any]
     versions: dict[str, str]
     command: list[str]
+    # file -> sha256 of the run's weights: a head or backbone swapped in from another run
+    # (same shapes, other classes' weights) is refused instead of exported silently.
+    weights: dict[str, str] = field(default_factory=dict)
     edgetl: str = __version__
     schema: str = RUN_SCHEMA
 
@@ -201,6 +207,7 @@ class RunInfo:
             metrics=dict(f["metrics"]),
             versions=dict(f["versions"]),
             command=list(f["command"]),
+            weights={str(k): str(v) for k, v in f["weights"].items()},
             edgetl=str(f["edgetl"]),
         )
 
@@ -288,6 +295,7 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     edgetl: str = __version__
     schema: str = MANIFEST_SCHEMA
+    digest: str = ""  # sha256 of the canonical content (edgetl/integrity.py), set by write()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -298,6 +306,15 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: Any, path: Path | str) -> Manifest:
         f = _open(data, path, MANIFEST_SCHEMA, "Re-run `edgetl export` with this version.")
+        manifest = cls._from_fields(f)  # a missing key is named first
+        manifest.digest = check_digest(f.data, path)
+        check_loaded_files(manifest.files, [*manifest.model_files, manifest.reference.file], path)
+        return manifest
+
+    @classmethod
+    def _from_fields(cls, f: Fields) -> Manifest:
+        if not isinstance(f["files"], dict):
+            raise EdgetlError(f"{f.path}: 'files' is not an object; re-run export")
         return cls(
             target=str(f["target"]),
             target_profile=str(f["target_profile"]),
@@ -340,35 +357,50 @@ class Manifest:
         return sum(int(self.files[name]["bytes"]) for name in self.model_files)
 
     def write(self, root: Path) -> None:
-        """List every file under `root` with its sha256, then write manifest.json atomically."""
+        """List every file under `root` with its sha256, then write manifest.json atomically
+        with its digest."""
+        from edgetl.signing import SIGNATURE_FILE
+
         self.files = {
             p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
             for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != MANIFEST_FILE
+            if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)
         }
+        self.digest = ""
+        # Through JSON once, so the digest is over exactly what a reader will parse.
+        self.digest = digest(json.loads(json.dumps(self.to_dict())))
         atomic_write_json(root / MANIFEST_FILE, self.to_dict())
 
     @classmethod
-    def read(cls, root: Path, verify: bool = True) -> Manifest:
-        """Read an artifact's manifest and check every file against its recorded sha256."""
+    def read(cls, root: Path, verify: bool = True, trust: Sequence[Any] = ()) -> Manifest:
+        """Read an artifact's manifest and check every file against its recorded sha256;
+        with `trust` (public keys), also that one of them signed it."""
         path = root / MANIFEST_FILE
         manifest = cls.from_dict(
             read_json(path, f"{MANIFEST_FILE} (is this an edgetl artifact?)"), path
         )
+        if trust:
+            from edgetl.signing import verify as verify_signature
+
+            verify_signature(root, manifest.digest, trust)
         if verify:
             manifest.verify(root)
         return manifest
 
     def verify(self, root: Path) -> None:
+        inside = root.resolve()
         for name, entry in self.files.items():
             file = root / name
             if not file.is_file():
                 raise EdgetlError(f"{file}: listed in the manifest but missing; re-run export")
+            if inside not in file.resolve().parents:
+                raise EdgetlError(f"{file}: a link out of the artifact directory; re-run export")
             if sha256_file(file) != entry["sha256"]:
                 raise EdgetlError(
                     f"{file}: sha256 differs from the manifest; the artifact was modified or "
                     "damaged, re-run export"
                 )
+        check_external_data(root, self.files)
 
 
 @dataclass

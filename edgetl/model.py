@@ -126,4 +126,10 @@ def load_run(path: Path) -> Run:
     for name in (BACKBONE_WEIGHTS, HEAD_WEIGHTS):
         if not (path / name).is_file():
             raise EdgetlError(f"{path / name}: missing; the run is incomplete, re-run finetune")
+        recorded = info.weights.get(name)
+        if recorded is None or sha256_file(path / name) != recorded:
+            raise EdgetlError(
+                f"{path / name}: its sha256 differs from the one {RUN_FILE} records: the file "
+                "was replaced (e.g. by another run's) or damaged; restore it or re-run finetune"
+            )
     return Run(path, info)

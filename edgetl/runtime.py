@@ -6,8 +6,10 @@ own runtime (ONNX Runtime, OpenVINO).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -76,14 +78,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))
 
 
-def load(path: str | Path, threads: int | None = None) -> Model:
-    """Load an artifact directory (verifying every checksum) with the runtime it was built for."""
+def trusted_keys(trust: str | Path | Sequence[str | Path] | None) -> list[Any]:
+    """Public keys from files: one path, several, or None (no signature required)."""
+    if trust is None:
+        return []
+    paths = [trust] if isinstance(trust, (str, Path)) else list(trust)
+    if not paths:
+        return []
+    from edgetl.signing import load_public_key
+
+    return [load_public_key(Path(p)) for p in paths]
+
+
+def load(
+    path: str | Path,
+    threads: int | None = None,
+    trust: str | Path | Sequence[str | Path] | None = None,
+) -> Model:
+    """Load an artifact directory (verifying every checksum, and with `trust` its signature)
+    with the runtime it was built for."""
     import time
 
     path = Path(path)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        raise EdgetlError(
+            f"{path}: an archive; extract it first (tar xzf {path.name}) and give the directory"
+        )
     if not path.is_dir():
         raise EdgetlError(f"{path}: no such artifact directory; create one with `edgetl export`")
-    manifest = Manifest.read(path)
+    manifest = Manifest.read(path, trust=trusted_keys(trust))
     backend = get_backend(manifest.backend)
     spec = manifest.runtime_spec(threads)
     proxy = None

@@ -35,7 +35,7 @@ def test_run_from_another_version_exits_2_naming_it(run_copy: Path, tmp_path: Pa
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "edgetl.json: written by edgetl 0.0.9, schema edgetl.run/1" in text
-    assert "reads edgetl.run/2" in text and "finetune" in text
+    assert "reads edgetl.run/3" in text and "finetune" in text
 
 
 def test_run_with_a_missing_key_names_the_key(run_copy: Path, tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_run_with_a_missing_key_names_the_key(run_copy: Path, tmp_path: Path) ->
     result = export_cli(run_copy, tmp_path / "out", "--target", "cpu")
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
-    assert "missing key 'data.fingerprint' (written by edgetl 0.1.0, schema edgetl.run/2)" in text
+    assert "missing key 'data.fingerprint' (written by edgetl 0.1.0, schema edgetl.run/3)" in text
 
 
 def test_run_info_round_trips(tiny_run: Path) -> None:

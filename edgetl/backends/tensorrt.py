@@ -9,6 +9,7 @@ Q/DQ graph).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
@@ -95,8 +96,15 @@ class TensorRtBackend(Backend):
                 f"{model_dir}: no {ENGINE_FILE} yet; build it on this device with "
                 f"`edgetl build {model_dir}`"
             )
-        check_engine_record(model_dir / ENGINE_RECORD)
-        return TrtRunner(engine.read_bytes())
+        record = check_engine_record(model_dir / ENGINE_RECORD)
+        data = engine.read_bytes()
+        # The engine is built on the device, so the manifest cannot list it: its record does.
+        if hashlib.sha256(data).hexdigest() != record.get("engine_sha256"):
+            raise EdgetlError(
+                f"{engine}: its sha256 differs from {ENGINE_RECORD}; the engine was replaced or "
+                f"damaged, rebuild it with `edgetl build {model_dir}`"
+            )
+        return TrtRunner(data)
 
     def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> TrtRunner:
         raise EdgetlError(
@@ -149,7 +157,12 @@ def check_engine_record(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise EdgetlError(f"{path}: missing; rebuild the engine with `edgetl build`")
-    record = dict(json.loads(path.read_text()))
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgetlError(f"{path}: not valid JSON ({exc}); rebuild with `edgetl build`") from exc
+    if not isinstance(record, dict):
+        raise EdgetlError(f"{path}: not an engine record; rebuild with `edgetl build`")
     here = {"tensorrt": str(tensorrt.__version__), "gpu": gpu_name()}
     for key, value in here.items():
         if record.get(key) != value:

@@ -22,6 +22,7 @@ from edgetl.bench.evalset import eval_set
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import MANIFEST_FILE, BenchReport, BenchResult, Manifest
 from edgetl.regression import LatencyVerdict, paired_ratio, sample_ratio
+from edgetl.runtime import trusted_keys
 from edgetl.timing import measure
 
 Loader = Callable[[], Runner]
@@ -40,6 +41,7 @@ class CompareOptions:
     threads: int | None = None
     max_regression: float = 5.0  # percent of p50
     max_accuracy_drop: float = 1.0  # points of top-1
+    trust: tuple[Path, ...] = ()  # public keys one of which must have signed each artifact
 
 
 @dataclass
@@ -104,11 +106,12 @@ def compare(opts: CompareOptions, console: Console) -> Comparison:
     """Raises CheckFailed (exit 1) with a one-line reason when the candidate regressed."""
     check_options(opts)
     started = time.perf_counter()
-    candidate = Manifest.read(opts.candidate)
+    keys = trusted_keys(opts.trust)
+    candidate = Manifest.read(opts.candidate, trust=keys)
     if opts.base.is_file():
         result = _against_report(opts, candidate, console)
     elif (opts.base / MANIFEST_FILE).is_file():
-        result = _against_artifact(opts, candidate, console)
+        result = _against_artifact(opts, candidate, keys, console)
     else:
         raise EdgetlError(f"{opts.base}: neither an artifact directory nor a report.json")
     result.seconds = time.perf_counter() - started
@@ -125,8 +128,10 @@ def _loader(path: Path, manifest: Manifest, threads: int | None) -> Loader:
     return lambda: backend.load(path, spec)
 
 
-def _against_artifact(opts: CompareOptions, candidate: Manifest, console: Console) -> Comparison:
-    base = Manifest.read(opts.base)
+def _against_artifact(
+    opts: CompareOptions, candidate: Manifest, keys: list[Any], console: Console
+) -> Comparison:
+    base = Manifest.read(opts.base, trust=keys)
     if base.classes != candidate.classes:
         raise EdgetlError(
             f"{opts.candidate}: classes differ from {opts.base}'s; compare models of one run"

@@ -52,6 +52,7 @@ class BenchOptions:
     baseline: Path | None = None
     max_regression: float = 5.0  # percent of p50
     max_accuracy_drop: float = 1.0  # points of top-1 against the baseline
+    trust: tuple[Path, ...] = ()  # public keys one of which must have signed each artifact
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _unique_names(loaded: list[Loaded]) -> list[str]:
 def _load(
     path: Path, opts: BenchOptions, console: Console, shared: dict[tuple[Any, ...], EvalSet]
 ) -> Loaded:
-    model = load(path, opts.threads)  # verifies every checksum first
+    model = load(path, opts.threads, opts.trust)  # verifies every checksum first
     manifest = model.manifest
     # Artifacts of one run share --data's images: read and preprocess them once.
     key = (tuple(manifest.classes), manifest.preprocess, manifest.run.data.fingerprint)

@@ -1,0 +1,247 @@
+"""Every byte an artifact loads is accounted for: listed with a sha256, inside the directory,
+the manifest covered by its own digest, and (for fleets) an ed25519 signature; a run's
+weights are the ones its edgetl.json records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from edgetl.artifacts import sha256_file
+from edgetl.cli import main
+from edgetl.integrity import digest
+from tests.conftest import TINY_BACKBONE, export_cli, write_folder
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("integrity") / "cpu-fp32"
+    result = export_cli(tiny_run, out, "--target", "cpu")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def art(artifact: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "art"
+    shutil.copytree(artifact, copy)
+    return copy
+
+
+def rewrite(art: Path, change: Callable[[dict[str, Any]], None], redigest: bool = True) -> None:
+    """Edit manifest.json; with `redigest`, as a hostile writer would: digest recomputed."""
+    path = art / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    if redigest:
+        data["digest"] = digest(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def bench(art: Path, *args: str) -> Any:
+    return CliRunner().invoke(
+        main, ["bench", str(art), "--iterations", "3", "--rounds", "1", "--no-cold", *args]
+    )
+
+
+def one_line(result: Any) -> str:
+    return " ".join(result.output.split())
+
+
+def test_an_edited_class_name_is_refused(art: Path) -> None:
+    rewrite(art, lambda d: d["classes"].__setitem__(0, "cat"), redigest=False)
+    result = bench(art)
+    assert result.exit_code == 2, result.output
+    assert "edited after export" in one_line(result)
+
+
+def test_an_edited_mean_is_refused(art: Path) -> None:
+    rewrite(art, lambda d: d["preprocess"].__setitem__("mean", [0.0, 0.0, 0.0]), redigest=False)
+    assert bench(art).exit_code == 2
+
+
+def test_a_model_file_missing_from_files_is_not_loaded(art: Path) -> None:
+    rewrite(art, lambda d: d["files"].pop("model.onnx"))
+    result = bench(art)
+    assert result.exit_code == 2, result.output
+    assert "not listed with a sha256" in one_line(result)
+
+
+@pytest.mark.parametrize("name", ["../model.onnx", "/etc/passwd", "a/../../x"])
+def test_model_files_outside_the_artifact_are_refused(art: Path, name: str) -> None:
+    shutil.copy(art / "model.onnx", art.parent / "model.onnx")
+
+    def point_out(d: dict[str, Any]) -> None:
+        d["model_files"] = [name]
+        d["files"][name] = d["files"]["model.onnx"]
+
+    rewrite(art, point_out)
+    result = bench(art)
+    assert result.exit_code == 2, result.output
+    assert "not a file inside the artifact directory" in one_line(result)
+
+
+def test_a_link_out_of_the_artifact_is_refused(art: Path) -> None:
+    outside = art.parent / "elsewhere.onnx"
+    shutil.move(art / "model.onnx", outside)
+    (art / "model.onnx").symlink_to(outside)
+    result = bench(art)
+    assert result.exit_code == 2, result.output
+    assert "link out of the artifact" in one_line(result)
+
+
+def test_external_data_outside_the_artifact_is_exit_2(art: Path) -> None:
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = onnx.load(str(art / "model.onnx"))
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
+    onnx.save(model, str(art.parent / "staging.onnx"))  # writes weights.bin beside it
+    proto = onnx.load(str(art.parent / "staging.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    onnx.save(proto, str(art / "model.onnx"))
+    sha = sha256_file(art / "model.onnx")
+    rewrite(art, lambda d: d["files"]["model.onnx"].update(sha256=sha))
+    result = bench(art)
+    assert result.exit_code == 2, result.output
+    assert "model.onnx" in result.output and "../weights.bin" in one_line(result)
+
+
+def test_a_tarball_is_exit_2_with_what_to_do(artifact: Path, tmp_path: Path) -> None:
+    from edgetl.export import archive
+
+    shutil.copytree(artifact, tmp_path / "a")
+    tarball = archive(tmp_path / "a")
+    for args in (["bench", str(tarball)], ["compare", str(tarball), str(artifact)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert "extract it first" in one_line(result)
+    result = CliRunner().invoke(main, ["bench", str(artifact), "--baseline", str(tarball)])
+    assert result.exit_code == 2 and "extract it first" in one_line(result)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("keys")
+    found = {}
+    for name in ("fleet", "other"):
+        result = CliRunner().invoke(main, ["keygen", str(root / name)])
+        assert result.exit_code == 0, result.output
+        found[name] = root / name
+    assert oct((root / "fleet").stat().st_mode & 0o777) == "0o600"
+    return found
+
+
+@pytest.fixture(scope="module")
+def signed(tiny_run: Path, keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("signed") / "cpu-fp32"
+    result = export_cli(tiny_run, out, "--target", "cpu", "--sign", str(keys["fleet"]))
+    assert result.exit_code == 0, result.output
+    assert "signed with SHA256:" in result.output
+    return out
+
+
+def test_a_signed_artifact_passes_its_key_only(
+    signed: Path, artifact: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    import edgetl
+
+    fleet, other = (str(keys[n]) + ".pub" for n in ("fleet", "other"))
+    assert bench(signed, "--trust", fleet).exit_code == 0
+    assert bench(signed, "--trust", other, "--trust", fleet).exit_code == 0
+    wrong = bench(signed, "--trust", other)
+    assert wrong.exit_code == 2 and "not signed by a trusted key" in one_line(wrong)
+    unsigned = bench(artifact, "--trust", fleet)
+    assert unsigned.exit_code == 2 and "not signed" in one_line(unsigned)
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(image)
+    predicted = CliRunner().invoke(main, ["predict", str(signed), str(image), "--trust", other])
+    assert predicted.exit_code == 2
+    assert edgetl.load(signed, trust=fleet).predict(image)
+    with pytest.raises(edgetl.errors.EdgetlError, match="not signed by a trusted key"):
+        edgetl.load(signed, trust=[other])
+
+
+def test_a_re_digested_manifest_breaks_the_signature(
+    signed: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    copy = tmp_path / "tampered"
+    shutil.copytree(signed, copy)
+    rewrite(copy, lambda d: d["classes"].reverse())  # digest recomputed: only the key can tell
+    assert bench(copy).exit_code == 0
+    result = bench(copy, "--trust", str(keys["fleet"]) + ".pub")
+    assert result.exit_code == 2 and "not signed by a trusted key" in one_line(result)
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs OpenSSH's ssh-keygen")
+def test_openssh_keys_sign_and_verify(tiny_run: Path, tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    out = tmp_path / "art"
+    assert export_cli(tiny_run, out, "--target", "cpu", "--sign", str(key)).exit_code == 0
+    assert bench(out, "--trust", f"{key}.pub").exit_code == 0
+    bad = export_cli(tiny_run, tmp_path / "b", "--target", "cpu", "--sign", f"{key}.pub")
+    assert bad.exit_code == 2 and "private key" in one_line(bad)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_swapped_head_is_refused(tiny_run: Path, tiny_weights: Path, tmp_path: Path) -> None:
+    """Another run's head of the same shape exported silently before (test top-1 25% vs 75%)."""
+    from edgetl.finetune import FinetuneOptions, finetune
+    from edgetl.ui import make_console
+
+    other = tmp_path / "other"
+    data = write_folder(tmp_path / "photos", per_class=6, seed=3)
+    finetune(
+        FinetuneOptions(
+            data=str(data),
+            out=other,
+            backbone=TINY_BACKBONE,
+            weights=tiny_weights,
+            image_size=64,
+            epochs=2,
+            seed=5,
+        ),
+        make_console(quiet=True),
+    )
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copy(other / "head.safetensors", run / "head.safetensors")
+    result = export_cli(run, tmp_path / "art", "--target", "cpu")
+    assert result.exit_code == 2, result.output
+    assert "head.safetensors: its sha256 differs" in one_line(result)
+    assert not (tmp_path / "art").exists()
+
+
+def test_a_truncated_weights_file_is_exit_2(tiny_weights: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(tiny_weights.read_bytes()[:5000])
+    result = CliRunner().invoke(
+        main,
+        ["finetune", "--data", str(write_folder(tmp_path / "p", per_class=4)), "--out"]
+        + [str(tmp_path / "run"), "--backbone", TINY_BACKBONE, "--weights", str(cut)],
+    )
+    assert result.exit_code == 2, result.output
+    assert "cut.safetensors" in "".join(result.output.split())
+
+
+def test_manifest_digest_is_over_canonical_content(artifact: Path) -> None:
+    data = json.loads((artifact / "manifest.json").read_text())
+    assert data["digest"] == digest(data)
+    shuffled = dict(reversed(list(data.items())))  # key order is not content
+    assert digest(shuffled) == data["digest"]
+    assert len(data["digest"]) == 64
