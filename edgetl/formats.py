@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 from edgetl import __version__
 from edgetl.artifacts import atomic_write_json, read_json, sha256_file
 from edgetl.data import Preprocess
@@ -440,7 +442,61 @@ class BenchResult:
     def from_fields(cls, f: Fields) -> BenchResult:
         names = [item.name for item in fields(cls) if item.name not in cls.OPTIONAL]
         extra = {n: f.get(n) for n in cls.OPTIONAL if f.get(n) is not None}
-        return cls(**{n: f[n] for n in names}, **extra)
+        values = {**{n: f[n] for n in names}, **extra}
+        kinds = {item.name: str(item.type) for item in fields(cls)}
+        for name, value in values.items():
+            _check_type(value, kinds[name], f"{f.path}: {f.prefix}{name}")
+        accuracy = Fields(values["accuracy"], f.path, f.writer, f"{f.prefix}accuracy.")
+        _check_type(accuracy["top1"], "float", f"{f.path}: {accuracy.prefix}top1")
+        _check_type(accuracy["n"], "int", f"{f.path}: {accuracy.prefix}n")
+        return cls(**values)
+
+    def stored_samples(self, path: Path | str, index: int) -> np.ndarray:
+        """The raw latency samples as a baseline: enough of them, every one finite and
+        positive (all-zero or NaN samples made every candidate "+inf% within threshold")."""
+        where = f"{path}: results[{index}].samples_ms"
+        samples = np.asarray(self.samples_ms, dtype=np.float64)
+        if len(samples) < MIN_BASELINE_SAMPLES:
+            raise EdgetlError(
+                f"{where} holds {len(samples)} samples; a baseline needs at least "
+                f"{MIN_BASELINE_SAMPLES}. Re-run `edgetl bench --json` with more --iterations"
+            )
+        bad = int(np.sum(~np.isfinite(samples) | (samples <= 0)))
+        if bad:
+            raise EdgetlError(
+                f"{where}: {bad} of {len(samples)} samples are not positive finite milliseconds; "
+                "the report is damaged, re-run `edgetl bench --json`"
+            )
+        if not 0.0 <= float(self.accuracy["top1"]) <= 1.0:
+            raise EdgetlError(f"{path}: results[{index}].accuracy.top1 is not between 0 and 1")
+        return samples
+
+
+MIN_BASELINE_SAMPLES = 10  # fewer make the bootstrap interval of a median meaningless
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "list[float]": (list,),
+    "list[str]": (list,),
+}
+
+
+def _check_type(value: Any, kind: str, where: str) -> None:
+    """A value read from a report has the type its field declares (bool is not a number)."""
+    items: Any = value  # kept untyped: isinstance below would narrow `value` to object
+    expected = _TYPES.get(kind, (dict,) if kind.startswith("dict") else (object,))
+    if isinstance(value, bool) and kind in ("int", "float"):
+        expected = ()
+    if not isinstance(value, expected):
+        raise EdgetlError(
+            f"{where}: expected {kind}, found {type(value).__name__} {str(value)[:40]!r}; the "
+            "report is damaged or not from edgetl bench"
+        )
+    if kind == "list[float]" and not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in items
+    ):
+        raise EdgetlError(f"{where}: expected a list of numbers; the report is damaged")
 
 
 @dataclass

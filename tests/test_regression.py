@@ -145,7 +145,8 @@ def test_bench_baseline_gate(artifacts: dict[str, Path], tmp_path: Path) -> None
     # A baseline that ran at a third of the time: the same artifact now is a regression.
     fast = json.loads(baseline.read_text())
     fast["results"][0]["samples_ms"] = [s / 3 for s in fast["results"][0]["samples_ms"]]
-    fast["results"][0]["accuracy"]["top1"] += 0.5  # and 50 points more accurate
+    accuracy = fast["results"][0]["accuracy"]
+    accuracy["top1"] = min(1.0, accuracy["top1"] + 0.5)  # and up to 50 points more accurate
     baseline.write_text(json.dumps(fast))
     junit, md = tmp_path / "j.xml", tmp_path / "r.md"
     code, output = bench_cli(
@@ -194,3 +195,43 @@ def test_plot_is_a_png(artifacts: dict[str, Path], tmp_path: Path) -> None:
 def test_bad_gate_options_exit_2(artifacts: dict[str, Path], args: list[str], message: str) -> None:
     code, output = bench_cli(str(artifacts["fp32"]), *args)
     assert code == 2 and message in output
+
+
+@pytest.fixture(scope="module")
+def stored(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    path = tmp_path_factory.mktemp("stored") / "good.json"
+    code, output = bench_cli(str(artifacts["fp32"]), "--iterations", "20", "--json", str(path))
+    assert code == 0, output
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: e.update(samples_ms=[0.0] * 20), "20 of 20 samples are not positive"),
+        (lambda e: e.update(samples_ms=[float("nan")] * 20), "not positive finite"),
+        (lambda e: e.update(samples_ms=[]), "holds 0 samples; a baseline needs at least 10"),
+        (lambda e: e.update(samples_ms=[1.0]), "holds 1 samples"),
+        (lambda e: e.update(samples_ms="fast"), "results[0].samples_ms: expected list[float]"),
+        (lambda e: e.update(samples_ms=["1"] * 20), "expected a list of numbers"),
+        (lambda e: e["accuracy"].update(top1="high"), "results[0].accuracy.top1: expected float"),
+        (lambda e: e.pop("latency_ms"), "missing key 'results[0].latency_ms'"),
+    ],
+)
+def test_a_malformed_baseline_is_exit_2_naming_the_field(
+    artifacts: dict[str, Path], stored: dict, tmp_path: Path, change, message: str
+) -> None:
+    """All-zero or NaN samples passed the gate ("+inf% within threshold"); 0-1 samples or
+    wrong types were exit 3. Both the bench gate and compare read baselines."""
+    data = json.loads(json.dumps(stored))
+    change(data["results"][0])
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(data))
+    art = str(artifacts["fp32"])
+    code, output = bench_cli(art, "--iterations", "5", "--baseline", str(baseline), "--no-cold")
+    text = " ".join(output.split())
+    assert code == 2, output
+    assert message in text
+    result = CliRunner().invoke(main, ["compare", str(baseline), art, "--rounds", "3"])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())

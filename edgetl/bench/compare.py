@@ -190,6 +190,7 @@ def _top1(runner: Runner, images: np.ndarray, labels: np.ndarray) -> float:
 def _against_report(opts: CompareOptions, candidate: Manifest, console: Console) -> Comparison:
     report = BenchReport.read(opts.base)
     base = _entry_for(report, candidate, opts.base)
+    base_samples = base.stored_samples(opts.base, report.results.index(base))
     chosen = eval_set(opts.candidate, candidate, opts.data, opts.split, opts.limit)
     load_candidate = _loader(opts.candidate, candidate, opts.threads)
     runner = load_candidate()
@@ -200,7 +201,7 @@ def _against_report(opts: CompareOptions, candidate: Manifest, console: Console)
         f"compare {opts.candidate} with {opts.base} ({base.name}, {len(base.samples_ms)} "
         f"stored samples) on {chosen.label}"
     )
-    verdict = sample_ratio(np.asarray(base.samples_ms), samples, opts.max_regression)
+    verdict = sample_ratio(base_samples, samples, opts.max_regression)
     candidate_top1 = _top1(runner, chosen.images, chosen.labels)
     same_images = base.accuracy["n"] == len(chosen.labels)
     return Comparison(

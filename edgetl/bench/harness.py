@@ -89,6 +89,8 @@ def bench(opts: BenchOptions, console: Console) -> BenchReport:
     baseline = None
     if opts.baseline is not None:
         baseline = BenchReport.read(opts.baseline)
+        for index, entry in enumerate(baseline.results):  # checked before the measuring
+            entry.stored_samples(opts.baseline, index)
     shared: dict[tuple[Any, ...], EvalSet] = {}
     loaded = [_load(path, opts, console, shared) for path in opts.artifacts]
     names = _unique_names(loaded)
