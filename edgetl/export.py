@@ -25,7 +25,7 @@ from edgetl.onnx_export import export_onnx
 from edgetl.outputs import check_not_input, claim, clean_scratch, scratch_dir
 from edgetl.parity import ParityResult, compare, torch_logits
 from edgetl.quantize import Quantized, quantize_onnx
-from edgetl.quantize.calibration import build_calibration
+from edgetl.quantize.calibration import MIN_SAMPLES, build_calibration
 from edgetl.quantize.guard import Evaluation, within_budget
 from edgetl.quantize.recipes import Recipe, load_recipe
 from edgetl.reference import REFERENCE_FILE, ReferenceSet
@@ -143,7 +143,7 @@ def _export(
     splits = run.splits()  # read once: validation, calibration and head refit share it
     calib = None
     if recipe is not None:
-        count = opts.calib_samples or recipe.samples
+        count = recipe.samples if opts.calib_samples is None else opts.calib_samples
         calib = build_calibration(run, splits, opts.calib_data, count, recipe.samples, console)
     model = run.classifier()
     data = _eval_data(run, splits, model, opts, recipe is not None, console)
@@ -396,6 +396,8 @@ def _check_int8_options(
         raise EdgetlError(
             f"--max-accuracy-drop {opts.max_accuracy_drop}: give points of top-1 between 0 and 100"
         )
+    if opts.calib_samples is not None and opts.calib_samples < MIN_SAMPLES:
+        raise EdgetlError(f"--calib-samples {opts.calib_samples}: need at least {MIN_SAMPLES}")
     if opts.calib_data is not None and not opts.calib_data.exists():
         raise EdgetlError(f"--calib-data {opts.calib_data}: no such directory or .npy file")
     return load_recipe(opts.recipe or profile.recipe)

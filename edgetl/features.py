@@ -19,7 +19,7 @@ from edgetl.backbones import Backbone
 from edgetl.data import ROLES, ImageSet, Preprocess, Splits
 from edgetl.ui import progress
 
-CACHE_FORMAT = 2  # 2: train, val and test
+CACHE_FORMAT = 3  # 2: train, val and test; 3: a sha256 of the features
 
 
 def default_cache_dir() -> Path:
@@ -80,18 +80,15 @@ def cached_features(
 
     `cache_dir=None` disables the cache.
     """
-    from safetensors.torch import load_file, save
+    from safetensors.torch import save
 
     path = None
     if cache_dir is not None:
         path = cache_dir / f"{cache_key(backbone, splits, device)}.safetensors"
         if path.is_file():
-            try:
-                tensors = load_file(str(path))
-                if all(len(tensors[role]) == len(splits.part(role)) for role in ROLES):
-                    return tensors, True
-            except Exception:  # a damaged cache entry is recomputed, never trusted
-                pass
+            tensors = _read_entry(path, splits, console)
+            if tensors is not None:
+                return tensors, True
     tensors = {
         role: extract_features(
             backbone.model,
@@ -105,5 +102,35 @@ def cached_features(
         for role in ROLES
     }
     if path is not None:
-        atomic_write_bytes(path, save(tensors, metadata={"backbone": backbone.name}))
+        metadata = {"backbone": backbone.name, "sha256": tensors_sha256(tensors)}
+        atomic_write_bytes(path, save(tensors, metadata=metadata))
     return tensors, False
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Over every role's feature bytes, in order: a cache entry whose data was damaged under
+    a valid header gave a NaN head at chance accuracy, exit 0."""
+    digest = hashlib.sha256()
+    for role in ROLES:
+        digest.update(role.encode())
+        digest.update(tensors[role].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_entry(path: Path, splits: Splits, console: Console) -> dict[str, torch.Tensor] | None:
+    """A cache entry, or None (and a note) when it is damaged: it is then recomputed."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get("sha256")
+            tensors = {role: handle.get_tensor(role) for role in ROLES}
+    except Exception:  # noqa: BLE001 - any unreadable entry is recomputed, never trusted
+        console.print(f"feature cache entry {path} is unreadable: recomputing it")
+        return None
+    if any(len(tensors[role]) != len(splits.part(role)) for role in ROLES):
+        return None
+    if recorded != tensors_sha256(tensors):
+        console.print(f"feature cache entry {path} is damaged (checksum differs): recomputing it")
+        return None
+    return tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from edgetl.outputs import check_not_input, check_writable, claim
 from edgetl.training import (
     EarlyStopping,
     HeadTraining,
+    check_finite,
+    check_weights,
     epoch_row,
     eval_logits,
     evaluate_logits,
@@ -34,6 +37,8 @@ from edgetl.training import (
 )
 from edgetl.ui import progress
 from edgetl.versions import versions
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # below 16 px a backbone's strides leave no pixels
 
 
 @dataclass
@@ -162,6 +167,8 @@ def _finetune(opts: FinetuneOptions, cache_dir: Path | None, console: Console) -
         versions=versions(),
         command=list(sys.argv),
     )
+    check_weights(head, "the head")
+    check_weights(backbone.model, "the backbone")
     write_run(opts.out, backbone.model, head, info, history, opts.force)
     return info
 
@@ -177,8 +184,13 @@ def _check_options(opts: FinetuneOptions) -> None:
     ):
         if value < least:
             raise EdgetlError(f"{option} {value}: must be at least {least}")
-    if not opts.lr > 0:
-        raise EdgetlError(f"--lr {opts.lr}: must be positive")
+    if opts.image_size is not None and not MIN_IMAGE_SIZE <= opts.image_size <= MAX_IMAGE_SIZE:
+        raise EdgetlError(
+            f"--image-size {opts.image_size}: give {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels, or "
+            "leave it out for the backbone's own size"
+        )
+    if not (math.isfinite(opts.lr) and opts.lr > 0):
+        raise EdgetlError(f"--lr {opts.lr}: must be a positive finite number, e.g. 1e-3")
 
 
 def write_run(
@@ -258,6 +270,7 @@ def train_unfrozen(
                 total += len(y)
             val_logits, val_y = predict(model, val, pre, opts.batch_size, device)
             val_loss, val_top1 = evaluate_logits(val_logits, val_y)
+            check_finite(loss_sum / total, val_loss, epoch, opts.lr)
             history.append(
                 epoch_row("unfreeze", epoch, loss_sum / total, correct / total, val_loss, val_top1)
             )

@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from edgetl.errors import CheckFailed
 from edgetl.ui import progress
 
 
@@ -85,6 +86,7 @@ def train_head(
                 correct += int((logits.argmax(1) == train_y[idx]).sum())
                 total += len(idx)
             val_loss, val_top1 = evaluate_logits(eval_logits(head, val_x), val_y)
+            check_finite(loss_sum / total, val_loss, epoch, settings.lr)
             history.append(
                 epoch_row("head", epoch, loss_sum / total, correct / total, val_loss, val_top1)
             )
@@ -94,6 +96,25 @@ def train_head(
     stopper.restore(head)
     head.eval()
     return history
+
+
+def check_finite(train_loss: float, val_loss: float, epoch: int, lr: float) -> None:
+    """A NaN or infinite loss is a failed run (exit 1), never a saved one."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise CheckFailed(
+            f"training diverged at epoch {epoch}: train loss {train_loss}, val loss {val_loss}; "
+            f"lower --lr (now {lr:g}). Nothing was written"
+        )
+
+
+def check_weights(module: nn.Module, what: str) -> None:
+    """Every parameter and buffer finite before anything is saved."""
+    bad = [name for name, t in module.state_dict().items() if not torch.isfinite(t).all()]
+    if bad:
+        raise CheckFailed(
+            f"{what} has non-finite weights ({', '.join(bad[:3])}); lower --lr. Nothing was "
+            "written"
+        )
 
 
 def eval_logits(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:

@@ -143,6 +143,7 @@ def test_failed_parity_exits_1_and_writes_nothing(tiny_run: Path, tmp_path: Path
             "between 0 and 100",
         ),
         (["--target", "cpu", "--precision", "int8", "--calib-samples", "8"], "need at least 32"),
+        (["--target", "cpu", "--precision", "int8", "--calib-samples", "0"], "need at least 32"),
     ],
 )
 def test_bad_export_options_exit_2(tiny_run: Path, tmp_path: Path, args, message) -> None:

@@ -144,6 +144,9 @@ def test_cli_bad_data_exits_2_and_writes_nothing(tmp_path: Path) -> None:
         (["--val-fraction", "0.5", "--test-fraction", "0.5"], "leave no training images"),
         (["--epochs", "0"], "--epochs 0"),
         (["--batch-size", "0"], "--batch-size 0"),
+        (["--lr", "inf"], "--lr inf: must be a positive finite number"),
+        (["--lr", "nan"], "--lr nan: must be a positive finite number"),
+        (["--image-size", "0"], "--image-size 0: give 16..1024 pixels"),
     ],
 )
 def test_cli_bad_numbers_exit_2_naming_the_option(
@@ -195,3 +198,37 @@ def test_cli_unknown_backbone_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "Did you mean" in result.output
+
+
+def test_a_diverging_run_exits_1_and_writes_nothing(tmp_path: Path, tiny_weights: Path) -> None:
+    """`--lr 1e30` saved a run with NaN weights, exit 0."""
+    data = write_folder(tmp_path / "photos", per_class=4)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["finetune", "--data", str(data), "--out", str(out), "--backbone", TINY_BACKBONE]
+        + ["--weights", str(tiny_weights), "--lr", "1e30", "--epochs", "3", "--no-cache"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "diverged" in result.output or "non-finite" in result.output
+    assert not out.exists()
+
+
+def test_a_damaged_cache_entry_is_recomputed(tmp_path: Path, tiny_weights: Path) -> None:
+    """Corrupted feature bytes under a valid header were a "hit": a NaN head, exit 0."""
+    from rich.console import Console
+
+    data = write_folder(tmp_path / "photos", per_class=6)
+    cache = tmp_path / "cache"
+    first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache),
+                     make_console(quiet=True))  # fmt: skip
+    (entry,) = cache.glob("*.safetensors")
+    raw = bytearray(entry.read_bytes())
+    raw[-64:] = b"\xff" * 64  # NaN bit patterns at the end of the test features
+    entry.write_bytes(bytes(raw))
+    console = Console(record=True, width=200)
+    second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
+    assert "damaged (checksum differs): recomputing" in console.export_text()
+    assert second.metrics["feature_cache"].startswith("miss")
+    assert second.metrics["val_top1"] == first.metrics["val_top1"]
+    assert second.metrics["test_top1"] == first.metrics["test_top1"]
