@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgetl.errors import EdgetlError
 
@@ -65,8 +65,8 @@ class Preprocess:
         )
 
     def crop(self, image: Image.Image) -> np.ndarray:
-        """PIL image -> uint8 CHW array, resized and center-cropped."""
-        image = image.convert("RGB")
+        """PIL image -> uint8 CHW array, upright, resized and center-cropped."""
+        image = as_rgb(image)
         # Same arithmetic as torchvision's Resize(int) + CenterCrop, which timm uses.
         width, height = image.size
         short, long = min(width, height), max(width, height)
@@ -170,7 +170,12 @@ def read_image(path: Path, data: bytes | None = None) -> Image.Image:
         source = io.BytesIO(data) if data is not None else path
         with Image.open(source) as image:
             image.load()
-            return _to_rgb(image)
+            return as_rgb(image)
+    except Image.DecompressionBombError as exc:
+        raise EdgetlError(
+            f"{path}: {exc}; an image this large is refused as a possible decompression bomb. "
+            "Resize it, or remove it from the data"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise EdgetlError(
             f"{path}: not an image file (no known image format); fix or remove this file"
@@ -179,8 +184,30 @@ def read_image(path: Path, data: bytes | None = None) -> Image.Image:
         raise EdgetlError(f"{path}: cannot decode this image ({exc}); fix or remove it") from exc
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, palette and RGBA become RGB (alpha laid over white)."""
+EXIF_ORIENTATION = 0x0112
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """Any image as the 8-bit RGB pixels a person sees: the one place training, calibration,
+    the reference set, predict and bench all decode through.
+
+    - EXIF orientation applied: a phone photo stored sideways is turned upright.
+    - 16-bit (I;16, I) scaled to 8 bits (v / 257), float (F) from 0..1 (or 0..255):
+      PIL's own convert("RGB") clips them, making 99.6% of a 16-bit PNG's pixels 255.
+    - grayscale, palette, CMYK and RGBA become RGB (alpha laid over white).
+    """
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in SIXTEEN_BIT:
+        pixels = np.asarray(image).astype(np.float64)
+        image = Image.fromarray(np.clip(np.rint(pixels / 257.0), 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        scale = 255.0 if pixels.max(initial=0.0) <= 1.0 else 1.0
+        image = Image.fromarray(np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8))
+    if image.mode == "RGB":
+        return image
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGB", image.size, (255, 255, 255))
