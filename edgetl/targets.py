@@ -90,6 +90,8 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
             f"{', '.join(sorted(KNOWN_KEYS | OPTION_KEYS))}"
         )
     try:
+        if not isinstance(data["precisions"], list):
+            raise EdgetlError(f'{source}: precisions must be a list, e.g. ["fp32", "int8"]')
         precisions = tuple(data["precisions"])
         unknown = [p for p in precisions if p not in PRECISIONS]
         if unknown:
@@ -98,9 +100,6 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
             k: Parity(float(v["max_abs_diff"]), float(v["min_agreement"]))
             for k, v in data.get("parity", {}).items()
         }
-        for key in ("precisions",):
-            if not isinstance(data[key], list):
-                raise EdgetlError(f"{source}: {key} must be a list, e.g. [\"fp32\", \"int8\"]")
         return TargetProfile(
             name=check_name(str(data["name"]), "name", source),
             description=str(data.get("description", "")),

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgetl.backends.base import Backend, RuntimeSpec
 from edgetl.errors import EdgetlError
+from edgetl.outputs import check_writable
 
 if TYPE_CHECKING:
     import onnx
@@ -140,6 +141,9 @@ class OpenVinoBackend(Backend):
 
     def load(self, model_dir: Path, spec: RuntimeSpec) -> OpenVinoRunner:
         cache = model_cache_dir() if spec.options.get("model_cache", False) else None
+        if cache is not None:
+            # OpenVINO's own error for an unwritable cache came out as exit 3, after the load.
+            check_writable(cache / "blob", "the OpenVINO model cache (EDGETL_OPENVINO_CACHE)")
         return OpenVinoRunner(
             model_dir / spec.model_files[0],
             spec.device,

@@ -23,6 +23,7 @@ from edgetl.bench.env import capture
 from edgetl.bench.evalset import EvalSet, eval_set
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import RUN_FILE, BenchReport, BenchResult, Manifest
+from edgetl.outputs import check_not_input, check_writable
 from edgetl.regression import coefficient_of_variation, sample_ratio
 from edgetl.runtime import Model, load
 from edgetl.timing import interleaved_samples, summarize
@@ -80,6 +81,22 @@ def check_options(opts: BenchOptions) -> None:
         raise EdgetlError(f"--max-regression {opts.max_regression}: give a percentage >= 0")
     if opts.baseline is not None and not opts.baseline.is_file():
         raise EdgetlError(f"--baseline {opts.baseline}: no such report file")
+    inputs: dict[str, Path | None] = {"--baseline": opts.baseline}
+    inputs.update({f"the artifact {path}": path for path in opts.artifacts})
+    if opts.data is not None:
+        inputs["--data"] = Path(opts.data)
+    for option, path in (
+        ("--json", opts.json_path),
+        ("--md", opts.md_path),
+        ("--junit", opts.junit_path),
+        ("--plot", opts.plot_path),
+    ):
+        if path is not None:  # checked now, not after minutes of measuring
+            # A report inside an artifact is fine (`edgetl bench . --json r.json` on a device):
+            # the manifest lists what the artifact is, and nothing else is loaded.
+            inside = {f"the artifact {p}": p for p in opts.artifacts}
+            check_not_input(path, inputs, option, allowed_inside=inside)
+            check_writable(path, option)
 
 
 def bench(opts: BenchOptions, console: Console) -> BenchReport:
