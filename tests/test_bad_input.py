@@ -115,3 +115,25 @@ def test_a_report_path_over_the_baseline_is_exit_2(tiny_run: Path, tmp_path: Pat
     assert base.read_bytes() == before
     inside = CliRunner().invoke(main, [*args, "--json", str(art / "report.json")])
     assert inside.exit_code == 0, inside.output  # beside the model files, as on a device
+
+
+def test_bench_runs_from_a_directory_holding_an_edgetl_folder(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cold-start child ran `python -m edgetl.bench.cold`, which puts the current
+    directory first on sys.path: an empty `edgetl/` there (a clone's parent) broke bench."""
+    art = tmp_path / "art"
+    assert export_cli(tiny_run, art, "--target", "cpu").exit_code == 0
+    shadow = tmp_path / "work"
+    (shadow / "edgetl" / "bench").mkdir(parents=True)
+    (shadow / "edgetl" / "__init__.py").write_text("raise ImportError('the shadow package')\n")
+    monkeypatch.chdir(shadow)
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        main, ["bench", str(art), "--iterations", "3", "--rounds", "1", "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    (entry,) = json.loads(report.read_text())["results"]
+    assert entry["load_s"] > 0 and entry["peak_rss_mb"] > 0

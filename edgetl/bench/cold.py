@@ -50,9 +50,17 @@ def probe(artifact: Path, threads: int | None) -> dict[str, Any]:
     }
 
 
+# `python -m` puts the current directory first on sys.path, so a folder named `edgetl` there
+# (e.g. the parent of a clone) shadowed the package. The child drops that entry first.
+CHILD = (
+    "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+    "import runpy; runpy.run_module('edgetl.bench.cold', run_name='__main__')"
+)
+
+
 def cold_start(artifact: Path, threads: int | None) -> dict[str, Any]:
     """Run `probe` in a fresh interpreter and return what it measured."""
-    command = [sys.executable, "-m", "edgetl.bench.cold", str(artifact), str(threads or 0)]
+    command = [sys.executable, "-c", CHILD, str(artifact.resolve()), str(threads or 0)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise EdgetlError(
@@ -62,5 +70,5 @@ def cold_start(artifact: Path, threads: int | None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    artifact, threads = Path(sys.argv[1]), int(sys.argv[2])
+    artifact, threads = Path(sys.argv[-2]), int(sys.argv[-1])
     print(json.dumps(probe(artifact, threads or None)))
