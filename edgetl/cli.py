@@ -351,6 +351,12 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
     help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
     "repeat for several.",
 )
+@click.option(
+    "--allow-overlap",
+    is_flag=True,
+    help="With a --data folder: also measure images that are the run's own train/val images "
+    "(by content); by default they are excluded and counted.",
+)
 @handle_errors
 def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
     """Measure accuracy and batch-1 latency of exported ARTIFACTS with their runtimes.

@@ -93,10 +93,19 @@ class Preprocess:
 class ImageSet:
     """A list of labelled images, addressable by index, loaded lazily."""
 
-    def __init__(self, keys: list[str], labels: np.ndarray, loader: _Loader):
+    def __init__(
+        self,
+        keys: list[str],
+        labels: np.ndarray,
+        loader: _Loader,
+        digests: list[bytes] | None = None,
+    ):
         self.keys = keys
         self.labels = np.asarray(labels, dtype=np.int64)
         self._loader = loader
+        # sha256 of each image's content (file bytes; digits: pixels), when known: tells the
+        # same picture under another name or folder.
+        self.digests = digests
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -106,7 +115,10 @@ class ImageSet:
 
     def subset(self, indices: np.ndarray | list[int]) -> ImageSet:
         indices = [int(i) for i in indices]
-        return ImageSet([self.keys[i] for i in indices], self.labels[indices], self._loader)
+        digests = None if self.digests is None else [self.digests[i] for i in indices]
+        return ImageSet(
+            [self.keys[i] for i in indices], self.labels[indices], self._loader, digests
+        )
 
     def sample(self, limit: int | None, seed: int) -> ImageSet:
         """At most `limit` images, every class in proportion (seeded); all when limit is None."""
@@ -319,7 +331,7 @@ def folder_for_classes(root: Path, classes: list[str]) -> tuple[ImageSet, list[s
     class of the model is an error naming it.
     """
     root = _check_root(root)
-    found, keys, labels = _scan_classes(root, None, hashlib.sha256(), min_classes=1)
+    found, keys, labels, digests = _scan_classes(root, None, hashlib.sha256(), min_classes=1)
     unknown = [name for name in found if name not in classes]
     if unknown:
         raise EdgetlError(
@@ -329,7 +341,7 @@ def folder_for_classes(root: Path, classes: list[str]) -> tuple[ImageSet, list[s
         )
     mapped = [classes.index(found[label]) for label in labels]
     absent = [name for name in classes if name not in found]
-    return ImageSet(keys, np.asarray(mapped), FileLoader(root)), absent
+    return ImageSet(keys, np.asarray(mapped), FileLoader(root), digests), absent
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, str]:
@@ -348,7 +360,10 @@ def _digits() -> tuple[np.ndarray, np.ndarray, str]:
 def _load_digits(val_fraction: float, test_fraction: float, seed: int) -> Splits:
     images, labels, fingerprint = _digits()
     everything = ImageSet(
-        [f"digits:{i}" for i in range(len(labels))], labels, _DigitsLoader(images)
+        [f"digits:{i}" for i in range(len(labels))],
+        labels,
+        _DigitsLoader(images),
+        [hashlib.sha256(image.tobytes()).digest() for image in images],
     )
     train, val, test = stratified_split(labels, (val_fraction, test_fraction), seed)
     return Splits(
@@ -395,8 +410,8 @@ def _load_image_folder(root: Path, val_fraction: float, test_fraction: float, se
     loader = FileLoader(root)
     layout = _layout(root)
     if not layout:
-        classes, keys, labels = _scan_classes(root, None, hasher)
-        everything = ImageSet(keys, np.asarray(labels), loader)
+        classes, keys, labels, digests = _scan_classes(root, None, hasher)
+        everything = ImageSet(keys, np.asarray(labels), loader, digests)
         _need_per_class(root, classes, everything.labels, 3, "train, val and test")
         train, val, test = stratified_split(everything.labels, (val_fraction, test_fraction), seed)
         parts = {"train": everything.subset(train), "val": everything.subset(val)}
@@ -408,8 +423,8 @@ def _load_image_folder(root: Path, val_fraction: float, test_fraction: float, se
         for role in layout:
             _same_classes(root, classes, role, scanned[role][0])
         parts = {
-            role: ImageSet(keys, np.asarray(labels), loader)
-            for role, (_, keys, labels) in scanned.items()
+            role: ImageSet(keys, np.asarray(labels), loader, digests)
+            for role, (_, keys, labels, digests) in scanned.items()
         }
         if "val" in parts and "test" not in parts:
             # The user's val/ is never chosen on: it becomes the reported set, and the
@@ -464,7 +479,7 @@ def _need_per_class(
 
 def _scan_classes(
     root: Path, sub: str | None, hasher: Any, min_classes: int = 2, decode: bool = True
-) -> tuple[list[str], list[str], list[int]]:
+) -> tuple[list[str], list[str], list[int], list[bytes]]:
     """Find class folders and their images; decode every image fully (unless `decode` is
     off: a fingerprint needs only the bytes); hash names and contents."""
     base = root / sub if sub else root
@@ -480,6 +495,7 @@ def _scan_classes(
         )
     keys: list[str] = []
     labels: list[int] = []
+    digests: list[bytes] = []
     for label, name in enumerate(classes):
         files = sorted(
             p
@@ -499,8 +515,10 @@ def _scan_classes(
             if decode:
                 read_image(path, data)
             key = path.relative_to(root).as_posix()
+            content = hashlib.sha256(data).digest()
             hasher.update(f"{key}\0{label}\0".encode())
-            hasher.update(hashlib.sha256(data).digest())
+            hasher.update(content)
             keys.append(key)
             labels.append(label)
-    return classes, keys, labels
+            digests.append(content)
+    return classes, keys, labels, digests

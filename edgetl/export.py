@@ -28,7 +28,7 @@ from edgetl.quantize import Quantized, quantize_onnx
 from edgetl.quantize.calibration import MIN_SAMPLES, build_calibration
 from edgetl.quantize.guard import Evaluation, within_budget
 from edgetl.quantize.recipes import Recipe, load_recipe
-from edgetl.reference import REFERENCE_FILE, ReferenceSet
+from edgetl.reference import REFERENCE_FILE, ReferenceSet, seen_digests
 from edgetl.targets import Parity, TargetProfile, load_target
 from edgetl.versions import versions
 
@@ -302,6 +302,7 @@ def _eval_data(
     )
     test = splits.test.sample(TEST_IMAGES, run.seed)
     reference = reference_set(splits.test, run, model, opts.reference_samples)
+    reference.seen = seen_digests(splits.train.digests, splits.val.digests)
     console.print(
         f"export measures on {len(val)} val images (checks{', INT8 guard' if int8 else ''}) and "
         f"{len(test)} test images (reported only); reference set: {len(reference)} test images"

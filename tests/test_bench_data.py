@@ -163,3 +163,40 @@ def test_a_host_proxy_measures_accuracy(tiny_run: Path, tmp_path: Path) -> None:
         manifest["backend"] == "openvino" and manifest["accuracy"]["measured_on"] == "onnxruntime"
     )
     assert manifest["model_files"] == ["model.xml", "model.bin"]
+
+
+def test_training_images_in_a_held_out_folder_are_excluded(
+    artifact: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    """A copy of the training folder plus one image was measured whole (304 of 385 seen
+    images, 98.96%, no warning): the run's train/val images are excluded, and counted."""
+    run = json.loads((tiny_run / "edgetl.json").read_text())
+    sizes = run["data"]["sizes"]
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_run.parent / "photos", folder)
+    for image in folder.rglob("img_0.*"):  # renamed: content, not names, tells
+        image.rename(image.with_name("renamed" + image.suffix))
+    new = write_folder(tmp_path / "new", classes=1, per_class=1, seed=42)
+    shutil.copy(next((new / "class_0").iterdir()), folder / "class_0" / "brand_new.jpg")
+    code, output, report = bench_json(tmp_path, str(artifact), "--data", str(folder))
+    assert code == 0, output
+    seen = sizes["train"] + sizes["val"]
+    assert report["results"][0]["accuracy"]["n"] == sizes["test"] + 1
+    assert f"excluded {seen} of {seen + sizes['test'] + 1} images" in output
+    code, output, report = bench_json(
+        tmp_path, str(artifact), "--data", str(folder), "--allow-overlap"
+    )
+    assert code == 0, output
+    assert report["results"][0]["accuracy"]["n"] == seen + sizes["test"] + 1
+    assert "not held-out" in output
+    only_seen = tmp_path / "seen"
+    shutil.copytree(tiny_run.parent / "photos", only_seen)
+    keys = set(run["data"]["key_sha256"])  # roles
+    assert keys == {"train", "val", "test"}
+    from edgetl.data import load_dataset
+
+    splits = load_dataset(str(only_seen), run["data"]["val_fraction"], run["data"]["test_fraction"])
+    for key in splits.test.keys:
+        (only_seen / key).unlink()
+    code, output, _ = bench_json(tmp_path, str(artifact), "--data", str(only_seen))
+    assert code == 2 and "all" in output and "train/val images" in output

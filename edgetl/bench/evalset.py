@@ -23,10 +23,16 @@ class EvalSet:
     labels: np.ndarray
     fp32_logits: np.ndarray | None = None  # reference for agreement, when known
     absent_classes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def eval_set(
-    artifact: Path, manifest: Manifest, data: str | None, split: str | None, limit: int | None
+    artifact: Path,
+    manifest: Manifest,
+    data: str | None,
+    split: str | None,
+    limit: int | None,
+    allow_overlap: bool = False,
 ) -> EvalSet:
     if limit is not None and limit < 1:
         raise EdgetlError(f"--limit {limit}: must be at least 1 (or leave it out for all)")
@@ -42,7 +48,7 @@ def eval_set(
                 f"--split {split}: --data {data} is not the data this model was trained on, "
                 "so it has no splits; every image in it is measured"
             )
-        chosen = _folder(Path(data), manifest)
+        chosen = _folder(Path(data), artifact, manifest, allow_overlap)
     if limit is not None and limit < len(chosen.labels):
         from edgetl.data import stratified_sample
 
@@ -84,8 +90,9 @@ def _is_run_data(data: str, manifest: Manifest) -> bool:
     if same and fingerprint != run.fingerprint:
         raise EdgetlError(
             f"--data {data}: changed since the run was trained (fingerprint differs), so its "
-            "train/val/test split cannot be rebuilt; restore it, or copy the images to measure "
-            "into a separate folder and bench that (every image is measured)"
+            "train/val/test split cannot be rebuilt; restore it, or put images the model never "
+            "saw into a separate folder and bench that (every image is measured; any of the "
+            "run's train/val images found there are excluded)"
         )
     return fingerprint == run.fingerprint
 
@@ -104,11 +111,38 @@ def _run_split(data: str, manifest: Manifest, split: str) -> EvalSet:
     return EvalSet(f"{data} {split} split{note}", images.arrays(manifest.preprocess), images.labels)
 
 
-def _folder(root: Path, manifest: Manifest) -> EvalSet:
+def _folder(root: Path, artifact: Path, manifest: Manifest, allow_overlap: bool) -> EvalSet:
+    """Every image of the folder, except the run's own train/val images (by content hash):
+    a copy of the training folder with one image added measured 304 seen images of 385."""
     images, absent = folder_for_classes(root, manifest.classes)
+    reference = ReferenceSet.load(artifact / manifest.reference.file)
+    seen = reference.seen_before(images.digests or [])
+    label, notes = f"{root} (every image)", []
+    if reference.seen is None:
+        notes.append("this artifact records no train/val hashes: overlap with them not checked")
+    elif seen.any() and allow_overlap:
+        label = f"{root} (every image, {int(seen.sum())} of them train/val: --allow-overlap)"
+        notes.append(
+            f"{int(seen.sum())} of {len(seen)} images are the run's train/val images "
+            "(fitted or chosen on): this accuracy is not held-out"
+        )
+    elif seen.any():
+        if seen.all():
+            raise EdgetlError(
+                f"--data {root}: all {len(seen)} images are the run's own train/val images "
+                "(same content); nothing held out is left to measure. Give new images, or "
+                "--allow-overlap to measure them anyway"
+            )
+        images = images.subset(np.flatnonzero(~seen))
+        label = f"{root} ({len(images)} images; {int(seen.sum())} train/val images excluded)"
+        notes.append(
+            f"excluded {int(seen.sum())} of {len(seen)} images of {root}: they are the run's "
+            "train/val images (fitted or chosen on); --allow-overlap measures them too"
+        )
     return EvalSet(
-        f"{root} (every image)",
+        label,
         images.arrays(manifest.preprocess),
         images.labels,
         absent_classes=absent,
+        notes=notes,
     )

@@ -54,6 +54,7 @@ class BenchOptions:
     max_regression: float = 5.0  # percent of p50
     max_accuracy_drop: float = 1.0  # points of top-1 against the baseline
     trust: tuple[Path, ...] = ()  # public keys one of which must have signed each artifact
+    allow_overlap: bool = False  # measure a folder's train/val images too (not held out)
 
 
 @dataclass
@@ -166,11 +167,11 @@ def _load(
     if opts.data is not None and key in shared:
         chosen = shared[key]
     else:
-        chosen = eval_set(path, manifest, opts.data, opts.split, opts.limit)
+        chosen = eval_set(path, manifest, opts.data, opts.split, opts.limit, opts.allow_overlap)
         if opts.data is not None:
             shared[key] = chosen
     console.print(f"bench {path}: {chosen.label}, {model.manifest.backend}")
-    return Loaded(path, model, chosen)
+    return Loaded(path, model, chosen, list(chosen.notes))
 
 
 def _single_call(item: Loaded) -> Any:
