@@ -8,7 +8,7 @@ that has neither the dataset nor the run directory.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
         console.print(f"target {profile.alias} is an alias: exporting for {profile.name}")
     precision = profile.check_precision(opts.precision)
     recipe = _check_int8_options(opts, profile, precision)
-    backend, measure = _backends(profile)
+    backend, measure, measuring = _backends(profile, console)
     out = opts.out or default_out(opts.run, profile, precision)
     signing_key = None
     if opts.sign is not None:
@@ -107,7 +107,15 @@ def export(opts: ExportOptions, console: Console) -> Manifest:
         for note in notes:
             console.print(note)
         manifest = _export(
-            opts, run, profile, precision, recipe, backend, measure, out, signing_key, console
+            opts,
+            run,
+            (profile, measuring),
+            precision,
+            recipe,
+            (backend, measure),
+            out,
+            signing_key,
+            console,
         )
         _replace_archive(out, opts.archive, console)
     return manifest
@@ -131,15 +139,18 @@ def _replace_archive(out: Path, write: bool, console: Console) -> None:
 def _export(
     opts: ExportOptions,
     run: Run,
-    profile: TargetProfile,
+    profiles: tuple[TargetProfile, TargetProfile],
     precision: str,
     recipe: Recipe | None,
-    backend: Backend,
-    measure: Backend,
+    backends: tuple[Backend, Backend],
     out: Path,
     signing_key: Any,
     console: Console,
 ) -> Manifest:
+    """`profiles`: the target's, and the one it is measured with here (another device of
+    the same runtime when the target's is absent); `backends`: compiles, measures."""
+    profile, measuring = profiles
+    backend, measure = backends
     splits = run.splits()  # read once: validation, calibration and head refit share it
     calib = None
     if recipe is not None:
@@ -162,7 +173,7 @@ def _export(
             evaluation = Evaluation(
                 data.val,
                 data.val_labels,
-                load=lambda candidate: measure.load_onnx(candidate, profile),
+                load=lambda candidate: measure.load_onnx(candidate, measuring),
                 rewrite=backend.rewrite_int8,
                 rank=lambda candidate: get_backend("onnxruntime").load_onnx(candidate, profile),
                 seed=run.seed,
@@ -186,7 +197,7 @@ def _export(
         fp32_onnx = quantized.prepared if quantized is not None else None
         model_files = backend.compile(onnx_path, tmp, profile, precision, fp32_onnx=fp32_onnx)
         compile_s = time.perf_counter() - started
-        runner = _artifact_runner(backend, measure, profile, tmp, model_files, onnx_path)
+        runner = _artifact_runner(backend, measure, measuring, tmp, model_files, onnx_path)
         reference = val_torch if quantized is None else quantized.logits
         parity = compare(
             reference, run_all(runner, data.val), data.val_labels, profile.parity[precision]
@@ -201,7 +212,7 @@ def _export(
                 f"agreement {parity.agreement:.2%} (need {parity.tolerance.min_agreement:.0%}); "
                 "no artifact written"
             )
-        accuracy = _accuracy(measure, runner, data, parity)
+        accuracy = _accuracy(measure, measuring.device, runner, data, parity)
         reference_images = run.preprocess.normalize(data.reference.images)
         data.reference.artifact_logits = run_all(runner, reference_images).astype(np.float32)
         data.reference.save(tmp / REFERENCE_FILE)
@@ -275,8 +286,12 @@ def _check_counts(opts: ExportOptions) -> None:
             raise EdgetlError(f"{option} {value}: must be at least 1")
 
 
-def _backends(profile: TargetProfile) -> tuple[Backend, Backend]:
-    """The target's backend (compiles) and the one that measures on this host."""
+def _backends(
+    profile: TargetProfile, console: Console
+) -> tuple[Backend, Backend, TargetProfile]:
+    """The target's backend (compiles), the one that measures on this host, and the profile
+    it measures with: the target's own, or (a runtime whose compiled model is
+    device-independent, e.g. OpenVINO IR) the same runtime on a device this host has."""
     backend = get_backend(profile.backend)
     measure = get_backend(profile.measured_on)
     if not measure.available():
@@ -284,9 +299,20 @@ def _backends(profile: TargetProfile) -> tuple[Backend, Backend]:
             f"target {profile.name}: runtime {measure.name} is not installed here; install it "
             "or export for another target (see `edgetl targets`)"
         )
-    if profile.host_proxy is None:
+    if profile.host_proxy is not None:
+        return backend, measure, profile
+    try:
         backend.check_device(profile.device)
-    return backend, measure
+    except EdgetlError:
+        if backend.host_device is None:
+            raise
+        console.print(
+            f"{profile.device} is not on this machine: the {backend.name} model does not depend "
+            f"on the device, so it is exported here and measured on {backend.host_device}; "
+            f"it is compiled for {profile.device} where it runs"
+        )
+        return backend, measure, replace(profile, device=backend.host_device)
+    return backend, measure, profile
 
 
 def _eval_data(
@@ -345,11 +371,12 @@ def _artifact_runner(
 
 
 def _accuracy(
-    measure: Backend, runner: Runner, data: EvalData, parity: ParityResult
+    measure: Backend, device: str, runner: Runner, data: EvalData, parity: ParityResult
 ) -> dict[str, Any]:
     test_logits = run_all(runner, data.test)
     return {
         "measured_on": measure.name,
+        "measured_device": device,
         "val": {
             "n": parity.n,
             "fp32_top1": parity.reference_top1,

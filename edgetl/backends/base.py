@@ -34,6 +34,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
     module: ClassVar[str]  # the runtime's Python module
+    # A device of this runtime that can stand in at export when the target's is absent:
+    # set where the compiled model is device-independent (OpenVINO IR), else None.
+    host_device: ClassVar[str | None] = None
 
     def available(self) -> bool:
         """Whether the runtime is installed: its module found, with code (not only the .pyi

@@ -111,6 +111,7 @@ def runtime_config(options: dict[str, Any], threads: int, cache_dir: Path | None
 class OpenVinoBackend(Backend):
     name = "openvino"
     module = "openvino"
+    host_device = "CPU"  # IR is device-independent: GPU/NPU targets export (and measure) here
 
     def runtime_version(self) -> str:
         import openvino
@@ -135,6 +136,16 @@ class OpenVinoBackend(Backend):
             # NPUs compile static shapes only; reshape a dynamic-batch export to batch 1.
             shape = list(model.input(0).get_partial_shape())
             model.reshape([1, *[int(str(d)) for d in shape[1:]]])
+            dynamic = [
+                port.get_any_name()
+                for port in [*model.inputs, *model.outputs]
+                if not port.get_partial_shape().is_static
+            ]
+            if dynamic:  # checked here: the NPU would refuse it only on the device
+                raise EdgetlError(
+                    f"target {profile.name} needs static shapes; {dynamic} stay dynamic after "
+                    "reshaping to batch 1"
+                )
         # FP16 weights for fp16; FP32 and INT8 keep FP32 for what is not quantized.
         ov.save_model(model, str(out_dir / MODEL_FILES[0]), compress_to_fp16=precision == "fp16")
         return list(MODEL_FILES)
