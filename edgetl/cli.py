@@ -18,7 +18,7 @@ from edgetl import __version__
 from edgetl.cli_output import emit, print_predictions, print_quantization, print_run
 from edgetl.constants import DEFAULT_BACKBONE
 from edgetl.errors import CheckFailed, EdgetlError
-from edgetl.ui import make_console, stdout_console, table
+from edgetl.ui import fitted_table, make_console, stdout_console
 
 if TYPE_CHECKING:
     pass
@@ -559,9 +559,8 @@ def targets(as_json: bool) -> None:
         device_here = present and _device_present(backend, profile.device)
         rows.append(
             {
-                "name": profile.name
-                if profile.alias is None
-                else f"{profile.alias} -> {profile.name}",
+                "name": profile.alias or profile.name,
+                "alias_of": None if profile.alias is None else profile.name,
                 "backend": profile.backend,
                 "device": profile.device,
                 "precisions": list(profile.precisions),
@@ -570,13 +569,14 @@ def targets(as_json: bool) -> None:
                 "description": profile.description,
             }
         )
+    console = stdout_console()
     emit(
         rows,
         as_json,
-        lambda: stdout_console().print(
-            table(
+        lambda: console.print(
+            fitted_table(
                 "targets",
-                ["name", "backend", "device", "precisions", "runtime", "device here", "about"],
+                ["name", "backend", "device", "precisions", "runtime", "here", "about"],
                 [
                     [
                         r["name"],
@@ -585,10 +585,16 @@ def targets(as_json: bool) -> None:
                         ",".join(r["precisions"]),
                         "yes" if r["runtime_present"] else "no",
                         "yes" if r["device_present"] else "no",
-                        r["description"],
+                        r["description"]
+                        if r["alias_of"] is None
+                        else f"= {r['alias_of']}: {r['description']}",
                     ]
                     for r in rows
                 ],
+                console.width,
+                ["name", "device", "precisions", "here", "runtime", "backend"],
+                wrap="about",
+                caption="runtime: installed here; here: the device is present",
             )
         ),
     )

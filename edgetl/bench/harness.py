@@ -27,7 +27,7 @@ from edgetl.outputs import check_not_input, check_writable
 from edgetl.regression import coefficient_of_variation, sample_ratio
 from edgetl.runtime import Model, load
 from edgetl.timing import interleaved_samples, summarize
-from edgetl.ui import table
+from edgetl.ui import fitted_table
 from edgetl.versions import versions
 
 HIGH_CV = 0.10  # above this, the latency numbers are too noisy to compare closely
@@ -346,10 +346,13 @@ def write_reports(report: BenchReport, opts: BenchOptions) -> None:
 
 def print_report(console: Console, report: BenchReport) -> None:
     """One row per artifact; with several, p50 and size also as ratios to the first one."""
-    from edgetl.bench.reports import rows
+    from edgetl.bench.reports import PRIORITY, ratio_note, rows
 
     columns, body = rows(report)
-    console.print(table(f"edgetl bench on {report.data} (batch 1)", columns, body))
+    title = f"edgetl bench on {report.data} (batch 1)"
+    console.print(
+        fitted_table(title, columns, body, console.width, PRIORITY, None, ratio_note(report))
+    )
     for entry in report.results:
         for note in entry.notes:
             console.print(f"{entry.name}: {note}")

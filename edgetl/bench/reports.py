@@ -9,6 +9,18 @@ from edgetl.artifacts import atomic_write_bytes, atomic_write_text
 from edgetl.errors import EdgetlError
 from edgetl.formats import BenchReport
 
+DASH = "-"  # a value not measured (e.g. cold start with --no-cold), never a made-up 0
+# Which columns a narrow terminal keeps, most wanted first (the artifact's name always).
+PRIORITY = [
+    "artifact", "top-1", "p50 ms", "p50 x", "MB", "agree", "p90 ms", "n", "MB x", "p99 ms",
+    "1st ms", "RSS MB", "CV", "img/s", "top-5", "load s",
+]  # fmt: skip
+
+
+def ratio_note(report: BenchReport) -> str:
+    """What the ratio columns are relative to."""
+    return f"p50 x, MB x: ratios to {report.results[0].name}" if len(report.results) > 1 else ""
+
 
 def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """The table every view shows; with several artifacts, ratios to the first one."""
@@ -18,9 +30,10 @@ def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     columns = ["artifact", "top-1", "top-5", "agree", "n", "p50 ms", "p90 ms", "p99 ms"]
     columns += ["CV", "img/s", "MB", "load s", "1st ms", "RSS MB"]
     if compare:
-        columns += [f"p50 / {first.name}", f"MB / {first.name}"]
+        columns += ["p50 x", "MB x"]
     body = []
     for entry in results:
+        cold = entry.first_inference_ms > 0
         acc, lat = entry.accuracy, entry.latency_ms
         row = [
             entry.name,
@@ -35,8 +48,8 @@ def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
             f"{entry.throughput_ips:.0f}",
             f"{entry.size_mb:.2f}",
             f"{entry.load_s:.2f}",
-            f"{entry.first_inference_ms:.1f}",
-            f"{entry.peak_rss_mb:.0f}",
+            f"{entry.first_inference_ms:.1f}" if cold else DASH,
+            f"{entry.peak_rss_mb:.0f}" if entry.peak_rss_mb > 0 else DASH,
         ]
         if compare:
             row += [
@@ -56,16 +69,24 @@ def markdown(report: BenchReport) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
         *("| " + " | ".join(row) + " |" for row in body),
     ]
+    if ratio_note(report):
+        lines.append(f"\n{ratio_note(report)}")
     for entry in report.results:
         if "latency" in entry.checks:
             lines.append(f"\n{entry.name} vs baseline: {entry.checks['latency']['line']}")
         lines += [f"\n{entry.name}: {note}" for note in entry.notes]
     env = report.results[0].env
     lines.append(
-        f"\n<sub>{env['cpu']}, {env['cpu_count']} cores, governor {env['governor']}, "
-        f"threads {env['threads']}, {env['os']}</sub>"
+        f"\n<sub>{_known(env.get('cpu'))}, {_known(env.get('cpu_count'))} cores, governor "
+        f"{_known(env.get('governor'))}, threads {_known(env.get('threads'))}, "
+        f"{_known(env.get('os'))}</sub>"
     )
     return "\n".join(lines) + "\n"
+
+
+def _known(value: object) -> str:
+    """A recorded setting, or a dash where it is unknown (None) or the runtime's default (0)."""
+    return DASH if value in (None, 0, "") else str(value)
 
 
 def write_markdown(report: BenchReport, path: Path) -> None:
