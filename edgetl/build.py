@@ -44,7 +44,7 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
     if manifest.backend != "tensorrt":
         raise EdgetlError(
-            f"{opts.bundle}: a {manifest.backend} artifact; `edgetl build` builds TensorRT "
+            f"{opts.bundle}: an artifact for {manifest.backend}; `edgetl build` builds TensorRT "
             "bundles (export with --target jetson or tensorrt-gpu)"
         )
     if not tensorrt_available():

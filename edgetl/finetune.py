@@ -277,6 +277,7 @@ def train_unfrozen(
             bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
             if stopper.should_stop(val_loss, model, epoch, console):
                 break
+        bar.update(task, info=stopper.kept(history))
     stopper.restore(model)
     model.cpu().eval()
     for param in model.parameters():

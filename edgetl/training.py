@@ -31,12 +31,12 @@ class EarlyStopping:
 
     def __init__(self, patience: int, min_delta: float = 1e-4):
         self.patience, self.min_delta = patience, min_delta
-        self.best_loss, self.stale = math.inf, 0
+        self.best_loss, self.stale, self.best_epoch = math.inf, 0, 0
         self.best_state: dict[str, Any] | None = None
 
     def should_stop(self, val_loss: float, module: nn.Module, epoch: int, console: Console) -> bool:
         if val_loss < self.best_loss - self.min_delta:
-            self.best_loss, self.stale = val_loss, 0
+            self.best_loss, self.stale, self.best_epoch = val_loss, 0, epoch
             self.best_state = copy.deepcopy(module.state_dict())
             return False
         self.stale += 1
@@ -48,6 +48,17 @@ class EarlyStopping:
     def restore(self, module: nn.Module) -> None:
         if self.best_state is not None:
             module.load_state_dict(self.best_state)
+
+    def kept(self, history: list[dict[str, Any]]) -> str:
+        """The epoch whose weights are kept, in words: what the progress bar ends on (it
+        ended on the last epoch while the run's table reported the best one)."""
+        rows = [row for row in history if row["epoch"] == self.best_epoch]
+        if not rows:
+            return ""
+        row = rows[-1]
+        return (
+            f"kept epoch {row['epoch']}: val loss {row['val_loss']:.3f} top-1 {row['val_top1']:.1%}"
+        )
 
 
 def train_head(
@@ -93,6 +104,7 @@ def train_head(
             bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
             if stopper.should_stop(val_loss, head, epoch, console):
                 break
+        bar.update(task, info=stopper.kept(history))
     stopper.restore(head)
     head.eval()
     return history
@@ -112,8 +124,7 @@ def check_weights(module: nn.Module, what: str) -> None:
     bad = [name for name, t in module.state_dict().items() if not torch.isfinite(t).all()]
     if bad:
         raise CheckFailed(
-            f"{what} has non-finite weights ({', '.join(bad[:3])}); lower --lr. Nothing was "
-            "written"
+            f"{what} has non-finite weights ({', '.join(bad[:3])}); lower --lr. Nothing was written"
         )
 
 

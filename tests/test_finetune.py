@@ -232,3 +232,13 @@ def test_a_damaged_cache_entry_is_recomputed(tmp_path: Path, tiny_weights: Path)
     assert second.metrics["feature_cache"].startswith("miss")
     assert second.metrics["val_top1"] == first.metrics["val_top1"]
     assert second.metrics["test_top1"] == first.metrics["test_top1"]
+
+
+def test_the_progress_bar_ends_on_the_kept_epoch(tmp_path: Path, tiny_weights: Path) -> None:
+    from rich.console import Console
+
+    data = write_folder(tmp_path / "photos", per_class=6)
+    console = Console(record=True, width=200)
+    info = finetune(tiny_options(data, tmp_path / "run", tiny_weights, epochs=12), console)
+    text = console.export_text()
+    assert f"kept epoch {info.metrics['best_epoch']}: val loss" in text

@@ -50,6 +50,9 @@ def float_node_names(model: onnx.ModelProto, recipe: Recipe) -> list[str]:
 def quantize_nncf(
     model: onnx.ModelProto, calib: np.ndarray, recipe: Recipe, float_nodes: list[str]
 ) -> onnx.ModelProto:
+    # NNCF loads torch's C++ extension helpers, which warn "No CUDA runtime is found" on
+    # every CPU host; nothing is compiled for an ONNX model, so the warning is only noise.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import nncf
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import (
