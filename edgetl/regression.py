@@ -22,6 +22,9 @@ BOOTSTRAP_SAMPLES = 2000
 CONFIDENCE = 0.95
 
 
+FEW_ROUNDS = 6  # below this a bootstrap of a median has few distinct values
+
+
 @dataclass(frozen=True)
 class LatencyVerdict:
     ratio: float  # candidate p50 / base p50
@@ -29,28 +32,39 @@ class LatencyVerdict:
     high: float
     threshold_pct: float
     method: str  # "paired rounds" | "stored samples"
+    warning: str = ""  # why the numbers deserve less trust (order effect, few rounds)
 
     @property
     def regressed(self) -> bool:
         return self.low > 1 + self.threshold_pct / 100
 
-    @property
-    def improved(self) -> bool:
-        return self.high < 1 - self.threshold_pct / 100
+    def verdict(self) -> str:
+        """In words, from where the whole interval lies (not only the estimate)."""
+        limit = 1 + self.threshold_pct / 100
+        if self.regressed:
+            return f"slower beyond the {self.threshold_pct:g}% threshold"
+        if self.low > 1:
+            return f"slower, within the {self.threshold_pct:g}% threshold"
+        if self.high < 1:
+            return "faster"
+        if self.high > limit:
+            return (
+                f"inconclusive: the interval reaches past the {self.threshold_pct:g}% threshold; "
+                "measure more --rounds"
+            )
+        return "no significant change"
 
     def line(self) -> str:
         change = (self.ratio - 1) * 100
         interval = f"{(self.low - 1) * 100:+.1f}%..{(self.high - 1) * 100:+.1f}%"
-        if self.regressed:
-            verdict = f"slower beyond the {self.threshold_pct:g}% threshold"
-        elif self.improved:
-            verdict = "faster"
-        else:
-            verdict = f"within the {self.threshold_pct:g}% threshold or noise"
-        return f"p50 {change:+.1f}% ({CONFIDENCE:.0%} CI {interval}, {self.method}): {verdict}"
+        warning = f" [warning: {self.warning}]" if self.warning else ""
+        return (
+            f"p50 {change:+.1f}% ({CONFIDENCE:.0%} CI {interval}, {self.method}): "
+            f"{self.verdict()}{warning}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "regressed": self.regressed}
+        return {**asdict(self), "regressed": self.regressed, "verdict": self.verdict()}
 
 
 def paired_ratio(
@@ -58,15 +72,47 @@ def paired_ratio(
     candidate_rounds: list[np.ndarray],
     threshold_pct: float,
     seed: int = 0,
+    base_first: list[bool] | None = None,
 ) -> LatencyVerdict:
-    """Rounds measured side by side: the median over rounds of per-round median ratios."""
+    """Rounds measured side by side: the median over rounds of per-round median ratios,
+    bootstrapped over whole rounds (each round is one block of the machine's state).
+
+    `base_first[i]`: whether round i measured the base first. When the rounds of one order
+    disagree with those of the other (their intervals do not overlap), the machine favours
+    a position, not a model: the interval is widened to cover both orders and a warning
+    says so (on a busy machine A/B gave -27% and B/A +55%, where reciprocals would be +37%).
+    """
     ratios = np.asarray(
         [np.median(c) / np.median(b) for b, c in zip(base_rounds, candidate_rounds, strict=True)]
     )
+    low, high = _bootstrap_median(ratios, seed)
+    warnings = []
+    if base_first is not None:
+        order = np.asarray(base_first, bool)
+        first, second = ratios[order], ratios[~order]
+        if len(first) >= 2 and len(second) >= 2:
+            (a_low, a_high), (b_low, b_high) = (
+                _bootstrap_median(first, seed),
+                _bootstrap_median(second, seed),
+            )
+            if a_high < b_low or b_high < a_low:
+                low, high = min(low, a_low, b_low), max(high, a_high, b_high)
+                warnings.append(
+                    f"the order changes the result ({(np.median(first) - 1) * 100:+.1f}% with the "
+                    f"base first, {(np.median(second) - 1) * 100:+.1f}% with it second): the "
+                    "machine is too busy for a tight interval, the interval covers both"
+                )
+    ratio = float(np.median(ratios))
+    span = high - low
+    if len(ratios) < FEW_ROUNDS and span > 0 and min(ratio - low, high - ratio) < 0.1 * span:
+        warnings.append(f"only {len(ratios)} rounds: the estimate sits at the edge of its interval")
+    return LatencyVerdict(ratio, low, high, threshold_pct, "paired rounds", "; ".join(warnings))
+
+
+def _bootstrap_median(values: np.ndarray, seed: int) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(ratios), (BOOTSTRAP_SAMPLES, len(ratios)))
-    low, high = _interval(np.median(ratios[picks], axis=1))
-    return LatencyVerdict(float(np.median(ratios)), low, high, threshold_pct, "paired rounds")
+    picks = rng.integers(0, len(values), (BOOTSTRAP_SAMPLES, len(values)))
+    return _interval(np.median(values[picks], axis=1))
 
 
 def sample_ratio(

@@ -235,3 +235,51 @@ def test_a_malformed_baseline_is_exit_2_naming_the_field(
     result = CliRunner().invoke(main, ["compare", str(baseline), art, "--rounds", "3"])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("ratio", "low", "high", "verdict"),
+    [
+        (0.936, 0.908, 0.978, "faster"),  # was "within the threshold or noise"
+        (1.03, 1.01, 1.04, "slower, within the 5% threshold"),
+        (1.00, 0.97, 1.08, "inconclusive"),
+        (1.00, 0.98, 1.03, "no significant change"),
+        (1.20, 1.10, 1.30, "slower beyond the 5% threshold"),
+    ],
+)
+def test_verdicts_say_where_the_whole_interval_lies(
+    ratio: float, low: float, high: float, verdict: str
+) -> None:
+    from edgetl.regression import LatencyVerdict
+
+    found = LatencyVerdict(ratio, low, high, 5, "paired rounds")
+    assert found.verdict().startswith(verdict)
+    assert found.regressed == (verdict == "slower beyond the 5% threshold")
+
+
+def test_an_order_effect_widens_the_interval_and_warns() -> None:
+    """A busy machine that favours whichever model runs second: per-order rounds disagree."""
+    rng = np.random.default_rng(3)
+    base, candidate, first = [], [], []
+    for index in range(12):
+        base_first = index % 2 == 0
+        b = noisy(rng, 2.0, 20)
+        c = noisy(rng, 2.0 * (0.8 if base_first else 1.3), 20)
+        base.append(b)
+        candidate.append(c)
+        first.append(base_first)
+    plain = paired_ratio(base, candidate, 5)
+    honest = paired_ratio(base, candidate, 5, base_first=first)
+    assert not plain.warning and "order changes the result" in honest.warning
+    assert honest.low <= 0.82 and honest.high >= 1.28
+    assert honest.high - honest.low > plain.high - plain.low
+    assert not honest.regressed
+    same = paired_ratio(base[:6], base[6:], 5, base_first=first[:6])
+    assert "order" not in same.warning
+
+
+def test_few_rounds_with_the_estimate_at_an_edge_warn() -> None:
+    base = [np.full(10, 2.0)] * 3
+    candidate = [np.full(10, 2.0), np.full(10, 2.0), np.full(10, 2.6)]
+    verdict = paired_ratio(base, candidate, 5)
+    assert "only 3 rounds" in verdict.warning

@@ -167,16 +167,19 @@ def compare_runners(
 ) -> LatencyVerdict:
     """Rounds of fresh sessions in alternating order; each round yields one paired ratio."""
     single = np.ascontiguousarray(single)
-    base_rounds, candidate_rounds = [], []
+    base_rounds, candidate_rounds, base_first = [], [], []
+    loaders = {"base": load_base, "candidate": load_candidate}
     for index in range(rounds):
-        runners = {"base": load_base(), "candidate": load_candidate()}
         order = ["base", "candidate"] if index % 2 == 0 else ["candidate", "base"]
+        # Loaded in the order measured too: neither model always gets the fresher session.
+        runners = {name: loaders[name]() for name in order}
         found = {}
         for name in order:
             found[name] = measure(_call(runners[name], single), iterations, warmup)
         base_rounds.append(found["base"])
         candidate_rounds.append(found["candidate"])
-    return paired_ratio(base_rounds, candidate_rounds, threshold_pct)
+        base_first.append(order[0] == "base")
+    return paired_ratio(base_rounds, candidate_rounds, threshold_pct, base_first=base_first)
 
 
 def _call(runner: Runner, images: np.ndarray) -> Callable[[], object]:
