@@ -55,21 +55,20 @@ def async_queue(compiled: Any, jobs: int) -> Call:
     import openvino as ov
 
     queue = ov.AsyncInferQueue(compiled, jobs)
+
+    def finished(request: Any, box: dict[str, Any]) -> None:
+        box["out"] = np.array(request.get_output_tensor(0).data, copy=True)
+        box["done"].set()
+
+    queue.set_callback(finished)  # once: each job carries its own box as userdata
     lock = threading.Lock()  # start_async hands out idle requests; not safe from threads
 
     def call(x: np.ndarray) -> np.ndarray:
-        done = threading.Event()
-        box: dict[str, np.ndarray] = {}
-
-        def finished(request: Any, _: object) -> None:
-            box["out"] = np.array(request.get_output_tensor(0).data, copy=True)
-            done.set()
-
+        box: dict[str, Any] = {"done": threading.Event()}
         with lock:
-            queue.set_callback(finished)
-            queue.start_async({0: x})
-        done.wait()
-        return box["out"]
+            queue.start_async({0: x}, box)
+        box["done"].wait()
+        return np.asarray(box["out"])
 
     return call
 
