@@ -24,6 +24,15 @@ if TYPE_CHECKING:
     pass
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Signed artifacts (export --sign): bench, predict, build and compare refuse any other.
+trust_option = click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
+    "repeat for several.",
+)
 QUICKSTART_IMAGE_SIZE = 128
 INTERNAL_ERROR = 3  # neither bad input (2) nor a failed check (1): a bug in edgetl
 
@@ -343,14 +352,7 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
     show_default=True,
     help="With --baseline: top-1 points below the baseline that fail.",
 )
-@click.option(
-    "--trust",
-    "trust",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
-    "repeat for several.",
-)
+@trust_option
 @click.option(
     "--allow-overlap",
     is_flag=True,
@@ -391,7 +393,16 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 @click.option("--data", default=None, help="As for bench [default: BASE's reference set].")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default=None)
 @click.option("--limit", type=int, default=None, help="Measure accuracy on N images.")
-@click.option("--rounds", type=int, default=10, show_default=True, help="Fresh-session rounds.")
+@click.option(
+    "--rounds", type=int, default=10, show_default=True, help="Fresh-session rounds, at least."
+)
+@click.option(
+    "--max-rounds",
+    type=int,
+    default=None,
+    help="While the interval straddles the threshold, add rounds up to this many "
+    "[default: 3x --rounds].",
+)
 @click.option(
     "--iterations", type=int, default=30, show_default=True, help="Runs per artifact and round."
 )
@@ -412,14 +423,7 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     help="Top-1 points the candidate may lose on the same images.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option(
-    "--trust",
-    "trust",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
-    "repeat for several.",
-)
+@trust_option
 @handle_errors
 def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
     """Is CANDIDATE slower or less accurate than BASE (an artifact or a stored report.json)?
@@ -445,14 +449,7 @@ def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
 @click.option("--top-k", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
-@click.option(
-    "--trust",
-    "trust",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
-    "repeat for several.",
-)
+@trust_option
 @handle_errors
 def predict(
     artifact: Path,
@@ -499,14 +496,7 @@ def predict(
 @click.option(
     "--workspace", "workspace_mb", type=int, default=None, help="Builder workspace in MB."
 )
-@click.option(
-    "--trust",
-    "trust",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A public key (ed25519, PEM or OpenSSH .pub) that must have signed the artifact; "
-    "repeat for several.",
-)
+@trust_option
 @handle_errors
 def build(
     bundle: Path, dla_core: int | None, workspace_mb: int | None, trust: tuple[Path, ...]

@@ -13,6 +13,7 @@ above 1 + threshold: a slower candidate that noise cannot explain.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,6 +38,11 @@ class LatencyVerdict:
     @property
     def regressed(self) -> bool:
         return self.low > 1 + self.threshold_pct / 100
+
+    @property
+    def undecided(self) -> bool:
+        """The interval holds both "not slower beyond the threshold" and "slower beyond it"."""
+        return self.low <= 1 + self.threshold_pct / 100 < self.high
 
     def verdict(self) -> str:
         """In words, from where the whole interval lies (not only the estimate)."""
@@ -85,16 +91,13 @@ def paired_ratio(
     ratios = np.asarray(
         [np.median(c) / np.median(b) for b, c in zip(base_rounds, candidate_rounds, strict=True)]
     )
-    low, high = _bootstrap_median(ratios, seed)
+    low, high = median_interval(ratios)
     warnings = []
     if base_first is not None:
         order = np.asarray(base_first, bool)
         first, second = ratios[order], ratios[~order]
         if len(first) >= 2 and len(second) >= 2:
-            (a_low, a_high), (b_low, b_high) = (
-                _bootstrap_median(first, seed),
-                _bootstrap_median(second, seed),
-            )
+            (a_low, a_high), (b_low, b_high) = median_interval(first), median_interval(second)
             if a_high < b_low or b_high < a_low:
                 low, high = min(low, a_low, b_low), max(high, a_high, b_high)
                 warnings.append(
@@ -109,10 +112,24 @@ def paired_ratio(
     return LatencyVerdict(ratio, low, high, threshold_pct, "paired rounds", "; ".join(warnings))
 
 
-def _bootstrap_median(values: np.ndarray, seed: int) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), (BOOTSTRAP_SAMPLES, len(values)))
-    return _interval(np.median(values[picks], axis=1))
+def median_interval(values: np.ndarray) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the order statistics
+    x(k) and x(n+1-k) with k the largest where P(Binomial(n, 1/2) < k) <= (1 - CONFIDENCE)/2.
+
+    Bootstrapping the median of 10 round ratios was too narrow: under load an interval held
+    the reciprocal of the opposite comparison's estimate 16 times in 20, not 19. With n <= 5
+    no k qualifies and the interval is the range (coverage 1 - 2^(1-n)).
+    """
+    ordered = np.sort(np.asarray(values, np.float64))
+    n, tail = len(ordered), (1 - CONFIDENCE) / 2
+    k, cumulative = 0, 0.0
+    for j in range(n + 1):  # cumulative = P(X <= j - 1) before adding j
+        if cumulative + math.comb(n, j) / 2**n > tail:
+            break
+        cumulative += math.comb(n, j) / 2**n
+        k = j + 1
+    k = max(k, 1)
+    return float(ordered[k - 1]), float(ordered[n - k])
 
 
 def sample_ratio(

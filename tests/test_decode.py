@@ -79,9 +79,7 @@ def test_exif_orientation_is_applied_for_jpeg_and_png(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["16bit", "exif"])
-def test_training_calibration_reference_and_bench_read_the_same(
-    tmp_path: Path, kind: str
-) -> None:
+def test_training_calibration_reference_and_bench_read_the_same(tmp_path: Path, kind: str) -> None:
     """The dataset (training, the reference set's crops), calibration folders and bench's
     other folders all decode through read_image: stored and seen folders give one array."""
     from types import SimpleNamespace

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
-from tests.conftest import export_cli, load_manifest
+from tests.conftest import assert_test_drop_within_noise, export_cli, load_manifest
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,7 @@ def test_openvino_int8_meets_the_budget_on_openvino(digits_run: Path, tmp_path: 
     manifest = load_manifest(out)
     quant = manifest["quantization"]
     assert quant["drop_pts"] <= 1.0  # the budget, decided on val, on OpenVINO
-    # On test (no choice made on it) the drop is a new sample: 359 images, ~7% of them
-    # changing their answer, give it a standard error of ~1.4 pts. NNCF 3.4 + OpenVINO
-    # 2026.4 keep plain INT8 at +0.84 on val and +1.39 on test (5 of 359 images).
-    assert quant["test"]["drop_pts"] <= 2.0
+    assert_test_drop_within_noise(quant)  # on test, which no choice was made on
     assert 100 * (quant["fp32_top1"] - quant["artifact_top1"]) <= 1.0
     assert manifest["parity"]["agreement"] >= 0.99
     size = sum((out / name).stat().st_size for name in manifest["model_files"])
@@ -75,6 +72,7 @@ def test_jetson_int8_bundle_meets_the_budget_on_test(digits_run: Path, tmp_path:
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)  # checksums verified
     quant = manifest["quantization"]
-    assert quant["drop_pts"] <= 1.0 and quant["test"]["drop_pts"] <= 2.0  # see above
+    assert quant["drop_pts"] <= 1.0
+    assert_test_drop_within_noise(quant)
     assert quant["test"]["n"] == 359
     assert violations(onnx.load(str(out / "model.onnx"))) == []

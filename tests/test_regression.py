@@ -283,3 +283,44 @@ def test_few_rounds_with_the_estimate_at_an_edge_warn() -> None:
     candidate = [np.full(10, 2.0), np.full(10, 2.0), np.full(10, 2.6)]
     verdict = paired_ratio(base, candidate, 5)
     assert "only 3 rounds" in verdict.warning
+
+
+def test_the_median_interval_is_distribution_free() -> None:
+    from edgetl.regression import median_interval
+
+    assert median_interval(np.arange(1.0, 11.0)) == (2.0, 9.0)  # n=10: x(2), x(9)
+    assert median_interval(np.arange(1.0, 21.0)) == (6.0, 15.0)
+    assert median_interval(np.asarray([3.0, 1.0, 2.0])) == (1.0, 3.0)  # few: the range
+
+
+def test_an_undecided_comparison_adds_rounds() -> None:
+    """The round-extension logic, on runners that busy-wait a fixed time: every other
+    candidate session is 15% slower, so the interval straddles the 5% threshold."""
+    import time
+
+    from edgetl.bench.compare import compare_runners
+
+    class Fixed:
+        batch_size = 1
+        sessions = 0
+
+        def __init__(self, ms: float):
+            self.ms = ms
+
+        def run(self, images: np.ndarray) -> np.ndarray:
+            until = time.perf_counter() + self.ms / 1000
+            while time.perf_counter() < until:
+                pass
+            return images
+
+    def candidate() -> Fixed:
+        Fixed.sessions += 1
+        return Fixed(2.0 * (1.15 if Fixed.sessions % 2 else 1.0))
+
+    single = np.zeros((1, 3, 8, 8), np.float32)
+    verdict = compare_runners(lambda: Fixed(2.0), candidate, single, 4, 10, 2, 5, 12)
+    assert Fixed.sessions == 12  # undecided after 4, pairs added up to --max-rounds
+    assert verdict.undecided and "inconclusive" in verdict.verdict()
+    Fixed.sessions = 0
+    decided = compare_runners(lambda: Fixed(2.0), lambda: Fixed(2.0), single, 4, 10, 2, 5, 12)
+    assert not decided.undecided and Fixed.sessions == 0  # the same speed: decided at 4

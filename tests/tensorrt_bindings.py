@@ -1,0 +1,104 @@
+"""TensorRT's real Python bindings, importable without its libraries or a GPU.
+
+PyPI's TensorRT library wheels are download stubs for NVIDIA's own index (unreachable
+here), but the binding wheels are real: `tensorrt-cu12-bindings` (10.x) and
+`tensorrt-cu13-bindings` (11.x). They link against libnvinfer.so.N, libnvonnxparser.so.N
+and libnvinfer_plugin.so.N and resolve nine C entry points from them; tiny C libraries
+exporting those (each returning NULL) are built here with the system compiler. Then
+`import tensorrt` gives that version's real enums, classes and signatures, and creating a
+Builder raises, as on a machine without a GPU.
+
+`python tests/tensorrt_bindings.py MAJOR CODE` runs CODE with that major's `tensorrt`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+WHEELS = {10: "tensorrt-cu12-bindings>=10.8,<11", 11: "tensorrt-cu13-bindings>=11,<12"}
+ENTRY_POINTS = {
+    "libnvinfer": """
+void* createInferBuilder_INTERNAL(void* logger, int version) { return 0; }
+void* createInferRefitter_INTERNAL(void* engine, void* logger, int version) { return 0; }
+void* createInferRuntime_INTERNAL(void* logger, int version) { return 0; }
+void* getPluginRegistry(void) { return 0; }
+void* getBuilderPluginRegistry(int capability) { return 0; }
+""",
+    "libnvonnxparser": """
+void* createNvOnnxParser_INTERNAL(void* network, void* logger, int version) { return 0; }
+void* createNvOnnxParserRefitter_INTERNAL(void* refitter, void* logger, int version) { return 0; }
+int getNvOnnxParserVersion(void) { return 0; }
+""",
+    "libnvinfer_plugin": """
+int initLibNvInferPlugins(void* logger, const char* name_space) { return 0; }
+""",
+}
+# `import tensorrt`, as the library wheels' `tensorrt` package provides it.
+SHIM = "from tensorrt_bindings import *  # noqa: F403\nfrom tensorrt_bindings import __version__\n"
+
+
+class Unavailable(Exception):
+    """Why the bindings cannot be prepared here (no compiler, no index): the test skips."""
+
+
+def prepare(major: int, root: Path) -> Path:
+    """A directory holding stub libraries and that major's bindings as `tensorrt`; cached."""
+    home = root / f"tensorrt{major}"
+    if (home / "ready").is_file():
+        return home
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise Unavailable("no C compiler (cc) to build the stub TensorRT libraries")
+    home.mkdir(parents=True, exist_ok=True)
+    for name, source in ENTRY_POINTS.items():
+        c_file = home / f"{name}.c"
+        c_file.write_text(source)
+        soname = f"{name}.so.{major}"
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-o", str(home / soname), f"-Wl,-soname,{soname}"]
+            + [str(c_file)],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+    wheels = home / "wheels"
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
+        + ["-d", str(wheels), WHEELS[major]],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
+    if download.returncode != 0 or not found:
+        raise Unavailable(f"cannot download {WHEELS[major]}: {download.stderr.strip()[-300:]}")
+    site = home / "site"
+    with zipfile.ZipFile(found[-1]) as wheel:
+        wheel.extractall(site)
+    (site / "tensorrt").mkdir(exist_ok=True)
+    (site / "tensorrt" / "__init__.py").write_text(SHIM)
+    (home / "ready").write_text(found[-1].name)
+    return home
+
+
+def run(home: Path, code: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """CODE in a fresh interpreter that imports this major's real `tensorrt` bindings."""
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": f"{home}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        "PYTHONPATH": os.pathsep.join([str(home / "site"), str(Path(__file__).parents[1])]),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    prepared = prepare(int(sys.argv[1]), Path(tempfile.gettempdir()) / "edgetl-tensorrt-stubs")
+    result = run(prepared, sys.argv[2])
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    sys.exit(result.returncode)
