@@ -17,12 +17,10 @@ from edgetl.backends import run_all
 from edgetl.backends.tensorrt import (
     ENGINE_FILE,
     ENGINE_RECORD,
-    MODEL_FILE,
     TIMING_CACHE,
     TensorRtBackend,
-    tensorrt_available,
 )
-from edgetl.bench.env import gpu_name, jetson, nvidia_smi
+from edgetl.bench.env import jetson
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import Manifest
 from edgetl.parity import compare
@@ -41,46 +39,57 @@ class BuildOptions:
 def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     from edgetl.runtime import trusted_keys
 
+    if opts.bundle.is_file() and opts.bundle.name.endswith((".tar.gz", ".tgz")):
+        raise EdgetlError(
+            f"{opts.bundle}: an archive; unpack it first (tar xzf {opts.bundle.name}) and run "
+            f"`edgetl build {opts.bundle.name.removesuffix('.tar.gz').removesuffix('.tgz')}`"
+        )
     manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
     if manifest.backend != "tensorrt":
         raise EdgetlError(
             f"{opts.bundle}: an artifact for {manifest.backend}; `edgetl build` builds TensorRT "
             "bundles (export with --target jetson or tensorrt-gpu)"
         )
-    if not tensorrt_available():
+    backend = TensorRtBackend()
+    reason = backend.missing()
+    if reason is not None:
         raise EdgetlError(
-            f"{opts.bundle}: TensorRT is not installed here; run `edgetl build` on the device "
-            "(JetPack brings TensorRT), see the bundle's DEVICE.md"
+            f"{opts.bundle}: TensorRT cannot run here ({reason}); run `edgetl build` on the "
+            "device (JetPack brings TensorRT), see the bundle's DEVICE.md"
         )
     import tensorrt
 
     options = manifest.runtime_options
-    supported = [int(v) for v in options.get("tensorrt_versions", [])]
-    major = int(tensorrt.__version__.split(".")[0])
-    if supported and major not in supported:
+    version = str(tensorrt.__version__)
+    supported = [str(v) for v in options.get("tensorrt_versions", [])]
+    majors = {v.split(".")[0] for v in supported}
+    if majors and version.split(".")[0] not in majors:
         raise EdgetlError(
-            f"{opts.bundle}: made for TensorRT {supported}, this device has "
-            f"{tensorrt.__version__}; export again with a profile for it"
+            f"{opts.bundle}: made for TensorRT {', '.join(supported)}, this device has "
+            f"{version}; export again with a profile for it"
         )
     dla = int(options.get("dla_core", -1)) if opts.dla_core is None else opts.dla_core
     workspace = (
         int(options.get("workspace_mb", 1024)) if opts.workspace_mb is None else opts.workspace_mb
     )
+    from edgetl.backends.cuda_device import identity
     from edgetl.backends.tensorrt_engine import build_engine
 
     cache_path = opts.bundle / TIMING_CACHE
-    console.print(f"building {ENGINE_FILE} with TensorRT {tensorrt.__version__} ...")
+    console.print(f"building {ENGINE_FILE} with TensorRT {version} ...")
     built = build_engine(
-        opts.bundle / MODEL_FILE,
+        opts.bundle,
         manifest.precision,
         workspace,
         dla,
         cache_path.read_bytes() if cache_path.is_file() else None,
+        calibration_for(opts.bundle, version),
     )
+    for warning in built.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
     record = {
         **built.record,
-        "gpu": gpu_name(),
-        "compute_capability": nvidia_smi("compute_cap"),
+        "device": identity(),
         "jetson": jetson(),
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "engine_sha256": hashlib.sha256(built.engine).hexdigest(),
@@ -88,11 +97,30 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     atomic_write_bytes(opts.bundle / ENGINE_FILE, built.engine)
     atomic_write_bytes(cache_path, built.timing_cache)
     atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
-    if built.record["gpu_fallback_layers"]:
-        console.print(f"layers on the GPU instead of DLA: {built.record['gpu_fallback_layers']}")
+    if dla >= 0:
+        console.print(
+            f"layers on DLA {dla}: {built.record['dla_layers']}, on the GPU: "
+            f"{built.record['gpu_layers']} {built.record.get('gpu_fallback_layers', [])}"
+        )
     record["parity"] = _check(opts.bundle, manifest, console)
     atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def calibration_for(bundle: Path, version: str) -> bytes | None:
+    """The bundle's calibration cache with its header for the TensorRT found here: TensorRT
+    ignores a cache written for another version, silently."""
+    from edgetl.backends.tensorrt import CALIBRATION_CACHE, encode_version
+    from edgetl.backends.tensorrt_cache import HEADER, parse_cache
+
+    path = bundle / CALIBRATION_CACHE
+    if not path.is_file():
+        return None
+    _, scales = parse_cache(path.read_text())
+    lines = [HEADER.format(version=encode_version(version))]
+    lines += [f"{name}: {line.rpartition(': ')[2]}" for name, line in zip(
+        scales, path.read_text().strip().splitlines()[1:], strict=True)]  # fmt: skip
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]:

@@ -212,6 +212,7 @@ def _export(
                 f"agreement {parity.agreement:.2%} (need {parity.tolerance.min_agreement:.0%}); "
                 "no artifact written"
             )
+        extra = _host_checks(backend, measure, measuring, tmp, precision, val_torch, data, console)
         accuracy = _accuracy(measure, measuring.device, runner, data, parity)
         reference_images = run.preprocess.normalize(data.reference.images)
         data.reference.artifact_logits = run_all(runner, reference_images).astype(np.float32)
@@ -238,7 +239,7 @@ def _export(
             ),
             preprocess=run.preprocess,
             classes=run.classes,
-            parity=parity.to_dict(),
+            parity={**parity.to_dict(), **({"host_checks": extra} if extra else {})},
             accuracy=accuracy,
             reference=ReferenceInfo(REFERENCE_FILE, len(data.reference), "test", run.seed),
             versions={**versions(), "runtime": measure.runtime_version()},
@@ -368,6 +369,38 @@ def _artifact_runner(
     import onnx
 
     return measure.load_onnx(onnx.load(str(onnx_path)), profile)
+
+
+def _host_checks(
+    backend: Backend,
+    measure: Backend,
+    measuring: TargetProfile,
+    out_dir: Path,
+    precision: str,
+    reference: np.ndarray,
+    data: EvalData,
+    console: Console,
+) -> dict[str, Any]:
+    """The artifact's other graphs (e.g. TensorRT 11's FP16-typed ONNX) against PyTorch's
+    FP32 logits on the host proxy, each within the profile's tolerance for it."""
+    import onnx
+
+    found: dict[str, Any] = {}
+    for what, path, key in backend.host_checks(out_dir, precision):
+        tolerance = measuring.parity.get(key)
+        if tolerance is None:
+            raise EdgetlError(f"{measuring.source}: [parity] has no {key} tolerance for {what}")
+        runner = measure.load_onnx(onnx.load(str(path)), measuring)
+        result = compare(reference, run_all(runner, data.val), data.val_labels, tolerance)
+        print_parity(console, result, f"torch ({what}, {path.name})")
+        if not result.passed:
+            raise CheckFailed(
+                f"{what} ({path.name}): max |logit diff| {result.max_abs_diff:.2e} (limit "
+                f"{tolerance.max_abs_diff:g}), agreement {result.agreement:.2%} (need "
+                f"{tolerance.min_agreement:.0%}); no artifact written"
+            )
+        found[path.name] = result.to_dict()
+    return found
 
 
 def _accuracy(

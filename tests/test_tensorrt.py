@@ -150,12 +150,32 @@ def test_bundle_calibration_cache_matches_the_qdq_scales(bundle: tuple[Path, str
 
 
 def test_device_doc_gives_build_bench_and_trtexec(bundle: tuple[Path, str]) -> None:
+    """Orin Nano: JetPack 6's TensorRT 10.3 only; trtexec by its JetPack path; a venv that
+    sees JetPack's system TensorRT; tomli for Python 3.10."""
     doc = (bundle[0] / "DEVICE.md").read_text()
-    assert "edgetl build ." in doc and "edgetl bench ." in doc
+    assert "edgetl build ." in doc and "edgetl bench ." in doc and "tar xzf" in doc
+    assert "/usr/src/tensorrt/bin/trtexec --onnx=model.onnx" in doc and "--int8 --fp16" in doc
+    assert "TensorRT 11" not in doc and "--stronglyTyped" not in doc
+    assert "--system-site-packages" in doc and "tomli" in doc
+
+
+def test_dla_int8_bundle_builds_from_fp32_and_the_cache_on_10(tiny_run: Path, tmp_path) -> None:
+    """DLA runs no Q/DQ layers: TensorRT 10 builds INT8 for it from the FP32 graph and the
+    calibration cache; TensorRT 11 (AGX Orin, JetPack 7.2.2+) has no route, and says so."""
+    out = tmp_path / "agx"
+    result = export_cli(
+        tiny_run, out, "--target", "jetson-agx-orin", "--precision", "int8",
+        "--calib-samples", "32", "--max-accuracy-drop", "100",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = (out / "DEVICE.md").read_text()
     assert (
-        "--stronglyTyped" in doc and "--int8 --fp16" in doc and "--calib=calibration.cache" in doc
+        "--onnx=model.fp32.onnx --memPoolSize=workspace:1024M --useDLACore=0 --allowGPUFallback "
+        "--int8 --fp16 --calib=calibration.cache --saveEngine=model.engine" in doc
     )
-    assert "pip install --no-deps edgetl" in doc
+    assert "# TensorRT 11: INT8 on DLA needs TensorRT 10" in doc
+    header, _ = parse_cache((out / "calibration.cache").read_text())
+    assert header == "TRT-100300-EntropyCalibration2"  # JetPack 6's TensorRT 10.3.0
 
 
 def test_bench_of_a_bundle_on_a_host_uses_the_proxy(bundle: tuple[Path, str], tmp_path) -> None:
@@ -173,17 +193,29 @@ def test_bench_of_a_bundle_on_a_host_uses_the_proxy(bundle: tuple[Path, str], tm
 def test_build_without_tensorrt_exits_2(bundle: tuple[Path, str]) -> None:
     result = CliRunner().invoke(main, ["build", str(bundle[0])])
     assert result.exit_code == 2
-    assert "TensorRT is not installed here" in " ".join(result.output.split())
+    assert "TensorRT cannot run here" in " ".join(result.output.split())
 
 
-def test_fp16_bundle_carries_the_fp32_onnx(tiny_run: Path, tmp_path: Path) -> None:
+def test_fp16_bundle_carries_fp32_for_10_and_fp16_typed_for_11(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """TensorRT 11 has no FP16 flag: its graph must be FP16-typed (FP32 I/O), checked
+    against PyTorch on the host proxy; TensorRT 10 takes the FP32 graph with --fp16."""
     out = tmp_path / "fp16"
     result = export_cli(tiny_run, out, "--target", "tensorrt-gpu", "--precision", "fp16")
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
-    assert set(manifest["files"]) == {"model.onnx", "DEVICE.md", "reference.npz"}
+    assert set(manifest["files"]) == {"model.onnx", "model.fp16.onnx", "DEVICE.md", "reference.npz"}
     assert manifest["parity"]["max_abs_diff"] <= 1e-3  # host proxy vs PyTorch
-    assert "--fp16" in (out / "DEVICE.md").read_text()
+    typed = manifest["parity"]["host_checks"]["model.fp16.onnx"]
+    assert typed["passed"] and typed["agreement"] >= 0.99 and 0 < typed["max_abs_diff"] <= 0.1
+    graph = onnx.load(str(out / "model.fp16.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # FP32 I/O
+    assert {i.data_type for i in graph.initializer} == {TensorProto.FLOAT16}
+    doc = (out / "DEVICE.md").read_text()
+    assert "--onnx=model.onnx --memPoolSize=workspace:4096M --fp16" in doc  # 10
+    line_11 = next(line for line in doc.splitlines() if "model.fp16.onnx" in line)
+    assert "--fp16" not in line_11 and "--int8" not in line_11
 
 
 def test_export_refuses_a_bundle_that_breaks_the_rules(tiny_run: Path, tmp_path: Path) -> None:

@@ -73,6 +73,11 @@ class Backend(ABC):
     def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> Runner:
         """An in-memory ONNX model (a quantization candidate) on this runtime."""
 
+    def host_checks(self, out_dir: Path, precision: str) -> list[tuple[str, Path, str]]:
+        """Other graphs in the artifact that a device may run, to check on the host at
+        export: (what, file, the profile's parity key). None by default."""
+        return []
+
     def rewrite_int8(self, model: onnx.ModelProto) -> onnx.ModelProto:
         """This runtime's own lossless rewrites of a QDQ graph (none by default)."""
         return model

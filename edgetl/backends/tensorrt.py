@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
     from edgetl.targets import TargetProfile
 
-MODEL_FILE = "model.onnx"
-FP32_FILE = "model.fp32.onnx"
+from edgetl.backends.tensorrt_engine import FP16_FILE, FP32_FILE, MODEL_FILE, route
+
 CALIBRATION_CACHE = "calibration.cache"
 DEVICE_DOC = "DEVICE.md"
 ENGINE_FILE = "model.engine"
@@ -48,12 +48,38 @@ class TensorRtBackend(Backend):
 
         return str(tensorrt.__version__)
 
+    def available(self) -> bool:
+        """TensorRT usable here: its module imports *and* a CUDA device answers (a host with
+        the bindings and no GPU measures on the host proxy)."""
+        return self.missing() is None
+
+    def missing(self) -> str | None:
+        """What keeps TensorRT from running here, in words; None when it can."""
+        if not super().available():
+            return "the tensorrt module is not installed"
+        try:
+            import tensorrt  # noqa: F401
+        except (ImportError, OSError) as exc:
+            return f"the tensorrt module does not import ({exc})"
+        from edgetl.backends.cuda_device import CudaDevice, first_device
+
+        device = first_device()
+        return None if isinstance(device, CudaDevice) else f"TensorRT imports, but {device}"
+
     def check_device(self, device: str) -> None:
-        if not tensorrt_available():
+        reason = self.missing()
+        if reason is not None:
             raise EdgetlError(
-                "TensorRT is not installed here; export writes a bundle for the device, "
+                f"TensorRT cannot run here: {reason}; export writes a bundle for the device, "
                 "where `edgetl build` makes the engine (see the bundle's DEVICE.md)"
             )
+
+    def host_checks(self, out_dir: Path, precision: str) -> list[tuple[str, Path, str]]:
+        """Extra graphs the device may build from, checked on the host proxy at export:
+        (what, file, the profile's parity key)."""
+        if precision == "fp16":
+            return [("FP16-typed graph for TensorRT 11", out_dir / FP16_FILE, "fp16_graph")]
+        return []
 
     def compile(
         self,
@@ -69,6 +95,11 @@ class TensorRtBackend(Backend):
         from edgetl.backends.tensorrt_rules import violations
 
         model = onnx.load(str(onnx_path))
+        if precision == "fp16":
+            # TensorRT 11 has no FP16 builder flag: precision comes from the graph's types.
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(model, keep_io_types=True), str(out_dir / FP16_FILE))
         if precision == "int8":
             problems = violations(model)
             if problems:
@@ -78,12 +109,11 @@ class TensorRtBackend(Backend):
                 )
             if fp32_onnx is not None:
                 shutil.copyfile(fp32_onnx, out_dir / FP32_FILE)
-                version = int(profile.options.get("tensorrt_versions", [10])[0]) * 1000
-                cache = write_cache(activation_scales(model), version)
+                cache = write_cache(activation_scales(model), implicit_int8_version(profile))
                 atomic_write_text(out_dir / CALIBRATION_CACHE, cache)
         shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
         atomic_write_text(
-            out_dir / DEVICE_DOC, device_doc(profile, precision, fp32_onnx is not None)
+            out_dir / DEVICE_DOC, device_doc(profile, precision)
         )
         return [MODEL_FILE]
 
@@ -145,15 +175,35 @@ class TrtRunner:
 
 
 def tensorrt_available() -> bool:
-    """The real TensorRT, not the directory of .pyi files tensorrt-stubs installs."""
+    """TensorRT usable here: the real module (not tensorrt-stubs' .pyi files) and a GPU."""
     return TensorRtBackend().available()
 
 
+def encode_version(version: str) -> int:
+    """TensorRT's version integer: major*10000 + minor*100 + patch ("10.3.0" -> 100300), as
+    calibration caches begin (JetPack 6's: TRT-100300-EntropyCalibration2). TensorRT skips a
+    cache of another version without an error, then calibrates on whatever data it gets."""
+    parts = [int(p) for p in version.split(".")[:3] if p.isdigit()]
+    major, minor, patch = (parts + [0, 0, 0])[:3]
+    return major * 10000 + minor * 100 + patch
+
+
+def implicit_int8_version(profile: TargetProfile) -> int:
+    """The TensorRT 10 release a bundle's calibration cache is written for: the first 10.x
+    the profile names (`edgetl build` rewrites it for the version it finds)."""
+    versions = [str(v) for v in profile.options.get("tensorrt_versions", [])]
+    tens = [v for v in versions if v.split(".")[0] == "10"]
+    return encode_version(tens[0] if tens else "10.0.0")
+
+
 def check_engine_record(path: Path) -> dict[str, Any]:
-    """An engine only runs where it was built: same TensorRT version and GPU, else exit 2."""
+    """An engine only runs where it was built: same TensorRT version and device, else exit 2.
+
+    The device is what CUDA's driver and (on a Jetson) the device tree report; a machine
+    that cannot be identified is refused too, never waved through."""
     import tensorrt
 
-    from edgetl.bench.env import gpu_name
+    from edgetl.backends.cuda_device import identity
 
     if not path.is_file():
         raise EdgetlError(f"{path}: missing; rebuild the engine with `edgetl build`")
@@ -161,50 +211,76 @@ def check_engine_record(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgetlError(f"{path}: not valid JSON ({exc}); rebuild with `edgetl build`") from exc
-    if not isinstance(record, dict):
+    if not isinstance(record, dict) or not isinstance(record.get("device"), dict):
         raise EdgetlError(f"{path}: not an engine record; rebuild with `edgetl build`")
-    here = {"tensorrt": str(tensorrt.__version__), "gpu": gpu_name()}
+    here = {"tensorrt": str(tensorrt.__version__), **identity()}
+    if here["gpu"] is None and here["module"] is None:
+        raise EdgetlError(
+            f"{path.parent}: cannot tell which device this is (no CUDA device answers), so the "
+            "engine cannot be checked against it; run on the device it was built on"
+        )
+    built = {"tensorrt": record.get("tensorrt"), **record["device"]}
     for key, value in here.items():
-        if record.get(key) != value:
+        if built.get(key) != value:
             raise EdgetlError(
-                f"{path.parent / ENGINE_FILE} was built with {key} {record.get(key)!r}, this "
+                f"{path.parent / ENGINE_FILE} was built with {key} {built.get(key)!r}, this "
                 f"machine has {value!r}; rebuild with `edgetl build {path.parent}`"
             )
     return record
 
 
-def device_doc(profile: TargetProfile, precision: str, calibration_cache: bool) -> str:
-    """DEVICE.md: what to do with this bundle on the device."""
+TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH)
+
+
+def trtexec_lines(profile: TargetProfile, precision: str) -> list[str]:
+    """trtexec commands per TensorRT major for this bundle (11: strongly typed, no --fp16 or
+    --int8; 10 on DLA: INT8 from the FP32 graph and the calibration cache)."""
     workspace = int(profile.options.get("workspace_mb", 1024))
     dla = int(profile.options.get("dla_core", -1))
-    versions = ", ".join(f"{v}.x" for v in profile.options.get("tensorrt_versions", []))
-    base = f"trtexec --onnx={MODEL_FILE} --memPoolSize=workspace:{workspace}M"
-    base += f" --useDLACore={dla} --allowGPUFallback" if dla >= 0 else ""
-    base += f" --saveEngine={ENGINE_FILE}"
-    if precision == "int8":
-        trtexec = f"    {base} --stronglyTyped     # TensorRT 11\n    {base} --int8 --fp16    # 10"
-    else:
-        trtexec = f"    {base} --fp16"
-    cache = ""
-    if calibration_cache:
-        cache = (
-            "\nTensorRT 10 with implicit INT8 calibration instead (deprecated since 10.1, "
-            f"removed in 11): `{FP32_FILE}` with `{CALIBRATION_CACHE}`, which holds the same "
-            f"ranges:\n\n    trtexec --onnx={FP32_FILE} --int8 --calib={CALIBRATION_CACHE} "
-            f"--saveEngine={ENGINE_FILE}\n"
-        )
+    majors = sorted({str(v).split(".")[0] for v in profile.options.get("tensorrt_versions", [])})
+    lines = []
+    for major in majors:
+        try:
+            chosen = route(int(major), precision, dla >= 0)
+        except EdgetlError as exc:
+            lines.append(f"# TensorRT {major}: {exc}")
+            continue
+        command = [TRTEXEC, f"--onnx={chosen.onnx}", f"--memPoolSize=workspace:{workspace}M"]
+        if dla >= 0:
+            command += [f"--useDLACore={dla}", "--allowGPUFallback"]
+        command += ["--" + flag.lower() for flag in chosen.flags if flag in ("INT8", "FP16")]
+        if chosen.calibration:
+            command.append(f"--calib={CALIBRATION_CACHE}")
+        command.append(f"--saveEngine={ENGINE_FILE}")
+        lines.append(f"# TensorRT {major}.x\n{' '.join(command)}")
+    return lines
+
+
+def device_doc(profile: TargetProfile, precision: str) -> str:
+    """DEVICE.md: what to do with this bundle on the device."""
+    dla = int(profile.options.get("dla_core", -1))
+    versions = ", ".join(str(v) for v in profile.options.get("tensorrt_versions", []))
+    trtexec = "\n".join(f"    {line}" for block in trtexec_lines(profile, precision)
+                        for line in block.splitlines())  # fmt: skip
     dla_option = f" --dla-core {dla}" if dla >= 0 else ""
     return f"""# {profile.name} bundle ({precision})
 
 {profile.description}. For TensorRT {versions}.
 
-1. Install edgetl's device side (JetPack brings TensorRT and CUDA; no torch is needed):
+1. Install edgetl's device side. JetPack brings TensorRT and CUDA as system packages, so the
+   environment must see them (`--system-site-packages`); no torch is needed. Copy this
+   bundle to the device and unpack it (`tar xzf BUNDLE.tar.gz`), then in its directory:
 
-       pip install --no-deps edgetl && pip install numpy pillow click rich onnx polygraphy
+       python3 -m venv --system-site-packages ~/edgetl && . ~/edgetl/bin/activate
+       pip install numpy pillow click rich onnx polygraphy "tomli; python_version < '3.11'"
+       pip install --no-deps edgetl-*.whl    # edgetl's own wheel, when the bundle has one
+
+   (A venv also keeps pip off the system Python on PEP 668 systems.)
 
 2. Build the engine here, on the device. `edgetl build` checks every file's sha256, builds
-   `{ENGINE_FILE}` with a timing cache beside it, records the TensorRT version and GPU, then
-   runs the reference set through the engine and fails outside the profile's tolerance:
+   `{ENGINE_FILE}` with a timing cache beside it, records the TensorRT version and the device
+   (CUDA's name and compute capability, the module and L4T release), then runs the reference
+   set through the engine and fails outside the profile's tolerance:
 
        edgetl build .{dla_option}
 
@@ -212,7 +288,7 @@ def device_doc(profile: TargetProfile, precision: str, calibration_cache: bool) 
 
        edgetl bench .
 
-Without edgetl, the same engine with trtexec:
+Without edgetl, the same engine with trtexec (JetPack installs it at {TRTEXEC}):
 
 {trtexec}
-{cache}"""
+"""
