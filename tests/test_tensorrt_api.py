@@ -81,9 +81,9 @@ def trt_names() -> tuple[set[tuple[str, ...]], set[tuple[str, str]], list[str]]:
                 source = _root(node.value)
                 if source in MODULE_NAMES or source in RECEIVERS:
                     for target in node.targets:
-                        if isinstance(target, ast.Name) and target.id not in RECEIVERS:
-                            if target.id not in ("major", "flags", "strongly_typed"):
-                                unknown.append(target.id)
+                        plain = ("major", "flags", "strongly_typed", *RECEIVERS)  # not objects
+                        if isinstance(target, ast.Name) and target.id not in plain:
+                            unknown.append(target.id)
     return chains, members, unknown
 
 
