@@ -477,6 +477,11 @@ def predict(
         else:
             raise EdgetlError(f"{item}: no such image file or directory")
     model = load(artifact, threads, trust)
+    if model.proxy is not None:
+        make_console().print(
+            f"note: {model.manifest.backend} cannot run here; these predictions come from "
+            f"{model.proxy} on the artifact's own graph (the host proxy)"
+        )
     results = [
         {
             "image": str(path),

@@ -433,9 +433,12 @@ class BenchResult:
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # "8" -> latency, ips
     rss_before_load_mb: float = 0.0
     checks: dict[str, Any] = field(default_factory=dict)  # baseline comparison and verdicts
+    # The artifact's own runtime when `backend` is a host proxy standing in for it (e.g.
+    # ONNX Runtime for a TensorRT bundle on a host): its latency is not the device's.
+    proxy_for: str = ""
 
     OPTIONAL: ClassVar[tuple[str, ...]] = (
-        "notes", "rounds", "cv", "batches", "rss_before_load_mb", "checks",
+        "notes", "rounds", "cv", "batches", "rss_before_load_mb", "checks", "proxy_for",
     )  # fmt: skip
 
     @classmethod

@@ -187,6 +187,29 @@ def test_bench_of_a_bundle_on_a_host_uses_the_proxy(bundle: tuple[Path, str], tm
     (entry,) = json.loads(report.read_text())["results"]
     assert any("does not represent the device" in note for note in entry["notes"])
     assert entry["accuracy"]["n"] == 12 and entry["accuracy"]["agreement"] is not None
+    # What ran is recorded, and its latency is not shown beside real ones.
+    assert (entry["backend"], entry["proxy_for"]) == ("onnxruntime", "tensorrt")
+    text = " ".join(result.output.split())
+    assert "onnxruntime (host proxy for tensorrt: accuracy only)" in text
+    row = next(line for line in result.output.splitlines() if line.startswith("│ jetson"))
+    assert row.count("proxy") == 3
+    # A baseline made on the device cannot gate a host-proxy run (nor the reverse).
+    device = json.loads(report.read_text())
+    device["results"][0].update(backend="tensorrt", proxy_for="", samples_ms=[1.5] * 20)
+    baseline = tmp_path / "device.json"
+    baseline.write_text(json.dumps(device))
+    gated = CliRunner().invoke(
+        main, ["bench", str(bundle[0]), "--iterations", "5", "--baseline", str(baseline)]
+    )
+    assert gated.exit_code == 2, gated.output
+    gated_text = " ".join(gated.output.split())
+    assert "with tensorrt, here with onnxruntime as the host proxy for tensorrt" in gated_text
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(image)
+    predicted = CliRunner().invoke(main, ["predict", str(bundle[0]), str(image)])
+    assert predicted.exit_code == 0 and "host proxy" in predicted.output
 
 
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed: the build runs")

@@ -170,7 +170,10 @@ def _load(
         chosen = eval_set(path, manifest, opts.data, opts.split, opts.limit, opts.allow_overlap)
         if opts.data is not None:
             shared[key] = chosen
-    console.print(f"bench {path}: {chosen.label}, {model.manifest.backend}")
+    runtime = model.manifest.backend
+    if model.proxy is not None:
+        runtime = f"{model.proxy} (host proxy for {model.manifest.backend}: accuracy only)"
+    console.print(f"bench {path}: {chosen.label}, {runtime}")
     return Loaded(path, model, chosen, list(chosen.notes))
 
 
@@ -211,7 +214,7 @@ def _result(
         artifact=str(item.path),
         name=name,
         target=manifest.target,
-        backend=manifest.backend,
+        backend=item.model.proxy or manifest.backend,  # the runtime that actually ran
         precision=manifest.precision,
         accuracy=accuracy,
         latency_ms=latency.to_dict(),
@@ -230,6 +233,7 @@ def _result(
         cv=round(cv, 4),
         batches=batches,
         rss_before_load_mb=cold.get("rss_before_load_mb", 0.0),
+        proxy_for=manifest.backend if item.model.proxy is not None else "",
     )
 
 
@@ -296,8 +300,20 @@ def check_baseline(report: BenchReport, baseline: BenchReport, opts: BenchOption
         if base is None:
             entry.checks["baseline"] = f"no entry named {entry.name} in {opts.baseline}"
             continue
+        if (base.backend, base.proxy_for) != (entry.backend, entry.proxy_for):
+            raise EdgetlError(
+                f"--baseline {opts.baseline}: {entry.name} was measured there with "
+                f"{_ran(base)}, here with {_ran(entry)}; latencies of different runtimes "
+                "cannot gate each other. Make the baseline where the candidate runs"
+            )
         failures += against_baseline(entry, base, opts.max_regression, opts.max_accuracy_drop)
     return failures
+
+
+def _ran(entry: BenchResult) -> str:
+    if entry.proxy_for:
+        return f"{entry.backend} as the host proxy for {entry.proxy_for}"
+    return entry.backend
 
 
 def against_baseline(

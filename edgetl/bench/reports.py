@@ -10,6 +10,7 @@ from edgetl.errors import EdgetlError
 from edgetl.formats import BenchReport
 
 DASH = "-"  # a value not measured (e.g. cold start with --no-cold), never a made-up 0
+PROXY = "proxy"  # latency of a host proxy standing in for the device's runtime: not shown
 # Which columns a narrow terminal keeps, most wanted first (the artifact's name always).
 PRIORITY = [
     "artifact", "top-1", "p50 ms", "p50 x", "MB", "agree", "p90 ms", "n", "MB x", "p99 ms",
@@ -34,6 +35,7 @@ def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     body = []
     for entry in results:
         cold = entry.first_inference_ms > 0
+        timed = not entry.proxy_for  # a host proxy's latency says nothing of the device
         acc, lat = entry.accuracy, entry.latency_ms
         row = [
             entry.name,
@@ -41,11 +43,13 @@ def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
             f"{acc['top5']:.2%}",
             "-" if acc["agreement"] is None else f"{acc['agreement']:.1%}",
             str(acc["n"]),
-            f"{lat['p50']:.2f}",
-            f"{lat['p90']:.2f}",
-            f"{lat['p99']:.2f}",
-            f"{entry.cv:.0%}",
-            f"{entry.throughput_ips:.0f}",
+            *(
+                [f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}"]
+                if timed
+                else [PROXY] * 3
+            ),
+            f"{entry.cv:.0%}" if timed else DASH,
+            f"{entry.throughput_ips:.0f}" if timed else DASH,
             f"{entry.size_mb:.2f}",
             f"{entry.load_s:.2f}",
             f"{entry.first_inference_ms:.1f}" if cold else DASH,
@@ -53,7 +57,9 @@ def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
         ]
         if compare:
             row += [
-                f"{lat['p50'] / first.latency_ms['p50']:.2f}x",
+                f"{lat['p50'] / first.latency_ms['p50']:.2f}x"
+                if timed and not first.proxy_for
+                else DASH,
                 f"{entry.size_mb / first.size_mb:.2f}x",
             ]
         body.append(row)
