@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import threading
 from pathlib import Path
@@ -92,7 +93,7 @@ class TensorRtBackend(Backend):
         import onnx
 
         from edgetl.backends.tensorrt_cache import activation_scales, write_cache
-        from edgetl.backends.tensorrt_rules import violations
+        from edgetl.backends.tensorrt_rules import advisories, violations
 
         model = onnx.load(str(onnx_path))
         if precision == "fp16":
@@ -101,6 +102,8 @@ class TensorRtBackend(Backend):
 
             onnx.save(convert_float_to_float16(model, keep_io_types=True), str(out_dir / FP16_FILE))
         if precision == "int8":
+            for advice in advisories(model):
+                logging.getLogger("edgetl").warning("TensorRT INT8: %s", advice)
             problems = violations(model)
             if problems:
                 raise CheckFailed(

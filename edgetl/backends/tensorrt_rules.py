@@ -2,8 +2,8 @@
 
 TensorRT 10.1 deprecated implicit INT8 calibration and TensorRT 11 removed it, so INT8 for
 TensorRT is a Q/DQ ONNX: opset >= 13; int8 quantizers with zero-point 0 (symmetric)
-everywhere; per-channel weight scales on the output-channel axis for convolutions; no uint8
-and no QLinear* operators. `violations` names every node that breaks one; `to_tensorrt` is
+everywhere; no uint8 and no QLinear* operators. `violations` names every node that breaks
+one; `advisories` what builds but costs accuracy (per-tensor convolution weights); `to_tensorrt` is
 the backend's own rewrite of what NNCF's symmetric preset still leaves as uint8.
 """
 
@@ -29,7 +29,6 @@ def violations(model: onnx.ModelProto) -> list[str]:
     if opset < MIN_OPSET:
         found.append(f"opset {opset}: TensorRT's Q/DQ needs opset >= {MIN_OPSET}")
     values = constants(model.graph)
-    producers = _producers(model.graph)
     for node in model.graph.node:
         if node.op_type in INTEGER_OPS or node.op_type.startswith("QLinear"):
             found.append(
@@ -38,7 +37,17 @@ def violations(model: onnx.ModelProto) -> list[str]:
             )
         elif node.op_type in QDQ_OPS:
             found += _quantizer_violations(node, values)
-        elif node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+    return found
+
+
+def advisories(model: onnx.ModelProto) -> list[str]:
+    """What TensorRT builds but costs accuracy: per-tensor weight scales on convolutions
+    (TensorRT accepts them; one scale per output channel keeps more of each filter)."""
+    found = []
+    values = constants(model.graph)
+    producers = _producers(model.graph)
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
             weight = producers.get(node.input[1])
             if weight is not None and weight.op_type == "DequantizeLinear":
                 found += _weight_violations(node, weight, values)
@@ -77,8 +86,8 @@ def _weight_violations(
     if scale.size != channels or (scale.size > 1 and axis != expected_axis):
         return [
             f"{conv.name} ({conv.op_type}): weights quantized per-tensor (scale of "
-            f"{scale.size} values, axis {axis}); TensorRT needs one scale per output "
-            f"channel ({channels}) on axis {expected_axis}"
+            f"{scale.size} values, axis {axis}); one scale per output channel ({channels}) "
+            f"on axis {expected_axis} keeps more accuracy"
         ]
     return []
 
