@@ -408,3 +408,45 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
     images = np.arange(6 * 3 * 8 * 8, dtype=np.float32).reshape(6, 3, 8, 8)
     logits = run_all(runner, images)
     np.testing.assert_array_equal(logits, images.reshape(6, -1)[:, :4])
+
+
+# ---- the engine record ----------------------------------------------------------------------
+
+
+def test_the_engine_record_ties_an_engine_to_its_device(tmp_path: Path, monkeypatch) -> None:
+    """On JetPack 6 (no nvidia-smi) both sides' GPU was None and any engine passed: the
+    device is what the CUDA driver and the device tree say, and unknown is refused."""
+    from edgetl.backends import cuda_device
+    from edgetl.backends.tensorrt import check_engine_record
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
+    orin = {
+        "gpu": "Orin",
+        "compute_capability": "8.7",
+        "module": "NVIDIA Jetson Orin Nano Developer Kit",
+        "l4t": "# R36 (release)",
+    }
+    record = tmp_path / "engine.json"
+    record.write_text(json.dumps({"tensorrt": "10.3.0.30", "device": orin}))
+    monkeypatch.setattr(cuda_device, "identity", lambda: dict(orin))
+    assert check_engine_record(record)["device"] == orin
+    monkeypatch.setattr(cuda_device, "identity", lambda: {**orin, "compute_capability": "7.2"})
+    with pytest.raises(EdgetlError, match="built with compute_capability '8.7'.*'7.2'"):
+        check_engine_record(record)
+    unknown = dict.fromkeys(orin)
+    monkeypatch.setattr(cuda_device, "identity", lambda: unknown)
+    with pytest.raises(EdgetlError, match="cannot tell which device this is"):
+        check_engine_record(record)
+    record.write_text("{not json")
+    with pytest.raises(EdgetlError, match="not valid JSON"):
+        check_engine_record(record)
+
+
+def test_without_a_cuda_driver_the_reason_is_named() -> None:
+    from edgetl.backends.cuda_device import CudaDevice, first_device, identity
+
+    found = first_device()
+    if isinstance(found, CudaDevice):
+        pytest.skip("this machine has a CUDA device")
+    assert "libcuda" in found or "no" in found
+    assert identity()["gpu"] is None
