@@ -115,6 +115,9 @@ class TensorRtBackend(Backend):
                 cache = write_cache(activation_scales(model), implicit_int8_version(profile))
                 atomic_write_text(out_dir / CALIBRATION_CACHE, cache)
         shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+        from edgetl.selfwheel import build_wheel
+
+        build_wheel(out_dir)  # the device installs the very edgetl that made the bundle
         atomic_write_text(
             out_dir / DEVICE_DOC, device_doc(profile, precision)
         )
@@ -263,6 +266,8 @@ def device_doc(profile: TargetProfile, precision: str) -> str:
     """DEVICE.md: what to do with this bundle on the device."""
     dla = int(profile.options.get("dla_core", -1))
     versions = ", ".join(str(v) for v in profile.options.get("tensorrt_versions", []))
+    from edgetl.selfwheel import wheel_name
+
     trtexec = "\n".join(f"    {line}" for block in trtexec_lines(profile, precision)
                         for line in block.splitlines())  # fmt: skip
     dla_option = f" --dla-core {dla}" if dla >= 0 else ""
@@ -270,15 +275,15 @@ def device_doc(profile: TargetProfile, precision: str) -> str:
 
 {profile.description}. For TensorRT {versions}.
 
-1. Install edgetl's device side. JetPack brings TensorRT and CUDA as system packages, so the
-   environment must see them (`--system-site-packages`); no torch is needed. Copy this
-   bundle to the device and unpack it (`tar xzf BUNDLE.tar.gz`), then in its directory:
+1. Install edgetl's device side from the wheel in this bundle (edgetl is not on the index a
+   Jetson uses). JetPack brings TensorRT and CUDA as system packages, so the environment
+   must see them (`--system-site-packages`); PyPI's TensorRT wheels refuse Tegra, and no
+   torch is needed. Copy this bundle to the device, unpack it (`tar xzf BUNDLE.tar.gz`),
+   then in its directory (a venv also keeps pip off the system Python on PEP 668 systems;
+   JetPack 6's Python is 3.10, which the wheel's `tomli` requirement covers):
 
        python3 -m venv --system-site-packages ~/edgetl && . ~/edgetl/bin/activate
-       pip install numpy pillow click rich onnx polygraphy "tomli; python_version < '3.11'"
-       pip install --no-deps edgetl-*.whl    # edgetl's own wheel, when the bundle has one
-
-   (A venv also keeps pip off the system Python on PEP 668 systems.)
+       pip install ./{wheel_name()} polygraphy
 
 2. Build the engine here, on the device. `edgetl build` checks every file's sha256, builds
    `{ENGINE_FILE}` with a timing cache beside it, records the TensorRT version and the device

@@ -11,18 +11,22 @@ that tensor in the Q/DQ model: both builds then use the same ranges.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from edgetl.errors import EdgetlError
-from edgetl.onnx_graph import constants
+
+if TYPE_CHECKING:
+    import onnx
 
 HEADER = "TRT-{version}-EntropyCalibration2"
 
 
 def activation_scales(qdq: onnx.ModelProto) -> dict[str, float]:
     """Tensor name -> scale of every activation QuantizeLinear (weights excluded)."""
+    from edgetl.onnx_graph import constants  # host side: onnx
+
     values = constants(qdq.graph)
     scales: dict[str, float] = {}
     for node in qdq.graph.node:
