@@ -38,12 +38,11 @@ class BuildOptions:
 
 def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     from edgetl.runtime import trusted_keys
+    from edgetl.unpack import is_archive, unpack_archive
 
-    if opts.bundle.is_file() and opts.bundle.name.endswith((".tar.gz", ".tgz")):
-        raise EdgetlError(
-            f"{opts.bundle}: an archive; unpack it first (tar xzf {opts.bundle.name}) and run "
-            f"`edgetl build {opts.bundle.name.removesuffix('.tar.gz').removesuffix('.tgz')}`"
-        )
+    if is_archive(opts.bundle):
+        opts.bundle = unpack_archive(opts.bundle)
+        console.print(f"unpacked into {opts.bundle} (every member checked)")
     manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
     if manifest.backend != "tensorrt":
         raise EdgetlError(

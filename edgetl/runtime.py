@@ -18,6 +18,7 @@ from edgetl.backends import Runner, get_backend, run_all
 from edgetl.data import Preprocess, read_image
 from edgetl.errors import EdgetlError
 from edgetl.formats import Manifest
+from edgetl.unpack import is_archive, unpack_archive
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,8 @@ def load(
     import time
 
     path = Path(path)
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        raise EdgetlError(
-            f"{path}: an archive; extract it first (tar xzf {path.name}) and give the directory"
-        )
+    if is_archive(path):
+        path = unpack_archive(path)  # checked member by member; then read as any artifact
     if not path.is_dir():
         raise EdgetlError(f"{path}: no such artifact directory; create one with `edgetl export`")
     manifest = Manifest.read(path, trust=trusted_keys(trust))

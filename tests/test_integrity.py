@@ -117,17 +117,69 @@ def test_external_data_outside_the_artifact_is_exit_2(art: Path) -> None:
     assert "model.onnx" in result.output and "../weights.bin" in one_line(result)
 
 
-def test_a_tarball_is_exit_2_with_what_to_do(artifact: Path, tmp_path: Path) -> None:
+def test_an_archive_is_unpacked_safely_where_a_directory_is_expected(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """`edgetl build x.tar.gz` answered "no manifest.json here": bench, predict and build
+    take an archive, unpack it beside itself after checking every member, then verify it."""
     from edgetl.export import archive
 
     shutil.copytree(artifact, tmp_path / "a")
     tarball = archive(tmp_path / "a")
-    for args in (["bench", str(tarball)], ["compare", str(tarball), str(artifact)]):
+    shutil.rmtree(tmp_path / "a")
+    assert bench(tarball).exit_code == 0
+    assert (tmp_path / "a" / "manifest.json").is_file()
+    assert bench(tarball).exit_code == 0  # unpacked before: used, and verified again
+    for args in (["compare", str(tarball), str(artifact)], ["bench", str(artifact),
+                 "--baseline", str(tarball)]):  # fmt: skip
         result = CliRunner().invoke(main, args)
-        assert result.exit_code == 2, result.output
-        assert "extract it first" in one_line(result)
-    result = CliRunner().invoke(main, ["bench", str(artifact), "--baseline", str(tarball)])
-    assert result.exit_code == 2 and "extract it first" in one_line(result)
+        assert result.exit_code == 2 and "extract it first" in one_line(result), result.output
+
+
+def hostile(tmp_path: Path, artifact: Path, add) -> Path:
+    import tarfile
+
+    path = tmp_path / "bad.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(artifact, arcname="bad")
+        add(tar)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("dotdot", "points outside the artifact directory"),
+        ("link", "is a link or special file"),
+        ("unlisted", "is not listed in its manifest"),
+        ("size", "its manifest says"),
+    ],
+)
+def test_a_hostile_archive_is_not_unpacked(
+    artifact: Path, tmp_path: Path, kind: str, message: str
+) -> None:
+    import io
+    import tarfile
+
+    def add(tar: tarfile.TarFile) -> None:
+        if kind == "link":
+            link = tarfile.TarInfo("bad/model2.onnx")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(link)
+            return
+        name = {"dotdot": "bad/../escape.txt", "unlisted": "bad/extra.onnx"}.get(
+            kind, "bad/model.onnx"
+        )
+        data = b"x" * 10
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    path = hostile(tmp_path, artifact, add)
+    result = bench(path)
+    assert result.exit_code == 2, result.output
+    assert message in one_line(result)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "escape.txt").exists()
 
 
 @pytest.fixture(scope="module")

@@ -225,6 +225,9 @@ def test_build_without_tensorrt_exits_2(bundle: tuple[Path, str]) -> None:
     result = CliRunner().invoke(main, ["build", str(bundle[0])])
     assert result.exit_code == 2
     assert "TensorRT cannot run here" in " ".join(result.output.split())
+    archive = bundle[0].parent / f"{bundle[0].name}.tar.gz"  # answered "no manifest.json here"
+    result = CliRunner().invoke(main, ["build", str(archive)])
+    assert result.exit_code == 2 and "TensorRT cannot run here" in " ".join(result.output.split())
 
 
 def test_fp16_bundle_carries_fp32_for_10_and_fp16_typed_for_11(

@@ -161,6 +161,7 @@ def _load(
     path: Path, opts: BenchOptions, console: Console, shared: dict[tuple[Any, ...], EvalSet]
 ) -> Loaded:
     model = load(path, opts.threads, opts.trust)  # verifies every checksum first
+    path = model.path  # an archive's unpacked directory
     manifest = model.manifest
     # Artifacts of one run share --data's images: read and preprocess them once.
     key = (tuple(manifest.classes), manifest.preprocess, manifest.run.data.fingerprint)
