@@ -391,7 +391,8 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
         def activate(self) -> None:
             pass
 
-        def get_input_metadata(self) -> dict[str, Meta]:
+        def get_input_metadata(self, use_numpy_dtypes: bool | None = None) -> dict[str, Meta]:
+            assert use_numpy_dtypes is False  # Polygraphy warns that NumPy dtypes are deprecated
             return {"images": Meta()}
 
         def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

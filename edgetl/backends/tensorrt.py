@@ -168,7 +168,8 @@ class TrtRunner:
 
         self._runner: Any = PolygraphyRunner(EngineFromBytes(engine))
         self._runner.activate()
-        meta = self._runner.get_input_metadata()
+        # use_numpy_dtypes=False: the default (NumPy dtypes) is deprecated and warns.
+        meta = self._runner.get_input_metadata(use_numpy_dtypes=False)
         self.input_name = next(iter(meta.keys()))
         batch = meta[self.input_name].shape[0]
         self.batch_size = batch if isinstance(batch, int) and batch > 0 else None
