@@ -18,6 +18,7 @@ from edgetl.backends.tensorrt import tensorrt_available
 from edgetl.backends.tensorrt_cache import activation_scales, parse_cache, write_cache
 from edgetl.backends.tensorrt_rules import to_tensorrt, violations
 from edgetl.cli import main
+from edgetl.selfwheel import wheel_name
 from tests.conftest import export_cli, load_manifest
 
 NO_TENSORRT = "TensorRT is not installed here (its libraries are not on PyPI); runs on a device"
@@ -135,6 +136,7 @@ def test_int8_bundle_passes_the_validator_and_verifies(bundle: tuple[Path, str])
     assert "speed is measured on the device (tensorrt)" in output
     assert set(manifest["files"]) == {
         "model.onnx", "model.fp32.onnx", "calibration.cache", "DEVICE.md", "reference.npz",
+        wheel_name(),
     }  # fmt: skip
     assert violations(onnx.load(str(out / "model.onnx"))) == []
     # The guard held its budget on val; the test split is reported beside it.
@@ -239,7 +241,9 @@ def test_fp16_bundle_carries_fp32_for_10_and_fp16_typed_for_11(
     result = export_cli(tiny_run, out, "--target", "tensorrt-gpu", "--precision", "fp16")
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
-    assert set(manifest["files"]) == {"model.onnx", "model.fp16.onnx", "DEVICE.md", "reference.npz"}
+    assert set(manifest["files"]) == {
+        "model.onnx", "model.fp16.onnx", "DEVICE.md", "reference.npz", wheel_name(),
+    }  # fmt: skip
     assert manifest["parity"]["max_abs_diff"] <= 1e-3  # host proxy vs PyTorch
     typed = manifest["parity"]["host_checks"]["model.fp16.onnx"]
     assert typed["passed"] and typed["agreement"] >= 0.99 and 0 < typed["max_abs_diff"] <= 0.1
