@@ -351,6 +351,18 @@ def test_build_engine_per_major(
         assert not any(c[0] == "config.default_device_type" for c in calls)
 
 
+def test_a_rejected_timing_cache_is_a_warning(monkeypatch) -> None:
+    """set_timing_cache returns False for a cache of another device: it was ignored."""
+    module = fake_trt(10)
+    config_class = type(module.Builder(None).create_builder_config())
+    monkeypatch.setattr(
+        config_class, "set_timing_cache", lambda self, cache, ignore_mismatch: False
+    )
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    built = build_engine(Path("/bundle"), "int8", 512, -1, b"old", None)
+    assert built.warnings == ["the timing cache is from another device or TensorRT: not used"]
+
+
 def test_int8_on_dla_with_11_is_refused_naming_the_alternatives(monkeypatch) -> None:
     with pytest.raises(EdgetlError, match="build INT8 on the GPU.*fp16 for DLA"):
         build_with(11, "int8", 0, monkeypatch=monkeypatch)
