@@ -433,10 +433,17 @@ def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
     candidate is slower by more than --max-regression, or its top-1 on the same images is
     more than --max-accuracy-drop below; the reason in one line.
     """
-    from edgetl.bench.compare import CompareOptions
+    from edgetl.bench.compare import CompareOptions, Regression
     from edgetl.bench.compare import compare as run_compare
 
-    result = run_compare(CompareOptions(base=base, candidate=candidate, **kwargs), make_console())
+    try:
+        result = run_compare(
+            CompareOptions(base=base, candidate=candidate, **kwargs), make_console()
+        )
+    except Regression as failure:
+        if as_json:  # the verdict, passed false, then exit 1 with the reason
+            click.echo(json.dumps(failure.result.to_dict(), indent=2))
+        raise
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -460,15 +467,13 @@ def predict(
     trust: tuple[Path, ...],
 ) -> None:
     """Classify IMAGES (files or directories) with an exported ARTIFACT."""
-    from edgetl.data import IMAGE_SUFFIXES
+    from edgetl.data import IMAGE_SUFFIXES, list_images
     from edgetl.runtime import load
 
     files: list[Path] = []
     for item in images:
         if item.is_dir():
-            found = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found = list_images(item)
             if not found:
                 raise EdgetlError(f"{item}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) here")
             files += found

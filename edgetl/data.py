@@ -176,6 +176,16 @@ class _DigitsLoader(_Loader):
         return Image.fromarray(canvas, mode="L").convert("RGB")
 
 
+def list_images(folder: Path) -> list[Path]:
+    """Every image file under `folder`, sorted; hidden files (macOS `._x.jpg`, `.DS_Store`)
+    skipped. The one listing training, calibration and predict share."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
 def read_image(path: Path, data: bytes | None = None) -> Image.Image:
     """Decode an image fully (a truncated file fails here, not later) and make it RGB."""
     try:
@@ -497,11 +507,7 @@ def _scan_classes(
     labels: list[int] = []
     digests: list[bytes] = []
     for label, name in enumerate(classes):
-        files = sorted(
-            p
-            for p in (base / name).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+        files = list_images(base / name)
         if not files:
             raise EdgetlError(
                 f"{base / name}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "

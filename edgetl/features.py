@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -17,16 +16,14 @@ from rich.console import Console
 from edgetl.artifacts import atomic_write_bytes
 from edgetl.backbones import Backbone
 from edgetl.data import ROLES, ImageSet, Preprocess, Splits
+from edgetl.outputs import cache_dir
 from edgetl.ui import progress
 
 CACHE_FORMAT = 3  # 2: train, val and test; 3: a sha256 of the features
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("EDGETL_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgetl" / "features"
+    return cache_dir("features", "EDGETL_CACHE_DIR")
 
 
 def extract_features(

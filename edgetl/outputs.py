@@ -184,6 +184,15 @@ def claim(
         lock.release()
 
 
+def cache_dir(kind: str, variable: str) -> Path:
+    """edgetl's cache directory for `kind` (features, openvino): the environment variable
+    when set, else $XDG_CACHE_HOME/edgetl/KIND (default ~/.cache/edgetl/KIND)."""
+    given = os.environ.get(variable)
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgetl" / kind
+
+
 def scratch_dir(what: str) -> tempfile.TemporaryDirectory[str]:
     """A temporary directory named with this process's id, so that `clean_scratch` can tell
     the ones of killed processes."""

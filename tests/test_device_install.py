@@ -18,6 +18,8 @@ from tests.conftest import export_cli
 # The device side's requirements plus the host proxy's runtime (a Jetson has TensorRT).
 DEVICE_PACKAGES = ["numpy", "pillow", "click", "rich", "cryptography", "onnxruntime"]
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from edgetl.cli import main
 from tests.conftest import assert_test_drop_within_noise, export_cli, load_manifest
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -350,3 +350,20 @@ def test_int8_checks_the_fp32_onnx_against_pytorch_first(tiny_run: Path, tmp_pat
     text = " ".join(result.output.split())
     assert "FP32 ONNX model differs from PyTorch before quantization" in text
     assert "quantizing with" not in text and not out.exists()
+
+
+def test_a_graph_without_an_edgetl_head_is_bad_input_not_a_failed_check() -> None:
+    """"not an edgetl model" was exit 1 (a check failed); it is the input's fault: exit 2."""
+    from onnx import TensorProto, helper
+
+    from edgetl.errors import EdgetlError
+    from edgetl.quantize.guard import _features_model
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    with pytest.raises(EdgetlError, match="not an edgetl model"):
+        _features_model(helper.make_model(graph))

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
 from tests.conftest import assert_test_drop_within_noise, load_manifest
+
+pytestmark = pytest.mark.e2e
 
 
 def test_quickstart_on_digits_with_efficientnet_lite0(tmp_path: Path) -> None:

@@ -324,3 +324,19 @@ def test_an_undecided_comparison_adds_rounds() -> None:
     Fixed.sessions = 0
     decided = compare_runners(lambda: Fixed(2.0), lambda: Fixed(2.0), single, 4, 10, 2, 5, 12)
     assert not decided.undecided and Fixed.sessions == 0  # the same speed: decided at 4
+
+
+def test_compare_json_prints_the_verdict_it_failed_on(
+    artifacts: dict[str, Path], stored: dict, tmp_path: Path
+) -> None:
+    """`compare --json` printed nothing when the candidate regressed."""
+    fast = json.loads(json.dumps(stored))
+    fast["results"][0]["samples_ms"] = [s / 3 for s in fast["results"][0]["samples_ms"]]
+    base = tmp_path / "fast.json"
+    base.write_text(json.dumps(fast))
+    result = CliRunner().invoke(
+        main, ["compare", str(base), str(artifacts["fp32"]), "--rounds", "3", "--json"]
+    )
+    assert result.exit_code == 1, result.output
+    verdict = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert verdict["passed"] is False and verdict["latency"]["regressed"] is True

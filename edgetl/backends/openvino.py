@@ -7,7 +7,6 @@ FakeQuantize operations that its low-precision transformations run in integer ar
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 
 from edgetl.backends.base import Backend, RuntimeSpec
 from edgetl.errors import EdgetlError
-from edgetl.outputs import check_writable
+from edgetl.outputs import cache_dir, check_writable
 
 if TYPE_CHECKING:
     import onnx
@@ -88,10 +87,7 @@ class OpenVinoRunner:
 
 def model_cache_dir() -> Path:
     """Where OpenVINO keeps compiled blobs between runs (EDGETL_OPENVINO_CACHE overrides)."""
-    env = os.environ.get("EDGETL_OPENVINO_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgetl" / "openvino"
+    return cache_dir("openvino", "EDGETL_OPENVINO_CACHE")
 
 
 def runtime_config(options: dict[str, Any], threads: int, cache_dir: Path | None) -> dict[str, Any]:

@@ -122,8 +122,16 @@ def compare(opts: CompareOptions, console: Console) -> Comparison:
         raise EdgetlError(f"{opts.base}: neither an artifact directory nor a report.json")
     result.seconds = time.perf_counter() - started
     if not result.passed:
-        raise CheckFailed(result.line())
+        raise Regression(result)
     return result
+
+
+class Regression(CheckFailed):
+    """Exit 1 with the comparison itself, so `--json` prints the verdict it failed on."""
+
+    def __init__(self, result: Comparison):
+        super().__init__(result.line())
+        self.result = result
 
 
 def _loader(path: Path, manifest: Manifest, threads: int | None) -> Loader:

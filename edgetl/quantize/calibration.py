@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from edgetl.data import IMAGE_SUFFIXES, FileLoader, ImageSet, Splits
+from edgetl.data import IMAGE_SUFFIXES, FileLoader, ImageSet, Splits, list_images
 from edgetl.errors import EdgetlError
 from edgetl.model import Run
 
@@ -52,11 +52,7 @@ def from_directory(path: Path, run: Run, count: int, seed: int) -> CalibrationSe
             f"({', '.join(run.classes)}); use images of the model's own classes, "
             "flat or in class folders"
         )
-    files = sorted(
-        p.relative_to(path).as_posix()
-        for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    files = [p.relative_to(path).as_posix() for p in list_images(path)]
     if not files:
         raise EdgetlError(
             f"--calib-data {path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found"

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from edgetl.backends import Runner, run_all
 from edgetl.data import ImageSet, stratified_sample
-from edgetl.errors import CheckFailed
+from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.model import Run
 from edgetl.quantize import qdq
 from edgetl.quantize.calibration import CalibrationSet
@@ -339,7 +339,7 @@ def _features_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with the head's input (backbone features) as its only output."""
     consumer = next((n for n in model.graph.node if "head.feature_mean" in n.input), None)
     if consumer is None:
-        raise CheckFailed("head refit: no head.feature_mean in the graph; not an edgetl model")
+        raise EdgetlError("head refit: no head.feature_mean in the graph; not an edgetl model")
     feature = next(name for name in consumer.input if name != "head.feature_mean")
     result = qdq.copy_model(model)
     del result.graph.output[:]
@@ -355,7 +355,10 @@ def _with_head(model: onnx.ModelProto, head: torch.nn.Module) -> onnx.ModelProto
     for key, value in head.state_dict().items():
         name = f"head.{key}"
         if name not in initializers:
-            raise CheckFailed(f"head refit: {name} is not a float initializer of the INT8 graph")
+            raise EdgetlError(
+                f"head refit: {name} is not a float initializer of the INT8 graph; not an "
+                "edgetl model"
+            )
         initializers[name].CopyFrom(onnx.numpy_helper.from_array(value.numpy(), name))
     return result
 
