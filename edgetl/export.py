@@ -20,13 +20,14 @@ from edgetl.backends import Backend, Runner, RuntimeSpec, get_backend, run_all
 from edgetl.data import ImageSet, Splits
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import MANIFEST_FILE, Manifest, ReferenceInfo, RunRef
+from edgetl.metrics import drop_pts, top1, within_budget
 from edgetl.model import Classifier, Run, load_run
 from edgetl.onnx_export import export_onnx
 from edgetl.outputs import check_not_input, claim, clean_scratch, scratch_dir
 from edgetl.parity import ParityResult, compare, torch_logits
 from edgetl.quantize import Quantized, quantize_onnx
 from edgetl.quantize.calibration import MIN_SAMPLES, build_calibration
-from edgetl.quantize.guard import Evaluation, within_budget
+from edgetl.quantize.guard import Evaluation
 from edgetl.quantize.recipes import Recipe, load_recipe
 from edgetl.reference import REFERENCE_FILE, ReferenceSet, seen_digests
 from edgetl.targets import Parity, TargetProfile, load_target
@@ -341,7 +342,7 @@ def _eval_data(
         val.labels,
         test_images,
         test.labels,
-        float((test_fp32.argmax(1) == test.labels).mean()),
+        top1(test_fp32, test.labels),
         reference,
     )
 
@@ -417,7 +418,7 @@ def _accuracy(
         },
         "test": {
             "n": int(len(data.test_labels)),
-            "top1": float((test_logits.argmax(1) == data.test_labels).mean()),
+            "top1": top1(test_logits, data.test_labels),
             "fp32_top1": data.test_fp32_top1,
         },
     }
@@ -427,7 +428,7 @@ def _check_artifact_budget(
     quantized: Quantized, parity: ParityResult, profile: TargetProfile, budget: float
 ) -> None:
     """The compiled artifact, loaded as a user will load it, must hold the budget too."""
-    drop = 100 * (quantized.report.fp32_top1 - parity.artifact_top1)
+    drop = drop_pts(quantized.report.fp32_top1, parity.artifact_top1)
     if not within_budget(drop, budget):
         raise CheckFailed(
             f"on {profile.backend} ({profile.device}) the INT8 artifact's val top-1 is "

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgetl.metrics import agreement, top1
 from edgetl.targets import Parity
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ def compare(
         n=len(labels),
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
-        agreement=float((reference.argmax(1) == logits.argmax(1)).mean()),
-        reference_top1=float((reference.argmax(1) == labels).mean()),
-        artifact_top1=float((logits.argmax(1) == labels).mean()),
+        agreement=agreement(logits, reference),
+        reference_top1=top1(reference, labels),
+        artifact_top1=top1(logits, labels),
         tolerance=tolerance,
     )

@@ -6,11 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.metrics import agreement as agreement_of
+from edgetl.metrics import topk
+
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    k = min(k, logits.shape[1])
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return float((top == labels[:, None]).any(axis=1).mean())
+    return topk(logits, labels, k)
 
 
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -33,7 +34,7 @@ def accuracy_report(
     }
     agreement = None
     if reference is not None:
-        agreement = float((reference.argmax(1) == predicted).mean())
+        agreement = agreement_of(logits, reference)
     return {
         "top1": topk_accuracy(logits, labels, 1),
         "top5": topk_accuracy(logits, labels, 5),

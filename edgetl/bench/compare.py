@@ -17,10 +17,10 @@ import numpy as np
 from rich.console import Console
 
 from edgetl.backends import Runner, get_backend, run_all
-from edgetl.bench.accuracy import topk_accuracy
 from edgetl.bench.evalset import eval_set
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import MANIFEST_FILE, BenchReport, BenchResult, Manifest
+from edgetl.metrics import drop_pts, top1, within_budget
 from edgetl.regression import LatencyVerdict, paired_ratio, sample_ratio
 from edgetl.runtime import trusted_keys
 from edgetl.timing import measure
@@ -56,12 +56,12 @@ class Comparison:
 
     @property
     def accuracy_drop(self) -> float | None:
-        return None if self.base_top1 is None else 100 * (self.base_top1 - self.candidate_top1)
+        return None if self.base_top1 is None else drop_pts(self.base_top1, self.candidate_top1)
 
     @property
     def accuracy_failed(self) -> bool:
         drop = self.accuracy_drop
-        return drop is not None and drop > self.max_accuracy_drop + 1e-6
+        return drop is not None and not within_budget(drop, self.max_accuracy_drop)
 
     @property
     def passed(self) -> bool:
@@ -217,7 +217,7 @@ def _call(runner: Runner, images: np.ndarray) -> Callable[[], object]:
 
 
 def _top1(runner: Runner, images: np.ndarray, labels: np.ndarray) -> float:
-    return topk_accuracy(run_all(runner, images), labels, 1)
+    return top1(run_all(runner, images), labels)
 
 
 def _against_report(opts: CompareOptions, candidate: Manifest, console: Console) -> Comparison:

@@ -23,6 +23,7 @@ from edgetl.bench.env import capture
 from edgetl.bench.evalset import EvalSet, eval_set
 from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import RUN_FILE, BenchReport, BenchResult, Manifest
+from edgetl.metrics import drop_pts, within_budget
 from edgetl.outputs import check_not_input, check_writable
 from edgetl.regression import coefficient_of_variation, sample_ratio
 from edgetl.runtime import Model, load
@@ -328,14 +329,14 @@ def against_baseline(
     verdict = sample_ratio(
         np.asarray(base.samples_ms), np.asarray(entry.samples_ms), max_regression
     )
-    drop = 100 * (base.accuracy["top1"] - entry.accuracy["top1"])
+    drop = drop_pts(base.accuracy["top1"], entry.accuracy["top1"])
     same_images = base.accuracy["n"] == entry.accuracy["n"]
     entry.checks["latency"] = {**verdict.to_dict(), "line": verdict.line()}
     entry.checks["accuracy"] = {
         "drop_pts": round(drop, 4),
         "max_drop_pts": max_accuracy_drop,
         "compared": same_images,
-        "failed": same_images and drop > max_accuracy_drop + 1e-6,
+        "failed": same_images and not within_budget(drop, max_accuracy_drop),
     }
     failures = []
     if verdict.regressed:

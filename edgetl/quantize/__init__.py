@@ -14,6 +14,7 @@ from rich.console import Console
 from edgetl.backends import Runner, run_all
 from edgetl.data import ImageSet
 from edgetl.errors import CheckFailed
+from edgetl.metrics import agreement, drop_pts, top1
 from edgetl.model import Run
 from edgetl.parity import compare
 from edgetl.quantize.calibration import CalibrationSet
@@ -121,14 +122,14 @@ def measure_pair(
 ) -> dict[str, Any]:
     """FP32 and INT8 top-1 on the same images, the drop between them and their agreement."""
     fp32_logits, int8_logits = run_all(fp32, images), run_all(int8, images)
-    fp32_top1 = float((fp32_logits.argmax(1) == labels).mean())
-    int8_top1 = float((int8_logits.argmax(1) == labels).mean())
+    fp32_top1 = top1(fp32_logits, labels)
+    int8_top1 = top1(int8_logits, labels)
     return {
         "n": int(len(labels)),
         "fp32_top1": fp32_top1,
         "int8_top1": int8_top1,
-        "drop_pts": round(100 * (fp32_top1 - int8_top1), 4),
-        "agreement": float((fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()),
+        "drop_pts": round(drop_pts(fp32_top1, int8_top1), 4),
+        "agreement": agreement(int8_logits, fp32_logits),
     }
 
 

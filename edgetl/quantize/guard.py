@@ -24,6 +24,7 @@ from rich.console import Console
 from edgetl.backends import Runner, run_all
 from edgetl.data import ImageSet, stratified_sample
 from edgetl.errors import CheckFailed, EdgetlError
+from edgetl.metrics import agreement, drop_pts, top1, within_budget
 from edgetl.model import Run
 from edgetl.quantize import qdq
 from edgetl.quantize.calibration import CalibrationSet
@@ -33,12 +34,6 @@ from edgetl.training import HeadTraining, train_head
 from edgetl.ui import image_count, progress, table
 
 REFIT_MAX_IMAGES = 2000  # training images whose quantized features re-fit the head
-# Drops are differences of image counts divided by n: 9/900 - 0 must equal a 1.00 budget.
-BUDGET_TOLERANCE = 1e-6
-
-
-def within_budget(drop_pts: float, budget_pts: float) -> bool:
-    return drop_pts <= budget_pts + BUDGET_TOLERANCE
 
 
 @dataclass
@@ -129,17 +124,17 @@ class Evaluation:
 
     @property
     def fp32_top1(self) -> float:
-        return float((self.fp32_logits.argmax(1) == self.labels).mean())
+        return top1(self.fp32_logits, self.labels)
 
     def attempt(self, name: str, model: onnx.ModelProto, **details: Any) -> Attempt:
         self.last_runner = self.load(model)
         logits = self.last_logits = run_all(self.last_runner, self.images)
-        top1 = float((logits.argmax(1) == self.labels).mean())
+        found = top1(logits, self.labels)
         return Attempt(
             name=name,
-            top1=top1,
-            drop_pts=100 * (self.fp32_top1 - top1),
-            agreement=float((logits.argmax(1) == self.fp32_logits.argmax(1)).mean()),
+            top1=found,
+            drop_pts=drop_pts(self.fp32_top1, found),
+            agreement=agreement(logits, self.fp32_logits),
             max_abs_diff=float(np.abs(logits - self.fp32_logits).max()),
             **details,
         )
