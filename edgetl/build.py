@@ -19,6 +19,7 @@ from edgetl.backends.tensorrt import (
     ENGINE_RECORD,
     TIMING_CACHE,
     TensorRtBackend,
+    tensorrt_majors,
 )
 from edgetl.bench.env import jetson
 from edgetl.errors import CheckFailed, EdgetlError
@@ -37,11 +38,11 @@ class BuildOptions:
 
 
 def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
-    from edgetl.runtime import trusted_keys
+    from edgetl.signing import trusted_keys
     from edgetl.unpack import is_archive, unpack_archive
 
     if is_archive(opts.bundle):
-        opts.bundle = unpack_archive(opts.bundle)
+        opts.bundle = unpack_archive(opts.bundle)  # what follows, and the caller, use the dir
         console.print(f"unpacked into {opts.bundle} (every member checked)")
     manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
     if manifest.backend != "tensorrt":
@@ -60,12 +61,12 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
 
     options = manifest.runtime_options
     version = str(tensorrt.__version__)
-    supported = [str(v) for v in options.get("tensorrt_versions", [])]
-    majors = {v.split(".")[0] for v in supported}
-    if majors and version.split(".")[0] not in majors:
+    majors = tensorrt_majors(options)
+    if majors and int(version.split(".")[0]) not in majors:
+        supported = ", ".join(str(v) for v in options.get("tensorrt_versions", []))
         raise EdgetlError(
-            f"{opts.bundle}: made for TensorRT {', '.join(supported)}, this device has "
-            f"{version}; export again with a profile for it"
+            f"{opts.bundle}: made for TensorRT {supported}, this device has {version}; export "
+            "again with a profile for it"
         )
     dla = int(options.get("dla_core", -1)) if opts.dla_core is None else opts.dla_core
     workspace = (
@@ -110,16 +111,13 @@ def calibration_for(bundle: Path, version: str) -> bytes | None:
     """The bundle's calibration cache with its header for the TensorRT found here: TensorRT
     ignores a cache written for another version, silently."""
     from edgetl.backends.tensorrt import CALIBRATION_CACHE, encode_version
-    from edgetl.backends.tensorrt_cache import HEADER, parse_cache
+    from edgetl.backends.tensorrt_cache import parse_cache, write_cache
 
     path = bundle / CALIBRATION_CACHE
     if not path.is_file():
         return None
-    _, scales = parse_cache(path.read_text())
-    lines = [HEADER.format(version=encode_version(version))]
-    lines += [f"{name}: {line.rpartition(': ')[2]}" for name, line in zip(
-        scales, path.read_text().strip().splitlines()[1:], strict=True)]  # fmt: skip
-    return ("\n".join(lines) + "\n").encode()
+    _, scales = parse_cache(path.read_text())  # float32 scales: written back bit for bit
+    return write_cache(scales, encode_version(version)).encode()
 
 
 def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]:

@@ -515,8 +515,13 @@ def build(
     from edgetl.build import BuildOptions
     from edgetl.build import build as run_build
 
-    record = run_build(BuildOptions(bundle, dla_core, workspace_mb, trust), make_console())
-    click.echo(f"engine: {bundle / 'model.engine'} ({record['tensorrt']}, {record['gpu']})")
+    options = BuildOptions(bundle, dla_core, workspace_mb, trust)
+    record = run_build(options, make_console())  # options.bundle: an archive's unpacked dir
+    device = record["device"]
+    click.echo(
+        f"engine: {options.bundle / 'model.engine'} ({record['tensorrt']}, "
+        f"{device['gpu'] or device['module']})"
+    )
 
 
 @main.command()

@@ -282,3 +282,31 @@ def test_build_and_run_the_engine(bundle: tuple[Path, str]) -> None:  # pragma: 
     (out / "engine.json").write_text(json.dumps(record))
     result = CliRunner().invoke(main, ["bench", str(out)])
     assert result.exit_code == 2 and "rebuild with `edgetl build" in result.output
+
+
+def test_build_rewrites_the_cache_header_for_the_tensorrt_found(bundle: tuple[Path, str]) -> None:
+    """TensorRT ignores a cache of another version: build hands it one for its own, with the
+    very scales the bundle holds."""
+    from edgetl.build import calibration_for
+
+    out, _ = bundle
+    original = (out / "calibration.cache").read_text().splitlines()
+    rewritten = (calibration_for(out, "10.13.3.9") or b"").decode().splitlines()
+    assert original[0] == "TRT-100300-EntropyCalibration2"
+    assert rewritten[0] == "TRT-101303-EntropyCalibration2"
+    assert rewritten[1:] == original[1:]
+
+
+def test_the_build_command_reports_the_engine_it_wrote(tmp_path: Path, monkeypatch) -> None:
+    """The CLI's summary line read record['gpu'], which the record keeps under 'device'."""
+    import edgetl.build
+
+    def fake_build(options, console):  # the stage needs TensorRT; this checks the CLI's line
+        options.bundle = tmp_path / "unpacked"
+        return {"tensorrt": "10.3.0", "device": {"gpu": "Orin", "module": "Jetson"}}
+
+    monkeypatch.setattr(edgetl.build, "build", fake_build)
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "b.tar.gz")])
+    assert result.exit_code == 0, result.output
+    expected = f"engine:{tmp_path / 'unpacked' / 'model.engine'}(10.3.0,Orin)"
+    assert expected in "".join(result.output.split())  # rich may wrap the long path

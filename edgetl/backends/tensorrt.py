@@ -195,6 +195,11 @@ def encode_version(version: str) -> int:
     return major * 10000 + minor * 100 + patch
 
 
+def tensorrt_majors(options: dict[str, Any]) -> list[int]:
+    """The TensorRT majors a profile's (or manifest's) `tensorrt_versions` name, sorted."""
+    return sorted({int(str(v).split(".")[0]) for v in options.get("tensorrt_versions", [])})
+
+
 def implicit_int8_version(profile: TargetProfile) -> int:
     """The TensorRT 10 release a bundle's calibration cache is written for: the first 10.x
     the profile names (`edgetl build` rewrites it for the version it finds)."""
@@ -244,11 +249,10 @@ def trtexec_lines(profile: TargetProfile, precision: str) -> list[str]:
     --int8; 10 on DLA: INT8 from the FP32 graph and the calibration cache)."""
     workspace = int(profile.options.get("workspace_mb", 1024))
     dla = int(profile.options.get("dla_core", -1))
-    majors = sorted({str(v).split(".")[0] for v in profile.options.get("tensorrt_versions", [])})
     lines = []
-    for major in majors:
+    for major in tensorrt_majors(profile.options):
         try:
-            chosen = route(int(major), precision, dla >= 0)
+            chosen = route(major, precision, dla >= 0)
         except EdgetlError as exc:
             lines.append(f"# TensorRT {major}: {exc}")
             continue
