@@ -56,7 +56,9 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise EdgetlError(f"{path}: no {what} here; is this the right directory?")
-    if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+    from edgetl.unpack import SUFFIXES
+
+    if path.name.endswith((*SUFFIXES, ".tar")):
         raise EdgetlError(f"{path}: an archive, not a {what}; extract it first (tar xf)")
     try:
         return json.loads(path.read_text())

@@ -208,9 +208,7 @@ def _export(
             _check_artifact_budget(quantized, parity, profile, opts.max_accuracy_drop)
         if not parity.passed:
             raise CheckFailed(
-                f"parity check failed for {profile.name}-{precision}: max |logit diff| "
-                f"{parity.max_abs_diff:.2e} (limit {parity.tolerance.max_abs_diff:.0e}), top-1 "
-                f"agreement {parity.agreement:.2%} (need {parity.tolerance.min_agreement:.0%}); "
+                f"parity check failed for {profile.name}-{precision}: {parity.shortfall()}; "
                 "no artifact written"
             )
         extra = _host_checks(backend, measure, measuring, tmp, precision, val_torch, data, console)
@@ -288,9 +286,7 @@ def _check_counts(opts: ExportOptions) -> None:
             raise EdgetlError(f"{option} {value}: must be at least 1")
 
 
-def _backends(
-    profile: TargetProfile, console: Console
-) -> tuple[Backend, Backend, TargetProfile]:
+def _backends(profile: TargetProfile, console: Console) -> tuple[Backend, Backend, TargetProfile]:
     """The target's backend (compiles), the one that measures on this host, and the profile
     it measures with: the target's own, or (a runtime whose compiled model is
     device-independent, e.g. OpenVINO IR) the same runtime on a device this host has."""
@@ -395,11 +391,7 @@ def _host_checks(
         result = compare(reference, run_all(runner, data.val), data.val_labels, tolerance)
         print_parity(console, result, f"torch ({what}, {path.name})")
         if not result.passed:
-            raise CheckFailed(
-                f"{what} ({path.name}): max |logit diff| {result.max_abs_diff:.2e} (limit "
-                f"{tolerance.max_abs_diff:g}), agreement {result.agreement:.2%} (need "
-                f"{tolerance.min_agreement:.0%}); no artifact written"
-            )
+            raise CheckFailed(f"{what} ({path.name}): {result.shortfall()}; no artifact written")
         found[path.name] = result.to_dict()
     return found
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -18,6 +17,7 @@ from edgetl.backends import Runner, get_backend, run_all
 from edgetl.data import Preprocess, read_image
 from edgetl.errors import EdgetlError
 from edgetl.formats import Manifest
+from edgetl.signing import trusted_keys
 from edgetl.unpack import is_archive, unpack_archive
 
 
@@ -77,18 +77,6 @@ class Model:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))
-
-
-def trusted_keys(trust: str | Path | Sequence[str | Path] | None) -> list[Any]:
-    """Public keys from files: one path, several, or None (no signature required)."""
-    if trust is None:
-        return []
-    paths = [trust] if isinstance(trust, (str, Path)) else list(trust)
-    if not paths:
-        return []
-    from edgetl.signing import load_public_key
-
-    return [load_public_key(Path(p)) for p in paths]
 
 
 def load(

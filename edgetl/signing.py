@@ -58,7 +58,7 @@ def load_public_key(path: Path) -> Any:
     for loader in (serialization.load_pem_public_key, serialization.load_ssh_public_key):
         try:
             key = loader(data)
-        except (ValueError, TypeError, Exception):  # noqa: BLE001 - each loader's own errors
+        except Exception:  # noqa: BLE001 - each loader raises its own kinds of error
             continue
         if isinstance(key, ed25519.Ed25519PublicKey):
             return key
@@ -70,6 +70,16 @@ def _read(path: Path, option: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise EdgetlError(f"{option} {path}: cannot read the key ({exc.strerror})") from exc
+
+
+def trusted_keys(trust: str | Path | Sequence[str | Path] | None) -> list[Any]:
+    """Public keys from files: one path, several, or None (no signature required)."""
+    if trust is None:
+        return []
+    paths = [trust] if isinstance(trust, (str, Path)) else list(trust)
+    if not paths:
+        return []
+    return [load_public_key(Path(p)) for p in paths]
 
 
 def key_id(public_key: Any) -> str:

@@ -22,7 +22,7 @@ from edgetl.errors import CheckFailed, EdgetlError
 from edgetl.formats import MANIFEST_FILE, BenchReport, BenchResult, Manifest
 from edgetl.metrics import drop_pts, top1, within_budget
 from edgetl.regression import LatencyVerdict, paired_ratio, sample_ratio
-from edgetl.runtime import trusted_keys
+from edgetl.signing import trusted_keys
 from edgetl.timing import measure
 
 Loader = Callable[[], Runner]

@@ -83,8 +83,10 @@ def check_options(opts: BenchOptions) -> None:
         raise EdgetlError(f"--max-regression {opts.max_regression}: give a percentage >= 0")
     if opts.baseline is not None and not opts.baseline.is_file():
         raise EdgetlError(f"--baseline {opts.baseline}: no such report file")
-    inputs: dict[str, Path | None] = {"--baseline": opts.baseline}
-    inputs.update({f"the artifact {path}": path for path in opts.artifacts})
+    # A report inside an artifact is fine (`edgetl bench . --json r.json` on a device): the
+    # manifest lists what the artifact is, and nothing else is loaded.
+    artifacts = {f"the artifact {path}": path for path in opts.artifacts}
+    inputs: dict[str, Path | None] = {"--baseline": opts.baseline, **artifacts}
     if opts.data is not None:
         inputs["--data"] = Path(opts.data)
     for option, path in (
@@ -94,10 +96,7 @@ def check_options(opts: BenchOptions) -> None:
         ("--plot", opts.plot_path),
     ):
         if path is not None:  # checked now, not after minutes of measuring
-            # A report inside an artifact is fine (`edgetl bench . --json r.json` on a device):
-            # the manifest lists what the artifact is, and nothing else is loaded.
-            inside = {f"the artifact {p}": p for p in opts.artifacts}
-            check_not_input(path, inputs, option, allowed_inside=inside)
+            check_not_input(path, inputs, option, allowed_inside=artifacts)
             check_writable(path, option)
 
 
