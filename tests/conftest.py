@@ -102,20 +102,21 @@ def photo_folder(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Path:
     """A finished fine-tuning run on a small folder with the tiny backbone."""
+    base = tmp_path_factory.mktemp("tiny-run")
+    out = base / "run"
+    finetune_tiny(write_folder(base / "photos", per_class=20), out, tiny_weights, epochs=30)
+    return out
+
+
+def finetune_tiny(data: Path, out: Path, weights: Path, **options: Any) -> Path:
+    """A run of the tiny backbone at 64 px on `data` (options override FinetuneOptions)."""
     from edgetl.finetune import FinetuneOptions, finetune
     from edgetl.ui import make_console
 
-    base = tmp_path_factory.mktemp("tiny-run")
-    data = write_folder(base / "photos", per_class=20)
-    out = base / "run"
+    settings = {"image_size": 64, **options}
     finetune(
         FinetuneOptions(
-            data=str(data),
-            out=out,
-            backbone=TINY_BACKBONE,
-            weights=tiny_weights,
-            image_size=64,
-            epochs=30,
+            data=str(data), out=out, backbone=TINY_BACKBONE, weights=weights, **settings
         ),
         make_console(quiet=True),
     )

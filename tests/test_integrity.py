@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from edgetl.artifacts import sha256_file
 from edgetl.cli import main
 from edgetl.integrity import digest
-from tests.conftest import TINY_BACKBONE, export_cli, write_folder
+from tests.conftest import TINY_BACKBONE, export_cli, finetune_tiny, write_folder
 
 
 @pytest.fixture(scope="module")
@@ -253,23 +253,8 @@ def test_openssh_keys_sign_and_verify(tiny_run: Path, tmp_path: Path) -> None:
 
 def test_a_swapped_head_is_refused(tiny_run: Path, tiny_weights: Path, tmp_path: Path) -> None:
     """Another run's head of the same shape exported silently before (test top-1 25% vs 75%)."""
-    from edgetl.finetune import FinetuneOptions, finetune
-    from edgetl.ui import make_console
-
-    other = tmp_path / "other"
     data = write_folder(tmp_path / "photos", per_class=6, seed=3)
-    finetune(
-        FinetuneOptions(
-            data=str(data),
-            out=other,
-            backbone=TINY_BACKBONE,
-            weights=tiny_weights,
-            image_size=64,
-            epochs=2,
-            seed=5,
-        ),
-        make_console(quiet=True),
-    )
+    other = finetune_tiny(data, tmp_path / "other", tiny_weights, epochs=2, seed=5)
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     shutil.copy(other / "head.safetensors", run / "head.safetensors")
