@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from edgetl.runtime import Model
+    from edgetl.backends.artifact import Model
 
 
 def load(path: Any, threads: int | None = None, trust: Any = None) -> Model:
@@ -16,6 +16,6 @@ def load(path: Any, threads: int | None = None, trust: Any = None) -> Model:
     `trust`: a public key file (or several) the artifact must be signed by
     (`edgetl export --sign KEY`); without it, checksums and the manifest digest are checked.
     """
-    from edgetl.runtime import load as _load
+    from edgetl.backends.artifact import load as _load
 
     return _load(path, threads, trust)

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from edgetl.formats import BenchResult
+    from edgetl.core.records import BenchResult
 
 
 @pytest.fixture
 def edgetl_bench() -> Callable[..., BenchResult]:
     """Bench one artifact with its runtime; returns the typed result (edgetl.bench/1 entry)."""
-    from edgetl.bench.harness import BenchOptions, bench
-    from edgetl.ui import make_console
+    from edgetl.core.ui import make_console
+    from edgetl.stages.bench.harness import BenchOptions, bench
 
     def run(artifact: str | Path, **options: Any) -> BenchResult:
         options.setdefault("iterations", 100)
@@ -47,8 +47,8 @@ def assert_no_regression(
     """Fail when `result` is slower than the stored baseline beyond noise and
     `max_regression` percent of p50, or its top-1 is more than `max_accuracy_drop` points
     lower on the same number of images."""
-    from edgetl.bench.harness import against_baseline
-    from edgetl.formats import BenchReport
+    from edgetl.core.records import BenchReport
+    from edgetl.stages.bench.harness import against_baseline
 
     path = Path(baseline)
     if not path.is_file():

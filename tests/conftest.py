@@ -16,7 +16,7 @@ TINY_BACKBONE = "test_efficientnet"
 
 def load_manifest(artifact: Path) -> dict[str, Any]:
     """The artifact's manifest (every checksum verified by the typed reader), as a dict."""
-    from edgetl.formats import Manifest
+    from edgetl.core.records import Manifest
 
     return Manifest.read(artifact).to_dict()
 
@@ -110,8 +110,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Pa
 
 def finetune_tiny(data: Path, out: Path, weights: Path, **options: Any) -> Path:
     """A run of the tiny backbone at 64 px on `data` (options override FinetuneOptions)."""
-    from edgetl.finetune import FinetuneOptions, finetune
-    from edgetl.ui import make_console
+    from edgetl.core.ui import make_console
+    from edgetl.stages.finetune import FinetuneOptions, finetune
 
     settings = {"image_size": 64, **options}
     finetune(

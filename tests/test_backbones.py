@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from edgetl import backbones
-from edgetl.backbones import load_backbone, read_state_dict, resolve_timm_name, trainable_tail
-from edgetl.errors import EdgetlError
+from edgetl.core.errors import EdgetlError
+from edgetl.train import backbones
+from edgetl.train.backbones import load_backbone, read_state_dict, resolve_timm_name, trainable_tail
 from tests.conftest import TINY_BACKBONE
 
 

@@ -120,7 +120,7 @@ def test_a_report_path_over_the_baseline_is_exit_2(tiny_run: Path, tmp_path: Pat
 def test_bench_runs_from_a_directory_holding_an_edgetl_folder(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cold-start child ran `python -m edgetl.bench.cold`, which puts the current
+    """The cold-start child ran `python -m edgetl.stages.bench.cold`, which puts the current
     directory first on sys.path: an empty `edgetl/` there (a clone's parent) broke bench."""
     art = tmp_path / "art"
     assert export_cli(tiny_run, art, "--target", "cpu").exit_code == 0

@@ -127,7 +127,7 @@ def test_export_bad_counts_exit_2(tiny_run: Path, tmp_path: Path) -> None:
 def test_an_unexpected_error_is_exit_3_and_says_bug(
     artifact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgetl.bench.harness as harness
+    import edgetl.stages.bench.harness as harness
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("simulated")
@@ -193,7 +193,7 @@ def test_training_images_in_a_held_out_folder_are_excluded(
     shutil.copytree(tiny_run.parent / "photos", only_seen)
     keys = set(run["data"]["key_sha256"])  # roles
     assert keys == {"train", "val", "test"}
-    from edgetl.data import load_dataset
+    from edgetl.core.dataset import load_dataset
 
     splits = load_dataset(str(only_seen), run["data"]["val_fraction"], run["data"]["test_fraction"])
     for key in splits.test.keys:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl.data import Preprocess, load_dataset, stratified_split
-from edgetl.errors import EdgetlError
+from edgetl.core.dataset import load_dataset, stratified_split
+from edgetl.core.errors import EdgetlError
+from edgetl.core.preprocess import Preprocess
 from tests.conftest import write_folder
 
 

@@ -14,8 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgetl.cli import main
-from edgetl.data import Preprocess, folder_for_classes, load_dataset, read_image
-from edgetl.errors import EdgetlError
+from edgetl.core.dataset import folder_for_classes, load_dataset
+from edgetl.core.errors import EdgetlError
+from edgetl.core.images import read_image
+from edgetl.core.preprocess import Preprocess
 
 ORIENTATION = 0x0112
 PRE = Preprocess(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

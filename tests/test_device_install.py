@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetl.selfwheel import wheel_name
+from edgetl.core.selfwheel import wheel_name
 from tests.conftest import export_cli
 
 # The device side's requirements plus the host proxy's runtime (a Jetson has TensorRT).
@@ -37,7 +37,9 @@ def test_the_bundle_carries_its_checksummed_wheel(bundle: Path) -> None:
     with zipfile.ZipFile(bundle / wheel_name()) as wheel:
         names = set(wheel.namelist())
         metadata = wheel.read(f"edgetl-{wheel_name().split('-')[1]}.dist-info/METADATA").decode()
-    assert {"edgetl/cli.py", "edgetl/profiles/jetson.toml", "edgetl/backends/tensorrt.py"} <= names
+    carried = {"edgetl/cli/main.py", "edgetl/profiles/jetson.toml"}
+    carried.add("edgetl/backends/tensorrt/backend.py")
+    assert carried <= names
     required = [line for line in metadata.splitlines() if line.startswith("Requires-Dist")]
     unconditional = [line for line in required if "extra ==" not in line]
     assert not any(name in " ".join(unconditional) for name in ("torch", "timm", "nncf"))

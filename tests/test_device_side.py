@@ -101,7 +101,7 @@ def test_predict_agrees_with_the_reference_set(artifact: Path) -> None:
     import numpy as np
 
     import edgetl
-    from edgetl.reference import ReferenceSet
+    from edgetl.core.reference import ReferenceSet
 
     model = edgetl.load(artifact)
     ref = ReferenceSet.load(artifact / "reference.npz")

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from edgetl.artifacts import sha256_file
 from edgetl.cli import main
-from edgetl.errors import EdgetlError
+from edgetl.core.errors import EdgetlError
+from edgetl.core.files import sha256_file
 from tests.conftest import load_manifest
 
 
@@ -56,9 +56,8 @@ def test_manifest_reports_test_accuracy_beside_val(exported: Path, tiny_run: Pat
 
 
 def test_reference_set_is_test_images_with_fp32_logits(exported: Path, tiny_run: Path) -> None:
-    from edgetl.model import load_run
-    from edgetl.parity import torch_logits
-    from edgetl.reference import ReferenceSet
+    from edgetl.core.reference import ReferenceSet
+    from edgetl.train.model import load_run, torch_logits
 
     manifest = load_manifest(exported)
     ref = ReferenceSet.load(exported / "reference.npz")

@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from edgetl.backbones import read_state_dict
 from edgetl.cli import main
-from edgetl.finetune import FinetuneOptions, finetune
-from edgetl.model import load_run
-from edgetl.ui import make_console
+from edgetl.core.ui import make_console
+from edgetl.stages.finetune import FinetuneOptions, finetune
+from edgetl.train.backbones import read_state_dict
+from edgetl.train.model import load_run
 from tests.conftest import TINY_BACKBONE, write_folder
 
 
@@ -48,7 +48,7 @@ def test_head_learns_the_classes(tiny_run: Path) -> None:
 
 
 def test_run_records_all_three_splits(tiny_run: Path) -> None:
-    from edgetl.model import load_run
+    from edgetl.train.model import load_run
 
     run = load_run(tiny_run)
     splits = run.splits()
@@ -97,7 +97,7 @@ def test_unfreeze_trains_the_last_stage(tmp_path: Path, tiny_weights: Path) -> N
     changed = [name for name, tensor in saved.items() if not torch.equal(tensor, original[name])]
     assert changed and all(name.startswith(("blocks.4", "conv_head", "bn2")) for name in changed)
     # the run reloads into the model that was trained: it reproduces the recorded test top-1
-    from edgetl.parity import torch_logits
+    from edgetl.train.model import torch_logits
 
     run = load_run(tmp_path / "run")
     test = run.splits().test

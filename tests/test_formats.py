@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
-from edgetl.errors import EdgetlError
-from edgetl.formats import BenchReport, Manifest, RunInfo
+from edgetl.core.errors import EdgetlError
+from edgetl.core.records import BenchReport, Manifest, RunInfo
 from tests.conftest import export_cli
 
 

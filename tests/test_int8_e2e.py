@@ -67,7 +67,7 @@ def test_jetson_int8_bundle_meets_the_budget_on_test(digits_run: Path, tmp_path:
     the test split no choice was made on the drop stays within a point too."""
     import onnx
 
-    from edgetl.backends.tensorrt_rules import violations
+    from edgetl.backends.tensorrt.rules import violations
 
     out = tmp_path / "jetson-int8"
     result = export_cli(digits_run, out, "--target", "jetson-orin-nano", "--precision", "int8")

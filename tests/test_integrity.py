@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from edgetl.artifacts import sha256_file
 from edgetl.cli import main
-from edgetl.integrity import digest
+from edgetl.core.files import sha256_file
+from edgetl.core.integrity import digest
 from tests.conftest import TINY_BACKBONE, export_cli, finetune_tiny, write_folder
 
 
@@ -122,7 +122,7 @@ def test_an_archive_is_unpacked_safely_where_a_directory_is_expected(
 ) -> None:
     """`edgetl build x.tar.gz` answered "no manifest.json here": bench, predict and build
     take an archive, unpack it beside itself after checking every member, then verify it."""
-    from edgetl.export import archive
+    from edgetl.stages.export import archive
 
     shutil.copytree(artifact, tmp_path / "a")
     tarball = archive(tmp_path / "a")
@@ -222,7 +222,7 @@ def test_a_signed_artifact_passes_its_key_only(
     predicted = CliRunner().invoke(main, ["predict", str(signed), str(image), "--trust", other])
     assert predicted.exit_code == 2
     assert edgetl.load(signed, trust=fleet).predict(image)
-    with pytest.raises(edgetl.errors.EdgetlError, match="not signed by a trusted key"):
+    with pytest.raises(edgetl.core.errors.EdgetlError, match="not signed by a trusted key"):
         edgetl.load(signed, trust=[other])
 
 

@@ -88,7 +88,7 @@ def test_a_profile_name_never_leaves_run_export(run_copy: Path, tmp_path: Path) 
 
 
 def test_a_recipe_name_must_be_plain(tmp_path: Path) -> None:
-    from edgetl.errors import EdgetlError
+    from edgetl.core.errors import EdgetlError
     from edgetl.quantize.recipes import parse_recipe
 
     with pytest.raises(EdgetlError, match="not a plain name"):
@@ -96,8 +96,8 @@ def test_a_recipe_name_must_be_plain(tmp_path: Path) -> None:
 
 
 def test_a_class_name_must_not_be_a_path() -> None:
-    from edgetl.errors import EdgetlError
-    from edgetl.outputs import check_label
+    from edgetl.core.errors import EdgetlError
+    from edgetl.core.outputs import check_label
 
     for bad in ("../x", "a/b", "..", ""):
         with pytest.raises(EdgetlError):
@@ -108,7 +108,7 @@ def test_a_class_name_must_not_be_a_path() -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from edgetl.outputs import claim
+from edgetl.core.outputs import claim
 with claim(Path(sys.argv[1]), False, "export", "manifest.json"):
     print("holding", flush=True)
     time.sleep(120)

@@ -12,17 +12,17 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from edgetl.backends.base import run_all
-from edgetl.backends.onnxruntime import OrtRunner
-from edgetl.backends.ort_rewrites import for_onnxruntime
+from edgetl.backends.onnxruntime.backend import OrtRunner
+from edgetl.backends.onnxruntime.rewrites import for_onnxruntime
 from edgetl.cli import main
-from edgetl.data import stratified_sample
-from edgetl.errors import EdgetlError
-from edgetl.model import load_run
+from edgetl.core.dataset import stratified_sample
+from edgetl.core.errors import EdgetlError
+from edgetl.core.ui import make_console
 from edgetl.quantize import qdq
 from edgetl.quantize.calibration import from_run
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
 from edgetl.quantize.recipes import list_recipes, load_recipe
-from edgetl.ui import make_console
+from edgetl.train.model import load_run
 from tests.conftest import export_cli, load_manifest, make_image
 
 
@@ -37,7 +37,7 @@ def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 @pytest.fixture(scope="module")
 def prepared(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     """The tiny run exported to FP32 ONNX and prepared for quantization, with calibration data."""
-    from edgetl.onnx_export import export_onnx
+    from edgetl.train.onnx_export import export_onnx
 
     work = tmp_path_factory.mktemp("prepared")
     run = load_run(tiny_run)
@@ -262,10 +262,10 @@ def test_head_refit_writes_the_new_head_into_the_graph(
     """The re-fitted head (linear or MLP) replaces the graph's head weights exactly."""
     import torch
 
-    from edgetl.finetune import FinetuneOptions, finetune
-    from edgetl.model import Head
-    from edgetl.onnx_export import export_onnx
     from edgetl.quantize.guard import _features_model, _with_head
+    from edgetl.stages.finetune import FinetuneOptions, finetune
+    from edgetl.train.model import Head
+    from edgetl.train.onnx_export import export_onnx
     from tests.conftest import TINY_BACKBONE, write_folder
 
     run_dir = tmp_path / "run"
@@ -356,7 +356,7 @@ def test_a_graph_without_an_edgetl_head_is_bad_input_not_a_failed_check() -> Non
     """"not an edgetl model" was exit 1 (a check failed); it is the input's fault: exit 2."""
     from onnx import TensorProto, helper
 
-    from edgetl.errors import EdgetlError
+    from edgetl.core.errors import EdgetlError
     from edgetl.quantize.guard import _features_model
 
     graph = helper.make_graph(

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
-from edgetl.regression import paired_ratio, sample_ratio
-from edgetl.timing import interleaved_samples
+from edgetl.core.regression import paired_ratio, sample_ratio
+from edgetl.core.timing import interleaved_samples
 from tests.conftest import export_cli
 
 
@@ -116,8 +116,8 @@ def test_compare_itself_passes_and_a_slowed_copy_fails(artifacts: dict[str, Path
     assert data["passed"] and data["accuracy_drop_pts"] == 0
 
     from edgetl.backends import get_backend
-    from edgetl.bench.compare import compare_runners
-    from edgetl.formats import Manifest
+    from edgetl.core.records import Manifest
+    from edgetl.stages.bench.compare import compare_runners
     from tools.bench_gate import Slowed
 
     manifest = Manifest.read(artifacts["fp32"])
@@ -250,7 +250,7 @@ def test_a_malformed_baseline_is_exit_2_naming_the_field(
 def test_verdicts_say_where_the_whole_interval_lies(
     ratio: float, low: float, high: float, verdict: str
 ) -> None:
-    from edgetl.regression import LatencyVerdict
+    from edgetl.core.regression import LatencyVerdict
 
     found = LatencyVerdict(ratio, low, high, 5, "paired rounds")
     assert found.verdict().startswith(verdict)
@@ -286,7 +286,7 @@ def test_few_rounds_with_the_estimate_at_an_edge_warn() -> None:
 
 
 def test_the_median_interval_is_distribution_free() -> None:
-    from edgetl.regression import median_interval
+    from edgetl.core.regression import median_interval
 
     assert median_interval(np.arange(1.0, 11.0)) == (2.0, 9.0)  # n=10: x(2), x(9)
     assert median_interval(np.arange(1.0, 21.0)) == (6.0, 15.0)
@@ -298,7 +298,7 @@ def test_an_undecided_comparison_adds_rounds() -> None:
     candidate session is 15% slower, so the interval straddles the 5% threshold."""
     import time
 
-    from edgetl.bench.compare import compare_runners
+    from edgetl.stages.bench.compare import compare_runners
 
     class Fixed:
         batch_size = 1

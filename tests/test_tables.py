@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from edgetl.bench.harness import print_report
 from edgetl.cli import main
-from edgetl.formats import BenchReport, BenchResult
+from edgetl.core.records import BenchReport, BenchResult
+from edgetl.stages.bench.harness import print_report
 
 NAMES = ["cpu-fp32", "openvino-cpu-fp32", "openvino-cpu-int8", "jetson-orin-nano-int8"]
 
@@ -66,7 +66,7 @@ def test_unmeasured_cold_start_is_a_dash_not_zero() -> None:
 
 
 def test_markdown_prints_dashes_for_unknown_settings() -> None:
-    from edgetl.bench.reports import markdown
+    from edgetl.stages.bench.reports import markdown
 
     report = BenchReport("now", "data", [], [result("cpu-fp32", 0, False)])
     text = markdown(report)

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl.backends.tensorrt import tensorrt_available
-from edgetl.backends.tensorrt_cache import activation_scales, parse_cache, write_cache
-from edgetl.backends.tensorrt_rules import to_tensorrt, violations
+from edgetl.backends.tensorrt.backend import tensorrt_available
+from edgetl.backends.tensorrt.calibration_cache import activation_scales, parse_cache, write_cache
+from edgetl.backends.tensorrt.rules import to_tensorrt, violations
 from edgetl.cli import main
-from edgetl.selfwheel import wheel_name
+from edgetl.core.selfwheel import wheel_name
 from tests.conftest import export_cli, load_manifest
 
 NO_TENSORRT = "TensorRT is not installed here (its libraries are not on PyPI); runs on a device"
@@ -77,7 +77,7 @@ def test_validator_names_every_offending_node(model: onnx.ModelProto, message: s
 
 def test_per_tensor_weight_scales_are_advice_not_an_error() -> None:
     """TensorRT builds per-tensor weight scales; the validator rejected them."""
-    from edgetl.backends.tensorrt_rules import advisories
+    from edgetl.backends.tensorrt.rules import advisories
 
     model = qdq_conv(weight_scales=1)
     assert violations(model) == []
@@ -287,7 +287,7 @@ def test_build_and_run_the_engine(bundle: tuple[Path, str]) -> None:  # pragma: 
 def test_build_rewrites_the_cache_header_for_the_tensorrt_found(bundle: tuple[Path, str]) -> None:
     """TensorRT ignores a cache of another version: build hands it one for its own, with the
     very scales the bundle holds."""
-    from edgetl.build import calibration_for
+    from edgetl.backends.tensorrt.build import calibration_for
 
     out, _ = bundle
     original = (out / "calibration.cache").read_text().splitlines()
@@ -299,13 +299,13 @@ def test_build_rewrites_the_cache_header_for_the_tensorrt_found(bundle: tuple[Pa
 
 def test_the_build_command_reports_the_engine_it_wrote(tmp_path: Path, monkeypatch) -> None:
     """The CLI's summary line read record['gpu'], which the record keeps under 'device'."""
-    import edgetl.build
+    import edgetl.backends.tensorrt.build
 
     def fake_build(options, console):  # the stage needs TensorRT; this checks the CLI's line
         options.bundle = tmp_path / "unpacked"
         return {"tensorrt": "10.3.0", "device": {"gpu": "Orin", "module": "Jetson"}}
 
-    monkeypatch.setattr(edgetl.build, "build", fake_build)
+    monkeypatch.setattr(edgetl.backends.tensorrt.build, "build", fake_build)
     result = CliRunner().invoke(main, ["build", str(tmp_path / "b.tar.gz")])
     assert result.exit_code == 0, result.output
     expected = f"engine:{tmp_path / 'unpacked' / 'model.engine'}(10.3.0,Orin)"

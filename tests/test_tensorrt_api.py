@@ -21,15 +21,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgetl.backends import tensorrt_engine
-from edgetl.backends.tensorrt import encode_version
-from edgetl.backends.tensorrt_engine import ROUTES, build_engine, route
-from edgetl.errors import EdgetlError
+from edgetl.backends.tensorrt import engine as tensorrt_engine
+from edgetl.backends.tensorrt.backend import encode_version
+from edgetl.backends.tensorrt.engine import ROUTES, build_engine, route
+from edgetl.core.errors import EdgetlError
 from tests import tensorrt_bindings
 
 CODE = Path(__file__).parents[1] / "edgetl"
-ENGINE_MODULE = CODE / "backends" / "tensorrt_engine.py"
-TRT_MODULES = [ENGINE_MODULE, CODE / "backends" / "tensorrt.py", CODE / "build.py"]
+TENSORRT = CODE / "backends" / "tensorrt"
+ENGINE_MODULE = TENSORRT / "engine.py"
+TRT_MODULES = [ENGINE_MODULE, TENSORRT / "backend.py", TENSORRT / "build.py"]
 # The TensorRT class of each variable the code calls TensorRT through, and of what calls
 # on them return. A variable built from TensorRT that is not here fails the test below.
 RECEIVERS = {
@@ -187,8 +188,8 @@ def test_no_gpu_is_a_clear_exit_2_with_the_real_bindings(
     (tmp_path / "model.onnx").write_bytes(b"")
     code = f"""
 from pathlib import Path
-from edgetl.backends.tensorrt_engine import build_engine
-from edgetl.backends.tensorrt import TensorRtBackend, encode_version
+from edgetl.backends.tensorrt.engine import build_engine
+from edgetl.backends.tensorrt.backend import TensorRtBackend, encode_version
 import tensorrt as trt
 print("MISSING", TensorRtBackend().missing())
 v = trt.__version__.split(".")
@@ -391,7 +392,7 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
     """Polygraphy's TrtRunner.infer returns views of one output buffer, overwritten by the
     next call: without a copy every row of a multi-batch run was the last batch's."""
     from edgetl.backends.base import run_all
-    from edgetl.backends.tensorrt import TrtRunner
+    from edgetl.backends.tensorrt.backend import TrtRunner
 
     class Meta:
         shape = (2, 3, 8, 8)
@@ -429,8 +430,8 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
 def test_the_engine_record_ties_an_engine_to_its_device(tmp_path: Path, monkeypatch) -> None:
     """On JetPack 6 (no nvidia-smi) both sides' GPU was None and any engine passed: the
     device is what the CUDA driver and the device tree say, and unknown is refused."""
-    from edgetl.backends import cuda_device
-    from edgetl.backends.tensorrt import check_engine_record
+    from edgetl.backends.tensorrt import cuda_device
+    from edgetl.backends.tensorrt.backend import check_engine_record
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
     orin = {
@@ -456,7 +457,7 @@ def test_the_engine_record_ties_an_engine_to_its_device(tmp_path: Path, monkeypa
 
 
 def test_without_a_cuda_driver_the_reason_is_named() -> None:
-    from edgetl.backends.cuda_device import CudaDevice, first_device, identity
+    from edgetl.backends.tensorrt.cuda_device import CudaDevice, first_device, identity
 
     found = first_device()
     if isinstance(found, CudaDevice):

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetl.backbones import load_backbone
-from edgetl.data import load_dataset
-from edgetl.finetune import FinetuneOptions, finetune
-from edgetl.model import Head
-from edgetl.ui import make_console
+from edgetl.core.dataset import load_dataset
+from edgetl.core.ui import make_console
+from edgetl.stages.finetune import FinetuneOptions, finetune
+from edgetl.train.backbones import load_backbone
+from edgetl.train.model import Head
 
 
 def plain_loop(

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends import Runner, get_backend
-from edgetl.bench.compare import compare_runners
-from edgetl.formats import Manifest
-from edgetl.reference import ReferenceSet
-from edgetl.ui import make_console, stdout_console, table
+from edgetl.core.records import Manifest
+from edgetl.core.reference import ReferenceSet
+from edgetl.core.ui import make_console, stdout_console, table
+from edgetl.stages.bench.compare import compare_runners
 
 
 class Slowed:
@@ -66,8 +66,8 @@ def cpu_hogs(count: int) -> Iterator[None]:
 
 
 def build_artifact(work: Path) -> Path:
-    from edgetl.export import ExportOptions, export
-    from edgetl.finetune import FinetuneOptions, finetune
+    from edgetl.stages.export import ExportOptions, export
+    from edgetl.stages.finetune import FinetuneOptions, finetune
 
     console = make_console()
     finetune(FinetuneOptions(data="digits", out=work / "run", image_size=128), console)

@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends.base import run_all  # noqa: E402
-from edgetl.backends.onnxruntime import OrtRunner  # noqa: E402
-from edgetl.export import ExportOptions, export  # noqa: E402
-from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
-from edgetl.formats import Manifest  # noqa: E402
-from edgetl.model import load_run  # noqa: E402
+from edgetl.backends.onnxruntime.backend import OrtRunner  # noqa: E402
+from edgetl.core.records import Manifest  # noqa: E402
+from edgetl.core.timing import interleaved_p50  # noqa: E402
+from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
 from edgetl.quantize.guard import GuardFailed  # noqa: E402
-from edgetl.timing import interleaved_p50  # noqa: E402
-from edgetl.ui import make_console, stdout_console, table  # noqa: E402
+from edgetl.stages.export import ExportOptions, export  # noqa: E402
+from edgetl.stages.finetune import FinetuneOptions, finetune  # noqa: E402
+from edgetl.train.model import load_run  # noqa: E402
 
 BUDGET = 1.0
 
@@ -95,7 +95,7 @@ def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Consol
         QuantizationParameters,
     )
 
-    from edgetl.backends.ort_rewrites import for_onnxruntime
+    from edgetl.backends.onnxruntime.rewrites import for_onnxruntime
     from edgetl.quantize.calibration import from_run
     from edgetl.quantize.engines import prepare
 

@@ -32,12 +32,14 @@ from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends import get_backend  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
-from edgetl.export import ExportOptions, export  # noqa: E402
-from edgetl.finetune import FinetuneOptions, finetune  # noqa: E402
-from edgetl.model import load_run  # noqa: E402
-from edgetl.parity import torch_logits  # noqa: E402
-from edgetl.timing import interleaved_p50  # noqa: E402
-from edgetl.ui import make_console, stdout_console, table  # noqa: E402
+from edgetl.core.timing import interleaved_p50  # noqa: E402
+from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
+from edgetl.stages.export import ExportOptions, export  # noqa: E402
+from edgetl.stages.finetune import FinetuneOptions, finetune  # noqa: E402
+from edgetl.train.model import (
+    load_run,  # noqa: E402
+    torch_logits,  # noqa: E402
+)
 
 
 def benchmark_app_median_ms(xml: Path, iterations: int, threads: int) -> float:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.runtime import load
-from edgetl.ui import stdout_console, table
+from edgetl.backends.artifact import load
+from edgetl.core.ui import stdout_console, table
 
 Call = Callable[[np.ndarray], np.ndarray]
 

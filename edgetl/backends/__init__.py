@@ -5,16 +5,16 @@ from __future__ import annotations
 import importlib
 
 from edgetl.backends.base import Backend, Runner, RuntimeSpec, run_all
-from edgetl.errors import EdgetlError
+from edgetl.core.errors import EdgetlError
 
 __all__ = ["BACKENDS", "Backend", "Runner", "RuntimeSpec", "get_backend", "run_all"]
 
 # name -> "module:Class"; the module is imported on first use, so the device side needs
 # only the runtime it runs.
 BACKENDS = {
-    "onnxruntime": "edgetl.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "edgetl.backends.openvino:OpenVinoBackend",
-    "tensorrt": "edgetl.backends.tensorrt:TensorRtBackend",
+    "onnxruntime": "edgetl.backends.onnxruntime.backend:OnnxRuntimeBackend",
+    "openvino": "edgetl.backends.openvino.backend:OpenVinoBackend",
+    "tensorrt": "edgetl.backends.tensorrt.backend:TensorRtBackend",
 }
 
 

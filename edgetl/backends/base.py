@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
-from edgetl.formats import RuntimeSpec
+from edgetl.core.records import RuntimeSpec
 
 if TYPE_CHECKING:
     import onnx
 
-    from edgetl.targets import TargetProfile
+    from edgetl.core.targets import TargetProfile
 
 
 class Runner(Protocol):

@@ -12,17 +12,17 @@ import onnx
 from rich.console import Console
 
 from edgetl.backends import Runner, run_all
-from edgetl.data import ImageSet
-from edgetl.errors import CheckFailed
-from edgetl.metrics import agreement, drop_pts, top1
-from edgetl.model import Run
-from edgetl.parity import compare
+from edgetl.core.dataset import ImageSet
+from edgetl.core.errors import CheckFailed
+from edgetl.core.metrics import agreement, drop_pts, top1
+from edgetl.core.parity import compare
+from edgetl.core.targets import Parity
+from edgetl.core.timing import interleaved_p50
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
 from edgetl.quantize.guard import Evaluation, GuardReport, quantize_with_guard
 from edgetl.quantize.recipes import Recipe
-from edgetl.targets import Parity
-from edgetl.timing import interleaved_p50
+from edgetl.train.model import Run
 
 
 @dataclass

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from edgetl.data import IMAGE_SUFFIXES, FileLoader, ImageSet, Splits, list_images
-from edgetl.errors import EdgetlError
-from edgetl.model import Run
+from edgetl.core.dataset import FileLoader, ImageSet, Splits
+from edgetl.core.errors import EdgetlError
+from edgetl.core.images import IMAGE_SUFFIXES, list_images
+from edgetl.train.model import Run
 
 MIN_SAMPLES = 32
 

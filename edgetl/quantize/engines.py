@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgetl.onnx_export import INPUT_NAME
+from edgetl.core.constants import INPUT_NAME
 from edgetl.quantize.recipes import Recipe
 
 Engine = Callable[[onnx.ModelProto, np.ndarray, Recipe, list[str]], onnx.ModelProto]

@@ -22,16 +22,16 @@ import torch
 from rich.console import Console
 
 from edgetl.backends import Runner, run_all
-from edgetl.data import ImageSet, stratified_sample
-from edgetl.errors import CheckFailed, EdgetlError
-from edgetl.metrics import agreement, drop_pts, top1, within_budget
-from edgetl.model import Run
+from edgetl.core.dataset import ImageSet, stratified_sample
+from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.metrics import agreement, drop_pts, top1, within_budget
+from edgetl.core.ui import image_count, progress, table
 from edgetl.quantize import qdq
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import ENGINES, float_node_names
 from edgetl.quantize.recipes import Recipe
-from edgetl.training import HeadTraining, train_head
-from edgetl.ui import image_count, progress, table
+from edgetl.train.loop import HeadTraining, train_head
+from edgetl.train.model import Run
 
 REFIT_MAX_IMAGES = 2000  # training images whose quantized features re-fit the head
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import onnx
 
-from edgetl.onnx_graph import QDQ_OPS, copy_model, prune
-from edgetl.onnx_graph import producers as _producers
+from edgetl.backends.onnx_graph import QDQ_OPS, copy_model, prune
+from edgetl.backends.onnx_graph import producers as _producers
 
 __all__ = ["copy_model", "keep_float", "prune", "quantized_nodes"]
 

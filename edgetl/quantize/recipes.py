@@ -6,9 +6,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgetl.datafiles import load_toml, shipped
-from edgetl.errors import EdgetlError
-from edgetl.outputs import check_name
+from edgetl.core.datafiles import load_toml, shipped
+from edgetl.core.errors import EdgetlError
+from edgetl.core.outputs import check_name
 
 # Calibration methods each engine understands, by the name recipes use.
 METHODS = {

@@ -1,0 +1,114 @@
+"""The device side's Python API: `edgetl.load(ARTIFACT)` and predictions from it.
+
+Imports no torch, timm, nncf or scikit-learn: an artifact runs with NumPy, Pillow and its
+own runtime (ONNX Runtime, OpenVINO).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgetl.backends import Runner, get_backend, run_all
+from edgetl.core.archives import is_archive, unpack_archive
+from edgetl.core.errors import EdgetlError
+from edgetl.core.images import read_image
+from edgetl.core.preprocess import Preprocess
+from edgetl.core.records import Manifest
+from edgetl.core.signing import trusted_keys
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    probability: float
+
+
+class Model:
+    """An exported artifact loaded with its runtime; checksums were verified at load."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        runner: Runner,
+        load_s: float = 0.0,
+        proxy: str | None = None,
+    ):
+        self.path = path
+        self.manifest = manifest
+        self.runner = runner
+        self.load_s = load_s
+        self.proxy = proxy  # the host proxy running the artifact's ONNX, when its runtime is absent
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.classes)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.manifest.preprocess
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for preprocessed images, (N, 3, S, S) float32, any N."""
+        batch = np.asarray(batch, dtype=np.float32)
+        size = self.preprocess.size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise EdgetlError(
+                f"logits(): expected images of shape (N, 3, {size}, {size}), got {batch.shape}"
+            )
+        return run_all(self.runner, batch)
+
+    def predict(self, image: Image.Image | str | Path, top_k: int = 5) -> list[Prediction]:
+        """Top-k class names and softmax probabilities for one image (a PIL image or a path)."""
+        if top_k < 1:
+            raise EdgetlError(f"--top-k {top_k}: must be at least 1")
+        if not isinstance(image, Image.Image):
+            image = read_image(Path(image))
+        probabilities = softmax(self.logits(self.preprocess(image)[None])[0])
+        order = np.argsort(-probabilities)[: min(top_k, len(self.classes))]
+        return [Prediction(self.classes[i], int(i), float(probabilities[i])) for i in order]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))
+
+
+def load(
+    path: str | Path,
+    threads: int | None = None,
+    trust: str | Path | Sequence[str | Path] | None = None,
+) -> Model:
+    """Load an artifact directory (verifying every checksum, and with `trust` its signature)
+    with the runtime it was built for."""
+    import time
+
+    path = Path(path)
+    if is_archive(path):
+        path = unpack_archive(path)  # checked member by member; then read as any artifact
+    if not path.is_dir():
+        raise EdgetlError(f"{path}: no such artifact directory; create one with `edgetl export`")
+    manifest = Manifest.read(path, trust=trusted_keys(trust))
+    backend = get_backend(manifest.backend)
+    spec = manifest.runtime_spec(threads)
+    proxy = None
+    if not backend.available():
+        if manifest.host_proxy is None:
+            raise EdgetlError(
+                f"{path}: runtime {manifest.backend} is not installed here; install it "
+                "(see README: the device side)"
+            )
+        # e.g. a TensorRT bundle on a host: its ONNX on the proxy measures accuracy.
+        proxy = manifest.host_proxy
+        backend = get_backend(proxy)
+        if not backend.available():
+            raise EdgetlError(f"{path}: neither {manifest.backend} nor {proxy} is installed")
+    started = time.perf_counter()
+    runner = backend.load(path, spec)
+    return Model(path, manifest, runner, time.perf_counter() - started, proxy)

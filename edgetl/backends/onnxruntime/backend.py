@@ -1,0 +1,79 @@
+"""ONNX Runtime on the CPU: the artifact is the ONNX file itself."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgetl.backends.base import Backend, RuntimeSpec
+from edgetl.core.errors import EdgetlError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from edgetl.core.targets import TargetProfile
+
+MODEL_FILE = "model.onnx"
+
+
+class OrtRunner:
+    def __init__(self, model: Path | bytes, threads: int):
+        """`model` is a file or a serialized ModelProto (the quantizer evaluates in memory)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model),
+            options,
+            providers=["CPUExecutionProvider"],
+        )
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        batch = model_input.shape[0]
+        self.batch_size = batch if isinstance(batch, int) else None
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: images})[0])
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    module = "onnxruntime"
+
+    def runtime_version(self) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+
+    def check_device(self, device: str) -> None:
+        if device != "CPU":
+            raise EdgetlError(f"device {device!r}: the onnxruntime backend here runs on CPU only")
+
+    def compile(
+        self,
+        onnx_path: Path,
+        out_dir: Path,
+        profile: TargetProfile,
+        precision: str,
+        fp32_onnx: Path | None = None,
+    ) -> list[str]:
+        if onnx_path != out_dir / MODEL_FILE:
+            shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+        return [MODEL_FILE]
+
+    def load(self, model_dir: Path, spec: RuntimeSpec) -> OrtRunner:
+        return OrtRunner(model_dir / spec.model_files[0], spec.threads)
+
+    def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> OrtRunner:
+        return OrtRunner(model.SerializeToString(), profile.threads)
+
+    def rewrite_int8(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        from edgetl.backends.onnxruntime.rewrites import for_onnxruntime
+
+        return for_onnxruntime(model)

@@ -1,0 +1,152 @@
+"""The build stage, on the device: a TensorRT bundle -> model.engine, checked on the reference
+set against the logits the host measured for the same graph."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgetl.backends import run_all
+from edgetl.backends.tensorrt.backend import (
+    ENGINE_FILE,
+    ENGINE_RECORD,
+    TIMING_CACHE,
+    TensorRtBackend,
+    tensorrt_majors,
+)
+from edgetl.core.env import jetson
+from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.files import atomic_write_bytes, atomic_write_text
+from edgetl.core.parity import compare
+from edgetl.core.records import Manifest
+from edgetl.core.reference import ReferenceSet
+from edgetl.core.targets import Parity
+
+
+@dataclass
+class BuildOptions:
+    bundle: Path
+    dla_core: int | None = None  # None: the profile's
+    workspace_mb: int | None = None  # None: the profile's
+    trust: tuple[Path, ...] = ()  # public keys one of which must have signed the bundle
+
+
+def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
+    from edgetl.core.archives import is_archive, unpack_archive
+    from edgetl.core.signing import trusted_keys
+
+    if is_archive(opts.bundle):
+        opts.bundle = unpack_archive(opts.bundle)  # what follows, and the caller, use the dir
+        console.print(f"unpacked into {opts.bundle} (every member checked)")
+    manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
+    if manifest.backend != "tensorrt":
+        raise EdgetlError(
+            f"{opts.bundle}: an artifact for {manifest.backend}; `edgetl build` builds TensorRT "
+            "bundles (export with --target jetson or tensorrt-gpu)"
+        )
+    backend = TensorRtBackend()
+    reason = backend.missing()
+    if reason is not None:
+        raise EdgetlError(
+            f"{opts.bundle}: TensorRT cannot run here ({reason}); run `edgetl build` on the "
+            "device (JetPack brings TensorRT), see the bundle's DEVICE.md"
+        )
+    import tensorrt
+
+    options = manifest.runtime_options
+    version = str(tensorrt.__version__)
+    majors = tensorrt_majors(options)
+    if majors and int(version.split(".")[0]) not in majors:
+        supported = ", ".join(str(v) for v in options.get("tensorrt_versions", []))
+        raise EdgetlError(
+            f"{opts.bundle}: made for TensorRT {supported}, this device has {version}; export "
+            "again with a profile for it"
+        )
+    dla = int(options.get("dla_core", -1)) if opts.dla_core is None else opts.dla_core
+    workspace = (
+        int(options.get("workspace_mb", 1024)) if opts.workspace_mb is None else opts.workspace_mb
+    )
+    from edgetl.backends.tensorrt.cuda_device import identity
+    from edgetl.backends.tensorrt.engine import build_engine
+
+    cache_path = opts.bundle / TIMING_CACHE
+    console.print(f"building {ENGINE_FILE} with TensorRT {version} ...")
+    built = build_engine(
+        opts.bundle,
+        manifest.precision,
+        workspace,
+        dla,
+        cache_path.read_bytes() if cache_path.is_file() else None,
+        calibration_for(opts.bundle, version),
+    )
+    for warning in built.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    record = {
+        **built.record,
+        "device": identity(),
+        "jetson": jetson(),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "engine_sha256": hashlib.sha256(built.engine).hexdigest(),
+    }
+    atomic_write_bytes(opts.bundle / ENGINE_FILE, built.engine)
+    atomic_write_bytes(cache_path, built.timing_cache)
+    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    if dla >= 0:
+        console.print(
+            f"layers on DLA {dla}: {built.record['dla_layers']}, on the GPU: "
+            f"{built.record['gpu_layers']} {built.record.get('gpu_fallback_layers', [])}"
+        )
+    record["parity"] = _check(opts.bundle, manifest, console)
+    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def calibration_for(bundle: Path, version: str) -> bytes | None:
+    """The bundle's calibration cache with its header for the TensorRT found here: TensorRT
+    ignores a cache written for another version, silently."""
+    from edgetl.backends.tensorrt.backend import CALIBRATION_CACHE, encode_version
+    from edgetl.backends.tensorrt.calibration_cache import parse_cache, write_cache
+
+    path = bundle / CALIBRATION_CACHE
+    if not path.is_file():
+        return None
+    _, scales = parse_cache(path.read_text())  # float32 scales: written back bit for bit
+    return write_cache(scales, encode_version(version)).encode()
+
+
+def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]:
+    """The engine on the reference set against the host's logits of the same graph."""
+    reference = ReferenceSet.load(bundle / manifest.reference.file)
+    if reference.artifact_logits is None:
+        raise EdgetlError(f"{bundle}: the reference set has no host logits; export again")
+    tolerance = manifest.runtime_options.get("device_parity", {}).get(manifest.precision)
+    if tolerance is None:
+        raise EdgetlError(f"{bundle}: the profile gives no device_parity for {manifest.precision}")
+    runner = TensorRtBackend().load(bundle, manifest.runtime_spec())
+    logits = run_all(runner, manifest.preprocess.normalize(reference.images))
+    parity = compare(
+        reference.artifact_logits,
+        logits,
+        reference.labels,
+        Parity(float(tolerance["max_abs_diff"]), float(tolerance["min_agreement"])),
+    )
+    console.print(
+        f"engine vs host on {parity.n} reference images: max |logit diff| "
+        f"{parity.max_abs_diff:.3g}, agreement {parity.agreement:.2%}, top-1 "
+        f"{parity.artifact_top1:.2%} (host {parity.reference_top1:.2%})"
+    )
+    if not parity.passed:
+        (bundle / ENGINE_FILE).unlink()  # never leave an engine that looks good
+        raise CheckFailed(
+            f"the engine differs from the host's model beyond the profile's tolerance "
+            f"(max |diff| {parity.max_abs_diff:.3g} > {parity.tolerance.max_abs_diff:g} or "
+            f"agreement {parity.agreement:.2%} < {parity.tolerance.min_agreement:.0%}); "
+            "engine removed"
+        )
+    return parity.to_dict()

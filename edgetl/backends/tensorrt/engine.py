@@ -1,0 +1,193 @@
+"""Building a TensorRT engine from a bundle's ONNX, on the device, with TensorRT's Python API.
+
+What each TensorRT major builds from is data (ROUTES): TensorRT 11 is strongly typed only
+(no FP16/INT8 builder flags, no implicit INT8 calibration), so precision comes from the
+ONNX's tensor types; TensorRT 10 takes the FP32 graph with the FP16 flag, and on DLA, which
+runs no Q/DQ layers, INT8 from the FP32 graph and the calibration cache. Every TensorRT name
+used here is checked against the real 10.x and 11.x bindings in CI
+(tests/test_tensorrt_api.py), ROUTES' flag names per major included.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl.core.errors import CheckFailed, EdgetlError
+
+MODEL_FILE = "model.onnx"  # INT8: the Q/DQ graph; FP16: the FP32 graph
+FP32_FILE = "model.fp32.onnx"  # INT8 bundles: the FP32 graph the calibration cache is for
+FP16_FILE = "model.fp16.onnx"  # FP16 bundles: FP16-typed weights and math, FP32 I/O
+DYNAMIC_MAX_BATCH = 32  # optimization profile of a --dynamic-batch bundle: 1..32, opt 8
+DYNAMIC_OPT_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one TensorRT major builds one precision on one device kind."""
+
+    onnx: str  # the bundle file parsed
+    flags: tuple[str, ...]  # trt.BuilderFlag members set
+    calibration: bool = False  # TensorRT 10 implicit INT8 from calibration.cache
+
+
+ROUTES: dict[tuple[int, str, str], Route] = {
+    # TensorRT 10: weakly typed. INT8 Q/DQ on the GPU (FP16 lets unquantized layers use it).
+    (10, "int8", "GPU"): Route(MODEL_FILE, ("INT8", "FP16")),
+    # DLA runs no Q/DQ layers (with GPU fallback a Q/DQ network silently lands on the GPU):
+    # INT8 on DLA is the FP32 graph with the calibration cache's ranges.
+    (10, "int8", "DLA"): Route(FP32_FILE, ("INT8", "FP16", "GPU_FALLBACK"), calibration=True),
+    (10, "fp16", "GPU"): Route(MODEL_FILE, ("FP16",)),
+    (10, "fp16", "DLA"): Route(MODEL_FILE, ("FP16", "GPU_FALLBACK")),
+    # TensorRT 11: strongly typed only; precision is the ONNX's.
+    (11, "int8", "GPU"): Route(MODEL_FILE, ()),
+    (11, "fp16", "GPU"): Route(FP16_FILE, ()),
+    (11, "fp16", "DLA"): Route(FP16_FILE, ("GPU_FALLBACK",)),
+}
+
+
+def route(major: int, precision: str, dla: bool) -> Route:
+    """The route, or exit 2 naming what to do instead."""
+    kind = "DLA" if dla else "GPU"
+    found = ROUTES.get((min(major, 11), precision, kind))
+    if found is not None:
+        return found
+    if (major >= 11, precision, dla) == (True, "int8", True):
+        raise EdgetlError(
+            "INT8 on DLA needs TensorRT 10 (implicit calibration, removed in 11; DLA runs no "
+            "Q/DQ layers): build INT8 on the GPU (`edgetl build BUNDLE --dla-core -1`) or "
+            "export --precision fp16 for DLA"
+        )
+    raise EdgetlError(f"TensorRT {major}: no {precision} build for {kind}")
+
+
+@dataclass
+class EngineBuild:
+    engine: bytes
+    timing_cache: bytes
+    record: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def cache_calibrator(trt: Any, cache: bytes) -> Any:
+    """TensorRT 10's implicit INT8 from a calibration cache alone: no batches to run."""
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None  # every range comes from the cache
+
+        def read_calibration_cache(self) -> bytes:
+            return cache
+
+        def write_calibration_cache(self, data: Any) -> None:
+            return None
+
+    return Calibrator()
+
+
+def build_engine(
+    bundle: Path,
+    precision: str,
+    workspace_mb: int,
+    dla_core: int,
+    timing_cache: bytes | None,
+    calibration_cache: bytes | None = None,
+) -> EngineBuild:
+    """Parse the route's ONNX, configure, build; records what was used and which layers run
+    where (DLA or GPU)."""
+    import tensorrt as trt
+
+    major = int(str(trt.__version__).split(".")[0])
+    chosen = route(major, precision, dla_core >= 0)
+    logger = trt.Logger(trt.Logger.WARNING)
+    try:
+        builder = trt.Builder(logger)
+    except TypeError as exc:  # the bindings return no builder without a usable GPU
+        raise EdgetlError(
+            f"TensorRT {trt.__version__} cannot create a builder here ({exc}): no usable CUDA "
+            "GPU; run `edgetl build` on the device"
+        ) from exc
+    strongly_typed = major >= 11
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    onnx_path = bundle / chosen.onnx
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EdgetlError(f"{onnx_path}: TensorRT cannot parse it: {'; '.join(errors)}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    used = ["strongly typed"] if strongly_typed else []
+    for name in chosen.flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+        used.append(name)
+    if chosen.calibration:
+        if calibration_cache is None:
+            raise EdgetlError(f"{bundle}: INT8 on DLA needs the bundle's calibration.cache")
+        config.int8_calibrator = cache_calibrator(trt, calibration_cache)
+    dynamic = _optimization_profile(builder, network, config, dla_core >= 0)
+    placement: dict[str, Any] = {"dla_layers": 0, "gpu_layers": network.num_layers}
+    if dla_core >= 0:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = dla_core
+        fallback = [
+            network.get_layer(i).name
+            for i in range(network.num_layers)
+            if not config.can_run_on_DLA(network.get_layer(i))
+        ]
+        placement = {
+            "dla_layers": network.num_layers - len(fallback),
+            "gpu_layers": len(fallback),
+            "gpu_fallback_layers": fallback,
+        }
+        used.append(f"DLA {dla_core}")
+    warnings: list[str] = []
+    cache = config.create_timing_cache(timing_cache or b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        warnings.append("the timing cache is from another device or TensorRT: not used")
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise CheckFailed(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
+    record = {
+        "tensorrt": str(trt.__version__),
+        "precision": precision,
+        "onnx": chosen.onnx,
+        "flags": used,
+        "workspace_mb": workspace_mb,
+        "dla_core": dla_core,
+        "dynamic_batch": dynamic,
+        **placement,
+        "build_s": round(time.perf_counter() - started, 2),
+    }
+    timing = bytes(config.get_timing_cache().serialize())
+    return EngineBuild(bytes(serialized), timing, record, warnings)
+
+
+def _optimization_profile(builder: Any, network: Any, config: Any, dla: bool) -> Any:
+    """A dynamic batch dimension needs an optimization profile (min 1, opt 8, max 32);
+    DLA takes static shapes only. Returns the profile's batch range, or None when static."""
+    tensor = network.get_input(0)
+    shape = list(tensor.shape)
+    if shape[0] != -1:
+        return None
+    if dla:
+        raise EdgetlError(
+            "DLA builds need a static batch: export without --dynamic-batch, or build on the "
+            "GPU (`edgetl build BUNDLE --dla-core -1`)"
+        )
+    rest = shape[1:]
+    profile = builder.create_optimization_profile()
+    profile.set_shape(
+        tensor.name, [1, *rest], [DYNAMIC_OPT_BATCH, *rest], [DYNAMIC_MAX_BATCH, *rest]
+    )
+    config.add_optimization_profile(profile)
+    return {"min": 1, "opt": DYNAMIC_OPT_BATCH, "max": DYNAMIC_MAX_BATCH}

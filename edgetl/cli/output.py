@@ -1,0 +1,110 @@
+"""What the command line prints for people: run and guard tables, predictions, JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from edgetl.core.ui import image_count, stdout_console, table
+
+if TYPE_CHECKING:
+    from edgetl.core.records import Manifest, RunInfo
+
+
+def print_run(info: RunInfo, out: Path) -> None:
+    metrics = info.metrics
+    sizes = info.data.sizes
+    stdout_console().print(
+        table(
+            f"finetune {out}",
+            ["metric", "value"],
+            [
+                ["backbone", info.backbone.name],
+                ["classes", len(info.classes)],
+                ["images", f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test"],
+                ["train top-1", f"{metrics['train_top1']:.2%}"],
+                ["val top-1 (early stopping chose on it)", f"{metrics['val_top1']:.2%}"],
+                ["val loss", f"{metrics['val_loss']:.4f}"],
+                ["test top-1 (reported only)", f"{metrics['test_top1']:.2%}"],
+                ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs_run']}"],
+                ["feature cache", metrics["feature_cache"]],
+                ["time", f"{metrics['time_s']:.1f} s"],
+            ],
+        )
+    )
+
+
+def print_quantization(manifest: Manifest) -> None:
+    quant = manifest.quantization
+    if not quant:
+        return
+    n = quant["n"]
+    rows = [
+        [
+            a["name"],
+            f"{a['top1']:.2%}",
+            f"{a['drop_pts']:+.2f} ({image_count(a['drop_pts'], n)})",
+            f"{a['agreement']:.2%}",
+        ]
+        for a in quant["attempts"]
+    ]
+    console = stdout_console()
+    console.print(
+        table(
+            f"INT8 accuracy guard: decided on {n} val images (FP32 top-1 {quant['fp32_top1']:.2%}, "
+            f"budget {quant['budget_pts']:.2f} pts)",
+            ["attempt", "INT8 top-1 (val)", "drop pts (images)", "agreement"],
+            rows,
+        )
+    )
+    test = quant["test"]
+    console.print(
+        table(
+            f"reported on {test['n']} test images (no choice made on them), "
+            f"{manifest.accuracy['measured_on']}",
+            ["model", "top-1 (test)", "drop pts (test)", "agreement"],
+            [
+                ["FP32", f"{test['fp32_top1']:.2%}", "", ""],
+                [
+                    f"INT8 ({rows[-1][0]})",
+                    f"{test['int8_top1']:.2%}",
+                    f"{test['drop_pts']:+.2f}",
+                    f"{test['agreement']:.2%}",
+                ],
+            ],
+        )
+    )
+    floats = ", ".join(quant["float_layers"]) or "none"
+    speed = quant["speed_here"]
+    console.print(
+        f"kept: {rows[-1][0]}; float layers: {floats}; recipe {quant['recipe']['name']}; "
+        f"{quant['calibration']['count']} calibration images; quantize "
+        f"{quant['quantize_s']:.1f} s, guard {quant['guard_s']:.1f} s; "
+        + (
+            f"INT8 p50 here {speed['ratio']:.2f}x FP32"
+            if speed
+            else f"speed is measured on the device ({manifest.backend})"
+        )
+    )
+
+
+def print_predictions(results: list[dict[str, Any]]) -> None:
+    rows = [
+        [
+            r["image"],
+            "  ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"]),
+        ]
+        for r in results
+    ]
+    stdout_console().print(table("predictions", ["image", "top classes"], rows))
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        human()

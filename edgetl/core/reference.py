@@ -1,0 +1,84 @@
+"""The reference set an artifact carries: test images after resize/crop (uint8), their labels,
+and the FP32 PyTorch logits, so accuracy and agreement can be measured on the device alone.
+
+Stored as an .npz read with allow_pickle=False; normalization is reapplied from the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.core.errors import EdgetlError
+from edgetl.core.files import atomic_write_bytes
+
+REFERENCE_FILE = "reference.npz"
+
+
+@dataclass
+class ReferenceSet:
+    images: np.ndarray  # (N, 3, S, S) uint8, resized and cropped, not normalized
+    labels: np.ndarray  # (N,) int64
+    fp32_logits: np.ndarray  # (N, classes) float32, from the PyTorch model
+    keys: list[str]  # where each image came from (dataset keys)
+    # The artifact's own logits on the host (its runtime, or the host proxy): what an engine
+    # built on the device is checked against.
+    artifact_logits: np.ndarray | None = None
+    # The first 16 bytes of the sha256 of every train and val image's content, sorted: bench
+    # excludes those images from a "held-out" folder (fitted or chosen on, so not held out).
+    seen: np.ndarray | None = None  # (M, 16) uint8
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        arrays: dict[str, Any] = {
+            "images": self.images,
+            "labels": self.labels,
+            "fp32_logits": self.fp32_logits,
+            "keys": np.asarray(self.keys, dtype=np.str_),
+        }
+        if self.artifact_logits is not None:
+            arrays["artifact_logits"] = self.artifact_logits
+        if self.seen is not None:
+            arrays["seen_sha256"] = self.seen
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> ReferenceSet:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                images, labels = data["images"], data["labels"]
+                logits, keys = data["fp32_logits"], [str(k) for k in data["keys"]]
+                artifact = data.get("artifact_logits")
+                seen = data.get("seen_sha256")
+        except (OSError, ValueError, KeyError) as exc:
+            raise EdgetlError(
+                f"{path}: not a readable reference set ({exc}); re-run export"
+            ) from exc
+        if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise EdgetlError(f"{path}: reference images are not (N, 3, S, S) uint8; re-run export")
+        if seen is not None and (seen.dtype != np.uint8 or seen.ndim != 2 or seen.shape[1] != 16):
+            raise EdgetlError(f"{path}: seen_sha256 is not (M, 16) uint8; re-run export")
+        return cls(images, labels.astype(np.int64), logits.astype(np.float32), keys, artifact, seen)
+
+    def seen_before(self, digests: list[bytes]) -> np.ndarray:
+        """Which of these content digests are train or val images of the run (bool mask)."""
+        if self.seen is None or not digests:
+            return np.zeros(len(digests), bool)
+        known = {bytes(row) for row in self.seen}
+        return np.asarray([digest[:16] in known for digest in digests])
+
+
+def seen_digests(*parts: list[bytes] | None) -> np.ndarray | None:
+    """The (M, 16) uint8 table of `ReferenceSet.seen` from image sets' digests."""
+    if any(part is None for part in parts):
+        return None
+    unique = sorted({digest[:16] for part in parts for digest in part or []})
+    return np.frombuffer(b"".join(unique), np.uint8).reshape(len(unique), 16)

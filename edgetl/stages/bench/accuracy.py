@@ -1,0 +1,45 @@
+"""Top-1/top-5 accuracy, per-class accuracy, confusion matrix and agreement, from logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgetl.core.metrics import agreement as agreement_of
+from edgetl.core.metrics import topk
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    return topk(logits, labels, k)
+
+
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def accuracy_report(
+    logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None, classes: list[str]
+) -> dict[str, Any]:
+    """The report's `accuracy` block; per-class numbers show where INT8 damage hides."""
+    predicted = logits.argmax(1)
+    matrix = confusion_matrix(predicted, labels, len(classes))
+    per_class = {
+        name: {"n": int(matrix[i].sum()), "top1": float(matrix[i, i] / matrix[i].sum())}
+        for i, name in enumerate(classes)
+        if matrix[i].sum() > 0
+    }
+    agreement = None
+    if reference is not None:
+        agreement = agreement_of(logits, reference)
+    return {
+        "top1": topk_accuracy(logits, labels, 1),
+        "top5": topk_accuracy(logits, labels, 5),
+        "n": int(len(labels)),
+        "agreement": agreement,
+        "per_class": per_class,
+        "confusion": matrix.tolist(),
+    }

@@ -1,0 +1,376 @@
+"""`edgetl bench`: load each artifact with its own runtime, measure accuracy and latency.
+
+Latency is measured in interleaved rounds across all artifacts (A B C, C B A, ...), so a
+burst of noise on a shared machine hits every artifact alike; cold start (load, first
+inference, peak memory) is measured in a fresh process per artifact.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from edgetl.backends.artifact import Model, load
+from edgetl.core.env import capture
+from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.files import sha256_file
+from edgetl.core.metrics import drop_pts, within_budget
+from edgetl.core.outputs import check_not_input, check_writable
+from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
+from edgetl.core.regression import coefficient_of_variation, sample_ratio
+from edgetl.core.timing import interleaved_samples, summarize
+from edgetl.core.ui import fitted_table
+from edgetl.core.versions import versions
+from edgetl.stages.bench.accuracy import accuracy_report
+from edgetl.stages.bench.cold import cold_start
+from edgetl.stages.bench.evalset import EvalSet, eval_set
+
+HIGH_CV = 0.10  # above this, the latency numbers are too noisy to compare closely
+
+
+@dataclass
+class BenchOptions:
+    artifacts: list[Path]
+    data: str | None = None  # None: each artifact's reference set
+    split: str | None = None  # with the run's own data: test (default), val or train
+    iterations: int = 200
+    warmup: int = 20
+    rounds: int = 5
+    min_duration: float = 0.0  # seconds of samples per artifact, at least
+    batch: tuple[int, ...] = (1,)
+    threads: int | None = None
+    limit: int | None = None
+    cold: bool = True  # measure load/first inference/peak RSS in a fresh process
+    json_path: Path | None = None
+    md_path: Path | None = None
+    plot_path: Path | None = None
+    junit_path: Path | None = None
+    baseline: Path | None = None
+    max_regression: float = 5.0  # percent of p50
+    max_accuracy_drop: float = 1.0  # points of top-1 against the baseline
+    trust: tuple[Path, ...] = ()  # public keys one of which must have signed each artifact
+    allow_overlap: bool = False  # measure a folder's train/val images too (not held out)
+
+
+@dataclass
+class Loaded:
+    path: Path
+    model: Model
+    chosen: EvalSet
+    notes: list[str] = field(default_factory=list)
+
+
+def check_options(opts: BenchOptions) -> None:
+    for option, value, least in (
+        ("--iterations", opts.iterations, 1),
+        ("--warmup", opts.warmup, 0),
+        ("--rounds", opts.rounds, 1),
+        ("--threads", opts.threads if opts.threads is not None else 0, 0),
+    ):
+        if value < least:
+            raise EdgetlError(f"{option} {value}: must be at least {least}")
+    if opts.min_duration < 0:
+        raise EdgetlError(f"--min-duration {opts.min_duration}: must be 0 or more seconds")
+    if not opts.batch or min(opts.batch) < 1:
+        raise EdgetlError(f"--batch {opts.batch}: give batch sizes of 1 or more, e.g. 1,8")
+    if opts.max_regression < 0:
+        raise EdgetlError(f"--max-regression {opts.max_regression}: give a percentage >= 0")
+    if opts.baseline is not None and not opts.baseline.is_file():
+        raise EdgetlError(f"--baseline {opts.baseline}: no such report file")
+    # A report inside an artifact is fine (`edgetl bench . --json r.json` on a device): the
+    # manifest lists what the artifact is, and nothing else is loaded.
+    artifacts = {f"the artifact {path}": path for path in opts.artifacts}
+    inputs: dict[str, Path | None] = {"--baseline": opts.baseline, **artifacts}
+    if opts.data is not None:
+        inputs["--data"] = Path(opts.data)
+    for option, path in (
+        ("--json", opts.json_path),
+        ("--md", opts.md_path),
+        ("--junit", opts.junit_path),
+        ("--plot", opts.plot_path),
+    ):
+        if path is not None:  # checked now, not after minutes of measuring
+            check_not_input(path, inputs, option, allowed_inside=artifacts)
+            check_writable(path, option)
+
+
+def bench(opts: BenchOptions, console: Console) -> BenchReport:
+    """Measure every artifact; with a baseline, raise CheckFailed after writing the reports
+    when one regressed."""
+    check_options(opts)
+    baseline = None
+    if opts.baseline is not None:
+        baseline = BenchReport.read(opts.baseline)
+        for index, entry in enumerate(baseline.results):  # checked before the measuring
+            entry.stored_samples(opts.baseline, index)
+    shared: dict[tuple[Any, ...], EvalSet] = {}
+    loaded = [_load(path, opts, console, shared) for path in opts.artifacts]
+    names = _unique_names(loaded)
+    calls = {name: _single_call(item) for name, item in zip(names, loaded, strict=True)}
+    console.print(
+        f"latency: {len(calls)} artifact(s) interleaved, {opts.rounds}+ rounds, "
+        f"{opts.iterations}+ samples each"
+    )
+    samples = interleaved_samples(
+        calls, opts.iterations, opts.rounds, opts.warmup, opts.min_duration
+    )
+    results = [
+        _result(name, item, samples[name], opts, console)
+        for name, item in zip(names, loaded, strict=True)
+    ]
+    report = BenchReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        data="; ".join(sorted({item.chosen.label for item in loaded})),
+        command=list(sys.argv),
+        results=results,
+    )
+    failures = [] if baseline is None else check_baseline(report, baseline, opts)
+    write_reports(report, opts)
+    if failures:
+        raise Regressed("; ".join(failures), report)
+    return report
+
+
+class Regressed(CheckFailed):
+    """Exit 1: an artifact regressed against the baseline; the report is still shown."""
+
+    def __init__(self, message: str, report: BenchReport):
+        super().__init__(message)
+        self.report = report
+
+
+def _unique_names(loaded: list[Loaded]) -> list[str]:
+    """TARGET-PRECISION, or the directory name (then the path) where two would clash."""
+    names = [item.model.manifest.name for item in loaded]
+    for fallback in (lambda item: item.path.name, lambda item: str(item.path)):
+        clashing = {name for name in names if names.count(name) > 1}
+        names = [
+            fallback(item) if name in clashing else name
+            for name, item in zip(names, loaded, strict=True)
+        ]
+    return names
+
+
+def _load(
+    path: Path, opts: BenchOptions, console: Console, shared: dict[tuple[Any, ...], EvalSet]
+) -> Loaded:
+    model = load(path, opts.threads, opts.trust)  # verifies every checksum first
+    path = model.path  # an archive's unpacked directory
+    manifest = model.manifest
+    # Artifacts of one run share --data's images: read and preprocess them once.
+    key = (tuple(manifest.classes), manifest.preprocess, manifest.run.data.fingerprint)
+    if opts.data is not None and key in shared:
+        chosen = shared[key]
+    else:
+        chosen = eval_set(path, manifest, opts.data, opts.split, opts.limit, opts.allow_overlap)
+        if opts.data is not None:
+            shared[key] = chosen
+    runtime = model.manifest.backend
+    if model.proxy is not None:
+        runtime = f"{model.proxy} (host proxy for {model.manifest.backend}: accuracy only)"
+    console.print(f"bench {path}: {chosen.label}, {runtime}")
+    return Loaded(path, model, chosen, list(chosen.notes))
+
+
+def _single_call(item: Loaded) -> Any:
+    single = np.ascontiguousarray(item.chosen.images[:1])
+    return lambda: item.model.runner.run(single)
+
+
+def _result(
+    name: str, item: Loaded, samples: np.ndarray, opts: BenchOptions, console: Console
+) -> BenchResult:
+    manifest = item.model.manifest
+    latency = summarize(samples)
+    cv = coefficient_of_variation(samples)
+    batches = _batches(item, opts)  # may add a note
+    notes = list(item.notes)
+    if item.model.proxy is not None:
+        notes.append(
+            f"{manifest.backend} is not installed here: accuracy measured with the host proxy "
+            f"{item.model.proxy} on the same graph; its latency does not represent the device"
+        )
+    if cv > HIGH_CV:
+        notes.append(
+            f"latency varies a lot (CV {cv:.0%} > {HIGH_CV:.0%}): the machine is busy or "
+            "throttling; raise --min-duration or --rounds before comparing"
+        )
+    logits = item.model.logits(item.chosen.images)
+    reference = item.chosen.fp32_logits
+    if reference is None:
+        reference = _torch_reference(manifest, item.chosen)
+    accuracy = accuracy_report(logits, item.chosen.labels, reference, manifest.classes)
+    accuracy["absent_classes"] = item.chosen.absent_classes
+    if item.chosen.absent_classes:
+        notes.append(f"classes absent from the data: {', '.join(item.chosen.absent_classes)}")
+    spec = manifest.runtime_spec(opts.threads)
+    cold = cold_start(item.path, opts.threads) if opts.cold else _warm_cold(item)
+    return BenchResult(
+        artifact=str(item.path),
+        name=name,
+        target=manifest.target,
+        backend=item.model.proxy or manifest.backend,  # the runtime that actually ran
+        precision=manifest.precision,
+        accuracy=accuracy,
+        latency_ms=latency.to_dict(),
+        samples_ms=[round(float(s), 5) for s in samples],
+        iterations=len(samples),
+        warmup=opts.warmup,
+        batch_size=1,
+        throughput_ips=round(1000.0 / latency.mean, 2),
+        load_s=cold["load_s"],
+        first_inference_ms=cold["first_inference_ms"],
+        peak_rss_mb=cold["peak_rss_mb"],
+        size_mb=round(manifest.model_bytes / 1e6, 3),
+        env=capture(spec.threads, {manifest.backend: _runtime_version(manifest), **versions()}),
+        notes=notes,
+        rounds=opts.rounds,
+        cv=round(cv, 4),
+        batches=batches,
+        rss_before_load_mb=cold.get("rss_before_load_mb", 0.0),
+        proxy_for=manifest.backend if item.model.proxy is not None else "",
+    )
+
+
+def _warm_cold(item: Loaded) -> dict[str, float]:
+    """Without --cold: the load time of this process; memory is not the model's alone."""
+    return {"load_s": round(item.model.load_s, 4), "first_inference_ms": 0.0, "peak_rss_mb": 0.0}
+
+
+def _batches(item: Loaded, opts: BenchOptions) -> dict[str, dict[str, Any]]:
+    """Latency and throughput at batch sizes beyond 1 (dynamic-batch artifacts only)."""
+    found: dict[str, dict[str, Any]] = {}
+    sizes = [b for b in opts.batch if b > 1]
+    if not sizes:
+        return found
+    if item.model.manifest.input_shape[0] is not None:
+        item.notes.append(
+            f"batch sizes {sizes} skipped: the model has a static batch of 1 "
+            "(export with --dynamic-batch)"
+        )
+        return found
+    images = item.chosen.images
+    runner = item.model.runner
+    for size in sizes:
+        batch = np.ascontiguousarray(np.resize(images, (size, *images.shape[1:])))
+
+        def call(b: np.ndarray = batch) -> object:
+            return runner.run(b)
+
+        samples = interleaved_samples({"b": call}, max(10, opts.iterations // size), 1, 2)["b"]
+        latency = summarize(samples)
+        found[str(size)] = {
+            "latency_ms": latency.to_dict(),
+            "throughput_ips": round(size * 1000.0 / latency.mean, 2),
+        }
+    return found
+
+
+def _runtime_version(manifest: Manifest) -> str:
+    from edgetl.backends import get_backend
+
+    return get_backend(manifest.backend).runtime_version()
+
+
+def _torch_reference(manifest: Manifest, chosen: EvalSet) -> np.ndarray | None:
+    """FP32 PyTorch logits from the artifact's run, when that very run (by hash) and torch are
+    on this machine; on a device there are none, and the reference set gives agreement."""
+    run_file = Path(manifest.run.path) / RUN_FILE
+    if not run_file.is_file() or sha256_file(run_file) != manifest.run.sha256:
+        return None
+    try:
+        from edgetl.train.model import load_run, torch_logits
+    except ImportError:
+        return None
+    return torch_logits(load_run(run_file.parent).classifier(), chosen.images)
+
+
+def check_baseline(report: BenchReport, baseline: BenchReport, opts: BenchOptions) -> list[str]:
+    """Compare each artifact with the baseline entry of the same name; returns failures."""
+    stored = {entry.name: entry for entry in baseline.results}
+    failures = []
+    for entry in report.results:
+        base = stored.get(entry.name)
+        if base is None:
+            entry.checks["baseline"] = f"no entry named {entry.name} in {opts.baseline}"
+            continue
+        if (base.backend, base.proxy_for) != (entry.backend, entry.proxy_for):
+            raise EdgetlError(
+                f"--baseline {opts.baseline}: {entry.name} was measured there with "
+                f"{_ran(base)}, here with {_ran(entry)}; latencies of different runtimes "
+                "cannot gate each other. Make the baseline where the candidate runs"
+            )
+        failures += against_baseline(entry, base, opts.max_regression, opts.max_accuracy_drop)
+    return failures
+
+
+def _ran(entry: BenchResult) -> str:
+    if entry.proxy_for:
+        return f"{entry.backend} as the host proxy for {entry.proxy_for}"
+    return entry.backend
+
+
+def against_baseline(
+    entry: BenchResult, base: BenchResult, max_regression: float, max_accuracy_drop: float
+) -> list[str]:
+    """One artifact against its stored baseline, from the raw samples recorded in both.
+
+    Records the verdicts in `entry.checks`; returns one line per failed check. Accuracy is
+    compared only when both measured the same number of images.
+    """
+    verdict = sample_ratio(
+        np.asarray(base.samples_ms), np.asarray(entry.samples_ms), max_regression
+    )
+    drop = drop_pts(base.accuracy["top1"], entry.accuracy["top1"])
+    same_images = base.accuracy["n"] == entry.accuracy["n"]
+    entry.checks["latency"] = {**verdict.to_dict(), "line": verdict.line()}
+    entry.checks["accuracy"] = {
+        "drop_pts": round(drop, 4),
+        "max_drop_pts": max_accuracy_drop,
+        "compared": same_images,
+        "failed": same_images and not within_budget(drop, max_accuracy_drop),
+    }
+    failures = []
+    if verdict.regressed:
+        failures.append(f"{entry.name}: {verdict.line()}")
+    if entry.checks["accuracy"]["failed"]:
+        failures.append(
+            f"{entry.name}: top-1 {drop:+.2f} pts below the baseline "
+            f"(max accuracy drop {max_accuracy_drop:g})"
+        )
+    return failures
+
+
+def write_reports(report: BenchReport, opts: BenchOptions) -> None:
+    from edgetl.stages.bench import reports
+
+    if opts.json_path:
+        report.write(opts.json_path)
+    if opts.md_path:
+        reports.write_markdown(report, opts.md_path)
+    if opts.junit_path:
+        reports.write_junit(report, opts.junit_path)
+    if opts.plot_path:
+        reports.write_plot(report, opts.plot_path)
+
+
+def print_report(console: Console, report: BenchReport) -> None:
+    """One row per artifact; with several, p50 and size also as ratios to the first one."""
+    from edgetl.stages.bench.reports import PRIORITY, ratio_note, rows
+
+    columns, body = rows(report)
+    title = f"edgetl bench on {report.data} (batch 1)"
+    console.print(
+        fitted_table(title, columns, body, console.width, PRIORITY, None, ratio_note(report))
+    )
+    for entry in report.results:
+        for note in entry.notes:
+            console.print(f"{entry.name}: {note}")
+        if "latency" in entry.checks:
+            console.print(f"{entry.name} vs baseline: {entry.checks['latency']['line']}")

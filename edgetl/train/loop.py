@@ -1,0 +1,152 @@
+"""Head training on features: the primitive both finetune and the INT8 guard's head refit call."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from edgetl.core.errors import CheckFailed
+from edgetl.core.ui import progress
+
+
+@dataclass(frozen=True)
+class HeadTraining:
+    """Optimizer settings; the run records them so the guard can re-fit the same way."""
+
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    patience: int = 5
+
+
+class EarlyStopping:
+    """Keep the weights of the best val-loss epoch; stop after `patience` epochs without gain."""
+
+    def __init__(self, patience: int, min_delta: float = 1e-4):
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss, self.stale, self.best_epoch = math.inf, 0, 0
+        self.best_state: dict[str, Any] | None = None
+
+    def should_stop(self, val_loss: float, module: nn.Module, epoch: int, console: Console) -> bool:
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.stale, self.best_epoch = val_loss, 0, epoch
+            self.best_state = copy.deepcopy(module.state_dict())
+            return False
+        self.stale += 1
+        if self.stale < self.patience:
+            return False
+        console.print(f"early stop at epoch {epoch}: no val-loss gain in {self.stale} epochs")
+        return True
+
+    def restore(self, module: nn.Module) -> None:
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
+    def kept(self, history: list[dict[str, Any]]) -> str:
+        """The epoch whose weights are kept, in words: what the progress bar ends on (it
+        ended on the last epoch while the run's table reported the best one)."""
+        rows = [row for row in history if row["epoch"] == self.best_epoch]
+        if not rows:
+            return ""
+        row = rows[-1]
+        return (
+            f"kept epoch {row['epoch']}: val loss {row['val_loss']:.3f} top-1 {row['val_top1']:.1%}"
+        )
+
+
+def train_head(
+    head: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    settings: HeadTraining,
+    console: Console,
+) -> list[dict[str, Any]]:
+    """Mini-batch AdamW on features, cosine schedule, early stopping on val loss."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=1e-2)
+    steps = settings.epochs * math.ceil(len(train_x) / settings.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    history: list[dict[str, Any]] = []
+    stopper = EarlyStopping(settings.patience)
+    with progress(console) as bar:
+        task = bar.add_task("train head", total=settings.epochs, info="")
+        for epoch in range(1, settings.epochs + 1):
+            head.train()
+            order = torch.randperm(len(train_x), generator=generator)
+            total, correct, loss_sum = 0, 0, 0.0
+            for start in range(0, len(order), settings.batch_size):
+                idx = order[start : start + settings.batch_size]
+                logits = head(train_x[idx])
+                loss = loss_fn(logits, train_y[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                loss_sum += loss.item() * len(idx)
+                correct += int((logits.argmax(1) == train_y[idx]).sum())
+                total += len(idx)
+            val_loss, val_top1 = evaluate_logits(eval_logits(head, val_x), val_y)
+            check_finite(loss_sum / total, val_loss, epoch, settings.lr)
+            history.append(
+                epoch_row("head", epoch, loss_sum / total, correct / total, val_loss, val_top1)
+            )
+            bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
+            if stopper.should_stop(val_loss, head, epoch, console):
+                break
+        bar.update(task, info=stopper.kept(history))
+    stopper.restore(head)
+    head.eval()
+    return history
+
+
+def check_finite(train_loss: float, val_loss: float, epoch: int, lr: float) -> None:
+    """A NaN or infinite loss is a failed run (exit 1), never a saved one."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise CheckFailed(
+            f"training diverged at epoch {epoch}: train loss {train_loss}, val loss {val_loss}; "
+            f"lower --lr (now {lr:g}). Nothing was written"
+        )
+
+
+def check_weights(module: nn.Module, what: str) -> None:
+    """Every parameter and buffer finite before anything is saved."""
+    bad = [name for name, t in module.state_dict().items() if not torch.isfinite(t).all()]
+    if bad:
+        raise CheckFailed(
+            f"{what} has non-finite weights ({', '.join(bad[:3])}); lower --lr. Nothing was written"
+        )
+
+
+def eval_logits(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    module.eval()
+    with torch.inference_mode():
+        return module(inputs)
+
+
+def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    loss = nn.functional.cross_entropy(logits.float(), labels).item()
+    return loss, float((logits.argmax(1) == labels).float().mean())
+
+
+def epoch_row(
+    phase: str, epoch: int, train_loss: float, train_top1: float, val_loss: float, val_top1: float
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "epoch": epoch,
+        "train_loss": round(train_loss, 5),
+        "train_top1": round(train_top1, 5),
+        "val_loss": round(val_loss, 5),
+        "val_top1": round(val_top1, 5),
+    }

@@ -1,0 +1,161 @@
+"""The layering contract: the folders of edgetl/ are layers, and imports run one way.
+
+    cli (and the pytest plugin)  ->  stages  ->  quantize  ->  train  ->  backends  ->  core
+
+A module may import its own layer and the layers below it, never one above; nothing imports
+`edgetl.cli`; `core` and `backends` (the device side) import no torch, timm, nncf or
+scikit-learn. Every import counts, also those inside functions (lazy imports run too);
+only `if TYPE_CHECKING:` blocks are exempt from the heavy-package rule (they never run).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("core", "backends", "train", "quantize", "stages", "cli")
+# Modules outside the layer folders and the layer they belong to.
+INTERFACES = {"edgetl": "cli", "edgetl.pytest_plugin": "cli"}
+DEVICE_SIDE = ("core", "backends")
+HEAVY = ("torch", "torchvision", "timm", "nncf", "sklearn")
+# (module, package) pairs allowed despite HEAVY, each with its reason.
+HEAVY_EXCEPTIONS = {
+    # The built-in `digits` dataset is scikit-learn's: imported only when asked for by name.
+    ("edgetl.core.dataset", "sklearn"),
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    module: str
+    line: int
+    imported: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.line} imports {self.imported}: {self.why}"
+
+
+def layer_of(module: str) -> str | None:
+    if module in INTERFACES:
+        return INTERFACES[module]
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def _imports(tree: ast.AST, package: str) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the importing package
+                parts = package.split(".")
+                base = parts[: len(parts) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+    return found
+
+
+def violations(root: Path) -> list[Violation]:
+    """Every import in `root`/edgetl that breaks the contract."""
+    found: list[Violation] = []
+    for path in sorted((root / "edgetl").rglob("*.py")):
+        module = module_name(path, root)
+        layer = layer_of(module)
+        if layer is None:
+            found.append(Violation(module, 1, "-", f"not in a layer folder ({', '.join(LAYERS)})"))
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        typing_only = _type_checking_lines(tree)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for line, imported in _imports(tree, package):
+            top = imported.split(".")[0]
+            if top == "edgetl":
+                found += _check_edge(module, layer, line, imported)
+            elif (
+                layer in DEVICE_SIDE
+                and top in HEAVY
+                and line not in typing_only
+                and (module, top) not in HEAVY_EXCEPTIONS
+            ):
+                found.append(Violation(module, line, imported, f"{layer} is device-side"))
+    return found
+
+
+def _check_edge(module: str, layer: str, line: int, imported: str) -> list[Violation]:
+    if imported == "edgetl":
+        return []  # the root package: __version__ and load(), which imports nothing up front
+    target = layer_of(imported)
+    if target is None:
+        return [Violation(module, line, imported, "imports a module outside the layers")]
+    if target == "cli" and layer != "cli":
+        return [Violation(module, line, imported, "nothing imports the command line")]
+    if LAYERS.index(target) > LAYERS.index(layer):
+        return [Violation(module, line, imported, f"{layer} may not import {target} (upward)")]
+    return []
+
+
+def test_the_tree_keeps_the_layering_contract() -> None:
+    found = violations(ROOT)
+    assert not found, "layering contract broken:\n" + "\n".join(map(str, found))
+
+
+def test_the_root_package_imports_nothing_up_front() -> None:
+    """Any layer may import `edgetl` for __version__ because the root runs no edgetl import."""
+    tree = ast.parse((ROOT / "edgetl" / "__init__.py").read_text())
+    eager = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edgetl")
+    ]
+    assert not eager
+
+
+def _plant(tmp_path: Path, module: str, source: str) -> Path:
+    path = tmp_path / (module.replace(".", "/") + ".py")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return path
+
+
+def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
+    _plant(tmp_path, "edgetl.core.records", "def f():\n    from edgetl.stages import export\n")
+    _plant(tmp_path, "edgetl.backends.base", "from ..train.model import Run\n")
+    _plant(tmp_path, "edgetl.stages.export", "import edgetl.cli.output\n")
+    _plant(tmp_path, "edgetl.core.metrics", "import torch\n")
+    _plant(
+        tmp_path,
+        "edgetl.core.ok",
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import torch\nfrom edgetl.core import metrics\n",
+    )
+    _plant(tmp_path, "edgetl.stray", "x = 1\n")
+    found = {(v.module, v.imported) for v in violations(tmp_path)}
+    assert found == {
+        ("edgetl.core.records", "edgetl.stages"),
+        ("edgetl.backends.base", "edgetl.train.model"),
+        ("edgetl.stages.export", "edgetl.cli.output"),
+        ("edgetl.core.metrics", "torch"),
+        ("edgetl.stray", "-"),
+    }
