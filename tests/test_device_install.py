@@ -37,7 +37,7 @@ def test_the_bundle_carries_its_checksummed_wheel(bundle: Path) -> None:
     with zipfile.ZipFile(bundle / wheel_name()) as wheel:
         names = set(wheel.namelist())
         metadata = wheel.read(f"edgetl-{wheel_name().split('-')[1]}.dist-info/METADATA").decode()
-    carried = {"edgetl/cli/main.py", "edgetl/profiles/jetson.toml"}
+    carried = {"edgetl/cli/app.py", "edgetl/profiles/jetson.toml"}
     carried.add("edgetl/backends/tensorrt/backend.py")
     assert carried <= names
     required = [line for line in metadata.splitlines() if line.startswith("Requires-Dist")]

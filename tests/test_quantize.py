@@ -262,7 +262,7 @@ def test_head_refit_writes_the_new_head_into_the_graph(
     """The re-fitted head (linear or MLP) replaces the graph's head weights exactly."""
     import torch
 
-    from edgetl.quantize.guard import _features_model, _with_head
+    from edgetl.quantize.guard.refit import features_model, with_head
     from edgetl.stages.finetune import FinetuneOptions, finetune
     from edgetl.train.model import Head
     from edgetl.train.onnx_export import export_onnx
@@ -285,14 +285,14 @@ def test_head_refit_writes_the_new_head_into_the_graph(
     export_onnx(run.classifier(), run, tmp_path / "model.onnx", 17)
     model = onnx.load(str(tmp_path / "model.onnx"))
     images = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
-    features = logits(_features_model(model), images)
+    features = logits(features_model(model), images)
 
     torch.manual_seed(1)
     head = Head(features.shape[1], len(run.classes), hidden).eval()
     head.set_feature_stats(torch.from_numpy(features) * 2 + 1)
     with torch.inference_mode():
         expected = head(torch.from_numpy(features)).numpy()
-    assert np.allclose(logits(_with_head(model, head), images), expected, atol=1e-4)
+    assert np.allclose(logits(with_head(model, head), images), expected, atol=1e-4)
 
 
 def test_keep_float_never_reads_past_a_clip_the_quantizer_removed() -> None:
@@ -357,7 +357,7 @@ def test_a_graph_without_an_edgetl_head_is_bad_input_not_a_failed_check() -> Non
     from onnx import TensorProto, helper
 
     from edgetl.core.errors import EdgetlError
-    from edgetl.quantize.guard import _features_model
+    from edgetl.quantize.guard.refit import features_model
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
@@ -366,4 +366,4 @@ def test_a_graph_without_an_edgetl_head_is_bad_input_not_a_failed_check() -> Non
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
     with pytest.raises(EdgetlError, match="not an edgetl model"):
-        _features_model(helper.make_model(graph))
+        features_model(helper.make_model(graph))

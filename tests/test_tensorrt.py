@@ -310,3 +310,24 @@ def test_the_build_command_reports_the_engine_it_wrote(tmp_path: Path, monkeypat
     assert result.exit_code == 0, result.output
     expected = f"engine:{tmp_path / 'unpacked' / 'model.engine'}(10.3.0,Orin)"
     assert expected in "".join(result.output.split())  # rich may wrap the long path
+
+
+def test_compare_runs_two_bundles_on_the_host_proxy_and_refuses_a_mixed_pair(
+    bundle: tuple[Path, str], tiny_run: Path, tmp_path: Path
+) -> None:
+    """compare loads through the same placement rule as load, export and bench: two TensorRT
+    bundles run on the host proxy here (said so); a proxy against a real runtime is exit 2."""
+    result = CliRunner().invoke(
+        main,
+        ["compare", str(bundle[0]), str(bundle[0]), "--rounds", "3", "--iterations", "5",
+         "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "host proxy onnxruntime" in " ".join(result.output.split())
+    cpu = tmp_path / "cpu"
+    assert export_cli(tiny_run, cpu, "--target", "cpu").exit_code == 0
+    mixed = CliRunner().invoke(main, ["compare", str(cpu), str(bundle[0]), "--rounds", "3"])
+    assert mixed.exit_code == 2, mixed.output
+    text = " ".join(mixed.output.split())
+    assert f"{cpu} on onnxruntime" in text
+    assert f"{bundle[0]} on onnxruntime (host proxy for tensorrt)" in text

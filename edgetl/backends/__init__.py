@@ -1,27 +1,19 @@
-"""Backend registry: one class per runtime, each in its own module, imported only when used."""
+"""Runtimes behind one protocol (base.py), found by name (registry.py), and the one rule for
+which of them runs a target's model on this machine (placement.py)."""
 
 from __future__ import annotations
 
-import importlib
-
 from edgetl.backends.base import Backend, Runner, RuntimeSpec, run_all
-from edgetl.core.errors import EdgetlError
+from edgetl.backends.placement import Placement, resolve
+from edgetl.backends.registry import BACKENDS, get_backend
 
-__all__ = ["BACKENDS", "Backend", "Runner", "RuntimeSpec", "get_backend", "run_all"]
-
-# name -> "module:Class"; the module is imported on first use, so the device side needs
-# only the runtime it runs.
-BACKENDS = {
-    "onnxruntime": "edgetl.backends.onnxruntime.backend:OnnxRuntimeBackend",
-    "openvino": "edgetl.backends.openvino.backend:OpenVinoBackend",
-    "tensorrt": "edgetl.backends.tensorrt.backend:TensorRtBackend",
-}
-
-
-def get_backend(name: str) -> Backend:
-    if name not in BACKENDS:
-        raise EdgetlError(f"backend {name!r} is unknown; known: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    backend = getattr(importlib.import_module(module), cls)()
-    assert isinstance(backend, Backend)
-    return backend
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Placement",
+    "Runner",
+    "RuntimeSpec",
+    "get_backend",
+    "resolve",
+    "run_all",
+]

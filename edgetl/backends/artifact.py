@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgetl.backends import Runner, get_backend, run_all
+from edgetl.backends import Runner, resolve, run_all
 from edgetl.core.archives import is_archive, unpack_archive
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
@@ -95,20 +95,8 @@ def load(
     if not path.is_dir():
         raise EdgetlError(f"{path}: no such artifact directory; create one with `edgetl export`")
     manifest = Manifest.read(path, trust=trusted_keys(trust))
-    backend = get_backend(manifest.backend)
+    placement = resolve(manifest, str(path))  # e.g. a TensorRT bundle on a host: its proxy
     spec = manifest.runtime_spec(threads)
-    proxy = None
-    if not backend.available():
-        if manifest.host_proxy is None:
-            raise EdgetlError(
-                f"{path}: runtime {manifest.backend} is not installed here; install it "
-                "(see README: the device side)"
-            )
-        # e.g. a TensorRT bundle on a host: its ONNX on the proxy measures accuracy.
-        proxy = manifest.host_proxy
-        backend = get_backend(proxy)
-        if not backend.available():
-            raise EdgetlError(f"{path}: neither {manifest.backend} nor {proxy} is installed")
     started = time.perf_counter()
-    runner = backend.load(path, spec)
-    return Model(path, manifest, runner, time.perf_counter() - started, proxy)
+    runner = placement.runtime.load(path, spec)
+    return Model(path, manifest, runner, time.perf_counter() - started, placement.proxy)

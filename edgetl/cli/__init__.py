@@ -1,5 +1,17 @@
-"""The command line: click commands and their terminal/JSON output (the top layer)."""
+"""The command line (the top layer): the group in app.py, a module per command, and what
+they print (output.py). Importing a command module registers it on the group."""
 
-from edgetl.cli.main import main
+from edgetl.cli import (  # noqa: F401  (registration)
+    bench,
+    build,
+    compare,
+    export,
+    finetune,
+    keygen,
+    predict,
+    quickstart,
+    targets,
+)
+from edgetl.cli.app import main
 
 __all__ = ["main"]

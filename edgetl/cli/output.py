@@ -12,7 +12,10 @@ import click
 from edgetl.core.ui import image_count, stdout_console, table
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from edgetl.core.records import Manifest, RunInfo
+    from edgetl.quantize.guard import GuardReport
 
 
 def print_run(info: RunInfo, out: Path) -> None:
@@ -108,3 +111,27 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         human()
+
+
+def guard_tables(report: GuardReport) -> list[Table]:
+    """What the guard tried when no attempt met the budget, and the layers it ranked."""
+    attempts = table(
+        "INT8 attempts",
+        ["attempt", "top-1", "drop (pts)", "agreement", "max |diff|"],
+        [
+            [
+                a.name,
+                f"{a.top1:.2%}",
+                f"{a.drop_pts:+.2f} ({image_count(a.drop_pts, report.n)})",
+                f"{a.agreement:.2%}",
+                f"{a.max_abs_diff:.3g}",
+            ]
+            for a in report.attempts
+        ],
+    )
+    sensitivity = table(
+        "most sensitive layers (logit error removed by keeping the layer float)",
+        ["layer", "score"],
+        [(name, f"{score:.3g}") for name, score in report.sensitivities[:15]],
+    )
+    return [attempts, sensitivity]

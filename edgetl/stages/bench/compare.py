@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from edgetl.backends import Runner, get_backend, run_all
+from edgetl.backends import Placement, Runner, resolve, run_all
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.metrics import drop_pts, top1, within_budget
 from edgetl.core.records import MANIFEST_FILE, BenchReport, BenchResult, Manifest
@@ -134,12 +134,31 @@ class Regression(CheckFailed):
         self.result = result
 
 
-def _loader(path: Path, manifest: Manifest, threads: int | None) -> Loader:
-    backend = get_backend(manifest.backend)
-    if not backend.available():
-        raise EdgetlError(f"{path}: runtime {manifest.backend} is not installed here")
+def _loader(path: Path, manifest: Manifest, threads: int | None) -> tuple[Loader, Placement]:
+    """How to load the artifact here (its runtime, or the host proxy), and where it runs."""
+    placement = resolve(manifest, str(path))
     spec = manifest.runtime_spec(threads)
-    return lambda: backend.load(path, spec)
+    return (lambda: placement.runtime.load(path, spec)), placement
+
+
+def _same_placement(base: tuple[Path, Placement], candidate: tuple[Path, Placement]) -> str:
+    """A host proxy's latency is not the device's: both run on their target's runtime, or
+    both on the same proxy (then the verdict says so), never one of each."""
+    (base_path, base_at), (cand_path, cand_at) = base, candidate
+    if base_at.proxy == cand_at.proxy:
+        if base_at.proxy is None:
+            return ""
+        return f"both run on the host proxy {base_at.proxy}: its latency, not the device's"
+    raise EdgetlError(
+        f"cannot compare {_where(base_path, base_at)} with {_where(cand_path, cand_at)}: a "
+        "host proxy's latency says nothing of the device's; compare artifacts that run alike"
+    )
+
+
+def _where(path: Path, at: Placement) -> str:
+    if at.proxy is None:
+        return f"{path} on {at.backend.name}"
+    return f"{path} on {at.proxy} (host proxy for {at.backend.name})"
 
 
 def _against_artifact(
@@ -151,8 +170,11 @@ def _against_artifact(
             f"{opts.candidate}: classes differ from {opts.base}'s; compare models of one run"
         )
     chosen = eval_set(opts.base, base, opts.data, opts.split, opts.limit)
-    load_base = _loader(opts.base, base, opts.threads)
-    load_candidate = _loader(opts.candidate, candidate, opts.threads)
+    load_base, base_at = _loader(opts.base, base, opts.threads)
+    load_candidate, candidate_at = _loader(opts.candidate, candidate, opts.threads)
+    note = _same_placement((opts.base, base_at), (opts.candidate, candidate_at))
+    if note:
+        console.print(note)
     console.print(f"compare on {chosen.label}: {opts.rounds} rounds x {opts.iterations} runs")
     verdict = compare_runners(
         load_base,
@@ -225,7 +247,14 @@ def _against_report(opts: CompareOptions, candidate: Manifest, console: Console)
     base = _entry_for(report, candidate, opts.base)
     base_samples = base.stored_samples(opts.base, report.results.index(base))
     chosen = eval_set(opts.candidate, candidate, opts.data, opts.split, opts.limit)
-    load_candidate = _loader(opts.candidate, candidate, opts.threads)
+    load_candidate, candidate_at = _loader(opts.candidate, candidate, opts.threads)
+    if bool(base.proxy_for) != (candidate_at.proxy is not None):
+        measured = f"{base.backend} as host proxy" if base.proxy_for else base.backend
+        raise EdgetlError(
+            f"cannot compare {opts.candidate} (here on {candidate_at.runtime.name}"
+            f"{' as host proxy' if candidate_at.proxy else ''}) with {opts.base} (measured on "
+            f"{measured}): a host proxy's latency says nothing of the device's"
+        )
     runner = load_candidate()
     call = _call(runner, np.ascontiguousarray(chosen.images[:1]))
     measure(call, 0, opts.warmup)

@@ -1,0 +1,134 @@
+"""`edgetl bench`: accuracy and latency of artifacts, gated against a baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgetl.cli.app import handle_errors, main, trust_option
+from edgetl.core.errors import EdgetlError
+from edgetl.core.ui import make_console, stdout_console
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    default=None,
+    help="Images to measure on: the run's own data (then --split picks the role) or any "
+    "folder of <class>/<images> (every image) [default: the artifact's reference set].",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "train"]),
+    default=None,
+    help="With the run's own --data: which role [default: test; val and train were chosen "
+    "or fitted on].",
+)
+@click.option(
+    "--iterations", type=int, default=200, show_default=True, help="Batch-1 samples, at least."
+)
+@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option(
+    "--rounds",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Interleaved rounds across the artifacts (A B C, C B A, ...).",
+)
+@click.option(
+    "--min-duration",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Keep measuring until each artifact has this many seconds of samples.",
+)
+@click.option(
+    "--batch",
+    default="1",
+    show_default=True,
+    help="Batch sizes, e.g. 1,8 (beyond 1: dynamic-batch artifacts).",
+)
+@click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
+@click.option("--limit", type=int, default=None, help="Measure a stratified sample of N images.")
+@click.option(
+    "--cold/--no-cold",
+    default=True,
+    show_default=True,
+    help="Load time, first inference and peak RSS in a fresh process per artifact.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the edgetl.bench/1 report here.",
+)
+@click.option("--md", "md_path", type=click.Path(path_type=Path), help="Write a Markdown table.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    help="Write accuracy vs p50 and latency distributions as PNG (pip install 'edgetl[plot]').",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(path_type=Path),
+    help="Write JUnit XML: one test case per artifact and check.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A stored report.json: exit 1 when an artifact regressed against it.",
+)
+@click.option(
+    "--max-regression",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="With --baseline: % of p50 the confidence interval must exceed to fail.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --baseline: top-1 points below the baseline that fail.",
+)
+@trust_option
+@click.option(
+    "--allow-overlap",
+    is_flag=True,
+    help="With a --data folder: also measure images that are the run's own train/val images "
+    "(by content); by default they are excluded and counted.",
+)
+@handle_errors
+def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
+    """Measure accuracy and batch-1 latency of exported ARTIFACTS with their runtimes.
+
+    Needs nothing but the artifact directory and its runtime: without --data it measures the
+    reference set stored in the artifact, with agreement against the FP32 model.
+    """
+    from edgetl.stages.bench.harness import BenchOptions, Regressed, print_report
+    from edgetl.stages.bench.harness import bench as run_bench
+
+    batch = _batch_sizes(kwargs.pop("batch"))
+    options = BenchOptions(artifacts=list(artifacts), batch=batch, **kwargs)
+    try:
+        report = run_bench(options, make_console())
+    except Regressed as failure:
+        print_report(stdout_console(), failure.report)
+        raise
+    print_report(stdout_console(), report)
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise EdgetlError(f"--batch {text}: give batch sizes like 1,8") from exc
+    return sizes

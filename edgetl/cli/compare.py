@@ -1,0 +1,75 @@
+"""`edgetl compare`: is a candidate slower or less accurate than a base?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgetl.cli.app import handle_errors, main, trust_option
+from edgetl.core.ui import make_console
+
+
+@main.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--data", default=None, help="As for bench [default: BASE's reference set].")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default=None)
+@click.option("--limit", type=int, default=None, help="Measure accuracy on N images.")
+@click.option(
+    "--rounds", type=int, default=10, show_default=True, help="Fresh-session rounds, at least."
+)
+@click.option(
+    "--max-rounds",
+    type=int,
+    default=None,
+    help="While the interval straddles the threshold, add rounds up to this many "
+    "[default: 3x --rounds].",
+)
+@click.option(
+    "--iterations", type=int, default=30, show_default=True, help="Runs per artifact and round."
+)
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
+@click.option(
+    "--max-regression",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="% of p50 the candidate may be slower before the confidence interval fails it.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Top-1 points the candidate may lose on the same images.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@trust_option
+@handle_errors
+def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
+    """Is CANDIDATE slower or less accurate than BASE (an artifact or a stored report.json)?
+
+    Interleaved rounds of fresh runtime sessions in alternating order; the ratio of medians
+    candidate/base with a bootstrap confidence interval. Exit 1 when the interval says the
+    candidate is slower by more than --max-regression, or its top-1 on the same images is
+    more than --max-accuracy-drop below; the reason in one line.
+    """
+    from edgetl.stages.bench.compare import CompareOptions, Regression
+    from edgetl.stages.bench.compare import compare as run_compare
+
+    try:
+        result = run_compare(
+            CompareOptions(base=base, candidate=candidate, **kwargs), make_console()
+        )
+    except Regression as failure:
+        if as_json:  # the verdict, passed false, then exit 1 with the reason
+            click.echo(json.dumps(failure.result.to_dict(), indent=2))
+        raise
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.line())

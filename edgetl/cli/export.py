@@ -1,0 +1,107 @@
+"""`edgetl export`: a run exported for a target, checked, with a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgetl.cli.app import handle_errors, main
+from edgetl.cli.output import emit, guard_tables, print_quantization
+from edgetl.core.ui import make_console
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option(
+    "--target", required=True, help="Target profile name (see `edgetl targets`) or .toml."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=None,
+    help="Default: the target's.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact directory [default: RUN/export/TARGET-PRECISION].",
+)
+@click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
+@click.option(
+    "--parity-samples",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Validation images used for the parity check.",
+)
+@click.option(
+    "--reference-samples",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Test images stored in the artifact (reference set) for `edgetl bench ARTIFACT`.",
+)
+@click.option(
+    "--recipe",
+    default=None,
+    help="INT8: calibration recipe name (calibration/*.toml) or .toml file "
+    "[default: the target's].",
+)
+@click.option(
+    "--calib-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="INT8: directory of calibration images (flat or class folders) or a .npy of "
+    "preprocessed tensors [default: a stratified sample of the run's training split].",
+)
+@click.option(
+    "--calib-samples",
+    type=int,
+    default=None,
+    help="INT8: number of calibration images [default: the recipe's].",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="INT8: most top-1 points the INT8 model may lose against FP32 on validation.",
+)
+@click.option(
+    "--archive",
+    is_flag=True,
+    help="Also write ARTIFACT.tar.gz (e.g. a bundle to copy to a device).",
+)
+@click.option(
+    "--sign",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sign the artifact with this ed25519 private key (see `edgetl keygen`); devices "
+    "check it with --trust.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@handle_errors
+def export(run: Path, as_json: bool, **kwargs: Any) -> None:
+    """Export RUN for a target: ONNX, backend artifact, parity check, manifest.
+
+    With --precision int8 the model is calibrated, quantized and checked by the accuracy
+    guard: if top-1 drops more than --max-accuracy-drop, the head is re-fitted on the
+    quantized backbone's features and the most sensitive layers are kept in float until
+    the budget holds; otherwise it exits 1 with what was tried and writes nothing.
+    """
+    from edgetl.quantize.guard import GuardFailed
+    from edgetl.stages.export import ExportOptions
+    from edgetl.stages.export import export as run_export
+
+    console = make_console()
+    try:
+        manifest = run_export(ExportOptions(run=run, **kwargs), console)
+    except GuardFailed as failure:
+        for item in guard_tables(failure.report):
+            console.print(item)
+        raise
+    emit(manifest.to_dict(), as_json, lambda: print_quantization(manifest))

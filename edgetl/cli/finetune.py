@@ -1,0 +1,112 @@
+"""`edgetl finetune`: train a head on a frozen backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgetl.cli.app import F, handle_errors, main
+from edgetl.cli.output import emit, print_run
+from edgetl.core.constants import DEFAULT_BACKBONE
+from edgetl.core.ui import make_console
+
+
+def finetune_options(func: F) -> F:
+    options = [
+        click.option(
+            "--backbone",
+            default=DEFAULT_BACKBONE,
+            show_default=True,
+            help="Registry or timm model name.",
+        ),
+        click.option(
+            "--weights",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Local backbone checkpoint (.safetensors or state-dict .pth).",
+        ),
+        click.option("--epochs", type=int, default=30, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option(
+            "--image-size",
+            type=int,
+            default=None,
+            help="Input size; default from the backbone's pretrained config.",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+        ),
+        click.option(
+            "--unfreeze",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Also train the last K backbone stages (no feature cache then).",
+        ),
+        click.option(
+            "--hidden",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Hidden units of an MLP head; 0 for a linear head.",
+        ),
+        click.option(
+            "--val-fraction",
+            type=float,
+            default=0.2,
+            show_default=True,
+            help="Share of each class held out for val (choices: early stopping, INT8 "
+            "guard) when DATA has no val/ folder.",
+        ),
+        click.option(
+            "--test-fraction",
+            type=float,
+            default=0.2,
+            show_default=True,
+            help="Share of each class held out for test (reported only) when DATA has no "
+            "test/ folder.",
+        ),
+        click.option(
+            "--patience",
+            type=int,
+            default=5,
+            show_default=True,
+            help="Early stopping: epochs without val-loss gain.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Feature cache directory [default: ~/.cache/edgetl/features].",
+        ),
+        click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.option("--data", required=True, help="ImageFolder directory, or 'digits'.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@finetune_options
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run metadata as JSON.")
+@handle_errors
+def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any) -> None:
+    """Train a new head for DATA's classes on a frozen backbone."""
+    from edgetl.stages.finetune import FinetuneOptions
+    from edgetl.stages.finetune import finetune as run_finetune
+
+    console = make_console()
+    info = run_finetune(
+        FinetuneOptions(data=data, out=out, use_cache=not no_cache, **kwargs), console
+    )
+    emit(info.to_dict(), as_json, lambda: print_run(info, out))

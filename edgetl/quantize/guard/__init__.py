@@ -1,0 +1,134 @@
+"""The accuracy guard: quantize, measure, and restore accuracy until the budget holds.
+
+In NNCF's shape (`quantize_with_accuracy_control(model, calibration, validation,
+validation_fn, max_drop)`), with edgetl's steps, each measured on the run's validation images
+with the target's runtime:
+1. plain: the engine's INT8 model as it comes.
+2. head refit (refit.py): the head re-trained on the quantized backbone's features; kept only
+   when it helps.
+3. float layers (ranker.py): quantized layers ranked by how much keeping each alone in float
+   brings the logits back towards FP32; the top 1, 2, 4, ... are kept float until the drop is
+   within budget or the recipe's max_float_layers is reached.
+The decisions are ladder.py's; evaluator.py measures; report.py holds the records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import onnx
+from rich.console import Console
+
+from edgetl.core.errors import CheckFailed
+from edgetl.core.parity import compare
+from edgetl.core.targets import Parity
+from edgetl.core.ui import image_count
+from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.guard.candidates import Candidates, Rewrite
+from edgetl.quantize.guard.evaluator import Evaluator, LoadOnnx, Validation
+from edgetl.quantize.guard.ladder import Steps, climb
+from edgetl.quantize.guard.ranker import rank_layers
+from edgetl.quantize.guard.report import Attempt, GuardFailed, GuardReport, GuardResult
+from edgetl.quantize.recipes import Recipe
+
+__all__ = [
+    "Attempt",
+    "Evaluator",
+    "GuardFailed",
+    "GuardReport",
+    "GuardResult",
+    "Validation",
+    "quantize_with_guard",
+]
+
+Refit = Callable[[onnx.ModelProto], onnx.ModelProto]
+
+
+def quantize_with_guard(
+    model: onnx.ModelProto,
+    calibration: CalibrationSet,
+    validation: Validation,
+    validate_fn: LoadOnnx,
+    max_drop: float,
+    recipe: Recipe,
+    *,
+    console: Console,
+    rewrite: Rewrite = lambda m: m,
+    rank_fn: LoadOnnx | None = None,
+    refit: Callable[[Evaluator], Refit] | None = None,
+    fp32_reference: tuple[Any, Parity] | None = None,
+) -> GuardResult[onnx.ModelProto]:
+    """The INT8 model of `model` (a prepared FP32 graph) whose top-1 on `validation` is at most
+    `max_drop` points below FP32's, measured on `validate_fn` (the target's runtime, or its
+    host proxy); GuardFailed with the report when no candidate is.
+
+    Keyword options: `rewrite` is the target backend's own lossless QDQ rewrite; `rank_fn`
+    runs the many layer-ranking candidates (default: `validate_fn`); `refit(evaluator)` makes
+    the head refit (None: no refit); `fp32_reference` (logits, tolerance): what the FP32 model
+    must match on `validation` before anything is quantized (CheckFailed otherwise).
+    """
+    started = time.perf_counter()
+    evaluator = Evaluator.for_fp32(validation, validate_fn, model)
+    if fp32_reference is not None:
+        _check_fp32(evaluator, *fp32_reference)
+    console.print(
+        f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
+        f"{len(calibration.files)} calibration images"
+    )
+    candidates = Candidates.quantize(model, calibration, recipe, rewrite)
+    quantize_s = time.perf_counter() - started
+
+    ranking = (candidates.build, candidates.quantized_layers(), evaluator, rank_fn or validate_fn)
+    steps = Steps(
+        candidates.build,
+        _lazy(lambda: refit(evaluator)) if refit and recipe.guard.head_refit else None,
+        lambda: rank_layers(*ranking, recipe.guard.ranking_samples, console),
+        recipe.guard.max_float_layers,
+    )
+    outcome = climb(
+        steps,
+        evaluator,
+        max_drop,
+        on_attempt=lambda a: console.print(_attempt_line(a, evaluator, max_drop)),
+        note=lambda text: console.print(f"  {text}"),
+    )
+    tried = (outcome.attempts, outcome.sensitivities, quantize_s, time.perf_counter() - started)
+    report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried)
+    if outcome.chosen is None:
+        raise GuardFailed(report)
+    chosen = outcome.chosen
+    fp32 = (evaluator.fp32_runner, evaluator.fp32_logits)
+    return GuardResult(chosen.model, chosen.runner, chosen.logits, report, *fp32)
+
+
+def _check_fp32(evaluator: Evaluator, reference: Any, tolerance: Parity) -> None:
+    check = compare(reference, evaluator.fp32_logits, evaluator.validation.labels, tolerance)
+    if not check.passed:
+        raise CheckFailed(
+            f"the FP32 ONNX model differs from PyTorch before quantization: max |logit diff| "
+            f"{check.max_abs_diff:.2e} (limit {tolerance.max_abs_diff:.0e}), top-1 "
+            f"agreement {check.agreement:.2%}; no artifact written"
+        )
+
+
+def _lazy(make: Callable[[], Refit]) -> Refit:
+    """The head refit is made on first use: it decodes up to 2,000 training images, which a
+    model that passes as plain INT8 never needs."""
+    made: list[Refit] = []
+
+    def apply(model: onnx.ModelProto) -> onnx.ModelProto:
+        if not made:
+            made.append(make())
+        return made[0](model)
+
+    return apply
+
+
+def _attempt_line(attempt: Attempt, evaluator: Evaluator, budget: float) -> str:
+    return (
+        f"  {attempt.name}: INT8 top-1 {attempt.top1:.2%} (FP32 {evaluator.fp32_top1:.2%}, "
+        f"drop {attempt.drop_pts:+.2f} pts = {image_count(attempt.drop_pts, evaluator.n)} "
+        f"val images, budget {budget:.2f})"
+    )

@@ -1,0 +1,106 @@
+"""What the guard tried and what it chose: typed records, no printing (tables are the CLI's)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from edgetl.backends import Runner
+from edgetl.core.errors import CheckFailed
+from edgetl.core.metrics import within_budget
+
+M = TypeVar("M")  # a model: an onnx.ModelProto in edgetl, anything in the ladder's tests
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One candidate measured on the validation images against FP32."""
+
+    name: str
+    top1: float
+    drop_pts: float
+    agreement: float
+    max_abs_diff: float
+    float_layers: list[str] = field(default_factory=list)
+    head_refit: bool = False
+
+
+@dataclass(frozen=True)
+class Measured(Generic[M]):
+    """A candidate, the runner that measured it and its logits: kept so the chosen model is
+    never run again (the export reuses them)."""
+
+    attempt: Attempt
+    model: M
+    runner: Runner
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    fp32_top1: float
+    n: int
+    budget_pts: float
+    attempts: list[Attempt]
+    sensitivities: list[tuple[str, float]]
+    quantize_s: float
+    guard_s: float
+
+    @property
+    def chosen(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def passed(self) -> bool:
+        return within_budget(self.chosen.drop_pts, self.budget_pts)
+
+    @property
+    def best_drop(self) -> float:
+        return min(a.drop_pts for a in self.attempts)
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "fp32_top1": self.fp32_top1,
+            "int8_top1": chosen.top1,
+            "drop_pts": round(chosen.drop_pts, 4),
+            "budget_pts": self.budget_pts,
+            "n": self.n,
+            "agreement": chosen.agreement,
+            "max_abs_diff": chosen.max_abs_diff,
+            "float_layers": chosen.float_layers,
+            "head_refit": chosen.head_refit,
+            "attempts": [asdict(a) for a in self.attempts],
+            "sensitivities": [{"layer": n, "score": s} for n, s in self.sensitivities[:20]],
+            "quantize_s": round(self.quantize_s, 2),
+            "guard_s": round(self.guard_s, 2),
+        }
+
+
+@dataclass(frozen=True)
+class GuardResult(Generic[M]):
+    """The INT8 model that meets the budget, with the runner and validation logits it was
+    measured with, the report of everything tried, and FP32's runner and logits on the same
+    images (the reference every attempt was measured against)."""
+
+    model: M
+    runner: Runner
+    logits: np.ndarray
+    report: GuardReport
+    fp32_runner: Runner
+    fp32_logits: np.ndarray
+
+
+class GuardFailed(CheckFailed):
+    """No candidate met the budget; `report` says what was tried (the CLI prints it)."""
+
+    def __init__(self, report: GuardReport):
+        self.report = report
+        super().__init__(
+            f"INT8 misses the accuracy budget: best drop {report.best_drop:.2f} pts > "
+            f"--max-accuracy-drop {report.budget_pts:.2f}; no artifact written. Try more or "
+            "other calibration images (--calib-data), another --recipe, a larger "
+            "guard.max_float_layers in the recipe, or --precision fp32"
+        )

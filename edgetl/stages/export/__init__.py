@@ -1,0 +1,94 @@
+"""The export stage: run -> ONNX -> (INT8) -> backend artifact, verified, with a manifest.
+
+Every artifact stands alone: model files, manifest.json and a reference set (test images
+after resize/crop, labels, FP32 logits), so it can be checked and benchmarked on a device
+that has neither the dataset nor the run directory.
+
+    plan.py     resolve the plan: target (alias), precision, recipe, where it runs here
+    inputs.py   the images, decoded once, and PyTorch's logits on them
+    steps.py    ONNX -> quantize -> compile -> verify, each a frozen record
+    package.py  manifest, reference set, signature
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from edgetl.core.files import staged_dir
+from edgetl.core.outputs import claim, clean_scratch, scratch_dir
+from edgetl.core.records import MANIFEST_FILE, Manifest
+from edgetl.stages.export.inputs import load_inputs
+from edgetl.stages.export.package import package
+from edgetl.stages.export.plan import ExportOptions, Plan, default_out, resolve_plan
+from edgetl.stages.export.steps import compile_artifact, quantize, to_onnx, verify
+
+__all__ = ["ExportOptions", "Plan", "archive", "default_out", "export"]
+
+
+def export(opts: ExportOptions, console: Console) -> Manifest:
+    """Export the run for one target; raises CheckFailed (nothing written) when a check fails."""
+    plan = resolve_plan(opts, console)
+    notes: list[str] = []
+    with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
+        _print_cleanup(notes, console)
+        inputs = load_inputs(plan, console)
+        with (
+            staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir,
+            scratch_dir("export") as scratch,
+        ):
+            started = time.perf_counter()
+            graph = to_onnx(plan, inputs, Path(scratch))
+            graph = quantize(plan, inputs, graph, Path(scratch), console)
+            compiled = compile_artifact(plan, graph, out_dir, started)
+            verified = verify(plan, inputs, graph, compiled, out_dir, console)
+            manifest = package(plan, inputs, graph, compiled, verified, out_dir, console)
+        _report(manifest, plan.out, console)
+        _replace_archive(plan.out, opts.archive, console)
+    return manifest
+
+
+def _print_cleanup(notes: list[str], console: Console) -> None:
+    """What claim() and the scratch cleanup removed, left by exports that were killed."""
+    notes += [
+        f"removed {path}, left by an export that was killed" for path in clean_scratch("export")
+    ]
+    for note in notes:
+        console.print(note)
+
+
+def _report(manifest: Manifest, out: Path, console: Console) -> None:
+    test = manifest.accuracy["test"]
+    console.print(
+        f"test top-1 ({test['n']} images no choice was made on): artifact "
+        f"{test['top1']:.2%}, FP32 PyTorch {test['fp32_top1']:.2%}"
+    )
+    console.print(f"artifact: {out}")
+
+
+def _replace_archive(out: Path, write: bool, console: Console) -> None:
+    """OUT.tar.gz beside the artifact always holds this artifact: rewritten with --archive,
+    else removed when it was left from the one just replaced."""
+    stale = out.parent / f"{out.name}.tar.gz"
+    if write:
+        console.print(f"archive: {archive(out)}")
+    elif stale.is_file():
+        stale.unlink()
+        console.print(f"removed {stale}: it held the artifact this export replaced")
+
+
+def archive(directory: Path) -> Path:
+    """DIR.tar.gz beside the directory, written atomically."""
+    import io
+    import tarfile
+
+    from edgetl.core.files import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(directory, arcname=directory.name)
+    path = directory.parent / f"{directory.name}.tar.gz"
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

@@ -1,0 +1,100 @@
+"""Step 2 of an export: the images it measures on, each decoded once, and PyTorch's answers.
+
+val chooses (parity, every guard decision), test is only reported, and the reference set is
+a stratified sample of the same decoded test images (so no test image is decoded twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rich.console import Console
+
+from edgetl.core.dataset import ImageSet, Splits
+from edgetl.core.metrics import top1
+from edgetl.core.reference import ReferenceSet, seen_digests
+from edgetl.quantize.calibration import CalibrationSet, build_calibration
+from edgetl.stages.export.plan import Plan
+from edgetl.train.model import Classifier, torch_logits
+
+GUARD_IMAGES = 1000  # validation images the INT8 accuracy guard measures (at most)
+TEST_IMAGES = 2000  # test images the manifest's accuracy is measured on (at most)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every later step measures on. Arrays are preprocessed model inputs."""
+
+    splits: Splits  # scanned once: calibration and the head refit read train from it
+    model: Classifier
+    val: np.ndarray
+    val_labels: np.ndarray
+    val_torch: np.ndarray  # PyTorch's FP32 logits on val
+    test: np.ndarray
+    test_labels: np.ndarray
+    test_torch: np.ndarray  # PyTorch's FP32 logits on test
+    reference: ReferenceSet  # a sample of the test images, as uint8 crops
+    # Where each reference image is in `test` (its logits are taken from there); None when
+    # the test split is larger than the sample and a reference image lies outside it.
+    reference_index: np.ndarray | None
+    calibration: CalibrationSet | None  # INT8 only
+
+    @property
+    def test_fp32_top1(self) -> float:
+        return top1(self.test_torch, self.test_labels)
+
+
+def load_inputs(plan: Plan, console: Console) -> Inputs:
+    run, opts = plan.run, plan.opts
+    splits = run.splits()
+    calibration = None
+    if plan.recipe is not None:
+        count = plan.recipe.samples if opts.calib_samples is None else opts.calib_samples
+        calibration = build_calibration(
+            run, splits, opts.calib_data, count, plan.recipe.samples, console
+        )
+    int8 = plan.recipe is not None
+    val = splits.val.sample(
+        max(opts.parity_samples, GUARD_IMAGES) if int8 else opts.parity_samples, run.seed
+    )
+    test = splits.test.sample(TEST_IMAGES, run.seed)
+    picked = splits.test.sample(opts.reference_samples, run.seed)
+    console.print(
+        f"export measures on {len(val)} val images (checks{', INT8 guard' if int8 else ''}) and "
+        f"{len(test)} test images (reported only); reference set: {len(picked)} test images"
+    )
+    model = run.classifier()
+    val_images = val.arrays(run.preprocess)
+    test_crops = test.crops(run.preprocess)
+    test_images = run.preprocess.normalize(test_crops)
+    test_torch = torch_logits(model, test_images)
+    index = _positions(test, picked)
+    if index is None:  # a test split over TEST_IMAGES: the reference images decoded apart
+        crops = picked.crops(run.preprocess)
+        logits = torch_logits(model, run.preprocess.normalize(crops))
+    else:
+        crops, logits = test_crops[index], test_torch[index]
+    reference = ReferenceSet(crops, picked.labels, logits.astype(np.float32), list(picked.keys))
+    reference.seen = seen_digests(splits.train.digests, splits.val.digests)
+    return Inputs(
+        splits,
+        model,
+        val_images,
+        val.labels,
+        torch_logits(model, val_images),
+        test_images,
+        test.labels,
+        test_torch,
+        reference,
+        index,
+        calibration,
+    )
+
+
+def _positions(test: ImageSet, picked: ImageSet) -> np.ndarray | None:
+    """Where each reference image is in the test sample; None when one is not in it."""
+    position = {key: i for i, key in enumerate(test.keys)}
+    if any(key not in position for key in picked.keys):
+        return None
+    return np.asarray([position[key] for key in picked.keys], dtype=np.int64)

@@ -1,0 +1,120 @@
+"""The last step of an export: manifest, reference set and signature beside the model files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from edgetl.backends import run_all
+from edgetl.core.records import Manifest, ReferenceInfo, RunRef
+from edgetl.core.reference import REFERENCE_FILE
+from edgetl.core.versions import versions
+from edgetl.stages.export.inputs import Inputs
+from edgetl.stages.export.plan import Plan
+from edgetl.stages.export.steps import Compiled, Graph, Verified, reported_accuracy
+
+
+def package(
+    plan: Plan,
+    inputs: Inputs,
+    graph: Graph,
+    compiled: Compiled,
+    verified: Verified,
+    out_dir: Path,
+    console: Console,
+) -> Manifest:
+    """Write reference.npz, manifest.json (and with a key, its signature) into `out_dir`."""
+    _write_reference(plan, inputs, compiled, verified, out_dir)
+    run, profile, opts = plan.run, plan.profile, plan.opts
+    test = reported_accuracy(inputs, verified)
+    manifest = Manifest(
+        target=profile.name,
+        target_profile=profile.source,
+        backend=profile.backend,
+        device=profile.device,
+        precision=plan.precision,
+        model_files=compiled.model_files,
+        runtime_options=profile.options,
+        input_shape=[
+            None if opts.dynamic_batch else 1,
+            3,
+            run.preprocess.size,
+            run.preprocess.size,
+        ],
+        run=RunRef(
+            path=str(Path(opts.run).resolve()),
+            sha256=run.sha256(),
+            backbone=run.info.backbone.name,
+            data=run.info.data,
+        ),
+        preprocess=run.preprocess,
+        classes=run.classes,
+        parity={
+            **verified.parity.to_dict(),
+            **({"host_checks": verified.host_checks} if verified.host_checks else {}),
+        },
+        accuracy=_accuracy(plan, verified, test),
+        reference=ReferenceInfo(REFERENCE_FILE, len(inputs.reference), "test", run.seed),
+        versions={**versions(), "runtime": plan.placement.runtime.runtime_version()},
+        threads=profile.threads,
+        host_proxy=profile.host_proxy,
+        compile_s=round(compiled.compile_s, 3),
+        quantization=_quantization(graph, verified, test),
+    )
+    manifest.write(out_dir)
+    if plan.signing_key is not None:
+        from edgetl.core.signing import sign
+
+        console.print(f"signed with {sign(out_dir, manifest.digest, plan.signing_key)}")
+    return manifest
+
+
+def _write_reference(
+    plan: Plan, inputs: Inputs, compiled: Compiled, verified: Verified, out_dir: Path
+) -> None:
+    """The reference set with the artifact's own logits, taken from its test logits when
+    every reference image is among the test images (always, up to 2,000 test images)."""
+    reference = inputs.reference
+    if inputs.reference_index is not None:
+        logits = verified.test_logits[inputs.reference_index]
+    else:
+        logits = run_all(compiled.runner, plan.run.preprocess.normalize(reference.images))
+    reference.artifact_logits = logits.astype(np.float32)
+    reference.save(out_dir / REFERENCE_FILE)
+
+
+def _accuracy(plan: Plan, verified: Verified, test: dict[str, Any]) -> dict[str, Any]:
+    parity = verified.parity
+    return {
+        "measured_on": plan.placement.runtime.name,
+        "measured_device": plan.placement.device,
+        "val": {"n": parity.n, "fp32_top1": parity.reference_top1, "top1": parity.artifact_top1},
+        "test": {"n": test["n"], "top1": test["top1"], "fp32_top1": test["fp32_top1"]},
+    }
+
+
+def _quantization(graph: Graph, verified: Verified, test: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's `quantization` block: the guard's numbers are on val; its `test` is the
+    same measurement as `accuracy.test`, as FP32 vs INT8."""
+    quantized = graph.quantized
+    if quantized is None:
+        return None
+    guard = quantized.guard
+    calibration = quantized.calibration
+    return {
+        "recipe": quantized.recipe.to_dict(),
+        "calibration": {**calibration.describe(), "time_s": round(guard.report.quantize_s, 2)},
+        **guard.report.to_dict(),
+        "test": {
+            "n": test["n"],
+            "fp32_top1": test["fp32_top1"],
+            "int8_top1": test["top1"],
+            "drop_pts": test["drop_pts"],
+            "agreement": test["agreement"],
+        },
+        "speed_here": quantized.speed,
+        "artifact_top1": verified.parity.artifact_top1,
+    }

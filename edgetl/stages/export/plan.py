@@ -1,0 +1,144 @@
+"""Step 1 of an export: resolve what will be made, and check every option, before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgetl.backends import Backend, Placement, resolve
+from edgetl.core.errors import EdgetlError
+from edgetl.core.outputs import check_not_input
+from edgetl.core.targets import TargetProfile, load_target
+from edgetl.quantize.calibration import MIN_SAMPLES
+from edgetl.quantize.recipes import Recipe, load_recipe
+from edgetl.train.model import Run, load_run
+
+
+@dataclass
+class ExportOptions:
+    run: Path
+    target: str
+    precision: str | None = None
+    out: Path | None = None
+    dynamic_batch: bool = False
+    parity_samples: int = 200
+    reference_samples: int = 200
+    archive: bool = False  # also write DIR.tar.gz
+    force: bool = False
+    # INT8 only
+    recipe: str | None = None
+    calib_data: Path | None = None
+    calib_samples: int | None = None
+    max_accuracy_drop: float = 1.0
+    sign: Path | None = None  # ed25519 private key: the artifact is signed with it
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything an export decides up front: the run, the profile (alias resolved), the
+    precision, the INT8 recipe (None otherwise), where it compiles and measures, the output
+    directory and the signing key."""
+
+    opts: ExportOptions
+    run: Run
+    profile: TargetProfile
+    precision: str
+    recipe: Recipe | None
+    placement: Placement
+    out: Path
+    signing_key: Any
+
+    @property
+    def backend(self) -> Backend:
+        """The target's backend: it compiles the artifact."""
+        return self.placement.backend
+
+    @property
+    def measuring(self) -> TargetProfile:
+        """The profile the model is measured with here: the target's, on the device it runs
+        on here (another device of the same runtime when the target's is absent)."""
+        return replace(self.profile, device=self.placement.device)
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile.name}-{self.precision}"
+
+
+def default_out(run: Path, profile: TargetProfile, precision: str) -> Path:
+    return run / "export" / f"{profile.name}-{precision}"
+
+
+def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
+    """The plan, or EdgetlError (exit 2) naming the option at fault; nothing is written."""
+    _check_counts(opts)
+    run = load_run(opts.run)
+    profile = load_target(opts.target)
+    if profile.alias is not None:
+        console.print(f"target {profile.alias} is an alias: exporting for {profile.name}")
+    precision = profile.check_precision(opts.precision)
+    recipe = _check_int8_options(opts, profile, precision)
+    placement = resolve(profile, f"target {profile.name}", export=True)
+    if placement.note:
+        console.print(placement.note)
+    out = opts.out or default_out(opts.run, profile, precision)
+    signing_key = None
+    if opts.sign is not None:
+        from edgetl.core.signing import load_private_key
+
+        signing_key = load_private_key(opts.sign)  # a bad key is exit 2 before the work
+    check_not_input(
+        out,
+        {
+            "the run": opts.run,
+            "--calib-data": opts.calib_data,
+            "the --target file": _user_file(opts.target),
+            "the --recipe file": _user_file(opts.recipe),
+            "the --sign key": opts.sign,
+        },
+        allowed_inside={"the run": opts.run / "export"},
+    )
+    return Plan(opts, run, profile, precision, recipe, placement, out, signing_key)
+
+
+def _user_file(name: str | None) -> Path | None:
+    return Path(name) if name is not None and name.endswith(".toml") else None
+
+
+def _check_counts(opts: ExportOptions) -> None:
+    for option, value in (
+        ("--parity-samples", opts.parity_samples),
+        ("--reference-samples", opts.reference_samples),
+    ):
+        if value < 1:
+            raise EdgetlError(f"{option} {value}: must be at least 1")
+
+
+def _check_int8_options(
+    opts: ExportOptions, profile: TargetProfile, precision: str
+) -> Recipe | None:
+    """The INT8 recipe, or None for other precisions; INT8 options without INT8 are an error."""
+    if precision != "int8":
+        given = [
+            name
+            for name, value in (
+                ("--recipe", opts.recipe),
+                ("--calib-data", opts.calib_data),
+                ("--calib-samples", opts.calib_samples),
+            )
+            if value is not None
+        ]
+        if given:
+            raise EdgetlError(f"{', '.join(given)}: only used with --precision int8")
+        return None
+    if not 0 <= opts.max_accuracy_drop <= 100:
+        raise EdgetlError(
+            f"--max-accuracy-drop {opts.max_accuracy_drop}: give points of top-1 between 0 and 100"
+        )
+    if opts.calib_samples is not None and opts.calib_samples < MIN_SAMPLES:
+        raise EdgetlError(f"--calib-samples {opts.calib_samples}: need at least {MIN_SAMPLES}")
+    if opts.calib_data is not None and not opts.calib_data.exists():
+        raise EdgetlError(f"--calib-data {opts.calib_data}: no such directory or .npy file")
+    return load_recipe(opts.recipe or profile.recipe)

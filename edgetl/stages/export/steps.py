@@ -1,0 +1,203 @@
+"""Steps 3-6 of an export: ONNX -> quantize -> compile -> verify; each returns a frozen record
+the next takes (Polygraphy's composable loaders, as plain functions). Packaging is package.py.
+
+Every measurement is made once: PyTorch's logits in inputs.py, the guard's in quantize, the
+artifact's on val (parity and the budget) and on test (reported, and the reference set's
+logits taken from them) in verify.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from rich.console import Console
+
+from edgetl.backends import Runner, RuntimeSpec, run_all
+from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.metrics import agreement, drop_pts, top1, within_budget
+from edgetl.core.parity import ParityResult, compare
+from edgetl.core.targets import Parity
+from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.engines import prepare
+from edgetl.quantize.guard import GuardResult, Validation, quantize_with_guard
+from edgetl.quantize.guard.ranker import ranking_loader
+from edgetl.quantize.guard.refit import HeadRefit
+from edgetl.quantize.int8 import compare_speed, copy_metadata
+from edgetl.quantize.recipes import Recipe
+from edgetl.stages.export.inputs import Inputs
+from edgetl.stages.export.plan import Plan
+from edgetl.train.onnx_export import export_onnx
+
+FP32_TOLERANCE = Parity(max_abs_diff=1e-3, min_agreement=1.0)
+
+
+@dataclass(frozen=True)
+class Quantized:
+    guard: GuardResult[onnx.ModelProto]
+    prepared: Path  # the FP32 graph it was quantized from (shape-inferred, folded)
+    # Batch-1 p50 of FP32 and INT8 on this machine, side by side; empty when a host proxy
+    # measured (its speed says nothing about the target's runtime).
+    speed: dict[str, float]
+    recipe: Recipe
+    calibration: CalibrationSet
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The ONNX graph the backend compiles, and the logits on val the artifact must match."""
+
+    path: Path
+    reference: np.ndarray  # PyTorch's (FP32), or the guard's chosen INT8 model's
+    quantized: Quantized | None = None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    model_files: list[str]
+    runner: Runner  # the written artifact on its runtime, or its graph on the host proxy
+    compile_s: float  # ONNX export, quantization and compilation
+
+
+@dataclass(frozen=True)
+class Verified:
+    parity: ParityResult  # the artifact on val against Graph.reference
+    host_checks: dict[str, Any]
+    test_logits: np.ndarray  # the artifact on the test images: measured once
+
+
+def to_onnx(plan: Plan, inputs: Inputs, work: Path) -> Graph:
+    path = work / "model.onnx"
+    export_onnx(inputs.model, plan.run, path, plan.profile.opset, plan.opts.dynamic_batch)
+    return Graph(path, inputs.val_torch)
+
+
+def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Console) -> Graph:
+    """The INT8 graph under the accuracy guard (decided on val); `graph` as it is otherwise."""
+    if plan.recipe is None or inputs.calibration is None:
+        return graph
+    profile, measuring, runtime = plan.profile, plan.measuring, plan.placement.runtime
+    prepared_path = work / "prepared.onnx"
+    result = quantize_with_guard(
+        prepare(graph.path, prepared_path),
+        inputs.calibration,
+        Validation(inputs.val, inputs.val_labels, plan.run.seed),
+        lambda model: runtime.load_onnx(model, measuring),
+        plan.opts.max_accuracy_drop,
+        plan.recipe,
+        console=console,
+        rewrite=plan.backend.rewrite_int8,
+        rank_fn=ranking_loader(profile),
+        refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator, console).apply,
+        fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
+    )
+    copy_metadata(onnx.load(str(graph.path)), result.model)
+    path = work / "model.int8.onnx"
+    onnx.save(result.model, str(path))
+    speed: dict[str, float] = {}
+    if plan.placement.proxy is None:
+        speed = compare_speed(result.fp32_runner, result.runner, inputs.val[:1])
+    if speed and speed["ratio"] >= 1.0:
+        console.print(
+            f"[yellow]warning:[/] on this machine the INT8 model is not faster than FP32 "
+            f"({speed['int8_p50_ms']:.2f} vs {speed['fp32_p50_ms']:.2f} ms batch-1 p50) with "
+            f"{len(result.report.chosen.float_layers)} layers kept float; another --recipe "
+            "(the default nncf-mixed needs fewer) may do better"
+        )
+    quantized = Quantized(result, prepared_path, speed, plan.recipe, inputs.calibration)
+    return Graph(path, result.logits, quantized)
+
+
+def compile_artifact(plan: Plan, graph: Graph, out_dir: Path, started: float) -> Compiled:
+    prepared = graph.quantized.prepared if graph.quantized is not None else None
+    files = plan.backend.compile(graph.path, out_dir, plan.profile, plan.precision, prepared)
+    compile_s = time.perf_counter() - started
+    measuring = plan.measuring
+    if plan.placement.proxy is None:
+        spec = RuntimeSpec(files, measuring.device, measuring.options, measuring.threads)
+        runner = plan.backend.load(out_dir, spec)
+    else:
+        runner = plan.placement.runtime.load_onnx(onnx.load(str(graph.path)), measuring)
+    return Compiled(files, runner, compile_s)
+
+
+def verify(
+    plan: Plan, inputs: Inputs, graph: Graph, compiled: Compiled, out_dir: Path, console: Console
+) -> Verified:
+    """Parity (and for INT8 the budget) on val, the artifact's other graphs, then test once;
+    CheckFailed (nothing written) when a check fails."""
+    parity = compare(
+        graph.reference,
+        run_all(compiled.runner, inputs.val),
+        inputs.val_labels,
+        plan.profile.parity[plan.precision],
+    )
+    quantized = graph.quantized
+    print_parity(console, parity, "INT8 model the guard measured" if quantized else "torch")
+    if quantized is not None:
+        _check_artifact_budget(plan, quantized, parity)
+    if not parity.passed:
+        raise CheckFailed(
+            f"parity check failed for {plan.name}: {parity.shortfall()}; no artifact written"
+        )
+    extra = _host_checks(plan, inputs, out_dir, console)
+    return Verified(parity, extra, run_all(compiled.runner, inputs.test))
+
+
+def _host_checks(plan: Plan, inputs: Inputs, out_dir: Path, console: Console) -> dict[str, Any]:
+    """The artifact's other graphs (e.g. TensorRT 11's FP16-typed ONNX) against PyTorch's
+    FP32 logits on the host proxy, each within the profile's tolerance for it."""
+    measuring = plan.measuring
+    found: dict[str, Any] = {}
+    for what, path, key in plan.backend.host_checks(out_dir, plan.precision):
+        tolerance = measuring.parity.get(key)
+        if tolerance is None:
+            raise EdgetlError(f"{measuring.source}: [parity] has no {key} tolerance for {what}")
+        runner = plan.placement.runtime.load_onnx(onnx.load(str(path)), measuring)
+        logits = run_all(runner, inputs.val)
+        result = compare(inputs.val_torch, logits, inputs.val_labels, tolerance)
+        print_parity(console, result, f"torch ({what}, {path.name})")
+        if not result.passed:
+            raise CheckFailed(f"{what} ({path.name}): {result.shortfall()}; no artifact written")
+        found[path.name] = result.to_dict()
+    return found
+
+
+def _check_artifact_budget(plan: Plan, quantized: Quantized, parity: ParityResult) -> None:
+    """The compiled artifact, loaded as a user will load it, must hold the budget too."""
+    fp32 = quantized.guard.report.fp32_top1
+    budget = plan.opts.max_accuracy_drop
+    drop = drop_pts(fp32, parity.artifact_top1)
+    if not within_budget(drop, budget):
+        raise CheckFailed(
+            f"on {plan.profile.backend} ({plan.profile.device}) the INT8 artifact's val top-1 is "
+            f"{parity.artifact_top1:.2%} against FP32 {fp32:.2%}: a drop of {drop:.2f} pts > "
+            f"--max-accuracy-drop {budget:.2f}; no artifact written"
+        )
+
+
+def reported_accuracy(inputs: Inputs, verified: Verified) -> dict[str, Any]:
+    """The artifact and FP32 PyTorch on the test images, from the one measurement of each."""
+    artifact_top1 = top1(verified.test_logits, inputs.test_labels)
+    fp32_top1 = inputs.test_fp32_top1
+    return {
+        "n": int(len(inputs.test_labels)),
+        "top1": artifact_top1,
+        "fp32_top1": fp32_top1,
+        "drop_pts": round(drop_pts(fp32_top1, artifact_top1), 4),
+        "agreement": agreement(verified.test_logits, inputs.test_torch),
+    }
+
+
+def print_parity(console: Console, parity: ParityResult, reference: str = "torch") -> None:
+    verdict = "[green]pass[/]" if parity.passed else "[red]FAIL[/]"
+    console.print(
+        f"parity vs {reference} on {parity.n} val images: max |logit diff| "
+        f"{parity.max_abs_diff:.2e}, top-1 agreement {parity.agreement:.2%}, top-1 "
+        f"reference {parity.reference_top1:.2%} / "
+        f"artifact {parity.artifact_top1:.2%}: {verdict}"
+    )
