@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.records import RuntimeSpec
 
 if TYPE_CHECKING:
@@ -29,11 +32,32 @@ class Runner(Protocol):
     def run(self, images: np.ndarray) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class BackendOptions:
+    """A backend's own settings: the profile's table named after the backend ([openvino],
+    [tensorrt]), stored in the manifest as `runtime_options`. Subclasses add fields; the
+    fields are the schema (an unknown key is an error naming it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return write_fields(self)
+
+
+@dataclass(frozen=True)
+class CompileInput:
+    """What a backend compiles: the graph for the precision, and for INT8 the FP32 graph it
+    was quantized from (TensorRT's DLA route ships it with a calibration cache)."""
+
+    onnx: Path
+    precision: str
+    fp32_onnx: Path | None = None
+
+
 class Backend(ABC):
-    """One runtime. Subclasses are registered by name in edgetl/backends/__init__.py."""
+    """One runtime. Subclasses are registered by name in edgetl/backends/registry.py."""
 
     name: ClassVar[str]
     module: ClassVar[str]  # the runtime's Python module
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
     # A device of this runtime that can stand in at export when the target's is absent:
     # set where the compiled model is device-independent (OpenVINO IR), else None.
     host_device: ClassVar[str | None] = None
@@ -44,6 +68,11 @@ class Backend(ABC):
         spec = importlib.util.find_spec(self.module)
         return spec is not None and spec.origin is not None
 
+    def options(self, table: Mapping[str, Any], where: str) -> Any:
+        """This backend's settings from its profile table (or a manifest's runtime_options);
+        EdgetlError naming `where` and the key when one is unknown or of the wrong type."""
+        return read_fields(self.Options, table, f"{where} [{self.name}]")
+
     @abstractmethod
     def runtime_version(self) -> str: ...
 
@@ -52,18 +81,8 @@ class Backend(ABC):
         """EdgetlError naming the devices present when `device` is absent."""
 
     @abstractmethod
-    def compile(
-        self,
-        onnx_path: Path,
-        out_dir: Path,
-        profile: TargetProfile,
-        precision: str,
-        fp32_onnx: Path | None = None,
-    ) -> list[str]:
-        """Write the model files for `profile` into `out_dir`; returns their names.
-
-        `fp32_onnx` is the FP32 graph an INT8 model was quantized from (some runtimes ship
-        it too, e.g. TensorRT's implicit-calibration fallback)."""
+    def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
+        """Write the model files for `profile` into `out_dir`; returns their names."""
 
     @abstractmethod
     def load(self, model_dir: Path, spec: RuntimeSpec) -> Runner:

@@ -26,7 +26,7 @@ def _device_present(backend: Any, device: str) -> bool:
 def targets(as_json: bool) -> None:
     """List target profiles, their backend and precisions, and whether the runtime is here."""
     from edgetl.backends import get_backend
-    from edgetl.core.targets import list_targets
+    from edgetl.backends.profiles import list_targets
 
     rows: list[dict[str, Any]] = []
     for profile in list_targets():

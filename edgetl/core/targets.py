@@ -65,30 +65,27 @@ KNOWN_KEYS = {
     "recipe",
     "host_proxy",
 }
-# Runtime settings a backend reads from the profile (kept in TargetProfile.options).
-OPTION_KEYS = {
-    "hint",
-    "model_cache",
-    "static_shape",
-    "inference_precision",
-    "streams",
-    # TensorRT: versions the bundle is for, builder workspace, DLA core (-1: GPU only), the
-    # engine-vs-FP32 tolerance `edgetl build` checks on the device, the module's name.
-    "tensorrt_versions",
-    "workspace_mb",
-    "dla_core",
-    "device_parity",
-    "module",
+# Runtime settings live in the backend's own table ([openvino], [tensorrt]), read by the
+# backend's options dataclass (backends/<runtime>/options.py); this is where each key
+# lived before (profile format 1), for an error that says where it went.
+MOVED_KEYS = {
+    "hint": "openvino",
+    "model_cache": "openvino",
+    "static_shape": "openvino",
+    "inference_precision": "openvino",
+    "streams": "openvino",
+    "tensorrt_versions": "tensorrt",
+    "workspace_mb": "tensorrt",
+    "dla_core": "tensorrt",
+    "device_parity": "tensorrt",
+    "module": "tensorrt",
 }
 
 
 def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
-    unknown_keys = sorted(set(data) - KNOWN_KEYS - OPTION_KEYS)
-    if unknown_keys:
-        raise EdgetlError(
-            f"{source}: unknown keys {unknown_keys}; known: "
-            f"{', '.join(sorted(KNOWN_KEYS | OPTION_KEYS))}"
-        )
+    """The profile's common keys, typed; its backend's table is kept as `options` for the
+    backend to read (backends/profiles.py checks it when the profile is loaded)."""
+    _check_keys(data, source)
     try:
         if not isinstance(data["precisions"], list):
             raise EdgetlError(f'{source}: precisions must be a list, e.g. ["fp32", "int8"]')
@@ -100,10 +97,14 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
             k: Parity(float(v["max_abs_diff"]), float(v["min_agreement"]))
             for k, v in data.get("parity", {}).items()
         }
+        backend = str(data["backend"])
+        table = data.get(backend, {})
+        if not isinstance(table, dict):
+            raise EdgetlError(f"{source}: {backend} must be a table ([{backend}])")
         return TargetProfile(
             name=check_name(str(data["name"]), "name", source),
             description=str(data.get("description", "")),
-            backend=str(data["backend"]),
+            backend=backend,
             device=str(data.get("device", "CPU")),
             precisions=precisions,
             default_precision=str(data.get("default_precision", precisions[0])),
@@ -112,7 +113,7 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
             parity=parity,
             recipe=str(data.get("recipe", "nncf-mixed")),
             host_proxy=str(data["host_proxy"]) if "host_proxy" in data else None,
-            options={k: v for k, v in data.items() if k not in KNOWN_KEYS},
+            options=dict(table),
             source=source,
         )
     except KeyError as exc:
@@ -121,6 +122,18 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
         raise EdgetlError(
             f"{source}: a value has the wrong type ({exc}); see targets/cpu.toml"
         ) from exc
+
+
+def _check_keys(data: dict[str, Any], source: str) -> None:
+    backend = data.get("backend")
+    unknown = sorted(set(data) - KNOWN_KEYS - {backend})
+    if not unknown:
+        return
+    moved = [f"{key} goes in the [{MOVED_KEYS[key]}] table" for key in unknown if key in MOVED_KEYS]
+    raise EdgetlError(
+        f"{source}: unknown keys {unknown}; known: {', '.join(sorted(KNOWN_KEYS))} and the "
+        f"backend's own table [{backend}]" + (f" ({'; '.join(moved)})" if moved else "")
+    )
 
 
 def list_targets() -> list[TargetProfile]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgetl.backends.base import Backend, RuntimeSpec
+from edgetl.backends.base import Backend, CompileInput, RuntimeSpec
 from edgetl.core.errors import EdgetlError
 
 if TYPE_CHECKING:
@@ -55,16 +55,9 @@ class OnnxRuntimeBackend(Backend):
         if device != "CPU":
             raise EdgetlError(f"device {device!r}: the onnxruntime backend here runs on CPU only")
 
-    def compile(
-        self,
-        onnx_path: Path,
-        out_dir: Path,
-        profile: TargetProfile,
-        precision: str,
-        fp32_onnx: Path | None = None,
-    ) -> list[str]:
-        if onnx_path != out_dir / MODEL_FILE:
-            shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+    def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
+        if graph.onnx != out_dir / MODEL_FILE:
+            shutil.copyfile(graph.onnx, out_dir / MODEL_FILE)
         return [MODEL_FILE]
 
     def load(self, model_dir: Path, spec: RuntimeSpec) -> OrtRunner:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgetl.backends.base import Backend, RuntimeSpec
+from edgetl.backends.base import Backend, CompileInput, RuntimeSpec
+from edgetl.backends.openvino.options import OpenVinoOptions
 from edgetl.core.errors import EdgetlError
 from edgetl.core.outputs import cache_dir, check_writable
 
@@ -90,23 +91,10 @@ def model_cache_dir() -> Path:
     return cache_dir("openvino", "EDGETL_OPENVINO_CACHE")
 
 
-def runtime_config(options: dict[str, Any], threads: int, cache_dir: Path | None) -> dict[str, Any]:
-    """OpenVINO properties from the profile: performance hint, threads, streams, model cache."""
-    config: dict[str, Any] = {"PERFORMANCE_HINT": str(options.get("hint", "LATENCY"))}
-    if threads > 0:
-        config["INFERENCE_NUM_THREADS"] = threads
-    if "streams" in options:
-        config["NUM_STREAMS"] = str(options["streams"])
-    if "inference_precision" in options:
-        config["INFERENCE_PRECISION_HINT"] = str(options["inference_precision"])
-    if cache_dir is not None:
-        config["CACHE_DIR"] = str(cache_dir)
-    return config
-
-
 class OpenVinoBackend(Backend):
     name = "openvino"
     module = "openvino"
+    Options = OpenVinoOptions
     host_device = "CPU"  # IR is device-independent: GPU/NPU targets export (and measure) here
 
     def runtime_version(self) -> str:
@@ -117,18 +105,12 @@ class OpenVinoBackend(Backend):
     def check_device(self, device: str) -> None:
         check_device(device)
 
-    def compile(
-        self,
-        onnx_path: Path,
-        out_dir: Path,
-        profile: TargetProfile,
-        precision: str,
-        fp32_onnx: Path | None = None,
-    ) -> list[str]:
+    def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
         import openvino as ov
 
-        model = ov.convert_model(str(onnx_path))
-        if profile.options.get("static_shape", False):
+        options: OpenVinoOptions = self.options(profile.options, profile.source)
+        model = ov.convert_model(str(graph.onnx))
+        if options.static_shape:
             # NPUs compile static shapes only; reshape a dynamic-batch export to batch 1.
             shape = list(model.input(0).get_partial_shape())
             model.reshape([1, *[int(str(d)) for d in shape[1:]]])
@@ -143,18 +125,21 @@ class OpenVinoBackend(Backend):
                     "reshaping to batch 1"
                 )
         # FP16 weights for fp16; FP32 and INT8 keep FP32 for what is not quantized.
-        ov.save_model(model, str(out_dir / MODEL_FILES[0]), compress_to_fp16=precision == "fp16")
+        ov.save_model(
+            model, str(out_dir / MODEL_FILES[0]), compress_to_fp16=graph.precision == "fp16"
+        )
         return list(MODEL_FILES)
 
     def load(self, model_dir: Path, spec: RuntimeSpec) -> OpenVinoRunner:
-        cache = model_cache_dir() if spec.options.get("model_cache", False) else None
+        options: OpenVinoOptions = self.options(spec.options, str(model_dir / "manifest.json"))
+        cache = model_cache_dir() if options.model_cache else None
         if cache is not None:
             # OpenVINO's own error for an unwritable cache came out as exit 3, after the load.
             check_writable(cache / "blob", "the OpenVINO model cache (EDGETL_OPENVINO_CACHE)")
         return OpenVinoRunner(
             model_dir / spec.model_files[0],
             spec.device,
-            runtime_config(spec.options, spec.threads, cache),
+            options.config(spec.threads, cache),
         )
 
     def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> OpenVinoRunner:
@@ -166,5 +151,6 @@ class OpenVinoBackend(Backend):
             onnx.save(model, str(path))
             converted = ov.convert_model(str(path))
         # No model cache: candidates are compiled once each.
-        config = runtime_config({**profile.options, "model_cache": False}, profile.threads, None)
+        options: OpenVinoOptions = self.options(profile.options, profile.source)
+        config = options.config(profile.threads, None)
         return OpenVinoRunner(converted, profile.device, config)

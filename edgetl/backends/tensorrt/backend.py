@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgetl.backends.base import Backend
+from edgetl.backends.base import Backend, CompileInput
+from edgetl.backends.tensorrt.options import TensorRtOptions
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.files import atomic_write_text
 from edgetl.core.records import RuntimeSpec
@@ -41,6 +42,7 @@ TIMING_CACHE = "timing.cache"
 class TensorRtBackend(Backend):
     name = "tensorrt"
     module = "tensorrt"
+    Options = TensorRtOptions
 
     def runtime_version(self) -> str:
         if not tensorrt_available():
@@ -82,20 +84,15 @@ class TensorRtBackend(Backend):
             return [("FP16-typed graph for TensorRT 11", out_dir / FP16_FILE, "fp16_graph")]
         return []
 
-    def compile(
-        self,
-        onnx_path: Path,
-        out_dir: Path,
-        profile: TargetProfile,
-        precision: str,
-        fp32_onnx: Path | None = None,
-    ) -> list[str]:
+    def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
         import onnx
 
         from edgetl.backends.tensorrt.calibration_cache import activation_scales, write_cache
         from edgetl.backends.tensorrt.rules import advisories, violations
 
-        model = onnx.load(str(onnx_path))
+        options: TensorRtOptions = self.options(profile.options, profile.source)
+        precision = graph.precision
+        model = onnx.load(str(graph.onnx))
         if precision == "fp16":
             # TensorRT 11 has no FP16 builder flag: precision comes from the graph's types.
             from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -110,17 +107,15 @@ class TensorRtBackend(Backend):
                     f"the INT8 model breaks TensorRT's Q/DQ rules in {len(problems)} places; "
                     "no bundle written:\n  " + "\n  ".join(problems)
                 )
-            if fp32_onnx is not None:
-                shutil.copyfile(fp32_onnx, out_dir / FP32_FILE)
-                cache = write_cache(activation_scales(model), implicit_int8_version(profile))
+            if graph.fp32_onnx is not None:
+                shutil.copyfile(graph.fp32_onnx, out_dir / FP32_FILE)
+                cache = write_cache(activation_scales(model), implicit_int8_version(options))
                 atomic_write_text(out_dir / CALIBRATION_CACHE, cache)
-        shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+        shutil.copyfile(graph.onnx, out_dir / MODEL_FILE)
         from edgetl.core.selfwheel import build_wheel
 
         build_wheel(out_dir)  # the device installs the very edgetl that made the bundle
-        atomic_write_text(
-            out_dir / DEVICE_DOC, device_doc(profile, precision)
-        )
+        atomic_write_text(out_dir / DEVICE_DOC, device_doc(profile, options, precision))
         return [MODEL_FILE]
 
     def load(self, model_dir: Path, spec: RuntimeSpec) -> TrtRunner:
@@ -195,16 +190,10 @@ def encode_version(version: str) -> int:
     return major * 10000 + minor * 100 + patch
 
 
-def tensorrt_majors(options: dict[str, Any]) -> list[int]:
-    """The TensorRT majors a profile's (or manifest's) `tensorrt_versions` name, sorted."""
-    return sorted({int(str(v).split(".")[0]) for v in options.get("tensorrt_versions", [])})
-
-
-def implicit_int8_version(profile: TargetProfile) -> int:
+def implicit_int8_version(options: TensorRtOptions) -> int:
     """The TensorRT 10 release a bundle's calibration cache is written for: the first 10.x
     the profile names (`edgetl build` rewrites it for the version it finds)."""
-    versions = [str(v) for v in profile.options.get("tensorrt_versions", [])]
-    tens = [v for v in versions if v.split(".")[0] == "10"]
+    tens = [v for v in options.tensorrt_versions if v.split(".")[0] == "10"]
     return encode_version(tens[0] if tens else "10.0.0")
 
 
@@ -244,13 +233,12 @@ def check_engine_record(path: Path) -> dict[str, Any]:
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH)
 
 
-def trtexec_lines(profile: TargetProfile, precision: str) -> list[str]:
+def trtexec_lines(options: TensorRtOptions, precision: str) -> list[str]:
     """trtexec commands per TensorRT major for this bundle (11: strongly typed, no --fp16 or
     --int8; 10 on DLA: INT8 from the FP32 graph and the calibration cache)."""
-    workspace = int(profile.options.get("workspace_mb", 1024))
-    dla = int(profile.options.get("dla_core", -1))
+    workspace, dla = options.workspace_mb, options.dla_core
     lines = []
-    for major in tensorrt_majors(profile.options):
+    for major in options.majors:
         try:
             chosen = route(major, precision, dla >= 0)
         except EdgetlError as exc:
@@ -267,13 +255,13 @@ def trtexec_lines(profile: TargetProfile, precision: str) -> list[str]:
     return lines
 
 
-def device_doc(profile: TargetProfile, precision: str) -> str:
+def device_doc(profile: TargetProfile, options: TensorRtOptions, precision: str) -> str:
     """DEVICE.md: what to do with this bundle on the device."""
-    dla = int(profile.options.get("dla_core", -1))
-    versions = ", ".join(str(v) for v in profile.options.get("tensorrt_versions", []))
+    dla = options.dla_core
+    versions = ", ".join(options.tensorrt_versions)
     from edgetl.core.selfwheel import wheel_name
 
-    trtexec = "\n".join(f"    {line}" for block in trtexec_lines(profile, precision)
+    trtexec = "\n".join(f"    {line}" for block in trtexec_lines(options, precision)
                         for line in block.splitlines())  # fmt: skip
     dla_option = f" --dla-core {dla}" if dla >= 0 else ""
     return f"""# {profile.name} bundle ({precision})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,14 @@ from edgetl.backends.tensorrt.backend import (
     ENGINE_RECORD,
     TIMING_CACHE,
     TensorRtBackend,
-    tensorrt_majors,
 )
+from edgetl.backends.tensorrt.options import TensorRtOptions
 from edgetl.core.env import jetson
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.files import atomic_write_bytes, atomic_write_text
 from edgetl.core.parity import compare
-from edgetl.core.records import Manifest
+from edgetl.core.records import MANIFEST_FILE, Manifest
 from edgetl.core.reference import ReferenceSet
-from edgetl.core.targets import Parity
 
 
 @dataclass
@@ -59,19 +58,9 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
         )
     import tensorrt
 
-    options = manifest.runtime_options
     version = str(tensorrt.__version__)
-    majors = tensorrt_majors(options)
-    if majors and int(version.split(".")[0]) not in majors:
-        supported = ", ".join(str(v) for v in options.get("tensorrt_versions", []))
-        raise EdgetlError(
-            f"{opts.bundle}: made for TensorRT {supported}, this device has {version}; export "
-            "again with a profile for it"
-        )
-    dla = int(options.get("dla_core", -1)) if opts.dla_core is None else opts.dla_core
-    workspace = (
-        int(options.get("workspace_mb", 1024)) if opts.workspace_mb is None else opts.workspace_mb
-    )
+    options = _settings(opts, manifest, version)
+    dla, workspace = options.dla_core, options.workspace_mb
     from edgetl.backends.tensorrt.cuda_device import identity
     from edgetl.backends.tensorrt.engine import build_engine
 
@@ -107,6 +96,23 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     return record
 
 
+def _settings(opts: BuildOptions, manifest: Manifest, version: str) -> TensorRtOptions:
+    """The bundle's TensorRT settings with the command line's overrides; exit 2 when the
+    bundle was made for other TensorRT majors than the one found here."""
+    where = str(opts.bundle / MANIFEST_FILE)
+    options: TensorRtOptions = TensorRtBackend().options(manifest.runtime_options, where)
+    if options.majors and int(version.split(".")[0]) not in options.majors:
+        raise EdgetlError(
+            f"{opts.bundle}: made for TensorRT {', '.join(options.tensorrt_versions)}, this "
+            f"device has {version}; export again with a profile for it"
+        )
+    return replace(
+        options,
+        dla_core=options.dla_core if opts.dla_core is None else opts.dla_core,
+        workspace_mb=options.workspace_mb if opts.workspace_mb is None else opts.workspace_mb,
+    )
+
+
 def calibration_for(bundle: Path, version: str) -> bytes | None:
     """The bundle's calibration cache with its header for the TensorRT found here: TensorRT
     ignores a cache written for another version, silently."""
@@ -125,17 +131,14 @@ def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]
     reference = ReferenceSet.load(bundle / manifest.reference.file)
     if reference.artifact_logits is None:
         raise EdgetlError(f"{bundle}: the reference set has no host logits; export again")
-    tolerance = manifest.runtime_options.get("device_parity", {}).get(manifest.precision)
+    where = str(bundle / MANIFEST_FILE)
+    options: TensorRtOptions = TensorRtBackend().options(manifest.runtime_options, where)
+    tolerance = options.device_parity.get(manifest.precision)
     if tolerance is None:
         raise EdgetlError(f"{bundle}: the profile gives no device_parity for {manifest.precision}")
     runner = TensorRtBackend().load(bundle, manifest.runtime_spec())
     logits = run_all(runner, manifest.preprocess.normalize(reference.images))
-    parity = compare(
-        reference.artifact_logits,
-        logits,
-        reference.labels,
-        Parity(float(tolerance["max_abs_diff"]), float(tolerance["min_agreement"])),
-    )
+    parity = compare(reference.artifact_logits, logits, reference.labels, tolerance)
     console.print(
         f"engine vs host on {parity.n} reference images: max |logit diff| "
         f"{parity.max_abs_diff:.3g}, agreement {parity.agreement:.2%}, top-1 "

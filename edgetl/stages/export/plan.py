@@ -9,9 +9,10 @@ from typing import Any
 from rich.console import Console
 
 from edgetl.backends import Backend, Placement, resolve
+from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
 from edgetl.core.outputs import check_not_input
-from edgetl.core.targets import TargetProfile, load_target
+from edgetl.core.targets import TargetProfile
 from edgetl.quantize.calibration import MIN_SAMPLES
 from edgetl.quantize.recipes import Recipe, load_recipe
 from edgetl.train.model import Run, load_run

@@ -18,6 +18,7 @@ import onnx
 from rich.console import Console
 
 from edgetl.backends import Runner, RuntimeSpec, run_all
+from edgetl.backends.base import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.metrics import agreement, drop_pts, top1, within_budget
 from edgetl.core.parity import ParityResult, compare
@@ -114,7 +115,9 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
 
 def compile_artifact(plan: Plan, graph: Graph, out_dir: Path, started: float) -> Compiled:
     prepared = graph.quantized.prepared if graph.quantized is not None else None
-    files = plan.backend.compile(graph.path, out_dir, plan.profile, plan.precision, prepared)
+    files = plan.backend.compile(
+        CompileInput(graph.path, plan.precision, prepared), out_dir, plan.profile
+    )
     compile_s = time.perf_counter() - started
     measuring = plan.measuring
     if plan.placement.proxy is None:
