@@ -11,33 +11,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
 
 from edgetl.core.constants import DEFAULT_BACKBONE
-from edgetl.core.dataset import BUILTIN_DATASETS, ImageSet, check_fractions, load_dataset
+from edgetl.core.dataset import BUILTIN_DATASETS, Splits, check_fractions, load_dataset
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text, sha256_file, staged_dir
 from edgetl.core.outputs import check_not_input, check_writable, claim
-from edgetl.core.preprocess import Preprocess
 from edgetl.core.records import RUN_FILE, DataInfo, HeadInfo, RunInfo, TrainInfo
-from edgetl.core.ui import progress
 from edgetl.core.versions import versions
-from edgetl.train.backbones import load_backbone, trainable_tail
+from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.features import cached_features, default_cache_dir
 from edgetl.train.loop import (
-    EarlyStopping,
     HeadTraining,
-    check_finite,
     check_weights,
-    epoch_row,
     eval_logits,
     evaluate_logits,
     train_head,
 )
 from edgetl.train.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, Classifier, Head
+from edgetl.train.unfreeze import predict, train_unfrozen
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # below 16 px a backbone's strides leave no pixels
 
@@ -119,30 +114,68 @@ def _finetune(opts: FinetuneOptions, cache_dir: Path | None, console: Console) -
     cache_state = "off" if cache_dir is None else ("hit" if hit else "miss (stored)")
     console.print(f"feature cache: {cache_state} ({feature_s:.1f} s)")
 
+    head, history, test_logits = _train(opts, splits, backbone, feats, device, console)
+    final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]
+    best = min(final_phase, key=lambda row: row["val_loss"])
+    _, test_top1 = evaluate_logits(test_logits, torch.from_numpy(splits.test.labels))
+    metrics = {
+        "train_top1": best["train_top1"],
+        "val_top1": best["val_top1"],
+        "val_loss": best["val_loss"],
+        "test_top1": round(test_top1, 5),
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "feature_cache": cache_state,
+        "feature_s": round(feature_s, 2),
+        "time_s": round(time.perf_counter() - started, 2),
+    }
+    info = _run_info(opts, splits, backbone, device, metrics)
+    check_weights(head, "the head")
+    check_weights(backbone.model, "the backbone")
+    write_run(opts.out, backbone.model, head, info, history, opts.force)
+    return info
+
+
+def _train(
+    opts: FinetuneOptions,
+    splits: Splits,
+    backbone: Backbone,
+    feats: dict[str, torch.Tensor],
+    device: torch.device,
+    console: Console,
+) -> tuple[Head, list[dict[str, Any]], torch.Tensor]:
+    """The head on cached features, then (--unfreeze K) the last K stages with it; returns
+    the head, the history of every epoch and the test logits of the model kept."""
     head = Head(backbone.num_features, len(splits.classes), opts.hidden)
     head.set_feature_stats(feats["train"])
     train_y = torch.from_numpy(splits.train.labels)
     val_y = torch.from_numpy(splits.val.labels)
     settings = opts.head_training()
     history = train_head(head, feats["train"], train_y, feats["val"], val_y, settings, console)
-    test_logits = eval_logits(head, feats["test"])
+    if not opts.unfreeze:
+        return head, history, eval_logits(head, feats["test"])
+    model = Classifier(backbone.model, head)
+    pre = backbone.preprocess
+    history += train_unfrozen(
+        model, splits.train, splits.val, pre, opts.unfreeze, settings, device, console
+    )
+    # train_unfrozen hands the model back on the CPU
+    test_logits, _ = predict(model, splits.test, pre, opts.batch_size, torch.device("cpu"))
+    return head, history, test_logits
 
-    if opts.unfreeze:
-        model = Classifier(backbone.model, head)
-        history += train_unfrozen(model, splits.train, splits.val, pre, opts, device, console)
-        # train_unfrozen hands the model back on the CPU
-        cpu = torch.device("cpu")
-        test_logits, _ = predict(model, splits.test, pre, opts.batch_size, cpu)
 
-    final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]
-    best = min(final_phase, key=lambda row: row["val_loss"])
-    _, test_top1 = evaluate_logits(test_logits, torch.from_numpy(splits.test.labels))
-    elapsed = time.perf_counter() - started
-    info = RunInfo(
+def _run_info(
+    opts: FinetuneOptions,
+    splits: Splits,
+    backbone: Backbone,
+    device: torch.device,
+    metrics: dict[str, Any],
+) -> RunInfo:
+    return RunInfo(
         backbone=backbone.describe(),
         head=HeadInfo("mlp" if opts.hidden else "linear", opts.hidden),
         classes=splits.classes,
-        preprocess=pre,
+        preprocess=backbone.preprocess,
         data=DataInfo.from_splits(splits),
         train=TrainInfo(
             epochs=opts.epochs,
@@ -154,24 +187,10 @@ def _finetune(opts: FinetuneOptions, cache_dir: Path | None, console: Console) -
             amp=device.type == "cuda",
             unfreeze=opts.unfreeze,
         ),
-        metrics={
-            "train_top1": best["train_top1"],
-            "val_top1": best["val_top1"],
-            "val_loss": best["val_loss"],
-            "test_top1": round(test_top1, 5),
-            "best_epoch": best["epoch"],
-            "epochs_run": len(history),
-            "feature_cache": cache_state,
-            "feature_s": round(feature_s, 2),
-            "time_s": round(elapsed, 2),
-        },
+        metrics=metrics,
         versions=versions(),
         command=list(sys.argv),
     )
-    check_weights(head, "the head")
-    check_weights(backbone.model, "the backbone")
-    write_run(opts.out, backbone.model, head, info, history, opts.force)
-    return info
 
 
 def _check_options(opts: FinetuneOptions) -> None:
@@ -221,77 +240,3 @@ def history_csv(history: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()
-
-
-def train_unfrozen(
-    model: Classifier,
-    train: ImageSet,
-    val: ImageSet,
-    pre: Preprocess,
-    opts: FinetuneOptions,
-    device: torch.device,
-    console: Console,
-) -> list[dict[str, Any]]:
-    """Fine-tune the last K backbone stages with the head (warm-started on features).
-
-    BatchNorm statistics stay frozen (eval mode): small datasets make them worse, not better.
-    """
-    for param in model.backbone.parameters():
-        param.requires_grad_(False)
-    tail = trainable_tail(model.backbone, opts.unfreeze)
-    for param in tail:
-        param.requires_grad_(True)
-    model.to(device).eval()
-    optimizer = torch.optim.AdamW(
-        [{"params": tail, "lr": opts.lr * 0.1}, {"params": model.head.parameters(), "lr": opts.lr}],
-        weight_decay=1e-2,
-    )
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    rng = np.random.default_rng(opts.seed)
-    history: list[dict[str, Any]] = []
-    stopper = EarlyStopping(opts.patience)
-    with progress(console) as bar:
-        task = bar.add_task(f"unfreeze {opts.unfreeze}", total=opts.epochs, info="")
-        for epoch in range(1, opts.epochs + 1):
-            shuffled = train.subset(rng.permutation(len(train)))
-            total, correct, loss_sum = 0, 0, 0.0
-            for images, labels in shuffled.batches(pre, opts.batch_size):
-                x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
-                with torch.autocast(device.type, enabled=use_amp):
-                    logits = model(x)
-                    loss = loss_fn(logits.float(), y)
-                optimizer.zero_grad()
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                total += len(y)
-            val_logits, val_y = predict(model, val, pre, opts.batch_size, device)
-            val_loss, val_top1 = evaluate_logits(val_logits, val_y)
-            check_finite(loss_sum / total, val_loss, epoch, opts.lr)
-            history.append(
-                epoch_row("unfreeze", epoch, loss_sum / total, correct / total, val_loss, val_top1)
-            )
-            bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
-            if stopper.should_stop(val_loss, model, epoch, console):
-                break
-        bar.update(task, info=stopper.kept(history))
-    stopper.restore(model)
-    model.cpu().eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return history
-
-
-def predict(
-    model: nn.Module, images: ImageSet, pre: Preprocess, batch_size: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    outputs = []
-    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        for batch, _ in images.batches(pre, batch_size):
-            outputs.append(model(torch.from_numpy(batch).to(device)).float().cpu())
-    return torch.cat(outputs), torch.from_numpy(images.labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,36 +78,79 @@ def train_head(
     steps = settings.epochs * math.ceil(len(train_x) / settings.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        head.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        for start in range(0, len(order), settings.batch_size):
+            idx = order[start : start + settings.batch_size]
+            yield train_x[idx], train_y[idx]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = head(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        return logits, loss
+
+    def validate() -> tuple[float, float]:
+        return evaluate_logits(eval_logits(head, val_x), val_y)
+
+    loop = Loop("head", "train head", head, batches, step, validate)
+    history = fit(loop, settings.epochs, settings.patience, settings.lr, console)
+    head.eval()
+    return history
+
+
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One training phase: what one epoch iterates, what one step does, how val is scored.
+
+    `module` is what early stopping keeps the best weights of; `batches()` is called once
+    per epoch (it shuffles); `step(x, y)` does forward, backward and the optimizer and returns
+    (logits, loss); `validate()` gives (val loss, val top-1)."""
+
+    phase: str  # the history's `phase` column
+    title: str  # the progress bar's
+    module: nn.Module
+    batches: Batches
+    step: Step
+    validate: Callable[[], tuple[float, float]]
+
+
+def fit(
+    loop: Loop, epochs: int, patience: int, lr: float, console: Console
+) -> list[dict[str, Any]]:
+    """The one training loop (head on features, and the unfrozen backbone): epochs with a
+    progress bar, a non-finite loss as a failed run, early stopping on val loss with the best
+    epoch's weights restored. Returns a history row per epoch."""
     history: list[dict[str, Any]] = []
-    stopper = EarlyStopping(settings.patience)
+    stopper = EarlyStopping(patience)
     with progress(console) as bar:
-        task = bar.add_task("train head", total=settings.epochs, info="")
-        for epoch in range(1, settings.epochs + 1):
-            head.train()
-            order = torch.randperm(len(train_x), generator=generator)
+        task = bar.add_task(loop.title, total=epochs, info="")
+        for epoch in range(1, epochs + 1):
             total, correct, loss_sum = 0, 0, 0.0
-            for start in range(0, len(order), settings.batch_size):
-                idx = order[start : start + settings.batch_size]
-                logits = head(train_x[idx])
-                loss = loss_fn(logits, train_y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.argmax(1) == train_y[idx]).sum())
-                total += len(idx)
-            val_loss, val_top1 = evaluate_logits(eval_logits(head, val_x), val_y)
-            check_finite(loss_sum / total, val_loss, epoch, settings.lr)
+            for x, y in loop.batches():
+                logits, loss = loop.step(x, y)
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                total += len(y)
+            val_loss, val_top1 = loop.validate()
+            check_finite(loss_sum / total, val_loss, epoch, lr)
             history.append(
-                epoch_row("head", epoch, loss_sum / total, correct / total, val_loss, val_top1)
+                epoch_row(loop.phase, epoch, loss_sum / total, correct / total, val_loss, val_top1)
             )
             bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
-            if stopper.should_stop(val_loss, head, epoch, console):
+            if stopper.should_stop(val_loss, loop.module, epoch, console):
                 break
         bar.update(task, info=stopper.kept(history))
-    stopper.restore(head)
-    head.eval()
+    stopper.restore(loop.module)
     return history
 
 
