@@ -32,8 +32,8 @@ def edgetl_bench() -> Callable[..., BenchResult]:
     def run(artifact: str | Path, **options: Any) -> BenchResult:
         options.setdefault("iterations", 100)
         options.setdefault("cold", False)
-        report = bench(BenchOptions([Path(artifact)], **options), make_console(quiet=True))
-        return report.results[0]
+        outcome = bench(BenchOptions([Path(artifact)], **options), make_console(quiet=True))
+        return outcome.report.results[0]
 
     return run
 

@@ -3,6 +3,7 @@ OpenVINO, and the guard refusing a recipe that cannot meet the budget."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,18 @@ def test_guard_refuses_a_recipe_that_cannot_meet_the_budget(
     assert "misses the accuracy budget" in text and "no artifact written" in text
     assert not out.exists()
     assert not list(tmp_path.glob(".*int8*"))  # no staging directory left behind
+    # --json printed nothing on a failed verdict; now the verdict, then exit 1.
+    result = export_cli(
+        digits_run, out, "--target", "cpu", "--precision", "int8", "--recipe", str(recipe),
+        "--json",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    verdict = json.loads("\n".join(lines[lines.index("{") : lines.index("}") + 1]))
+    assert verdict["passed"] is False and "misses the accuracy budget" in verdict["failures"][0]
+    assert [a["name"] for a in verdict["guard"]["attempts"]] == ["plain"]
+    assert verdict["guard"]["drop_pts"] > verdict["guard"]["budget_pts"] == 1.0
+    assert not out.exists()
 
 
 def test_openvino_int8_meets_the_budget_on_openvino(digits_run: Path, tmp_path: Path) -> None:

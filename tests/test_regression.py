@@ -243,6 +243,8 @@ def test_a_malformed_baseline_is_exit_2_naming_the_field(
         (0.936, 0.908, 0.978, "faster"),  # was "within the threshold or noise"
         (1.03, 1.01, 1.04, "slower, within the 5% threshold"),
         (1.00, 0.97, 1.08, "inconclusive"),
+        # All above 1 but reaching past the threshold: said "slower, within the threshold".
+        (1.076, 1.0001, 1.153, "inconclusive: slower, but the interval reaches past"),
         (1.00, 0.98, 1.03, "no significant change"),
         (1.20, 1.10, 1.30, "slower beyond the 5% threshold"),
     ],

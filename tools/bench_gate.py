@@ -71,7 +71,7 @@ def build_artifact(work: Path) -> Path:
 
     console = make_console()
     finetune(FinetuneOptions(data="digits", out=work / "run", image_size=128), console)
-    export(ExportOptions(run=work / "run", target="cpu", out=work / "cpu-fp32"), console)
+    export(ExportOptions(run=work / "run", target="cpu", out=work / "cpu-fp32"), console).checked()
     return work / "cpu-fp32"
 
 

@@ -34,7 +34,6 @@ from edgetl.backends.onnxruntime.backend import OrtRunner  # noqa: E402
 from edgetl.core.records import Manifest  # noqa: E402
 from edgetl.core.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
-from edgetl.quantize.guard import GuardFailed  # noqa: E402
 from edgetl.stages.export import ExportOptions, export  # noqa: E402
 from edgetl.stages.finetune import FinetuneOptions, finetune  # noqa: E402
 from edgetl.train.model import load_run  # noqa: E402
@@ -60,21 +59,20 @@ def build_data(name: str, work: Path) -> str:
 
 def export_int8(run: Path, out: Path, recipe: str, budget: float, console: Console) -> Row:
     label = f"{'plain' if budget >= 100 else 'edgetl'} {recipe}"
-    try:
-        manifest = export(
-            ExportOptions(
-                run=run,
-                target="cpu",
-                precision="int8",
-                out=out,
-                recipe=recipe,
-                max_accuracy_drop=budget,
-            ),
-            console,
-        )
-    except GuardFailed as failure:
-        best = min(a.drop_pts for a in failure.report.attempts)
-        return Row(label, None, f"guard refused: best drop {best:.2f} pts")
+    result = export(
+        ExportOptions(
+            run=run,
+            target="cpu",
+            precision="int8",
+            out=out,
+            recipe=recipe,
+            max_accuracy_drop=budget,
+        ),
+        console,
+    )
+    if result.manifest is None and result.guard is not None:
+        return Row(label, None, f"guard refused: best drop {result.guard.best_drop:.2f} pts")
+    manifest = result.checked()
     quant = manifest.quantization or {}
     note = ""
     if budget < 100:
@@ -163,7 +161,8 @@ def main() -> None:
         data = build_data(args.data, work)
         run = work / "run"
         finetune(FinetuneOptions(data=data, out=run, image_size=args.image_size), console)
-        manifest = export(ExportOptions(run=run, target="cpu", out=work / "fp32"), console)
+        fp32 = ExportOptions(run=run, target="cpu", out=work / "fp32")
+        manifest = export(fp32, console).checked()
         rows = [Row("fp32", work / "fp32" / manifest.model_files[0])]
         for recipe in args.recipes.split(","):
             rows.append(export_int8(run, work / f"plain-{recipe}", recipe, 100.0, console))

@@ -99,7 +99,7 @@ def main() -> None:
                 out,
                 export(
                     ExportOptions(run=run, target=target, precision=precision, out=out), console
-                ),
+                ).checked(),
             )
 
         loaded = load_run(run)

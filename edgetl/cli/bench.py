@@ -10,6 +10,7 @@ import click
 from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import make_console, stdout_console
+from edgetl.core.verdict import check
 
 
 @main.command()
@@ -113,17 +114,14 @@ def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
     Needs nothing but the artifact directory and its runtime: without --data it measures the
     reference set stored in the artifact, with agreement against the FP32 model.
     """
-    from edgetl.stages.bench.harness import BenchOptions, Regressed, print_report
+    from edgetl.stages.bench.harness import BenchOptions, print_report
     from edgetl.stages.bench.harness import bench as run_bench
 
     batch = _batch_sizes(kwargs.pop("batch"))
     options = BenchOptions(artifacts=list(artifacts), batch=batch, **kwargs)
-    try:
-        report = run_bench(options, make_console())
-    except Regressed as failure:
-        print_report(stdout_console(), failure.report)
-        raise
-    print_report(stdout_console(), report)
+    outcome = run_bench(options, make_console())
+    print_report(stdout_console(), outcome.report)
+    check(outcome)
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ import click
 
 from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.core.ui import make_console
+from edgetl.core.verdict import check
 
 
 @main.command()
@@ -58,18 +59,12 @@ def compare(base: Path, candidate: Path, as_json: bool, **kwargs: Any) -> None:
     candidate is slower by more than --max-regression, or its top-1 on the same images is
     more than --max-accuracy-drop below; the reason in one line.
     """
-    from edgetl.stages.bench.compare import CompareOptions, Regression
+    from edgetl.stages.bench.compare import CompareOptions
     from edgetl.stages.bench.compare import compare as run_compare
 
-    try:
-        result = run_compare(
-            CompareOptions(base=base, candidate=candidate, **kwargs), make_console()
-        )
-    except Regression as failure:
-        if as_json:  # the verdict, passed false, then exit 1 with the reason
-            click.echo(json.dumps(failure.result.to_dict(), indent=2))
-        raise
-    if as_json:
+    result = run_compare(CompareOptions(base=base, candidate=candidate, **kwargs), make_console())
+    if as_json:  # always the verdict (passed false too), then exit 1 with the reason
         click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif result.passed:
         click.echo(result.line())
+    check(result)

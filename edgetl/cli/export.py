@@ -10,6 +10,7 @@ import click
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.output import emit, guard_tables, print_quantization
 from edgetl.core.ui import make_console
+from edgetl.core.verdict import check
 
 
 @main.command()
@@ -93,15 +94,18 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
     quantized backbone's features and the most sensitive layers are kept in float until
     the budget holds; otherwise it exits 1 with what was tried and writes nothing.
     """
-    from edgetl.quantize.guard import GuardFailed
     from edgetl.stages.export import ExportOptions
     from edgetl.stages.export import export as run_export
 
     console = make_console()
-    try:
-        manifest = run_export(ExportOptions(run=run, **kwargs), console)
-    except GuardFailed as failure:
-        for item in guard_tables(failure.report):
-            console.print(item)
-        raise
-    emit(manifest.to_dict(), as_json, lambda: print_quantization(manifest))
+    result = run_export(ExportOptions(run=run, **kwargs), console)
+    if result.manifest is not None:
+        manifest = result.manifest
+        emit(result.to_dict(), as_json, lambda: print_quantization(manifest))
+    else:
+        if result.guard is not None:
+            for item in guard_tables(result.guard):
+                console.print(item)
+        if as_json:
+            emit(result.to_dict(), as_json, lambda: None)
+    check(result)

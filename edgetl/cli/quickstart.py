@@ -9,6 +9,7 @@ import click
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.output import print_quantization, print_run
 from edgetl.core.ui import make_console, stdout_console
+from edgetl.core.verdict import check
 
 # Digits are 8x8 pixels: 224 px adds no detail to them, and 128 px is (128/224)^2 = a third
 # of the pixels the backbone would otherwise process.
@@ -56,11 +57,13 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         guard = " (accuracy guard: at most 1 point below FP32)" if precision == "int8" else ""
         console.rule(f"{step}/4 export --target cpu --precision {precision}{guard}")
         options = ExportOptions(run=run_dir, target="cpu", precision=precision, force=force)
-        manifest = run_export(options, console)
-        print_quantization(manifest)
-        artifacts.append(run_dir / "export" / f"cpu-{precision}")
+        result = run_export(options, console)
+        check(result)
+        if result.manifest is not None:
+            print_quantization(result.manifest)
+        artifacts.append(result.out)
     console.rule("4/4 bench on the test split (no choice was made on it)")
-    report = run_bench(
+    outcome = run_bench(
         BenchOptions(
             artifacts=artifacts,
             data="digits",
@@ -70,5 +73,6 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         ),
         console,
     )
-    print_report(stdout_console(), report)
+    print_report(stdout_console(), outcome.report)
     console.print(f"report: {out / 'report.json'}")
+    check(outcome)

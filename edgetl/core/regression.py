@@ -49,15 +49,16 @@ class LatencyVerdict:
         limit = 1 + self.threshold_pct / 100
         if self.regressed:
             return f"slower beyond the {self.threshold_pct:g}% threshold"
+        if self.high > limit:  # before "within": the interval is not all within it
+            slower = "slower, but " if self.low > 1 else ""
+            return (
+                f"inconclusive: {slower}the interval reaches past the {self.threshold_pct:g}% "
+                "threshold; measure more --rounds"
+            )
         if self.low > 1:
             return f"slower, within the {self.threshold_pct:g}% threshold"
         if self.high < 1:
             return "faster"
-        if self.high > limit:
-            return (
-                f"inconclusive: the interval reaches past the {self.threshold_pct:g}% threshold; "
-                "measure more --rounds"
-            )
         return "no significant change"
 
     def line(self) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 
 from edgetl.backends import Placement, Runner, resolve, run_all
-from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.errors import EdgetlError
 from edgetl.core.metrics import drop_pts, top1, within_budget
 from edgetl.core.records import MANIFEST_FILE, BenchReport, BenchResult, Manifest
 from edgetl.core.regression import LatencyVerdict, paired_ratio, sample_ratio
@@ -67,6 +67,11 @@ class Comparison:
     def passed(self) -> bool:
         return not self.latency.regressed and not self.accuracy_failed
 
+    @property
+    def failures(self) -> list[str]:
+        """The verdict's line when it failed (latency and accuracy are both in it)."""
+        return [] if self.passed else [self.line()]
+
     def line(self) -> str:
         if self.accuracy_drop is None:
             accuracy = f"top-1 {self.candidate_top1:.2%} (base measured other images)"
@@ -109,7 +114,8 @@ def check_options(opts: CompareOptions) -> None:
 
 
 def compare(opts: CompareOptions, console: Console) -> Comparison:
-    """Raises CheckFailed (exit 1) with a one-line reason when the candidate regressed."""
+    """The comparison, with `passed` and `failures` (the command line exits 1 on a failed one
+    after printing it)."""
     check_options(opts)
     started = time.perf_counter()
     keys = trusted_keys(opts.trust)
@@ -121,17 +127,7 @@ def compare(opts: CompareOptions, console: Console) -> Comparison:
     else:
         raise EdgetlError(f"{opts.base}: neither an artifact directory nor a report.json")
     result.seconds = time.perf_counter() - started
-    if not result.passed:
-        raise Regression(result)
     return result
-
-
-class Regression(CheckFailed):
-    """Exit 1 with the comparison itself, so `--json` prints the verdict it failed on."""
-
-    def __init__(self, result: Comparison):
-        super().__init__(result.line())
-        self.result = result
 
 
 def _loader(path: Path, manifest: Manifest, threads: int | None) -> tuple[Loader, Placement]:

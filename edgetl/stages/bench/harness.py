@@ -18,7 +18,7 @@ from rich.console import Console
 
 from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
-from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.errors import EdgetlError
 from edgetl.core.files import sha256_file
 from edgetl.core.metrics import drop_pts, within_budget
 from edgetl.core.outputs import check_not_input, check_writable
@@ -100,9 +100,21 @@ def check_options(opts: BenchOptions) -> None:
             check_writable(path, option)
 
 
-def bench(opts: BenchOptions, console: Console) -> BenchReport:
-    """Measure every artifact; with a baseline, raise CheckFailed after writing the reports
-    when one regressed."""
+@dataclass(frozen=True)
+class BenchOutcome:
+    """The report, and with a baseline what regressed (`failures`, per artifact)."""
+
+    report: BenchReport
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def bench(opts: BenchOptions, console: Console) -> BenchOutcome:
+    """Measure every artifact and write the reports; with a baseline, the outcome says what
+    regressed (the command line turns that into exit 1 after showing the report)."""
     check_options(opts)
     baseline = None
     if opts.baseline is not None:
@@ -132,17 +144,7 @@ def bench(opts: BenchOptions, console: Console) -> BenchReport:
     )
     failures = [] if baseline is None else check_baseline(report, baseline, opts)
     write_reports(report, opts)
-    if failures:
-        raise Regressed("; ".join(failures), report)
-    return report
-
-
-class Regressed(CheckFailed):
-    """Exit 1: an artifact regressed against the baseline; the report is still shown."""
-
-    def __init__(self, message: str, report: BenchReport):
-        super().__init__(message)
-        self.report = report
+    return BenchOutcome(report, failures)
 
 
 def _unique_names(loaded: list[Loaded]) -> list[str]:

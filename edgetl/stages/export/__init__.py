@@ -13,41 +13,82 @@ that has neither the dataset nor the run directory.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from edgetl.core.errors import CheckFailed
 from edgetl.core.files import staged_dir
 from edgetl.core.outputs import claim, clean_scratch, scratch_dir
 from edgetl.core.records import MANIFEST_FILE, Manifest
+from edgetl.core.verdict import check
+from edgetl.quantize.guard import GuardFailed, GuardReport
 from edgetl.stages.export.inputs import load_inputs
 from edgetl.stages.export.package import package
 from edgetl.stages.export.plan import ExportOptions, Plan, default_out, resolve_plan
 from edgetl.stages.export.steps import compile_artifact, quantize, to_onnx, verify
 
-__all__ = ["ExportOptions", "Plan", "archive", "default_out", "export"]
+__all__ = ["ExportOptions", "ExportResult", "Plan", "archive", "default_out", "export"]
 
 
-def export(opts: ExportOptions, console: Console) -> Manifest:
-    """Export the run for one target; raises CheckFailed (nothing written) when a check fails."""
+@dataclass(frozen=True)
+class ExportResult:
+    """The artifact's manifest, or (nothing written) the checks that failed; `guard` is the
+    INT8 guard's report, also when no candidate met the budget."""
+
+    out: Path
+    manifest: Manifest | None
+    failures: list[str] = field(default_factory=list)
+    guard: GuardReport | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.manifest is not None and not self.failures
+
+    def checked(self) -> Manifest:
+        """The manifest; CheckFailed naming the failures when the export did not pass."""
+        check(self)
+        assert self.manifest is not None
+        return self.manifest
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest when it passed; else the verdict and what the guard tried."""
+        if self.manifest is not None and self.passed:
+            return self.manifest.to_dict()
+        guard = None if self.guard is None else self.guard.to_dict()
+        return {"passed": False, "out": str(self.out), "failures": self.failures, "guard": guard}
+
+
+def export(opts: ExportOptions, console: Console) -> ExportResult:
+    """Export the run for one target. Bad input is EdgetlError (exit 2); a failed check
+    (parity, the accuracy budget, a runtime's rules) is a result that did not pass, with
+    nothing written."""
     plan = resolve_plan(opts, console)
     notes: list[str] = []
     with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
         _print_cleanup(notes, console)
         inputs = load_inputs(plan, console)
-        with (
-            staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir,
-            scratch_dir("export") as scratch,
-        ):
-            started = time.perf_counter()
-            graph = to_onnx(plan, inputs, Path(scratch))
-            graph = quantize(plan, inputs, graph, Path(scratch), console)
-            compiled = compile_artifact(plan, graph, out_dir, started)
-            verified = verify(plan, inputs, graph, compiled, out_dir, console)
-            manifest = package(plan, inputs, graph, compiled, verified, out_dir, console)
+        try:
+            with (
+                staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir,
+                scratch_dir("export") as scratch,
+            ):
+                started = time.perf_counter()
+                graph = to_onnx(plan, inputs, Path(scratch))
+                graph = quantize(plan, inputs, graph, Path(scratch), console)
+                compiled = compile_artifact(plan, graph, out_dir, started)
+                verified = verify(plan, inputs, graph, compiled, out_dir, console)
+                manifest = package(plan, inputs, graph, compiled, verified, out_dir, console)
+        except GuardFailed as failed:  # the staged directory is gone: nothing written
+            return ExportResult(plan.out, None, [str(failed)], failed.report)
+        except CheckFailed as failed:
+            return ExportResult(plan.out, None, [str(failed)])
         _report(manifest, plan.out, console)
         _replace_archive(plan.out, opts.archive, console)
-    return manifest
+    guard = graph.quantized.guard.report if graph.quantized is not None else None
+    return ExportResult(plan.out, manifest, [], guard)
 
 
 def _print_cleanup(notes: list[str], console: Console) -> None:

@@ -1,0 +1,24 @@
+"""Verdicts as results: a stage that checks something returns what it measured together with
+`passed` and `failures`, and the command line alone turns a failed verdict into exit 1 (after
+printing the result, so `--json` always shows what was decided)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from edgetl.core.errors import CheckFailed
+
+
+@runtime_checkable
+class Verdict(Protocol):
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def failures(self) -> list[str]: ...
+
+
+def check(verdict: Verdict) -> None:
+    """CheckFailed (exit 1) naming every failure, when the verdict did not pass."""
+    if not verdict.passed:
+        raise CheckFailed("; ".join(verdict.failures) or "a check failed")
