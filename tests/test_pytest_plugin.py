@@ -44,7 +44,7 @@ def test_a_regression_fails_with_the_reason(edgetl_bench, artifact_and_baseline,
     fast["results"][0]["samples_ms"] = [s / 4 for s in fast["results"][0]["samples_ms"]]
     (tmp_path / "fast.json").write_text(json.dumps(fast))
     result = edgetl_bench(artifact, iterations=40)
-    assert result.accuracy["n"] == 12 and len(result.samples_ms) >= 40
+    assert result.accuracy.n == 12 and len(result.samples_ms) >= 40
     with pytest.raises(AssertionError, match="slower beyond the 5% threshold"):
         assert_no_regression(result, tmp_path / "fast.json")
     with pytest.raises(AssertionError, match="no baseline at"):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from edgetl.cli import main
-from edgetl.core.records import BenchReport, BenchResult
+from edgetl.core.records import BenchAccuracy, BenchReport, BenchResult
 from edgetl.stages.bench.harness import print_report
 
 NAMES = ["cpu-fp32", "openvino-cpu-fp32", "openvino-cpu-int8", "jetson-orin-nano-int8"]
@@ -18,7 +18,7 @@ def result(name: str, index: int, cold: bool) -> BenchResult:
     return BenchResult(
         artifact=f"runs/pets/export/{name}", name=name, target=name.rsplit("-", 1)[0],
         backend="openvino", precision=name.rsplit("-", 1)[1],
-        accuracy={"top1": 0.98765 - index / 100, "top5": 1.0, "n": 1359, "agreement": 0.9876},
+        accuracy=BenchAccuracy(top1=0.98765 - index / 100, top5=1.0, n=1359, agreement=0.9876),
         latency_ms={"p50": 12.3456 + index, "p90": 14.5, "p99": 19.25, "mean": 12.9,
                     "std": 1.1, "min": 11.0, "max": 30.0},
         samples_ms=[12.0] * 20, iterations=200, warmup=20, batch_size=1,

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from edgetl.core.fields import read_fields, write_fields
+from edgetl.core.fields import Source, read_fields, write_fields
 from edgetl.core.records import RuntimeSpec
 
 if TYPE_CHECKING:
     import onnx
 
-    from edgetl.core.targets import TargetProfile
+    from edgetl.core.targets import Precision, TargetProfile
 
 
 class Runner(Protocol):
@@ -48,7 +48,7 @@ class CompileInput:
     was quantized from (TensorRT's DLA route ships it with a calibration cache)."""
 
     onnx: Path
-    precision: str
+    precision: Precision
     fp32_onnx: Path | None = None
 
 
@@ -71,7 +71,7 @@ class Backend(ABC):
     def options(self, table: Mapping[str, Any], where: str) -> Any:
         """This backend's settings from its profile table (or a manifest's runtime_options);
         EdgetlError naming `where` and the key when one is unknown or of the wrong type."""
-        return read_fields(self.Options, table, f"{where} [{self.name}]")
+        return read_fields(self.Options, table, Source(f"{where} [{self.name}]"))
 
     @abstractmethod
     def runtime_version(self) -> str: ...

@@ -43,50 +43,50 @@ def print_run(info: RunInfo, out: Path) -> None:
 
 def print_quantization(manifest: Manifest) -> None:
     quant = manifest.quantization
-    if not quant:
+    if quant is None:
         return
-    n = quant["n"]
+    n = quant.n
     rows = [
         [
-            a["name"],
-            f"{a['top1']:.2%}",
-            f"{a['drop_pts']:+.2f} ({image_count(a['drop_pts'], n)})",
-            f"{a['agreement']:.2%}",
+            a.name,
+            f"{a.top1:.2%}",
+            f"{a.drop_pts:+.2f} ({image_count(a.drop_pts, n)})",
+            f"{a.agreement:.2%}",
         ]
-        for a in quant["attempts"]
+        for a in quant.attempts
     ]
     console = stdout_console()
     console.print(
         table(
-            f"INT8 accuracy guard: decided on {n} val images (FP32 top-1 {quant['fp32_top1']:.2%}, "
-            f"budget {quant['budget_pts']:.2f} pts)",
+            f"INT8 accuracy guard: decided on {n} val images (FP32 top-1 {quant.fp32_top1:.2%}, "
+            f"budget {quant.budget_pts:.2f} pts)",
             ["attempt", "INT8 top-1 (val)", "drop pts (images)", "agreement"],
             rows,
         )
     )
-    test = quant["test"]
+    test = quant.test
     console.print(
         table(
-            f"reported on {test['n']} test images (no choice made on them), "
-            f"{manifest.accuracy['measured_on']}",
+            f"reported on {test.n} test images (no choice made on them), "
+            f"{manifest.accuracy.measured_on}",
             ["model", "top-1 (test)", "drop pts (test)", "agreement"],
             [
-                ["FP32", f"{test['fp32_top1']:.2%}", "", ""],
+                ["FP32", f"{test.fp32_top1:.2%}", "", ""],
                 [
                     f"INT8 ({rows[-1][0]})",
-                    f"{test['int8_top1']:.2%}",
-                    f"{test['drop_pts']:+.2f}",
-                    f"{test['agreement']:.2%}",
+                    f"{test.int8_top1:.2%}",
+                    f"{test.drop_pts:+.2f}",
+                    f"{test.agreement:.2%}",
                 ],
             ],
         )
     )
-    floats = ", ".join(quant["float_layers"]) or "none"
-    speed = quant["speed_here"]
+    floats = ", ".join(quant.float_layers) or "none"
+    speed = quant.speed_here
     console.print(
-        f"kept: {rows[-1][0]}; float layers: {floats}; recipe {quant['recipe']['name']}; "
-        f"{quant['calibration']['count']} calibration images; quantize "
-        f"{quant['quantize_s']:.1f} s, guard {quant['guard_s']:.1f} s; "
+        f"kept: {rows[-1][0]}; float layers: {floats}; recipe {quant.recipe.name}; "
+        f"{quant.calibration['count']} calibration images; quantize "
+        f"{quant.quantize_s:.1f} s, guard {quant.guard_s:.1f} s; "
         + (
             f"INT8 p50 here {speed['ratio']:.2f}x FP32"
             if speed

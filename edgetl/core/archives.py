@@ -85,9 +85,7 @@ def _listed_sizes(
         raise EdgetlError(f"{archive}: its manifest.json is damaged ({exc})") from exc
 
 
-def _check_member(
-    archive: Path, member: tarfile.TarInfo, top: str, sizes: dict[str, int]
-) -> None:
+def _check_member(archive: Path, member: tarfile.TarInfo, top: str, sizes: dict[str, int]) -> None:
     name = PurePosixPath(member.name)
     where = f"{archive}: member {member.name!r}"
     if name.is_absolute() or ".." in name.parts or "\\" in member.name:

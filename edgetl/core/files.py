@@ -67,9 +67,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 @contextmanager
-def staged_dir(
-    final: Path, force: bool, what: str, marker: str | None = None
-) -> Iterator[Path]:
+def staged_dir(final: Path, force: bool, what: str, marker: str | None = None) -> Iterator[Path]:
     """Build a directory under a hidden temporary name and move it into place only when complete.
 
     A crash or a failed check leaves no directory that looks finished; an existing one is

@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgetl.core.fields import write_fields
 from edgetl.core.metrics import agreement, top1
+from edgetl.core.records import ParityCheck
 from edgetl.core.targets import Parity
 
 
@@ -34,10 +36,12 @@ class ParityResult:
             f"top-1 agreement {self.agreement:.2%} (need {self.tolerance.min_agreement:.0%})"
         )
 
+    def record(self) -> ParityCheck:
+        """The manifest's typed record of this check."""
+        return ParityCheck(**asdict(self), passed=self.passed)
+
     def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data["passed"] = self.passed
-        return data
+        return write_fields(self.record())
 
 
 def compare(

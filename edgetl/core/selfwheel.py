@@ -23,6 +23,7 @@ from edgetl.core.files import atomic_write_bytes
 PACKAGES = (
     "edgetl",
     "edgetl.core",
+    "edgetl.core.records",
     "edgetl.backends",
     "edgetl.backends.onnxruntime",
     "edgetl.backends.openvino",
@@ -39,8 +40,7 @@ PACKAGES = (
 )
 SUFFIXES = (".py", ".toml")
 WHEEL = (
-    "Wheel-Version: 1.0\nGenerator: edgetl selfwheel\nRoot-Is-Purelib: true\n"
-    "Tag: py3-none-any\n"
+    "Wheel-Version: 1.0\nGenerator: edgetl selfwheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
 )
 EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same edgetl gives the same bytes
 

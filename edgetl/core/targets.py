@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from edgetl.core.datafiles import load_toml, shipped
 from edgetl.core.errors import EdgetlError
+from edgetl.core.fields import Source, read_fields
 from edgetl.core.outputs import check_name
 
-PRECISIONS = ("fp32", "fp16", "int8")
+Precision = Literal["fp32", "fp16", "int8"]
+BackendName = Literal["onnxruntime", "openvino", "tensorrt"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
 
 
 @dataclass(frozen=True)
@@ -20,31 +24,35 @@ class Parity:
 
 @dataclass(frozen=True)
 class TargetProfile:
+    """A target profile: the common keys of targets/NAME.toml, typed; `options` is the
+    backend's own table ([openvino], [tensorrt]), which that backend's options dataclass
+    reads (backends/profiles.py checks it when the profile is loaded)."""
+
     name: str
-    description: str
-    backend: str
-    device: str
-    precisions: tuple[str, ...]
-    default_precision: str
-    opset: int
-    threads: int
+    backend: BackendName
+    precisions: tuple[Precision, ...]
+    default_precision: Precision
     parity: dict[str, Parity]
+    description: str = ""
+    device: str = "CPU"
+    opset: int = 17
+    threads: int = 0
     recipe: str = "nncf-mixed"  # default INT8 calibration recipe (calibration/NAME.toml)
     # A backend on the host that measures accuracy for a runtime the host may lack (e.g.
     # TensorRT measured with ONNX Runtime on the same Q/DQ graph); None: the target's own.
-    host_proxy: str | None = None
+    host_proxy: BackendName | None = None
     alias: str | None = None  # the name this profile was asked for by, when an alias
     options: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
-    def check_precision(self, precision: str | None) -> str:
-        precision = precision or self.default_precision
-        if precision not in self.precisions:
-            raise EdgetlError(
-                f"--precision {precision}: target {self.name!r} supports "
-                f"{', '.join(self.precisions)}"
-            )
-        return precision
+    def check_precision(self, precision: str | None) -> Precision:
+        chosen = precision or self.default_precision
+        for known in self.precisions:
+            if chosen == known:
+                return known
+        raise EdgetlError(
+            f"--precision {chosen}: target {self.name!r} supports {', '.join(self.precisions)}"
+        )
 
     @property
     def measured_on(self) -> str:
@@ -83,45 +91,24 @@ MOVED_KEYS = {
 
 
 def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
-    """The profile's common keys, typed; its backend's table is kept as `options` for the
-    backend to read (backends/profiles.py checks it when the profile is loaded)."""
+    """The profile in `data`, read by the one record reader (a wrong type names the key); its
+    backend's table is kept as `options` for the backend to read."""
     _check_keys(data, source)
-    try:
-        if not isinstance(data["precisions"], list):
-            raise EdgetlError(f'{source}: precisions must be a list, e.g. ["fp32", "int8"]')
-        precisions = tuple(data["precisions"])
-        unknown = [p for p in precisions if p not in PRECISIONS]
-        if unknown:
-            raise EdgetlError(f"{source}: unknown precisions {unknown}; use {PRECISIONS}")
-        parity = {
-            k: Parity(float(v["max_abs_diff"]), float(v["min_agreement"]))
-            for k, v in data.get("parity", {}).items()
-        }
-        backend = str(data["backend"])
-        table = data.get(backend, {})
-        if not isinstance(table, dict):
-            raise EdgetlError(f"{source}: {backend} must be a table ([{backend}])")
-        return TargetProfile(
-            name=check_name(str(data["name"]), "name", source),
-            description=str(data.get("description", "")),
-            backend=backend,
-            device=str(data.get("device", "CPU")),
-            precisions=precisions,
-            default_precision=str(data.get("default_precision", precisions[0])),
-            opset=int(data.get("opset", 17)),
-            threads=int(data.get("threads", 0)),
-            parity=parity,
-            recipe=str(data.get("recipe", "nncf-mixed")),
-            host_proxy=str(data["host_proxy"]) if "host_proxy" in data else None,
-            options=dict(table),
-            source=source,
-        )
-    except KeyError as exc:
-        raise EdgetlError(f"{source}: missing key {exc}; see targets/cpu.toml") from exc
-    except (TypeError, ValueError, AttributeError) as exc:
+    if "precisions" in data and not isinstance(data["precisions"], list):
+        raise EdgetlError(f'{source}: precisions must be a list, e.g. ["fp32", "int8"]')
+    common = {key: value for key, value in data.items() if key in KNOWN_KEYS}
+    if isinstance(common.get("precisions"), list) and common["precisions"]:
+        common.setdefault("default_precision", common["precisions"][0])
+    table = data.get(str(data.get("backend")), {})
+    profile = read_fields(TargetProfile, {**common, "options": table}, Source(source))
+    if not isinstance(table, dict):
+        raise EdgetlError(f"{source}: {profile.backend} must be a table ([{profile.backend}])")
+    if profile.default_precision not in profile.precisions:
         raise EdgetlError(
-            f"{source}: a value has the wrong type ({exc}); see targets/cpu.toml"
-        ) from exc
+            f"{source}: default_precision {profile.default_precision} is not in precisions"
+        )
+    check_name(profile.name, "name", source)
+    return replace(profile, source=source)
 
 
 def _check_keys(data: dict[str, Any], source: str) -> None:

@@ -190,6 +190,7 @@ def _run_info(
         metrics=metrics,
         versions=versions(),
         command=list(sys.argv),
+        weights={},  # write_run sets the sha256 of the files it writes
     )
 
 

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from edgetl.backends import Runner
 from edgetl.core.errors import CheckFailed
+from edgetl.core.fields import write_fields
 from edgetl.core.metrics import within_budget
+from edgetl.core.records import Attempt, Sensitivity
 
 M = TypeVar("M")  # a model: an onnx.ModelProto in edgetl, anything in the ladder's tests
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One candidate measured on the validation images against FP32."""
-
-    name: str
-    top1: float
-    drop_pts: float
-    agreement: float
-    max_abs_diff: float
-    float_layers: list[str] = field(default_factory=list)
-    head_refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +45,10 @@ class GuardReport:
     def passed(self) -> bool:
         return within_budget(self.chosen.drop_pts, self.budget_pts)
 
+    def ranked(self, count: int = 20) -> list[Sensitivity]:
+        """The `count` most sensitive layers, as the manifest records them."""
+        return [Sensitivity(name, score) for name, score in self.sensitivities[:count]]
+
     @property
     def best_drop(self) -> float:
         return min(a.drop_pts for a in self.attempts)
@@ -72,8 +65,8 @@ class GuardReport:
             "max_abs_diff": chosen.max_abs_diff,
             "float_layers": chosen.float_layers,
             "head_refit": chosen.head_refit,
-            "attempts": [asdict(a) for a in self.attempts],
-            "sensitivities": [{"layer": n, "score": s} for n, s in self.sensitivities[:20]],
+            "attempts": [write_fields(a) for a in self.attempts],
+            "sensitivities": [write_fields(s) for s in self.ranked()],
             "quantize_s": round(self.quantize_s, 2),
             "guard_s": round(self.guard_s, 2),
         }

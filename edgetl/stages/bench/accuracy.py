@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from edgetl.core.metrics import agreement as agreement_of
 from edgetl.core.metrics import topk
+from edgetl.core.records import BenchAccuracy, ClassAccuracy
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -22,24 +21,29 @@ def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) ->
 
 
 def accuracy_report(
-    logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None, classes: list[str]
-) -> dict[str, Any]:
+    logits: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray | None,
+    classes: list[str],
+    absent_classes: list[str],
+) -> BenchAccuracy:
     """The report's `accuracy` block; per-class numbers show where INT8 damage hides."""
     predicted = logits.argmax(1)
     matrix = confusion_matrix(predicted, labels, len(classes))
     per_class = {
-        name: {"n": int(matrix[i].sum()), "top1": float(matrix[i, i] / matrix[i].sum())}
+        name: ClassAccuracy(int(matrix[i].sum()), float(matrix[i, i] / matrix[i].sum()))
         for i, name in enumerate(classes)
         if matrix[i].sum() > 0
     }
     agreement = None
     if reference is not None:
         agreement = agreement_of(logits, reference)
-    return {
-        "top1": topk_accuracy(logits, labels, 1),
-        "top5": topk_accuracy(logits, labels, 5),
-        "n": int(len(labels)),
-        "agreement": agreement,
-        "per_class": per_class,
-        "confusion": matrix.tolist(),
-    }
+    return BenchAccuracy(
+        top1=topk_accuracy(logits, labels, 1),
+        top5=topk_accuracy(logits, labels, 5),
+        n=int(len(labels)),
+        agreement=agreement,
+        per_class=per_class,
+        confusion=matrix.tolist(),
+        absent_classes=absent_classes,
+    )

@@ -261,10 +261,10 @@ def _against_report(opts: CompareOptions, candidate: Manifest, console: Console)
     )
     verdict = sample_ratio(base_samples, samples, opts.max_regression)
     candidate_top1 = _top1(runner, chosen.images, chosen.labels)
-    same_images = base.accuracy["n"] == len(chosen.labels)
+    same_images = base.accuracy.n == len(chosen.labels)
     return Comparison(
         verdict,
-        base.accuracy["top1"] if same_images else None,
+        base.accuracy.top1 if same_images else None,
         candidate_top1,
         len(chosen.labels),
         opts.max_accuracy_drop,

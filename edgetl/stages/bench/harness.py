@@ -173,7 +173,7 @@ def _load(
         chosen = eval_set(path, manifest, opts.data, opts.split, opts.limit, opts.allow_overlap)
         if opts.data is not None:
             shared[key] = chosen
-    runtime = model.manifest.backend
+    runtime: str = model.manifest.backend
     if model.proxy is not None:
         runtime = f"{model.proxy} (host proxy for {model.manifest.backend}: accuracy only)"
     console.print(f"bench {path}: {chosen.label}, {runtime}")
@@ -207,8 +207,9 @@ def _result(
     reference = item.chosen.fp32_logits
     if reference is None:
         reference = _torch_reference(manifest, item.chosen)
-    accuracy = accuracy_report(logits, item.chosen.labels, reference, manifest.classes)
-    accuracy["absent_classes"] = item.chosen.absent_classes
+    accuracy = accuracy_report(
+        logits, item.chosen.labels, reference, manifest.classes, item.chosen.absent_classes
+    )
     if item.chosen.absent_classes:
         notes.append(f"classes absent from the data: {', '.join(item.chosen.absent_classes)}")
     spec = manifest.runtime_spec(opts.threads)
@@ -329,8 +330,8 @@ def against_baseline(
     verdict = sample_ratio(
         np.asarray(base.samples_ms), np.asarray(entry.samples_ms), max_regression
     )
-    drop = drop_pts(base.accuracy["top1"], entry.accuracy["top1"])
-    same_images = base.accuracy["n"] == entry.accuracy["n"]
+    drop = drop_pts(base.accuracy.top1, entry.accuracy.top1)
+    same_images = base.accuracy.n == entry.accuracy.n
     entry.checks["latency"] = {**verdict.to_dict(), "line": verdict.line()}
     entry.checks["accuracy"] = {
         "drop_pts": round(drop, 4),

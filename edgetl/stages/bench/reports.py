@@ -39,10 +39,10 @@ def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
         acc, lat = entry.accuracy, entry.latency_ms
         row = [
             entry.name,
-            f"{acc['top1']:.2%}",
-            f"{acc['top5']:.2%}",
-            "-" if acc["agreement"] is None else f"{acc['agreement']:.1%}",
-            str(acc["n"]),
+            f"{acc.top1:.2%}",
+            f"{acc.top5:.2%}",
+            "-" if acc.agreement is None else f"{acc.agreement:.1%}",
+            str(acc.n),
             *(
                 [f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}"]
                 if timed
@@ -126,7 +126,7 @@ def junit(report: BenchReport) -> ET.Element:
                 ET.SubElement(case, "failure", message=failure).text = failure
         first = suite[-len(cases)]
         ET.SubElement(first, "system-out").text = (
-            f"top-1 {entry.accuracy['top1']:.4f} n {entry.accuracy['n']} "
+            f"top-1 {entry.accuracy.top1:.4f} n {entry.accuracy.n} "
             f"p50 {entry.latency_ms['p50']:.4f} ms CV {entry.cv:.1%}"
         )
         if entry.notes:
@@ -157,11 +157,11 @@ def write_plot(report: BenchReport, path: Path) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for entry in report.results:
-        left.scatter(entry.latency_ms["p50"], 100 * entry.accuracy["top1"], s=60)
-        left.annotate(entry.name, (entry.latency_ms["p50"], 100 * entry.accuracy["top1"]))
+        left.scatter(entry.latency_ms["p50"], 100 * entry.accuracy.top1, s=60)
+        left.annotate(entry.name, (entry.latency_ms["p50"], 100 * entry.accuracy.top1))
     left.set_xlabel("p50 latency (ms, batch 1)")
     left.set_ylabel("top-1 (%)")
-    left.set_title(f"accuracy vs latency ({report.results[0].accuracy['n']} images)")
+    left.set_title(f"accuracy vs latency ({report.results[0].accuracy.n} images)")
     left.grid(alpha=0.3)
     right.boxplot(
         [entry.samples_ms for entry in report.results],

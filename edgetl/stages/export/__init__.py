@@ -101,10 +101,10 @@ def _print_cleanup(notes: list[str], console: Console) -> None:
 
 
 def _report(manifest: Manifest, out: Path, console: Console) -> None:
-    test = manifest.accuracy["test"]
+    test = manifest.accuracy.test
     console.print(
-        f"test top-1 ({test['n']} images no choice was made on): artifact "
-        f"{test['top1']:.2%}, FP32 PyTorch {test['fp32_top1']:.2%}"
+        f"test top-1 ({test.n} images no choice was made on): artifact "
+        f"{test.top1:.2%}, FP32 PyTorch {test.fp32_top1:.2%}"
     )
     console.print(f"artifact: {out}")
 

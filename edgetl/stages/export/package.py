@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.console import Console
 
 from edgetl.backends import run_all
-from edgetl.core.records import Manifest, ReferenceInfo, RunRef
+from edgetl.core.records import (
+    AccuracyRecord,
+    Manifest,
+    ParityRecord,
+    QuantizationRecord,
+    QuantizedTest,
+    ReferenceInfo,
+    RunRef,
+    SplitAccuracy,
+)
 from edgetl.core.reference import REFERENCE_FILE
 from edgetl.core.versions import versions
 from edgetl.stages.export.inputs import Inputs
 from edgetl.stages.export.plan import Plan
-from edgetl.stages.export.steps import Compiled, Graph, Verified, reported_accuracy
+from edgetl.stages.export.steps import (
+    Compiled,
+    Graph,
+    TestAccuracy,
+    Verified,
+    reported_accuracy,
+)
 
 
 def package(
@@ -52,10 +66,7 @@ def package(
         ),
         preprocess=run.preprocess,
         classes=run.classes,
-        parity={
-            **verified.parity.to_dict(),
-            **({"host_checks": verified.host_checks} if verified.host_checks else {}),
-        },
+        parity=_parity(verified),
         accuracy=_accuracy(plan, verified, test),
         reference=ReferenceInfo(REFERENCE_FILE, len(inputs.reference), "test", run.seed),
         versions={**versions(), "runtime": plan.placement.runtime.runtime_version()},
@@ -86,35 +97,48 @@ def _write_reference(
     reference.save(out_dir / REFERENCE_FILE)
 
 
-def _accuracy(plan: Plan, verified: Verified, test: dict[str, Any]) -> dict[str, Any]:
+def _parity(verified: Verified) -> ParityRecord:
+    check = verified.parity.record()
+    return ParityRecord(**vars(check), host_checks=verified.host_checks or None)
+
+
+def _accuracy(plan: Plan, verified: Verified, test: TestAccuracy) -> AccuracyRecord:
     parity = verified.parity
-    return {
-        "measured_on": plan.placement.runtime.name,
-        "measured_device": plan.placement.device,
-        "val": {"n": parity.n, "fp32_top1": parity.reference_top1, "top1": parity.artifact_top1},
-        "test": {"n": test["n"], "top1": test["top1"], "fp32_top1": test["fp32_top1"]},
-    }
+    return AccuracyRecord(
+        measured_on=plan.placement.runtime.name,
+        measured_device=plan.placement.device,
+        val=SplitAccuracy(parity.n, parity.artifact_top1, parity.reference_top1),
+        test=SplitAccuracy(test.n, test.top1, test.fp32_top1),
+    )
 
 
-def _quantization(graph: Graph, verified: Verified, test: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest's `quantization` block: the guard's numbers are on val; its `test` is the
-    same measurement as `accuracy.test`, as FP32 vs INT8."""
+def _quantization(
+    graph: Graph, verified: Verified, test: TestAccuracy
+) -> QuantizationRecord | None:
+    """The guard's numbers are on val; its `test` is the same measurement as the manifest's
+    accuracy.test, as FP32 vs INT8."""
     quantized = graph.quantized
     if quantized is None:
         return None
-    guard = quantized.guard
-    calibration = quantized.calibration
-    return {
-        "recipe": quantized.recipe.to_dict(),
-        "calibration": {**calibration.describe(), "time_s": round(guard.report.quantize_s, 2)},
-        **guard.report.to_dict(),
-        "test": {
-            "n": test["n"],
-            "fp32_top1": test["fp32_top1"],
-            "int8_top1": test["top1"],
-            "drop_pts": test["drop_pts"],
-            "agreement": test["agreement"],
-        },
-        "speed_here": quantized.speed,
-        "artifact_top1": verified.parity.artifact_top1,
-    }
+    report = quantized.guard.report
+    chosen = report.chosen
+    return QuantizationRecord(
+        recipe=quantized.recipe,
+        calibration={**quantized.calibration.describe(), "time_s": round(report.quantize_s, 2)},
+        fp32_top1=report.fp32_top1,
+        int8_top1=chosen.top1,
+        drop_pts=round(chosen.drop_pts, 4),
+        budget_pts=report.budget_pts,
+        n=report.n,
+        agreement=chosen.agreement,
+        max_abs_diff=chosen.max_abs_diff,
+        float_layers=chosen.float_layers,
+        head_refit=chosen.head_refit,
+        attempts=report.attempts,
+        sensitivities=report.ranked(),
+        quantize_s=round(report.quantize_s, 2),
+        guard_s=round(report.guard_s, 2),
+        test=QuantizedTest(test.n, test.fp32_top1, test.top1, test.drop_pts, test.agreement),
+        speed_here=quantized.speed,
+        artifact_top1=verified.parity.artifact_top1,
+    )

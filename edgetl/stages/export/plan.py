@@ -12,7 +12,7 @@ from edgetl.backends import Backend, Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
 from edgetl.core.outputs import check_not_input
-from edgetl.core.targets import TargetProfile
+from edgetl.core.targets import Precision, TargetProfile
 from edgetl.quantize.calibration import MIN_SAMPLES
 from edgetl.quantize.recipes import Recipe, load_recipe
 from edgetl.train.model import Run, load_run
@@ -46,7 +46,7 @@ class Plan:
     opts: ExportOptions
     run: Run
     profile: TargetProfile
-    precision: str
+    precision: Precision
     recipe: Recipe | None
     placement: Placement
     out: Path

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -22,6 +21,7 @@ from edgetl.backends.base import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.metrics import agreement, drop_pts, top1, within_budget
 from edgetl.core.parity import ParityResult, compare
+from edgetl.core.records import ParityCheck
 from edgetl.core.targets import Parity
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
@@ -67,7 +67,7 @@ class Compiled:
 @dataclass(frozen=True)
 class Verified:
     parity: ParityResult  # the artifact on val against Graph.reference
-    host_checks: dict[str, Any]
+    host_checks: dict[str, ParityCheck]
     test_logits: np.ndarray  # the artifact on the test images: measured once
 
 
@@ -151,11 +151,13 @@ def verify(
     return Verified(parity, extra, run_all(compiled.runner, inputs.test))
 
 
-def _host_checks(plan: Plan, inputs: Inputs, out_dir: Path, console: Console) -> dict[str, Any]:
+def _host_checks(
+    plan: Plan, inputs: Inputs, out_dir: Path, console: Console
+) -> dict[str, ParityCheck]:
     """The artifact's other graphs (e.g. TensorRT 11's FP16-typed ONNX) against PyTorch's
     FP32 logits on the host proxy, each within the profile's tolerance for it."""
     measuring = plan.measuring
-    found: dict[str, Any] = {}
+    found: dict[str, ParityCheck] = {}
     for what, path, key in plan.backend.host_checks(out_dir, plan.precision):
         tolerance = measuring.parity.get(key)
         if tolerance is None:
@@ -166,7 +168,7 @@ def _host_checks(plan: Plan, inputs: Inputs, out_dir: Path, console: Console) ->
         print_parity(console, result, f"torch ({what}, {path.name})")
         if not result.passed:
             raise CheckFailed(f"{what} ({path.name}): {result.shortfall()}; no artifact written")
-        found[path.name] = result.to_dict()
+        found[path.name] = result.record()
     return found
 
 
@@ -183,17 +185,28 @@ def _check_artifact_budget(plan: Plan, quantized: Quantized, parity: ParityResul
         )
 
 
-def reported_accuracy(inputs: Inputs, verified: Verified) -> dict[str, Any]:
-    """The artifact and FP32 PyTorch on the test images, from the one measurement of each."""
+@dataclass(frozen=True)
+class TestAccuracy:
+    """The artifact and FP32 PyTorch on the test images: reported, never chosen on."""
+
+    n: int
+    top1: float
+    fp32_top1: float
+    drop_pts: float
+    agreement: float
+
+
+def reported_accuracy(inputs: Inputs, verified: Verified) -> TestAccuracy:
+    """From the one measurement of each on the test images."""
     artifact_top1 = top1(verified.test_logits, inputs.test_labels)
     fp32_top1 = inputs.test_fp32_top1
-    return {
-        "n": int(len(inputs.test_labels)),
-        "top1": artifact_top1,
-        "fp32_top1": fp32_top1,
-        "drop_pts": round(drop_pts(fp32_top1, artifact_top1), 4),
-        "agreement": agreement(verified.test_logits, inputs.test_torch),
-    }
+    return TestAccuracy(
+        n=int(len(inputs.test_labels)),
+        top1=artifact_top1,
+        fp32_top1=fp32_top1,
+        drop_pts=round(drop_pts(fp32_top1, artifact_top1), 4),
+        agreement=agreement(verified.test_logits, inputs.test_torch),
+    )
 
 
 def print_parity(console: Console, parity: ParityResult, reference: str = "torch") -> None:

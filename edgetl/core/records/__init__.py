@@ -1,0 +1,71 @@
+"""Typed record files, one dataclass each, all read and written by core/fields.py: the run
+(edgetl.json), the artifact manifest, the bench report and the calibration recipe. A file
+of another schema, a missing key or a wrong type is exit 2 naming the file, the key and the
+edgetl that wrote it."""
+
+from edgetl.core.records.bench import (
+    BENCH_SCHEMA,
+    MIN_BASELINE_SAMPLES,
+    BenchAccuracy,
+    BenchReport,
+    BenchResult,
+    ClassAccuracy,
+)
+from edgetl.core.records.manifest import (
+    MANIFEST_FILE,
+    MANIFEST_SCHEMA,
+    AccuracyRecord,
+    Attempt,
+    Manifest,
+    ParityCheck,
+    ParityRecord,
+    QuantizationRecord,
+    QuantizedTest,
+    ReferenceInfo,
+    RunRef,
+    RuntimeSpec,
+    Sensitivity,
+    SplitAccuracy,
+)
+from edgetl.core.records.recipe import GuardSettings, Recipe
+from edgetl.core.records.run import (
+    RUN_FILE,
+    RUN_SCHEMA,
+    BackboneInfo,
+    DataInfo,
+    HeadInfo,
+    RunInfo,
+    TrainInfo,
+)
+
+__all__ = [
+    "BENCH_SCHEMA",
+    "MANIFEST_FILE",
+    "MANIFEST_SCHEMA",
+    "MIN_BASELINE_SAMPLES",
+    "RUN_FILE",
+    "RUN_SCHEMA",
+    "AccuracyRecord",
+    "Attempt",
+    "BackboneInfo",
+    "BenchAccuracy",
+    "BenchReport",
+    "BenchResult",
+    "ClassAccuracy",
+    "DataInfo",
+    "GuardSettings",
+    "HeadInfo",
+    "Manifest",
+    "ParityCheck",
+    "ParityRecord",
+    "QuantizationRecord",
+    "QuantizedTest",
+    "Recipe",
+    "ReferenceInfo",
+    "RunInfo",
+    "RunRef",
+    "RuntimeSpec",
+    "Sensitivity",
+    "SplitAccuracy",
+    "TrainInfo",
+]

@@ -1,0 +1,253 @@
+"""The artifact's manifest (ART/manifest.json): its contract with whoever runs it. Every
+block is typed: parity, accuracy, and the INT8 guard's quantization record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl import __version__
+from edgetl.core.errors import EdgetlError
+from edgetl.core.fields import read_fields, write_fields
+from edgetl.core.files import atomic_write_json, read_json, sha256_file
+from edgetl.core.integrity import check_digest, check_external_data, check_loaded_files, digest
+from edgetl.core.preprocess import Preprocess
+from edgetl.core.records.base import check_classes, open_record
+from edgetl.core.records.recipe import Recipe
+from edgetl.core.records.run import DataInfo
+from edgetl.core.targets import BackendName, Parity, Precision
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA = "edgetl.manifest/3"  # 3: the manifest's own digest
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """How a backend loads an artifact's model files: from its manifest, or a profile at export."""
+
+    model_files: list[str]
+    device: str = "CPU"
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The run an artifact came from: by hash of its edgetl.json, not only by path."""
+
+    path: str
+    sha256: str
+    backbone: str
+    data: DataInfo  # source, fingerprint and split of the run's data: bench can rebuild it
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """The reference set inside an artifact: test images after resize/crop, labels, FP32 logits."""
+
+    file: str
+    n: int
+    split: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """A compiled graph against the model it came from, on val (core/parity.py measures it)."""
+
+    n: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    agreement: float
+    reference_top1: float
+    artifact_top1: float
+    tolerance: Parity
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ParityRecord(ParityCheck):
+    """The artifact's parity, and its other graphs checked on the host (by file name)."""
+
+    host_checks: dict[str, ParityCheck] | None = field(default=None, metadata={"omit": None})
+
+
+@dataclass(frozen=True)
+class SplitAccuracy:
+    n: int
+    top1: float
+    fp32_top1: float
+
+
+@dataclass(frozen=True)
+class AccuracyRecord:
+    """The artifact on val (checks) and test (reported only), and where it was measured."""
+
+    measured_on: str  # the runtime: the target's, or its host proxy
+    val: SplitAccuracy
+    test: SplitAccuracy
+    measured_device: str = ""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One INT8 candidate the guard measured on val against FP32."""
+
+    name: str
+    top1: float
+    drop_pts: float
+    agreement: float
+    max_abs_diff: float
+    float_layers: list[str] = field(default_factory=list)
+    head_refit: bool = False
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    layer: str
+    score: float  # share of the INT8 logit error removed by keeping the layer float
+
+
+@dataclass(frozen=True)
+class QuantizedTest:
+    """FP32 and the chosen INT8 on the test split: reported, never chosen on."""
+
+    n: int
+    fp32_top1: float
+    int8_top1: float
+    drop_pts: float
+    agreement: float
+
+
+@dataclass(frozen=True)
+class QuantizationRecord:
+    """The INT8 guard's decision (on val) and what it tried."""
+
+    recipe: Recipe
+    calibration: dict[str, Any]  # source, count, seed, files (image keys), time_s
+    fp32_top1: float
+    int8_top1: float
+    drop_pts: float
+    budget_pts: float
+    n: int
+    agreement: float
+    max_abs_diff: float
+    float_layers: list[str]
+    head_refit: bool
+    attempts: list[Attempt]
+    sensitivities: list[Sensitivity]
+    quantize_s: float
+    guard_s: float
+    test: QuantizedTest
+    speed_here: dict[str, float]  # FP32 vs INT8 p50 on the exporting machine; {} on a proxy
+    artifact_top1: float
+
+
+@dataclass
+class Manifest:
+    """manifest.json: an artifact's contract with whoever runs it (no run directory needed)."""
+
+    target: str
+    target_profile: str
+    backend: BackendName
+    device: str
+    precision: Precision
+    model_files: list[str]
+    runtime_options: dict[str, Any]  # the backend's own settings (its options dataclass)
+    input_shape: list[int | None]
+    run: RunRef
+    preprocess: Preprocess
+    classes: list[str]
+    parity: ParityRecord
+    accuracy: AccuracyRecord
+    reference: ReferenceInfo
+    versions: dict[str, str]
+    threads: int
+    host_proxy: BackendName | None  # measures accuracy where the runtime is absent
+    compile_s: float
+    quantization: QuantizationRecord | None = field(default=None, metadata={"omit": None})
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    edgetl: str = __version__
+    schema: str = MANIFEST_SCHEMA
+    digest: str = ""  # sha256 of the canonical content (core/integrity.py), set by write()
+
+    def to_dict(self) -> dict[str, Any]:
+        return write_fields(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path | str) -> Manifest:
+        remedy = "Re-run `edgetl export` with this version."
+        source = open_record(data, path, (MANIFEST_SCHEMA,), remedy)
+        if not isinstance(data.get("files"), dict):
+            raise EdgetlError(f"{path}: 'files' is not an object; re-run export")
+        manifest = read_fields(cls, data, source)  # a missing key is named first
+        manifest.classes = check_classes(manifest.classes, path)
+        manifest.digest = check_digest(data, path)
+        check_loaded_files(manifest.files, [*manifest.model_files, manifest.reference.file], path)
+        return manifest
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}-{self.precision}"
+
+    def runtime_spec(self, threads: int | None = None) -> RuntimeSpec:
+        """How a backend loads this artifact; `threads` overrides the profile's."""
+        return RuntimeSpec(
+            list(self.model_files),
+            self.device,
+            dict(self.runtime_options),
+            self.threads if threads is None else threads,
+        )
+
+    @property
+    def model_bytes(self) -> int:
+        return sum(int(self.files[name]["bytes"]) for name in self.model_files)
+
+    def write(self, root: Path) -> None:
+        """List every file under `root` with its sha256, then write manifest.json atomically
+        with its digest."""
+        from edgetl.core.signing import SIGNATURE_FILE
+
+        self.files = {
+            p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)
+        }
+        self.digest = ""
+        # Through JSON once, so the digest is over exactly what a reader will parse.
+        self.digest = digest(json.loads(json.dumps(self.to_dict())))
+        atomic_write_json(root / MANIFEST_FILE, self.to_dict())
+
+    @classmethod
+    def read(cls, root: Path, verify: bool = True, trust: Sequence[Any] = ()) -> Manifest:
+        """Read an artifact's manifest and check every file against its recorded sha256;
+        with `trust` (public keys), also that one of them signed it."""
+        path = root / MANIFEST_FILE
+        manifest = cls.from_dict(
+            read_json(path, f"{MANIFEST_FILE} (is this an edgetl artifact?)"), path
+        )
+        if trust:
+            from edgetl.core.signing import verify as verify_signature
+
+            verify_signature(root, manifest.digest, trust)
+        if verify:
+            manifest.verify(root)
+        return manifest
+
+    def verify(self, root: Path) -> None:
+        inside = root.resolve()
+        for name, entry in self.files.items():
+            file = root / name
+            if not file.is_file():
+                raise EdgetlError(f"{file}: listed in the manifest but missing; re-run export")
+            if inside not in file.resolve().parents:
+                raise EdgetlError(f"{file}: a link out of the artifact directory; re-run export")
+            if sha256_file(file) != entry["sha256"]:
+                raise EdgetlError(
+                    f"{file}: sha256 differs from the manifest; the artifact was modified or "
+                    "damaged, re-run export"
+                )
+        check_external_data(root, self.files)
