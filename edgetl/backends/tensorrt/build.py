@@ -22,6 +22,7 @@ from edgetl.backends.tensorrt.backend import (
 from edgetl.backends.tensorrt.options import TensorRtOptions
 from edgetl.core.env import jetson
 from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.fields import write_fields
 from edgetl.core.files import atomic_write_bytes, atomic_write_text
 from edgetl.core.parity import compare
 from edgetl.core.records import MANIFEST_FILE, Manifest
@@ -147,9 +148,7 @@ def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]
     if not parity.passed:
         (bundle / ENGINE_FILE).unlink()  # never leave an engine that looks good
         raise CheckFailed(
-            f"the engine differs from the host's model beyond the profile's tolerance "
-            f"(max |diff| {parity.max_abs_diff:.3g} > {parity.tolerance.max_abs_diff:g} or "
-            f"agreement {parity.agreement:.2%} < {parity.tolerance.min_agreement:.0%}); "
-            "engine removed"
+            f"the engine differs from the host's model beyond the profile's device_parity: "
+            f"{parity.shortfall()}; engine removed"
         )
-    return parity.to_dict()
+    return write_fields(parity)

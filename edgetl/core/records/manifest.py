@@ -67,6 +67,13 @@ class ParityCheck:
     tolerance: Parity
     passed: bool
 
+    def shortfall(self) -> str:
+        """What was measured against what the tolerance asks, for a failure message."""
+        return (
+            f"max |logit diff| {self.max_abs_diff:.2e} (limit {self.tolerance.max_abs_diff:g}), "
+            f"top-1 agreement {self.agreement:.2%} (need {self.tolerance.min_agreement:.0%})"
+        )
+
 
 @dataclass(frozen=True)
 class ParityRecord(ParityCheck):

@@ -98,8 +98,7 @@ def _write_reference(
 
 
 def _parity(verified: Verified) -> ParityRecord:
-    check = verified.parity.record()
-    return ParityRecord(**vars(check), host_checks=verified.host_checks or None)
+    return ParityRecord(**vars(verified.parity), host_checks=verified.host_checks or None)
 
 
 def _accuracy(plan: Plan, verified: Verified, test: TestAccuracy) -> AccuracyRecord:

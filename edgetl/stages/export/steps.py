@@ -168,7 +168,7 @@ def _host_checks(
         print_parity(console, result, f"torch ({what}, {path.name})")
         if not result.passed:
             raise CheckFailed(f"{what} ({path.name}): {result.shortfall()}; no artifact written")
-        found[path.name] = result.record()
+        found[path.name] = result
     return found
 
 
