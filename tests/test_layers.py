@@ -23,7 +23,7 @@ HEAVY = ("torch", "torchvision", "timm", "nncf", "sklearn")
 # (module, package) pairs allowed despite HEAVY, each with its reason.
 HEAVY_EXCEPTIONS = {
     # The built-in `digits` dataset is scikit-learn's: imported only when asked for by name.
-    ("edgetl.core.dataset", "sklearn"),
+    ("edgetl.core.digits", "sklearn"),
 }
 
 

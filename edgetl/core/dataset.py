@@ -22,7 +22,6 @@ from edgetl.core.preprocess import Preprocess
 
 BUILTIN_DATASETS = ("digits",)
 ROLES = ("train", "val", "test")
-DIGITS_RENDERING = "8x8 in a 10x10 field, ink 0..16 -> 0..255, gray -> RGB"
 
 
 class ImageSet:
@@ -32,7 +31,7 @@ class ImageSet:
         self,
         keys: list[str],
         labels: np.ndarray,
-        loader: _Loader,
+        loader: Loader,
         digests: list[bytes] | None = None,
     ):
         self.keys = keys
@@ -85,30 +84,17 @@ class ImageSet:
         return hashlib.sha256("\n".join(self.keys).encode()).hexdigest()
 
 
-class _Loader:
+class Loader:
     def __call__(self, key: str) -> Image.Image:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-class FileLoader(_Loader):
+class FileLoader(Loader):
     def __init__(self, root: Path):
         self.root = root
 
     def __call__(self, key: str) -> Image.Image:
         return read_image(self.root / key)
-
-
-class _DigitsLoader(_Loader):
-    def __init__(self, images: np.ndarray):
-        self.images = images
-
-    def __call__(self, key: str) -> Image.Image:
-        pixels = self.images[int(key.split(":")[1])]
-        # A 1-pixel margin around the 8x8 field, as MNIST pads its digits: the ink that
-        # touches the border survives the center crop.
-        canvas = np.zeros((10, 10), np.uint8)
-        canvas[1:9, 1:9] = (pixels * (255.0 / 16.0)).astype(np.uint8)
-        return Image.fromarray(canvas, mode="L").convert("RGB")
 
 
 @dataclass
@@ -189,14 +175,18 @@ def load_dataset(
     """`spec` is a built-in name (digits) or an ImageFolder directory; see README for layouts."""
     check_fractions(val_fraction, test_fraction)
     if spec in BUILTIN_DATASETS:
-        return _load_digits(val_fraction, test_fraction, seed)
+        from edgetl.core.digits import load_digits
+
+        return load_digits(val_fraction, test_fraction, seed)
     return _load_image_folder(Path(spec), val_fraction, test_fraction, seed)
 
 
 def data_fingerprint(spec: str) -> str:
     """The fingerprint `load_dataset` would record for `spec`, without splitting it."""
     if spec in BUILTIN_DATASETS:
-        return _digits()[2]
+        from edgetl.core.digits import digits
+
+        return digits()[2]
     root = _check_root(Path(spec))
     hasher = hashlib.sha256()
     subs: list[str | None] = list(_layout(root)) or [None]
@@ -227,43 +217,7 @@ def folder_for_classes(root: Path, classes: list[str]) -> tuple[ImageSet, list[s
     return ImageSet(keys, np.asarray(mapped), FileLoader(root), digests), absent
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray, str]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.asarray(digits.images, dtype=np.float32)
-    labels = np.asarray(digits.target, dtype=np.int64)
-    # The rendering is part of the data: change DIGITS_RENDERING when _DigitsLoader changes.
-    fingerprint = hashlib.sha256(
-        DIGITS_RENDERING.encode() + images.tobytes() + labels.tobytes()
-    ).hexdigest()
-    return images, labels, fingerprint
-
-
-def _load_digits(val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    images, labels, fingerprint = _digits()
-    everything = ImageSet(
-        [f"digits:{i}" for i in range(len(labels))],
-        labels,
-        _DigitsLoader(images),
-        [hashlib.sha256(image.tobytes()).digest() for image in images],
-    )
-    train, val, test = stratified_split(labels, (val_fraction, test_fraction), seed)
-    return Splits(
-        source="digits",
-        classes=[str(d) for d in range(10)],
-        train=everything.subset(train),
-        val=everything.subset(val),
-        test=everything.subset(test),
-        fingerprint=fingerprint,
-        strategy=_split_words(val_fraction, test_fraction, seed),
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-    )
-
-
-def _split_words(val_fraction: float, test_fraction: float, seed: int) -> str:
+def split_words(val_fraction: float, test_fraction: float, seed: int) -> str:
     return f"stratified split: val {val_fraction:.0%}, test {test_fraction:.0%}, seed {seed}"
 
 
@@ -299,7 +253,7 @@ def _load_image_folder(root: Path, val_fraction: float, test_fraction: float, se
         train, val, test = stratified_split(everything.labels, (val_fraction, test_fraction), seed)
         parts = {"train": everything.subset(train), "val": everything.subset(val)}
         parts["test"] = everything.subset(test)
-        strategy = _split_words(val_fraction, test_fraction, seed)
+        strategy = split_words(val_fraction, test_fraction, seed)
     else:
         scanned = {role: _scan_classes(root, role, hasher) for role in layout}
         classes = scanned["train"][0]

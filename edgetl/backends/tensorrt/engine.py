@@ -116,13 +116,8 @@ def build_engine(
             "GPU; run `edgetl build` on the device"
         ) from exc
     strongly_typed = major >= 11
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
     onnx_path = bundle / chosen.onnx
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EdgetlError(f"{onnx_path}: TensorRT cannot parse it: {'; '.join(errors)}")
+    network, parser = _parse(trt, builder, logger, onnx_path, strongly_typed)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     used = ["strongly typed"] if strongly_typed else []
@@ -134,20 +129,8 @@ def build_engine(
             raise EdgetlError(f"{bundle}: INT8 on DLA needs the bundle's calibration.cache")
         config.int8_calibrator = cache_calibrator(trt, calibration_cache)
     dynamic = _optimization_profile(builder, network, config, dla_core >= 0)
-    placement: dict[str, Any] = {"dla_layers": 0, "gpu_layers": network.num_layers}
+    placement = _place_on_dla(trt, network, config, dla_core)
     if dla_core >= 0:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = dla_core
-        fallback = [
-            network.get_layer(i).name
-            for i in range(network.num_layers)
-            if not config.can_run_on_DLA(network.get_layer(i))
-        ]
-        placement = {
-            "dla_layers": network.num_layers - len(fallback),
-            "gpu_layers": len(fallback),
-            "gpu_fallback_layers": fallback,
-        }
         used.append(f"DLA {dla_core}")
     warnings: list[str] = []
     cache = config.create_timing_cache(timing_cache or b"")
@@ -170,6 +153,36 @@ def build_engine(
     }
     timing = bytes(config.get_timing_cache().serialize())
     return EngineBuild(bytes(serialized), timing, record, warnings)
+
+
+def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool) -> Any:
+    """The network from the ONNX file (strongly typed on TensorRT 11), and its parser (which
+    must outlive the build: the network refers to its weights)."""
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EdgetlError(f"{onnx_path}: TensorRT cannot parse it: {'; '.join(errors)}")
+    return network, parser
+
+
+def _place_on_dla(trt: Any, network: Any, config: Any, dla_core: int) -> dict[str, Any]:
+    """DLA as the default device (GPU fallback), and how many layers run where."""
+    if dla_core < 0:
+        return {"dla_layers": 0, "gpu_layers": network.num_layers}
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = dla_core
+    fallback = [
+        network.get_layer(i).name
+        for i in range(network.num_layers)
+        if not config.can_run_on_DLA(network.get_layer(i))
+    ]
+    return {
+        "dla_layers": network.num_layers - len(fallback),
+        "gpu_layers": len(fallback),
+        "gpu_fallback_layers": fallback,
+    }
 
 
 def _optimization_profile(builder: Any, network: Any, config: Any, dla: bool) -> Any:
