@@ -14,6 +14,8 @@ from edgetl.core.ui import make_console
 
 
 def finetune_options(func: F) -> F:
+    """finetune's options, applied in order. Over 60 lines, and kept so: it is one flat list
+    of declarations (each option's name, type, default and help), not logic."""
     options = [
         click.option(
             "--backbone",
