@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -66,6 +67,17 @@ def test_frozen_backbone_is_unchanged(tiny_run: Path, tiny_weights: Path) -> Non
         assert torch.equal(tensor, original[name]), name
 
 
+def cache_rows(cache: Path) -> int:
+    """Rows stored in every shard of the per-image feature cache."""
+    from safetensors import safe_open
+
+    total = 0
+    for shard in cache.glob("v1/*/shards/*.safetensors"):
+        with safe_open(str(shard), framework="pt") as handle:
+            total += int(handle.metadata()["rows"])
+    return total
+
+
 def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: Path) -> None:
     data = write_folder(tmp_path / "photos", per_class=6)
     console = make_console(quiet=True)
@@ -74,15 +86,53 @@ def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: P
     second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
     assert first.metrics["feature_cache"].startswith("miss")
     assert second.metrics["feature_cache"] == "hit"
-    assert len(list(cache.glob("*.safetensors"))) == 1
+    assert cache_rows(cache) == 18  # one row per image, stored once
     # the same training on the same features gives the same head
     head_a = load_file(str(tmp_path / "a" / "head.safetensors"))
     head_b = load_file(str(tmp_path / "b" / "head.safetensors"))
     assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
-    # changed data -> new key, no stale features
+    # changed data -> new rows, no stale features
     write_folder(tmp_path / "photos", per_class=7, seed=5)
     third = finetune(tiny_options(data, tmp_path / "c", tiny_weights, cache_dir=cache), console)
     assert third.metrics["feature_cache"].startswith("miss")
+
+
+def test_only_new_images_are_extracted(tmp_path: Path, tiny_weights: Path) -> None:
+    """Adding 3 images extracts exactly 3; renaming, moving or removing extracts none; the
+    same photos in another dataset are read from the cache."""
+    from rich.console import Console
+
+    data = write_folder(tmp_path / "photos", per_class=6)
+    cache = tmp_path / "cache"
+
+    def run(name: str, folder: Path = data) -> str:
+        console = Console(record=True, width=200)
+        options = tiny_options(folder, tmp_path / name, tiny_weights, cache_dir=cache, epochs=2)
+        info = finetune(options, console)
+        cached, new = re.search(
+            r"feature cache: (\d+) cached, (\d+) new", console.export_text()
+        ).groups()
+        assert info.metrics["feature_cache"] in (
+            "hit" if new == "0" else f"miss ({new} new, {cached} cached)"
+        )
+        return info.metrics["feature_cache"]
+
+    assert run("a") == "miss (18 new, 0 cached)"
+    write_folder(tmp_path / "more", classes=3, per_class=1, seed=9)
+    for label in range(3):
+        (tmp_path / "more" / f"class_{label}" / "img_0.jpg").rename(
+            data / f"class_{label}" / "new_0.jpg"
+        )
+    assert run("b") == "miss (3 new, 18 cached)"
+    (data / "class_0" / "img_1.png").rename(data / "class_0" / "renamed.png")
+    (data / "class_1" / "img_2.jpg").unlink()
+    assert run("c") == "hit"
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(data, copy)
+    assert run("d", copy) == "hit"
+    assert cache_rows(cache) == 21
 
 
 def test_unfreeze_trains_the_last_stage(tmp_path: Path, tiny_weights: Path) -> None:
@@ -214,7 +264,7 @@ def test_a_diverging_run_exits_1_and_writes_nothing(tmp_path: Path, tiny_weights
     assert not out.exists()
 
 
-def test_a_damaged_cache_entry_is_recomputed(tmp_path: Path, tiny_weights: Path) -> None:
+def test_a_damaged_cache_shard_is_recomputed(tmp_path: Path, tiny_weights: Path) -> None:
     """Corrupted feature bytes under a valid header were a "hit": a NaN head, exit 0."""
     from rich.console import Console
 
@@ -222,16 +272,66 @@ def test_a_damaged_cache_entry_is_recomputed(tmp_path: Path, tiny_weights: Path)
     cache = tmp_path / "cache"
     first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache),
                      make_console(quiet=True))  # fmt: skip
-    (entry,) = cache.glob("*.safetensors")
-    raw = bytearray(entry.read_bytes())
-    raw[-64:] = b"\xff" * 64  # NaN bit patterns at the end of the test features
-    entry.write_bytes(bytes(raw))
+    (shard,) = cache.glob("v1/*/shards/*.safetensors")
+    raw = bytearray(shard.read_bytes())
+    raw[-64:] = b"\xff" * 64  # NaN bit patterns at the end of the last rows' features
+    shard.write_bytes(bytes(raw))
     console = Console(record=True, width=200)
     second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
-    assert "damaged (checksum differs): recomputing" in console.export_text()
-    assert second.metrics["feature_cache"].startswith("miss")
+    text = console.export_text()
+    assert f"shard {shard.name} is damaged: set aside, its rows are extracted again" in text
+    assert second.metrics["feature_cache"] == "miss (18 new, 0 cached)"
     assert second.metrics["val_top1"] == first.metrics["val_top1"]
     assert second.metrics["test_top1"] == first.metrics["test_top1"]
+    assert shard.with_suffix(".damaged").is_file() and cache_rows(cache) == 18
+
+
+def test_one_decode_per_image_and_a_bad_image_keeps_the_rows_before_it(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scanning reads bytes and headers only; extraction decodes each image once. A
+    truncated image stops it with exit 2 naming the file, after the rows before it were
+    stored; the re-run after the fix extracts only the rest."""
+    from edgetl.core import dataset
+    from edgetl.core.errors import EdgetlError
+
+    data = tmp_path / "photos"  # train/, val/, test/: extracted in that order
+    for role, count, seed in (("train", 6, 0), ("val", 2, 1), ("test", 2, 2)):
+        write_folder(data / role, per_class=count, seed=seed)
+    decoded: list[str] = []
+    real = dataset.read_image
+
+    def counted(path: Path, *args: object) -> object:
+        decoded.append(path.relative_to(data).as_posix())
+        return real(path, *args)
+
+    monkeypatch.setattr(dataset, "read_image", counted)
+    cache = tmp_path / "cache"
+    console = make_console(quiet=True)
+    options = {"cache_dir": cache, "epochs": 2, "workers": 0, "batch_size": 4}
+    finetune(tiny_options(data, tmp_path / "a", tiny_weights, **options), console)
+    assert len(decoded) == 30 == len(set(decoded))  # each of the 30 images, once
+
+    def add(role: str, label: int, seed: int) -> None:
+        extra = write_folder(tmp_path / f"extra{seed}", classes=label + 1, per_class=1, seed=seed)
+        (extra / f"class_{label}" / "img_0.jpg").rename(data / role / f"class_{label}" / "new.jpg")
+
+    for label in range(3):
+        add("train", label, 10 + label)  # three new images before the bad one
+    good = data / "test" / "class_0" / "img_0.jpg"
+    bad = data / "test" / "class_0" / "zz_cut.jpg"  # the last of test/class_0
+    whole = good.read_bytes()
+    bad.write_bytes(whole[: len(whole) // 2])  # a valid header, the pixels cut
+    add("test", 1, 20)  # and two after it
+    add("test", 2, 21)
+    with pytest.raises(EdgetlError, match="zz_cut.jpg: cannot decode this image"):
+        finetune(tiny_options(data, tmp_path / "b", tiny_weights, **options), console)
+    assert cache_rows(cache) == 30 + 3  # the rows before the bad image are kept
+    bad.unlink()
+    decoded.clear()
+    info = finetune(tiny_options(data, tmp_path / "c", tiny_weights, **options), console)
+    assert info.metrics["feature_cache"] == "miss (2 new, 33 cached)"
+    assert sorted(decoded) == ["test/class_1/new.jpg", "test/class_2/new.jpg"]
 
 
 def test_the_progress_bar_ends_on_the_kept_epoch(tmp_path: Path, tiny_weights: Path) -> None:

@@ -89,6 +89,13 @@ def finetune_options(func: F) -> F:
             help="Feature cache directory [default: ~/.cache/edgetl/features].",
         ),
         click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache."),
+        click.option(
+            "--workers",
+            type=int,
+            default=None,
+            help="Processes decoding images for feature extraction; 0 decodes in this one "
+            "[default: the cores available].",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from edgetl.core.errors import EdgetlError
-from edgetl.core.images import IMAGE_SUFFIXES, list_images, read_image
+from edgetl.core.images import IMAGE_SUFFIXES, check_image, list_images, read_image
 from edgetl.core.preprocess import Preprocess
 
 BUILTIN_DATASETS = ("digits",)
@@ -52,6 +52,31 @@ class ImageSet:
         digests = None if self.digests is None else [self.digests[i] for i in indices]
         return ImageSet(
             [self.keys[i] for i in indices], self.labels[indices], self._loader, digests
+        )
+
+    def first_of_each(self, digests: set[bytes]) -> ImageSet:
+        """The first image of each content in `digests` (an image set with known digests)."""
+        assert self.digests is not None
+        seen: set[bytes] = set()
+        picked = []
+        for index, digest in enumerate(self.digests):
+            if digest in digests and digest not in seen:
+                seen.add(digest)
+                picked.append(index)
+        return self.subset(picked)
+
+    @classmethod
+    def joined(cls, parts: list[ImageSet]) -> ImageSet:
+        """One set of several read by the same loader (the roles of one dataset)."""
+        loader = parts[0]._loader
+        assert all(part._loader is loader for part in parts)
+        digests = [d for part in parts for d in part.digests or []]
+        known = all(part.digests is not None for part in parts)
+        return cls(
+            [key for part in parts for key in part.keys],
+            np.concatenate([part.labels for part in parts]),
+            loader,
+            digests if known else None,
         )
 
     def sample(self, limit: int | None, seed: int) -> ImageSet:
@@ -193,7 +218,7 @@ def data_fingerprint(spec: str) -> str:
     for sub in subs:
         # Any folder has a fingerprint, and it needs the bytes only: whoever then reads the
         # images decodes (and checks) them once.
-        _scan_classes(root, sub, hasher, min_classes=1, decode=False)
+        _scan_classes(root, sub, hasher, min_classes=1, check=False)
     return hasher.hexdigest()
 
 
@@ -315,10 +340,11 @@ def _need_per_class(
 
 
 def _scan_classes(
-    root: Path, sub: str | None, hasher: Any, min_classes: int = 2, decode: bool = True
+    root: Path, sub: str | None, hasher: Any, min_classes: int = 2, check: bool = True
 ) -> tuple[list[str], list[str], list[int], list[bytes]]:
-    """Find class folders and their images; decode every image fully (unless `decode` is
-    off: a fingerprint needs only the bytes); hash names and contents."""
+    """Find class folders and their images; check each is an image from its header, without
+    decoding it (unless `check` is off: a fingerprint needs only the bytes); hash names and
+    contents. The one full decode is the feature extraction's (train/extract.py)."""
     base = root / sub if sub else root
     classes = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -345,8 +371,8 @@ def _scan_classes(
                 data = path.read_bytes()
             except OSError as exc:
                 raise EdgetlError(f"{path}: cannot read this file ({exc.strerror})") from exc
-            if decode:
-                read_image(path, data)
+            if check:
+                check_image(path, data)
             key = path.relative_to(root).as_posix()
             content = hashlib.sha256(data).digest()
             hasher.update(f"{key}\0{label}\0".encode())

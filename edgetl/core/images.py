@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +25,27 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def check_image(path: Path, data: bytes) -> None:
+    """An image file by its header (format, size, the decompression-bomb limit), without
+    decoding its pixels: a truncated file passes here and fails at its one full decode."""
+    with _named_errors(path), Image.open(io.BytesIO(data)) as image:
+        image.size  # noqa: B018 - the header is parsed on open; size proves it
+
+
 def read_image(path: Path, data: bytes | None = None) -> Image.Image:
     """Decode an image fully (a truncated file fails here, not later) and make it RGB."""
-    try:
+    with _named_errors(path):
         source = io.BytesIO(data) if data is not None else path
         with Image.open(source) as image:
             image.load()
             return as_rgb(image)
+
+
+@contextmanager
+def _named_errors(path: Path) -> Iterator[None]:
+    """PIL's errors as EdgetlError naming the file and what to do."""
+    try:
+        yield
     except Image.DecompressionBombError as exc:
         raise EdgetlError(
             f"{path}: {exc}; an image this large is refused as a possible decompression bomb. "

@@ -23,6 +23,7 @@ from edgetl.core.outputs import check_not_input, check_writable, claim
 from edgetl.core.records import RUN_FILE, DataInfo, HeadInfo, RunInfo, TrainInfo
 from edgetl.core.versions import versions
 from edgetl.train.backbones import Backbone, load_backbone
+from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir
 from edgetl.train.loop import (
     HeadTraining,
@@ -57,6 +58,7 @@ class FinetuneOptions:
     cache_dir: Path | None = None
     use_cache: bool = True
     force: bool = False
+    workers: int | None = None  # decoding workers; None: the cores this process may use
 
     def head_training(self) -> HeadTraining:
         return HeadTraining(self.epochs, self.lr, self.batch_size, self.seed, self.patience)
@@ -108,11 +110,13 @@ def _finetune(opts: FinetuneOptions, cache_dir: Path | None, console: Console) -
         f"{pre.interpolation}, crop {pre.crop_pct}, device {device}"
     )
 
-    t0 = time.perf_counter()
-    feats, hit = cached_features(backbone, splits, device, opts.batch_size, cache_dir, console)
-    feature_s = time.perf_counter() - t0
-    cache_state = "off" if cache_dir is None else ("hit" if hit else "miss (stored)")
-    console.print(f"feature cache: {cache_state} ({feature_s:.1f} s)")
+    workers = default_workers() if opts.workers is None else opts.workers
+    feats, cache = cached_features(
+        backbone, splits, device, opts.batch_size, workers, cache_dir, console
+    )
+    feature_s = cache.seconds
+    cache_state = "off" if cache_dir is None else cache.state
+    console.print(f"feature cache: {'off, ' if cache_dir is None else ''}{cache.line()}")
 
     head, history, test_logits = _train(opts, splits, backbone, feats, device, console)
     final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]
@@ -202,6 +206,7 @@ def _check_options(opts: FinetuneOptions) -> None:
         ("--patience", opts.patience, 1),
         ("--hidden", opts.hidden, 0),
         ("--unfreeze", opts.unfreeze, 0),
+        ("--workers", 0 if opts.workers is None else opts.workers, 0),
     ):
         if value < least:
             raise EdgetlError(f"{option} {value}: must be at least {least}")

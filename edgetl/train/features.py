@@ -1,69 +1,55 @@
-"""Backbone feature extraction and the on-disk feature cache.
+"""Backbone features of a dataset's splits, from the per-image cache (feature_store.py) and
+one extraction of the images it lacks (extract.py).
 
-The backbone is frozen, so its features for a dataset never change: compute them once,
-key them by everything that could change them, and reuse them for every epoch and run.
+The backbone is frozen, so an image's features never change for a given backbone, weights,
+preprocessing and AMP setting: each image is extracted once and read by every later run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from edgetl.core.dataset import ROLES, ImageSet, Splits
-from edgetl.core.files import atomic_write_bytes
 from edgetl.core.outputs import cache_dir
-from edgetl.core.preprocess import Preprocess
-from edgetl.core.ui import progress
 from edgetl.train.backbones import Backbone
+from edgetl.train.extract import extract
+from edgetl.train.feature_store import FeatureStore
 
-CACHE_FORMAT = 3  # 2: train, val and test; 3: a sha256 of the features
+ROWS_PER_SHARD = 2048  # rows per cache shard: what a crash or a bad image can cost at most
 
 
 def default_cache_dir() -> Path:
     return cache_dir("features", "EDGETL_CACHE_DIR")
 
 
-def extract_features(
-    model: torch.nn.Module,
-    images: ImageSet,
-    preprocess: Preprocess,
-    device: torch.device,
-    batch_size: int,
-    console: Console,
-    label: str,
-) -> torch.Tensor:
-    """Run the frozen backbone over `images` once; returns float32 features on the CPU."""
-    # channels_last runs the convolutions 1.6x faster on our CPUs (and suits CUDA AMP).
-    model.eval().to(device).to(memory_format=torch.channels_last)
-    chunks = []
-    use_amp = device.type == "cuda"
-    with progress(console) as bar:
-        task = bar.add_task(f"features {label}", total=len(images), info="")
-        for batch, _ in images.batches(preprocess, batch_size):
-            with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp):
-                x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
-                out = model(x)
-            chunks.append(out.float().cpu())
-            bar.advance(task, len(batch))
-    return torch.cat(chunks)
+@dataclass(frozen=True)
+class CacheReport:
+    cached: int  # distinct images read from the cache
+    new: int  # distinct images extracted now
+    seconds: float
+
+    @property
+    def state(self) -> str:
+        """What the run records: "hit" when nothing was extracted."""
+        return "hit" if not self.new else f"miss ({self.new:,} new, {self.cached:,} cached)"
+
+    def line(self) -> str:
+        return f"{self.cached:,} cached, {self.new:,} new ({self.seconds:.1f} s)"
 
 
-def cache_key(backbone: Backbone, splits: Splits, device: torch.device) -> str:
-    fields = {
-        "format": CACHE_FORMAT,
+def namespace(backbone: Backbone, device: torch.device) -> dict[str, object]:
+    """Everything but the image that a row's features depend on."""
+    return {
         "timm_name": backbone.timm_name,
         "weights_sha256": backbone.weights_sha256,
         "preprocess": backbone.preprocess.to_dict(),
-        "data": splits.fingerprint,
-        # The same hashes the run records for its splits.
-        **{f"{role}_keys": splits.part(role).key_hash() for role in ROLES},
         "amp": device.type == "cuda",
     }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def cached_features(
@@ -71,64 +57,82 @@ def cached_features(
     splits: Splits,
     device: torch.device,
     batch_size: int,
-    cache_dir: Path | None,
+    workers: int,
+    cache: Path | None,
     console: Console,
-) -> tuple[dict[str, torch.Tensor], bool]:
-    """Train/val/test features from the cache when present (True), else computed and stored (False).
+) -> tuple[dict[str, torch.Tensor], CacheReport]:
+    """Train/val/test features; only images the cache lacks are decoded and extracted.
 
-    `cache_dir=None` disables the cache.
+    `cache=None` disables the cache (every image is extracted, nothing is stored).
     """
-    from safetensors.torch import save
-
-    path = None
-    if cache_dir is not None:
-        path = cache_dir / f"{cache_key(backbone, splits, device)}.safetensors"
-        if path.is_file():
-            tensors = _read_entry(path, splits, console)
-            if tensors is not None:
-                return tensors, True
-    tensors = {
-        role: extract_features(
-            backbone.model,
-            splits.part(role),
-            backbone.preprocess,
-            device,
-            batch_size,
-            console,
-            role,
-        )
-        for role in ROLES
-    }
-    if path is not None:
-        metadata = {"backbone": backbone.name, "sha256": tensors_sha256(tensors)}
-        atomic_write_bytes(path, save(tensors, metadata=metadata))
-    return tensors, False
-
-
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """Over every role's feature bytes, in order: a cache entry whose data was damaged under
-    a valid header gave a NaN head at chance accuracy, exit 0."""
-    digest = hashlib.sha256()
+    started = time.perf_counter()
+    everything = ImageSet.joined([splits.part(role) for role in ROLES])
+    digests = everything.digests
+    assert digests is not None  # folders and digits hash every image's content when scanned
+    store = None if cache is None else FeatureStore(cache, namespace(backbone, device))
+    notes: list[str] = []
+    rows = {} if store is None else store.lookup(digests, notes)
+    _note_old_entries(cache, notes)
+    for note in notes:
+        console.print(note)
+    missing = everything.first_of_each(set(digests) - set(rows))
+    _extract_into(rows, missing, backbone, device, batch_size, workers, store, console)
+    if store is not None:
+        store.record_use(digests)
+    features, start = {}, 0
     for role in ROLES:
-        digest.update(role.encode())
-        digest.update(tensors[role].contiguous().numpy().tobytes())
-    return digest.hexdigest()
+        part = digests[start : start + len(splits.part(role))]
+        features[role] = torch.stack([rows[d] for d in part]) if part else torch.empty(0)
+        start += len(part)
+    report = CacheReport(len(set(digests)) - len(missing), len(missing), 0.0)
+    return features, CacheReport(report.cached, report.new, time.perf_counter() - started)
 
 
-def _read_entry(path: Path, splits: Splits, console: Console) -> dict[str, torch.Tensor] | None:
-    """A cache entry, or None (and a note) when it is damaged: it is then recomputed."""
-    from safetensors import safe_open
+def _extract_into(
+    rows: dict[bytes, torch.Tensor],
+    missing: ImageSet,
+    backbone: Backbone,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    store: FeatureStore | None,
+    console: Console,
+) -> None:
+    """Extract `missing` into `rows`, storing shards as they fill; the rows extracted before
+    a failure (an image that does not decode) are stored before the error goes up."""
+    assert missing.digests is not None
+    pending: list[tuple[bytes, torch.Tensor]] = []
+
+    def flush() -> None:
+        if store is not None and pending:
+            store.append([d for d, _ in pending], torch.stack([f for _, f in pending]))
+        pending.clear()
+
+    def sink(indices: list[int], features: torch.Tensor) -> None:
+        for index, row in zip(indices, features, strict=True):
+            digest = missing.digests[index]  # type: ignore[index]
+            rows[digest] = row
+            pending.append((digest, row))
+        if len(pending) >= ROWS_PER_SHARD:
+            flush()
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            recorded = (handle.metadata() or {}).get("sha256")
-            tensors = {role: handle.get_tensor(role) for role in ROLES}
-    except Exception:  # noqa: BLE001 - any unreadable entry is recomputed, never trusted
-        console.print(f"feature cache entry {path} is unreadable: recomputing it")
-        return None
-    if any(len(tensors[role]) != len(splits.part(role)) for role in ROLES):
-        return None
-    if recorded != tensors_sha256(tensors):
-        console.print(f"feature cache entry {path} is damaged (checksum differs): recomputing it")
-        return None
-    return tensors
+        extract(
+            backbone.model, missing, backbone.preprocess, device, batch_size, workers, console,
+            f"({len(missing):,} new)", sink,
+        )  # fmt: skip
+    finally:
+        flush()
+
+
+def _note_old_entries(cache: Path | None, notes: list[str]) -> None:
+    """Whole-dataset entries of earlier versions are not read: say so once, with their size."""
+    if cache is None:
+        return
+    old = list(cache.glob("*.safetensors"))
+    if old:
+        size = sum(p.stat().st_size for p in old) / 1e6
+        notes.append(
+            f"feature cache: {len(old)} whole-dataset entries of an earlier edgetl in {cache} "
+            f"are not read (rows are now kept per image); delete them to free {size:.0f} MB"
+        )

@@ -1,0 +1,132 @@
+"""The per-image feature cache: one row per image content, shared by every run and dataset.
+
+A frozen backbone's features of an image depend on the backbone and its weights, the
+preprocessing, AMP or not, and the image's bytes: nothing else. So rows are keyed by the
+sha256 of the image's content inside a namespace of the rest. A run then extracts only the
+images no run extracted before (adding ten photos to 100k extracts ten), renaming or moving
+files costs nothing, and the same photo in two datasets is extracted once.
+
+Layout: CACHE/v1/<namespace>/namespace.json and shards/*.safetensors. A shard is written once,
+atomically (temporary name, then rename), and never changed: it holds `digests` (N x 32
+uint8), `features` (N x D float32) and, in its metadata, a sha256 over both. Readers list
+the shards there are, so another process may append while one reads; a shard whose checksum
+fails is set aside and its rows extracted again. There is no shared index file to corrupt or
+lock: each shard's digests are its index. `used/` records which rows each run read, for
+`edgetl cache prune`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgetl.core.files import atomic_write_bytes, atomic_write_text
+
+STORE_VERSION = "v1"
+DIGEST_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: Path
+    digests: np.ndarray  # (N, 32) uint8
+    features: torch.Tensor  # (N, D) float32
+
+
+def namespace_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def shard_sha256(digests: np.ndarray, features: torch.Tensor) -> str:
+    hasher = hashlib.sha256(np.ascontiguousarray(digests).tobytes())
+    hasher.update(features.contiguous().numpy().tobytes())
+    return hasher.hexdigest()
+
+
+class FeatureStore:
+    """The rows of one namespace (backbone, weights, preprocessing, AMP)."""
+
+    def __init__(self, root: Path, fields: dict[str, Any]):
+        self.root = root
+        self.dir = root / STORE_VERSION / namespace_key(fields)
+        self.fields = fields
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.dir / "shards"
+
+    def shards(self, notes: list[str]) -> list[Shard]:
+        """Every complete, intact shard; a damaged one is set aside (its rows recomputed)."""
+        found = []
+        for path in sorted(self.shard_dir.glob("*.safetensors")):
+            shard = _read_shard(path)
+            if shard is None:
+                aside = path.with_suffix(".damaged")
+                path.replace(aside)
+                notes.append(f"feature cache shard {path.name} is damaged: set aside, its rows "
+                             "are extracted again")  # fmt: skip
+                continue
+            found.append(shard)
+        return found
+
+    def lookup(self, digests: list[bytes], notes: list[str]) -> dict[bytes, torch.Tensor]:
+        """The cached row of each digest present (one tensor per digest)."""
+        wanted = set(digests)
+        rows: dict[bytes, torch.Tensor] = {}
+        for shard in self.shards(notes):
+            for index, digest in enumerate(shard.digests):
+                key = digest.tobytes()
+                if key in wanted and key not in rows:
+                    rows[key] = shard.features[index]
+        return rows
+
+    def append(self, digests: list[bytes], features: torch.Tensor) -> Path:
+        """A new shard with these rows, written atomically; returns its path."""
+        from safetensors.torch import save
+
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.dir / "namespace.json"
+        if not marker.is_file():
+            atomic_write_text(marker, json.dumps(self.fields, indent=2, sort_keys=True) + "\n")
+        table = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
+        features = features.float().contiguous()
+        metadata = {"sha256": shard_sha256(table, features), "rows": str(len(digests))}
+        name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}.safetensors"
+        path = self.shard_dir / name
+        data = save({"digests": torch.from_numpy(table.copy()), "features": features}, metadata)
+        atomic_write_bytes(path, data)
+        return path
+
+    def record_use(self, digests: list[bytes]) -> None:
+        """Which rows this run read: `edgetl cache prune` keeps rows a recent run used."""
+        used = self.dir / "used"
+        used.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{os.getpid()}.digests"
+        atomic_write_bytes(used / name, b"".join(sorted(set(digests))))
+
+
+def _read_shard(path: Path) -> Shard | None:
+    """A shard, or None when it cannot be read or its checksum differs."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get("sha256")
+            digests = handle.get_tensor("digests").numpy()
+            features = handle.get_tensor("features")
+    except Exception:  # noqa: BLE001 - an unreadable shard is recomputed, never trusted
+        return None
+    if digests.ndim != 2 or digests.shape[1] != DIGEST_BYTES or len(digests) != len(features):
+        return None
+    if recorded != shard_sha256(digests, features):
+        return None
+    return Shard(path, digests, features)
