@@ -342,3 +342,43 @@ def test_the_progress_bar_ends_on_the_kept_epoch(tmp_path: Path, tiny_weights: P
     info = finetune(tiny_options(data, tmp_path / "run", tiny_weights, epochs=12), console)
     text = console.export_text()
     assert f"kept epoch {info.metrics['best_epoch']}: val loss" in text
+
+
+def test_cache_info_and_prune_keep_the_rows_recent_runs_used(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    console = make_console(quiet=True)
+    old_data = write_folder(tmp_path / "old", per_class=6, seed=1)
+    new_data = write_folder(tmp_path / "new", per_class=6, seed=2)
+    finetune(tiny_options(old_data, tmp_path / "a", tiny_weights, cache_dir=cache, epochs=2),
+             console)  # fmt: skip
+    (record,) = cache.glob("v1/*/used/*.digests")
+    ten_days = time.time() - 10 * 86400
+    os.utime(record, (ten_days, ten_days))
+    finetune(tiny_options(new_data, tmp_path / "b", tiny_weights, cache_dir=cache, epochs=2),
+             console)  # fmt: skip
+    (cache / "0123abcd.safetensors").write_bytes(b"an entry of the old whole-dataset format")
+    runner = CliRunner()
+    shown = runner.invoke(main, ["cache", "info", "--cache-dir", str(cache), "--json"])
+    assert shown.exit_code == 0, shown.output
+    (entry,) = json.loads(shown.output)["namespaces"]
+    assert entry["rows"] == 36 and entry["backbone"] == TINY_BACKBONE
+
+    dry = runner.invoke(main, ["cache", "prune", "--cache-dir", str(cache), "--unused-days", "5",
+                               "--dry-run"])  # fmt: skip
+    assert dry.exit_code == 0 and "would remove 18 rows" in dry.output and cache_rows(cache) == 36
+    pruned = runner.invoke(
+        main, ["cache", "prune", "--cache-dir", str(cache), "--unused-days", "5"]
+    )
+    assert pruned.exit_code == 0 and "removed 18 rows" in pruned.output, pruned.output
+    assert cache_rows(cache) == 18 and not (cache / "0123abcd.safetensors").exists()
+    again = finetune(
+        tiny_options(new_data, tmp_path / "c", tiny_weights, cache_dir=cache, epochs=2), console
+    )
+    assert again.metrics["feature_cache"] == "hit"  # the recent run's rows were kept
+    bad = runner.invoke(main, ["cache", "prune", "--cache-dir", str(cache), "--unused-days", "-1"])
+    assert bad.exit_code == 2 and "--unused-days" in bad.output

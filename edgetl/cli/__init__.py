@@ -4,6 +4,7 @@ they print (output.py). Importing a command module registers it on the group."""
 from edgetl.cli import (  # noqa: F401  (registration)
     bench,
     build,
+    cache,
     compare,
     export,
     finetune,

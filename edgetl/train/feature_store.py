@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +56,14 @@ def shard_sha256(digests: np.ndarray, features: torch.Tensor) -> str:
 class FeatureStore:
     """The rows of one namespace (backbone, weights, preprocessing, AMP)."""
 
-    def __init__(self, root: Path, fields: dict[str, Any]):
-        self.root = root
-        self.dir = root / STORE_VERSION / namespace_key(fields)
+    def __init__(self, folder: Path, fields: dict[str, Any]):
+        self.dir = folder
         self.fields = fields
+
+    @classmethod
+    def open(cls, root: Path, fields: dict[str, Any]) -> FeatureStore:
+        """The namespace of `fields` in the cache at `root` (created on first append)."""
+        return cls(root / STORE_VERSION / namespace_key(fields), fields)
 
     @property
     def shard_dir(self) -> Path:
@@ -130,3 +135,113 @@ def _read_shard(path: Path) -> Shard | None:
     if recorded != shard_sha256(digests, features):
         return None
     return Shard(path, digests, features)
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    key: str
+    fields: dict[str, Any]
+    shards: int
+    rows: int
+    bytes: int
+    damaged: int
+    last_used: float | None  # when a run last read rows (seconds since the epoch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "backbone": self.fields.get("timm_name"),
+            "size": (self.fields.get("preprocess") or {}).get("size"),
+            "amp": self.fields.get("amp"),
+            "shards": self.shards,
+            "rows": self.rows,
+            "mb": round(self.bytes / 1e6, 2),
+            "damaged": self.damaged,
+            "last_used": self.last_used,
+        }
+
+
+def namespaces(root: Path) -> list[NamespaceInfo]:
+    """What the cache at `root` holds, per namespace (`edgetl cache info`)."""
+    found = []
+    for folder in sorted((root / STORE_VERSION).glob("*/")):
+        marker = folder / "namespace.json"
+        fields = json.loads(marker.read_text()) if marker.is_file() else {}
+        shards = sorted((folder / "shards").glob("*.safetensors"))
+        used = [p.stat().st_mtime for p in (folder / "used").glob("*.digests")]
+        found.append(
+            NamespaceInfo(
+                key=folder.name,
+                fields=fields,
+                shards=len(shards),
+                rows=sum(_rows(path) for path in shards),
+                bytes=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+                damaged=len(list((folder / "shards").glob("*.damaged"))),
+                last_used=max(used) if used else None,
+            )
+        )
+    return found
+
+
+def _rows(path: Path) -> int:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return int((handle.metadata() or {}).get("rows", 0))
+    except Exception:  # noqa: BLE001 - counted as damaged when read
+        return 0
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    rows_kept: int
+    rows_removed: int
+    bytes_freed: int
+
+
+def prune(root: Path, unused_days: float, dry_run: bool = False) -> PruneReport:
+    """Remove the rows no run read in the last `unused_days` days (shards rewritten with the
+    rows kept), set-aside damaged shards, usage records older than that, and namespaces left
+    empty, and the whole-dataset entries of earlier versions (never read now). Run it while
+    no finetune writes to this cache."""
+    cutoff = time.time() - unused_days * 86400
+    kept = removed = freed = 0
+    old = list(root.glob("*.safetensors"))  # whole-dataset entries earlier versions wrote
+    freed += sum(p.stat().st_size for p in old)
+    if not dry_run:
+        for path in old:
+            path.unlink()
+    for folder in sorted((root / STORE_VERSION).glob("*/")):
+        recent = _recently_used(folder / "used", cutoff)
+        store = FeatureStore(folder, {})  # namespace.json is there already
+        for shard in store.shards([]):
+            keep = [i for i, d in enumerate(shard.digests) if d.tobytes() in recent]
+            kept, removed = kept + len(keep), removed + len(shard.digests) - len(keep)
+            if len(keep) == len(shard.digests):
+                continue
+            freed += shard.path.stat().st_size
+            if dry_run:
+                continue
+            if keep:
+                digests = [shard.digests[i].tobytes() for i in keep]
+                store.append(digests, shard.features[keep])
+            shard.path.unlink()
+        stale = list((folder / "shards").glob("*.damaged"))
+        stale += [p for p in (folder / "used").glob("*.digests") if p.stat().st_mtime < cutoff]
+        freed += sum(p.stat().st_size for p in stale)
+        if not dry_run:
+            for path in stale:
+                path.unlink()
+            if not list((folder / "shards").glob("*.safetensors")):
+                shutil.rmtree(folder)
+    return PruneReport(kept, removed, freed)
+
+
+def _recently_used(used: Path, cutoff: float) -> set[bytes]:
+    recent: set[bytes] = set()
+    for record in used.glob("*.digests"):
+        if record.stat().st_mtime >= cutoff:
+            data = record.read_bytes()
+            recent.update(data[i : i + DIGEST_BYTES] for i in range(0, len(data), DIGEST_BYTES))
+    return recent

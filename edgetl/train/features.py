@@ -69,7 +69,7 @@ def cached_features(
     everything = ImageSet.joined([splits.part(role) for role in ROLES])
     digests = everything.digests
     assert digests is not None  # folders and digits hash every image's content when scanned
-    store = None if cache is None else FeatureStore(cache, namespace(backbone, device))
+    store = None if cache is None else FeatureStore.open(cache, namespace(backbone, device))
     notes: list[str] = []
     rows = {} if store is None else store.lookup(digests, notes)
     _note_old_entries(cache, notes)
