@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("core", "backends", "train", "quantize", "stages", "cli")
 # Modules outside the layer folders and the layer they belong to.
-INTERFACES = {"edgetl": "cli", "edgetl.pytest_plugin": "cli"}
+INTERFACES = {"edgetl": "cli", "edgetl.__main__": "cli", "edgetl.pytest_plugin": "cli"}
 DEVICE_SIDE = ("core", "backends")
 HEAVY = ("torch", "torchvision", "timm", "nncf", "sklearn")
 # (module, package) pairs allowed despite HEAVY, each with its reason.

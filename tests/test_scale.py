@@ -1,5 +1,5 @@
-"""Memory bounded by features, not images: finetune's peak RSS, measured in a fresh process
-for two sizes of one synthetic set, grows with the features of the added images only."""
+"""Scale: memory bounded by features, not images (finetune's peak RSS for two sizes of one
+synthetic set, in fresh processes), and torchrun ranks sharing the extraction."""
 
 from __future__ import annotations
 
@@ -56,3 +56,56 @@ def test_peak_memory_grows_with_features_not_images(tmp_path: Path, tiny_weights
     growth = large["peak_mb"] - small["peak_mb"]
     assert decoded_mb > 70
     assert growth < decoded_mb / 4, (small, large)
+
+
+def shard_rows(cache: Path) -> dict[bytes, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    rows: dict[bytes, np.ndarray] = {}
+    for shard in cache.glob("v1/*/shards/*.safetensors"):
+        tensors = load_file(str(shard))
+        for digest, row in zip(tensors["digests"], tensors["features"], strict=True):
+            rows[digest.tobytes()] = row
+    return rows
+
+
+def test_torchrun_two_ranks_give_the_rows_and_head_of_one_process(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """A real `torchrun --nproc-per-node 2` launch (gloo on CPU): each rank extracts its
+    share into its own shard; rank 0 trains the head. Same rows, same head as one process."""
+    import os
+
+    from safetensors.numpy import load_file
+
+    from tests.conftest import write_folder
+
+    data = write_folder(tmp_path / "photos", per_class=8)
+    common = ["--data", str(data), "--backbone", "test_efficientnet", "--weights",
+              str(tiny_weights), "--image-size", "64", "--epochs", "3", "--seed", "3"]  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "edgetl", "finetune", *common, "--out", str(tmp_path / "one"),
+         "--cache-dir", str(tmp_path / "cache1")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ranks = subprocess.run(
+        [sys.executable, "-m", "edgetl", "finetune", *common, "--out", str(tmp_path / "two"),
+         "--cache-dir", str(tmp_path / "cache2"), "--nproc", "2"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert ranks.returncode == 0, ranks.stdout + ranks.stderr
+    assert "feature cache: 0 cached, 24 new" in " ".join((ranks.stdout + ranks.stderr).split())
+    shards = list((tmp_path / "cache2").glob("v1/*/shards/*.safetensors"))
+    sizes = sorted(len(load_file(str(shard))["digests"]) for shard in shards)
+    assert sizes == [12, 12]  # each rank extracted its half, into a shard of its own
+    one, two = shard_rows(tmp_path / "cache1"), shard_rows(tmp_path / "cache2")
+    assert set(one) == set(two) and len(one) == 24
+    assert all(np.allclose(one[d], two[d], atol=1e-5) for d in one)
+    head_one = load_file(str(tmp_path / "one" / "head.safetensors"))
+    head_two = load_file(str(tmp_path / "two" / "head.safetensors"))
+    assert all(np.allclose(head_one[k], head_two[k], atol=1e-4) for k in head_one)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )

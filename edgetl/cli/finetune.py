@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import click
 from edgetl.cli.app import F, handle_errors, main
 from edgetl.cli.output import emit, print_run
 from edgetl.core.constants import DEFAULT_BACKBONE
+from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import make_console
 
 
@@ -108,14 +112,46 @@ def finetune_options(func: F) -> F:
 @finetune_options
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run metadata as JSON.")
+@click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes extracting features, started with torchrun (one per GPU on a GPU host); "
+    "across machines, run `torchrun ... -m edgetl finetune` yourself.",
+)
 @handle_errors
-def finetune(data: str, out: Path, as_json: bool, no_cache: bool, **kwargs: Any) -> None:
+def finetune(
+    data: str, out: Path, as_json: bool, no_cache: bool, nproc: int, **kwargs: Any
+) -> None:
     """Train a new head for DATA's classes on a frozen backbone."""
     from edgetl.stages.finetune import FinetuneOptions
     from edgetl.stages.finetune import finetune as run_finetune
 
+    if nproc < 1:
+        raise EdgetlError(f"--nproc {nproc}: must be at least 1")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(_launch(nproc))
     console = make_console()
     info = run_finetune(
         FinetuneOptions(data=data, out=out, use_cache=not no_cache, **kwargs), console
     )
-    emit(info.to_dict(), as_json, lambda: print_run(info, out))
+    if info is not None:  # None: a rank other than 0 of a torchrun launch
+        emit(info.to_dict(), as_json, lambda: print_run(info, out))
+
+
+def _launch(nproc: int) -> int:
+    """This very command under torchrun, `nproc` ranks on this machine; its exit status.
+
+    The arguments go to torchrun as a list (no shell), rebuilt from what click parsed."""
+    context = click.get_current_context()
+    args = ["finetune"]
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if param.name == "nproc" or value is None or value is False:
+            continue
+        flag = param.opts[0]
+        args += [flag] if value is True else [flag, str(value)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", str(nproc), "-m", "edgetl", *args]
+    return subprocess.run(command, check=False).returncode

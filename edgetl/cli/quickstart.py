@@ -51,6 +51,7 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         ),
         console,
     )
+    assert info is not None  # None only on the other ranks of a torchrun launch
     print_run(info, run_dir)
     artifacts = []
     for step, precision in ((2, "fp32"), (3, "int8")):

@@ -47,7 +47,7 @@ class ImageSet:
     def image(self, index: int) -> Image.Image:
         return self._loader(self.keys[index])
 
-    def subset(self, indices: np.ndarray | list[int]) -> ImageSet:
+    def subset(self, indices: np.ndarray | list[int] | range) -> ImageSet:
         indices = [int(i) for i in indices]
         digests = None if self.digests is None else [self.digests[i] for i in indices]
         return ImageSet(

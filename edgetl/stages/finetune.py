@@ -21,8 +21,10 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text, sha256_file, staged_dir
 from edgetl.core.outputs import check_not_input, check_writable, claim
 from edgetl.core.records import RUN_FILE, DataInfo, HeadInfo, RunInfo, TrainInfo
+from edgetl.core.ui import make_console
 from edgetl.core.versions import versions
 from edgetl.train.backbones import Backbone, load_backbone
+from edgetl.train.distributed import Group, join, leave
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir
 from edgetl.train.loop import (
@@ -76,10 +78,45 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def finetune(opts: FinetuneOptions, console: Console) -> RunInfo:
-    """Run the whole stage and write the run directory; returns the run's metadata."""
+def finetune(opts: FinetuneOptions, console: Console) -> RunInfo | None:
+    """Run the whole stage and write the run directory; returns the run's metadata.
+
+    Under torchrun, every rank extracts its share of the features; rank 0 then trains the
+    head and writes the run (the other ranks return None)."""
     _check_options(opts)
-    cache_dir = (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
+    group = join()
+    if group is not None and not opts.use_cache:
+        raise EdgetlError(
+            "--no-cache with several ranks: the ranks hand their features to rank 0 through "
+            "the feature cache; drop --no-cache (or give --cache-dir)"
+        )
+    try:
+        if group is not None and not group.leader:
+            _extract_share(opts, group)
+            return None
+        return _finetune_here(opts, console, group)
+    finally:
+        leave(group)
+
+
+def _extract_share(opts: FinetuneOptions, group: Group) -> None:
+    """A rank other than 0: its share of the images missing from the cache, then done."""
+    quiet = make_console(quiet=True)
+    device = group.device(resolve_device(opts.device))
+    splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction, opts.seed)
+    backbone = load_backbone(opts.backbone, opts.weights, opts.image_size)
+    workers = default_workers() if opts.workers is None else opts.workers
+    cached_features(
+        backbone, splits, device, opts.batch_size, workers, _cache_dir(opts), quiet, group
+    )
+
+
+def _cache_dir(opts: FinetuneOptions) -> Path | None:
+    return (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
+
+
+def _finetune_here(opts: FinetuneOptions, console: Console, group: Group | None) -> RunInfo:
+    cache_dir = _cache_dir(opts)
     data_dir = None if opts.data in BUILTIN_DATASETS else Path(opts.data)
     check_not_input(
         opts.out, {"--data": data_dir, "--weights": opts.weights, "the feature cache": cache_dir}
@@ -90,11 +127,15 @@ def finetune(opts: FinetuneOptions, console: Console) -> RunInfo:
     with claim(opts.out, opts.force, "run", RUN_FILE, notes):
         for note in notes:
             console.print(note)
-        return _finetune(opts, cache_dir, console)
+        return _finetune(opts, cache_dir, console, group)
 
 
-def _finetune(opts: FinetuneOptions, cache_dir: Path | None, console: Console) -> RunInfo:
+def _finetune(
+    opts: FinetuneOptions, cache_dir: Path | None, console: Console, group: Group | None
+) -> RunInfo:
     device = resolve_device(opts.device)
+    if group is not None:
+        device = group.device(device)
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
 
@@ -112,7 +153,7 @@ def _finetune(opts: FinetuneOptions, cache_dir: Path | None, console: Console) -
 
     workers = default_workers() if opts.workers is None else opts.workers
     feats, cache = cached_features(
-        backbone, splits, device, opts.batch_size, workers, cache_dir, console
+        backbone, splits, device, opts.batch_size, workers, cache_dir, console, group
     )
     feature_s = cache.seconds
     cache_state = "off" if cache_dir is None else cache.state

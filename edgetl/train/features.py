@@ -17,6 +17,7 @@ from rich.console import Console
 from edgetl.core.dataset import ROLES, ImageSet, Splits
 from edgetl.core.outputs import cache_dir
 from edgetl.train.backbones import Backbone
+from edgetl.train.distributed import Group
 from edgetl.train.extract import extract
 from edgetl.train.feature_store import FeatureStore
 
@@ -60,10 +61,14 @@ def cached_features(
     workers: int,
     cache: Path | None,
     console: Console,
+    group: Group | None = None,
 ) -> tuple[dict[str, torch.Tensor], CacheReport]:
     """Train/val/test features; only images the cache lacks are decoded and extracted.
 
-    `cache=None` disables the cache (every image is extracted, nothing is stored).
+    `cache=None` disables the cache (every image is extracted, nothing is stored). Under
+    torchrun (`group`), each rank extracts its share of the images missing from the cache
+    into shards of its own; after a barrier rank 0 reads them all and returns the features
+    (the other ranks return none: they are done).
     """
     started = time.perf_counter()
     everything = ImageSet.joined([splits.part(role) for role in ROLES])
@@ -75,8 +80,20 @@ def cached_features(
     _note_old_entries(cache, notes)
     for note in notes:
         console.print(note)
-    missing = everything.first_of_each(set(digests) - set(rows))
-    _extract_into(rows, missing, backbone, device, batch_size, workers, store, console)
+    lacking = set(digests) - set(rows)
+    if group is not None:  # rank 0's view of the cache decides the work of every rank
+        lacking = set(group.broadcast(sorted(lacking) if group.leader else None))
+    missing = everything.first_of_each(lacking)
+    share = (
+        missing if group is None else missing.subset(range(group.rank, len(missing), group.world))
+    )
+    _extract_into(rows, share, backbone, device, batch_size, workers, store, console)
+    if group is not None:
+        assert store is not None
+        group.barrier()  # every rank's shards are written
+        if not group.leader:
+            return {}, CacheReport(len(set(digests)) - len(missing), len(share), 0.0)
+        rows.update(store.lookup(sorted(lacking), []))
     if store is not None:
         store.record_use(digests)
     features, start = {}, 0
