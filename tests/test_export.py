@@ -26,7 +26,7 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_artifact_files_and_checksums(exported: Path, tiny_run: Path) -> None:
     manifest = json.loads((exported / "manifest.json").read_text())
-    assert manifest["schema"] == "edgetl.manifest/3"
+    assert manifest["schema"] == "edgetl.manifest/4"
     assert (manifest["target"], manifest["backend"], manifest["precision"]) == (
         "cpu",
         "onnxruntime",

@@ -89,3 +89,29 @@ def test_bench_report_round_trips(tiny_run: Path, tmp_path: Path) -> None:
     edit_json(path, lambda d: d.update(schema="edgetl.bench/0"))
     with pytest.raises(EdgetlError, match="schema edgetl.bench/0"):
         BenchReport.read(path)
+
+
+def test_a_manifest_of_the_previous_schema_is_still_read(tiny_run: Path, tmp_path: Path) -> None:
+    """manifest/3 kept the test numbers twice (accuracy.test and quantization.test); /4 keeps
+    them once. An artifact exported by the previous version still loads, verified."""
+    from edgetl.core.integrity import DIGEST_KEY, digest
+
+    out = tmp_path / "art"
+    assert export_cli(tiny_run, out, "--target", "cpu").exit_code == 0
+    current = Manifest.read(out)
+
+    def to_v3(data: dict) -> None:
+        data["schema"] = "edgetl.manifest/3"
+        test = data["accuracy"]["test"]
+        del test["drop_pts"], test["agreement"]
+        data[DIGEST_KEY] = ""
+        data[DIGEST_KEY] = digest(data)
+
+    edit_json(out / "manifest.json", to_v3)
+    old = Manifest.read(out)
+    assert (
+        old.schema == "edgetl.manifest/3" and old.accuracy.test.top1 == current.accuracy.test.top1
+    )
+    assert old.accuracy.test.drop_pts is None
+    result = CliRunner().invoke(main, ["bench", str(out), "--iterations", "5"])
+    assert result.exit_code == 0, result.output

@@ -148,11 +148,11 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
     assert {f.split("/")[0] for f in calib["files"]} == train  # stratified: every class
     assert quant["drop_pts"] <= quant["budget_pts"] == 1.0
     assert quant["attempts"][-1]["top1"] == quant["int8_top1"]
-    # Reported beside the guard's val numbers: FP32 and INT8 on the test split.
-    test = quant["test"]
+    # Reported beside the guard's val numbers: FP32 and INT8 on the test split, stored once.
+    test = manifest["accuracy"]["test"]
     assert test["n"] == json.loads((tiny_run / "edgetl.json").read_text())["data"]["sizes"]["test"]
-    assert test["drop_pts"] == pytest.approx(100 * (test["fp32_top1"] - test["int8_top1"]))
-    assert manifest["accuracy"]["test"]["top1"] == pytest.approx(test["int8_top1"])
+    assert test["drop_pts"] == pytest.approx(100 * (test["fp32_top1"] - test["top1"]), abs=1e-4)
+    assert "test" not in quant and 0 <= test["agreement"] <= 1
     assert 0 <= quant["agreement"] <= 1 and quant["max_abs_diff"] >= 0
     assert manifest["parity"]["max_abs_diff"] <= 1e-3  # the artifact is the model measured
     assert "the recipe asks for 300" in " ".join(output.split())  # fewer than the recipe
@@ -353,7 +353,7 @@ def test_int8_checks_the_fp32_onnx_against_pytorch_first(tiny_run: Path, tmp_pat
 
 
 def test_a_graph_without_an_edgetl_head_is_bad_input_not_a_failed_check() -> None:
-    """"not an edgetl model" was exit 1 (a check failed); it is the input's fault: exit 2."""
+    """ "not an edgetl model" was exit 1 (a check failed); it is the input's fault: exit 2."""
     from onnx import TensorProto, helper
 
     from edgetl.core.errors import EdgetlError

@@ -141,7 +141,7 @@ def test_int8_bundle_passes_the_validator_and_verifies(bundle: tuple[Path, str])
     assert violations(onnx.load(str(out / "model.onnx"))) == []
     # The guard held its budget on val; the test split is reported beside it.
     assert manifest["quantization"]["drop_pts"] <= 1.0
-    assert manifest["quantization"]["test"]["n"] == 12
+    assert manifest["accuracy"]["test"]["n"] == 12 and "test" not in manifest["quantization"]
     with tarfile.open(out.parent / "jetson-int8.tar.gz") as tar:
         assert "jetson-int8/manifest.json" in tar.getnames()
 

@@ -97,7 +97,7 @@ def finetune_options(func: F) -> F:
             "--workers",
             type=int,
             default=None,
-            help="Processes decoding images for feature extraction; 0 decodes in this one "
+            help="Threads decoding images ahead of feature extraction; 0 decodes in line "
             "[default: the cores available].",
         ),
     ]

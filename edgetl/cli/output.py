@@ -64,7 +64,14 @@ def print_quantization(manifest: Manifest) -> None:
             rows,
         )
     )
-    test = quant.test
+    test = manifest.accuracy.test  # the one measurement on test (manifest/4)
+    legacy = quant.test  # manifest/3 kept it here as well
+    drop = test.drop_pts if test.drop_pts is not None else (legacy.drop_pts if legacy else 0.0)
+    agreement = (
+        test.agreement
+        if test.agreement is not None
+        else (legacy.agreement if legacy else float("nan"))
+    )
     console.print(
         table(
             f"reported on {test.n} test images (no choice made on them), "
@@ -74,9 +81,9 @@ def print_quantization(manifest: Manifest) -> None:
                 ["FP32", f"{test.fp32_top1:.2%}", "", ""],
                 [
                     f"INT8 ({rows[-1][0]})",
-                    f"{test.int8_top1:.2%}",
-                    f"{test.drop_pts:+.2f}",
-                    f"{test.agreement:.2%}",
+                    f"{test.top1:.2%}",
+                    f"{drop:+.2f}",
+                    f"{agreement:.2%}",
                 ],
             ],
         )

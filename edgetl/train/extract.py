@@ -1,6 +1,10 @@
 """Feature extraction from image files: the one full decode of each image happens here, on
-DataLoader workers (decode and preprocessing in parallel with the backbone), with pinned
-memory and non-blocking copies on CUDA.
+`workers` threads running ahead of the backbone (Pillow and NumPy release the GIL while
+they decode, resize and normalize), with pinned memory and non-blocking copies on CUDA.
+
+Threads, not DataLoader worker processes: forked workers crashed with a segmentation fault
+when the process had loaded OpenVINO or ONNX Runtime before (their thread pools do not
+survive fork; seen in this suite), and spawned ones pay for importing torch in every worker.
 
 A file that cannot be decoded stops the extraction with exit 2 naming it, after the rows of
 every image before it were handed to `sink` (so the feature cache keeps them and the re-run
@@ -10,8 +14,11 @@ after the fix continues from there).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -21,39 +28,59 @@ from edgetl.core.preprocess import Preprocess
 from edgetl.core.ui import progress
 
 Sink = Callable[[list[int], torch.Tensor], None]  # (positions in the set, their features)
+PREFETCH_BATCHES = 2  # batches decoded ahead of the backbone
 
 
 def default_workers() -> int:
     """The cores this process may run on (a container's limit, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-class _Decoded(torch.utils.data.Dataset[tuple[int, torch.Tensor, str]]):
-    """Image i decoded and preprocessed, or the error that names its file."""
+Decoded = tuple[list[int], np.ndarray | None, str]  # positions, images, first error
 
-    def __init__(self, images: ImageSet, preprocess: Preprocess):
-        self.images, self.preprocess = images, preprocess
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, str]:
+def _decode_batch(images: ImageSet, preprocess: Preprocess, indices: list[int]) -> Decoded:
+    """The images up to the first that fails, stacked, and that failure ("" when none)."""
+    arrays = []
+    for index in indices:
         try:
-            return index, torch.from_numpy(self.preprocess(self.images.image(index))), ""
+            arrays.append(preprocess(images.image(index)))
         except EdgetlError as exc:
-            return index, torch.empty(0), str(exc)
+            done = indices[: len(arrays)]
+            return done, np.stack(arrays) if arrays else None, str(exc)
+    return indices, np.stack(arrays), ""
 
 
-Batch = tuple[list[int], torch.Tensor, str]
-
-
-def _collate(items: list[tuple[int, torch.Tensor, str]]) -> Batch:
-    """The images up to the first that failed, stacked (in the worker: the DataLoader pins
-    this tensor on CUDA), and that failure's message ("" when none failed)."""
-    failed = next((i for i, (_, _, error) in enumerate(items) if error), len(items))
-    good = items[:failed]
-    stacked = torch.stack([t for _, t, _ in good]) if good else torch.empty(0)
-    return [i for i, _, _ in good], stacked, items[failed][2] if failed < len(items) else ""
+def decoded_batches(
+    images: ImageSet, preprocess: Preprocess, batch_size: int, workers: int
+) -> Iterator[Decoded]:
+    """Batches in order; with workers, decoded on a thread pool PREFETCH_BATCHES ahead."""
+    chunks = [
+        list(range(i, min(i + batch_size, len(images)))) for i in range(0, len(images), batch_size)
+    ]
+    if workers <= 0:
+        for chunk in chunks:
+            yield _decode_batch(images, preprocess, chunk)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="edgetl-decode") as pool:
+        pending: deque[Future[Decoded]] = deque()
+        queued = iter(chunks)
+        for chunk in queued:
+            pending.append(pool.submit(_decode_batch, images, preprocess, chunk))
+            if len(pending) > PREFETCH_BATCHES:
+                break
+        while pending:
+            batch = pending.popleft().result()
+            following = next(queued, None)
+            if following is not None:
+                pending.append(pool.submit(_decode_batch, images, preprocess, following))
+            yield batch
+            if batch[2]:
+                for future in pending:
+                    future.cancel()
+                return
 
 
 def extract(
@@ -74,21 +101,13 @@ def extract(
     # channels_last runs the convolutions 1.6x faster on our CPUs (and suits CUDA AMP).
     model.eval().to(device).to(memory_format=torch.channels_last)
     cuda = device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        _Decoded(images, preprocess),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=cuda,
-        prefetch_factor=2 if workers else None,
-        # Its own generator: drawing the workers' seed from torch's global one changed the
-        # head's initialisation between a run that extracted and one that read the cache.
-        generator=torch.Generator(),
-    )
     with progress(console) as bar:
         task = bar.add_task(f"features {label}", total=len(images), info="")
-        for indices, batch, error in loader:
-            if indices:
+        for indices, arrays, error in decoded_batches(images, preprocess, batch_size, workers):
+            if arrays is not None:
+                batch = torch.from_numpy(arrays)
+                if cuda:
+                    batch = batch.pin_memory()
                 x = batch.to(device, non_blocking=True)
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.inference_mode(), torch.autocast(device.type, enabled=cuda):

@@ -14,6 +14,7 @@ from edgetl.core.records.bench import (
 from edgetl.core.records.manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
+    MANIFEST_SCHEMAS,
     AccuracyRecord,
     Attempt,
     Manifest,
@@ -42,6 +43,7 @@ __all__ = [
     "BENCH_SCHEMA",
     "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
+    "MANIFEST_SCHEMAS",
     "MIN_BASELINE_SAMPLES",
     "RUN_FILE",
     "RUN_SCHEMA",

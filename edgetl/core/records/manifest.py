@@ -21,7 +21,9 @@ from edgetl.core.records.run import DataInfo
 from edgetl.core.targets import BackendName, Parity, Precision
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA = "edgetl.manifest/3"  # 3: the manifest's own digest
+MANIFEST_SCHEMA = "edgetl.manifest/4"  # 4: test accuracy stored once (accuracy.test)
+# Read too: 3 (the manifest's own digest) kept the test numbers twice, quantization.test too.
+MANIFEST_SCHEMAS = (MANIFEST_SCHEMA, "edgetl.manifest/3")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class SplitAccuracy:
     n: int
     top1: float
     fp32_top1: float
+    # On test, the one measurement of the artifact against FP32 PyTorch (manifest/4; absent
+    # on val and in manifest/3, which kept them in quantization.test).
+    drop_pts: float | None = field(default=None, metadata={"omit": None})
+    agreement: float | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,10 @@ class QuantizationRecord:
     sensitivities: list[Sensitivity]
     quantize_s: float
     guard_s: float
-    test: QuantizedTest
     speed_here: dict[str, float]  # FP32 vs INT8 p50 on the exporting machine; {} on a proxy
     artifact_top1: float
+    # manifest/3 only: the test numbers, now in the manifest's accuracy.test alone.
+    test: QuantizedTest | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass
@@ -187,7 +194,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: Any, path: Path | str) -> Manifest:
         remedy = "Re-run `edgetl export` with this version."
-        source = open_record(data, path, (MANIFEST_SCHEMA,), remedy)
+        source = open_record(data, path, MANIFEST_SCHEMAS, remedy)
         if not isinstance(data.get("files"), dict):
             raise EdgetlError(f"{path}: 'files' is not an object; re-run export")
         manifest = read_fields(cls, data, source)  # a missing key is named first

@@ -13,7 +13,6 @@ from edgetl.core.records import (
     Manifest,
     ParityRecord,
     QuantizationRecord,
-    QuantizedTest,
     ReferenceInfo,
     RunRef,
     SplitAccuracy,
@@ -73,7 +72,7 @@ def package(
         threads=profile.threads,
         host_proxy=profile.host_proxy,
         compile_s=round(compiled.compile_s, 3),
-        quantization=_quantization(graph, verified, test),
+        quantization=_quantization(graph, verified),
     )
     manifest.write(out_dir)
     if plan.signing_key is not None:
@@ -107,15 +106,12 @@ def _accuracy(plan: Plan, verified: Verified, test: TestAccuracy) -> AccuracyRec
         measured_on=plan.placement.runtime.name,
         measured_device=plan.placement.device,
         val=SplitAccuracy(parity.n, parity.artifact_top1, parity.reference_top1),
-        test=SplitAccuracy(test.n, test.top1, test.fp32_top1),
+        test=SplitAccuracy(test.n, test.top1, test.fp32_top1, test.drop_pts, test.agreement),
     )
 
 
-def _quantization(
-    graph: Graph, verified: Verified, test: TestAccuracy
-) -> QuantizationRecord | None:
-    """The guard's numbers are on val; its `test` is the same measurement as the manifest's
-    accuracy.test, as FP32 vs INT8."""
+def _quantization(graph: Graph, verified: Verified) -> QuantizationRecord | None:
+    """The guard's numbers, all on val (the test numbers are the manifest's accuracy.test)."""
     quantized = graph.quantized
     if quantized is None:
         return None
@@ -137,7 +133,6 @@ def _quantization(
         sensitivities=report.ranked(),
         quantize_s=round(report.quantize_s, 2),
         guard_s=round(report.guard_s, 2),
-        test=QuantizedTest(test.n, test.fp32_top1, test.top1, test.drop_pts, test.agreement),
         speed_here=quantized.speed,
         artifact_top1=verified.parity.artifact_top1,
     )
