@@ -75,8 +75,9 @@ class FeatureStore:
         for path in sorted(self.shard_dir.glob("*.safetensors")):
             shard = _read_shard(path)
             if shard is None:
-                aside = path.with_suffix(".damaged")
-                path.replace(aside)
+                if not path.exists():
+                    continue  # removed by `edgetl cache prune` since it was listed
+                path.replace(path.with_suffix(".damaged"))
                 notes.append(f"feature cache shard {path.name} is damaged: set aside, its rows "
                              "are extracted again")  # fmt: skip
                 continue
