@@ -109,3 +109,59 @@ def test_torchrun_two_ranks_give_the_rows_and_head_of_one_process(
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir()
     )
+
+
+def write_shards(root: Path, shards: int = 2, per_class: int = 6) -> str:
+    """WebDataset-style tar shards: KEY.jpg + KEY.cls, three classes spread over the shards."""
+    import io
+    import tarfile
+
+    from tests.conftest import make_image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    samples = [(label, index) for label in range(3) for index in range(per_class)]
+    for shard in range(shards):
+        with tarfile.open(root / f"train-{shard:04d}.tar", "w") as tar:
+            for label, index in samples[shard::shards]:
+                buffer = io.BytesIO()
+                make_image(rng, label, (60, 50)).save(buffer, format="JPEG", quality=90)
+                for suffix, data in (("jpg", buffer.getvalue()), ("cls", str(label).encode())):
+                    info = tarfile.TarInfo(f"s{label}_{index:03d}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    (root / "classes.txt").write_text("cat\ndog\nowl\n")
+    return str(root / f"train-{{0000..{shards - 1:04d}}}.tar")
+
+
+def test_tar_shards_are_read_in_place(tmp_path: Path, tiny_weights: Path) -> None:
+    """`--data 'shards/train-{0000..0001}.tar'`: streamed from the tars (never unpacked),
+    split like a flat folder, cached per image; later stages rebuild the splits from it."""
+    import pytest
+    from click.testing import CliRunner
+
+    from edgetl.cli import main
+    from edgetl.core.dataset import load_dataset
+    from edgetl.core.errors import EdgetlError
+
+    spec = write_shards(tmp_path / "shards")
+    splits = load_dataset(spec)
+    assert (
+        splits.classes == ["cat", "dog", "owl"]
+        and len(splits.train) + len(splits.val) + len(splits.test) == 18
+    )
+    image = splits.train.image(0)
+    assert image.size == (60, 50) and not list((tmp_path / "shards").glob("*.jpg"))
+    common = ["finetune", "--data", spec, "--backbone", "test_efficientnet", "--weights",
+              str(tiny_weights), "--image-size", "64", "--epochs", "2",
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    first = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "run"), "--json"])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "again"), "--json"])
+    assert second.exit_code == 0 and '"feature_cache": "hit"' in second.output
+    exported = CliRunner().invoke(
+        main, ["export", str(tmp_path / "run"), "--target", "cpu", "--out", str(tmp_path / "a")]
+    )
+    assert exported.exit_code == 0, exported.output
+    with pytest.raises(EdgetlError, match="no such shard"):
+        load_dataset(str(tmp_path / "shards" / "train-{0000..0003}.tar"))

@@ -197,13 +197,42 @@ def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 def load_dataset(
     spec: str, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
 ) -> Splits:
-    """`spec` is a built-in name (digits) or an ImageFolder directory; see README for layouts."""
+    """`spec` is a built-in name (digits), an ImageFolder directory or a pattern of tar shards
+    (`shards/train-{0000..0099}.tar`); see README for layouts."""
     check_fractions(val_fraction, test_fraction)
     if spec in BUILTIN_DATASETS:
         from edgetl.core.digits import load_digits
 
         return load_digits(val_fraction, test_fraction, seed)
+    from edgetl.core.shards import is_shard_spec  # shards.py builds on this module
+
+    if is_shard_spec(spec):
+        return _load_shards(spec, val_fraction, test_fraction, seed)
     return _load_image_folder(Path(spec), val_fraction, test_fraction, seed)
+
+
+def _load_shards(spec: str, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Tar shards, read in place, split three ways per class like a flat folder."""
+    from edgetl.core.shards import scan_shards
+
+    spec = str(Path(spec).resolve())  # later stages may run from another directory
+    hasher = hashlib.sha256()
+    classes, keys, labels, digests, loader = scan_shards(spec, hasher)
+    everything = ImageSet(keys, np.asarray(labels), loader, digests)
+    _need_per_class(Path(spec), classes, everything.labels, 3, "train, val and test")
+    train, val, test = stratified_split(everything.labels, (val_fraction, test_fraction), seed)
+    return Splits(
+        source=spec,
+        classes=classes,
+        train=everything.subset(train),
+        val=everything.subset(val),
+        test=everything.subset(test),
+        fingerprint=hasher.hexdigest(),
+        strategy=split_words(val_fraction, test_fraction, seed),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
 
 
 def data_fingerprint(spec: str) -> str:
@@ -212,6 +241,12 @@ def data_fingerprint(spec: str) -> str:
         from edgetl.core.digits import digits
 
         return digits()[2]
+    from edgetl.core.shards import is_shard_spec, scan_shards
+
+    if is_shard_spec(spec):
+        hasher = hashlib.sha256()
+        scan_shards(str(Path(spec).resolve()), hasher)
+        return hasher.hexdigest()
     root = _check_root(Path(spec))
     hasher = hashlib.sha256()
     subs: list[str | None] = list(_layout(root)) or [None]
