@@ -72,19 +72,20 @@ def write_fields(obj: Any) -> dict[str, Any]:
     field marked `metadata={"omit": None}` is left out while it is None (an optional block
     that older readers do not expect as null)."""
     return {
-        f.name: _plain(getattr(obj, f.name))
+        f.name: plain(getattr(obj, f.name))
         for f in dataclasses.fields(obj)
         if not ("omit" in f.metadata and getattr(obj, f.name) is None)
     }
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Any value of a record (records, lists, tuples, dicts) as plain JSON/TOML values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return write_fields(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 

@@ -10,8 +10,6 @@ from edgetl.core.metrics import agreement, top1
 from edgetl.core.records import ParityCheck
 from edgetl.core.targets import Parity
 
-ParityResult = ParityCheck  # the name the stages use for a fresh measurement
-
 
 def compare(
     reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, tolerance: Parity

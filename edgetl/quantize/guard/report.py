@@ -9,7 +9,7 @@ import numpy as np
 
 from edgetl.backends import Runner
 from edgetl.core.errors import CheckFailed
-from edgetl.core.fields import write_fields
+from edgetl.core.fields import plain
 from edgetl.core.metrics import within_budget
 from edgetl.core.records import Attempt, Sensitivity
 
@@ -53,7 +53,8 @@ class GuardReport:
     def best_drop(self) -> float:
         return min(a.drop_pts for a in self.attempts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
+        """The guard's part of the manifest's QuantizationRecord, typed (all on val)."""
         chosen = self.chosen
         return {
             "fp32_top1": self.fp32_top1,
@@ -65,11 +66,14 @@ class GuardReport:
             "max_abs_diff": chosen.max_abs_diff,
             "float_layers": chosen.float_layers,
             "head_refit": chosen.head_refit,
-            "attempts": [write_fields(a) for a in self.attempts],
-            "sensitivities": [write_fields(s) for s in self.ranked()],
+            "attempts": self.attempts,
+            "sensitivities": self.ranked(),
             "quantize_s": round(self.quantize_s, 2),
             "guard_s": round(self.guard_s, 2),
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self.fields())
 
 
 @dataclass(frozen=True)

@@ -116,23 +116,10 @@ def _quantization(graph: Graph, verified: Verified) -> QuantizationRecord | None
     if quantized is None:
         return None
     report = quantized.guard.report
-    chosen = report.chosen
     return QuantizationRecord(
         recipe=quantized.recipe,
         calibration={**quantized.calibration.describe(), "time_s": round(report.quantize_s, 2)},
-        fp32_top1=report.fp32_top1,
-        int8_top1=chosen.top1,
-        drop_pts=round(chosen.drop_pts, 4),
-        budget_pts=report.budget_pts,
-        n=report.n,
-        agreement=chosen.agreement,
-        max_abs_diff=chosen.max_abs_diff,
-        float_layers=chosen.float_layers,
-        head_refit=chosen.head_refit,
-        attempts=report.attempts,
-        sensitivities=report.ranked(),
-        quantize_s=round(report.quantize_s, 2),
-        guard_s=round(report.guard_s, 2),
+        **report.fields(),
         speed_here=quantized.speed,
         artifact_top1=verified.parity.artifact_top1,
     )

@@ -20,7 +20,7 @@ from edgetl.backends import Runner, RuntimeSpec, run_all
 from edgetl.backends.base import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.metrics import agreement, drop_pts, top1, within_budget
-from edgetl.core.parity import ParityResult, compare
+from edgetl.core.parity import compare
 from edgetl.core.records import ParityCheck
 from edgetl.core.targets import Parity
 from edgetl.quantize.calibration import CalibrationSet
@@ -66,7 +66,7 @@ class Compiled:
 
 @dataclass(frozen=True)
 class Verified:
-    parity: ParityResult  # the artifact on val against Graph.reference
+    parity: ParityCheck  # the artifact on val against Graph.reference
     host_checks: dict[str, ParityCheck]
     test_logits: np.ndarray  # the artifact on the test images: measured once
 
@@ -172,7 +172,7 @@ def _host_checks(
     return found
 
 
-def _check_artifact_budget(plan: Plan, quantized: Quantized, parity: ParityResult) -> None:
+def _check_artifact_budget(plan: Plan, quantized: Quantized, parity: ParityCheck) -> None:
     """The compiled artifact, loaded as a user will load it, must hold the budget too."""
     fp32 = quantized.guard.report.fp32_top1
     budget = plan.opts.max_accuracy_drop
@@ -209,7 +209,7 @@ def reported_accuracy(inputs: Inputs, verified: Verified) -> TestAccuracy:
     )
 
 
-def print_parity(console: Console, parity: ParityResult, reference: str = "torch") -> None:
+def print_parity(console: Console, parity: ParityCheck, reference: str = "torch") -> None:
     verdict = "[green]pass[/]" if parity.passed else "[red]FAIL[/]"
     console.print(
         f"parity vs {reference} on {parity.n} val images: max |logit diff| "
