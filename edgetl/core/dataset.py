@@ -146,6 +146,15 @@ class Splits:
         return f"{len(self.train)} train / {len(self.val)} val / {len(self.test)} test"
 
 
+def fingerprint_sample(hasher: Any, key: str, label: int, data: bytes) -> bytes:
+    """One sample's content sha256, folded with its key and label into the data's
+    fingerprint: the same for image folders and tar shards."""
+    digest = hashlib.sha256(data).digest()
+    hasher.update(f"{key}\0{label}\0".encode())
+    hasher.update(digest)
+    return digest
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0 < value < 1:
@@ -409,10 +418,7 @@ def _scan_classes(
             if check:
                 check_image(path, data)
             key = path.relative_to(root).as_posix()
-            content = hashlib.sha256(data).digest()
-            hasher.update(f"{key}\0{label}\0".encode())
-            hasher.update(content)
             keys.append(key)
             labels.append(label)
-            digests.append(content)
+            digests.append(fingerprint_sample(hasher, key, label, data))
     return classes, keys, labels, digests

@@ -10,7 +10,6 @@ shards when there is one.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tarfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from edgetl.core.dataset import Loader
+from edgetl.core.dataset import Loader, fingerprint_sample
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import IMAGE_SUFFIXES, check_image, read_image
 
@@ -76,12 +75,9 @@ def scan_shards(
         for key, member, data, label in _samples(path):
             name = f"{path.name}/{key}{Path(member.name).suffix}"
             check_image(Path(f"{path}:{member.name}"), data)
-            digest = hashlib.sha256(data).digest()
-            hasher.update(f"{name}\0{label}\0".encode())
-            hasher.update(digest)
             keys.append(name)
             labels.append(label)
-            digests.append(digest)
+            digests.append(fingerprint_sample(hasher, name, label, data))
             places[name] = (path.resolve(), member.offset_data, member.size)
     if not keys:
         raise EdgetlError(f"--data {spec}: the shards hold no samples (KEY.jpg with KEY.cls)")

@@ -17,6 +17,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 
 import numpy as np
 import torch
@@ -65,12 +66,11 @@ def decoded_batches(
             yield _decode_batch(images, preprocess, chunk)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="edgetl-decode") as pool:
-        pending: deque[Future[Decoded]] = deque()
         queued = iter(chunks)
-        for chunk in queued:
-            pending.append(pool.submit(_decode_batch, images, preprocess, chunk))
-            if len(pending) > PREFETCH_BATCHES:
-                break
+        pending: deque[Future[Decoded]] = deque(
+            pool.submit(_decode_batch, images, preprocess, chunk)
+            for chunk in islice(queued, PREFETCH_BATCHES + 1)  # the one in use and those ahead
+        )
         while pending:
             batch = pending.popleft().result()
             following = next(queued, None)

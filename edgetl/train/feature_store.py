@@ -59,6 +59,9 @@ class FeatureStore:
     def __init__(self, folder: Path, fields: dict[str, Any]):
         self.dir = folder
         self.fields = fields
+        # Shards this store has read or written: each is read once however often lookup()
+        # is called (rank 0 looks again after the other ranks' shards are written).
+        self.seen: set[Path] = set()
 
     @classmethod
     def open(cls, root: Path, fields: dict[str, Any]) -> FeatureStore:
@@ -70,9 +73,13 @@ class FeatureStore:
         return self.dir / "shards"
 
     def shards(self, notes: list[str]) -> list[Shard]:
-        """Every complete, intact shard; a damaged one is set aside (its rows recomputed)."""
+        """Every complete, intact shard not seen yet; a damaged one is set aside (its rows
+        recomputed)."""
         found = []
         for path in sorted(self.shard_dir.glob("*.safetensors")):
+            if path in self.seen:
+                continue
+            self.seen.add(path)
             shard = _read_shard(path)
             if shard is None:
                 if not path.exists():
@@ -110,6 +117,7 @@ class FeatureStore:
         path = self.shard_dir / name
         data = save({"digests": torch.from_numpy(table.copy()), "features": features}, metadata)
         atomic_write_bytes(path, data)
+        self.seen.add(path)  # its rows are in memory already
         return path
 
     def record_use(self, digests: list[bytes]) -> None:

@@ -93,7 +93,7 @@ def cached_features(
         group.barrier()  # every rank's shards are written
         if not group.leader:
             return {}, CacheReport(len(set(digests)) - len(missing), len(share), 0.0)
-        rows.update(store.lookup(sorted(lacking), []))
+        rows.update(store.lookup(sorted(lacking), []))  # reads only the other ranks' shards
     if store is not None:
         store.record_use(digests)
     features, start = {}, 0
@@ -101,8 +101,8 @@ def cached_features(
         part = digests[start : start + len(splits.part(role))]
         features[role] = torch.stack([rows[d] for d in part]) if part else torch.empty(0)
         start += len(part)
-    report = CacheReport(len(set(digests)) - len(missing), len(missing), 0.0)
-    return features, CacheReport(report.cached, report.new, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return features, CacheReport(len(set(digests)) - len(missing), len(missing), seconds)
 
 
 def _extract_into(
