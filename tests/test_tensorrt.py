@@ -331,3 +331,14 @@ def test_compare_runs_two_bundles_on_the_host_proxy_and_refuses_a_mixed_pair(
     text = " ".join(mixed.output.split())
     assert f"{cpu} on onnxruntime" in text
     assert f"{bundle[0]} on onnxruntime (host proxy for tensorrt)" in text
+    # A report measured on the host proxy cannot be the base of an artifact run for real.
+    report = tmp_path / "proxy.json"
+    benched = CliRunner().invoke(
+        main, ["bench", str(bundle[0]), "--iterations", "20", "--json", str(report)]
+    )
+    assert benched.exit_code == 0, benched.output
+    mixed = CliRunner().invoke(main, ["compare", str(report), str(cpu), "--rounds", "3"])
+    assert mixed.exit_code == 2, mixed.output
+    text = " ".join(mixed.output.split())
+    assert f"cannot compare {cpu} on onnxruntime with {report} measured on onnxruntime " in text
+    assert "(host proxy for tensorrt)" in text

@@ -53,13 +53,9 @@ def resolve(target: Placeable, where: str, *, export: bool = False) -> Placement
                 f"{where}: neither {backend.name} nor its host proxy {proxy} is installed here; "
                 f"install {proxy} (pip install {runtime.module}) to measure it on this host"
             )
-        note = (
-            ""
-            if export
-            else f"{backend.name} is not installed here: the host proxy {proxy} runs the "
-            "artifact's own graph (accuracy only; its latency is not the device's)"
-        )
-        return Placement(backend, runtime, target.device, note)
+        # No note: at export the proxy is the profile's plan, and where it stands in for an
+        # absent runtime each caller says so in its own terms (bench, predict, compare).
+        return Placement(backend, runtime, target.device)
     if not backend.available():
         raise EdgetlError(
             f"{where}: runtime {backend.name} is not installed here; install it (see README: "

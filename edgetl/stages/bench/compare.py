@@ -245,11 +245,10 @@ def _against_report(opts: CompareOptions, candidate: Manifest, console: Console)
     chosen = eval_set(opts.candidate, candidate, opts.data, opts.split, opts.limit)
     load_candidate, candidate_at = _loader(opts.candidate, candidate, opts.threads)
     if bool(base.proxy_for) != (candidate_at.proxy is not None):
-        measured = f"{base.backend} as host proxy" if base.proxy_for else base.backend
+        stored = f" (host proxy for {base.proxy_for})" if base.proxy_for else ""
         raise EdgetlError(
-            f"cannot compare {opts.candidate} (here on {candidate_at.runtime.name}"
-            f"{' as host proxy' if candidate_at.proxy else ''}) with {opts.base} (measured on "
-            f"{measured}): a host proxy's latency says nothing of the device's"
+            f"cannot compare {_where(opts.candidate, candidate_at)} with {opts.base} measured "
+            f"on {base.backend}{stored}: a host proxy's latency says nothing of the device's"
         )
     runner = load_candidate()
     call = _call(runner, np.ascontiguousarray(chosen.images[:1]))
