@@ -111,6 +111,82 @@ def test_torchrun_two_ranks_give_the_rows_and_head_of_one_process(
     )
 
 
+DDP_COUNTER = """
+import atexit, json, os, sys
+import torch.nn.parallel as parallel
+from edgetl.cli import main
+seen = []
+forward = parallel.DistributedDataParallel.forward
+def counted(self, x, *args, **kwargs):
+    seen.append(len(x))
+    return forward(self, x, *args, **kwargs)
+parallel.DistributedDataParallel.forward = counted
+path = os.environ["COUNTS"] + os.environ["RANK"]
+atexit.register(lambda: open(path, "w").write(json.dumps(seen)))
+main()
+"""
+
+
+def test_torchrun_unfreeze_trains_with_ddp_like_one_process(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """`--unfreeze 1 --nproc 2`: both ranks fine-tune with DistributedDataParallel, each on
+    its share of every batch (12 train images in batches of 11: shares of 6 and 5, then a
+    last batch of one image, so rank 1 runs an empty share); the weights match one process's."""
+    import os
+
+    from safetensors.numpy import load_file
+
+    from tests.conftest import write_folder
+
+    data = write_folder(tmp_path / "photos", per_class=8)
+    common = ["finetune", "--data", str(data), "--backbone", "test_efficientnet", "--weights",
+              str(tiny_weights), "--image-size", "64", "--epochs", "2", "--seed", "3",
+              "--unfreeze", "1", "--batch-size", "11"]  # fmt: skip
+    # The ranks count the images each DDP forward is given (test instrumentation only).
+    counting = tmp_path / "counting.py"
+    counting.write_text(DDP_COUNTER)
+    launches = {
+        "one": [sys.executable, "-m", "edgetl"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", str(counting)],
+    }  # fmt: skip
+    runs = {}
+    for name, launch in launches.items():
+        result = subprocess.run(
+            [*launch, *common, "--out", str(tmp_path / name),
+             "--cache-dir", str(tmp_path / f"cache-{name}")],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "COUNTS": str(tmp_path / "rank")},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs[name] = json.loads((tmp_path / name / "edgetl.json").read_text())
+    assert runs["one"]["data"]["sizes"]["train"] == 12
+    # Per epoch rank 0 ran 6 + 1 images, rank 1 ran 5 + the padded one; the val forwards
+    # go to the model itself, not through DDP.
+    counts = [json.loads((tmp_path / f"rank{r}").read_text()) for r in (0, 1)]
+    assert counts == [[6, 1, 6, 1], [5, 1, 5, 1]]
+    history = (tmp_path / "two" / "history.csv").read_text().splitlines()
+    one_history = (tmp_path / "one" / "history.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in history] == [row.split(",")[:2] for row in one_history]
+    # Train loss and top-1 are summed over the ranks: the figures of the one process.
+    for row, one_row in zip(history[1:], one_history[1:], strict=True):
+        assert np.allclose(
+            [float(v) for v in row.split(",")[2:]],
+            [float(v) for v in one_row.split(",")[2:]],
+            atol=1e-4,
+        ), (row, one_row)
+    assert sum(row.startswith("unfreeze,") for row in history) == 2
+    for weights in ("head.safetensors", "backbone.safetensors"):
+        one = load_file(str(tmp_path / "one" / weights))
+        two = load_file(str(tmp_path / "two" / weights))
+        assert all(np.allclose(one[k], two[k], atol=1e-4) for k in one), weights
+    before = load_file(str(tiny_weights))
+    after = load_file(str(tmp_path / "two" / "backbone.safetensors"))
+    assert any(not np.array_equal(before[k], after[k]) for k in before if k in after)
+    assert runs["two"]["metrics"]["val_top1"] == runs["one"]["metrics"]["val_top1"]
+
+
 def write_shards(root: Path, shards: int = 2, per_class: int = 6) -> str:
     """WebDataset-style tar shards: KEY.jpg + KEY.cls, three classes spread over the shards."""
     import io

@@ -100,15 +100,25 @@ def finetune(opts: FinetuneOptions, console: Console) -> RunInfo | None:
 
 
 def _extract_share(opts: FinetuneOptions, group: Group) -> None:
-    """A rank other than 0: its share of the images missing from the cache, then done."""
+    """A rank other than 0: its share of the images missing from the cache, then (with
+    --unfreeze) its share of every batch of the fine-tuning, then done."""
     quiet = make_console(quiet=True)
     device = group.device(resolve_device(opts.device))
+    torch.manual_seed(opts.seed)
     splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction, opts.seed)
     backbone = load_backbone(opts.backbone, opts.weights, opts.image_size)
     workers = default_workers() if opts.workers is None else opts.workers
     cached_features(
         backbone, splits, device, opts.batch_size, workers, _cache_dir(opts), quiet, group
     )
+    if opts.unfreeze:  # the head's weights come from rank 0 when DDP wraps the model
+        head = Head(backbone.num_features, len(splits.classes), opts.hidden)
+        model = Classifier(backbone.model, head)
+        settings = opts.head_training()
+        train_unfrozen(
+            model, splits.train, splits.val, backbone.preprocess, opts.unfreeze, settings,
+            device, quiet, group,
+        )  # fmt: skip
 
 
 def _cache_dir(opts: FinetuneOptions) -> Path | None:
@@ -159,7 +169,7 @@ def _finetune(
     cache_state = "off" if cache_dir is None else cache.state
     console.print(f"feature cache: {'off, ' if cache_dir is None else ''}{cache.line()}")
 
-    head, history, test_logits = _train(opts, splits, backbone, feats, device, console)
+    head, history, test_logits = _train(opts, splits, backbone, feats, device, console, group)
     final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]
     best = min(final_phase, key=lambda row: row["val_loss"])
     _, test_top1 = evaluate_logits(test_logits, torch.from_numpy(splits.test.labels))
@@ -188,6 +198,7 @@ def _train(
     feats: dict[str, torch.Tensor],
     device: torch.device,
     console: Console,
+    group: Group | None,
 ) -> tuple[Head, list[dict[str, Any]], torch.Tensor]:
     """The head on cached features, then (--unfreeze K) the last K stages with it; returns
     the head, the history of every epoch and the test logits of the model kept."""
@@ -202,7 +213,7 @@ def _train(
     model = Classifier(backbone.model, head)
     pre = backbone.preprocess
     history += train_unfrozen(
-        model, splits.train, splits.val, pre, opts.unfreeze, settings, device, console
+        model, splits.train, splits.val, pre, opts.unfreeze, settings, device, console, group
     )
     # train_unfrozen hands the model back on the CPU
     test_logits, _ = predict(model, splits.test, pre, opts.batch_size, torch.device("cpu"))

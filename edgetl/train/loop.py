@@ -106,6 +106,11 @@ def train_head(
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Totals = Callable[[list[float]], list[float]]
+
+
+def local(totals: list[float]) -> list[float]:
+    return totals
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ class Loop:
 
     `module` is what early stopping keeps the best weights of; `batches()` is called once
     per epoch (it shuffles); `step(x, y)` does forward, backward and the optimizer and returns
-    (logits, loss); `validate()` gives (val loss, val top-1)."""
+    (logits, mean loss over the labels >= 0); `validate()` gives (val loss, val top-1);
+    `totals` sums an epoch's [loss sum, correct, count] over torchrun ranks (DDP)."""
 
     phase: str  # the history's `phase` column
     title: str  # the progress bar's
@@ -122,6 +128,7 @@ class Loop:
     batches: Batches
     step: Step
     validate: Callable[[], tuple[float, float]]
+    totals: Totals = local
 
 
 def fit(
@@ -135,12 +142,14 @@ def fit(
     with progress(console) as bar:
         task = bar.add_task(loop.title, total=epochs, info="")
         for epoch in range(1, epochs + 1):
-            total, correct, loss_sum = 0, 0, 0.0
+            sums = [0.0, 0.0, 0.0]  # loss, correct, count
             for x, y in loop.batches():
                 logits, loss = loop.step(x, y)
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                total += len(y)
+                counted = int((y >= 0).sum())  # a negative label is DDP padding
+                sums[0] += loss.item() * counted
+                sums[1] += int((logits.argmax(1) == y).sum())
+                sums[2] += counted
+            loss_sum, correct, total = loop.totals(sums)
             val_loss, val_top1 = loop.validate()
             check_finite(loss_sum / total, val_loss, epoch, lr)
             history.append(

@@ -1,5 +1,6 @@
 """Fine-tuning the last backbone stages with the head: the same loop as the head's (loop.py),
-with mixed precision on CUDA and images instead of cached features."""
+with mixed precision on CUDA and images instead of cached features; under torchrun, with
+DistributedDataParallel (each rank a share of every batch)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from rich.console import Console
 from torch import nn
 
 from edgetl.core.dataset import ImageSet
 from edgetl.core.preprocess import Preprocess
 from edgetl.train.backbones import trainable_tail
-from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit
+from edgetl.train.distributed import Group
+from edgetl.train.loop import HeadTraining, Loop, fit
 from edgetl.train.model import Classifier
+
+IGNORED = -100  # CrossEntropyLoss's ignore_index: a label that adds no loss and no gradient
 
 
 def train_unfrozen(
@@ -27,10 +32,13 @@ def train_unfrozen(
     settings: HeadTraining,
     device: torch.device,
     console: Console,
+    group: Group | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tune the last K backbone stages with the head (warm-started on features).
 
     BatchNorm statistics stay frozen (eval mode): small datasets make them worse, not better.
+    Under torchrun every rank calls this; DDP broadcasts rank 0's weights (its trained head)
+    when it wraps the model, and every rank ends with the same weights and history.
     """
     for param in model.backbone.parameters():
         param.requires_grad_(False)
@@ -38,6 +46,8 @@ def train_unfrozen(
     for param in tail:
         param.requires_grad_(True)
     model.to(device).eval()
+    trained = _data_parallel(model, device) if group is not None else model
+    rank, world = (group.rank, group.world) if group is not None else (0, 1)
     lr = settings.lr
     optimizer = torch.optim.AdamW(
         [{"params": tail, "lr": lr * 0.1}, {"params": model.head.parameters(), "lr": lr}],
@@ -45,33 +55,64 @@ def train_unfrozen(
     )
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum", ignore_index=IGNORED)
     rng = np.random.default_rng(settings.seed)
+    whole = [settings.batch_size]  # the size of the batch whose share step() is given
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # The same seeded order on every rank; each takes every world-th image of a batch.
         shuffled = train.subset(rng.permutation(len(train)))
-        for images, labels in shuffled.batches(pre, settings.batch_size):
-            yield torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+        for start in range(0, len(shuffled), settings.batch_size):
+            whole[0] = min(settings.batch_size, len(shuffled) - start)
+            share = list(range(start, start + whole[0]))[rank::world]
+            # An empty share (a last batch smaller than the world) runs the batch's first
+            # image labelled IGNORED: every rank must run backward for DDP's all-reduce.
+            images, labels = next(shuffled.subset(share or [start]).batches(pre, whole[0]))
+            x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+            yield x, (y if share else torch.full_like(y, IGNORED))
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(device.type, enabled=use_amp):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            logits = trained(x)
+            summed = loss_fn(logits.float(), y)
         optimizer.zero_grad()
-        scaler.scale(loss).backward()
+        # DDP averages gradients over ranks: scaling each rank's sum by world / batch size
+        # makes that average the gradient of the whole batch's mean loss, as in one process.
+        scaler.scale(summed * (world / whole[0])).backward()
         scaler.step(optimizer)
         scaler.update()
-        return logits, loss
+        return logits, summed.detach() / max(int((y >= 0).sum()), 1)
 
     def validate() -> tuple[float, float]:
-        return evaluate_logits(*predict(model, val, pre, settings.batch_size, device))
+        share = val.subset(range(rank, len(val), world))
+        logits, labels = predict(model, share, pre, settings.batch_size, device)
+        loss = nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        correct = float((logits.argmax(1) == labels).sum())
+        # Summed over ranks: every rank gets the same figures, so takes the same
+        # early-stopping decision.
+        loss, correct = over_ranks([loss, correct])
+        return loss / len(val), correct / len(val)
 
-    loop = Loop("unfreeze", f"unfreeze {stages}", model, batches, step, validate)
+    def over_ranks(values: list[float]) -> list[float]:
+        if group is None:
+            return values
+        totals = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(totals)
+        return totals.tolist()
+
+    loop = Loop("unfreeze", f"unfreeze {stages}", model, batches, step, validate, over_ranks)
     history = fit(loop, settings.epochs, settings.patience, lr, console)
     model.cpu().eval()
     for param in model.parameters():
         param.requires_grad_(False)
     return history
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def predict(
@@ -82,4 +123,6 @@ def predict(
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
         for batch, _ in images.batches(pre, batch_size):
             outputs.append(model(torch.from_numpy(batch).to(device)).float().cpu())
+    if not outputs:  # a rank's share of a val set smaller than the world
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
     return torch.cat(outputs), torch.from_numpy(images.labels)
