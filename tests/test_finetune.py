@@ -97,6 +97,52 @@ def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: P
     assert third.metrics["feature_cache"].startswith("miss")
 
 
+def test_rows_are_float16_where_the_head_does_not_notice(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """The first run measures the head on float32 and float16 rows, records the choice, and
+    narrows the shards it wrote; a cached re-run trains on exactly the same features."""
+    data = write_folder(tmp_path / "photos", per_class=6)
+    cache = tmp_path / "cache"
+    console = make_console(quiet=True)
+    finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache), console)
+    choice = json.loads(next(cache.glob("v1/*/precision.json")).read_text())
+    assert choice["dtype"] == "float16"
+    assert abs(choice["val_top1_float32"] - choice["val_top1_float16"]) <= 0.001
+    shards = list(cache.glob("v1/*/shards/*.safetensors"))
+    assert shards and all(load_file(str(s))["features"].dtype == torch.float16 for s in shards)
+    finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
+    head_a = load_file(str(tmp_path / "a" / "head.safetensors"))
+    head_b = load_file(str(tmp_path / "b" / "head.safetensors"))
+    assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
+    info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", str(cache), "--json"])
+    assert json.loads(info.output)["namespaces"][0]["precision"] == "float16"
+
+
+def test_rows_stay_float32_where_float16_costs_val_accuracy() -> None:
+    """Features whose class signal lies below float16's resolution (steps of 2 near 2048):
+    float16 rows cost the head its accuracy, so the rows stay float32; well-scaled ones go
+    float16."""
+    from edgetl.train.loop import HeadTraining
+    from edgetl.train.row_precision import measure
+
+    generator = torch.Generator().manual_seed(0)
+    labels = {role: torch.arange(n) % 2 for role, n in (("train", 200), ("val", 100))}
+
+    def features(offset: float, scale: float) -> dict[str, torch.Tensor]:
+        return {
+            role: offset + scale * (y[:, None].float() + 0.1 * torch.randn(len(y), 8,
+                                    generator=generator))
+            for role, y in labels.items()
+        }  # fmt: skip
+
+    settings = HeadTraining(epochs=20, lr=1e-2, batch_size=32)
+    fine = measure(features(2048.0, 0.5), labels, 2, 0, settings)
+    assert fine.dtype == "float32" and fine.val_top1_float32 > 0.9 > fine.val_top1_float16
+    coarse = measure(features(0.0, 1.0), labels, 2, 0, settings)
+    assert coarse.dtype == "float16" and coarse.val_top1_float16 == coarse.val_top1_float32
+
+
 def test_only_new_images_are_extracted(tmp_path: Path, tiny_weights: Path) -> None:
     """Adding 3 images extracts exactly 3; renaming, moving or removing extracts none; the
     same photos in another dataset are read from the cache."""

@@ -51,6 +51,7 @@ def info(cache_dir: Path | None, as_json: bool) -> None:
             entry["size"],
             "yes" if entry["amp"] else "no",
             f"{entry['rows']:,}",
+            entry["precision"] or "undecided",
             entry["shards"],
             f"{entry['mb']:.1f}",
             entry["damaged"] or "",
@@ -58,7 +59,7 @@ def info(cache_dir: Path | None, as_json: bool) -> None:
         ]
         for entry in found
     ]
-    columns = ["backbone", "px", "AMP", "rows", "shards", "MB", "damaged", "last used"]
+    columns = ["backbone", "px", "AMP", "rows", "as", "shards", "MB", "damaged", "last used"]
     stdout_console().print(table(f"feature cache {root}", columns, rows))
 
 

@@ -26,7 +26,7 @@ from edgetl.core.versions import versions
 from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.distributed import Group, join, leave
 from edgetl.train.extract import default_workers
-from edgetl.train.features import cached_features, default_cache_dir
+from edgetl.train.features import cached_features, default_cache_dir, row_precision
 from edgetl.train.loop import (
     HeadTraining,
     check_weights,
@@ -168,6 +168,11 @@ def _finetune(
     feature_s = cache.seconds
     cache_state = "off" if cache_dir is None else cache.state
     console.print(f"feature cache: {'off, ' if cache_dir is None else ''}{cache.line()}")
+    if cache_dir is not None:  # train on the rows as the cache keeps them
+        precision = row_precision(
+            cache_dir, backbone, device, feats, splits, opts.hidden, opts.head_training(), console
+        )
+        feats = {role: precision.rounded(rows) for role, rows in feats.items()}
 
     head, history, test_logits = _train(opts, splits, backbone, feats, device, console, group)
     final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]

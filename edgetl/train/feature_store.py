@@ -6,13 +6,13 @@ sha256 of the image's content inside a namespace of the rest. A run then extract
 images no run extracted before (adding ten photos to 100k extracts ten), renaming or moving
 files costs nothing, and the same photo in two datasets is extracted once.
 
-Layout: CACHE/v1/<namespace>/namespace.json and shards/*.safetensors. A shard is written once,
-atomically (temporary name, then rename), and never changed: it holds `digests` (N x 32
-uint8), `features` (N x D float32) and, in its metadata, a sha256 over both. Readers list
-the shards there are, so another process may append while one reads; a shard whose checksum
-fails is set aside and its rows extracted again. There is no shared index file to corrupt or
-lock: each shard's digests are its index. `used/` records which rows each run read, for
-`edgetl cache prune`.
+Layout: CACHE/v1/<namespace>/namespace.json, precision.json and shards/*.safetensors. A shard
+is written once, atomically (temporary name, then rename), and never changed: it holds
+`digests` (N x 32 uint8), `features` (N x D, float16 or float32: row_precision.py) and, in
+its metadata, a sha256 over both. Readers list the shards there are, so another process may
+append while one reads; a shard whose checksum fails is set aside and its rows extracted
+again. There is no shared index file to corrupt or lock: each shard's digests are its index.
+`used/` records which rows each run read, for `edgetl cache prune`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from edgetl.core.files import atomic_write_bytes, atomic_write_text
+from edgetl.train.row_precision import recorded
 
 STORE_VERSION = "v1"
 DIGEST_BYTES = 32
@@ -40,7 +41,7 @@ DIGEST_BYTES = 32
 class Shard:
     path: Path
     digests: np.ndarray  # (N, 32) uint8
-    features: torch.Tensor  # (N, D) float32
+    features: torch.Tensor  # (N, D) float16 or float32, as stored
 
 
 def namespace_key(fields: dict[str, Any]) -> str:
@@ -99,11 +100,14 @@ class FeatureStore:
             for index, digest in enumerate(shard.digests):
                 key = digest.tobytes()
                 if key in wanted and key not in rows:
-                    rows[key] = shard.features[index]
+                    rows[key] = shard.features[index].float()
         return rows
 
-    def append(self, digests: list[bytes], features: torch.Tensor) -> Path:
-        """A new shard with these rows, written atomically; returns its path."""
+    def append(
+        self, digests: list[bytes], features: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> Path:
+        """A new shard with these rows, written atomically; returns its path. Rows are stored
+        in `dtype`, by default the namespace's recorded precision (float32 until chosen)."""
         from safetensors.torch import save
 
         self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +115,7 @@ class FeatureStore:
         if not marker.is_file():
             atomic_write_text(marker, json.dumps(self.fields, indent=2, sort_keys=True) + "\n")
         table = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
-        features = features.float().contiguous()
+        features = features.to(dtype or self.row_dtype()).contiguous()
         metadata = {"sha256": shard_sha256(table, features), "rows": str(len(digests))}
         name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}.safetensors"
         path = self.shard_dir / name
@@ -119,6 +123,23 @@ class FeatureStore:
         atomic_write_bytes(path, data)
         self.seen.add(path)  # its rows are in memory already
         return path
+
+    def row_dtype(self) -> torch.dtype:
+        choice = recorded(self.dir)
+        return torch.float16 if choice is not None and choice.dtype == "float16" else torch.float32
+
+    def narrow(self) -> int:
+        """Rewrite the float32 shards as float16 (after float16 was chosen); returns how many
+        rows were rewritten. Each new shard is written before its old one goes."""
+        rewritten = 0
+        for path in sorted(self.shard_dir.glob("*.safetensors")):
+            shard = _read_shard(path)
+            if shard is None or shard.features.dtype == torch.float16:
+                continue
+            self.append([d.tobytes() for d in shard.digests], shard.features, torch.float16)
+            path.unlink(missing_ok=True)
+            rewritten += len(shard.digests)
+        return rewritten
 
     def record_use(self, digests: list[bytes]) -> None:
         """Which rows this run read: `edgetl cache prune` keeps rows a recent run used."""
@@ -155,6 +176,7 @@ class NamespaceInfo:
     bytes: int
     damaged: int
     last_used: float | None  # when a run last read rows (seconds since the epoch)
+    precision: str | None  # float16 / float32 once chosen (row_precision.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +189,7 @@ class NamespaceInfo:
             "mb": round(self.bytes / 1e6, 2),
             "damaged": self.damaged,
             "last_used": self.last_used,
+            "precision": self.precision,
         }
 
 
@@ -187,6 +210,7 @@ def namespaces(root: Path) -> list[NamespaceInfo]:
                 bytes=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
                 damaged=len(list((folder / "shards").glob("*.damaged"))),
                 last_used=max(used) if used else None,
+                precision=choice.dtype if (choice := recorded(folder)) else None,
             )
         )
     return found
@@ -234,7 +258,7 @@ def prune(root: Path, unused_days: float, dry_run: bool = False) -> PruneReport:
                 continue
             if keep:
                 digests = [shard.digests[i].tobytes() for i in keep]
-                store.append(digests, shard.features[keep])
+                store.append(digests, shard.features[keep], shard.features.dtype)
             shard.path.unlink()
         stale = list((folder / "shards").glob("*.damaged"))
         stale += [p for p in (folder / "used").glob("*.digests") if p.stat().st_mtime < cutoff]

@@ -20,6 +20,8 @@ from edgetl.train.backbones import Backbone
 from edgetl.train.distributed import Group
 from edgetl.train.extract import extract
 from edgetl.train.feature_store import FeatureStore
+from edgetl.train.loop import HeadTraining
+from edgetl.train.row_precision import RowPrecision, measure, record, recorded
 
 ROWS_PER_SHARD = 2048  # rows per cache shard: what a crash or a bad image can cost at most
 
@@ -103,6 +105,31 @@ def cached_features(
         start += len(part)
     seconds = time.perf_counter() - started
     return features, CacheReport(len(set(digests)) - len(missing), len(missing), seconds)
+
+
+def row_precision(
+    cache: Path,
+    backbone: Backbone,
+    device: torch.device,
+    features: dict[str, torch.Tensor],
+    splits: Splits,
+    hidden: int,
+    settings: HeadTraining,
+    console: Console,
+) -> RowPrecision:
+    """The namespace's row precision: recorded, or measured on this run's splits, recorded,
+    and (float16) the float32 shards narrowed."""
+    store = FeatureStore.open(cache, namespace(backbone, device))
+    choice = recorded(store.dir)
+    if choice is not None:
+        return choice
+    labels = {role: torch.from_numpy(splits.part(role).labels) for role in ROLES}
+    choice = measure(features, labels, len(splits.classes), hidden, settings)
+    record(store.dir, choice)
+    if choice.dtype == "float16":
+        store.narrow()
+    console.print(f"feature cache: chose {choice.line()}")
+    return choice
 
 
 def _extract_into(
