@@ -6,6 +6,7 @@ from edgetl.cli import (  # noqa: F401  (registration)
     build,
     cache,
     compare,
+    devices,
     export,
     finetune,
     keygen,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgetl.cli.app import handle_errors, main, trust_option
+from edgetl.cli.devices import lab_option
 from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import make_console, stdout_console
 from edgetl.core.verdict import check
+
+if TYPE_CHECKING:
+    from edgetl.stages.bench.harness import BenchOptions
 
 
 @main.command()
@@ -102,13 +106,23 @@ from edgetl.core.verdict import check
 )
 @trust_option
 @click.option(
+    "--on",
+    "on",
+    default=None,
+    help="Run on the lab's devices over ssh: NAME[,NAME...] or all (see `edgetl devices`); "
+    "--data is copied there, or names a folder there as device:/PATH.",
+)
+@lab_option
+@click.option(
     "--allow-overlap",
     is_flag=True,
     help="With a --data folder: also measure images that are the run's own train/val images "
     "(by content); by default they are excluded and counted.",
 )
 @handle_errors
-def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
+def bench(
+    artifacts: tuple[Path, ...], on: str | None, lab_file: Path | None, **kwargs: Any
+) -> None:
     """Measure accuracy and batch-1 latency of exported ARTIFACTS with their runtimes.
 
     Needs nothing but the artifact directory and its runtime: without --data it measures the
@@ -119,8 +133,31 @@ def bench(artifacts: tuple[Path, ...], **kwargs: Any) -> None:
 
     batch = _batch_sizes(kwargs.pop("batch"))
     options = BenchOptions(artifacts=list(artifacts), batch=batch, **kwargs)
+    if on is not None:
+        _bench_on(options, on, lab_file)
+        return
     outcome = run_bench(options, make_console())
     print_report(stdout_console(), outcome.report)
+    check(outcome)
+
+
+def _bench_on(options: BenchOptions, on: str, lab_file: Path | None) -> None:
+    """The lab: one table over every device, the reports written here, exit 1 naming each
+    device that failed or regressed."""
+    import sys
+
+    from edgetl.core.ui import table
+    from edgetl.stages.lab import reports
+    from edgetl.stages.lab.bench import bench_on
+
+    if options.trust:
+        raise EdgetlError("--trust with --on: check signatures on the device (not yet relayed)")
+    outcome = bench_on(options, on, lab_file, make_console())
+    outcome.report.command = list(sys.argv)
+    reports.write(outcome.report, options.json_path, options.md_path, options.junit_path,
+                  options.plot_path)  # fmt: skip
+    title = f"edgetl bench on the lab {outcome.report.lab} (batch 1)"
+    stdout_console().print(table(title, reports.COLUMNS, reports.rows(outcome.report)))
     check(outcome)
 
 

@@ -34,6 +34,7 @@ PACKAGES = (
     "edgetl.stages",
     "edgetl.stages.export",
     "edgetl.stages.bench",
+    "edgetl.stages.lab",
     "edgetl.cli",
     "edgetl.profiles",
     "edgetl.recipes",

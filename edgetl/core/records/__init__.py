@@ -11,6 +11,7 @@ from edgetl.core.records.bench import (
     BenchResult,
     ClassAccuracy,
 )
+from edgetl.core.records.lab import LAB_SCHEMA, DeviceRun, LabReport
 from edgetl.core.records.manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
@@ -41,6 +42,9 @@ from edgetl.core.records.run import (
 
 __all__ = [
     "BENCH_SCHEMA",
+    "LAB_SCHEMA",
+    "DeviceRun",
+    "LabReport",
     "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
     "MANIFEST_SCHEMAS",

@@ -1,0 +1,194 @@
+"""`edgetl bench ART --on NAME[,NAME...]|all`: the bench run on each lab device, over ssh.
+
+Per device, in turn (devices measured at the same time could share a host or a network and
+disturb each other's latency): edgetl's device side there, each artifact copied once by
+content, `edgetl build` where a TensorRT bundle has no engine for that device's TensorRT,
+`edgetl bench` there with the same options, its JSON report fetched and read whole
+(schema-checked), the baseline applied here. A device that fails is a row saying why; the
+others still run.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgetl.core.errors import EdgetlError
+from edgetl.core.files import read_json
+from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
+from edgetl.stages.bench.harness import BenchOptions, check_baseline, check_options
+from edgetl.stages.lab.labfile import Device, find_lab, read_lab
+from edgetl.stages.lab.remote import Remote
+from edgetl.stages.lab.ssh import DeviceFault, RemotePath
+
+DEVICE_DATA = "device:"  # --data device:/path names a folder on the device, not copied
+
+
+@dataclass(frozen=True)
+class LabOutcome:
+    report: LabReport
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Console) -> LabOutcome:
+    """Bench `opts.artifacts` on the lab's devices named by `on`; the lab report, and what
+    failed or regressed (per device)."""
+    lab = read_lab(find_lab(lab_file))
+    devices = lab.select(on)
+    check_options(replace(opts, baseline=None))
+    baselines = _baselines(opts.baseline)
+    manifests = [Manifest.read(path) for path in opts.artifacts]  # exit 2 before any ssh
+    local_data = _local_data(opts.data)
+    runs = []
+    for name, device in devices.items():
+        console.print(f"[bold]{name}[/] ({device.ssh}, {device.target}) ...")
+        run = _on_device(Remote(name, device, lab), device, opts, manifests, local_data)
+        if run.report is not None and opts.baseline is not None:
+            base = baselines.get(name, baselines.get("*"))
+            if base is None:
+                run.reason = f"no baseline for {name} in {opts.baseline}"
+            else:
+                regressed = check_baseline(run.report, base, opts)
+                if regressed:
+                    run.status, run.reason = "regressed", "; ".join(regressed)
+        console.print(f"  {name}: {run.status} {run.reason}".rstrip())
+        runs.append(run)
+    report = LabReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        lab=str(lab.path),
+        command=[],
+        devices=runs,
+    )
+    failures = [f"{run.device}: {run.reason}" for run in runs if run.status != "ok"]
+    return LabOutcome(report, failures)
+
+
+def _on_device(
+    remote: Remote,
+    device: Device,
+    opts: BenchOptions,
+    manifests: list[Manifest],
+    local_data: Path | None,
+) -> DeviceRun:
+    started = time.perf_counter()
+    run = DeviceRun(remote.name, device.target, "ok")
+    try:
+        facts = remote.prepare({manifest.backend for manifest in manifests})
+        there = []
+        for path, manifest in zip(opts.artifacts, manifests, strict=True):
+            copy, copied = remote.put(path, manifest.digest)
+            there.append(copy)
+            if copied:
+                run.copied.append(path.name)
+            if manifest.backend == "tensorrt" and "tensorrt" in facts.runtimes:
+                run.layers[path.name] = _engine(remote, copy, facts.runtimes["tensorrt"])
+        data = _device_data(remote, opts.data, local_data)
+        remote.setup()
+        run.report = _bench_there(remote, there, data, opts)
+    except DeviceFault as fault:
+        run.status, run.reason = "failed", str(fault)
+    run.seconds = round(time.perf_counter() - started, 2)
+    return run
+
+
+def _engine(remote: Remote, bundle: RemotePath, version: str) -> dict[str, Any]:
+    """The bundle's engine there, built unless one for this TensorRT exists (the copy's
+    folder is the bundle's content hash): its layer placement from the engine record."""
+    record = remote.ssh.run(["cat", bundle / "engine.json"])
+    try:
+        built = json.loads(record.stdout) if record.returncode == 0 else {}
+    except ValueError:
+        built = {}
+    if built.get("tensorrt") != version:
+        remote.edgetl(["build", bundle], "edgetl build")
+        built = json.loads(remote.ssh.check(["cat", bundle / "engine.json"], "the engine record"))
+    return {key: built.get(key) for key in ("dla_layers", "gpu_layers", "tensorrt")}
+
+
+def _local_data(data: str | None) -> Path | None:
+    if data is None or data.startswith(DEVICE_DATA):
+        return None
+    path = Path(data)
+    if not path.is_dir():
+        raise EdgetlError(
+            f"--data {data}: with --on, give a folder here (copied to each device) or "
+            f"{DEVICE_DATA}/path/on/the/device"
+        )
+    return path
+
+
+def _device_data(remote: Remote, data: str | None, local: Path | None) -> str | None:
+    """--data as a path on the device: a local folder is copied once by content."""
+    if data is None:
+        return None
+    if local is None:
+        return data[len(DEVICE_DATA) :]
+    return str(remote.put_folder(local))
+
+
+def _bench_there(
+    remote: Remote, artifacts: list[RemotePath], data: str | None, opts: BenchOptions
+) -> BenchReport:
+    out = remote.scratch(".json")
+    args: list[str] = ["bench", *artifacts, "--json", out, *_pass_through(opts)]
+    if data is not None:
+        args += ["--data", data]
+    remote.ssh.check(["mkdir", "-p", out.rsplit("/", 1)[0]], "making the reports folder")
+    result = remote.ssh.run([remote.python, "-m", "edgetl", *args])
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise DeviceFault(
+            f"edgetl bench exited {result.returncode} there: "
+            f"{lines[-1].strip() if lines else 'no output'}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "report.json"
+        remote.fetch(out, local)
+        try:
+            report = BenchReport.read(local)  # whole and schema-checked, or not at all
+        except EdgetlError as exc:
+            raise DeviceFault(f"its report was not accepted: {exc}") from exc
+    remote.ssh.run(["rm", "-f", out])
+    return report
+
+
+def _pass_through(opts: BenchOptions) -> list[str]:
+    """The bench options the device's `edgetl bench` runs with (outputs stay here)."""
+    args = ["--iterations", str(opts.iterations), "--warmup", str(opts.warmup),
+            "--rounds", str(opts.rounds), "--min-duration", str(opts.min_duration),
+            "--batch", ",".join(map(str, opts.batch))]  # fmt: skip
+    for flag, value in (("--threads", opts.threads), ("--limit", opts.limit),
+                        ("--split", opts.split)):  # fmt: skip
+        if value is not None:
+            args += [flag, str(value)]
+    args.append("--cold" if opts.cold else "--no-cold")
+    if opts.allow_overlap:
+        args.append("--allow-overlap")
+    return args
+
+
+def _baselines(path: Path | None) -> dict[str, BenchReport]:
+    """Per device from a lab report; a plain bench report applies to every device ("*")."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise EdgetlError(f"--baseline {path}: no such report file")
+    if read_json(path, "baseline report").get("schema") == BENCH_SCHEMA:
+        found = {"*": BenchReport.read(path)}
+    else:
+        lab = LabReport.read(path)
+        found = {run.device: run.report for run in lab.devices if run.report is not None}
+    for base in found.values():
+        for index, entry in enumerate(base.results):
+            entry.stored_samples(path, index)
+    return found

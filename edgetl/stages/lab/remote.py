@@ -1,0 +1,232 @@
+"""One lab device as the host drives it over ssh: what it has (probe), edgetl's device side
+there (a managed venv from edgetl's own wheel), artifacts copied once by content, and
+edgetl commands run there with their JSON fetched back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl import __version__
+from edgetl.core.selfwheel import build_wheel, wheel_name
+from edgetl.stages.lab.labfile import Device, Lab
+from edgetl.stages.lab.ssh import DeviceFault, RemotePath, Ssh
+
+# Run by the device's interpreter (python -c): facts about the machine, and what the env
+# that will run edgetl there has. Constant code: nothing from a user is in it (argv only).
+PROBE = r"""
+import json, os, platform, shutil, subprocess, sys
+env, workdir = sys.argv[1], os.path.expanduser(sys.argv[2])
+facts = {"arch": platform.machine(), "python": platform.python_version()}
+try:
+    with open("/etc/os-release") as f:
+        rel = dict(l.rstrip().split("=", 1) for l in f if "=" in l)
+    facts["os"] = rel.get("PRETTY_NAME", "").strip('"')
+except OSError:
+    facts["os"] = platform.platform()
+try:
+    with open("/etc/nv_tegra_release") as f:
+        facts["l4t"] = f.readline().split(",")[0].lstrip("# ").strip()
+except OSError:
+    facts["l4t"] = None
+probe = ("import importlib.util as u, json\n"
+         "def v(m):\n"
+         "    if u.find_spec(m) is None: return None\n"
+         "    try:\n"
+         "        return __import__(m).__version__\n"
+         "    except Exception as e: return 'broken: %s' % e\n"
+         "print(json.dumps({m: v(m) for m in ('edgetl', 'tensorrt', 'openvino', 'onnxruntime')}))")
+env = os.path.expanduser(env)
+if os.path.exists(env):
+    out = subprocess.run([env, "-c", probe], capture_output=True, text=True, timeout=120)
+    facts["env"] = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-200:]}
+else:
+    facts["env"] = None
+os.makedirs(workdir, exist_ok=True)
+facts["free_gb"] = round(shutil.disk_usage(workdir).free / 1e9, 1)
+print(json.dumps(facts))
+"""
+
+# The copied artifact's manifest digest, checked against every file there (device side).
+VERIFY = r"""
+import sys
+from pathlib import Path
+from edgetl.core.records.manifest import Manifest
+print(Manifest.read(Path(sys.argv[1])).digest)
+"""
+
+# A folder's content: its files' relative paths and sha256, in order (folder_digest here).
+FOLDER_DIGEST = r"""
+import hashlib, os, sys
+root = sys.argv[1]
+if not os.path.isdir(root):
+    sys.exit(3)
+lines = []
+for base, dirs, files in os.walk(root):
+    for name in files:
+        path = os.path.join(base, name)
+        with open(path, "rb") as f:
+            inner = hashlib.sha256(f.read()).hexdigest()
+        lines.append(os.path.relpath(path, root).replace(os.sep, "/") + " " + inner + "\n")
+print(hashlib.sha256("".join(sorted(lines)).encode()).hexdigest())
+"""
+
+
+def folder_digest(root: Path) -> str:
+    """FOLDER_DIGEST's answer, computed here."""
+    lines = [
+        f"{path.relative_to(root).as_posix()} {hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+        for path in root.rglob("*")
+        if path.is_file()
+    ]
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+PIP_RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # TensorRT: the system's
+
+
+@dataclass
+class Facts:
+    """`edgetl devices`: one device's answers (or why there are none)."""
+
+    name: str
+    target: str
+    reachable: bool
+    reason: str = ""
+    arch: str = ""
+    os: str = ""
+    l4t: str | None = None
+    python: str = ""
+    edgetl: str | None = None
+    runtimes: dict[str, str] = field(default_factory=dict)
+    free_gb: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Remote:
+    def __init__(self, name: str, device: Device, lab: Lab):
+        self.name, self.device = name, device
+        self.ssh = Ssh(name, device.ssh, device.port, lab.ssh_config,
+                       device.connect_timeout_s, device.timeout_s)  # fmt: skip
+        self.workdir = RemotePath(device.workdir)
+        self.managed = device.python is None
+        self.python = RemotePath(device.python or self.workdir / "venv/bin/python")
+
+    def probe(self) -> Facts:
+        base = RemotePath(self.device.base_python)
+        words = [base, "-c", PROBE, self.python, self.workdir]
+        try:
+            found = json.loads(self.ssh.check(words, "probing the device", 120))
+        except DeviceFault as fault:
+            return Facts(self.name, self.device.target, False, str(fault))
+        except ValueError as exc:
+            return Facts(self.name, self.device.target, False, f"probe answered no JSON: {exc}")
+        env = found.get("env") or {}
+        runtimes = {k: v for k, v in env.items() if k != "edgetl" and v}
+        reason = "" if env else f"no edgetl env at {self.python} yet (made on first use)"
+        if env.get("error"):
+            reason = f"{self.python}: {env['error']}"
+        return Facts(
+            self.name, self.device.target, True, reason, found["arch"], found["os"],
+            found.get("l4t"), found["python"], env.get("edgetl"), runtimes, found.get("free_gb"),
+        )  # fmt: skip
+
+    def prepare(self, runtimes: set[str]) -> Facts:
+        """edgetl's device side there, with `runtimes` importable; returns the device's
+        facts after. The managed venv is (re)made from this edgetl's wheel when it is absent
+        or another version."""
+        facts = self.probe()
+        if not facts.reachable:
+            raise DeviceFault(facts.reason)
+        if self.managed and facts.edgetl != __version__:
+            self._install()
+            facts = self.probe()
+        if facts.edgetl is None:
+            raise DeviceFault(f"{self.python} has no edgetl: {facts.reason or 'install it'}")
+        lacking = sorted(r for r in runtimes if r in PIP_RUNTIMES and r not in facts.runtimes)
+        if lacking and not self.managed:
+            raise DeviceFault(f"{self.python} lacks {', '.join(lacking)}: pip install them there")
+        if lacking:
+            self._pip([PIP_RUNTIMES[r] for r in lacking], f"installing {', '.join(lacking)}")
+            facts = self.probe()
+        return facts
+
+    def _install(self) -> None:
+        import tempfile
+
+        venv = self.workdir / "venv"
+        options = ["--system-site-packages"] if self.device.system_site_packages else []
+        base = RemotePath(self.device.base_python)
+        self.ssh.check([base, "-m", "venv", *options, venv], "making the venv (python3 -m venv)")
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = build_wheel(Path(tmp))
+            self.ssh.send({wheel.name: wheel}, self.workdir / "wheels")
+        self._pip([f"./{wheel_name()}"], f"installing edgetl {__version__}")
+
+    def _pip(self, packages: list[str], what: str) -> None:
+        """pip install, run in WORKDIR/wheels: the wheel is named relative to it, as pip
+        would read a `;` in a path as the start of an environment marker."""
+        pip = [self.python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        inside = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", self.workdir / "wheels"]
+        self.ssh.check([*inside, *pip, *self.device.pip, *packages], what)
+
+    def put(self, local: Path, digest: str) -> tuple[RemotePath, bool]:
+        """The artifact at `local` on the device, copied unless the same content (manifest
+        digest) is there already; returns its path there and whether it was copied.
+
+        Copied under a temporary name, verified there (every file against the manifest),
+        then renamed: a half-copied artifact is never at the path a bench uses."""
+        return self._put(local, digest, VERIFY, "artifacts")
+
+    def put_folder(self, local: Path) -> RemotePath:
+        """A data folder on the device, copied once by content (like an artifact)."""
+        return self._put(local, folder_digest(local), FOLDER_DIGEST, "data")[0]
+
+    def _put(self, local: Path, digest: str, check: str, kind: str) -> tuple[RemotePath, bool]:
+        home = self.workdir / kind / digest[:24]
+        there = home / local.name
+        if self._digest(check, there) == digest:
+            return there, False
+        incoming = self.workdir / "incoming" / secrets.token_hex(8)
+        files = {f"{local.name}/{p.relative_to(local).as_posix()}": p
+                 for p in sorted(local.rglob("*")) if p.is_file()}  # fmt: skip
+        self.ssh.send(files, incoming)
+        copied = self._digest(check, incoming / local.name)
+        if copied != digest:
+            self.ssh.run(["rm", "-rf", incoming])
+            raise DeviceFault(f"the copy of {local.name} did not verify there ({copied})")
+        self.ssh.check(["rm", "-rf", there], "replacing a damaged copy")
+        self.ssh.check(["mkdir", "-p", home], "making the copy's folder")
+        self.ssh.check(["mv", "-T", incoming / local.name, there], "moving the copy in place")
+        self.ssh.run(["rm", "-rf", incoming])
+        return there, True
+
+    def _digest(self, script: str, path: RemotePath) -> str:
+        """What `script` (VERIFY or FOLDER_DIGEST) prints for `path` there."""
+        result = self.ssh.run([self.python, "-c", script, path], 300)
+        lines = result.stdout.split()
+        return lines[-1] if result.returncode == 0 and lines else "absent or damaged"
+
+    def edgetl(self, args: list[str], what: str) -> str:
+        """`edgetl ARGS` there with the env's interpreter; stdout, or DeviceFault."""
+        return self.ssh.check([self.python, "-m", "edgetl", *args], what)
+
+    def setup(self) -> None:
+        for command in self.device.setup:
+            self.ssh.check([RemotePath(command[0]) if command[0].startswith("~") else command[0],
+                            *command[1:]], f"setup `{' '.join(command)}`")  # fmt: skip
+
+    def fetch(self, path: RemotePath, local: Path) -> None:
+        """A file of the device's, to `local` (written whole or not at all)."""
+        from edgetl.core.files import atomic_write_text
+
+        atomic_write_text(local, self.ssh.check(["cat", path], f"fetching {path}"))
+
+    def scratch(self, suffix: str) -> RemotePath:
+        return self.workdir / "reports" / f"{secrets.token_hex(8)}{suffix}"
