@@ -1,0 +1,253 @@
+"""The device lab against a real OpenSSH server (tests/sshd.py): this machine is the device,
+reached through sshd on 127.0.0.1, with edgetl's device side installed into its own venv
+from edgetl's wheel on first use, as on a board. Skipped where sshd is absent (CI installs
+Debian's openssh-server, so there they run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgetl.cli import main
+from tests.conftest import export_cli
+from tests.sshd import SshServer, find_sshd, start
+
+pytestmark = pytest.mark.e2e
+SSHD = find_sshd()
+needs_sshd = pytest.mark.skipif(SSHD is None, reason="no sshd (apt-get install openssh-server)")
+# A workdir whose name would run `touch` if any remote word were not quoted.
+HOSTILE = "lab dir; touch PWNED"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    if SSHD is None:
+        pytest.skip("no sshd (apt-get install openssh-server)")
+    running = start(tmp_path_factory.mktemp("sshd"), SSHD)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("lab-artifacts")
+    made = {}
+    for name, target in (("cpu fp32; x", "cpu"), ("ov", "openvino-cpu")):
+        result = export_cli(tiny_run, out / name, "--target", target, "--precision", "fp32")
+        assert result.exit_code == 0, result.output
+        made[target] = out / name
+    return made
+
+
+@pytest.fixture(scope="module")
+def lab(server: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """local: the managed venv in a hostile workdir; twin: the same device through the same
+    venv (python = that venv); stranger: a host key not in known_hosts; down: nothing
+    listening."""
+    folder = tmp_path_factory.mktemp("lab")
+    workdir = folder / HOSTILE
+    base = sys._base_executable  # an interpreter with venv, as python3 is on a board
+    lab_file = folder / "devices.toml"
+    lab_file.write_text(
+        f'ssh_config = "{server.client_config}"\n'
+        f'[devices.local]\nssh = "lab-local"\ntarget = "cpu"\nworkdir = "{workdir}"\n'
+        f'base_python = "{base}"\n'
+        f'[devices.twin]\nssh = "lab-local"\ntarget = "cpu"\nworkdir = "{folder / "twin"}"\n'
+        f'python = "{workdir / "venv/bin/python"}"\n'
+        f'[devices.stranger]\nssh = "lab-stranger"\ntarget = "cpu"\n'
+        f'[devices.down]\nssh = "lab-down"\ntarget = "cpu"\nconnect_timeout_s = 3\n'
+    )
+    return lab_file
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def bench_on(lab: Path, on: str, out: Path, *arts: Path, extra: tuple[str, ...] = ()) -> tuple:
+    code, output = cli("bench", *arts, "--on", on, "--lab", lab, "--iterations", "20",
+                       "--rounds", "2", "--no-cold", "--json", out, *extra)  # fmt: skip
+    return code, output, json.loads(out.read_text()) if out.is_file() else None
+
+
+@needs_sshd
+def test_bench_on_a_device_gives_the_local_accuracy_and_copies_once(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    arts = (artifacts["cpu"], artifacts["openvino-cpu"])
+    code, output, report = bench_on(lab, "local", tmp_path / "lab.json", *arts)
+    assert code == 0, output
+    (run,) = report["devices"]
+    assert run["status"] == "ok" and sorted(run["copied"]) == sorted(a.name for a in arts)
+    local = tmp_path / "local.json"
+    assert cli("bench", *arts, "--iterations", "20", "--rounds", "2", "--no-cold",
+               "--json", local)[0] == 0  # fmt: skip
+    here = json.loads(local.read_text())["results"]
+    there = run["report"]["results"]
+    for a, b in zip(here, there, strict=True):
+        assert (a["backend"], a["accuracy"]) == (b["backend"], b["accuracy"])
+    # The remote words were data: the hostile workdir exists, nothing ran `touch`.
+    workdir = lab.parent / HOSTILE
+    assert (workdir / "venv").is_dir() and not list(lab.parent.rglob("PWNED"))
+    assert not Path("PWNED").exists() and not (Path.home() / "PWNED").exists()
+    again = bench_on(lab, "local", tmp_path / "again.json", *arts)
+    assert again[0] == 0 and again[2]["devices"][0]["copied"] == []
+
+
+@needs_sshd
+def test_devices_lists_a_reachable_and_an_unreachable_device(lab: Path) -> None:
+    code, output = cli("devices", "--lab", lab, "--json")
+    assert code == 1  # a device could not be reached: a failed check
+    facts = {d["name"]: d for d in json.loads(output[: output.rindex("}") + 1])["devices"]}
+    assert facts["local"]["reachable"] and facts["local"]["arch"] == platform.machine()
+    assert facts["local"]["python"] == platform.python_version()
+    assert not facts["down"]["reachable"] and "unreachable" in facts["down"]["reason"]
+    assert "down:" in output.splitlines()[-1]
+
+
+@needs_sshd
+def test_faulty_devices_are_rows_saying_why_and_the_others_still_run(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    code, output, report = bench_on(lab, "stranger,local,down", tmp_path / "r.json",
+                                    artifacts["cpu"])  # fmt: skip
+    assert code == 1
+    runs = {run["device"]: run for run in report["devices"]}
+    assert runs["local"]["status"] == "ok" and runs["local"]["report"]["results"]
+    stranger = runs["stranger"]
+    assert stranger["status"] == "failed" and "report" not in stranger
+    assert "not in known_hosts" in stranger["reason"]
+    assert "StrictHostKeyChecking=accept-new" in stranger["reason"]  # the line that trusts it
+    assert runs["down"]["status"] == "failed" and "unreachable" in runs["down"]["reason"]
+    last = " ".join(output.split())
+    assert "stranger:" in last and "down:" in last and "local:" not in last.split("error:")[-1]
+
+
+@needs_sshd
+def test_a_baseline_failing_on_one_device_exits_1_naming_it(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    code, output, first = bench_on(lab, "local,twin", tmp_path / "first.json", artifacts["cpu"])
+    assert code == 0, output
+    # The baseline says twin once ran 10x faster and local 10x slower than measured now.
+    for run, scale in zip(first["devices"], (10.0, 0.1), strict=True):
+        for entry in run["report"]["results"]:
+            entry["samples_ms"] = [s * scale for s in entry["samples_ms"]]
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(first))
+    gate = ("--baseline", str(baseline))
+    code, output, report = bench_on(
+        lab, "local,twin", tmp_path / "second.json", artifacts["cpu"], extra=gate
+    )
+    assert code == 1
+    status = {run["device"]: run["status"] for run in report["devices"]}
+    assert status == {"local": "ok", "twin": "regressed"}
+    assert "twin:" in output.split("error:")[-1] and "local:" not in output.split("error:")[-1]
+
+
+@needs_sshd
+def test_a_damaged_copy_on_the_device_is_copied_again(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    assert bench_on(lab, "local", tmp_path / "a.json", artifacts["cpu"])[0] == 0
+    copies = list((lab.parent / HOSTILE / "artifacts").glob(f"*/{artifacts['cpu'].name}"))
+    (copy,) = copies
+    (copy / "model.onnx").write_bytes(b"half a file")
+    code, output, report = bench_on(lab, "local", tmp_path / "b.json", artifacts["cpu"])
+    assert code == 0, output
+    assert report["devices"][0]["copied"] == [artifacts["cpu"].name]
+    assert (copy / "model.onnx").read_bytes() == (artifacts["cpu"] / "model.onnx").read_bytes()
+
+
+@needs_sshd
+def test_a_report_cut_short_on_the_device_is_not_accepted(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """A device side whose report file is truncated after bench wrote it: the row fails."""
+    python = lab.parent / HOSTILE / "venv/bin/python"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'"{python}" "$@"; status=$?\n'
+        'for arg in "$@"; do case "$arg" in *.json) truncate -s 200 "$arg";; esac; done\n'
+        "exit $status\n"
+    )
+    wrapper.chmod(0o755)
+    broken = tmp_path / "devices.toml"
+    broken.write_text(
+        lab.read_text().split("[devices.twin]")[0].replace("[devices.local]", "[devices.cut]")
+        + f'python = "{wrapper}"\n'
+    )
+    code, output, report = bench_on(broken, "cut", tmp_path / "r.json", artifacts["cpu"])
+    assert code == 1
+    (run,) = report["devices"]
+    assert run["status"] == "failed" and "report was not accepted" in run["reason"]
+    assert "report" not in run
+
+
+@needs_sshd
+def test_a_dropped_connection_fails_the_device_and_accepts_no_report(
+    lab: Path, server: SshServer, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "dropped.json"
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "edgetl", "bench", str(artifacts["cpu"]), "--on", "local",
+         "--lab", str(lab), "--no-cold", "--min-duration", "120", "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        marker = "--min-duration"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _remote_bench(marker):
+            time.sleep(0.2)
+        assert _remote_bench(marker), "the device's bench never started"
+        time.sleep(1)
+        for child in _children(server.process.pid):  # each connection's sshd
+            os.kill(child, signal.SIGKILL)
+        stdout, stderr = bench.communicate(timeout=120)
+    finally:
+        bench.kill()
+        for pid in _remote_bench(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert bench.returncode == 1, stdout + stderr
+    (run,) = json.loads(out.read_text())["devices"]
+    assert run["status"] == "failed" and "report" not in run
+    assert "local:" in stderr and "dropped" in run["reason"] + " " + run["reason"].lower()
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def _remote_bench(marker: str) -> list[int]:
+    """The device side's `edgetl bench` processes (run through sshd, in the lab workdir)."""
+    found = subprocess.run(["pgrep", "-f", f"{HOSTILE}.*edgetl bench.*{marker}"],
+                           capture_output=True, text=True)  # fmt: skip
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_lab_file_mistakes_exit_2_naming_the_key_and_device(tmp_path: Path) -> None:
+    lab = tmp_path / "devices.toml"
+    lab.write_text('[devices.orin1]\nssh = "me@orin"\ntarget = "jetson"\nclocks = "max"\n')
+    code, output = cli("devices", "--lab", lab)
+    assert code == 2 and "devices.orin1.clocks" in output
+    lab.write_text('[devices.orin1]\nssh = "me@orin"\ntarget = "jetson"\n')
+    code, output = cli("bench", tmp_path, "--on", "orin2", "--lab", lab)
+    assert code == 2 and "orin2" in output and "orin1" in output
+    code, output = cli("devices", "--lab", tmp_path / "absent.toml")
+    assert code == 2 and "absent.toml" in output
+    lab.write_text('[devices.x]\nssh = "-oProxyCommand=touch PWNED"\ntarget = "cpu"\n')
+    code, output = cli("devices", "--lab", lab)
+    assert code == 2 and "devices.x.ssh" in output
