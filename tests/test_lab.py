@@ -226,6 +226,20 @@ def test_a_dropped_connection_fails_the_device_and_accepts_no_report(
     assert "local:" in stderr and "dropped" in run["reason"] + " " + run["reason"].lower()
 
 
+@needs_sshd
+def test_compare_on_a_device_brings_the_verdict_back(lab: Path, artifacts: dict[str, Path]) -> None:
+    art = artifacts["cpu"]
+    code, output = cli("compare", art, art, "--on", "local,down", "--lab", lab, "--json",
+                       "--rounds", "3", "--iterations", "5", "--max-regression", "50")  # fmt: skip
+    assert code == 1  # down failed; local's verdict came back
+    found = json.loads(output[output.index("{\n") : output.rindex("}") + 1])
+    runs = {run["device"]: run for run in found["devices"]}
+    local = runs["local"]["comparison"]
+    assert runs["local"]["status"] == "ok" and local["accuracy_drop_pts"] == 0.0
+    assert local["latency"]["method"] == "paired rounds" and local["n"] > 0
+    assert runs["down"]["status"] == "failed" and runs["down"]["comparison"] is None
+
+
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import read_json
@@ -48,7 +49,7 @@ def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Consol
     check_options(replace(opts, baseline=None))
     baselines = _baselines(opts.baseline)
     manifests = [Manifest.read(path) for path in opts.artifacts]  # exit 2 before any ssh
-    local_data = _local_data(opts.data)
+    local_data = local_data_folder(opts.data)
     runs = []
     for name, device in devices.items():
         console.print(f"[bold]{name}[/] ({device.ssh}, {device.target}) ...")
@@ -61,7 +62,7 @@ def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Consol
                 regressed = check_baseline(run.report, base, opts)
                 if regressed:
                     run.status, run.reason = "regressed", "; ".join(regressed)
-        console.print(f"  {name}: {run.status} {run.reason}".rstrip())
+        console.print(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
         runs.append(run)
     report = LabReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -83,22 +84,32 @@ def _on_device(
     started = time.perf_counter()
     run = DeviceRun(remote.name, device.target, "ok")
     try:
-        facts = remote.prepare({manifest.backend for manifest in manifests})
-        there = []
-        for path, manifest in zip(opts.artifacts, manifests, strict=True):
-            copy, copied = remote.put(path, manifest.digest)
-            there.append(copy)
-            if copied:
-                run.copied.append(path.name)
-            if manifest.backend == "tensorrt" and "tensorrt" in facts.runtimes:
-                run.layers[path.name] = _engine(remote, copy, facts.runtimes["tensorrt"])
-        data = _device_data(remote, opts.data, local_data)
+        there = place(remote, opts.artifacts, manifests, run)
+        data = device_data(remote, opts.data, local_data)
         remote.setup()
         run.report = _bench_there(remote, there, data, opts)
     except DeviceFault as fault:
         run.status, run.reason = "failed", str(fault)
     run.seconds = round(time.perf_counter() - started, 2)
     return run
+
+
+def place(
+    remote: Remote, artifacts: list[Path], manifests: list[Manifest], run: DeviceRun
+) -> list[RemotePath]:
+    """The device side ready for `artifacts` and each of them there (copied when absent,
+    an engine built for a TensorRT bundle); their paths there. Notes copies and engines
+    in `run`."""
+    facts = remote.prepare({manifest.backend for manifest in manifests})
+    there = []
+    for path, manifest in zip(artifacts, manifests, strict=True):
+        copy, copied = remote.put(path, manifest.digest)
+        there.append(copy)
+        if copied:
+            run.copied.append(path.name)
+        if manifest.backend == "tensorrt" and "tensorrt" in facts.runtimes:
+            run.layers[path.name] = _engine(remote, copy, facts.runtimes["tensorrt"])
+    return there
 
 
 def _engine(remote: Remote, bundle: RemotePath, version: str) -> dict[str, Any]:
@@ -115,7 +126,7 @@ def _engine(remote: Remote, bundle: RemotePath, version: str) -> dict[str, Any]:
     return {key: built.get(key) for key in ("dla_layers", "gpu_layers", "tensorrt")}
 
 
-def _local_data(data: str | None) -> Path | None:
+def local_data_folder(data: str | None) -> Path | None:
     if data is None or data.startswith(DEVICE_DATA):
         return None
     path = Path(data)
@@ -127,7 +138,7 @@ def _local_data(data: str | None) -> Path | None:
     return path
 
 
-def _device_data(remote: Remote, data: str | None, local: Path | None) -> str | None:
+def device_data(remote: Remote, data: str | None, local: Path | None) -> str | None:
     """--data as a path on the device: a local folder is copied once by content."""
     if data is None:
         return None

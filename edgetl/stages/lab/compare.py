@@ -1,0 +1,123 @@
+"""`edgetl compare BASE CAND --on NAME[,NAME...]`: the interleaved bootstrap comparison run
+on each device (both artifacts in fresh sessions there), the verdict read back here."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from edgetl.core.errors import EdgetlError
+from edgetl.core.fields import Source, read_fields
+from edgetl.core.records import DeviceRun, Manifest
+from edgetl.core.regression import LatencyVerdict
+from edgetl.stages.bench.compare import CompareOptions, Comparison, check_options
+from edgetl.stages.lab.bench import device_data, local_data_folder, place
+from edgetl.stages.lab.labfile import find_lab, read_lab
+from edgetl.stages.lab.remote import Remote
+from edgetl.stages.lab.ssh import DeviceFault, RemotePath
+
+
+@dataclass
+class DeviceComparison:
+    device: str
+    status: str  # ok / regressed / failed
+    reason: str = ""
+    comparison: Comparison | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        found = None if self.comparison is None else self.comparison.to_dict()
+        return {"device": self.device, "status": self.status, "reason": self.reason,
+                "comparison": found, "seconds": self.seconds}  # fmt: skip
+
+    def line(self) -> str:
+        if self.comparison is None:
+            return f"{self.device}: failed: {self.reason}"
+        return f"{self.device}: {self.comparison.line()}"
+
+
+@dataclass(frozen=True)
+class LabComparison:
+    devices: list[DeviceComparison] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(run.status == "ok" for run in self.devices)
+
+    @property
+    def failures(self) -> list[str]:
+        return [run.line() for run in self.devices if run.status != "ok"]
+
+
+def compare_on(
+    opts: CompareOptions, on: str, lab_file: Path | None, console: Console
+) -> LabComparison:
+    lab = read_lab(find_lab(lab_file))
+    devices = lab.select(on)
+    check_options(opts)
+    if not (opts.base / "manifest.json").is_file():
+        raise EdgetlError(f"{opts.base}: with --on, BASE is an artifact directory (not a report)")
+    pair = [opts.base, opts.candidate]
+    manifests = [Manifest.read(path) for path in pair]
+    local_data = local_data_folder(opts.data)
+    runs = []
+    for name, device in devices.items():
+        console.print(f"[bold]{name}[/] ({device.ssh}, {device.target}) ...")
+        started = time.perf_counter()
+        remote = Remote(name, device, lab)
+        try:
+            there = place(remote, pair, manifests, DeviceRun(name, device.target, "ok"))
+            data = device_data(remote, opts.data, local_data)
+            remote.setup()
+            result = _compare_there(remote, there, data, opts)
+            run = DeviceComparison(name, "ok" if result.passed else "regressed", "", result)
+        except DeviceFault as fault:
+            run = DeviceComparison(name, "failed", str(fault))
+        run.seconds = round(time.perf_counter() - started, 2)
+        console.print(f"  {escape(run.line())}")
+        runs.append(run)
+    return LabComparison(runs)
+
+
+def _compare_there(
+    remote: Remote, pair: list[RemotePath], data: str | None, opts: CompareOptions
+) -> Comparison:
+    args: list[str] = ["compare", *pair, "--json", "--rounds", str(opts.rounds),
+                       "--iterations", str(opts.iterations), "--warmup", str(opts.warmup),
+                       "--max-regression", str(opts.max_regression),
+                       "--max-accuracy-drop", str(opts.max_accuracy_drop)]  # fmt: skip
+    optional = {"--max-rounds": opts.max_rounds, "--threads": opts.threads,
+                "--limit": opts.limit, "--split": opts.split, "--data": data}  # fmt: skip
+    for flag, value in optional.items():
+        if value is not None:
+            args += [flag, str(value)]
+    result = remote.ssh.run([remote.python, "-m", "edgetl", *args])
+    if result.returncode not in (0, 1):  # 1: a regression, its verdict printed all the same
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise DeviceFault(f"edgetl compare exited {result.returncode} there: "
+                          f"{lines[-1].strip() if lines else 'no output'}")  # fmt: skip
+    return _verdict(result.stdout, opts.max_accuracy_drop, remote.name)
+
+
+def _verdict(stdout: str, max_accuracy_drop: float, device: str) -> Comparison:
+    """The device's JSON verdict, read whole and typed (or not accepted)."""
+    source = Source(f"the verdict from {device}", strict=False)
+    try:
+        data = json.loads(stdout)
+        latency = {f.name: data["latency"][f.name] for f in fields(LatencyVerdict)}
+        return Comparison(
+            latency=read_fields(LatencyVerdict, latency, source),
+            base_top1=data["base_top1"],
+            candidate_top1=float(data["candidate_top1"]),
+            n=int(data["n"]),
+            max_accuracy_drop=max_accuracy_drop,
+            seconds=float(data["seconds"]),
+        )
+    except (ValueError, KeyError, TypeError, EdgetlError) as exc:
+        raise DeviceFault(f"its verdict was not accepted: {exc}") from exc
