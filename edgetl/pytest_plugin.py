@@ -9,11 +9,22 @@
 data, split, iterations, rounds, min_duration, threads, ...) and returns its typed
 BenchResult. A baseline is a report written by `edgetl bench ARTIFACT --json FILE` on the
 same device.
+
+On the lab's devices (devices.toml, see `edgetl devices`), a test that takes `edgetl_device`
+runs once per device, over ssh:
+
+    def test_int8_on_each_device(edgetl_device):
+        result = edgetl_device.bench("export/cpu-int8")
+        assert_no_regression(result, f"baselines/{edgetl_device.name}.json")
+
+`pytest --edgetl-lab FILE --edgetl-on NAME[,NAME...]` (default: $EDGETL_LAB or
+./devices.toml, every device); with no lab file such tests are skipped, saying so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +32,64 @@ import pytest
 
 if TYPE_CHECKING:
     from edgetl.core.records import BenchResult
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("edgetl", "edgetl device lab")
+    group.addoption("--edgetl-lab", default=None, help="The lab file (devices.toml).")
+    group.addoption("--edgetl-on", default="all", help="Devices: NAME[,NAME...] or all.")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`edgetl_device`: one parameter per lab device (ids: the device names)."""
+    if "edgetl_device" not in metafunc.fixturenames:
+        return
+    from edgetl.core.errors import EdgetlError
+    from edgetl.stages.lab.labfile import find_lab, read_lab
+
+    option = metafunc.config.getoption("--edgetl-lab")
+    try:
+        lab = read_lab(find_lab(Path(option) if option else None))
+    except EdgetlError as exc:
+        if option:  # asked for by name: a mistake in it is the user's to see
+            raise pytest.UsageError(str(exc)) from exc
+        skip = pytest.mark.skip(reason=f"no device lab: {exc}")
+        metafunc.parametrize("edgetl_device", [pytest.param(None, marks=skip)], ids=["no-lab"])
+        return
+    names = list(lab.select(metafunc.config.getoption("--edgetl-on")))
+    params = [LabDevice(lab.path, name, lab.devices[name].target) for name in names]
+    metafunc.parametrize("edgetl_device", params, ids=names)
+
+
+@dataclass(frozen=True)
+class LabDevice:
+    """One lab device as a test sees it: its name, its target and a bench there."""
+
+    lab: Path
+    name: str
+    target: str
+
+    def bench(self, artifact: str | Path, **options: Any) -> BenchResult:
+        """`edgetl bench ARTIFACT --on NAME` with `edgetl bench`'s options; the typed result,
+        or an AssertionError saying why the device could not run it."""
+        from edgetl.core.ui import make_console
+        from edgetl.stages.bench.harness import BenchOptions
+        from edgetl.stages.lab.bench import bench_on
+
+        options.setdefault("iterations", 100)
+        options.setdefault("cold", False)
+        opts = BenchOptions([Path(artifact)], **options)
+        outcome = bench_on(opts, self.name, self.lab, make_console(quiet=True))
+        (run,) = outcome.report.devices
+        if run.report is None:
+            raise AssertionError(f"{self.name}: {run.reason}")
+        return run.report.results[0]
+
+
+@pytest.fixture
+def edgetl_device(request: pytest.FixtureRequest) -> LabDevice:
+    """The lab device this run of the test is for (see pytest_generate_tests)."""
+    return request.param
 
 
 @pytest.fixture

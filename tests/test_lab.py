@@ -240,6 +240,31 @@ def test_compare_on_a_device_brings_the_verdict_back(lab: Path, artifacts: dict[
     assert runs["down"]["status"] == "failed" and runs["down"]["comparison"] is None
 
 
+@needs_sshd
+def test_a_users_suite_runs_once_per_lab_device(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """The plugin's `edgetl_device` fixture, as a user's regression suite uses it."""
+    suite = tmp_path / "test_devices.py"
+    suite.write_text(
+        "def test_cpu_fp32(edgetl_device):\n"
+        f"    result = edgetl_device.bench({str(artifacts['cpu'])!r}, iterations=10)\n"
+        "    assert result.backend == 'onnxruntime' and result.accuracy.n == 12\n"
+        "    print('RAN ON', edgetl_device.name)\n"
+    )
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+               str(suite), "--edgetl-lab", str(lab), "--edgetl-on", "local,twin,down"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            cwd=tmp_path)  # fmt: skip
+    assert "2 passed" in result.stdout and "1 failed" in result.stdout, result.stdout
+    assert "RAN ON local" in result.stdout and "RAN ON twin" in result.stdout
+    assert "test_cpu_fp32[down]" in result.stdout and "unreachable" in result.stdout
+    alone = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(suite), "-rs"], capture_output=True, text=True, timeout=600,
+                           cwd=tmp_path, env={**os.environ, "EDGETL_LAB": ""})  # fmt: skip
+    assert "1 skipped" in alone.stdout and "no device lab" in alone.stdout, alone.stdout
+
+
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]
