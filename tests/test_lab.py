@@ -67,6 +67,14 @@ def lab(server: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
         f'[devices.stranger]\nssh = "lab-stranger"\ntarget = "cpu"\n'
         f'[devices.down]\nssh = "lab-down"\ntarget = "cpu"\nconnect_timeout_s = 3\n'
     )
+    # The managed venv, made from edgetl's wheel as `bench --on` makes it on first use (here
+    # up front, so that any test can run alone: twin and cut use it).
+    from edgetl.stages.lab.labfile import read_lab
+    from edgetl.stages.lab.remote import Remote
+
+    parsed = read_lab(lab_file)
+    facts = Remote("local", parsed.devices["local"], parsed).prepare({"onnxruntime", "openvino"})
+    assert {"onnxruntime", "openvino"} <= set(facts.runtimes)
     return lab_file
 
 

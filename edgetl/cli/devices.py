@@ -32,6 +32,7 @@ def devices(lab_file: Path | None, as_json: bool) -> None:
     \b
     The lab file (devices.toml):
       ssh_config = "lab/ssh_config"    # optional, passed as ssh -F
+      multiplex = true                 # optional: one ssh connection per device
       [devices.orin1]
       ssh = "ubuntu@orin1.lab"         # or a ~/.ssh/config alias
       target = "jetson-orin-nano"      # the profile the device runs
@@ -44,9 +45,11 @@ def devices(lab_file: Path | None, as_json: bool) -> None:
     """
     from edgetl.stages.lab.labfile import find_lab, read_lab
     from edgetl.stages.lab.remote import Remote
+    from edgetl.stages.lab.ssh import multiplexed
 
     lab = read_lab(find_lab(lab_file))
-    facts = [Remote(name, device, lab).probe() for name, device in lab.devices.items()]
+    with multiplexed(lab.multiplex) as control:
+        facts = [Remote(name, d, lab, control).probe() for name, d in lab.devices.items()]
     emit(
         {"lab": str(lab.path), "devices": [f.to_dict() for f in facts]},
         as_json,

@@ -24,9 +24,9 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.files import read_json
 from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
 from edgetl.stages.bench.harness import BenchOptions, check_baseline, check_options
-from edgetl.stages.lab.labfile import Device, find_lab, read_lab
+from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
-from edgetl.stages.lab.ssh import DeviceFault, RemotePath
+from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
 
 DEVICE_DATA = "device:"  # --data device:/path names a folder on the device, not copied
 
@@ -51,19 +51,10 @@ def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Consol
     manifests = [Manifest.read(path) for path in opts.artifacts]  # exit 2 before any ssh
     local_data = local_data_folder(opts.data)
     runs = []
-    for name, device in devices.items():
-        console.print(f"[bold]{name}[/] ({device.ssh}, {device.target}) ...")
-        run = _on_device(Remote(name, device, lab), device, opts, manifests, local_data)
-        if run.report is not None and opts.baseline is not None:
-            base = baselines.get(name, baselines.get("*"))
-            if base is None:
-                run.reason = f"no baseline for {name} in {opts.baseline}"
-            else:
-                regressed = check_baseline(run.report, base, opts)
-                if regressed:
-                    run.status, run.reason = "regressed", "; ".join(regressed)
-        console.print(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
-        runs.append(run)
+    with multiplexed(lab.multiplex) as control:
+        for name, device in devices.items():
+            runs.append(_run_device(Remote(name, device, lab, control), opts, manifests,
+                                    local_data, baselines, console))  # fmt: skip
     report = LabReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         lab=str(lab.path),
@@ -74,15 +65,38 @@ def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Consol
     return LabOutcome(report, failures)
 
 
+def _run_device(
+    remote: Remote,
+    opts: BenchOptions,
+    manifests: list[Manifest],
+    local_data: Path | None,
+    baselines: dict[str, BenchReport],
+    console: Console,
+) -> DeviceRun:
+    """One device's row: measured there, then gated here against its baseline."""
+    name, device = remote.name, remote.device
+    console.print(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
+    run = _on_device(remote, opts, manifests, local_data)
+    if run.report is not None and opts.baseline is not None:
+        base = baselines.get(name, baselines.get("*"))
+        if base is None:
+            run.reason = f"no baseline for {name} in {opts.baseline}"
+        else:
+            regressed = check_baseline(run.report, base, opts)
+            if regressed:
+                run.status, run.reason = "regressed", "; ".join(regressed)
+    console.print(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
+    return run
+
+
 def _on_device(
     remote: Remote,
-    device: Device,
     opts: BenchOptions,
     manifests: list[Manifest],
     local_data: Path | None,
 ) -> DeviceRun:
     started = time.perf_counter()
-    run = DeviceRun(remote.name, device.target, "ok")
+    run = DeviceRun(remote.name, remote.device.target, "ok")
     try:
         there = place(remote, opts.artifacts, manifests, run)
         data = device_data(remote, opts.data, local_data)
@@ -154,7 +168,6 @@ def _bench_there(
     args: list[str] = ["bench", *artifacts, "--json", out, *_pass_through(opts)]
     if data is not None:
         args += ["--data", data]
-    remote.ssh.check(["mkdir", "-p", out.rsplit("/", 1)[0]], "making the reports folder")
     result = remote.ssh.run([remote.python, "-m", "edgetl", *args])
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -166,11 +179,9 @@ def _bench_there(
         local = Path(tmp) / "report.json"
         remote.fetch(out, local)
         try:
-            report = BenchReport.read(local)  # whole and schema-checked, or not at all
+            return BenchReport.read(local)  # whole and schema-checked, or not at all
         except EdgetlError as exc:
             raise DeviceFault(f"its report was not accepted: {exc}") from exc
-    remote.ssh.run(["rm", "-f", out])
-    return report
 
 
 def _pass_through(opts: BenchOptions) -> list[str]:

@@ -20,7 +20,7 @@ from edgetl.stages.bench.compare import CompareOptions, Comparison, check_option
 from edgetl.stages.lab.bench import device_data, local_data_folder, place
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
-from edgetl.stages.lab.ssh import DeviceFault, RemotePath
+from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
 
 
 @dataclass
@@ -66,23 +66,37 @@ def compare_on(
     pair = [opts.base, opts.candidate]
     manifests = [Manifest.read(path) for path in pair]
     local_data = local_data_folder(opts.data)
-    runs = []
-    for name, device in devices.items():
-        console.print(f"[bold]{name}[/] ({device.ssh}, {device.target}) ...")
-        started = time.perf_counter()
-        remote = Remote(name, device, lab)
-        try:
-            there = place(remote, pair, manifests, DeviceRun(name, device.target, "ok"))
-            data = device_data(remote, opts.data, local_data)
-            remote.setup()
-            result = _compare_there(remote, there, data, opts)
-            run = DeviceComparison(name, "ok" if result.passed else "regressed", "", result)
-        except DeviceFault as fault:
-            run = DeviceComparison(name, "failed", str(fault))
-        run.seconds = round(time.perf_counter() - started, 2)
-        console.print(f"  {escape(run.line())}")
-        runs.append(run)
+    with multiplexed(lab.multiplex) as control:
+        runs = [
+            _compare_device(Remote(name, device, lab, control), pair, manifests, local_data,
+                            opts, console)
+            for name, device in devices.items()
+        ]  # fmt: skip
     return LabComparison(runs)
+
+
+def _compare_device(
+    remote: Remote,
+    pair: list[Path],
+    manifests: list[Manifest],
+    local_data: Path | None,
+    opts: CompareOptions,
+    console: Console,
+) -> DeviceComparison:
+    name, device = remote.name, remote.device
+    console.print(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
+    started = time.perf_counter()
+    try:
+        there = place(remote, pair, manifests, DeviceRun(name, device.target, "ok"))
+        data = device_data(remote, opts.data, local_data)
+        remote.setup()
+        result = _compare_there(remote, there, data, opts)
+        run = DeviceComparison(name, "ok" if result.passed else "regressed", "", result)
+    except DeviceFault as fault:
+        run = DeviceComparison(name, "failed", str(fault))
+    run.seconds = round(time.perf_counter() - started, 2)
+    console.print(f"  {escape(run.line())}")
+    return run
 
 
 def _compare_there(

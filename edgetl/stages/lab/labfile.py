@@ -4,6 +4,7 @@ Found by `--lab FILE`, else $EDGETL_LAB, else ./devices.toml. Its shape is a con
 CI scripts rely on it); an unknown key is an error naming the key and the device:
 
     ssh_config = "lab/ssh_config"   # optional: `ssh -F` for the whole lab
+    multiplex = true                # optional: one connection per device (ControlMaster)
     [devices.orin1]
     ssh = "ubuntu@orin1.lab"        # or a ~/.ssh/config alias
     port = 22                       # optional
@@ -48,6 +49,7 @@ class Lab:
     path: Path
     devices: dict[str, Device]
     ssh_config: Path | None = None
+    multiplex: bool = True  # one ssh connection per device for a whole command
 
     def select(self, names: str) -> dict[str, Device]:
         """`--on NAME[,NAME...]` or `--on all`: the devices asked for, in the file's order."""
@@ -67,6 +69,7 @@ class Lab:
 class _LabFile:
     devices: dict[str, Device]
     ssh_config: str | None = None
+    multiplex: bool = True
 
 
 def find_lab(option: Path | None) -> Path:
@@ -99,7 +102,7 @@ def read_lab(path: Path) -> Lab:
         config = (path.parent / Path(parsed.ssh_config).expanduser()).resolve()
         if not config.is_file():
             raise EdgetlError(f"{path}: ssh_config {parsed.ssh_config}: no such file ({config})")
-    return Lab(path, parsed.devices, config)
+    return Lab(path, parsed.devices, config, parsed.multiplex)
 
 
 def _check_device(path: Path, name: str, device: Device) -> None:

@@ -46,7 +46,7 @@ if os.path.exists(env):
     facts["env"] = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-200:]}
 else:
     facts["env"] = None
-os.makedirs(workdir, exist_ok=True)
+os.makedirs(os.path.join(workdir, "reports"), exist_ok=True)
 facts["free_gb"] = round(shutil.disk_usage(workdir).free / 1e9, 1)
 print(json.dumps(facts))
 """
@@ -110,10 +110,10 @@ class Facts:
 
 
 class Remote:
-    def __init__(self, name: str, device: Device, lab: Lab):
+    def __init__(self, name: str, device: Device, lab: Lab, control: Path | None = None):
         self.name, self.device = name, device
         self.ssh = Ssh(name, device.ssh, device.port, lab.ssh_config,
-                       device.connect_timeout_s, device.timeout_s)  # fmt: skip
+                       device.connect_timeout_s, device.timeout_s, control)  # fmt: skip
         self.workdir = RemotePath(device.workdir)
         self.managed = device.python is None
         self.python = RemotePath(device.python or self.workdir / "venv/bin/python")
@@ -223,10 +223,12 @@ class Remote:
                             *command[1:]], f"setup `{' '.join(command)}`")  # fmt: skip
 
     def fetch(self, path: RemotePath, local: Path) -> None:
-        """A file of the device's, to `local` (written whole or not at all)."""
+        """A file of the device's, to `local` (written whole or not at all), then removed
+        there."""
         from edgetl.core.files import atomic_write_text
 
-        atomic_write_text(local, self.ssh.check(["cat", path], f"fetching {path}"))
+        fetched = self.ssh.check_all([["cat", path], ["rm", "-f", path]], f"fetching {path}")
+        atomic_write_text(local, fetched)
 
     def scratch(self, suffix: str) -> RemotePath:
         return self.workdir / "reports" / f"{secrets.token_hex(8)}{suffix}"

@@ -12,14 +12,20 @@ stream on ssh's stdin (`tar -x -C DIR` there): no second tool, no remote globbin
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 KEEPALIVE = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+# One connection per device, reused by every command of a lab run: a new connection costs
+# 0.36 s to 127.0.0.1 on a 2-core host (key exchange, session), a reused one 0.1 s.
+CONTROL_PERSIST_S = 30
 SSH_FAILED = 255  # ssh's own exit status: the connection, not the remote command, failed
 
 
@@ -54,11 +60,15 @@ class Ssh:
     config: Path | None
     connect_timeout_s: float
     timeout_s: float
+    control: Path | None = None  # multiplexed(): the folder of this run's master sockets
 
     def argv(self, remote: str) -> list[str]:
         args = ["ssh"]
         if self.config is not None:
             args += ["-F", str(self.config)]
+        if self.control is not None:
+            args += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}/%C"]
+            args += ["-o", f"ControlPersist={CONTROL_PERSIST_S}"]
         if self.port is not None:
             args += ["-p", str(self.port)]
         args += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
@@ -75,7 +85,14 @@ class Ssh:
 
     def check(self, words: list[str], what: str, timeout_s: float | None = None) -> str:
         """Run `words`; its stdout, or DeviceFault naming `what` and the last error line."""
-        result = self.run(words, timeout_s)
+        return self.check_all([words], what, timeout_s)
+
+    def check_all(
+        self, commands: list[list[str]], what: str, timeout_s: float | None = None
+    ) -> str:
+        """Run each command in turn (`&&`: one connection), as check() does."""
+        line = " && ".join(command_line(words) for words in commands)
+        result = self._raw(line, None, timeout_s, f"`{commands[0][0]}`")
         if result.returncode != 0:
             raise DeviceFault(f"{what} failed (exit {result.returncode}): {last_line(result)}")
         return result.stdout
@@ -145,6 +162,23 @@ class Ssh:
             f"ssh {config}{port}-o StrictHostKeyChecking=accept-new {shlex.quote(host)} true "
             "(check the fingerprint it prints first)"
         )
+
+
+@contextmanager
+def multiplexed(enabled: bool) -> Iterator[Path | None]:
+    """A private folder for ssh's master sockets while a lab command runs (None: off); the
+    masters are told to exit at the end."""
+    if not enabled:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="edgetl-ssh-"))
+    try:
+        yield folder
+    finally:
+        for socket in folder.iterdir():
+            subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "master"],
+                           capture_output=True, timeout=10, check=False)  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
