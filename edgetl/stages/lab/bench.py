@@ -48,7 +48,7 @@ def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Consol
     devices = lab.select(on)
     check_options(replace(opts, baseline=None))
     baselines = _baselines(opts.baseline)
-    manifests = [Manifest.read(path) for path in opts.artifacts]  # exit 2 before any ssh
+    manifests = [checked(path) for path in opts.artifacts]  # exit 2 before any ssh
     local_data = local_data_folder(opts.data)
     runs = []
     with multiplexed(lab.multiplex) as control:
@@ -106,6 +106,14 @@ def _on_device(
         run.status, run.reason = "failed", str(fault)
     run.seconds = round(time.perf_counter() - started, 2)
     return run
+
+
+def checked(artifact: Path) -> Manifest:
+    """The artifact's manifest, every file checked against it here (exit 2 before any ssh);
+    the device checks the copy whole (remote.VERIFY)."""
+    manifest = Manifest.read(artifact, verify=False)
+    manifest.verify_files(artifact)
+    return manifest
 
 
 def place(

@@ -17,7 +17,7 @@ from edgetl.core.fields import Source, read_fields
 from edgetl.core.records import DeviceRun, Manifest
 from edgetl.core.regression import LatencyVerdict
 from edgetl.stages.bench.compare import CompareOptions, Comparison, check_options
-from edgetl.stages.lab.bench import device_data, local_data_folder, place
+from edgetl.stages.lab.bench import checked, device_data, local_data_folder, place
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
@@ -64,7 +64,7 @@ def compare_on(
     if not (opts.base / "manifest.json").is_file():
         raise EdgetlError(f"{opts.base}: with --on, BASE is an artifact directory (not a report)")
     pair = [opts.base, opts.candidate]
-    manifests = [Manifest.read(path) for path in pair]
+    manifests = [checked(path) for path in pair]
     local_data = local_data_folder(opts.data)
     with multiplexed(lab.multiplex) as control:
         runs = [
