@@ -77,9 +77,7 @@ def devices(lab_file: Path | None, as_json: bool) -> None:
                         f.edgetl or "-",
                         ", ".join(f"{k} {v}" for k, v in sorted(f.runtimes.items())) or "-",
                         "-" if f.free_gb is None else f"{f.free_gb:g}",
-                        ("ok" if not f.reason else f.reason)
-                        if f.reachable
-                        else f"unreachable: {f.reason}",
+                        f.reason or "ok",
                     ]
                     for f in facts
                 ],

@@ -51,14 +51,29 @@ def wheel_name() -> str:
 
 
 def package_files() -> dict[str, bytes]:
-    """Archive path -> content of every module and data file of the installed edgetl."""
+    """Archive path -> content of every module and data file of the installed edgetl.
+
+    Read from edgetl's folder where the package is there: importlib.resources imports each
+    package it is asked for (edgetl.quantize imports torch: 3.5 s). Data packages mapped
+    elsewhere in an editable install (profiles, recipes) import nothing."""
+    root = resources.files("edgetl")
     found: dict[str, bytes] = {}
     for package in PACKAGES:
         folder = package.replace(".", "/")
-        for entry in resources.files(package).iterdir():
+        inside = root.joinpath(*package.split(".")[1:])
+        for entry in (inside if inside.is_dir() else resources.files(package)).iterdir():
             if entry.is_file() and entry.name.endswith(SUFFIXES):
                 found[f"{folder}/{entry.name}"] = entry.read_bytes()
     return found
+
+
+def code_digest() -> str:
+    """sha256 over every module and data file of this edgetl: a managed device env built
+    from another edgetl of the same version number (a development build) is rebuilt."""
+    total = hashlib.sha256()
+    for name, data in sorted(package_files().items()):
+        total.update(f"{name} {hashlib.sha256(data).hexdigest()}\n".encode())
+    return total.hexdigest()
 
 
 def build_wheel(out_dir: Path) -> Path:

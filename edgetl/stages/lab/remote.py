@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl import __version__
-from edgetl.core.selfwheel import build_wheel, wheel_name
+from edgetl.core.selfwheel import build_wheel, code_digest, wheel_name
 from edgetl.stages.lab.labfile import Device, Lab
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, Ssh
 
@@ -20,7 +20,7 @@ from edgetl.stages.lab.ssh import DeviceFault, RemotePath, Ssh
 # that will run edgetl there has. Constant code: nothing from a user is in it (argv only).
 PROBE = r"""
 import json, os, platform, shutil, subprocess, sys
-env, workdir = sys.argv[1], os.path.expanduser(sys.argv[2])
+env, workdir, marker = sys.argv[1], os.path.expanduser(sys.argv[2]), sys.argv[3]
 facts = {"arch": platform.machine(), "python": platform.python_version()}
 try:
     with open("/etc/os-release") as f:
@@ -52,6 +52,11 @@ if os.path.exists(env):
     facts["env"] = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-200:]}
 else:
     facts["env"] = None
+try:
+    with open(os.path.expanduser(marker)) as f:
+        facts["code"] = f.read().strip()
+except OSError:
+    facts["code"] = None
 os.makedirs(os.path.join(workdir, "reports"), exist_ok=True)
 facts["free_gb"] = round(shutil.disk_usage(workdir).free / 1e9, 1)
 print(json.dumps(facts))
@@ -115,6 +120,7 @@ class Facts:
     edgetl: str | None = None
     runtimes: dict[str, str] = field(default_factory=dict)
     free_gb: float | None = None
+    code: str | None = None  # the managed env's edgetl code digest (selfwheel.code_digest)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,10 +134,11 @@ class Remote:
         self.workdir = RemotePath(device.workdir)
         self.managed = device.python is None
         self.python = RemotePath(device.python or self.workdir / "venv/bin/python")
+        self.marker = self.workdir / "venv/edgetl-code.sha256"  # what the managed env holds
 
     def probe(self) -> Facts:
         base = RemotePath(self.device.base_python)
-        words = [base, "-c", PROBE, self.python, self.workdir]
+        words = [base, "-c", PROBE, self.python, self.workdir, self.marker]
         try:
             found = json.loads(self.ssh.check(words, "probing the device", 120))
         except DeviceFault as fault:
@@ -146,6 +153,7 @@ class Remote:
         return Facts(
             self.name, self.device.target, True, reason, found["arch"], found["os"],
             found.get("l4t"), found["python"], env.get("edgetl"), runtimes, found.get("free_gb"),
+            found.get("code"),
         )  # fmt: skip
 
     def prepare(self, runtimes: set[str]) -> Facts:
@@ -155,8 +163,9 @@ class Remote:
         facts = self.probe()
         if not facts.reachable:
             raise DeviceFault(facts.reason)
-        if self.managed and facts.edgetl != __version__:
-            self._install()
+        code = code_digest()
+        if self.managed and (facts.edgetl != __version__ or facts.code != code):
+            self._install(code)
             facts = self.probe()
         if facts.edgetl is None:
             raise DeviceFault(f"{self.python} has no edgetl: {facts.reason or 'install it'}")
@@ -168,7 +177,7 @@ class Remote:
             facts = self.probe()
         return facts
 
-    def _install(self) -> None:
+    def _install(self, code: str) -> None:
         import tempfile
 
         venv = self.workdir / "venv"
@@ -179,6 +188,10 @@ class Remote:
             wheel = build_wheel(Path(tmp))
             self.ssh.send({wheel.name: wheel}, self.workdir / "wheels")
         self._pip([f"./{wheel_name()}"], f"installing edgetl {__version__}")
+        # The same version number with other code (a development build): replace it.
+        self._pip(["--no-deps", "--force-reinstall", f"./{wheel_name()}"], "updating edgetl")
+        record = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
+        self.ssh.check([self.python, "-c", record, self.marker, code], "recording the install")
 
     def _pip(self, packages: list[str], what: str) -> None:
         """pip install, run in WORKDIR/wheels: the wheel is named relative to it, as pip
