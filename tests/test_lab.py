@@ -179,6 +179,19 @@ def test_a_damaged_copy_on_the_device_is_copied_again(
 
 
 @needs_sshd
+def test_a_managed_env_of_other_edgetl_code_is_updated(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """Same version number, other code (a development build): the env is reinstalled."""
+    from edgetl.core.selfwheel import code_digest
+
+    marker = lab.parent / HOSTILE / "venv/edgetl-code.sha256"
+    marker.write_text("the code of another build")
+    assert bench_on(lab, "local", tmp_path / "r.json", artifacts["cpu"])[0] == 0
+    assert marker.read_text() == code_digest()
+
+
+@needs_sshd
 def test_a_report_cut_short_on_the_device_is_not_accepted(
     lab: Path, artifacts: dict[str, Path], tmp_path: Path
 ) -> None:

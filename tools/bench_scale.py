@@ -13,6 +13,9 @@ EfficientNet-Lite0 at 224 px:
     python tools/bench_scale.py [--images 5000] [--workers N] [--rss]
 
 --rss also measures finetune's peak RSS (fresh processes, no cache) at N/4 and N images.
+--rss-only SIZES measures only that, at each image count (e.g. 5000,20000), at --rss-px
+pixels (the per-batch working set is the same for every count; features are 1280 floats
+per image at any input size, so a smaller input only makes the run shorter).
 """
 
 from __future__ import annotations
@@ -98,16 +101,16 @@ import json, resource, sys
 from pathlib import Path
 from edgetl.core.ui import make_console
 from edgetl.stages.finetune import FinetuneOptions, finetune
-info = finetune(FinetuneOptions(data=sys.argv[1], out=Path(sys.argv[2]), image_size=224,
-                epochs=1, use_cache=False), make_console(quiet=True))
+info = finetune(FinetuneOptions(data=sys.argv[1], out=Path(sys.argv[2]),
+                image_size=int(sys.argv[3]), epochs=1, use_cache=False), make_console(quiet=True))
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "images": sum(info.data.sizes.values()), "features": info.backbone.num_features}))
 """
 
 
-def peak_rss(data: Path, out: Path) -> dict[str, float]:
+def peak_rss(data: Path, out: Path, px: int = SIZE) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, "-c", RSS_CHILD, str(data), str(out)],
+        [sys.executable, "-c", RSS_CHILD, str(data), str(out), str(px)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -118,7 +121,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--rss", action="store_true")
+    parser.add_argument("--rss-only", default=None, help="Image counts, e.g. 5000,20000.")
+    parser.add_argument("--rss-px", type=int, default=SIZE)
     args = parser.parse_args()
+    if args.rss_only:
+        rss_only([int(n) for n in args.rss_only.split(",")], args.rss_px)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-scale-") as scratch:
         work = Path(scratch)
@@ -162,6 +170,32 @@ def main() -> None:
         )
     )
     console.print(summary)
+
+
+def rss_only(counts: list[int], px: int) -> None:
+    """Peak RSS of a cache-less finetune at each image count, growth against features."""
+    rows, first = [], None
+    with tempfile.TemporaryDirectory(prefix="edgetl-bench-rss-") as scratch:
+        data = Path(scratch) / "photos"
+        made = 0
+        for count in sorted(counts):
+            make_photos(data, count - made, start=made)
+            made = count
+            found = peak_rss(data, Path(scratch) / f"run-{count}", px)
+            first = first or found
+            added = found["images"] - first["images"]
+            feature_mb = added * found["features"] * 4 / 2**20
+            growth = found["peak_mb"] - first["peak_mb"]
+            ratio = f"{growth / feature_mb:.2f}x" if feature_mb else "-"
+            rows.append([f"{found['images']:.0f}", f"{found['peak_mb']:.0f}", f"{growth:.0f}",
+                         f"{feature_mb:.0f}", ratio])  # fmt: skip
+    stdout_console().print(
+        table(
+            f"finetune peak RSS (fresh process, no cache, EfficientNet-Lite0 at {px} px)",
+            ["images", "peak MB", "growth MB", "features added MB (float32)", "growth / features"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":
