@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,9 +129,13 @@ def test_devices_lists_a_reachable_and_an_unreachable_device(lab: Path) -> None:
 def test_faulty_devices_are_rows_saying_why_and_the_others_still_run(
     lab: Path, artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
+    junit = tmp_path / "lab.xml"
     code, output, report = bench_on(lab, "stranger,local,down", tmp_path / "r.json",
-                                    artifacts["cpu"])  # fmt: skip
+                                    artifacts["cpu"], extra=("--junit", str(junit)))  # fmt: skip
     assert code == 1
+    suites = {s.get("name"): s for s in ET.parse(junit).getroot()}
+    assert suites["edgetl bench on stranger"].get("failures") == "1"
+    assert suites["edgetl bench on local"].get("failures") == "0"
     runs = {run["device"]: run for run in report["devices"]}
     assert runs["local"]["status"] == "ok" and runs["local"]["report"]["results"]
     stranger = runs["stranger"]
@@ -284,6 +289,64 @@ def test_a_users_suite_runs_once_per_lab_device(
                             str(suite), "-rs"], capture_output=True, text=True, timeout=600,
                            cwd=tmp_path, env={**os.environ, "EDGETL_LAB": ""})  # fmt: skip
     assert "1 skipped" in alone.stdout and "no device lab" in alone.stdout, alone.stdout
+
+
+@needs_sshd
+def test_data_is_copied_to_the_device_or_named_there(
+    lab: Path, artifacts: dict[str, Path], tiny_run: Path, tmp_path: Path
+) -> None:
+    """--data DIR is copied (once, by content); --data device:/path is read there. Both give
+    the accuracy a local bench on that folder gives."""
+    photos = tiny_run.parent / "photos"
+    art = artifacts["cpu"]
+    local = tmp_path / "local.json"
+    assert cli("bench", art, "--data", photos, "--no-cold", "--iterations", "5",
+               "--json", local)[0] == 0  # fmt: skip
+    here = json.loads(local.read_text())["results"][0]["accuracy"]
+    # Agreement with FP32 on a folder needs the run's PyTorch model: here, not on a device
+    # (the reference set carries FP32's answers, so agreement is measured there by default).
+    here["agreement"] = None
+    for data in (str(photos), f"device:{photos}"):
+        code, output, report = bench_on(lab, "local", tmp_path / "r.json", art,
+                                        extra=("--data", data))  # fmt: skip
+        assert code == 0, output
+        assert report["devices"][0]["report"]["results"][0]["accuracy"] == here
+    copies = list((lab.parent / HOSTILE / "data").glob("*/photos"))
+    assert len(copies) == 1
+
+
+@needs_sshd
+def test_a_command_past_its_timeout_fails_the_device(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    slow = tmp_path / "devices.toml"
+    slow.write_text(lab.read_text().replace("[devices.twin]\n", "[devices.twin]\ntimeout_s = 4\n"))
+    started = time.monotonic()
+    code, output, report = bench_on(slow, "twin", tmp_path / "r.json", artifacts["cpu"],
+                                    extra=("--min-duration", "60"))  # fmt: skip
+    assert code == 1 and time.monotonic() - started < 40
+    (run,) = report["devices"]
+    assert run["status"] == "failed" and "timed out after 4 s" in run["reason"]
+    for pid in _remote_bench("--min-duration 60"):
+        os.kill(pid, signal.SIGKILL)
+
+
+@needs_sshd
+def test_a_jetson_bundle_on_a_device_without_tensorrt(
+    lab: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    """build --on fails that device saying TensorRT is not importable there; bench --on
+    measures accuracy on the host proxy and says so (no device latency)."""
+    bundle = tmp_path / "jetson-fp16"
+    result = export_cli(tiny_run, bundle, "--target", "jetson", "--precision", "fp16")
+    assert result.exit_code == 0, result.output
+    code, output = cli("build", bundle, "--on", "local", "--lab", lab)
+    assert code == 1 and "cannot import TensorRT" in " ".join(output.split())
+    code, output, report = bench_on(lab, "local", tmp_path / "r.json", bundle)
+    assert code == 0, output
+    (entry,) = report["devices"][0]["report"]["results"]
+    assert (entry["backend"], entry["proxy_for"]) == ("onnxruntime", "tensorrt")
+    assert "proxy for tensorrt" in " ".join(output.split())
 
 
 def _children(pid: int) -> list[int]:
