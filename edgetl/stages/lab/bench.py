@@ -143,7 +143,7 @@ def _engine(remote: Remote, bundle: RemotePath, version: str) -> dict[str, Any]:
     except ValueError:
         built = {}
     if built.get("tensorrt") != version:
-        remote.edgetl(["build", bundle], "edgetl build")
+        remote.edgetl(["build", bundle])
         built = json.loads(remote.ssh.check(["cat", bundle / "engine.json"], "the engine record"))
     return {key: built.get(key) for key in ("dla_layers", "gpu_layers", "tensorrt")}
 
@@ -176,13 +176,7 @@ def _bench_there(
     args: list[str] = ["bench", *artifacts, "--json", out, *_pass_through(opts)]
     if data is not None:
         args += ["--data", data]
-    result = remote.ssh.run([remote.python, "-m", "edgetl", *args])
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise DeviceFault(
-            f"edgetl bench exited {result.returncode} there: "
-            f"{lines[-1].strip() if lines else 'no output'}"
-        )
+    remote.edgetl(args)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "report.json"
         remote.fetch(out, local)

@@ -81,7 +81,7 @@ def _build(remote: Remote, bundle: Path, digest: str, options: list[str]) -> dic
             "(a managed venv sees it: system_site_packages = true)"
         )
     there, _ = remote.put(bundle, digest)
-    remote.edgetl(["build", there, *options], "edgetl build")
+    remote.edgetl(["build", there, *options])
     record = remote.ssh.check(["cat", there / "engine.json"], "reading the engine record")
     try:
         found: dict[str, Any] = json.loads(record)

@@ -14,7 +14,7 @@ from typing import Any
 from edgetl import __version__
 from edgetl.core.selfwheel import build_wheel, code_digest, wheel_name
 from edgetl.stages.lab.labfile import Device, Lab
-from edgetl.stages.lab.ssh import DeviceFault, RemotePath, Ssh
+from edgetl.stages.lab.ssh import DeviceFault, RemotePath, Ssh, last_line
 
 # Run by the device's interpreter (python -c): facts about the machine, and what the env
 # that will run edgetl there has. Constant code: nothing from a user is in it (argv only).
@@ -237,9 +237,19 @@ class Remote:
         lines = result.stdout.split()
         return lines[-1] if result.returncode == 0 and lines else "absent or damaged"
 
-    def edgetl(self, args: list[str], what: str) -> str:
-        """`edgetl ARGS` there with the env's interpreter; stdout, or DeviceFault."""
-        return self.ssh.check([self.python, "-m", "edgetl", *args], what)
+    def edgetl(self, args: list[str], accept: tuple[int, ...] = (0,)) -> str:
+        """`edgetl ARGS` there with the env's interpreter; its stdout when it exits with one
+        of `accept`, else DeviceFault with its last error line.
+
+        Run under the device's own `timeout` as well: a command whose ssh client was killed
+        here (timeout, dropped link) does not go on measuring on the board."""
+        limit = str(max(1, round(self.device.timeout_s)))
+        words = ["timeout", "-k", "10", limit, self.python, "-m", "edgetl", *args]
+        result = self.ssh.run(words)
+        if result.returncode not in accept:
+            raise DeviceFault(f"edgetl {args[0]} exited {result.returncode} there: "
+                              f"{last_line(result)}")  # fmt: skip
+        return result.stdout
 
     def setup(self) -> None:
         for command in self.device.setup:
