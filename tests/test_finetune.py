@@ -243,6 +243,9 @@ def test_cli_bad_data_exits_2_and_writes_nothing(tmp_path: Path) -> None:
         (["--lr", "inf"], "--lr inf: must be a positive finite number"),
         (["--lr", "nan"], "--lr nan: must be a positive finite number"),
         (["--image-size", "0"], "--image-size 0: give 16..1024 pixels"),
+        (["--unfreeze", "most"], "'most': give a number of stages (0, 1, 2, ...) or auto"),
+        (["--unfreeze", "-1"], "--unfreeze -1: must be at least 0"),
+        (["--unfreeze", "auto", "--unfreeze-tolerance", "-1"], "--unfreeze-tolerance -1.0"),
     ],
 )
 def test_cli_bad_numbers_exit_2_naming_the_option(
@@ -428,3 +431,47 @@ def test_cache_info_and_prune_keep_the_rows_recent_runs_used(
     assert again.metrics["feature_cache"] == "hit"  # the recent run's rows were kept
     bad = runner.invoke(main, ["cache", "prune", "--cache-dir", str(cache), "--unused-days", "-1"])
     assert bad.exit_code == 2 and "--unused-days" in bad.output
+
+
+def test_choose_depth_keeps_the_smallest_k_within_the_tolerance() -> None:
+    from edgetl.train.depth import DepthTrial, choose_depth, in_words
+
+    flat = [DepthTrial(0, 0.90, 0.3, 1), DepthTrial(1, 0.904, 0.3, 9), DepthTrial(2, 0.903, 0.3, 9)]
+    assert choose_depth(flat, 0.5).stages == 0
+    assert "frozen features are enough" in in_words(flat, choose_depth(flat, 0.5), 0.5)
+    gap = [DepthTrial(0, 0.60, 1.0, 1), DepthTrial(1, 0.70, 0.8, 9), DepthTrial(2, 0.702, 0.7, 9)]
+    assert choose_depth(gap, 0.5).stages == 1  # 2 is better by 0.2 pt: within the tolerance
+    assert choose_depth(gap, 0.1).stages == 2
+    assert "differs from ImageNet" in in_words(gap, choose_depth(gap, 0.5), 0.5)
+
+
+def test_unfreeze_auto_reports_every_depth_and_keeps_what_val_says(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """Random tiny-backbone features are poor: fine-tuning gains many points on val, so a
+    K > 0 is kept; with a tolerance larger than that gain, K = 0 is."""
+    data = write_folder(tmp_path / "photos", per_class=12)
+    console = make_console(quiet=True)
+    runs = {}
+    for name, tolerance in (("helps", 0.5), ("tolerant", 60.0)):
+        options = tiny_options(
+            data, tmp_path / name, tiny_weights, epochs=5, unfreeze="auto",
+            unfreeze_tolerance=tolerance, cache_dir=tmp_path / "cache",
+        )  # fmt: skip
+        runs[name] = finetune(options, console)
+    helps = runs["helps"].metrics["unfreeze_auto"]
+    assert [t["stages"] for t in helps["trials"]] == [0, 1, 2]
+    probe, best = helps["trials"][0], max(helps["trials"], key=lambda t: t["val_top1"])
+    assert best["val_top1"] - probe["val_top1"] > 0.1  # fine-tuning helped here
+    assert helps["chosen"] > 0 and runs["helps"].train.unfreeze == helps["chosen"]
+    kept = helps["trials"][helps["chosen"]]
+    assert runs["helps"].metrics["val_top1"] == kept["val_top1"]
+    tolerant = runs["tolerant"].metrics["unfreeze_auto"]
+    assert tolerant["chosen"] == 0 and runs["tolerant"].train.unfreeze == 0
+    assert "frozen features are enough" in tolerant["finding"]
+    # The kept backbone is the one written: frozen for K = 0, changed for K > 0.
+    frozen = read_state_dict(tiny_weights)
+    for name, changed in (("helps", True), ("tolerant", False)):
+        written = load_file(str(tmp_path / name / "backbone.safetensors"))
+        differs = any(not torch.equal(frozen[k], written[k]) for k in written if k in frozen)
+        assert differs == changed, name

@@ -17,6 +17,20 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import make_console
 
 
+class UnfreezeType(click.ParamType):
+    """--unfreeze: a number of stages, or auto."""
+
+    name = "K|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r}: give a number of stages (0, 1, 2, ...) or auto", param, ctx)
+
+
 def finetune_options(func: F) -> F:
     """finetune's options, applied in order. Over 60 lines, and kept so: it is one flat list
     of declarations (each option's name, type, default and help), not logic."""
@@ -50,10 +64,19 @@ def finetune_options(func: F) -> F:
         ),
         click.option(
             "--unfreeze",
-            type=int,
-            default=0,
+            type=UnfreezeType(),
+            default="0",
             show_default=True,
-            help="Also train the last K backbone stages (no feature cache then).",
+            help="Also train the last K backbone stages (head warm-started on cached "
+            "features), or auto: the probe, then 1, then 2 stages, each scored on val; the "
+            "smallest K within --unfreeze-tolerance of the best is kept.",
+        ),
+        click.option(
+            "--unfreeze-tolerance",
+            type=float,
+            default=0.5,
+            show_default=True,
+            help="With --unfreeze auto: val top-1 points a smaller K may be below the best.",
         ),
         click.option(
             "--hidden",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -21,9 +22,10 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text, sha256_file, staged_dir
 from edgetl.core.outputs import check_not_input, check_writable, claim
 from edgetl.core.records import RUN_FILE, DataInfo, HeadInfo, RunInfo, TrainInfo
-from edgetl.core.ui import make_console
+from edgetl.core.ui import make_console, table
 from edgetl.core.versions import versions
-from edgetl.train.backbones import Backbone, load_backbone
+from edgetl.train.backbones import Backbone, load_backbone, stage_count
+from edgetl.train.depth import DepthTrial, choose_depth, in_words
 from edgetl.train.distributed import Group, join, leave
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir, row_precision
@@ -37,6 +39,7 @@ from edgetl.train.loop import (
 from edgetl.train.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, Classifier, Head
 from edgetl.train.unfreeze import predict, train_unfrozen
 
+AUTO = "auto"  # --unfreeze auto
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # below 16 px a backbone's strides leave no pixels
 
 
@@ -52,7 +55,8 @@ class FinetuneOptions:
     seed: int = 0
     image_size: int | None = None
     device: str = "auto"
-    unfreeze: int = 0
+    unfreeze: int | str = 0  # K stages, or "auto" (train/depth.py)
+    unfreeze_tolerance: float = 0.5  # --unfreeze auto: points of val top-1 a smaller K may lose
     hidden: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -111,14 +115,17 @@ def _extract_share(opts: FinetuneOptions, group: Group) -> None:
     cached_features(
         backbone, splits, device, opts.batch_size, workers, _cache_dir(opts), quiet, group
     )
-    if opts.unfreeze:  # the head's weights come from rank 0 when DDP wraps the model
-        head = Head(backbone.num_features, len(splits.classes), opts.hidden)
-        model = Classifier(backbone.model, head)
-        settings = opts.head_training()
-        train_unfrozen(
-            model, splits.train, splits.val, backbone.preprocess, opts.unfreeze, settings,
-            device, quiet, group,
-        )  # fmt: skip
+    if not opts.unfreeze:
+        return
+    # The head's weights come from rank 0 when DDP wraps the model; with auto, every depth
+    # in turn, as rank 0 runs them (DDP's wrap brings rank 0's weights each time).
+    head = Head(backbone.num_features, len(splits.classes), opts.hidden)
+    model = Classifier(backbone.model, head)
+    depths = auto_depths(model.backbone) if opts.unfreeze == AUTO else [int(opts.unfreeze)]
+    for stages in depths:
+        phase = "unfreeze" if opts.unfreeze != AUTO else f"unfreeze {stages}"
+        train_unfrozen(model, splits.train, splits.val, backbone.preprocess, stages,
+                       opts.head_training(), device, quiet, group, phase)  # fmt: skip
 
 
 def _cache_dir(opts: FinetuneOptions) -> Path | None:
@@ -174,10 +181,11 @@ def _finetune(
         )
         feats = {role: precision.rounded(rows) for role, rows in feats.items()}
 
-    head, history, test_logits = _train(opts, splits, backbone, feats, device, console, group)
-    final_phase = [row for row in history if row["phase"] == history[-1]["phase"]]
-    best = min(final_phase, key=lambda row: row["val_loss"])
-    _, test_top1 = evaluate_logits(test_logits, torch.from_numpy(splits.test.labels))
+    trained = _train(opts, splits, backbone, feats, device, console, group)
+    head, history = trained.head, trained.history
+    kept_phase = [row for row in history if row["phase"] == trained.phase]
+    best = min(kept_phase, key=lambda row: row["val_loss"])
+    _, test_top1 = evaluate_logits(trained.test_logits, torch.from_numpy(splits.test.labels))
     metrics = {
         "train_top1": best["train_top1"],
         "val_top1": best["val_top1"],
@@ -189,11 +197,27 @@ def _finetune(
         "feature_s": round(feature_s, 2),
         "time_s": round(time.perf_counter() - started, 2),
     }
-    info = _run_info(opts, splits, backbone, device, metrics)
+    if trained.depths is not None:
+        metrics["unfreeze_auto"] = trained.depths
+    info = _run_info(opts, splits, backbone, device, metrics, trained.stages)
     check_weights(head, "the head")
     check_weights(backbone.model, "the backbone")
     write_run(opts.out, backbone.model, head, info, history, opts.force)
     return info
+
+
+@dataclass
+class Trained:
+    """What training kept: the head (inside the backbone's model when unfrozen), every
+    epoch's history, the kept model's test logits, the history phase it was kept from, and
+    with --unfreeze auto what each depth scored."""
+
+    head: Head
+    history: list[dict[str, Any]]
+    test_logits: torch.Tensor
+    phase: str
+    stages: int
+    depths: dict[str, Any] | None = None
 
 
 def _train(
@@ -204,25 +228,89 @@ def _train(
     device: torch.device,
     console: Console,
     group: Group | None,
-) -> tuple[Head, list[dict[str, Any]], torch.Tensor]:
-    """The head on cached features, then (--unfreeze K) the last K stages with it; returns
-    the head, the history of every epoch and the test logits of the model kept."""
+) -> Trained:
+    """The head on cached features, then (--unfreeze K or auto) the last stages with it."""
     head = Head(backbone.num_features, len(splits.classes), opts.hidden)
     head.set_feature_stats(feats["train"])
     train_y = torch.from_numpy(splits.train.labels)
     val_y = torch.from_numpy(splits.val.labels)
     settings = opts.head_training()
+    started = time.perf_counter()
     history = train_head(head, feats["train"], train_y, feats["val"], val_y, settings, console)
     if not opts.unfreeze:
-        return head, history, eval_logits(head, feats["test"])
+        return Trained(head, history, eval_logits(head, feats["test"]), "head", 0)
     model = Classifier(backbone.model, head)
     pre = backbone.preprocess
-    history += train_unfrozen(
-        model, splits.train, splits.val, pre, opts.unfreeze, settings, device, console, group
-    )
+    if opts.unfreeze == AUTO:
+        probe = DepthTrial(0, *_kept(history, "head"), time.perf_counter() - started)
+        kept, depths = _unfreeze_auto(opts, model, splits, pre, device, console, group, probe,
+                                      history)  # fmt: skip
+        phase = "head" if kept == 0 else f"unfreeze {kept}"
+    else:
+        kept, depths, phase = int(opts.unfreeze), None, "unfreeze"
+        history += train_unfrozen(
+            model, splits.train, splits.val, pre, kept, settings, device, console, group
+        )
     # train_unfrozen hands the model back on the CPU
     test_logits, _ = predict(model, splits.test, pre, opts.batch_size, torch.device("cpu"))
-    return head, history, test_logits
+    return Trained(head, history, test_logits, phase, kept, depths)
+
+
+def _kept(history: list[dict[str, Any]], phase: str) -> tuple[float, float]:
+    """(val top-1, val loss) of the epoch early stopping kept in `phase`."""
+    best = min((row for row in history if row["phase"] == phase), key=lambda r: r["val_loss"])
+    return best["val_top1"], best["val_loss"]
+
+
+def _unfreeze_auto(
+    opts: FinetuneOptions,
+    model: Classifier,
+    splits: Splits,
+    pre: Any,
+    device: torch.device,
+    console: Console,
+    group: Group | None,
+    probe: DepthTrial,
+    history: list[dict[str, Any]],
+) -> tuple[int, dict[str, Any]]:
+    """K = 1, 2 (as the backbone has stages), each warm-started from the one before and
+    scored on val; the model is left with the chosen K's weights. Appends to `history`."""
+    trials, states = [probe], {0: copy.deepcopy(model.state_dict())}
+    for stages in auto_depths(model.backbone):
+        started = time.perf_counter()
+        phase = f"unfreeze {stages}"
+        history += train_unfrozen(model, splits.train, splits.val, pre, stages,
+                                  opts.head_training(), device, console, group, phase)  # fmt: skip
+        trials.append(DepthTrial(stages, *_kept(history, phase), time.perf_counter() - started))
+        states[stages] = copy.deepcopy(model.state_dict())
+    chosen = choose_depth(trials, opts.unfreeze_tolerance)
+    model.load_state_dict(states[chosen.stages])
+    finding = in_words(trials, chosen, opts.unfreeze_tolerance)
+    console.print(
+        table(
+            f"--unfreeze auto: each depth on val (tolerance {opts.unfreeze_tolerance:g} pt)",
+            ["stages trained", "val top-1", "val loss", "seconds", ""],
+            [
+                [
+                    t.stages,
+                    f"{t.val_top1:.2%}",
+                    f"{t.val_loss:.4f}",
+                    f"{t.seconds:.1f}",
+                    "kept" if t is chosen else "",
+                ]
+                for t in trials
+            ],
+        )  # fmt: skip
+    )
+    console.print(finding)
+    depths = {"tolerance_pt": opts.unfreeze_tolerance, "chosen": chosen.stages,
+              "finding": finding, "trials": [t.to_dict() for t in trials]}  # fmt: skip
+    return chosen.stages, depths
+
+
+def auto_depths(backbone: nn.Module) -> list[int]:
+    """The depths --unfreeze auto tries beyond the probe: 1 and 2 stages, as there are."""
+    return [k for k in (1, 2) if k < stage_count(backbone)]
 
 
 def _run_info(
@@ -231,6 +319,7 @@ def _run_info(
     backbone: Backbone,
     device: torch.device,
     metrics: dict[str, Any],
+    stages: int,
 ) -> RunInfo:
     return RunInfo(
         backbone=backbone.describe(),
@@ -246,7 +335,7 @@ def _run_info(
             patience=opts.patience,
             device=str(device),
             amp=device.type == "cuda",
-            unfreeze=opts.unfreeze,
+            unfreeze=stages,
         ),
         metrics=metrics,
         versions=versions(),
@@ -257,12 +346,18 @@ def _run_info(
 
 def _check_options(opts: FinetuneOptions) -> None:
     check_fractions(opts.val_fraction, opts.test_fraction)
+    if opts.unfreeze != AUTO and not isinstance(opts.unfreeze, int):
+        raise EdgetlError(f"--unfreeze {opts.unfreeze}: give a number of stages or auto")
+    if not 0 <= opts.unfreeze_tolerance < 100:
+        raise EdgetlError(
+            f"--unfreeze-tolerance {opts.unfreeze_tolerance}: give points of top-1, e.g. 0.5"
+        )
     for option, value, least in (
         ("--epochs", opts.epochs, 1),
         ("--batch-size", opts.batch_size, 1),
         ("--patience", opts.patience, 1),
         ("--hidden", opts.hidden, 0),
-        ("--unfreeze", opts.unfreeze, 0),
+        ("--unfreeze", 0 if opts.unfreeze == AUTO else int(opts.unfreeze), 0),
         ("--workers", 0 if opts.workers is None else opts.workers, 0),
     ):
         if value < least:

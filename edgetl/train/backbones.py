@@ -248,12 +248,21 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def trainable_tail(model: nn.Module, groups: int) -> list[nn.Parameter]:
-    """Parameters of the last `groups` coarse stages (timm's group_matcher), for --unfreeze."""
+def _stages(model: nn.Module) -> list[list[str]]:
+    """Parameter names per coarse stage, first to last (timm's group_matcher)."""
     from timm.models import group_parameters
 
     grouped = group_parameters(model, cast(Any, model).group_matcher(coarse=True))
-    ordered = [grouped[k] for k in sorted(grouped)]
+    return [grouped[k] for k in sorted(grouped)]
+
+
+def stage_count(model: nn.Module) -> int:
+    return len(_stages(model))
+
+
+def trainable_tail(model: nn.Module, groups: int) -> list[nn.Parameter]:
+    """Parameters of the last `groups` coarse stages (timm's group_matcher), for --unfreeze."""
+    ordered = _stages(model)
     if not 0 < groups < len(ordered):
         raise EdgetlError(
             f"--unfreeze {groups}: this backbone has {len(ordered)} stages; choose 1 to "

@@ -33,6 +33,7 @@ def train_unfrozen(
     device: torch.device,
     console: Console,
     group: Group | None = None,
+    phase: str = "unfreeze",
 ) -> list[dict[str, Any]]:
     """Fine-tune the last K backbone stages with the head (warm-started on features).
 
@@ -100,7 +101,7 @@ def train_unfrozen(
         dist.all_reduce(totals)
         return totals.tolist()
 
-    loop = Loop("unfreeze", f"unfreeze {stages}", model, batches, step, validate, over_ranks)
+    loop = Loop(phase, f"unfreeze {stages}", model, batches, step, validate, over_ranks)
     history = fit(loop, settings.epochs, settings.patience, lr, console)
     model.cpu().eval()
     for param in model.parameters():
