@@ -12,6 +12,7 @@ from edgetl.cli import (  # noqa: F401  (registration)
     keygen,
     predict,
     quickstart,
+    search,
     targets,
 )
 from edgetl.cli.app import main

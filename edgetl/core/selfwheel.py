@@ -35,6 +35,7 @@ PACKAGES = (
     "edgetl.stages.export",
     "edgetl.stages.bench",
     "edgetl.stages.lab",
+    "edgetl.stages.search",
     "edgetl.cli",
     "edgetl.profiles",
     "edgetl.recipes",

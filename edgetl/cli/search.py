@@ -1,0 +1,73 @@
+"""`edgetl search`: the most accurate model within a latency and size budget on a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgetl.cli.app import handle_errors, main
+from edgetl.cli.output import emit
+from edgetl.core.ui import make_console, stdout_console
+from edgetl.core.verdict import check
+
+
+@main.command()
+@click.option("--data", required=True, help="ImageFolder directory, or 'digits'.")
+@click.option("--target", required=True, help="Target profile (see `edgetl targets`).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Search folder.")
+@click.option("--max-latency", "max_latency_ms", type=float, required=True,
+              help="Batch-1 latency budget in ms on the target's runtime.")  # fmt: skip
+@click.option("--latency", type=click.Choice(["p50", "p90"]), default="p50", show_default=True)
+@click.option("--max-size", "max_size_mb", type=float, default=None, help="Model size in MB.")
+@click.option("--backbones", default="efficientnet_lite0", show_default=True)
+@click.option("--sizes", default="96,128,160,192,224", show_default=True)
+@click.option("--heads", default="linear", show_default=True, help="linear, mlpN (e.g. mlp256).")
+@click.option("--precisions", default="fp32,int8", show_default=True)
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="A local backbone checkpoint (with a single --backbones).")  # fmt: skip
+@click.option("--budget-minutes", type=float, default=None,
+              help="Stop cleanly after this long with the best so far.")  # fmt: skip
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--iterations", type=int, default=100, show_default=True,
+              help="Latency samples per architecture.")  # fmt: skip
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+              help="INT8 candidates: the guard's budget in val top-1 points.")  # fmt: skip
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--force", is_flag=True, help="Start again instead of resuming search.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print search.json's content.")
+@handle_errors
+def search(
+    backbones: str, sizes: str, heads: str, precisions: str, as_json: bool, **kwargs: Any
+) -> None:
+    """Find the most accurate model for DATA that meets --max-latency (and --max-size) on
+    --target. Latency is measured per architecture on the target's runtime before anything
+    is trained (over budget: never trained); heads train on cached features; INT8 goes
+    through the accuracy guard where it could still be on the front. Every choice is made
+    on val; test is reported for the chosen model (and the front, marked not chosen on).
+    SEARCH/chosen is the chosen artifact, ready for `edgetl bench`; a re-run resumes.
+    """
+    from edgetl.stages.search.report import print_search, write_plot
+    from edgetl.stages.search.search import SearchOptions
+    from edgetl.stages.search.search import search as run_search
+    from edgetl.stages.search.space import split_list
+
+    def numbers(text: str) -> list[int]:
+        try:
+            return [int(item) for item in split_list(text, "--sizes")]
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{text!r}: give sizes like 96,128", param_hint="--sizes"
+            ) from exc
+
+    options = SearchOptions(
+        backbones=split_list(backbones, "--backbones"), sizes=numbers(sizes),
+        heads=split_list(heads, "--heads"), precisions=split_list(precisions, "--precisions"),
+        **kwargs,
+    )  # fmt: skip
+    result = run_search(options, make_console())
+    write_plot(result.state, result.out / "front.png")
+    emit(result.state.to_dict(), as_json, lambda: print_search(stdout_console(), result))
+    check(result)

@@ -1,0 +1,355 @@
+"""The search, step by step: latency of every architecture (prune what is over budget),
+FP32 heads on cached features (one extraction per backbone x size), INT8 through the guard
+only where it could still be on the front, the Pareto front and the choice on val, then the
+chosen model fine-tuned and exported to SEARCH/chosen."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from edgetl.backends.profiles import load_target
+from edgetl.core.constants import DEFAULT_BACKBONE
+from edgetl.core.dataset import Splits, load_dataset
+from edgetl.core.errors import EdgetlError
+from edgetl.core.outputs import check_not_input, check_writable
+from edgetl.core.ui import progress
+from edgetl.stages.export import ExportOptions, export
+from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
+from edgetl.stages.search.latency import measure_arch
+from edgetl.stages.search.space import Candidate, grid
+from edgetl.stages.search.state import Record, SearchState, resume
+from edgetl.train.backbones import Backbone, load_backbone
+from edgetl.train.extract import default_workers
+from edgetl.train.features import cached_features, default_cache_dir, row_precision
+from edgetl.train.loop import HeadTraining, eval_logits, evaluate_logits, train_head
+from edgetl.train.model import Head
+
+SEARCH_PRECISIONS = ("fp32", "int8")
+CALIBRATION_IMAGES = 32  # for timing an INT8 architecture only: its accuracy comes later
+
+
+@dataclass
+class SearchOptions:
+    data: str
+    target: str
+    out: Path
+    max_latency_ms: float
+    latency: str = "p50"  # or p90
+    max_size_mb: float | None = None
+    backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
+    sizes: list[int] = field(default_factory=lambda: [96, 128, 160, 192, 224])
+    heads: list[str] = field(default_factory=lambda: ["linear"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    weights: Path | None = None  # a local checkpoint, with a single backbone
+    budget_minutes: float | None = None
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    patience: int = 5
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    iterations: int = 100  # latency samples per architecture
+    max_accuracy_drop: float = 1.0  # the INT8 guard's budget, points of val top-1
+    cache_dir: Path | None = None
+    workers: int | None = None
+    force: bool = False
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed search must have been asked the same."""
+        keep = ("data", "target", "max_latency_ms", "latency", "max_size_mb", "backbones",
+                "sizes", "heads", "precisions", "epochs", "lr", "batch_size", "seed",
+                "patience", "val_fraction", "test_fraction", "max_accuracy_drop")  # fmt: skip
+        found = {key: value for key, value in asdict(self).items() if key in keep}
+        found["weights"] = str(self.weights) if self.weights else None
+        return found
+
+    def head_training(self) -> HeadTraining:
+        return HeadTraining(self.epochs, self.lr, self.batch_size, self.seed, self.patience)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    out: Path
+    state: SearchState
+
+    @property
+    def chosen(self) -> Record | None:
+        return self.state.records.get(self.state.chosen or "")
+
+    @property
+    def passed(self) -> bool:
+        return self.chosen is not None
+
+    @property
+    def failures(self) -> list[str]:
+        if self.chosen is not None:
+            return []
+        return ["no candidate meets the budget: raise --max-latency or --max-size, or add "
+                "smaller --sizes / --backbones"]  # fmt: skip
+
+
+class Search:
+    """One search run: its options, data, state on disk and the clock."""
+
+    def __init__(self, opts: SearchOptions, console: Console):
+        self.opts, self.console = opts, console
+        self.profile = load_target(opts.target)
+        self.started = time.perf_counter()
+        self.splits: Splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction,
+                                           opts.seed)  # fmt: skip
+        self.classes = len(self.splits.classes)
+        self.state = SearchState(opts.settings())
+        self.device = resolve_device("auto")
+        self.cache = opts.cache_dir or default_cache_dir()
+
+    # -- the clock and the state ---------------------------------------------------------
+    def out_of_time(self) -> bool:
+        limit = self.opts.budget_minutes
+        if limit is None or time.perf_counter() - self.started < limit * 60:
+            return False
+        self.state.stopped = f"--budget-minutes {limit:g} reached: the best so far is chosen"
+        return True
+
+    def save(self) -> None:
+        self.state.seconds = time.perf_counter() - self.started
+        self.state.write(self.opts.out)
+
+    # -- step 1: latency, nothing trained --------------------------------------------------
+    def measure_latency(self, records: list[Record]) -> None:
+        opts = self.opts
+        for record in records:
+            if record.p50_ms is not None or self.out_of_time():
+                continue
+            backbone = self.backbone(record.backbone, record.size)
+            calibration = self.splits.train.sample(CALIBRATION_IMAGES, opts.seed)
+            arrays = calibration.arrays(backbone.preprocess)
+            latency = measure_arch(Candidate(record.backbone, record.size, record.head,
+                                             record.precision), backbone, self.classes, arrays,
+                                   self.profile, opts.iterations)  # fmt: skip
+            record.p50_ms, record.p90_ms = latency.p50_ms, latency.p90_ms
+            record.size_mb, record.runtime = latency.size_mb, latency.runtime
+            measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
+            if measured > opts.max_latency_ms:
+                record.status = "over budget"
+                record.reason = f"{opts.latency} {measured:.2f} ms > {opts.max_latency_ms:g} ms"
+            elif opts.max_size_mb is not None and latency.size_mb > opts.max_size_mb:
+                record.status = "over budget"
+                record.reason = f"{latency.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
+            self.save()
+
+    def backbone(self, name: str, size: int) -> Backbone:
+        return load_backbone(name, self.opts.weights, size)
+
+    # -- step 2: FP32 heads on cached features -----------------------------------------------
+    def train_heads(self, records: list[Record]) -> dict[str, float]:
+        """FP32 val (and test) top-1 per within-budget candidate; returns the FP32 val top-1
+        of every (backbone, size, head) trained, for the INT8 step."""
+        fp32: dict[str, float] = {}
+        groups: dict[str, list[Record]] = {}
+        for record in records:
+            if record.status == "pending":
+                groups.setdefault(f"{record.backbone}@{record.size}", []).append(record)
+        for group in groups.values():
+            if self.out_of_time():
+                break
+            first = group[0]
+            backbone = self.backbone(first.backbone, first.size)
+            feats, _ = cached_features(
+                backbone, self.splits, self.device, self.opts.batch_size, self.workers(),
+                self.cache, self.console,
+            )  # fmt: skip
+            choice = row_precision(self.cache, backbone, self.device, feats, self.splits,
+                                   0, self.opts.head_training(), self.console)  # fmt: skip
+            feats = {role: choice.rounded(rows) for role, rows in feats.items()}
+            for head in dict.fromkeys(r.head for r in group):
+                val, test = self.fit_head(backbone, feats, head)
+                fp32[f"{first.backbone}@{first.size}/{head}"] = val
+                for record in group:
+                    if record.head == head:
+                        record.trained = True
+                        if record.precision == "fp32":
+                            record.val_top1, record.test_top1 = val, test
+            self.save()
+        return fp32
+
+    def fit_head(
+        self, backbone: Backbone, feats: dict[str, torch.Tensor], head_name: str
+    ) -> tuple[float, float]:
+        from edgetl.stages.search.space import head_hidden
+
+        head = Head(backbone.num_features, self.classes, head_hidden(head_name))
+        head.set_feature_stats(feats["train"])
+        labels = {role: torch.from_numpy(self.splits.part(role).labels) for role in feats}
+        torch.manual_seed(self.opts.seed)
+        train_head(head, feats["train"], labels["train"], feats["val"], labels["val"],
+                   self.opts.head_training(), Console(quiet=True))  # fmt: skip
+        val = evaluate_logits(eval_logits(head, feats["val"]), labels["val"])[1]
+        test = evaluate_logits(eval_logits(head, feats["test"]), labels["test"])[1]
+        return round(val, 5), round(test, 5)
+
+    def workers(self) -> int:
+        return default_workers() if self.opts.workers is None else self.opts.workers
+
+    # -- step 3: INT8 where it could still be on the front ---------------------------------
+    def quantize(self, records: list[Record], fp32: dict[str, float]) -> None:
+        for record in sorted(records, key=lambda r: r.p50_ms or 0.0):
+            if record.precision != "int8" or record.status != "pending":
+                continue
+            if record.val_top1 is not None or self.out_of_time():
+                continue
+            ceiling = fp32.get(f"{record.backbone}@{record.size}/{record.head}")
+            if ceiling is None:
+                continue
+            beaten = [
+                r for r in records
+                if r.val_top1 is not None and r.status == "pending"
+                and (r.p50_ms or 0) <= (record.p50_ms or 0) and r.val_top1 > ceiling
+            ]  # fmt: skip
+            if beaten:
+                record.status = "dominated"
+                record.reason = f"{beaten[0].key} is as fast and beats even its FP32 val top-1"
+                self.save()
+                continue
+            try:
+                manifest = self.export(record)
+            except EdgetlError as exc:  # e.g. too few images to calibrate: this one fails
+                record.status, record.reason = "failed", str(exc)
+                self.save()
+                continue
+            if manifest is None:
+                record.status, record.reason = "failed", "the INT8 guard found no model in budget"
+            else:
+                record.val_top1 = manifest.accuracy.val.top1
+                record.test_top1 = manifest.accuracy.test.top1
+            self.save()
+
+    def export(self, record: Record, out: Path | None = None) -> Any:
+        """A real run of `record` (its head as the search trained it) exported; the
+        manifest, or None when the guard found no INT8 model within budget."""
+        run = self.opts.out / "runs" / record.key.replace("/", "-").replace("@", "-")
+        opts = self.opts
+        finetune(FinetuneOptions(
+            data=opts.data, out=run, backbone=record.backbone, weights=opts.weights,
+            epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
+            image_size=record.size, hidden=self.hidden(record), val_fraction=opts.val_fraction,
+            test_fraction=opts.test_fraction, patience=opts.patience, cache_dir=self.cache,
+            force=True, workers=opts.workers,
+        ), Console(quiet=True))  # fmt: skip
+        result = export(ExportOptions(
+            run=run, target=opts.target, precision=record.precision, out=out,
+            max_accuracy_drop=opts.max_accuracy_drop, force=True,
+        ), Console(quiet=True))  # fmt: skip
+        return result.manifest if result.passed else None
+
+    @staticmethod
+    def hidden(record: Record) -> int:
+        from edgetl.stages.search.space import head_hidden
+
+        return head_hidden(record.head)
+
+
+def front(records: list[Record]) -> list[Record]:
+    """The Pareto front of latency (p50, lower) and val top-1 (higher) among the measured."""
+    scored = sorted((r for r in records if r.val_top1 is not None and r.status in
+                     ("pending", "on the front", "dominated", "chosen")),
+                    key=lambda r: (r.p50_ms, -(r.val_top1 or 0)))  # fmt: skip
+    kept, best = [], -1.0
+    for record in scored:
+        if (record.val_top1 or 0) > best:
+            kept.append(record)
+            best = record.val_top1 or 0
+    return kept
+
+
+def choose(records: list[Record]) -> Record | None:
+    """The highest val top-1 within budget; ties: the faster, then the smaller."""
+    on_front = front(records)
+    if not on_front:
+        return None
+    return max(on_front, key=lambda r: (r.val_top1, -(r.p50_ms or 0), -(r.size_mb or 0)))
+
+
+def search(opts: SearchOptions, console: Console) -> SearchResult:
+    _check(opts)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    run = Search(opts, console)
+    if not opts.force:
+        run.state = resume(opts.out, opts.settings())
+    candidates = grid(opts.backbones, opts.sizes, opts.heads, opts.precisions)
+    records = [
+        run.state.records.setdefault(c.key, Record(c.key, c.backbone, c.size, c.head, c.precision))
+        for c in candidates
+    ]
+    with progress(console) as bar:
+        task = bar.add_task("search", total=len(records), info="")
+
+        def tick(step: str) -> None:
+            done = sum(r.status != "pending" or r.val_top1 is not None for r in records)
+            pruned = sum(r.status == "over budget" for r in records)
+            bar.update(task, completed=done, info=f"{step}: {pruned} pruned, "
+                       f"{len(records) - done} left")  # fmt: skip
+
+        tick("latency")
+        run.measure_latency(records)
+        tick("heads")
+        fp32 = run.train_heads(records)
+        tick("int8")
+        run.quantize(records, fp32)
+        tick("done")
+    _settle(run, records)
+    return SearchResult(opts.out, run.state)
+
+
+def _settle(run: Search, records: list[Record]) -> None:
+    """Statuses from the front, the chosen one exported to SEARCH/chosen, state written."""
+    on_front = {r.key for r in front(records)}
+    for record in records:
+        if record.val_top1 is not None and record.status in ("pending", "on the front",
+                                                             "dominated", "chosen"):  # fmt: skip
+            record.status = "on the front" if record.key in on_front else "dominated"
+    chosen = choose(records)
+    if chosen is not None:
+        chosen.status = "chosen"
+        exported = (run.opts.out / "chosen" / "manifest.json").is_file()
+        if not (exported and run.state.chosen == chosen.key and chosen.test_top1 is not None):
+            _export_chosen(run, chosen)
+        run.state.chosen = chosen.key
+    run.save()
+
+
+def _export_chosen(run: Search, chosen: Record) -> None:
+    target = run.opts.out / "chosen"
+    staged = run.opts.out / ".chosen-staging"
+    shutil.rmtree(staged, ignore_errors=True)
+    manifest = run.export(chosen, staged)
+    if manifest is None:
+        raise EdgetlError(f"{chosen.key}: its export failed on a re-run; search again with --force")
+    chosen.test_top1 = manifest.accuracy.test.top1
+    if target.exists():
+        shutil.rmtree(target)
+    staged.rename(target)
+
+
+def _check(opts: SearchOptions) -> None:
+    if not opts.max_latency_ms > 0:
+        raise EdgetlError(f"--max-latency {opts.max_latency_ms}: give milliseconds above 0")
+    if opts.latency not in ("p50", "p90"):
+        raise EdgetlError(f"--latency {opts.latency}: choose p50 or p90")
+    unknown = [p for p in opts.precisions if p not in SEARCH_PRECISIONS]
+    if unknown:
+        raise EdgetlError(f"--precisions {','.join(unknown)}: the search measures fp32 and int8")
+    if opts.weights is not None and len(opts.backbones) != 1:
+        raise EdgetlError("--weights: give a single --backbones with a local checkpoint")
+    if opts.budget_minutes is not None and opts.budget_minutes < 0:
+        raise EdgetlError(f"--budget-minutes {opts.budget_minutes}: give minutes >= 0")
+    check_writable(opts.out, "--out")
+    data = None if opts.data == "digits" else Path(opts.data)
+    check_not_input(opts.out, {"--data": data, "--weights": opts.weights})

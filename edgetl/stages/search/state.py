@@ -1,0 +1,82 @@
+"""search.json: every candidate's record, written after each step, so an interrupted search
+resumes where it stopped (with the feature cache, nothing measured is measured again)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl import __version__
+from edgetl.core.errors import EdgetlError
+from edgetl.core.files import atomic_write_json
+
+SEARCH_SCHEMA = "edgetl.search/1"
+SEARCH_FILE = "search.json"
+STATUSES = ("pending", "over budget", "dominated", "on the front", "chosen", "failed")
+
+
+@dataclass
+class Record:
+    key: str
+    backbone: str
+    size: int
+    head: str
+    precision: str
+    status: str = "pending"
+    reason: str = ""  # why over budget or failed
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    size_mb: float | None = None
+    runtime: str = ""
+    val_top1: float | None = None  # chosen on
+    test_top1: float | None = None  # reported for the chosen and the front, never chosen on
+    trained: bool = False  # a head was trained for it (never for one over budget)
+
+
+@dataclass
+class SearchState:
+    settings: dict[str, Any]  # what the search was asked; a resume must ask the same
+    records: dict[str, Record] = field(default_factory=dict)
+    chosen: str | None = None
+    seconds: float = 0.0
+    stopped: str = ""  # why it stopped early (the budget), "" when it finished
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SEARCH_SCHEMA,
+            "edgetl": __version__,
+            "settings": self.settings,
+            "chosen": self.chosen,
+            "seconds": round(self.seconds, 1),
+            "stopped": self.stopped,
+            "candidates": [asdict(record) for record in self.records.values()],
+        }
+
+    def write(self, folder: Path) -> None:
+        atomic_write_json(folder / SEARCH_FILE, self.to_dict())
+
+
+def resume(folder: Path, settings: dict[str, Any]) -> SearchState:
+    """The state in `folder`/search.json when it was asked the same, else a new one."""
+    path = folder / SEARCH_FILE
+    if not path.is_file():
+        return SearchState(settings)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("schema") != SEARCH_SCHEMA:
+            raise ValueError(f"schema {data.get('schema')}")
+        records = {item["key"]: Record(**item) for item in data["candidates"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EdgetlError(
+            f"{path}: not a search state this edgetl reads ({exc}); use another --out or "
+            "--force to start again"
+        ) from exc
+    if data.get("settings") != settings:
+        changed = sorted(k for k in settings if data["settings"].get(k) != settings[k])
+        raise EdgetlError(
+            f"{path}: a search with other settings ({', '.join(changed)}); use another --out, "
+            "or --force to start again"
+        )
+    return SearchState(settings, records, data.get("chosen"), float(data.get("seconds", 0)))

@@ -1,0 +1,122 @@
+"""`edgetl search` on the tiny timm model (random weights: mechanics, not accuracy) and a
+small folder: over-budget candidates are never trained, the choice is on the front and
+within budget, test labels never move it, a re-run resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgetl.core.ui import make_console
+from edgetl.stages.search import search as search_module
+from edgetl.stages.search.search import SearchOptions, front, search
+from tests.conftest import TINY_BACKBONE, write_folder
+
+pytestmark = pytest.mark.e2e
+BUDGET_MS = 1.0  # the tiny model at 32 px runs in ~0.1 ms here, at 256 px in ~2.6 ms
+
+
+def options(data: Path, out: Path, weights: Path, cache: Path, **extra) -> SearchOptions:
+    settings = {"sizes": [32, 256], "heads": ["linear"], "precisions": ["fp32"], "epochs": 5,
+                "iterations": 30, **extra}  # fmt: skip
+    return SearchOptions(data=str(data), target="cpu", out=out, max_latency_ms=BUDGET_MS,
+                         backbones=[TINY_BACKBONE], weights=weights, cache_dir=cache,
+                         **settings)  # fmt: skip
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """Which architectures were timed and which image sizes had features extracted."""
+    seen: dict[str, list] = {"timed": [], "extracted": [], "heads": []}
+    timed, extracted, heads = (search_module.measure_arch, search_module.cached_features,
+                               search_module.train_head)  # fmt: skip
+
+    def time_arch(candidate, *args, **kwargs):
+        seen["timed"].append(candidate.key)
+        return timed(candidate, *args, **kwargs)
+
+    def extract(backbone, *args, **kwargs):
+        seen["extracted"].append(backbone.preprocess.size)
+        return extracted(backbone, *args, **kwargs)
+
+    def train(head, *args, **kwargs):
+        seen["heads"].append(head)
+        return heads(head, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "measure_arch", time_arch)
+    monkeypatch.setattr(search_module, "cached_features", extract)
+    monkeypatch.setattr(search_module, "train_head", train)
+    return seen
+
+
+def test_over_budget_is_never_trained_and_the_choice_is_on_the_front(
+    tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
+) -> None:
+    data = write_folder(tmp_path / "photos", per_class=20)  # 36 train: INT8 calibrates
+    opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache",
+                   precisions=["fp32", "int8"], heads=["linear", "mlp16"])  # fmt: skip
+    result = search(opts, make_console(quiet=True))
+    records = list(result.state.records.values())
+    over = [r for r in records if r.status == "over budget"]
+    assert over and all(r.p50_ms > BUDGET_MS and not r.trained and r.val_top1 is None for r in over)
+    assert 256 not in counted["extracted"] and counted["extracted"].count(32) == 1
+    assert len(counted["heads"]) == 2  # linear and mlp16 at 32 px, nothing at 256 px
+    chosen = result.chosen
+    assert chosen is not None and chosen.p50_ms <= BUDGET_MS
+    assert chosen.key in {r.key for r in front(records)}
+    assert (tmp_path / "s" / "chosen" / "manifest.json").is_file()
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert saved["chosen"] == chosen.key and len(saved["candidates"]) == 8
+    statuses = {r.status for r in records}
+    assert statuses <= {"over budget", "dominated", "on the front", "chosen", "failed"}
+
+
+def test_test_labels_never_move_the_choice(
+    tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
+) -> None:
+    """A train/val/test layout; the test images moved to other classes between two searches:
+    every val figure and the choice stay, the test figures change."""
+    data = tmp_path / "photos"
+    for role, count, seed in (("train", 12, 0), ("val", 4, 1), ("test", 4, 2)):
+        write_folder(data / role, per_class=count, seed=seed)
+    first = search(options(data, tmp_path / "a", tiny_weights, tmp_path / "cache",
+                           sizes=[32, 48]), make_console(quiet=True))  # fmt: skip
+    shutil.move(data / "test" / "class_0", data / "test" / "moved")
+    shutil.move(data / "test" / "class_1", data / "test" / "class_0")
+    shutil.move(data / "test" / "moved", data / "test" / "class_1")
+    second = search(options(data, tmp_path / "b", tiny_weights, tmp_path / "cache",
+                            sizes=[32, 48]), make_console(quiet=True))  # fmt: skip
+    vals = [{k: r.val_top1 for k, r in s.state.records.items()} for s in (first, second)]
+    assert vals[0] == vals[1]
+    assert first.chosen is not None and second.chosen is not None
+    assert first.chosen.val_top1 == second.chosen.val_top1
+    if first.chosen.key != second.chosen.key:  # only a val tie, broken by measured latency
+        assert vals[0][first.chosen.key] == vals[0][second.chosen.key]
+    assert first.chosen.test_top1 != second.chosen.test_top1  # the labels did change
+
+
+def test_a_rerun_resumes_without_redoing_finished_candidates(
+    tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
+) -> None:
+    data = write_folder(tmp_path / "photos", per_class=8)
+    opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 48])
+    first = search(opts, make_console(quiet=True))
+    assert len(counted["timed"]) == 2
+    counted["timed"].clear()
+    counted["heads"].clear()
+    again = search(opts, make_console(quiet=True))
+    assert counted["timed"] == [] and counted["heads"] == []
+    assert again.state.chosen == first.state.chosen
+    # An interrupted search: one candidate never got to its latency.
+    state = tmp_path / "s" / "search.json"
+    saved = json.loads(state.read_text())
+    saved["candidates"] = saved["candidates"][:1]
+    state.write_text(json.dumps(saved))
+    search(opts, make_console(quiet=True))
+    assert len(counted["timed"]) == 1
+    changed = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 64])
+    with pytest.raises(Exception, match="other settings"):
+        search(changed, make_console(quiet=True))
