@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from edgetl.backends.artifact import Model
+    from edgetl.stages.search.search import SearchResult
 
 
 def load(path: Any, threads: int | None = None, trust: Any = None) -> Model:
@@ -19,3 +20,21 @@ def load(path: Any, threads: int | None = None, trust: Any = None) -> Model:
     from edgetl.backends.artifact import load as _load
 
     return _load(path, threads, trust)
+
+
+def search(
+    data: Any, target: str, out: Any, max_latency_ms: float, quiet: bool = True, **options: Any
+) -> SearchResult:
+    """The most accurate model for `data` within `max_latency_ms` on `target` (see `edgetl
+    search --help`; the options are SearchOptions' fields: max_size_mb, backbones, sizes,
+    heads, precisions, budget_minutes, ...). The result's `.chosen` is the typed record of
+    the chosen candidate, `out/chosen` its artifact."""
+    from pathlib import Path
+
+    from edgetl.core.ui import make_console
+    from edgetl.stages.search.search import SearchOptions
+    from edgetl.stages.search.search import search as _search
+
+    opts = SearchOptions(data=str(data), target=target, out=Path(out),
+                         max_latency_ms=max_latency_ms, **options)  # fmt: skip
+    return _search(opts, make_console(quiet=quiet))

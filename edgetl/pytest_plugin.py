@@ -17,6 +17,9 @@ runs once per device, over ssh:
         result = edgetl_device.bench("export/cpu-int8")
         assert_no_regression(result, f"baselines/{edgetl_device.name}.json")
 
+After `edgetl search ... --out search`, `assert_within_budget(edgetl_bench("search/chosen"),
+"search")` fails when the chosen model no longer meets the budget it was chosen under.
+
 `pytest --edgetl-lab FILE --edgetl-on NAME[,NAME...]` (default: $EDGETL_LAB or
 ./devices.toml, every device); with no lab file such tests are skipped, saying so.
 """
@@ -130,3 +133,24 @@ def assert_no_regression(
     failures = against_baseline(result, matches[0], max_regression, max_accuracy_drop)
     if failures:
         raise AssertionError("; ".join(failures))
+
+
+def assert_within_budget(result: BenchResult, search_dir: str | Path) -> None:
+    """Fail when `result` (a bench of SEARCH/chosen, here or on a lab device) no longer meets
+    the latency and size budget `edgetl search` chose it under (SEARCH/search.json)."""
+    import json
+
+    path = Path(search_dir) / "search.json"
+    if not path.is_file():
+        raise AssertionError(f"no search at {path}: run `edgetl search ... --out {search_dir}`")
+    settings = json.loads(path.read_text())["settings"]
+    which = settings["latency"]
+    measured = result.latency_ms[which]
+    if measured > settings["max_latency_ms"]:
+        raise AssertionError(
+            f"{result.name}: {which} {measured:.2f} ms is over the search's budget of "
+            f"{settings['max_latency_ms']:g} ms"
+        )
+    limit = settings.get("max_size_mb")
+    if limit is not None and result.size_mb > limit:
+        raise AssertionError(f"{result.name}: {result.size_mb:.2f} MB is over {limit:g} MB")

@@ -74,6 +74,26 @@ def test_over_budget_is_never_trained_and_the_choice_is_on_the_front(
     assert statuses <= {"over budget", "dominated", "on the front", "chosen", "failed"}
 
 
+def test_the_python_api_and_the_plugin_check_the_budget(
+    tmp_path: Path, tiny_weights: Path, edgetl_bench
+) -> None:
+    import edgetl
+    from edgetl.pytest_plugin import assert_within_budget
+
+    data = write_folder(tmp_path / "photos", per_class=8)
+    result = edgetl.search(data, "cpu", tmp_path / "s", BUDGET_MS, backbones=[TINY_BACKBONE],
+                           weights=tiny_weights, sizes=[32], epochs=3, iterations=20,
+                           precisions=["fp32"], cache_dir=tmp_path / "cache")  # fmt: skip
+    assert result.chosen is not None and result.chosen.key.endswith("@32/linear/fp32")
+    bench = edgetl_bench(tmp_path / "s" / "chosen", iterations=30)
+    assert_within_budget(bench, tmp_path / "s")
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    saved["settings"]["max_latency_ms"] = bench.latency_ms["p50"] / 100
+    (tmp_path / "s" / "search.json").write_text(json.dumps(saved))
+    with pytest.raises(AssertionError, match="over the search's budget"):
+        assert_within_budget(bench, tmp_path / "s")
+
+
 def test_test_labels_never_move_the_choice(
     tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
 ) -> None:
