@@ -29,9 +29,10 @@ def options(data: Path, out: Path, weights: Path, cache: Path, **extra) -> Searc
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
-    """Which architectures were timed and which image sizes had features extracted."""
+    """Which architectures were loaded to be timed and which image sizes had features
+    extracted."""
     seen: dict[str, list] = {"timed": [], "extracted": [], "heads": []}
-    timed, extracted, heads = (search_module.measure_arch, search_module.cached_features,
+    timed, extracted, heads = (search_module.load_arch, search_module.cached_features,
                                search_module.train_head)  # fmt: skip
 
     def time_arch(candidate, *args, **kwargs):
@@ -46,7 +47,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         seen["heads"].append(head)
         return heads(head, *args, **kwargs)
 
-    monkeypatch.setattr(search_module, "measure_arch", time_arch)
+    monkeypatch.setattr(search_module, "load_arch", time_arch)
     monkeypatch.setattr(search_module, "cached_features", extract)
     monkeypatch.setattr(search_module, "train_head", train)
     return seen
@@ -140,3 +141,17 @@ def test_a_rerun_resumes_without_redoing_finished_candidates(
     changed = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 64])
     with pytest.raises(Exception, match="other settings"):
         search(changed, make_console(quiet=True))
+
+
+def test_the_time_budget_stops_cleanly(
+    tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
+) -> None:
+    data = write_folder(tmp_path / "photos", per_class=8)
+    opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", budget_minutes=0.0)
+    result = search(opts, make_console(quiet=True))
+    assert counted["timed"] == [] and not result.passed and "budget" in result.state.stopped
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert "--budget-minutes 0 reached" in saved["stopped"]
+    resumed = search(options(data, tmp_path / "s", tiny_weights, tmp_path / "cache"),
+                     make_console(quiet=True))  # fmt: skip
+    assert resumed.passed and len(counted["timed"]) == 2

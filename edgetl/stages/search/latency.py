@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,10 +15,11 @@ import numpy as np
 import onnx
 import torch
 
+from edgetl.backends.base import Runner
 from edgetl.backends.placement import resolve
 from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
 from edgetl.core.targets import TargetProfile
-from edgetl.core.timing import measure, summarize
+from edgetl.core.timing import interleaved_samples, summarize
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
 from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.search.space import Candidate
@@ -33,15 +35,24 @@ class ArchLatency:
     runtime: str  # what timed it: the target's runtime, or "onnxruntime (proxy for ...)"
 
 
-def measure_arch(
+@dataclass(frozen=True)
+class LoadedArch:
+    """An architecture ready to time: its runner, one input, its size and runtime name."""
+
+    runner: Runner
+    single: np.ndarray
+    size_mb: float
+    runtime: str
+
+
+def load_arch(
     candidate: Candidate,
     backbone: Backbone,
     classes: int,
     calibration: np.ndarray,
     profile: TargetProfile,
-    iterations: int,
-) -> ArchLatency:
-    """p50/p90 of `candidate`'s architecture at batch 1 on the target's runtime here."""
+) -> LoadedArch:
+    """`candidate`'s architecture loaded by the target's runtime here (a random head)."""
     placement = resolve(profile, f"target {profile.name}", export=True)
     measuring = replace(profile, device=placement.device)
     torch.manual_seed(0)
@@ -58,12 +69,27 @@ def measure_arch(
             graph = placement.backend.rewrite_int8(graph)
         size_mb = len(graph.SerializeToString()) / 1e6
         runner = placement.runtime.load_onnx(graph, measuring)
-        single = calibration[:1]
-        latency = summarize(measure(lambda: runner.run(single), iterations, warmup=10))
     runtime = placement.runtime.name
     if placement.proxy is not None:
         runtime += f" (proxy for {placement.backend.name})"
-    return ArchLatency(round(latency.p50, 4), round(latency.p90, 4), round(size_mb, 3), runtime)
+    return LoadedArch(runner, calibration[:1], round(size_mb, 3), runtime)
+
+
+def time_archs(loaded: dict[str, LoadedArch], iterations: int) -> dict[str, ArchLatency]:
+    """Batch-1 latency of every loaded architecture, measured in interleaved rounds (a busy
+    spell on a shared machine hits them all alike, not the one timed at that moment)."""
+    calls = {key: _call(arch) for key, arch in loaded.items()}
+    samples = interleaved_samples(calls, iterations, rounds=5, warmup=10)
+    found = {}
+    for key, arch in loaded.items():
+        latency = summarize(samples[key])
+        found[key] = ArchLatency(round(latency.p50, 4), round(latency.p90, 4), arch.size_mb,
+                                 arch.runtime)  # fmt: skip
+    return found
+
+
+def _call(arch: LoadedArch) -> Callable[[], object]:
+    return lambda: arch.runner.run(arch.single)
 
 
 def _to_onnx(model: torch.nn.Module, size: int, path: Path, opset: int) -> None:

@@ -22,7 +22,7 @@ from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.ui import progress
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
-from edgetl.stages.search.latency import measure_arch
+from edgetl.stages.search.latency import LoadedArch, load_arch, time_archs
 from edgetl.stages.search.space import Candidate, grid
 from edgetl.stages.search.state import Record, SearchState, resume
 from edgetl.train.backbones import Backbone, load_backbone
@@ -92,6 +92,9 @@ class SearchResult:
     def failures(self) -> list[str]:
         if self.chosen is not None:
             return []
+        if self.state.stopped:
+            return [f"{self.state.stopped}, before any candidate was measured whole; run the "
+                    "same search again to resume"]  # fmt: skip
         return ["no candidate meets the budget: raise --max-latency or --max-size, or add "
                 "smaller --sizes / --backbones"]  # fmt: skip
 
@@ -124,16 +127,22 @@ class Search:
 
     # -- step 1: latency, nothing trained --------------------------------------------------
     def measure_latency(self, records: list[Record]) -> None:
+        """Every architecture not timed yet, loaded, then timed together (interleaved)."""
         opts = self.opts
+        loaded: dict[str, LoadedArch] = {}
         for record in records:
-            if record.p50_ms is not None or self.out_of_time():
+            if record.p50_ms is not None or record.key in loaded or self.out_of_time():
                 continue
             backbone = self.backbone(record.backbone, record.size)
             calibration = self.splits.train.sample(CALIBRATION_IMAGES, opts.seed)
             arrays = calibration.arrays(backbone.preprocess)
-            latency = measure_arch(Candidate(record.backbone, record.size, record.head,
-                                             record.precision), backbone, self.classes, arrays,
-                                   self.profile, opts.iterations)  # fmt: skip
+            candidate = Candidate(record.backbone, record.size, record.head, record.precision)
+            loaded[record.key] = load_arch(candidate, backbone, self.classes, arrays,
+                                              self.profile)  # fmt: skip
+        if not loaded:
+            return
+        for key, latency in time_archs(loaded, opts.iterations).items():
+            record = self.state.records[key]
             record.p50_ms, record.p90_ms = latency.p50_ms, latency.p90_ms
             record.size_mb, record.runtime = latency.size_mb, latency.runtime
             measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
@@ -143,7 +152,7 @@ class Search:
             elif opts.max_size_mb is not None and latency.size_mb > opts.max_size_mb:
                 record.status = "over budget"
                 record.reason = f"{latency.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
-            self.save()
+        self.save()
 
     def backbone(self, name: str, size: int) -> Backbone:
         return load_backbone(name, self.opts.weights, size)
