@@ -24,7 +24,7 @@ from edgetl.core.verdict import check
 @click.option("--backbones", default="efficientnet_lite0", show_default=True)
 @click.option("--sizes", default="96,128,160,192,224", show_default=True)
 @click.option("--heads", default="linear", show_default=True, help="linear, mlpN (e.g. mlp256).")
-@click.option("--precisions", default="fp32,int8", show_default=True)
+@click.option("--precisions", default=None, help="e.g. fp32,int8 [default: the target's].")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="A local backbone checkpoint (with a single --backbones).")  # fmt: skip
 @click.option("--budget-minutes", type=float, default=None,
@@ -40,7 +40,7 @@ from edgetl.core.verdict import check
 @click.option("--json", "as_json", is_flag=True, help="Print search.json's content.")
 @handle_errors
 def search(
-    backbones: str, sizes: str, heads: str, precisions: str, as_json: bool, **kwargs: Any
+    backbones: str, sizes: str, heads: str, precisions: str | None, as_json: bool, **kwargs: Any
 ) -> None:
     """Find the most accurate model for DATA that meets --max-latency (and --max-size) on
     --target. Latency is measured per architecture on the target's runtime before anything
@@ -64,7 +64,8 @@ def search(
 
     options = SearchOptions(
         backbones=split_list(backbones, "--backbones"), sizes=numbers(sizes),
-        heads=split_list(heads, "--heads"), precisions=split_list(precisions, "--precisions"),
+        heads=split_list(heads, "--heads"),
+        precisions=split_list(precisions, "--precisions") if precisions else None,
         **kwargs,
     )  # fmt: skip
     result = run_search(options, make_console())

@@ -1,7 +1,8 @@
 """Latency of an architecture on the target's runtime, before any weight is trained: the
 backbone with a head of random weights (latency depends on the shapes, not the values),
-exported to ONNX, INT8-quantized where asked (calibrated on a few train images), loaded by
-the target's runtime here, timed at batch 1."""
+exported to ONNX, INT8-quantized where asked (calibrated on a few train images), compiled
+by the target's backend as an artifact would be (OpenVINO: an IR, FP16-compressed for
+fp16) and loaded by its runtime here, timed at batch 1."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import numpy as np
 import onnx
 import torch
 
-from edgetl.backends.base import Runner
+from edgetl.backends.base import CompileInput, Runner
 from edgetl.backends.placement import resolve
 from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
+from edgetl.core.records import RuntimeSpec
 from edgetl.core.targets import TargetProfile
 from edgetl.core.timing import interleaved_samples, summarize
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
@@ -58,17 +60,29 @@ def load_arch(
     torch.manual_seed(0)
     model = Classifier(backbone.model, Head(backbone.num_features, classes, candidate.hidden))
     with tempfile.TemporaryDirectory(prefix="edgetl-search-") as tmp:
-        path = Path(tmp) / "model.onnx"
+        work = Path(tmp)
+        path = work / "model.onnx"
         _to_onnx(model.eval(), candidate.size, path, profile.opset)
-        graph = onnx.load(str(path))
+        fp32_path = None
         if candidate.precision == "int8":
-            prepared = prepare(path, Path(tmp) / "prepared.onnx")
+            prepared = prepare(path, work / "prepared.onnx")
             recipe = load_recipe(profile.recipe)
             floats = float_node_names(prepared, recipe)
             graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
-            graph = placement.backend.rewrite_int8(graph)
-        size_mb = len(graph.SerializeToString()) / 1e6
-        runner = placement.runtime.load_onnx(graph, measuring)
+            fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
+            onnx.save(placement.backend.rewrite_int8(graph), str(path))
+        if placement.proxy is None:  # compiled as an artifact would be (OpenVINO: an IR)
+            compiled = work / "compiled"
+            compiled.mkdir()
+            precision = profile.check_precision(candidate.precision)
+            files = placement.backend.compile(CompileInput(path, precision, fp32_path),
+                                              compiled, profile)  # fmt: skip
+            size_mb = sum((compiled / name).stat().st_size for name in files) / 1e6
+            spec = RuntimeSpec(files, measuring.device, dict(measuring.options), measuring.threads)
+            runner = placement.backend.load(compiled, spec)
+        else:  # the host proxy runs the ONNX graph: its latency is not the device's
+            size_mb = path.stat().st_size / 1e6
+            runner = placement.runtime.load_onnx(onnx.load(str(path)), measuring)
     runtime = placement.runtime.name
     if placement.proxy is not None:
         runtime += f" (proxy for {placement.backend.name})"

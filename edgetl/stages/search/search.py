@@ -31,7 +31,6 @@ from edgetl.train.features import cached_features, default_cache_dir, row_precis
 from edgetl.train.loop import HeadTraining, eval_logits, evaluate_logits, train_head
 from edgetl.train.model import Head
 
-SEARCH_PRECISIONS = ("fp32", "int8")
 CALIBRATION_IMAGES = 32  # for timing an INT8 architecture only: its accuracy comes later
 
 
@@ -46,7 +45,7 @@ class SearchOptions:
     backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
     sizes: list[int] = field(default_factory=lambda: [96, 128, 160, 192, 224])
     heads: list[str] = field(default_factory=lambda: ["linear"])
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    precisions: list[str] | None = None  # None: every precision the target supports
     weights: Path | None = None  # a local checkpoint, with a single backbone
     budget_minutes: float | None = None
     epochs: int = 30
@@ -207,10 +206,10 @@ class Search:
     def workers(self) -> int:
         return default_workers() if self.opts.workers is None else self.opts.workers
 
-    # -- step 3: INT8 where it could still be on the front ---------------------------------
+    # -- step 3: INT8 and FP16 (measured through export) where they could still be on the front
     def quantize(self, records: list[Record], fp32: dict[str, float]) -> None:
         for record in sorted(records, key=lambda r: r.p50_ms or 0.0):
-            if record.precision != "int8" or record.status != "pending":
+            if record.precision == "fp32" or record.status != "pending":
                 continue
             if record.val_top1 is not None or self.out_of_time():
                 continue
@@ -292,7 +291,10 @@ def search(opts: SearchOptions, console: Console) -> SearchResult:
     run = Search(opts, console)
     if not opts.force:
         run.state = resume(opts.out, opts.settings())
-    candidates = grid(opts.backbones, opts.sizes, opts.heads, opts.precisions)
+    precisions = opts.precisions or list(run.profile.precisions)
+    for precision in precisions:
+        run.profile.check_precision(precision)  # exit 2 naming what the target supports
+    candidates = grid(opts.backbones, opts.sizes, opts.heads, precisions)
     records = [
         run.state.records.setdefault(c.key, Record(c.key, c.backbone, c.size, c.head, c.precision))
         for c in candidates
@@ -352,9 +354,6 @@ def _check(opts: SearchOptions) -> None:
         raise EdgetlError(f"--max-latency {opts.max_latency_ms}: give milliseconds above 0")
     if opts.latency not in ("p50", "p90"):
         raise EdgetlError(f"--latency {opts.latency}: choose p50 or p90")
-    unknown = [p for p in opts.precisions if p not in SEARCH_PRECISIONS]
-    if unknown:
-        raise EdgetlError(f"--precisions {','.join(unknown)}: the search measures fp32 and int8")
     if opts.weights is not None and len(opts.backbones) != 1:
         raise EdgetlError("--weights: give a single --backbones with a local checkpoint")
     if opts.budget_minutes is not None and opts.budget_minutes < 0:
