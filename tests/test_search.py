@@ -155,3 +155,22 @@ def test_the_time_budget_stops_cleanly(
     resumed = search(options(data, tmp_path / "s", tiny_weights, tmp_path / "cache"),
                      make_console(quiet=True))  # fmt: skip
     assert resumed.passed and len(counted["timed"]) == 2
+
+
+def test_fp16_candidates_are_compiled_and_measured_for_openvino(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """OpenVINO's FP16: the probe is the backend's own FP16 IR (half the bytes of FP32), the
+    candidate's val comes from its exported artifact, SEARCH/chosen is an fp16 artifact."""
+    data = write_folder(tmp_path / "photos", per_class=8)
+    opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32],
+                   precisions=["fp32", "fp16"])  # fmt: skip
+    opts.target = "openvino-cpu"
+    result = search(opts, make_console(quiet=True))
+    records = {r.precision: r for r in result.state.records.values()}
+    assert records["fp16"].size_mb < 0.7 * records["fp32"].size_mb
+    assert records["fp16"].runtime == "openvino"
+    if records["fp16"].status != "dominated":  # measured through its export
+        assert records["fp16"].val_top1 is not None
+    chosen = json.loads((tmp_path / "s" / "chosen" / "manifest.json").read_text())
+    assert chosen["precision"] == result.chosen.precision
