@@ -475,3 +475,23 @@ def test_unfreeze_auto_reports_every_depth_and_keeps_what_val_says(
         written = load_file(str(tmp_path / name / "backbone.safetensors"))
         differs = any(not torch.equal(frozen[k], written[k]) for k in written if k in frozen)
         assert differs == changed, name
+
+
+def test_the_scratch_baseline_is_measured_and_said_in_words(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """A small CNN from scratch on the same split, against the linear probe on the tiny
+    backbone's random features; the words follow the gap."""
+    from edgetl.train.depth import against_scratch
+
+    data = write_folder(tmp_path / "photos", per_class=12)
+    info = finetune(
+        tiny_options(data, tmp_path / "run", tiny_weights, epochs=8, scratch_baseline=True),
+        make_console(quiet=True),
+    )
+    found = info.metrics["scratch_baseline"]
+    assert 0.0 <= found["val_top1"] <= 1.0 and found["params"] > 10_000
+    assert found["probe_val_top1"] == pytest.approx(info.metrics["val_top1"])
+    assert found["finding"] == against_scratch(found["probe_val_top1"], found["val_top1"])
+    assert "domain gap or negative transfer" in against_scratch(0.50, 0.80)
+    assert "transfer helps here" in against_scratch(0.90, 0.60)

@@ -72,6 +72,12 @@ def finetune_options(func: F) -> F:
             "smallest K within --unfreeze-tolerance of the best is kept.",
         ),
         click.option(
+            "--scratch-baseline",
+            is_flag=True,
+            help="Also train a small CNN from scratch on the same split: far above the linear "
+            "probe on val, it is reported as a domain gap / negative transfer.",
+        ),
+        click.option(
             "--unfreeze-tolerance",
             type=float,
             default=0.5,

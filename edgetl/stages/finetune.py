@@ -25,7 +25,7 @@ from edgetl.core.records import RUN_FILE, DataInfo, HeadInfo, RunInfo, TrainInfo
 from edgetl.core.ui import make_console, table
 from edgetl.core.versions import versions
 from edgetl.train.backbones import Backbone, load_backbone, stage_count
-from edgetl.train.depth import DepthTrial, choose_depth, in_words
+from edgetl.train.depth import DepthTrial, against_scratch, choose_depth, in_words
 from edgetl.train.distributed import Group, join, leave
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir, row_precision
@@ -37,6 +37,7 @@ from edgetl.train.loop import (
     train_head,
 )
 from edgetl.train.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, Classifier, Head
+from edgetl.train.scratch import scratch_baseline
 from edgetl.train.unfreeze import predict, train_unfrozen
 
 AUTO = "auto"  # --unfreeze auto
@@ -57,6 +58,7 @@ class FinetuneOptions:
     device: str = "auto"
     unfreeze: int | str = 0  # K stages, or "auto" (train/depth.py)
     unfreeze_tolerance: float = 0.5  # --unfreeze auto: points of val top-1 a smaller K may lose
+    scratch_baseline: bool = False  # also train a small CNN from scratch (train/scratch.py)
     hidden: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -199,6 +201,8 @@ def _finetune(
     }
     if trained.depths is not None:
         metrics["unfreeze_auto"] = trained.depths
+    if opts.scratch_baseline:
+        metrics["scratch_baseline"] = _scratch(opts, splits, backbone, history, console)
     info = _run_info(opts, splits, backbone, device, metrics, trained.stages)
     check_weights(head, "the head")
     check_weights(backbone.model, "the backbone")
@@ -254,6 +258,25 @@ def _train(
     # train_unfrozen hands the model back on the CPU
     test_logits, _ = predict(model, splits.test, pre, opts.batch_size, torch.device("cpu"))
     return Trained(head, history, test_logits, phase, kept, depths)
+
+
+def _scratch(
+    opts: FinetuneOptions,
+    splits: Splits,
+    backbone: Backbone,
+    history: list[dict[str, Any]],
+    console: Console,
+) -> dict[str, Any]:
+    """The small CNN from scratch on the same split and input size, against the probe."""
+    found: dict[str, Any] = dict(
+        scratch_baseline(splits.train, splits.val, len(splits.classes), backbone.preprocess,
+                         opts.head_training(), console)
+    )  # fmt: skip
+    probe_val, _ = _kept(history, "head")
+    found["probe_val_top1"] = probe_val
+    found["finding"] = against_scratch(probe_val, found["val_top1"])
+    console.print(found["finding"])
+    return found
 
 
 def _kept(history: list[dict[str, Any]], phase: str) -> tuple[float, float]:

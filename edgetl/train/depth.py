@@ -55,3 +55,21 @@ def in_words(trials: list[DepthTrial], chosen: DepthTrial, tolerance_pt: float) 
         f"fine-tuning {chosen.stages} {stages} gained {gain:.1f} pts on val over the frozen "
         "features"
     )
+
+
+def against_scratch(probe_val: float, scratch_val: float) -> str:
+    """The linear probe against a small model trained from scratch, in words."""
+    gap = (scratch_val - probe_val) * 100
+    if gap > DOMAIN_GAP_PT:
+        return (
+            f"a small CNN trained from scratch beats the frozen features by {gap:.1f} pts on val "
+            f"({scratch_val:.2%} vs the linear probe's {probe_val:.2%}): a sign of a domain gap "
+            "or negative transfer; fine-tune the backbone (--unfreeze auto) or pick another"
+        )
+    return (
+        f"the frozen features beat a small CNN trained from scratch by {-gap:.1f} pts on val "
+        f"({probe_val:.2%} vs {scratch_val:.2%}): transfer helps here"
+        if gap < 0
+        else f"the frozen features and a small CNN trained from scratch are within {gap:.1f} "
+        f"pts on val ({probe_val:.2%} vs {scratch_val:.2%})"
+    )
