@@ -352,6 +352,33 @@ def test_a_jetson_bundle_on_a_device_without_tensorrt(
     assert "proxy for tensorrt" in " ".join(output.split())
 
 
+@needs_sshd
+def test_search_times_its_architectures_on_a_lab_device(
+    lab: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """`edgetl search --on local`: each architecture compiled here, copied to the device and
+    timed there in one run of `edgetl probe-latency`; the rest of the search as usual."""
+    from tests.conftest import write_folder
+
+    data = write_folder(tmp_path / "photos", per_class=8)
+    code, output = cli("search", "--data", data, "--target", "cpu", "--out", tmp_path / "s",
+                       "--max-latency", "1.0", "--backbones", "test_efficientnet", "--weights",
+                       tiny_weights, "--sizes", "32,48", "--precisions", "fp32", "--epochs", "3",
+                       "--iterations", "20", "--cache-dir", tmp_path / "cache", "--on", "local",
+                       "--lab", lab)  # fmt: skip
+    assert code == 0, output
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert {c["runtime"] for c in saved["candidates"]} == {"onnxruntime on local"}
+    copied = list((lab.parent / HOSTILE / "data").glob("*/test_efficientnet-*-linear-fp32"))
+    assert len(copied) == 2 and all((c / "probe.json").is_file() for c in copied)
+    assert (tmp_path / "s" / "chosen" / "manifest.json").is_file()
+    code, output = cli("search", "--data", data, "--target", "cpu", "--out", tmp_path / "t",
+                       "--max-latency", "1.0", "--backbones", "test_efficientnet", "--weights",
+                       tiny_weights, "--sizes", "32", "--precisions", "fp32", "--on", "down",
+                       "--lab", lab, "--cache-dir", tmp_path / "cache")  # fmt: skip
+    assert code == 2 and "--on down" in " ".join(output.split())
+
+
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]

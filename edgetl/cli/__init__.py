@@ -11,6 +11,7 @@ from edgetl.cli import (  # noqa: F401  (registration)
     finetune,
     keygen,
     predict,
+    probe,
     quickstart,
     search,
     targets,

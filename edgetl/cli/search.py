@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from edgetl.cli.app import handle_errors, main
+from edgetl.cli.devices import lab_option
 from edgetl.cli.output import emit
 from edgetl.core.ui import make_console, stdout_console
 from edgetl.core.verdict import check
@@ -36,6 +37,9 @@ from edgetl.core.verdict import check
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="INT8 candidates: the guard's budget in val top-1 points.")  # fmt: skip
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--on", "on", default=None,
+              help="Time the architectures on this lab device (see `edgetl devices`).")  # fmt: skip
+@lab_option
 @click.option("--force", is_flag=True, help="Start again instead of resuming search.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print search.json's content.")
 @handle_errors
@@ -62,6 +66,7 @@ def search(
                 f"{text!r}: give sizes like 96,128", param_hint="--sizes"
             ) from exc
 
+    kwargs["lab"] = kwargs.pop("lab_file")
     options = SearchOptions(
         backbones=split_list(backbones, "--backbones"), sizes=numbers(sizes),
         heads=split_list(heads, "--heads"),

@@ -18,6 +18,7 @@ import torch
 
 from edgetl.backends.base import CompileInput, Runner
 from edgetl.backends.placement import resolve
+from edgetl.backends.probe import Probe
 from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
 from edgetl.core.records import RuntimeSpec
 from edgetl.core.targets import TargetProfile
@@ -47,18 +48,20 @@ class LoadedArch:
     runtime: str
 
 
-def load_arch(
+def compile_arch(
     candidate: Candidate,
     backbone: Backbone,
     classes: int,
     calibration: np.ndarray,
     profile: TargetProfile,
-) -> LoadedArch:
-    """`candidate`'s architecture loaded by the target's runtime here (a random head)."""
+    out: Path,
+) -> Probe:
+    """`candidate`'s architecture (a random head) compiled by the target's backend into
+    `out`, as an artifact would be (OpenVINO: an IR), with its probe.json."""
     placement = resolve(profile, f"target {profile.name}", export=True)
-    measuring = replace(profile, device=placement.device)
     torch.manual_seed(0)
     model = Classifier(backbone.model, Head(backbone.num_features, classes, candidate.hidden))
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgetl-search-") as tmp:
         work = Path(tmp)
         path = work / "model.onnx"
@@ -71,18 +74,38 @@ def load_arch(
             graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
             fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
             onnx.save(placement.backend.rewrite_int8(graph), str(path))
-        if placement.proxy is None:  # compiled as an artifact would be (OpenVINO: an IR)
-            compiled = work / "compiled"
-            compiled.mkdir()
-            precision = profile.check_precision(candidate.precision)
-            files = placement.backend.compile(CompileInput(path, precision, fp32_path),
-                                              compiled, profile)  # fmt: skip
-            size_mb = sum((compiled / name).stat().st_size for name in files) / 1e6
-            spec = RuntimeSpec(files, measuring.device, dict(measuring.options), measuring.threads)
+        precision = profile.check_precision(candidate.precision)
+        files = placement.backend.compile(CompileInput(path, precision, fp32_path), out, profile)
+    probe = Probe(placement.backend.name, files, candidate.size, profile.device,
+                  dict(profile.options), profile.threads)  # fmt: skip
+    probe.write(out)
+    return probe
+
+
+def load_arch(
+    candidate: Candidate,
+    backbone: Backbone,
+    classes: int,
+    calibration: np.ndarray,
+    profile: TargetProfile,
+) -> LoadedArch:
+    """`candidate`'s architecture loaded by the target's runtime here (a random head):
+    compiled by the target's backend where its runtime is here, else the ONNX graph on the
+    host proxy (whose latency is not the device's)."""
+    placement = resolve(profile, f"target {profile.name}", export=True)
+    measuring = replace(profile, device=placement.device)
+    with tempfile.TemporaryDirectory(prefix="edgetl-search-") as tmp:
+        compiled = Path(tmp) / "compiled"
+        probe = compile_arch(candidate, backbone, classes, calibration, profile, compiled)
+        size_mb = sum((compiled / name).stat().st_size for name in probe.files) / 1e6
+        if placement.proxy is None:
+            spec = RuntimeSpec(probe.files, measuring.device, dict(measuring.options),
+                               measuring.threads)  # fmt: skip
             runner = placement.backend.load(compiled, spec)
-        else:  # the host proxy runs the ONNX graph: its latency is not the device's
-            size_mb = path.stat().st_size / 1e6
-            runner = placement.runtime.load_onnx(onnx.load(str(path)), measuring)
+        else:
+            onnx_files = [name for name in probe.files if name.endswith(".onnx")]
+            runner = placement.runtime.load_onnx(onnx.load(str(compiled / onnx_files[0])),
+                                                 measuring)  # fmt: skip
     runtime = placement.runtime.name
     if placement.proxy is not None:
         runtime += f" (proxy for {placement.backend.name})"

@@ -23,6 +23,7 @@ def print_search(console: Console, result: object) -> None:
             "-" if record.size_mb is None else f"{record.size_mb:.2f}",
             "-" if record.val_top1 is None else f"{record.val_top1:.2%}",
             f"{record.test_top1:.2%}" if shown and record.test_top1 is not None else "",
+            record.runtime or "-",
             record.status + (f" ({record.reason})" if record.reason else ""),
         ])  # fmt: skip
     settings = state.settings
@@ -32,7 +33,7 @@ def print_search(console: Console, result: object) -> None:
         + (f", <= {settings['max_size_mb']:g} MB" if settings.get("max_size_mb") else "")
     )
     columns = ["candidate", "p50 ms", "p90 ms", "MB", "val top-1 (chosen on)",
-               "test top-1 (not chosen on)", "status"]  # fmt: skip
+               "test top-1 (not chosen on)", "timed with", "status"]  # fmt: skip
     console.print(table(title, columns, rows))
     if state.stopped:
         console.print(state.stopped)

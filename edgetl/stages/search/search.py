@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -22,7 +23,13 @@ from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.ui import progress
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
-from edgetl.stages.search.latency import LoadedArch, load_arch, time_archs
+from edgetl.stages.search.latency import (
+    ArchLatency,
+    LoadedArch,
+    compile_arch,
+    load_arch,
+    time_archs,
+)
 from edgetl.stages.search.space import Candidate, grid
 from edgetl.stages.search.state import Record, SearchState, resume
 from edgetl.train.backbones import Backbone, load_backbone
@@ -60,12 +67,14 @@ class SearchOptions:
     cache_dir: Path | None = None
     workers: int | None = None
     force: bool = False
+    on: str | None = None  # a lab device to time the architectures on (stages/lab)
+    lab: Path | None = None
 
     def settings(self) -> dict[str, Any]:
         """What a resumed search must have been asked the same."""
         keep = ("data", "target", "max_latency_ms", "latency", "max_size_mb", "backbones",
                 "sizes", "heads", "precisions", "epochs", "lr", "batch_size", "seed",
-                "patience", "val_fraction", "test_fraction", "max_accuracy_drop")  # fmt: skip
+                "patience", "val_fraction", "test_fraction", "max_accuracy_drop", "on")  # fmt: skip
         found = {key: value for key, value in asdict(self).items() if key in keep}
         found["weights"] = str(self.weights) if self.weights else None
         return found
@@ -126,21 +135,14 @@ class Search:
 
     # -- step 1: latency, nothing trained --------------------------------------------------
     def measure_latency(self, records: list[Record]) -> None:
-        """Every architecture not timed yet, loaded, then timed together (interleaved)."""
+        """Every architecture not timed yet, loaded, then timed together (interleaved):
+        here, or with --on on a lab device."""
         opts = self.opts
-        loaded: dict[str, LoadedArch] = {}
-        for record in records:
-            if record.p50_ms is not None or record.key in loaded or self.out_of_time():
-                continue
-            backbone = self.backbone(record.backbone, record.size)
-            calibration = self.splits.train.sample(CALIBRATION_IMAGES, opts.seed)
-            arrays = calibration.arrays(backbone.preprocess)
-            candidate = Candidate(record.backbone, record.size, record.head, record.precision)
-            loaded[record.key] = load_arch(candidate, backbone, self.classes, arrays,
-                                              self.profile)  # fmt: skip
-        if not loaded:
+        todo = [r for r in records if r.p50_ms is None]
+        if not todo or self.out_of_time():
             return
-        for key, latency in time_archs(loaded, opts.iterations).items():
+        timed = self.time_on_device(todo) if opts.on else self.time_here(todo)
+        for key, latency in timed.items():
             record = self.state.records[key]
             record.p50_ms, record.p90_ms = latency.p50_ms, latency.p90_ms
             record.size_mb, record.runtime = latency.size_mb, latency.runtime
@@ -152,6 +154,35 @@ class Search:
                 record.status = "over budget"
                 record.reason = f"{latency.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
         self.save()
+
+    def inputs(self, record: Record) -> tuple[Candidate, Backbone, np.ndarray]:
+        backbone = self.backbone(record.backbone, record.size)
+        calibration = self.splits.train.sample(CALIBRATION_IMAGES, self.opts.seed)
+        candidate = Candidate(record.backbone, record.size, record.head, record.precision)
+        return candidate, backbone, calibration.arrays(backbone.preprocess)
+
+    def time_here(self, records: list[Record]) -> dict[str, ArchLatency]:
+        loaded: dict[str, LoadedArch] = {}
+        for record in records:
+            candidate, backbone, arrays = self.inputs(record)
+            loaded[record.key] = load_arch(candidate, backbone, self.classes, arrays,
+                                           self.profile)  # fmt: skip
+        return time_archs(loaded, self.opts.iterations)
+
+    def time_on_device(self, records: list[Record]) -> dict[str, ArchLatency]:
+        """Each architecture compiled here (SEARCH/probes), copied to the lab device once by
+        content, all timed there in one interleaved run of `edgetl probe-latency`."""
+        from edgetl.stages.lab.probes import time_on
+
+        folders = {}
+        for record in records:
+            candidate, backbone, arrays = self.inputs(record)
+            folder = self.opts.out / "probes" / _slug(record.key)
+            compile_arch(candidate, backbone, self.classes, arrays, self.profile, folder)
+            folders[record.key] = folder
+        assert self.opts.on is not None
+        return time_on(folders, self.profile.backend, self.opts.on, self.opts.lab,
+                       self.opts.iterations, self.console)  # fmt: skip
 
     def backbone(self, name: str, size: int) -> Backbone:
         return load_backbone(name, self.opts.weights, size)
@@ -242,7 +273,7 @@ class Search:
     def export(self, record: Record, out: Path | None = None) -> Any:
         """A real run of `record` (its head as the search trained it) exported; the
         manifest, or None when the guard found no INT8 model within budget."""
-        run = self.opts.out / "runs" / record.key.replace("/", "-").replace("@", "-")
+        run = self.opts.out / "runs" / _slug(record.key)
         opts = self.opts
         finetune(FinetuneOptions(
             data=opts.data, out=run, backbone=record.backbone, weights=opts.weights,
@@ -262,6 +293,10 @@ class Search:
         from edgetl.stages.search.space import head_hidden
 
         return head_hidden(record.head)
+
+
+def _slug(key: str) -> str:
+    return key.replace("/", "-").replace("@", "-")
 
 
 def front(records: list[Record]) -> list[Record]:

@@ -1,0 +1,62 @@
+"""A latency probe: an architecture's compiled model files and how to load them (probe.json),
+timed wherever edgetl's device side runs (`edgetl probe-latency DIR...`), e.g. on a lab
+device for `edgetl search --on`. No weights matter: only shapes and the runtime."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.backends.registry import get_backend
+from edgetl.core.errors import EdgetlError
+from edgetl.core.files import atomic_write_text
+from edgetl.core.records import RuntimeSpec
+from edgetl.core.timing import interleaved_samples, summarize
+
+PROBE_FILE = "probe.json"
+
+
+@dataclass(frozen=True)
+class Probe:
+    backend: str
+    files: list[str]
+    size: int  # input pixels
+    device: str = "CPU"
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0
+
+    def write(self, folder: Path) -> None:
+        atomic_write_text(folder / PROBE_FILE, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> Probe:
+        try:
+            return cls(**json.loads((folder / PROBE_FILE).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise EdgetlError(f"{folder}: not a latency probe ({exc})") from exc
+
+
+def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, float]]:
+    """Batch-1 p50/p90 of each probe, loaded by its runtime here, timed interleaved."""
+    calls: dict[str, Callable[[], object]] = {}
+    for folder in folders:
+        probe = Probe.read(folder)
+        spec = RuntimeSpec(probe.files, probe.device, probe.options, probe.threads)
+        runner = get_backend(probe.backend).load(folder, spec)
+        single = np.zeros((1, 3, probe.size, probe.size), np.float32)
+        calls[str(folder)] = _call(runner, single)
+    samples = interleaved_samples(calls, iterations, rounds=5, warmup=10)
+    found = {}
+    for name, values in samples.items():
+        latency = summarize(values)
+        found[name] = {"p50_ms": round(latency.p50, 4), "p90_ms": round(latency.p90, 4)}
+    return found
+
+
+def _call(runner: Any, single: np.ndarray) -> Callable[[], object]:
+    return lambda: runner.run(single)

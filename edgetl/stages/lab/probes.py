@@ -1,0 +1,48 @@
+"""`edgetl search --on DEVICE`: latency probes timed on a lab device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from edgetl.core.errors import EdgetlError
+from edgetl.stages.lab.labfile import find_lab, read_lab
+from edgetl.stages.lab.remote import Remote
+from edgetl.stages.lab.ssh import DeviceFault, multiplexed
+from edgetl.stages.search.latency import ArchLatency
+
+
+def time_on(
+    folders: dict[str, Path],
+    backend: str,
+    on: str,
+    lab_file: Path | None,
+    iterations: int,
+    console: Console,
+) -> dict[str, ArchLatency]:
+    """Each probe folder copied to the device `on` (once, by content) and all timed there
+    in one interleaved run; a device fault is exit 2 (the search cannot go on without it)."""
+    lab = read_lab(find_lab(lab_file))
+    devices = lab.select(on)
+    if len(devices) != 1:
+        raise EdgetlError(f"--on {on}: give the one device the search is for")
+    ((name, device),) = devices.items()
+    with multiplexed(lab.multiplex) as control:
+        remote = Remote(name, device, lab, control)
+        try:
+            remote.prepare({backend})
+            there = {key: remote.put_folder(folder) for key, folder in folders.items()}
+            console.print(f"timing {len(there)} architectures on {name} ...")
+            found = json.loads(remote.edgetl(["probe-latency", *there.values(),
+                                              "--iterations", str(iterations)]))  # fmt: skip
+        except (DeviceFault, ValueError) as exc:
+            raise EdgetlError(f"--on {on}: {exc}") from exc
+    timed = {}
+    for key, folder in folders.items():
+        latency = found[str(there[key])]
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.name != "probe.json") / 1e6
+        timed[key] = ArchLatency(latency["p50_ms"], latency["p90_ms"], round(size, 3),
+                                 f"{backend} on {name}")  # fmt: skip
+    return timed
