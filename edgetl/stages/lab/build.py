@@ -17,6 +17,7 @@ from edgetl.stages.lab.bench import checked
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, multiplexed
+from edgetl.stages.lab.verdicts import PerDevice
 
 
 @dataclass
@@ -35,17 +36,7 @@ class DeviceBuild:
         return f"{self.device}: engine built with TensorRT {record.get('tensorrt')}, {placed}"
 
 
-@dataclass(frozen=True)
-class LabBuild:
-    devices: list[DeviceBuild]
-
-    @property
-    def passed(self) -> bool:
-        return all(run.status == "ok" for run in self.devices)
-
-    @property
-    def failures(self) -> list[str]:
-        return [run.line() for run in self.devices if run.status != "ok"]
+LabBuild = PerDevice[DeviceBuild]
 
 
 def build_on(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from edgetl.stages.lab.bench import checked, device_data, local_data_folder, pla
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
+from edgetl.stages.lab.verdicts import PerDevice
 
 
 @dataclass
@@ -42,17 +43,7 @@ class DeviceComparison:
         return f"{self.device}: {self.comparison.line()}"
 
 
-@dataclass(frozen=True)
-class LabComparison:
-    devices: list[DeviceComparison] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(run.status == "ok" for run in self.devices)
-
-    @property
-    def failures(self) -> list[str]:
-        return [run.line() for run in self.devices if run.status != "ok"]
+LabComparison = PerDevice[DeviceComparison]
 
 
 def compare_on(
