@@ -174,3 +174,26 @@ def test_fp16_candidates_are_compiled_and_measured_for_openvino(
         assert records["fp16"].val_top1 is not None
     chosen = json.loads((tmp_path / "s" / "chosen" / "manifest.json").read_text())
     assert chosen["precision"] == result.chosen.precision
+
+
+def test_unfreeze_candidates_share_latency_and_fine_tune_only_within_budget(
+    tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
+) -> None:
+    data = write_folder(tmp_path / "photos", per_class=8)
+    opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", unfreeze=[0, 1])
+    result = search(opts, make_console(quiet=True))
+    records = result.state.records
+    assert len(counted["timed"]) == 2  # one timing per architecture, not per K
+    for size in (32, 256):
+        frozen = records[f"{TINY_BACKBONE}@{size}/linear/fp32"]
+        tuned = records[f"{TINY_BACKBONE}@{size}/linear/fp32/unfreeze1"]
+        assert tuned.p50_ms == frozen.p50_ms
+    runs = {p.name for p in (tmp_path / "s" / "runs").iterdir()}
+    assert f"{TINY_BACKBONE}-32-linear-fp32-unfreeze1" in runs  # fine-tuned: within budget
+    assert not any("-256-" in name for name in runs)  # over budget: never fine-tuned
+    run = json.loads((tmp_path / "s" / "runs" / f"{TINY_BACKBONE}-32-linear-fp32-unfreeze1"
+                      / "edgetl.json").read_text())  # fmt: skip
+    assert run["train"]["unfreeze"] == 1
+    assert (
+        records[f"{TINY_BACKBONE}@32/linear/fp32/unfreeze1"].val_top1 == run["metrics"]["val_top1"]
+    )

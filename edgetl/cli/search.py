@@ -26,6 +26,9 @@ from edgetl.core.verdict import check
 @click.option("--sizes", default="96,128,160,192,224", show_default=True)
 @click.option("--heads", default="linear", show_default=True, help="linear, mlpN (e.g. mlp256).")
 @click.option("--precisions", default=None, help="e.g. fp32,int8 [default: the target's].")
+@click.option("--unfreeze", default="0", show_default=True,
+              help="Backbone stages fine-tuned, per candidate: e.g. 0,1,2 (K > 0: real "
+              "fine-tuning runs, only for candidates within the latency budget).")  # fmt: skip
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="A local backbone checkpoint (with a single --backbones).")  # fmt: skip
 @click.option("--budget-minutes", type=float, default=None,
@@ -44,7 +47,13 @@ from edgetl.core.verdict import check
 @click.option("--json", "as_json", is_flag=True, help="Print search.json's content.")
 @handle_errors
 def search(
-    backbones: str, sizes: str, heads: str, precisions: str | None, as_json: bool, **kwargs: Any
+    backbones: str,
+    sizes: str,
+    heads: str,
+    precisions: str | None,
+    unfreeze: str,
+    as_json: bool,
+    **kwargs: Any,
 ) -> None:
     """Find the most accurate model for DATA that meets --max-latency (and --max-size) on
     --target. Latency is measured per architecture on the target's runtime before anything
@@ -58,17 +67,17 @@ def search(
     from edgetl.stages.search.search import search as run_search
     from edgetl.stages.search.space import split_list
 
-    def numbers(text: str) -> list[int]:
+    def numbers(text: str, option: str) -> list[int]:
         try:
-            return [int(item) for item in split_list(text, "--sizes")]
+            return [int(item) for item in split_list(text, option)]
         except ValueError as exc:
-            raise click.BadParameter(
-                f"{text!r}: give sizes like 96,128", param_hint="--sizes"
-            ) from exc
+            message = f"{text!r}: give whole numbers like 96,128"
+            raise click.BadParameter(message, param_hint=option) from exc
 
     kwargs["lab"] = kwargs.pop("lab_file")
     options = SearchOptions(
-        backbones=split_list(backbones, "--backbones"), sizes=numbers(sizes),
+        backbones=split_list(backbones, "--backbones"), sizes=numbers(sizes, "--sizes"),
+        unfreeze=numbers(unfreeze, "--unfreeze"),
         heads=split_list(heads, "--heads"),
         precisions=split_list(precisions, "--precisions") if precisions else None,
         **kwargs,

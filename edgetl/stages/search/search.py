@@ -53,6 +53,7 @@ class SearchOptions:
     sizes: list[int] = field(default_factory=lambda: [96, 128, 160, 192, 224])
     heads: list[str] = field(default_factory=lambda: ["linear"])
     precisions: list[str] | None = None  # None: every precision the target supports
+    unfreeze: list[int] = field(default_factory=lambda: [0])  # stages fine-tuned, per candidate
     weights: Path | None = None  # a local checkpoint, with a single backbone
     budget_minutes: float | None = None
     epochs: int = 30
@@ -74,7 +75,8 @@ class SearchOptions:
         """What a resumed search must have been asked the same."""
         keep = ("data", "target", "max_latency_ms", "latency", "max_size_mb", "backbones",
                 "sizes", "heads", "precisions", "epochs", "lr", "batch_size", "seed",
-                "patience", "val_fraction", "test_fraction", "max_accuracy_drop", "on")  # fmt: skip
+                "patience", "val_fraction", "test_fraction", "max_accuracy_drop", "on",
+                "unfreeze")  # fmt: skip
         found = {key: value for key, value in asdict(self).items() if key in keep}
         found["weights"] = str(self.weights) if self.weights else None
         return found
@@ -138,12 +140,15 @@ class Search:
         """Every architecture not timed yet, loaded, then timed together (interleaved):
         here, or with --on on a lab device."""
         opts = self.opts
-        todo = [r for r in records if r.p50_ms is None]
+        todo = list({r.candidate.arch: r for r in records if r.p50_ms is None}.values())
         if not todo or self.out_of_time():
             return
         timed = self.time_on_device(todo) if opts.on else self.time_here(todo)
-        for key, latency in timed.items():
-            record = self.state.records[key]
+        by_arch = {self.state.records[key].candidate.arch: t for key, t in timed.items()}
+        for record in records:  # one timing serves every K of an architecture
+            latency = by_arch.get(record.candidate.arch)
+            if latency is None or record.p50_ms is not None:
+                continue
             record.p50_ms, record.p90_ms = latency.p50_ms, latency.p90_ms
             record.size_mb, record.runtime = latency.size_mb, latency.runtime
             measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
@@ -158,8 +163,7 @@ class Search:
     def inputs(self, record: Record) -> tuple[Candidate, Backbone, np.ndarray]:
         backbone = self.backbone(record.backbone, record.size)
         calibration = self.splits.train.sample(CALIBRATION_IMAGES, self.opts.seed)
-        candidate = Candidate(record.backbone, record.size, record.head, record.precision)
-        return candidate, backbone, calibration.arrays(backbone.preprocess)
+        return record.candidate, backbone, calibration.arrays(backbone.preprocess)
 
     def time_here(self, records: list[Record]) -> dict[str, ArchLatency]:
         loaded: dict[str, LoadedArch] = {}
@@ -194,7 +198,7 @@ class Search:
         fp32: dict[str, float] = {}
         groups: dict[str, list[Record]] = {}
         for record in records:
-            if record.status == "pending":
+            if record.status == "pending" and record.unfreeze == 0:
                 groups.setdefault(f"{record.backbone}@{record.size}", []).append(record)
         for group in groups.values():
             if self.out_of_time():
@@ -210,7 +214,7 @@ class Search:
             feats = {role: choice.rounded(rows) for role, rows in feats.items()}
             for head in dict.fromkeys(r.head for r in group):
                 val, test = self.fit_head(backbone, feats, head)
-                fp32[f"{first.backbone}@{first.size}/{head}"] = val
+                fp32[f"{first.backbone}@{first.size}/{head}/fp32"] = val
                 for record in group:
                     if record.head == head:
                         record.trained = True
@@ -234,6 +238,23 @@ class Search:
         test = evaluate_logits(eval_logits(head, feats["test"]), labels["test"])[1]
         return round(val, 5), round(test, 5)
 
+    def fine_tune(self, records: list[Record], fp32: dict[str, float]) -> None:
+        """FP32 candidates with K > 0 stages fine-tuned: real `finetune --unfreeze K` runs
+        (the expensive step: images through the backbone's training), within budget only;
+        their val top-1 joins `fp32` for the INT8/FP16 step."""
+        for record in sorted(records, key=lambda r: (r.unfreeze, r.p50_ms or 0.0)):
+            if record.unfreeze == 0 or record.precision != "fp32" or record.status != "pending":
+                continue
+            if record.val_top1 is None:
+                if self.out_of_time():
+                    break
+                info = self.run(record)
+                record.val_top1 = info.metrics["val_top1"]
+                record.test_top1 = info.metrics["test_top1"]
+                record.trained = True
+                self.save()
+            fp32[record.key] = record.val_top1
+
     def workers(self) -> int:
         return default_workers() if self.opts.workers is None else self.opts.workers
 
@@ -244,7 +265,9 @@ class Search:
                 continue
             if record.val_top1 is not None or self.out_of_time():
                 continue
-            ceiling = fp32.get(f"{record.backbone}@{record.size}/{record.head}")
+            fp32_key = Candidate(record.backbone, record.size, record.head, "fp32",
+                                 record.unfreeze).key  # fmt: skip
+            ceiling = fp32.get(fp32_key)
             if ceiling is None:
                 continue
             beaten = [
@@ -270,18 +293,24 @@ class Search:
                 record.test_top1 = manifest.accuracy.test.top1
             self.save()
 
-    def export(self, record: Record, out: Path | None = None) -> Any:
-        """A real run of `record` (its head as the search trained it) exported; the
-        manifest, or None when the guard found no INT8 model within budget."""
-        run = self.opts.out / "runs" / _slug(record.key)
+    def run(self, record: Record) -> Any:
+        """A real run of `record` (for K = 0, its head as the search trained it); its info."""
         opts = self.opts
-        finetune(FinetuneOptions(
-            data=opts.data, out=run, backbone=record.backbone, weights=opts.weights,
+        folder = self.opts.out / "runs" / _slug(record.key)
+        return finetune(FinetuneOptions(
+            data=opts.data, out=folder, backbone=record.backbone, weights=opts.weights,
             epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
             image_size=record.size, hidden=self.hidden(record), val_fraction=opts.val_fraction,
             test_fraction=opts.test_fraction, patience=opts.patience, cache_dir=self.cache,
-            force=True, workers=opts.workers,
+            force=True, workers=opts.workers, unfreeze=record.unfreeze,
         ), Console(quiet=True))  # fmt: skip
+
+    def export(self, record: Record, out: Path | None = None) -> Any:
+        """A real run of `record` exported; the manifest, or None when the guard found no
+        INT8 model within budget."""
+        opts = self.opts
+        run = self.opts.out / "runs" / _slug(record.key)
+        self.run(record)
         result = export(ExportOptions(
             run=run, target=opts.target, precision=record.precision, out=out,
             max_accuracy_drop=opts.max_accuracy_drop, force=True,
@@ -329,9 +358,11 @@ def search(opts: SearchOptions, console: Console) -> SearchResult:
     precisions = opts.precisions or list(run.profile.precisions)
     for precision in precisions:
         run.profile.check_precision(precision)  # exit 2 naming what the target supports
-    candidates = grid(opts.backbones, opts.sizes, opts.heads, precisions)
+    candidates = grid(opts.backbones, opts.sizes, opts.heads, precisions, opts.unfreeze)
     records = [
-        run.state.records.setdefault(c.key, Record(c.key, c.backbone, c.size, c.head, c.precision))
+        run.state.records.setdefault(
+            c.key, Record(c.key, c.backbone, c.size, c.head, c.precision, c.unfreeze)
+        )
         for c in candidates
     ]
     with progress(console) as bar:
@@ -347,6 +378,8 @@ def search(opts: SearchOptions, console: Console) -> SearchResult:
         run.measure_latency(records)
         tick("heads")
         fp32 = run.train_heads(records)
+        tick("fine-tune")
+        run.fine_tune(records, fp32)
         tick("int8")
         run.quantize(records, fp32)
         tick("done")

@@ -17,15 +17,16 @@ class Candidate:
     size: int
     head: str  # linear, mlp256, ...
     precision: str  # fp32, fp16, int8
+    unfreeze: int = 0  # backbone stages fine-tuned (0: the head on frozen features)
 
     @property
     def key(self) -> str:
-        return f"{self.backbone}@{self.size}/{self.head}/{self.precision}"
+        return self.arch + (f"/unfreeze{self.unfreeze}" if self.unfreeze else "")
 
     @property
     def arch(self) -> str:
-        """What latency depends on (not the weights)."""
-        return self.key
+        """What latency depends on (not the weights: fine-tuning stages changes none)."""
+        return f"{self.backbone}@{self.size}/{self.head}/{self.precision}"
 
     @property
     def features(self) -> str:
@@ -46,14 +47,23 @@ def head_hidden(name: str) -> int:
 
 
 def grid(
-    backbones: list[str], sizes: list[int], heads: list[str], precisions: list[str]
+    backbones: list[str],
+    sizes: list[int],
+    heads: list[str],
+    precisions: list[str],
+    unfreezes: list[int] = [0],  # noqa: B006 - never mutated
 ) -> list[Candidate]:
     for head in heads:
         head_hidden(head)
     for size in sizes:
         if not 16 <= size <= 1024:
             raise EdgetlError(f"--sizes {size}: give input sizes of 16..1024 pixels")
-    return [Candidate(b, s, h, p) for b, s, h, p in product(backbones, sizes, heads, precisions)]
+    if any(k < 0 for k in unfreezes):
+        raise EdgetlError(f"--unfreeze {unfreezes}: give stage counts >= 0, e.g. 0,1,2")
+    return [
+        Candidate(b, s, h, p, k)
+        for b, s, h, p, k in product(backbones, sizes, heads, precisions, unfreezes)
+    ]
 
 
 def split_list(text: str, option: str) -> list[str]:

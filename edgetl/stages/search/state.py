@@ -11,6 +11,7 @@ from typing import Any
 from edgetl import __version__
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_json
+from edgetl.stages.search.space import Candidate
 
 SEARCH_SCHEMA = "edgetl.search/1"
 SEARCH_FILE = "search.json"
@@ -24,6 +25,7 @@ class Record:
     size: int
     head: str
     precision: str
+    unfreeze: int = 0  # backbone stages fine-tuned with the head
     status: str = "pending"
     reason: str = ""  # why over budget or failed
     p50_ms: float | None = None
@@ -33,6 +35,10 @@ class Record:
     val_top1: float | None = None  # chosen on
     test_top1: float | None = None  # reported for the chosen and the front, never chosen on
     trained: bool = False  # a head was trained for it (never for one over budget)
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.backbone, self.size, self.head, self.precision, self.unfreeze)
 
 
 @dataclass
