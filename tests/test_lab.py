@@ -377,6 +377,13 @@ def test_search_times_its_architectures_on_a_lab_device(
                        tiny_weights, "--sizes", "32", "--precisions", "fp32", "--on", "down",
                        "--lab", lab, "--cache-dir", tmp_path / "cache")  # fmt: skip
     assert code == 2 and "--on down" in " ".join(output.split())
+    # A Jetson target: its probes are TensorRT bundles whose engines the device builds; a
+    # device without TensorRT says so (exit 2: the search cannot time there).
+    code, output = cli("search", "--data", data, "--target", "jetson", "--out", tmp_path / "j",
+                       "--max-latency", "5", "--backbones", "test_efficientnet", "--weights",
+                       tiny_weights, "--sizes", "32", "--precisions", "fp16", "--on", "local",
+                       "--lab", lab, "--cache-dir", tmp_path / "cache")  # fmt: skip
+    assert code == 2 and "TensorRT cannot run here" in " ".join(output.split()), output
 
 
 def _children(pid: int) -> list[int]:

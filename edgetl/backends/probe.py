@@ -26,6 +26,7 @@ class Probe:
     backend: str
     files: list[str]
     size: int  # input pixels
+    precision: str = "fp32"
     device: str = "CPU"
     options: dict[str, Any] = field(default_factory=dict)
     threads: int = 0
@@ -46,6 +47,8 @@ def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, flo
     calls: dict[str, Callable[[], object]] = {}
     for folder in folders:
         probe = Probe.read(folder)
+        if probe.backend == "tensorrt":
+            _engine_for(folder, probe)
         spec = RuntimeSpec(probe.files, probe.device, probe.options, probe.threads)
         runner = get_backend(probe.backend).load(folder, spec)
         single = np.zeros((1, 3, probe.size, probe.size), np.float32)
@@ -56,6 +59,27 @@ def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, flo
         latency = summarize(values)
         found[name] = {"p50_ms": round(latency.p50, 4), "p90_ms": round(latency.p90, 4)}
     return found
+
+
+def _engine_for(folder: Path, probe: Probe) -> None:
+    """A TensorRT probe's engine, built here unless one for this TensorRT is there (an
+    engine only runs where it was built); the build is `edgetl build`'s, minus the parity
+    check (a probe's weights are random: only its latency counts)."""
+    from edgetl.backends.tensorrt.backend import ENGINE_RECORD, TensorRtBackend
+    from edgetl.backends.tensorrt.build import write_engine
+    from edgetl.core.ui import make_console
+
+    backend = TensorRtBackend()
+    reason = backend.missing()
+    if reason is not None:
+        raise EdgetlError(f"{folder}: TensorRT cannot run here ({reason})")
+    record_path = folder / ENGINE_RECORD
+    built = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if built.get("tensorrt") == backend.runtime_version():
+        return
+    options = backend.options(probe.options, str(folder / PROBE_FILE))
+    write_engine(folder, probe.precision, options.workspace_mb, options.dla_core,
+                 make_console(quiet=True))  # fmt: skip
 
 
 def _call(runner: Any, single: np.ndarray) -> Callable[[], object]:

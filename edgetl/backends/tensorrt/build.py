@@ -62,18 +62,37 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     version = str(tensorrt.__version__)
     options = _settings(opts, manifest, version)
     dla, workspace = options.dla_core, options.workspace_mb
+    console.print(f"building {ENGINE_FILE} with TensorRT {version} ...")
+    record = write_engine(opts.bundle, manifest.precision, workspace, dla, console)
+    if dla >= 0:
+        console.print(
+            f"layers on DLA {dla}: {record['dla_layers']}, on the GPU: "
+            f"{record['gpu_layers']} {record.get('gpu_fallback_layers', [])}"
+        )
+    record["parity"] = _check(opts.bundle, manifest, console)
+    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def write_engine(
+    bundle: Path, precision: str, workspace_mb: int, dla_core: int, console: Console
+) -> dict[str, Any]:
+    """Build `bundle`'s engine with the TensorRT here; write it, the timing cache and the
+    engine record (TensorRT version, device, sha256: what load() checks); the record."""
+    import tensorrt
+
     from edgetl.backends.tensorrt.cuda_device import identity
     from edgetl.backends.tensorrt.engine import build_engine
 
-    cache_path = opts.bundle / TIMING_CACHE
-    console.print(f"building {ENGINE_FILE} with TensorRT {version} ...")
+    version = str(tensorrt.__version__)
+    cache_path = bundle / TIMING_CACHE
     built = build_engine(
-        opts.bundle,
-        manifest.precision,
-        workspace,
-        dla,
+        bundle,
+        precision,
+        workspace_mb,
+        dla_core,
         cache_path.read_bytes() if cache_path.is_file() else None,
-        calibration_for(opts.bundle, version),
+        calibration_for(bundle, version),
     )
     for warning in built.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
@@ -84,16 +103,9 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "engine_sha256": hashlib.sha256(built.engine).hexdigest(),
     }
-    atomic_write_bytes(opts.bundle / ENGINE_FILE, built.engine)
+    atomic_write_bytes(bundle / ENGINE_FILE, built.engine)
     atomic_write_bytes(cache_path, built.timing_cache)
-    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
-    if dla >= 0:
-        console.print(
-            f"layers on DLA {dla}: {built.record['dla_layers']}, on the GPU: "
-            f"{built.record['gpu_layers']} {built.record.get('gpu_fallback_layers', [])}"
-        )
-    record["parity"] = _check(opts.bundle, manifest, console)
-    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
     return record
 
 

@@ -76,7 +76,7 @@ def compile_arch(
             onnx.save(placement.backend.rewrite_int8(graph), str(path))
         precision = profile.check_precision(candidate.precision)
         files = placement.backend.compile(CompileInput(path, precision, fp32_path), out, profile)
-    probe = Probe(placement.backend.name, files, candidate.size, profile.device,
+    probe = Probe(placement.backend.name, files, candidate.size, precision, profile.device,
                   dict(profile.options), profile.threads)  # fmt: skip
     probe.write(out)
     return probe
