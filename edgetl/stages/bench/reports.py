@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_bytes, atomic_write_text
@@ -153,7 +154,6 @@ def write_plot(report: BenchReport, path: Path) -> None:
         raise EdgetlError(
             f"--plot {path}: needs matplotlib; install it with pip install 'edgetl[plot]'"
         ) from exc
-    import io
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for entry in report.results:
@@ -171,6 +171,15 @@ def write_plot(report: BenchReport, path: Path) -> None:
     right.set_ylabel("latency (ms)")
     right.set_title("latency distribution")
     right.grid(alpha=0.3)
+    save_png(figure, path)
+
+
+def save_png(figure: Any, path: Path) -> None:
+    """A matplotlib figure as a PNG written atomically, then closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)

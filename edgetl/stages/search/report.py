@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgetl.core.files import atomic_write_bytes
 from edgetl.core.ui import table
+from edgetl.stages.bench.reports import save_png
 from edgetl.stages.search.state import SearchState
 
 
@@ -50,7 +50,6 @@ def write_plot(state: SearchState, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    import io
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     colours = {"chosen": "tab:red", "on the front": "tab:blue", "dominated": "tab:gray"}
@@ -65,9 +64,5 @@ def write_plot(state: SearchState, path: Path) -> bool:
     axis.set_ylabel("val top-1 (%)")
     axis.set_title("search: red chosen, blue the front, marker size = MB")
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(figure, path)
     return True
