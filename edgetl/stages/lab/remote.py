@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ class Facts:
     code: str | None = None  # the managed env's edgetl code digest (selfwheel.code_digest)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 class Remote:
@@ -146,7 +146,7 @@ class Remote:
         except ValueError as exc:
             return Facts(self.name, self.device.target, False, f"probe answered no JSON: {exc}")
         env = found.get("env") or {}
-        runtimes = {k: v for k, v in env.items() if k != "edgetl" and v}
+        runtimes = {k: v for k, v in env.items() if k not in ("edgetl", "error") and v}
         reason = "" if env else f"no edgetl env at {self.python} yet (made on first use)"
         if env.get("error"):
             reason = f"{self.python}: {env['error']}"
@@ -225,10 +225,9 @@ class Remote:
         if copied != digest:
             self.ssh.run(["rm", "-rf", incoming])
             raise DeviceFault(f"the copy of {local.name} did not verify there ({copied})")
-        self.ssh.check(["rm", "-rf", there], "replacing a damaged copy")
-        self.ssh.check(["mkdir", "-p", home], "making the copy's folder")
-        self.ssh.check(["mv", "-T", incoming / local.name, there], "moving the copy in place")
-        self.ssh.run(["rm", "-rf", incoming])
+        moves = [["rm", "-rf", there], ["mkdir", "-p", home],
+                 ["mv", "-T", incoming / local.name, there], ["rm", "-rf", incoming]]  # fmt: skip
+        self.ssh.check_all(moves, "moving the verified copy in place")
         return there, True
 
     def _digest(self, script: str, path: RemotePath, depth: str) -> str:
@@ -253,8 +252,8 @@ class Remote:
 
     def setup(self) -> None:
         for command in self.device.setup:
-            self.ssh.check([RemotePath(command[0]) if command[0].startswith("~") else command[0],
-                            *command[1:]], f"setup `{' '.join(command)}`")  # fmt: skip
+            # RemotePath: a program named ~/bin/x runs from the remote home
+            self.ssh.check([RemotePath(command[0]), *command[1:]], f"setup `{' '.join(command)}`")
 
     def fetch(self, path: RemotePath, local: Path) -> None:
         """A file of the device's, to `local` (written whole or not at all), then removed
