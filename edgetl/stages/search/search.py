@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from edgetl.stages.search.latency import (
     load_arch,
     time_archs,
 )
-from edgetl.stages.search.space import Candidate, grid
+from edgetl.stages.search.space import Candidate, grid, head_hidden
 from edgetl.stages.search.state import Record, SearchState, resume
 from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.extract import default_workers
@@ -214,7 +214,7 @@ class Search:
             feats = {role: choice.rounded(rows) for role, rows in feats.items()}
             for head in dict.fromkeys(r.head for r in group):
                 val, test = self.fit_head(backbone, feats, head)
-                fp32[f"{first.backbone}@{first.size}/{head}/fp32"] = val
+                fp32[replace(first.candidate, head=head, precision="fp32").key] = val
                 for record in group:
                     if record.head == head:
                         record.trained = True
@@ -226,8 +226,6 @@ class Search:
     def fit_head(
         self, backbone: Backbone, feats: dict[str, torch.Tensor], head_name: str
     ) -> tuple[float, float]:
-        from edgetl.stages.search.space import head_hidden
-
         head = Head(backbone.num_features, self.classes, head_hidden(head_name))
         head.set_feature_stats(feats["train"])
         labels = {role: torch.from_numpy(self.splits.part(role).labels) for role in feats}
@@ -265,9 +263,7 @@ class Search:
                 continue
             if record.val_top1 is not None or self.out_of_time():
                 continue
-            fp32_key = Candidate(record.backbone, record.size, record.head, "fp32",
-                                 record.unfreeze).key  # fmt: skip
-            ceiling = fp32.get(fp32_key)
+            ceiling = fp32.get(replace(record.candidate, precision="fp32").key)
             if ceiling is None:
                 continue
             beaten = [
@@ -296,11 +292,11 @@ class Search:
     def run(self, record: Record) -> Any:
         """A real run of `record` (for K = 0, its head as the search trained it); its info."""
         opts = self.opts
-        folder = self.opts.out / "runs" / _slug(record.key)
         return finetune(FinetuneOptions(
-            data=opts.data, out=folder, backbone=record.backbone, weights=opts.weights,
-            epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
-            image_size=record.size, hidden=self.hidden(record), val_fraction=opts.val_fraction,
+            data=opts.data, out=self.run_dir(record), backbone=record.backbone,
+            weights=opts.weights, epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
+            seed=opts.seed, image_size=record.size, hidden=record.candidate.hidden,
+            val_fraction=opts.val_fraction,
             test_fraction=opts.test_fraction, patience=opts.patience, cache_dir=self.cache,
             force=True, workers=opts.workers, unfreeze=record.unfreeze,
         ), Console(quiet=True))  # fmt: skip
@@ -309,19 +305,15 @@ class Search:
         """A real run of `record` exported; the manifest, or None when the guard found no
         INT8 model within budget."""
         opts = self.opts
-        run = self.opts.out / "runs" / _slug(record.key)
         self.run(record)
         result = export(ExportOptions(
-            run=run, target=opts.target, precision=record.precision, out=out,
+            run=self.run_dir(record), target=opts.target, precision=record.precision, out=out,
             max_accuracy_drop=opts.max_accuracy_drop, force=True,
         ), Console(quiet=True))  # fmt: skip
         return result.manifest if result.passed else None
 
-    @staticmethod
-    def hidden(record: Record) -> int:
-        from edgetl.stages.search.space import head_hidden
-
-        return head_hidden(record.head)
+    def run_dir(self, record: Record) -> Path:
+        return self.opts.out / "runs" / _slug(record.key)
 
 
 def _slug(key: str) -> str:
