@@ -32,8 +32,10 @@ def test_the_plugin_is_an_installed_entry_point() -> None:
 
 def test_latency_has_not_regressed(edgetl_bench, artifact_and_baseline) -> None:
     artifact, baseline = artifact_and_baseline
-    # The README's three lines (with a generous threshold: this machine is shared).
-    assert_no_regression(edgetl_bench(artifact), baseline, max_regression=50)
+    # The README's three lines, with a threshold far above the noise of a shared CI box
+    # (two runs of one artifact there differed by +57%): the plumbing is under test here,
+    # the verdict in test_a_regression_fails_with_the_reason.
+    assert_no_regression(edgetl_bench(artifact), baseline, max_regression=300)
 
 
 def test_a_regression_fails_with_the_reason(edgetl_bench, artifact_and_baseline, tmp_path) -> None:
