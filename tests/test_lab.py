@@ -354,23 +354,31 @@ def test_a_jetson_bundle_on_a_device_without_tensorrt(
 
 @needs_sshd
 def test_search_times_its_architectures_on_a_lab_device(
-    lab: Path, tiny_weights: Path, tmp_path: Path
+    lab: Path, tiny_weights: Path, tmp_path: Path, artifacts: dict[str, Path]
 ) -> None:
     """`edgetl search --on local`: each architecture compiled here, copied to the device and
-    timed there in one run of `edgetl probe-latency`; the rest of the search as usual."""
+    timed there in one run of `edgetl probe-latency`, with the --reference artifact; the rest
+    of the search as usual."""
     from tests.conftest import write_folder
 
     data = write_folder(tmp_path / "photos", per_class=8)
+    reference = artifacts["cpu"]  # 64 px: the 32 and 48 px candidates fit 4x its latency
     code, output = cli("search", "--data", data, "--target", "cpu", "--out", tmp_path / "s",
-                       "--max-latency", "1.0", "--backbones", "test_efficientnet", "--weights",
+                       "--max-latency", "4x", "--reference", reference,
+                       "--backbones", "test_efficientnet", "--weights",
                        tiny_weights, "--sizes", "32,48", "--precisions", "fp32", "--epochs", "3",
                        "--iterations", "20", "--cache-dir", tmp_path / "cache", "--on", "local",
                        "--lab", lab)  # fmt: skip
     assert code == 0, output
     saved = json.loads((tmp_path / "s" / "search.json").read_text())
     assert {c["runtime"] for c in saved["candidates"]} == {"onnxruntime on local"}
+    assert saved["reference"]["runtime"] == "onnxruntime on local"
+    assert saved["budget_ms"] == round(4 * saved["reference"]["p50_ms"], 4)
+    assert {c["status"] for c in saved["candidates"]} <= {"chosen", "on the front", "dominated"}
     copied = list((lab.parent / HOSTILE / "data").glob("*/test_efficientnet-*-linear-fp32"))
     assert len(copied) == 2 and all((c / "probe.json").is_file() for c in copied)
+    (shipped,) = (lab.parent / HOSTILE / "data").glob("*/reference")
+    assert json.loads((shipped / "probe.json").read_text())["size"] == 64
     assert (tmp_path / "s" / "chosen" / "manifest.json").is_file()
     code, output = cli("search", "--data", data, "--target", "cpu", "--out", tmp_path / "t",
                        "--max-latency", "1.0", "--backbones", "test_efficientnet", "--weights",

@@ -89,7 +89,7 @@ def test_the_python_api_and_the_plugin_check_the_budget(
     bench = edgetl_bench(tmp_path / "s" / "chosen", iterations=30)
     assert_within_budget(bench, tmp_path / "s")
     saved = json.loads((tmp_path / "s" / "search.json").read_text())
-    saved["settings"]["max_latency_ms"] = bench.latency_ms["p50"] / 100
+    saved["budget_ms"] = bench.latency_ms["p50"] / 100
     (tmp_path / "s" / "search.json").write_text(json.dumps(saved))
     with pytest.raises(AssertionError, match="over the search's budget"):
         assert_within_budget(bench, tmp_path / "s")
@@ -197,3 +197,59 @@ def test_unfreeze_candidates_share_latency_and_fine_tune_only_within_budget(
     assert (
         records[f"{TINY_BACKBONE}@32/linear/fp32/unfreeze1"].val_top1 == run["metrics"]["val_top1"]
     )
+
+
+def test_a_budget_relative_to_a_reference_is_timed_with_the_candidates(
+    tmp_path: Path, tiny_weights: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-latency 2x --reference ART: the shipped model is timed in the same interleaved
+    rounds as the candidates (a bench at another moment on a shared machine differed by 60%),
+    the budget resolved from it; the same architecture as the reference fits, 16x the pixels
+    does not."""
+    from click.testing import CliRunner
+
+    from edgetl.cli import main
+    from tests.conftest import export_cli
+
+    reference = tmp_path / "shipped"
+    assert export_cli(tiny_run, reference, "--target", "cpu").exit_code == 0  # 64 px, fp32
+    rounds: list[list[str]] = []
+    timed = search_module.time_archs
+
+    def spy(loaded, iterations):
+        rounds.append(list(loaded))
+        return timed(loaded, iterations)
+
+    monkeypatch.setattr(search_module, "time_archs", spy)
+    data = write_folder(tmp_path / "photos", per_class=8)
+    common = ["search", "--data", str(data), "--target", "cpu", "--backbones", TINY_BACKBONE,
+              "--weights", str(tiny_weights), "--sizes", "64,256", "--precisions", "fp32",
+              "--epochs", "3", "--iterations", "20",
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    result = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "s"), "--max-latency",
+                                       "2x", "--reference", str(reference)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # One interleaved timing of the candidates and the reference.
+    assert rounds == [[f"{TINY_BACKBONE}@64/linear/fp32", f"{TINY_BACKBONE}@256/linear/fp32",
+                       "--reference"]]  # fmt: skip
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    ref = saved["reference"]
+    assert ref["artifact"] == str(reference) and ref["p50_ms"] > 0
+    assert saved["budget_ms"] == round(2 * ref["p50_ms"], 4)
+    status = {c["size"]: c["status"] for c in saved["candidates"]}
+    assert status == {64: "chosen", 256: "over budget"}
+    text = " ".join(result.output.split())
+    assert "reference: shipped" in text and "--reference (not a candidate)" in text
+    assert f"= {saved['budget_ms']:.3g} ms" in text
+    # Bad budgets are exit 2 naming the option, before anything is timed.
+    for args, message in (
+        (["--max-latency", "2x"], "a relative budget needs --reference"),
+        (["--max-latency", "fast"], "give milliseconds (5) or a multiple"),
+        (["--max-latency", "2x", "--reference", str(tmp_path / "none")], "none"),
+        (["--max-latency", "2x", "--reference", str(reference), "--target", "openvino-cpu"],
+         "exported for target cpu, the search is for openvino-cpu"),
+    ):  # fmt: skip
+        rounds.clear()
+        bad = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "bad"), *args])
+        assert bad.exit_code == 2 and message in " ".join(bad.output.split()), bad.output
+        assert rounds == []

@@ -18,8 +18,21 @@ from edgetl.core.verdict import check
 @click.option("--data", required=True, help="ImageFolder directory, or 'digits'.")
 @click.option("--target", required=True, help="Target profile (see `edgetl targets`).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Search folder.")
-@click.option("--max-latency", "max_latency_ms", type=float, required=True,
-              help="Batch-1 latency budget in ms on the target's runtime.")  # fmt: skip
+@click.option(
+    "--max-latency",
+    "max_latency",
+    required=True,
+    metavar="MS|Nx",
+    help="Batch-1 latency budget on the target's runtime: in ms (5), or a multiple "
+    "of --reference's latency timed in the same rounds as the candidates (1.2x).",
+)
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An artifact for --target (e.g. the model shipped now), timed with the "
+    "candidates: the budget for --max-latency Nx, and a row in the table.",
+)
 @click.option("--latency", type=click.Choice(["p50", "p90"]), default="p50", show_default=True)
 @click.option("--max-size", "max_size_mb", type=float, default=None, help="Model size in MB.")
 @click.option("--backbones", default="efficientnet_lite0", show_default=True)
@@ -52,6 +65,7 @@ def search(
     heads: str,
     precisions: str | None,
     unfreeze: str,
+    max_latency: str,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
@@ -75,6 +89,7 @@ def search(
             raise click.BadParameter(message, param_hint=option) from exc
 
     kwargs["lab"] = kwargs.pop("lab_file")
+    kwargs["max_latency_ms"], kwargs["max_latency_x"] = latency_budget(max_latency)
     options = SearchOptions(
         backbones=split_list(backbones, "--backbones"), sizes=numbers(sizes, "--sizes"),
         unfreeze=numbers(unfreeze, "--unfreeze"),
@@ -86,3 +101,14 @@ def search(
     write_plot(result.state, result.out / "front.png")
     emit(result.state.to_dict(), as_json, lambda: print_search(stdout_console(), result))
     check(result)
+
+
+def latency_budget(text: str) -> tuple[float | None, float | None]:
+    """--max-latency: (ms, None) for "5", (None, 1.2) for "1.2x"."""
+    relative = text.strip().lower().endswith("x")
+    try:
+        value = float(text.strip().rstrip("xX"))
+    except ValueError as exc:
+        message = f"{text!r}: give milliseconds (5) or a multiple of --reference's (1.2x)"
+        raise click.BadParameter(message, param_hint="--max-latency") from exc
+    return (None, value) if relative else (value, None)

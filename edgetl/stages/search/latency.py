@@ -6,6 +6,7 @@ fp16) and loaded by its runtime here, timed at batch 1."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -16,11 +17,13 @@ import numpy as np
 import onnx
 import torch
 
+from edgetl.backends.artifact import load
 from edgetl.backends.base import CompileInput, Runner
 from edgetl.backends.placement import resolve
 from edgetl.backends.probe import Probe
 from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
-from edgetl.core.records import RuntimeSpec
+from edgetl.core.errors import EdgetlError
+from edgetl.core.records import Manifest, RuntimeSpec
 from edgetl.core.targets import TargetProfile
 from edgetl.core.timing import interleaved_samples, summarize
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
@@ -110,6 +113,52 @@ def load_arch(
     if placement.proxy is not None:
         runtime += f" (proxy for {placement.backend.name})"
     return LoadedArch(runner, calibration[:1], round(size_mb, 3), runtime)
+
+
+def check_reference(path: Path, profile: TargetProfile) -> Manifest:
+    """`--reference`'s manifest (every checksum verified), or exit 2 when it is not an
+    artifact of the searched target: a budget relative to another target's model means
+    nothing."""
+    manifest = Manifest.read(path)
+    if manifest.target != profile.name:
+        raise EdgetlError(
+            f"--reference {path}: exported for target {manifest.target}, the search is for "
+            f"{profile.name}; export the reference with --target {profile.name}"
+        )
+    return manifest
+
+
+def load_reference(path: Path, profile: TargetProfile) -> LoadedArch:
+    """The `--reference` artifact loaded by the same runtime as the candidates, to be timed
+    in the same interleaved rounds: a budget relative to it ("1.2x") then compares the two
+    at one moment (a bench minutes earlier on this shared 2-core machine timed the same
+    architecture at 0.52 ms, the search at 0.84 ms)."""
+    check_reference(path, profile)
+    model = load(path)
+    placement = resolve(profile, f"target {profile.name}", export=True)
+    if model.proxy != placement.proxy:
+        raise EdgetlError(
+            f"--reference {path}: runs on {model.proxy or model.manifest.backend} here, the "
+            f"candidates on {placement.runtime.name}: they cannot be timed alike"
+        )
+    runtime = placement.runtime.name
+    if placement.proxy is not None:
+        runtime += f" (proxy for {placement.backend.name})"
+    size = model.manifest.preprocess.size
+    single = np.zeros((1, 3, size, size), np.float32)
+    return LoadedArch(model.runner, single, round(model.manifest.model_bytes / 1e6, 3), runtime)
+
+
+def reference_probe(path: Path, profile: TargetProfile, out: Path) -> Path:
+    """The `--reference` artifact as a latency probe folder (for `search --on`): its files
+    copied to `out` with a probe.json saying how to load them there."""
+    manifest = check_reference(path, profile)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(path, out)
+    spec = manifest.runtime_spec()
+    Probe(manifest.backend, spec.model_files, manifest.preprocess.size, manifest.precision,
+          spec.device, spec.options, spec.threads).write(out)  # fmt: skip
+    return out
 
 
 def time_archs(loaded: dict[str, LoadedArch], iterations: int) -> dict[str, ArchLatency]:

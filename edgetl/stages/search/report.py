@@ -26,10 +26,15 @@ def print_search(console: Console, result: object) -> None:
             record.runtime or "-",
             record.status + (f" ({record.reason})" if record.reason else ""),
         ])  # fmt: skip
+    if state.reference is not None:  # timed in the same rounds as the candidates
+        ref = state.reference
+        rows.append([f"reference: {Path(ref['artifact']).name}", f"{ref['p50_ms']:.2f}",
+                     f"{ref['p90_ms']:.2f}", f"{ref['size_mb']:.2f}", "", "", ref["runtime"],
+                     "--reference (not a candidate)"])  # fmt: skip
     settings = state.settings
     title = (
         f"edgetl search on {settings['data']} for {settings['target']}: "
-        f"{settings['latency']} <= {settings['max_latency_ms']:g} ms"
+        f"{settings['latency']} <= {state.budget_words()}"
         + (f", <= {settings['max_size_mb']:g} MB" if settings.get("max_size_mb") else "")
     )
     columns = ["candidate", "p50 ms", "p90 ms", "MB", "val top-1 (chosen on)",
@@ -59,7 +64,8 @@ def write_plot(state: SearchState, path: Path) -> bool:
         axis.scatter(record.p50_ms, 100 * record.val_top1, s=20 + 40 * (record.size_mb or 0),
                      color=colours.get(record.status, "tab:gray"), alpha=0.7)  # fmt: skip
         axis.annotate(record.key, (record.p50_ms, 100 * record.val_top1), fontsize=7)
-    axis.axvline(state.settings["max_latency_ms"], color="tab:red", linestyle="--", alpha=0.5)
+    if state.budget_ms is not None:
+        axis.axvline(state.budget_ms, color="tab:red", linestyle="--", alpha=0.5)
     axis.set_xlabel("p50 latency (ms, batch 1, on the target's runtime)")
     axis.set_ylabel("val top-1 (%)")
     axis.set_title("search: red chosen, blue the front, marker size = MB")

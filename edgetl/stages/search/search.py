@@ -26,8 +26,11 @@ from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
 from edgetl.stages.search.latency import (
     ArchLatency,
     LoadedArch,
+    check_reference,
     compile_arch,
     load_arch,
+    load_reference,
+    reference_probe,
     time_archs,
 )
 from edgetl.stages.search.space import Candidate, grid, head_hidden
@@ -39,6 +42,7 @@ from edgetl.train.loop import HeadTraining, eval_logits, evaluate_logits, train_
 from edgetl.train.model import Head
 
 CALIBRATION_IMAGES = 32  # for timing an INT8 architecture only: its accuracy comes later
+REFERENCE = "--reference"  # the key the reference artifact is timed under, with the candidates
 
 
 @dataclass
@@ -46,8 +50,10 @@ class SearchOptions:
     data: str
     target: str
     out: Path
-    max_latency_ms: float
+    max_latency_ms: float | None  # the budget in ms, or None with max_latency_x
     latency: str = "p50"  # or p90
+    max_latency_x: float | None = None  # the budget as a multiple of the reference's latency
+    reference: Path | None = None  # an artifact timed with the candidates (e.g. the one shipped)
     max_size_mb: float | None = None
     backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
     sizes: list[int] = field(default_factory=lambda: [96, 128, 160, 192, 224])
@@ -76,9 +82,10 @@ class SearchOptions:
         keep = ("data", "target", "max_latency_ms", "latency", "max_size_mb", "backbones",
                 "sizes", "heads", "precisions", "epochs", "lr", "batch_size", "seed",
                 "patience", "val_fraction", "test_fraction", "max_accuracy_drop", "on",
-                "unfreeze")  # fmt: skip
+                "unfreeze", "max_latency_x")  # fmt: skip
         found = {key: value for key, value in asdict(self).items() if key in keep}
         found["weights"] = str(self.weights) if self.weights else None
+        found["reference"] = str(self.reference) if self.reference else None
         return found
 
     def head_training(self) -> HeadTraining:
@@ -144,6 +151,10 @@ class Search:
         if not todo or self.out_of_time():
             return
         timed = self.time_on_device(todo) if opts.on else self.time_here(todo)
+        reference = timed.pop(REFERENCE, None)
+        if reference is not None and self.state.reference is None:
+            self.state.reference = {"artifact": str(opts.reference), **asdict(reference)}
+        budget = self.state.budget_ms = self.budget_ms()
         by_arch = {self.state.records[key].candidate.arch: t for key, t in timed.items()}
         for record in records:  # one timing serves every K of an architecture
             latency = by_arch.get(record.candidate.arch)
@@ -152,13 +163,22 @@ class Search:
             record.p50_ms, record.p90_ms = latency.p50_ms, latency.p90_ms
             record.size_mb, record.runtime = latency.size_mb, latency.runtime
             measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
-            if measured > opts.max_latency_ms:
+            if measured > budget:
                 record.status = "over budget"
-                record.reason = f"{opts.latency} {measured:.2f} ms > {opts.max_latency_ms:g} ms"
+                record.reason = f"{opts.latency} {measured:.2f} ms > {budget:.4g} ms"
             elif opts.max_size_mb is not None and latency.size_mb > opts.max_size_mb:
                 record.status = "over budget"
                 record.reason = f"{latency.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
         self.save()
+
+    def budget_ms(self) -> float:
+        """The latency budget in ms: --max-latency's, or its multiple of the reference's
+        p50/p90 as timed in the same rounds as the candidates."""
+        if self.opts.max_latency_x is None:
+            assert self.opts.max_latency_ms is not None
+            return self.opts.max_latency_ms
+        assert self.state.reference is not None
+        return round(self.opts.max_latency_x * self.state.reference[f"{self.opts.latency}_ms"], 4)
 
     def inputs(self, record: Record) -> tuple[Candidate, Backbone, np.ndarray]:
         backbone = self.backbone(record.backbone, record.size)
@@ -171,6 +191,8 @@ class Search:
             candidate, backbone, arrays = self.inputs(record)
             loaded[record.key] = load_arch(candidate, backbone, self.classes, arrays,
                                            self.profile)  # fmt: skip
+        if self.opts.reference is not None:
+            loaded[REFERENCE] = load_reference(self.opts.reference, self.profile)
         return time_archs(loaded, self.opts.iterations)
 
     def time_on_device(self, records: list[Record]) -> dict[str, ArchLatency]:
@@ -184,6 +206,9 @@ class Search:
             folder = self.opts.out / "probes" / _slug(record.key)
             compile_arch(candidate, backbone, self.classes, arrays, self.profile, folder)
             folders[record.key] = folder
+        if self.opts.reference is not None:
+            staged = self.opts.out / "probes" / "reference"
+            folders[REFERENCE] = reference_probe(self.opts.reference, self.profile, staged)
         assert self.opts.on is not None
         return time_on(folders, self.profile.backend, self.opts.on, self.opts.lab,
                        self.opts.iterations, self.console)  # fmt: skip
@@ -345,6 +370,8 @@ def search(opts: SearchOptions, console: Console) -> SearchResult:
     _check(opts)
     opts.out.mkdir(parents=True, exist_ok=True)
     run = Search(opts, console)
+    if opts.reference is not None:
+        check_reference(opts.reference, run.profile)  # exit 2 before anything is timed
     if not opts.force:
         run.state = resume(opts.out, opts.settings())
     precisions = opts.precisions or list(run.profile.precisions)
@@ -410,8 +437,15 @@ def _export_chosen(run: Search, chosen: Record) -> None:
 
 
 def _check(opts: SearchOptions) -> None:
-    if not opts.max_latency_ms > 0:
-        raise EdgetlError(f"--max-latency {opts.max_latency_ms}: give milliseconds above 0")
+    if (opts.max_latency_ms is None) == (opts.max_latency_x is None):
+        raise EdgetlError("--max-latency: give one budget, in ms (5) or relative to "
+                          "--reference (1.2x)")  # fmt: skip
+    budget = opts.max_latency_x or opts.max_latency_ms or 0.0
+    if not budget > 0:
+        raise EdgetlError(f"--max-latency {budget}: give a budget above 0")
+    if opts.max_latency_x is not None and opts.reference is None:
+        raise EdgetlError(f"--max-latency {opts.max_latency_x:g}x: a relative budget needs "
+                          "--reference ARTIFACT (the model it is relative to)")  # fmt: skip
     if opts.latency not in ("p50", "p90"):
         raise EdgetlError(f"--latency {opts.latency}: choose p50 or p90")
     if opts.weights is not None and len(opts.backbones) != 1:
@@ -420,4 +454,5 @@ def _check(opts: SearchOptions) -> None:
         raise EdgetlError(f"--budget-minutes {opts.budget_minutes}: give minutes >= 0")
     check_writable(opts.out, "--out")
     data = None if opts.data == "digits" else Path(opts.data)
-    check_not_input(opts.out, {"--data": data, "--weights": opts.weights})
+    check_not_input(opts.out, {"--data": data, "--weights": opts.weights,
+                               "--reference": opts.reference})  # fmt: skip

@@ -48,6 +48,20 @@ class SearchState:
     chosen: str | None = None
     seconds: float = 0.0
     stopped: str = ""  # why it stopped early (the budget), "" when it finished
+    budget_ms: float | None = None  # the latency budget, resolved once the latency is measured
+    reference: dict[str, Any] | None = None  # --reference timed with the candidates
+
+    def budget_words(self) -> str:
+        """The latency budget as asked, and in ms once resolved: "0.8 ms", "1.2x
+        runs/prod (0.63 ms) = 0.756 ms"."""
+        settings = self.settings
+        if settings.get("max_latency_x") is None:
+            return f"{settings['max_latency_ms']:g} ms"
+        words = f"{settings['max_latency_x']:g}x {settings['reference']}"
+        if self.reference is not None and self.budget_ms is not None:
+            measured = self.reference[f"{settings['latency']}_ms"]
+            words += f" ({measured:.3g} ms, timed with the candidates) = {self.budget_ms:.3g} ms"
+        return words
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +71,8 @@ class SearchState:
             "chosen": self.chosen,
             "seconds": round(self.seconds, 1),
             "stopped": self.stopped,
+            "budget_ms": self.budget_ms,
+            "reference": self.reference,
             "candidates": [asdict(record) for record in self.records.values()],
         }
 
@@ -85,4 +101,8 @@ def resume(folder: Path, settings: dict[str, Any]) -> SearchState:
             f"{path}: a search with other settings ({', '.join(changed)}); use another --out, "
             "or --force to start again"
         )
-    return SearchState(settings, records, data.get("chosen"), float(data.get("seconds", 0)))
+    seconds = float(data.get("seconds", 0))
+    return SearchState(
+        settings, records, data.get("chosen"), seconds, "", data.get("budget_ms"),
+        data.get("reference"),
+    )  # fmt: skip
