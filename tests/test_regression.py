@@ -49,12 +49,20 @@ def test_sample_ratio_uses_the_noise_of_both() -> None:
     assert not wide.regressed and wide.high - wide.low > 0.3
 
 
-def test_interleaved_rounds_alternate_order_and_honour_min_duration() -> None:
-    order: list[str] = []
-    calls = {name: (lambda n=name: order.append(n)) for name in "ABC"}
-    samples = interleaved_samples(calls, iterations=4, rounds=2, warmup=0)
-    assert order == list("AABBCCCCBBAA")  # two per round, reversed order each round
-    assert all(len(s) == 4 for s in samples.values())
+def test_interleaved_rounds_shuffle_reproducibly_and_honour_min_duration() -> None:
+    def run() -> list[str]:
+        order: list[str] = []
+        calls = {name: (lambda n=name: order.append(n)) for name in "ABCD"}
+        samples = interleaved_samples(calls, iterations=40, rounds=20, warmup=0)
+        assert all(len(s) == 40 for s in samples.values())
+        return order[::2]  # two samples per block: one name per block
+
+    blocks = run()
+    rounds = [blocks[i : i + 4] for i in range(0, len(blocks), 4)]
+    assert len(rounds) == 20 and all(sorted(r) == list("ABCD") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 2  # shuffled, not one or two fixed orders
+    assert all(a[-1] != b[0] for a, b in zip(rounds, rounds[1:], strict=False))  # no A|A
+    assert run() == blocks  # a fixed seed: the same order every time
     slow = interleaved_samples({"x": lambda: sum(range(2000))}, 2, 1, 0, min_duration_s=0.02)
     assert slow["x"].sum() >= 20  # ms: kept going past 1 round and 2 samples
 

@@ -16,7 +16,7 @@ from edgetl.backends.registry import get_backend
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text
 from edgetl.core.records import RuntimeSpec
-from edgetl.core.timing import interleaved_samples, summarize
+from edgetl.core.timing import interleaved_samples, rounds_for, summarize
 
 PROBE_FILE = "probe.json"
 
@@ -53,7 +53,7 @@ def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, flo
         runner = get_backend(probe.backend).load(folder, spec)
         single = np.zeros((1, 3, probe.size, probe.size), np.float32)
         calls[str(folder)] = _call(runner, single)
-    samples = interleaved_samples(calls, iterations, rounds=5, warmup=10)
+    samples = interleaved_samples(calls, iterations, rounds_for(iterations), warmup=10)
     found = {}
     for name, values in samples.items():
         latency = summarize(values)

@@ -48,8 +48,8 @@ from edgetl.core.verdict import check
               help="Stop cleanly after this long with the best so far.")  # fmt: skip
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--iterations", type=int, default=100, show_default=True,
-              help="Latency samples per architecture.")  # fmt: skip
+@click.option("--iterations", type=int, default=500, show_default=True,
+              help="Latency samples per architecture (in rounds of 20).")  # fmt: skip
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="INT8 candidates: the guard's budget in val top-1 points.")  # fmt: skip
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+ORDER_SEED = 0  # interleaved rounds are shuffled, reproducibly
+BLOCK_SAMPLES = 20  # samples per call per round, for callers that choose rounds by iterations
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,12 @@ def interleaved_p50(
     return {name: float(np.median(np.concatenate(parts))) for name, parts in samples.items()}
 
 
+def rounds_for(iterations: int) -> int:
+    """Rounds of BLOCK_SAMPLES samples each (at least 5): more rounds average more of a
+    shared machine's moods (two identical graphs among seven: +-6% in 5 rounds, +-2% in 25)."""
+    return max(5, iterations // BLOCK_SAMPLES)
+
+
 def interleaved_samples(
     calls: dict[str, Callable[[], object]],
     iterations: int,
@@ -73,21 +83,27 @@ def interleaved_samples(
 ) -> dict[str, np.ndarray]:
     """Per-call latencies (ms) of each call, measured in interleaved rounds.
 
-    Each round measures every call in turn (A B C, then C B A: alternating, so no call always
-    runs right after another); rounds continue past `rounds` until each call has `iterations`
-    samples and at least `min_duration_s` seconds of them.
+    Each round measures every call in an order shuffled with a fixed seed, never the same call
+    twice in a row across two rounds: a block timed right after its own block runs with its
+    caches and its runtime's spinning threads warm. (With A B C, C B A alternation the call
+    listed last was that one: two identical INT8 graphs timed in 25-50 rounds among seven
+    models differed by 1.07-1.11x on this 2-core machine; shuffled, 1.005 +- 0.018 over six
+    runs.) Rounds continue past `rounds` until each call has `iterations` samples and at
+    least `min_duration_s` seconds of them.
     """
     names = list(calls)
     samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
     per_round = max(1, iterations // max(rounds, 1))
     for name in names:  # warm every model up once, before any timed round
         measure(calls[name], 0, warmup)
-    done = 0
+    done, shuffler, last = 0, random.Random(ORDER_SEED), None
     while True:
-        order = names if done % 2 == 0 else names[::-1]
+        order = shuffler.sample(names, len(names))
+        if len(order) > 1 and order[0] == last:
+            order.append(order.pop(0))
         for name in order:
             samples[name].append(measure(calls[name], per_round, 0))
-        done += 1
+        done, last = done + 1, order[-1]
         enough = min(sum(len(s) for s in samples[n]) for n in names) >= iterations
         spent = min(float(np.concatenate(samples[n]).sum()) / 1000 for n in names)
         if done >= rounds and enough and spent >= min_duration_s:

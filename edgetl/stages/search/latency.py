@@ -25,7 +25,7 @@ from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
 from edgetl.core.errors import EdgetlError
 from edgetl.core.records import Manifest, RuntimeSpec
 from edgetl.core.targets import TargetProfile
-from edgetl.core.timing import interleaved_samples, summarize
+from edgetl.core.timing import interleaved_samples, rounds_for, summarize
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
 from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.search.space import Candidate
@@ -165,7 +165,7 @@ def time_archs(loaded: dict[str, LoadedArch], iterations: int) -> dict[str, Arch
     """Batch-1 latency of every loaded architecture, measured in interleaved rounds (a busy
     spell on a shared machine hits them all alike, not the one timed at that moment)."""
     calls = {key: _call(arch) for key, arch in loaded.items()}
-    samples = interleaved_samples(calls, iterations, rounds=5, warmup=10)
+    samples = interleaved_samples(calls, iterations, rounds_for(iterations), warmup=10)
     found = {}
     for key, arch in loaded.items():
         latency = summarize(samples[key])

@@ -69,7 +69,7 @@ class SearchOptions:
     patience: int = 5
     val_fraction: float = 0.2
     test_fraction: float = 0.2
-    iterations: int = 100  # latency samples per architecture
+    iterations: int = 500  # latency samples per architecture: +-2% between twins, ~1 s each
     max_accuracy_drop: float = 1.0  # the INT8 guard's budget, points of val top-1
     cache_dir: Path | None = None
     workers: int | None = None
