@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgetl.core.ui import make_console
 from edgetl.stages.search import search as search_module
@@ -253,3 +254,41 @@ def test_a_budget_relative_to_a_reference_is_timed_with_the_candidates(
         bad = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "bad"), *args])
         assert bad.exit_code == 2 and message in " ".join(bad.output.split()), bad.output
         assert rounds == []
+
+
+def test_the_searchs_heads_are_the_heads_its_runs_train(tmp_path: Path, tiny_weights: Path) -> None:
+    """The FP32 val a candidate is pruned and chosen by is that of the run finetune makes for
+    it (the head seeded right before it is built, in both): the INT8 step's ceiling is the
+    FP32 head it quantizes. Was not: the search's head drew on whatever random state came
+    before (scenes: 92.11% vs the run's 94.74% at 128 px, which pruned the default's INT8)."""
+    data = write_folder(tmp_path / "photos", classes=4, per_class=15)
+    torch.manual_seed(1234)
+    torch.rand(1000)  # a random state the runs never see
+    opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 48],
+                   heads=["mlp16"], epochs=4)  # fmt: skip
+    result = search(opts, make_console(quiet=True))
+    for size in (32, 48):
+        searched = result.state.records[f"{TINY_BACKBONE}@{size}/mlp16/fp32"]
+        torch.rand(size)  # and another before each run
+        run = search_module.Search(opts, make_console(quiet=True)).run(searched)
+        assert run.metrics["val_top1"] == round(searched.val_top1, 5)
+        assert run.metrics["test_top1"] == round(searched.test_top1, 5)
+        assert run.metrics["epochs_run"] >= 2  # a head trained by the run, not a copy
+
+
+def test_a_tie_on_val_goes_to_the_faster_candidate() -> None:
+    """Val top-1 from the search's heads (a count over a count) and from an export's
+    manifest (36/38 in float64) are the same number: a float32 mean (0.94736844) made the
+    slower FP32 head "better" than its INT8 export at the same 36 of 38."""
+    from edgetl.stages.search.search import choose
+    from edgetl.stages.search.state import Record
+    from edgetl.train.loop import evaluate_logits
+
+    labels = torch.arange(38) % 4
+    predicted = labels.clone()
+    predicted[:2] = (labels[:2] + 1) % 4
+    val = evaluate_logits(torch.nn.functional.one_hot(predicted, 4).float(), labels)[1]
+    assert val == 36 / 38
+    fp32 = Record("m@128/linear/fp32", "m", 128, "linear", "fp32", p50_ms=1.5, val_top1=val)
+    int8 = Record("m@128/linear/int8", "m", 128, "linear", "int8", p50_ms=0.8, val_top1=36 / 38)
+    assert choose([fp32, int8]) is int8

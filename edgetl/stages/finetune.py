@@ -234,6 +234,10 @@ def _train(
     group: Group | None,
 ) -> Trained:
     """The head on cached features, then (--unfreeze K or auto) the last stages with it."""
+    # Seeded here, not by whatever drew random numbers before (loading the backbone, the
+    # cache's row-precision check): the same head as `edgetl search` trains for this
+    # configuration, so the FP32 val it prunes INT8 candidates by is this run's.
+    torch.manual_seed(opts.seed)
     head = Head(backbone.num_features, len(splits.classes), opts.hidden)
     head.set_feature_stats(feats["train"])
     train_y = torch.from_numpy(splits.train.labels)

@@ -251,15 +251,15 @@ class Search:
     def fit_head(
         self, backbone: Backbone, feats: dict[str, torch.Tensor], head_name: str
     ) -> tuple[float, float]:
+        torch.manual_seed(self.opts.seed)  # as finetune does: the head its run would train
         head = Head(backbone.num_features, self.classes, head_hidden(head_name))
         head.set_feature_stats(feats["train"])
         labels = {role: torch.from_numpy(self.splits.part(role).labels) for role in feats}
-        torch.manual_seed(self.opts.seed)
         train_head(head, feats["train"], labels["train"], feats["val"], labels["val"],
                    self.opts.head_training(), Console(quiet=True))  # fmt: skip
         val = evaluate_logits(eval_logits(head, feats["val"]), labels["val"])[1]
         test = evaluate_logits(eval_logits(head, feats["test"]), labels["test"])[1]
-        return round(val, 5), round(test, 5)
+        return val, test  # unrounded, as the runs and manifests record them: ties are ties
 
     def fine_tune(self, records: list[Record], fp32: dict[str, float]) -> None:
         """FP32 candidates with K > 0 stages fine-tuned: real `finetune --unfreeze K` runs
