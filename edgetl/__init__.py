@@ -23,12 +23,18 @@ def load(path: Any, threads: int | None = None, trust: Any = None) -> Model:
 
 
 def search(
-    data: Any, target: str, out: Any, max_latency_ms: float, quiet: bool = True, **options: Any
+    data: Any,
+    target: str,
+    out: Any,
+    max_latency_ms: float | None = None,
+    quiet: bool = True,
+    **options: Any,
 ) -> SearchResult:
-    """The most accurate model for `data` within `max_latency_ms` on `target` (see `edgetl
-    search --help`; the options are SearchOptions' fields: max_size_mb, backbones, sizes,
-    heads, precisions, budget_minutes, ...). The result's `.chosen` is the typed record of
-    the chosen candidate, `out/chosen` its artifact."""
+    """The most accurate model for `data` within `max_latency_ms` on `target`, or within
+    `max_latency_x` times the latency of the artifact `reference` (see `edgetl search
+    --help`; the options are SearchOptions' fields: max_size_mb, backbones, sizes, heads,
+    precisions, budget_minutes, max_latency_x, reference, ...). The result's `.chosen` is
+    the typed record of the chosen candidate, `out/chosen` its artifact."""
     from pathlib import Path
 
     from edgetl.core.ui import make_console
