@@ -259,7 +259,7 @@ class Search:
                    self.opts.head_training(), Console(quiet=True))  # fmt: skip
         val = evaluate_logits(eval_logits(head, feats["val"]), labels["val"])[1]
         test = evaluate_logits(eval_logits(head, feats["test"]), labels["test"])[1]
-        return val, test  # unrounded, as the runs and manifests record them: ties are ties
+        return _score(val), _score(test)
 
     def fine_tune(self, records: list[Record], fp32: dict[str, float]) -> None:
         """FP32 candidates with K > 0 stages fine-tuned: real `finetune --unfreeze K` runs
@@ -310,8 +310,8 @@ class Search:
             if manifest is None:
                 record.status, record.reason = "failed", "the INT8 guard found no model in budget"
             else:
-                record.val_top1 = manifest.accuracy.val.top1
-                record.test_top1 = manifest.accuracy.test.top1
+                record.val_top1 = _score(manifest.accuracy.val.top1)
+                record.test_top1 = _score(manifest.accuracy.test.top1)
             self.save()
 
     def run(self, record: Record) -> Any:
@@ -341,6 +341,12 @@ class Search:
         return self.opts.out / "runs" / _slug(record.key)
 
 
+def _score(top1: float) -> float:
+    """Top-1 as every source records it (runs: 5 digits): then 36 of 38 from a head, a run
+    or an export is one number, and a tie goes to the faster candidate."""
+    return round(top1, 5)
+
+
 def _slug(key: str) -> str:
     return key.replace("/", "-").replace("@", "-")
 
@@ -349,7 +355,8 @@ def front(records: list[Record]) -> list[Record]:
     """The Pareto front of latency (p50, lower) and val top-1 (higher) among the measured."""
     scored = sorted((r for r in records if r.val_top1 is not None and r.status in
                      ("pending", "on the front", "dominated", "chosen")),
-                    key=lambda r: (r.p50_ms, -(r.val_top1 or 0)))  # fmt: skip
+                    key=lambda r: (r.p50_ms, -(r.val_top1 or 0), r.size_mb or 0,
+                                   r.unfreeze))  # fmt: skip
     kept, best = [], -1.0
     for record in scored:
         if (record.val_top1 or 0) > best:
@@ -359,11 +366,13 @@ def front(records: list[Record]) -> list[Record]:
 
 
 def choose(records: list[Record]) -> Record | None:
-    """The highest val top-1 within budget; ties: the faster, then the smaller."""
+    """The highest val top-1 within budget; ties: the faster, the smaller, the less
+    fine-tuned."""
     on_front = front(records)
     if not on_front:
         return None
-    return max(on_front, key=lambda r: (r.val_top1, -(r.p50_ms or 0), -(r.size_mb or 0)))
+    return max(on_front, key=lambda r: (r.val_top1, -(r.p50_ms or 0), -(r.size_mb or 0),
+                                        -r.unfreeze))  # fmt: skip
 
 
 def search(opts: SearchOptions, console: Console) -> SearchResult:
@@ -430,7 +439,7 @@ def _export_chosen(run: Search, chosen: Record) -> None:
     manifest = run.export(chosen, staged)
     if manifest is None:
         raise EdgetlError(f"{chosen.key}: its export failed on a re-run; search again with --force")
-    chosen.test_top1 = manifest.accuracy.test.top1
+    chosen.test_top1 = _score(manifest.accuracy.test.top1)
     if target.exists():
         shutil.rmtree(target)
     staged.rename(target)
