@@ -17,7 +17,8 @@ from edgetl.stages.search.search import SearchOptions, front, search
 from tests.conftest import TINY_BACKBONE, write_folder
 
 pytestmark = pytest.mark.e2e
-BUDGET_MS = 1.0  # the tiny model at 32 px runs in ~0.1 ms here, at 256 px in ~2.6 ms
+# The tiny model at 32 px runs in ~0.1 ms here, at 256 px in 1.5-2.6 ms: 3x+ margins either way.
+BUDGET_MS = 0.5
 
 
 def options(data: Path, out: Path, weights: Path, cache: Path, **extra) -> SearchOptions:
