@@ -14,7 +14,7 @@ from torch import nn
 
 from edgetl.core.dataset import ImageSet
 from edgetl.core.preprocess import Preprocess
-from edgetl.train.loop import HeadTraining, Loop, fit
+from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit
 from edgetl.train.unfreeze import predict
 
 WIDTHS = (16, 32, 64, 128)  # four conv blocks, stride 2 each: ~0.1 M parameters
@@ -65,8 +65,7 @@ def scratch_baseline(
 
     def validate() -> tuple[float, float]:
         logits, labels = predict(model, val, pre, settings.batch_size, torch.device("cpu"))
-        loss = nn.functional.cross_entropy(logits, labels).item()
-        return loss, float((logits.argmax(1) == labels).float().mean())
+        return evaluate_logits(logits, labels)
 
     loop = Loop("scratch", "scratch baseline", model, batches, step, validate)
     history = fit(loop, settings.epochs, settings.patience, 3e-3, console)
