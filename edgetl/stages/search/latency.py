@@ -119,7 +119,10 @@ def check_reference(path: Path, profile: TargetProfile) -> Manifest:
     """`--reference`'s manifest (every checksum verified), or exit 2 when it is not an
     artifact of the searched target: a budget relative to another target's model means
     nothing."""
-    manifest = Manifest.read(path)
+    return _for_target(Manifest.read(path), path, profile)
+
+
+def _for_target(manifest: Manifest, path: Path, profile: TargetProfile) -> Manifest:
     if manifest.target != profile.name:
         raise EdgetlError(
             f"--reference {path}: exported for target {manifest.target}, the search is for "
@@ -133,8 +136,8 @@ def load_reference(path: Path, profile: TargetProfile) -> LoadedArch:
     in the same interleaved rounds: a budget relative to it ("1.2x") then compares the two
     at one moment (a bench minutes earlier on this shared 2-core machine timed the same
     architecture at 0.52 ms, the search at 0.84 ms)."""
-    check_reference(path, profile)
-    model = load(path)
+    model = load(path)  # verifies every checksum
+    _for_target(model.manifest, path, profile)
     placement = resolve(profile, f"target {profile.name}", export=True)
     if model.proxy != placement.proxy:
         raise EdgetlError(
