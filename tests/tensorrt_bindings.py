@@ -8,7 +8,8 @@ exporting those (each returning NULL) are built here with the system compiler. T
 `import tensorrt` gives that version's real enums, classes and signatures, and creating a
 Builder raises, as on a machine without a GPU.
 
-`python tests/tensorrt_bindings.py MAJOR CODE` runs CODE with that major's `tensorrt`.
+`python tests/tensorrt_bindings.py RELEASE CODE` runs CODE with that release's `tensorrt`
+(RELEASE: 10.3, 10 or 11, the keys of WHEELS).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import sys
 import zipfile
 from pathlib import Path
 
-WHEELS = {10: "tensorrt-cu12-bindings>=10.8,<11", 11: "tensorrt-cu13-bindings>=11,<12"}
+# The releases CI checks the code against: JetPack 6's own TensorRT (10.3, what every Orin
+# runs until JetPack 7), the newest 10.x, and 11.x. Keys are what tests parametrize over.
+WHEELS = {
+    "10.3": "tensorrt-cu12-bindings==10.3.0",
+    "10": "tensorrt-cu12-bindings>=10.8,<11",
+    "11": "tensorrt-cu13-bindings>=11,<12",
+}
 ENTRY_POINTS = {
     "libnvinfer": """
 void* createInferBuilder_INTERNAL(void* logger, int version) { return 0; }
@@ -46,9 +53,11 @@ class Unavailable(Exception):
     """Why the bindings cannot be prepared here (no compiler, no index): the test skips."""
 
 
-def prepare(major: int, root: Path) -> Path:
-    """A directory holding stub libraries and that major's bindings as `tensorrt`; cached."""
-    home = root / f"tensorrt{major}"
+def prepare(release: str, root: Path) -> Path:
+    """A directory holding stub libraries and that release's bindings (a key of WHEELS) as
+    `tensorrt`; cached."""
+    major = int(release.split(".")[0])
+    home = root / f"tensorrt{release}"
     if (home / "ready").is_file():
         return home
     compiler = shutil.which("cc") or shutil.which("gcc")
@@ -67,12 +76,12 @@ def prepare(major: int, root: Path) -> Path:
     wheels = home / "wheels"
     download = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
-        + ["-d", str(wheels), WHEELS[major]],
+        + ["-d", str(wheels), WHEELS[release]],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
     if download.returncode != 0 or not found:
-        raise Unavailable(f"cannot download {WHEELS[major]}: {download.stderr.strip()[-300:]}")
+        raise Unavailable(f"cannot download {WHEELS[release]}: {download.stderr.strip()[-300:]}")
     site = home / "site"
     with zipfile.ZipFile(found[-1]) as wheel:
         wheel.extractall(site)
@@ -97,7 +106,7 @@ def run(home: Path, code: str, timeout: int = 120) -> subprocess.CompletedProces
 if __name__ == "__main__":
     import tempfile
 
-    prepared = prepare(int(sys.argv[1]), Path(tempfile.gettempdir()) / "edgetl-tensorrt-stubs")
+    prepared = prepare(sys.argv[1], Path(tempfile.gettempdir()) / "edgetl-tensorrt-stubs")
     result = run(prepared, sys.argv[2])
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)

@@ -342,3 +342,94 @@ def test_compare_runs_two_bundles_on_the_host_proxy_and_refuses_a_mixed_pair(
     text = " ".join(mixed.output.split())
     assert f"cannot compare {cpu} on onnxruntime with {report} measured on onnxruntime " in text
     assert "(host proxy for tensorrt)" in text
+
+
+def _scaled_run(tiny_run: Path, out: Path, factor: float) -> Path:
+    """A copy of the run whose head's logits are `factor` times larger (a confident head:
+    logits spanning 15-20 as on a held-out photo set), its weight record updated."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from edgetl.core.files import sha256_file
+
+    shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("export"))
+    head = load_file(str(out / "head.safetensors"))
+    last = sorted(k for k in head if k.endswith(".weight") and k.startswith("net."))[-1]
+    for key in (last, last.replace(".weight", ".bias")):
+        head[key] = head[key] * np.float32(factor)
+    save_file(head, str(out / "head.safetensors"))
+    record = json.loads((out / "edgetl.json").read_text())
+    record["weights"]["head.safetensors"] = sha256_file(out / "head.safetensors")
+    (out / "edgetl.json").write_text(json.dumps(record))
+    return out
+
+
+def test_fp16_bundles_of_a_confident_head_pass_and_carry_only_their_routes(
+    tiny_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An absolute 0.1 on the FP16-typed graph refused correct graphs whose logits span
+    15-20 (FP16's error grows with the values it rounds); and an Orin on TensorRT 10.3 never
+    builds from that graph, so its bundle neither carries nor checks it."""
+    run = _scaled_run(tiny_run, tmp_path / "run", 100.0)
+    out = tmp_path / "gpu"
+    capfd.readouterr()
+    result = export_cli(run, out, "--target", "tensorrt-gpu", "--precision", "fp16")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "FP16-typed graph for TensorRT 11.4.1" in text
+    assert text.count("note: ONNX Runtime's CPU provider ran") == 1  # said once, in words
+    raw = capfd.readouterr()  # ONNX Runtime logs from C++, past click's capture
+    assert "W:onnxruntime" not in raw.err + raw.out and "\x1b[" not in raw.err
+    typed = load_manifest(out)["parity"]["host_checks"]["model.fp16.onnx"]
+    assert typed["passed"] and typed["max_abs_diff"] > 0.1  # the old bound refused it
+    assert typed["max_rel_diff"] <= typed["tolerance"]["max_rel_diff"]
+    nano = tmp_path / "nano"
+    result = export_cli(run, nano, "--target", "jetson-orin-nano", "--precision", "fp16")
+    assert result.exit_code == 0, result.output
+    assert not (nano / "model.fp16.onnx").exists()
+    assert "host_checks" not in load_manifest(nano)["parity"]
+    assert "model.fp16.onnx" not in (nano / "DEVICE.md").read_text()
+
+
+def test_the_fp16_graph_tolerance_still_refuses_a_broken_graph(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """The relative bound is not a blank cheque: the same FP16 conversion of a graph with
+    its first convolution's output channel 0 sign-flipped (still runs, mostly agrees) fails it, run
+    on ONNX Runtime as export runs it; the correct conversion passes."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from edgetl.backends.onnxruntime.backend import OrtRunner
+    from edgetl.backends.onnxruntime.fp16 import quiet
+    from edgetl.core.parity import compare
+    from edgetl.core.records import Manifest
+    from edgetl.core.reference import ReferenceSet
+    from edgetl.backends import run_all
+    from edgetl.core.targets import load_target
+
+    run = _scaled_run(tiny_run, tmp_path / "run", 40.0)
+    out = tmp_path / "cpu"
+    assert export_cli(run, out, "--target", "cpu", "--precision", "fp32").exit_code == 0
+    manifest = Manifest.read(out)
+    reference = ReferenceSet.load(out / manifest.reference.file)
+    images = manifest.preprocess.normalize(reference.images)
+    model = onnx.load(str(out / "model.onnx"))
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    inits = {i.name: i for i in broken.graph.initializer}
+    convs = [n for n in broken.graph.node if n.op_type == "Conv" and n.input[1] in inits]
+    weights = inits[convs[0].input[1]]  # the stem: a small tiny net shrugs off a deep channel
+    flipped = numpy_helper.to_array(weights).copy()
+    flipped[0] = -flipped[0]
+    weights.CopyFrom(numpy_helper.from_array(flipped, weights.name))
+    tolerance = load_target("tensorrt-gpu").parity["fp16_graph"]
+    checks = {}
+    for name, graph in (("correct", model), ("broken", broken)):
+        fp16 = convert_float_to_float16(graph, keep_io_types=True).SerializeToString()
+        with quiet():
+            logits = run_all(OrtRunner(fp16, 1), images)
+        checks[name] = compare(reference.artifact_logits, logits, reference.labels, tolerance)
+    assert checks["correct"].passed, checks["correct"].shortfall()
+    assert not checks["broken"].passed
+    assert checks["broken"].max_rel_diff > 2 * tolerance.max_rel_diff, checks["broken"]  # not a near miss

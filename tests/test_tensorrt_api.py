@@ -110,11 +110,13 @@ def test_every_tensorrt_call_is_known_to_this_test() -> None:
     assert ("ILayer", "name") in members and ("INetworkDefinition", "get_layer") in members
 
 
-@pytest.fixture(scope="module", params=[10, 11])
+@pytest.fixture(scope="module", params=sorted(tensorrt_bindings.WHEELS))
 def bindings(request: pytest.FixtureRequest) -> tuple[int, Path]:
+    """(major, bindings home) for JetPack 6's 10.3, the newest 10.x and 11.x."""
     root = Path(tempfile.gettempdir()) / "edgetl-tensorrt-stubs"
     try:
-        return request.param, tensorrt_bindings.prepare(request.param, root)
+        home = tensorrt_bindings.prepare(request.param, root)
+        return int(request.param.split(".")[0]), home
     except tensorrt_bindings.Unavailable as exc:
         pytest.skip(str(exc))
 

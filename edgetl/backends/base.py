@@ -92,7 +92,9 @@ class Backend(ABC):
     def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> Runner:
         """An in-memory ONNX model (a quantization candidate) on this runtime."""
 
-    def host_checks(self, out_dir: Path, precision: str) -> list[tuple[str, Path, str]]:
+    def host_checks(
+        self, out_dir: Path, precision: str, profile: TargetProfile
+    ) -> list[tuple[str, Path, str]]:
         """Other graphs in the artifact that a device may run, to check on the host at
         export: (what, file, the profile's parity key). None by default."""
         return []

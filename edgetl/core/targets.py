@@ -18,8 +18,19 @@ BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
 
 @dataclass(frozen=True)
 class Parity:
-    max_abs_diff: float
-    min_agreement: float
+    """How close a compiled graph's logits must stay to its reference's: an absolute bound,
+    a bound relative to the logits' scale (core/parity.relative_error), or both, and top-1
+    agreement. FP16 needs the relative one: its error grows with the values it rounds (one
+    ulp is 2^-11 of them), so an absolute 0.1 passed logits of 5 and failed logits of 20
+    from the same correct graph (tools/fp16_parity.py)."""
+
+    max_abs_diff: float | None = None
+    min_agreement: float = 1.0
+    max_rel_diff: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_abs_diff is None and self.max_rel_diff is None:
+            raise EdgetlError("a parity tolerance needs max_abs_diff, max_rel_diff or both")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from edgetl.core.targets import TargetProfile
 
-from edgetl.backends.tensorrt.engine import FP16_FILE, FP32_FILE, MODEL_FILE, route
+from edgetl.backends.tensorrt.engine import FP16_FILE, FP32_FILE, MODEL_FILE, carried, route
 
 CALIBRATION_CACHE = "calibration.cache"
 DEVICE_DOC = "DEVICE.md"
@@ -77,12 +77,19 @@ class TensorRtBackend(Backend):
                 "where `edgetl build` makes the engine (see the bundle's DEVICE.md)"
             )
 
-    def host_checks(self, out_dir: Path, precision: str) -> list[tuple[str, Path, str]]:
-        """Extra graphs the device may build from, checked on the host proxy at export:
-        (what, file, the profile's parity key)."""
-        if precision == "fp16":
-            return [("FP16-typed graph for TensorRT 11", out_dir / FP16_FILE, "fp16_graph")]
-        return []
+    def host_checks(
+        self, out_dir: Path, precision: str, profile: TargetProfile
+    ) -> list[tuple[str, Path, str]]:
+        """Extra graphs a device of the profile builds from, checked on the host proxy at
+        export: (what, file, the profile's parity key). Only the routes of the TensorRT
+        majors the bundle is for: an Orin on 10.3 never builds from the FP16-typed graph."""
+        options: TensorRtOptions = self.options(profile.options, profile.source)
+        users = carried(options.majors, precision, options.dla_core >= 0).get(FP16_FILE)
+        if users is None:
+            return []
+        releases = [v for v in options.tensorrt_versions if int(v.split(".")[0]) in users]
+        what = f"FP16-typed graph for TensorRT {', '.join(releases)}"
+        return [(what, out_dir / FP16_FILE, "fp16_graph")]
 
     def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
         import onnx
@@ -93,7 +100,8 @@ class TensorRtBackend(Backend):
         options: TensorRtOptions = self.options(profile.options, profile.source)
         precision = graph.precision
         model = onnx.load(str(graph.onnx))
-        if precision == "fp16":
+        files = carried(options.majors, precision, options.dla_core >= 0)
+        if FP16_FILE in files:
             # TensorRT 11 has no FP16 builder flag: precision comes from the graph's types.
             from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -63,6 +63,19 @@ def route(major: int, precision: str, dla: bool) -> Route:
     raise EdgetlError(f"TensorRT {major}: no {precision} build for {kind}")
 
 
+def carried(majors: list[int], precision: str, dla: bool) -> dict[str, list[int]]:
+    """The graphs a bundle carries for its TensorRT majors (none named: every major edgetl
+    knows): file -> the majors that build from it (a major with no route for this precision
+    carries nothing)."""
+    files: dict[str, list[int]] = {}
+    for major in majors or sorted({major for major, _, _ in ROUTES}):  # none named: all
+        try:
+            files.setdefault(route(major, precision, dla).onnx, []).append(major)
+        except EdgetlError:
+            continue
+    return files
+
+
 @dataclass
 class EngineBuild:
     engine: bytes

@@ -68,13 +68,21 @@ class ParityCheck:
     artifact_top1: float
     tolerance: Parity
     passed: bool
+    # max |logit diff| per image over its logit range (core/parity.relative_error); absent
+    # in manifests written before it was measured.
+    max_rel_diff: float | None = field(default=None, metadata={"omit": None})
 
     def shortfall(self) -> str:
         """What was measured against what the tolerance asks, for a failure message."""
-        return (
-            f"max |logit diff| {self.max_abs_diff:.2e} (limit {self.tolerance.max_abs_diff:g}), "
-            f"top-1 agreement {self.agreement:.2%} (need {self.tolerance.min_agreement:.0%})"
-        )
+        limits = self.tolerance
+        parts = [f"max |logit diff| {self.max_abs_diff:.2e}"]
+        if limits.max_abs_diff is not None:
+            parts[0] += f" (limit {limits.max_abs_diff:g})"
+        if self.max_rel_diff is not None:
+            limit = "" if limits.max_rel_diff is None else f" (limit {limits.max_rel_diff:g})"
+            parts.append(f"{self.max_rel_diff:.2e} of an image's logit range{limit}")
+        parts.append(f"top-1 agreement {self.agreement:.2%} (need {limits.min_agreement:.0%})")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
