@@ -91,12 +91,36 @@ def prepare(release: str, root: Path) -> Path:
     return home
 
 
-def run(home: Path, code: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    """CODE in a fresh interpreter that imports this major's real `tensorrt` bindings."""
+def polygraphy(root: Path) -> Path:
+    """A directory holding the real Polygraphy (pure Python, from the index), to put on the
+    path beside the bindings where a test needs it; cached."""
+    home = root / "polygraphy"
+    if (home / "ready").is_file():
+        return home / "site"
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
+        + ["-d", str(home / "wheels"), "polygraphy>=0.49"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    found = sorted((home / "wheels").glob("*.whl")) if (home / "wheels").is_dir() else []
+    if download.returncode != 0 or not found:
+        raise Unavailable(f"cannot download polygraphy: {download.stderr.strip()[-300:]}")
+    with zipfile.ZipFile(found[-1]) as wheel:
+        wheel.extractall(home / "site")
+    (home / "ready").write_text(found[-1].name)
+    return home / "site"
+
+
+def run(
+    home: Path, code: str, timeout: int = 120, extra: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """CODE in a fresh interpreter that imports this major's real `tensorrt` bindings (and
+    whatever `extra` directories hold)."""
+    paths = [str(home / "site"), *map(str, extra), str(Path(__file__).parents[1])]
     env = {
         **os.environ,
         "LD_LIBRARY_PATH": f"{home}:{os.environ.get('LD_LIBRARY_PATH', '')}",
-        "PYTHONPATH": os.pathsep.join([str(home / "site"), str(Path(__file__).parents[1])]),
+        "PYTHONPATH": os.pathsep.join(paths),
     }
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env

@@ -338,13 +338,29 @@ def test_a_command_past_its_timeout_fails_the_device(
 def test_a_jetson_bundle_on_a_device_without_tensorrt(
     lab: Path, tiny_run: Path, tmp_path: Path
 ) -> None:
-    """build --on fails that device saying TensorRT is not importable there; bench --on
+    """Polygraphy (which runs every engine) is installed with the TensorRT runtime before
+    anything is built: in the managed env; a device's own env (twin) is told what to run.
+    Then build --on fails that device saying TensorRT is not importable there; bench --on
     measures accuracy on the host proxy and says so (no device latency)."""
+    import subprocess
+
+    from edgetl.stages.lab.labfile import read_lab
+    from edgetl.stages.lab.remote import Remote
+
     bundle = tmp_path / "jetson-fp16"
     result = export_cli(tiny_run, bundle, "--target", "jetson", "--precision", "fp16")
     assert result.exit_code == 0, result.output
+    parsed = read_lab(lab)
+    remote = Remote("local", parsed.devices["local"], parsed)
+    subprocess.run([str(remote.python), "-m", "pip", "uninstall", "-y", "-q",
+                    "polygraphy"], capture_output=True, timeout=120)  # fmt: skip
+    assert "polygraphy" not in remote.probe().packages
+    code, output = cli("build", bundle, "--on", "twin", "--lab", lab)
+    text = " ".join(output.split())
+    assert code == 1 and "lacks polygraphy" in text and "pip install 'polygraphy'" in text
     code, output = cli("build", bundle, "--on", "local", "--lab", lab)
     assert code == 1 and "cannot import TensorRT" in " ".join(output.split())
+    assert "polygraphy" in remote.probe().packages  # installed before the build was tried
     code, output, report = bench_on(lab, "local", tmp_path / "r.json", bundle)
     assert code == 0, output
     (entry,) = report["devices"][0]["report"]["results"]

@@ -400,12 +400,12 @@ def test_the_fp16_graph_tolerance_still_refuses_a_broken_graph(
     on ONNX Runtime as export runs it; the correct conversion passes."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from edgetl.backends import run_all
     from edgetl.backends.onnxruntime.backend import OrtRunner
     from edgetl.backends.onnxruntime.fp16 import quiet
     from edgetl.core.parity import compare
     from edgetl.core.records import Manifest
     from edgetl.core.reference import ReferenceSet
-    from edgetl.backends import run_all
     from edgetl.core.targets import load_target
 
     run = _scaled_run(tiny_run, tmp_path / "run", 40.0)
@@ -432,4 +432,5 @@ def test_the_fp16_graph_tolerance_still_refuses_a_broken_graph(
         checks[name] = compare(reference.artifact_logits, logits, reference.labels, tolerance)
     assert checks["correct"].passed, checks["correct"].shortfall()
     assert not checks["broken"].passed
-    assert checks["broken"].max_rel_diff > 2 * tolerance.max_rel_diff, checks["broken"]  # not a near miss
+    # Not a near miss.
+    assert checks["broken"].max_rel_diff > 2 * tolerance.max_rel_diff, checks["broken"]

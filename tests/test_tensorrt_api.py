@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import sys
 import tempfile
@@ -24,6 +25,7 @@ import pytest
 from edgetl.backends.tensorrt import engine as tensorrt_engine
 from edgetl.backends.tensorrt.backend import encode_version
 from edgetl.backends.tensorrt.engine import ROUTES, build_engine, route
+from edgetl.backends.tensorrt.requirements import needs_numpy_below_2
 from edgetl.core.errors import EdgetlError
 from tests import tensorrt_bindings
 
@@ -43,6 +45,9 @@ RECEIVERS = {
     "tensor": "ITensor",
     "logger": "Logger",
     "serialized": "IHostMemory",
+    "runtime": "Runtime",
+    "inspected": "ICudaEngine",
+    "inspector": "EngineInspector",
 }
 RETURNS = {
     ("network", "get_layer"): "ILayer",
@@ -193,6 +198,7 @@ from pathlib import Path
 from edgetl.backends.tensorrt.engine import build_engine
 from edgetl.backends.tensorrt.backend import TensorRtBackend, encode_version
 import tensorrt as trt
+print("VERSION", trt.__version__)
 print("MISSING", TensorRtBackend().missing())
 v = trt.__version__.split(".")
 print("ENCODED", encode_version(trt.__version__), int(v[0]) * 10000 + int(v[1]) * 100 + int(v[2]))
@@ -201,13 +207,41 @@ try:
 except Exception as exc:
     print("ERROR", type(exc).__name__, exc)
 """
-    result = tensorrt_bindings.run(home, code)
+    root = Path(tempfile.gettempdir()) / "edgetl-tensorrt-stubs"
+    try:
+        polygraphy = tensorrt_bindings.polygraphy(root)
+    except tensorrt_bindings.Unavailable as exc:
+        pytest.skip(str(exc))
+    if importlib.util.find_spec("polygraphy") is None:  # this venv has none: say so first
+        bare = tensorrt_bindings.run(home, code)
+        assert "Polygraphy (which runs the engine) is not installed" in bare.stdout, bare.stderr
+    result = tensorrt_bindings.run(home, code, extra=(polygraphy,))
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
-    assert lines["MISSING"].startswith("TensorRT imports, but")  # no CUDA device here
+    if needs_numpy_below_2(lines["VERSION"]) and int(np.__version__.split(".")[0]) >= 2:
+        assert "pip install 'numpy<2'" in lines["MISSING"]  # JetPack 6's 10.3 under NumPy 2
+    else:
+        assert lines["MISSING"].startswith("TensorRT imports, but")  # no CUDA device here
     encoded, expected = lines["ENCODED"].split()
     assert encoded == expected
     assert lines["ERROR"].startswith("EdgetlError") and "cannot create a builder" in lines["ERROR"]
+
+
+def test_the_numpy_rule_matches_the_real_bindings(bindings: tuple[int, Path]) -> None:
+    """Which TensorRT needs NumPy below 2 is what its bindings do: under NumPy 2, 10.3's
+    read an array as zeros (silently); 10.16+ and 11.x read it right."""
+    _, home = bindings
+    code = (
+        "import numpy as np, tensorrt as trt; "
+        "print(trt.__version__, trt.Weights(np.arange(6, dtype=np.float32)).numpy().tolist())"
+    )
+    result = tensorrt_bindings.run(home, code)
+    assert result.returncode == 0, result.stderr
+    version, values = result.stdout.split(" ", 1)
+    if int(np.__version__.split(".")[0]) < 2:
+        pytest.skip(f"NumPy {np.__version__} here: every release reads it right")
+    broken = json.loads(values) == [0.0] * 6
+    assert broken == needs_numpy_below_2(version), (version, values)
 
 
 def test_version_encoding_matches_jetpack_6() -> None:
@@ -234,6 +268,36 @@ def fake_trt(major: int, batch: int = 1, calls: list[Any] | None = None) -> type
     module.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=5)  # type: ignore[attr-defined]
     module.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")  # type: ignore[attr-defined]
     module.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")  # type: ignore[attr-defined]
+    module.ProfilingVerbosity = types.SimpleNamespace(DETAILED="DETAILED")  # type: ignore[attr-defined]
+    module.LayerInformationFormat = types.SimpleNamespace(JSON="JSON")  # type: ignore[attr-defined]
+
+    class Inspector:
+        def __init__(self, layers: list[dict[str, str]]):
+            self.layers = layers
+
+        def get_engine_information(self, fmt: str) -> str:
+            assert fmt == "JSON"
+            return json.dumps({"Layers": self.layers, "Bindings": ["images", "logits"]})
+
+    class Runtime:
+        """What the builder really made: on DLA, layer0-2 fused into one DLA subgraph
+        (although the plan said layer0-2 would), its reformats and layer3 on the GPU."""
+
+        def __init__(self, logger: Any):
+            self.DLA_core = -1
+
+        def deserialize_cuda_engine(self, engine: bytes) -> Any:
+            log.append(("deserialize", self.DLA_core))
+            dla = [{"Name": "images to nvm", "LayerType": "Reformat"},
+                   {"Name": "{ForeignNode[layer0...layer2]}", "LayerType": "DLA"},
+                   {"Name": "logits from nvm", "LayerType": "Reformat"}]  # fmt: skip
+            gpu = [{"Name": f"layer{i}", "LayerType": "Convolution"} for i in range(3)]
+            myelin = [{"Name": "{ForeignNode[layer3]}", "LayerType": "Myelin"}]
+            on_dla = self.DLA_core >= 0
+            inspector = Inspector((dla if on_dla else gpu) + myelin)
+            return types.SimpleNamespace(create_engine_inspector=lambda: inspector)
+
+    module.Runtime = Runtime  # type: ignore[attr-defined]
     module.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})  # type: ignore[attr-defined]
     if major == 10:
         module.IInt8EntropyCalibrator2 = type(  # type: ignore[attr-defined]
@@ -346,24 +410,49 @@ def test_build_engine_per_major(
     assert built.engine == b"engine" and built.record["onnx"] == onnx
     calibrated = [c for c in calls if c[0] == "config.int8_calibrator"]
     assert bool(calibrated) == (major == 10 and precision == "int8" and dla >= 0)
+    assert ("config.profiling_verbosity", "DETAILED") in calls  # what the inspector reads
+    record = built.record
+    assert record["placement"] == "engine inspector"
     if dla >= 0:
         assert ("config.default_device_type", "DLA") in calls and ("config.DLA_core", 0) in calls
-        assert built.record["dla_layers"] == 3 and built.record["gpu_layers"] == 1
-        assert built.record["gpu_fallback_layers"] == ["layer3"]
+        assert ("deserialize", 0) in calls  # inspected on the core it was built for
+        # The plan (can_run_on_DLA) and what the built engine does, apart: one DLA
+        # subgraph; a Myelin ForeignNode is the GPU's.
+        assert record["planned_dla_layers"] == 3 and record["planned_gpu"] == ["layer3"]
+        assert record["dla_layers"] == 1 and record["gpu_layers"] == 3
+        assert record["gpu_fallback_layers"] == [
+            "images to nvm", "logits from nvm", "{ForeignNode[layer3]}"
+        ]  # fmt: skip
     else:
         assert not any(c[0] == "config.default_device_type" for c in calls)
+        assert record["dla_layers"] == 0 and record["gpu_layers"] == 4
 
 
-def test_a_rejected_timing_cache_is_a_warning(monkeypatch) -> None:
-    """set_timing_cache returns False for a cache of another device: it was ignored."""
+def test_a_rejected_timing_cache_is_replaced_and_never_loses_the_engine(monkeypatch) -> None:
+    """set_timing_cache returns False for a cache of another device: nothing is attached,
+    and get_timing_cache() after a successful build was None (None.serialize() lost the
+    engine). A fresh cache is attached instead; the engine is kept whatever the cache."""
     module = fake_trt(10)
     config_class = type(module.Builder(None).create_builder_config())
-    monkeypatch.setattr(
-        config_class, "set_timing_cache", lambda self, cache, ignore_mismatch: False
-    )
+    attached: list[object] = []
+
+    def set_timing_cache(self: Any, cache: object, ignore_mismatch: bool) -> bool:
+        if not attached:
+            attached.append("rejected")
+            return False
+        attached.append(cache)
+        return True
+
+    monkeypatch.setattr(config_class, "set_timing_cache", set_timing_cache)
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     built = build_engine(Path("/bundle"), "int8", 512, -1, b"old", None)
-    assert built.warnings == ["the timing cache is from another device or TensorRT: not used"]
+    assert built.warnings == [
+        "the timing cache is from another device or TensorRT: not used (a fresh one is)"
+    ]
+    assert len(attached) == 2 and built.engine == b"engine" and built.timing_cache == b"timing"
+    monkeypatch.setattr(config_class, "get_timing_cache", lambda self: None)
+    built = build_engine(Path("/bundle"), "int8", 512, -1, b"old", None)
+    assert built.engine == b"engine" and built.timing_cache == b""
 
 
 def test_int8_on_dla_with_11_is_refused_naming_the_alternatives(monkeypatch) -> None:
@@ -402,9 +491,13 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
     class ReusingRunner:
         def __init__(self, loader: Any):
             self.buffer = np.zeros((2, 4), np.float32)
+            self.loader, self.is_active = loader, False
 
         def activate(self) -> None:
-            pass
+            self.is_active = True
+
+        def deactivate(self) -> None:
+            self.is_active = False
 
         def get_input_metadata(self, use_numpy_dtypes: bool | None = None) -> dict[str, Meta]:
             assert use_numpy_dtypes is False  # Polygraphy warns that NumPy dtypes are deprecated
@@ -415,15 +508,77 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
             return {"logits": self.buffer}  # the same array every call
 
     trt_module = types.ModuleType("polygraphy.backend.trt")
-    trt_module.EngineFromBytes = lambda data: data  # type: ignore[attr-defined]
+    trt_module.EngineFromBytes = lambda data, runtime=None: (data, runtime)  # type: ignore[attr-defined]
     trt_module.TrtRunner = ReusingRunner  # type: ignore[attr-defined]
     for name in ("polygraphy", "polygraphy.backend"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", trt_module)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
     runner = TrtRunner(b"engine")
     images = np.arange(6 * 3 * 8 * 8, dtype=np.float32).reshape(6, 3, 8, 8)
     logits = run_all(runner, images)
     np.testing.assert_array_equal(logits, images.reshape(6, -1)[:, :4])
+    # An engine built for DLA core 1 is deserialized by a runtime set to core 1 (the
+    # default runtime says 0); a closed runner is deactivated (Polygraphy warns otherwise).
+    assert runner._runner.loader[1].DLA_core == -1
+    on_core_1 = TrtRunner(b"engine", dla_core=1)
+    assert on_core_1._runner.loader == (b"engine", on_core_1._runner.loader[1])
+    assert on_core_1._runner.loader[1].DLA_core == 1
+    on_core_1.close()
+    assert not on_core_1._runner.is_active
+
+
+def test_a_loaded_engine_runs_on_its_dla_core_and_names_its_batch_limit(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """load() takes the DLA core and the optimization profile from engine.json: the engine
+    is deserialized on the core it was built for, and `bench --batch 64` on a profile of
+    1..32 is a clear exit 2 naming it (was exit 3, "a bug", after measuring batch 1)."""
+    import hashlib
+
+    from edgetl.backends.artifact import Model
+    from edgetl.backends.tensorrt import backend, cuda_device
+    from edgetl.core.records import RuntimeSpec
+    from edgetl.stages.bench.harness import BenchOptions, _check_batches
+
+    class Runner:
+        def __init__(self, loader: Any):
+            self.loader, self.is_active = loader, False
+
+        def activate(self) -> None:
+            self.is_active = True
+
+        def deactivate(self) -> None:
+            self.is_active = False
+
+        def get_input_metadata(self, use_numpy_dtypes: bool | None = None) -> dict[str, Any]:
+            return {"images": types.SimpleNamespace(shape=(-1, 3, 8, 8))}
+
+    polygraphy = types.ModuleType("polygraphy.backend.trt")
+    polygraphy.EngineFromBytes = lambda data, runtime=None: (data, runtime)  # type: ignore[attr-defined]
+    polygraphy.TrtRunner = Runner  # type: ignore[attr-defined]
+    for name in ("polygraphy", "polygraphy.backend"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", polygraphy)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
+    monkeypatch.setattr(backend, "tensorrt_available", lambda: True)
+    orin = {"gpu": "Orin", "compute_capability": "8.7", "module": "AGX Orin", "l4t": "R36"}
+    monkeypatch.setattr(cuda_device, "identity", lambda: dict(orin))
+    (tmp_path / "model.engine").write_bytes(b"engine")
+    record = {"tensorrt": "10.3.0.30", "device": orin, "dla_core": 1,
+              "engine_sha256": hashlib.sha256(b"engine").hexdigest(),
+              "dynamic_batch": {"min": 1, "opt": 8, "max": 32}}  # fmt: skip
+    (tmp_path / "engine.json").write_text(json.dumps(record))
+    runner = backend.TensorRtBackend().load(tmp_path, RuntimeSpec(["model.onnx"], "DLA"))
+    assert runner._runner.loader[1].DLA_core == 1 and runner.max_batch == 32
+    model = Model(tmp_path, None, runner)  # type: ignore[arg-type]
+    item = types.SimpleNamespace(model=model)
+    _check_batches([item], BenchOptions(artifacts=[tmp_path], batch=(1, 8, 32)))
+    with pytest.raises(EdgetlError, match=r"--batch 64: .*profile for batches 1..32; use"):
+        _check_batches([item], BenchOptions(artifacts=[tmp_path], batch=(1, 64)))
+    with model:
+        assert runner._runner.is_active
+    assert not runner._runner.is_active  # closed with the model
 
 
 # ---- the engine record ----------------------------------------------------------------------

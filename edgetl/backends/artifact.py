@@ -46,6 +46,26 @@ class Model:
         self.load_s = load_s
         self.proxy = proxy  # the host proxy running the artifact's ONNX, when its runtime is absent
 
+    def close(self) -> None:
+        """The runtime's resources freed now (a TensorRT engine's context and buffers),
+        where the runner holds any."""
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch a dynamic model takes, where its runtime fixes one (a TensorRT
+        engine's optimization profile); None: any."""
+        found = getattr(self.runner, "max_batch", None)
+        return found if isinstance(found, int) else None
+
     @property
     def classes(self) -> list[str]:
         return list(self.manifest.classes)

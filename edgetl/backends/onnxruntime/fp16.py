@@ -46,9 +46,7 @@ def fp32_fallbacks(model: onnx.ModelProto) -> Counter[str]:
         options.log_severity_level = ERROR
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(optimized)
-        ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         graph = onnx.load(str(optimized)).graph
     cast = {out for node in graph.node if node.name.startswith(CAST_PREFIX) for out in node.output}
     return Counter(

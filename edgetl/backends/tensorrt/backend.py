@@ -10,6 +10,7 @@ Q/DQ graph).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -61,9 +62,21 @@ class TensorRtBackend(Backend):
         if not super().available():
             return "the tensorrt module is not installed"
         try:
-            import tensorrt  # noqa: F401
+            import tensorrt
         except (ImportError, OSError) as exc:
             return f"the tensorrt module does not import ({exc})"
+        from edgetl.backends.tensorrt.requirements import POLYGRAPHY, numpy_ok
+
+        if importlib.util.find_spec("polygraphy") is None:
+            return (
+                f"Polygraphy (which runs the engine) is not installed: pip install '{POLYGRAPHY}'"
+            )
+        version = str(tensorrt.__version__)
+        if not numpy_ok(version, np.__version__):
+            return (
+                f"TensorRT {version}'s bindings read NumPy {np.__version__}'s arrays wrongly "
+                "(they predate NumPy 2): pip install 'numpy<2'"
+            )
         from edgetl.backends.tensorrt.cuda_device import CudaDevice, first_device
 
         device = first_device()
@@ -143,7 +156,11 @@ class TensorRtBackend(Backend):
                 f"{engine}: its sha256 differs from {ENGINE_RECORD}; the engine was replaced or "
                 f"damaged, rebuild it with `edgetl build {model_dir}`"
             )
-        return TrtRunner(data)
+        dla_core = record.get("dla_core", -1)
+        dynamic = record.get("dynamic_batch")
+        runner = TrtRunner(data, dla_core if isinstance(dla_core, int) else -1)
+        runner.max_batch = dynamic.get("max") if isinstance(dynamic, dict) else None
+        return runner
 
     def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> TrtRunner:
         raise EdgetlError(
@@ -165,23 +182,38 @@ class TrtRunner:
     buffer Polygraphy reuses for the next call (its `infer` docstring says to copy).
     """
 
-    def __init__(self, engine: bytes):
+    def __init__(self, engine: bytes, dla_core: int = -1):
+        import tensorrt as trt
         from polygraphy.backend.trt import EngineFromBytes
         from polygraphy.backend.trt import TrtRunner as PolygraphyRunner
 
-        self._runner: Any = PolygraphyRunner(EngineFromBytes(engine))
+        # An engine built for a DLA core runs on the core its runtime names (default 0):
+        # one built for core 1 must be loaded by a runtime set to core 1.
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if dla_core >= 0:
+            runtime.DLA_core = dla_core
+        self._runner: Any = PolygraphyRunner(EngineFromBytes(engine, runtime=runtime))
         self._runner.activate()
         # use_numpy_dtypes=False: the default (NumPy dtypes) is deprecated and warns.
         meta = self._runner.get_input_metadata(use_numpy_dtypes=False)
         self.input_name = next(iter(meta.keys()))
         batch = meta[self.input_name].shape[0]
         self.batch_size = batch if isinstance(batch, int) and batch > 0 else None
+        # A dynamic engine's optimization profile: the largest batch it takes (engine.json).
+        self.max_batch: int | None = None
         self._lock = threading.Lock()
 
     def run(self, images: np.ndarray) -> np.ndarray:
         with self._lock:
             outputs = self._runner.infer({self.input_name: np.ascontiguousarray(images)})
             return np.array(next(iter(outputs.values())), copy=True)
+
+    def close(self) -> None:
+        """Polygraphy's runner freed (its buffers and context: memory an 8 GB Orin Nano
+        needs back); otherwise it warns at exit that it was never deactivated."""
+        with self._lock:
+            if self._runner.is_active:
+                self._runner.deactivate()
 
 
 def tensorrt_available() -> bool:
@@ -272,6 +304,17 @@ def device_doc(profile: TargetProfile, options: TensorRtOptions, precision: str)
     trtexec = "\n".join(f"    {line}" for block in trtexec_lines(options, precision)
                         for line in block.splitlines())  # fmt: skip
     dla_option = f" --dla-core {dla}" if dla >= 0 else ""
+    from edgetl.backends.tensorrt.requirements import pip_requirements
+
+    install = " ".join(
+        f"'{r}'" if "<" in r else r for r in pip_requirements(options.tensorrt_versions)
+    )
+    numpy_note = (
+        "\n   (`numpy<2`: TensorRT before 10.16, JetPack 6's 10.3 among them, reads NumPy 2's\n"
+        "   arrays wrongly, silently.)\n"
+        if "numpy<2" in install
+        else ""
+    )
     return f"""# {profile.name} bundle ({precision})
 
 {profile.description}. For TensorRT {versions}.
@@ -284,8 +327,8 @@ def device_doc(profile: TargetProfile, options: TensorRtOptions, precision: str)
    JetPack 6's Python is 3.10, which the wheel's `tomli` requirement covers):
 
        python3 -m venv --system-site-packages ~/edgetl && . ~/edgetl/bin/activate
-       pip install ./{wheel_name()} polygraphy
-
+       pip install ./{wheel_name()} {install}
+{numpy_note}
 2. Build the engine here, on the device. `edgetl build` checks every file's sha256, builds
    `{ENGINE_FILE}` with a timing cache beside it, records the TensorRT version and the device
    (CUDA's name and compute capability, the module and L4T release), then runs the reference

@@ -115,9 +115,16 @@ def _settings(opts: BuildOptions, manifest: Manifest, version: str) -> TensorRtO
     where = str(opts.bundle / MANIFEST_FILE)
     options: TensorRtOptions = TensorRtBackend().options(manifest.runtime_options, where)
     if options.majors and int(version.split(".")[0]) not in options.majors:
+        found = int(version.split(".")[0])
+        remedy = (
+            "JetPack 6.0 brings TensorRT 8.6, which edgetl does not build for: upgrade to "
+            "JetPack 6.1 or later (TensorRT 10.3)"
+            if found < 10
+            else "export again with a profile for it"
+        )
         raise EdgetlError(
             f"{opts.bundle}: made for TensorRT {', '.join(options.tensorrt_versions)}, this "
-            f"device has {version}; export again with a profile for it"
+            f"device has {version}; {remedy}"
         )
     return replace(
         options,
@@ -150,7 +157,10 @@ def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]
     if tolerance is None:
         raise EdgetlError(f"{bundle}: the profile gives no device_parity for {manifest.precision}")
     runner = TensorRtBackend().load(bundle, manifest.runtime_spec())
-    logits = run_all(runner, manifest.preprocess.normalize(reference.images))
+    try:
+        logits = run_all(runner, manifest.preprocess.normalize(reference.images))
+    finally:
+        runner.close()
     parity = compare(reference.artifact_logits, logits, reference.labels, tolerance)
     console.print(
         f"engine vs host on {parity.n} reference images: max |logit diff| "
@@ -158,9 +168,12 @@ def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]
         f"{parity.artifact_top1:.2%} (host {parity.reference_top1:.2%})"
     )
     if not parity.passed:
-        (bundle / ENGINE_FILE).unlink()  # never leave an engine that looks good
+        # Never leave an engine that looks good, nor a record of one that is gone (the lab
+        # then said "no model.engine yet" instead of rebuilding).
+        for name in (ENGINE_FILE, ENGINE_RECORD):
+            (bundle / name).unlink(missing_ok=True)
         raise CheckFailed(
             f"the engine differs from the host's model beyond the profile's device_parity: "
-            f"{parity.shortfall()}; engine removed"
+            f"{parity.shortfall()}; engine and engine record removed"
         )
     return write_fields(parity)

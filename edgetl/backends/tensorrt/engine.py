@@ -10,6 +10,7 @@ used here is checked against the real 10.x and 11.x bindings in CI
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,14 +146,15 @@ def build_engine(
     placement = _place_on_dla(trt, network, config, dla_core)
     if dla_core >= 0:
         used.append(f"DLA {dla_core}")
-    warnings: list[str] = []
-    cache = config.create_timing_cache(timing_cache or b"")
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        warnings.append("the timing cache is from another device or TensorRT: not used")
+    warnings = _attach_timing_cache(config, timing_cache)
+    # DETAILED: the engine inspector then says where each built layer runs (DLA or GPU).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise CheckFailed(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
+    engine = bytes(serialized)
+    placement.update(engine_placement(trt, engine, logger, dla_core))
     record = {
         "tensorrt": str(trt.__version__),
         "precision": precision,
@@ -164,8 +166,52 @@ def build_engine(
         **placement,
         "build_s": round(time.perf_counter() - started, 2),
     }
-    timing = bytes(config.get_timing_cache().serialize())
-    return EngineBuild(bytes(serialized), timing, record, warnings)
+    cache = config.get_timing_cache()
+    timing = bytes(cache.serialize()) if cache is not None else b""  # never lose the engine
+    return EngineBuild(engine, timing, record, warnings)
+
+
+def _attach_timing_cache(config: Any, data: bytes | None) -> list[str]:
+    """The device's timing cache, or a fresh one when TensorRT rejects it (another device or
+    release): with none attached, get_timing_cache() after the build is None."""
+    cache = config.create_timing_cache(data or b"")
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return []
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    return ["the timing cache is from another device or TensorRT: not used (a fresh one is)"]
+
+
+def engine_placement(trt: Any, engine: bytes, logger: Any, dla_core: int) -> dict[str, Any]:
+    """Where the built engine's layers run, read back with TensorRT's engine inspector: the
+    builder moves layers after any plan (at most 16 DLA subgraphs per core, sizes DLA does
+    not take), so the pre-build guess (can_run_on_DLA) is only what was asked for. A DLA
+    subgraph is one engine layer (a ForeignNode, or LayerType DLA); everything else is the
+    GPU's, the reformats to and from DLA memory included."""
+    runtime = trt.Runtime(logger)
+    if dla_core >= 0:
+        runtime.DLA_core = dla_core
+    inspected = runtime.deserialize_cuda_engine(engine)
+    if inspected is None:
+        return {"placement": "unknown (the engine did not deserialize for inspection)"}
+    inspector = inspected.create_engine_inspector()
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    layers = [layer if isinstance(layer, dict) else {"Name": str(layer)}
+              for layer in info.get("Layers", [])]  # fmt: skip
+    on_dla = [layer for layer in layers if dla_core >= 0 and _on_dla(layer)]
+    gpu = [str(layer.get("Name", "")) for layer in layers if layer not in on_dla]
+    return {
+        "placement": "engine inspector",
+        "dla_layers": len(on_dla),
+        "gpu_layers": len(gpu),
+        "gpu_fallback_layers": gpu if dla_core >= 0 else [],
+    }
+
+
+def _on_dla(layer: dict[str, Any]) -> bool:
+    kind = str(layer.get("LayerType", ""))
+    return kind == "DLA" or (
+        str(layer.get("Name", "")).startswith("{ForeignNode[") and kind != "Myelin"
+    )
 
 
 def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool) -> Any:
@@ -181,21 +227,18 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed:
 
 
 def _place_on_dla(trt: Any, network: Any, config: Any, dla_core: int) -> dict[str, Any]:
-    """DLA as the default device (GPU fallback), and how many layers run where."""
+    """DLA as the default device (GPU fallback); which network layers were asked of it
+    (`planned_*`: what the builder may still move, see engine_placement)."""
     if dla_core < 0:
-        return {"dla_layers": 0, "gpu_layers": network.num_layers}
+        return {"planned_dla_layers": 0}
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = dla_core
-    fallback = [
+    refused = [
         network.get_layer(i).name
         for i in range(network.num_layers)
         if not config.can_run_on_DLA(network.get_layer(i))
     ]
-    return {
-        "dla_layers": network.num_layers - len(fallback),
-        "gpu_layers": len(fallback),
-        "gpu_fallback_layers": fallback,
-    }
+    return {"planned_dla_layers": network.num_layers - len(refused), "planned_gpu": refused}
 
 
 def _optimization_profile(builder: Any, network: Any, config: Any, dla: bool) -> Any:

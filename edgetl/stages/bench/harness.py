@@ -122,7 +122,33 @@ def bench(opts: BenchOptions, console: Console) -> BenchOutcome:
         for index, entry in enumerate(baseline.results):  # checked before the measuring
             entry.stored_samples(opts.baseline, index)
     shared: dict[tuple[Any, ...], EvalSet] = {}
-    loaded = [_load(path, opts, console, shared) for path in opts.artifacts]
+    loaded: list[Loaded] = []
+    try:
+        for path in opts.artifacts:
+            loaded.append(_load(path, opts, console, shared))
+        _check_batches(loaded, opts)
+        report = _measure(loaded, opts, console)
+    finally:
+        for item in loaded:
+            item.model.close()
+    failures = [] if baseline is None else check_baseline(report, baseline, opts)
+    write_reports(report, opts)
+    return BenchOutcome(report, failures)
+
+
+def _check_batches(loaded: list[Loaded], opts: BenchOptions) -> None:
+    """--batch within what each model takes (exit 2 before measuring anything)."""
+    for item in loaded:
+        limit = item.model.max_batch
+        larger = [b for b in opts.batch if limit is not None and b > limit]
+        if larger:
+            raise EdgetlError(
+                f"--batch {','.join(map(str, larger))}: {item.model.path}'s engine was built "
+                f"with an optimization profile for batches 1..{limit}; use --batch up to {limit}"
+            )
+
+
+def _measure(loaded: list[Loaded], opts: BenchOptions, console: Console) -> BenchReport:
     names = _unique_names(loaded)
     calls = {name: _single_call(item) for name, item in zip(names, loaded, strict=True)}
     console.print(
@@ -136,15 +162,12 @@ def bench(opts: BenchOptions, console: Console) -> BenchOutcome:
         _result(name, item, samples[name], opts, console)
         for name, item in zip(names, loaded, strict=True)
     ]
-    report = BenchReport(
+    return BenchReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         data="; ".join(sorted({item.chosen.label for item in loaded})),
         command=list(sys.argv),
         results=results,
     )
-    failures = [] if baseline is None else check_baseline(report, baseline, opts)
-    write_reports(report, opts)
-    return BenchOutcome(report, failures)
 
 
 def _unique_names(loaded: list[Loaded]) -> list[str]:

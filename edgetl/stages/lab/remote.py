@@ -45,7 +45,8 @@ probe = ("import importlib.util as u, importlib.metadata as md, json\n"
          "        except Exception: pass\n"
          "    try: return __import__(m).__version__\n"
          "    except Exception as e: return 'broken: %s' % e\n"
-         "print(json.dumps({m: v(m) for m in ('edgetl', 'tensorrt', 'openvino', 'onnxruntime')}))")
+         "print(json.dumps({m: v(m) for m in ('edgetl', 'tensorrt', 'openvino', 'onnxruntime',\n"
+         "                                    'polygraphy', 'numpy')}))")
 env = os.path.expanduser(env)
 if os.path.exists(env):
     out = subprocess.run([env, "-c", probe], capture_output=True, text=True, timeout=120)
@@ -103,6 +104,10 @@ def folder_digest(root: Path) -> str:
 
 
 PIP_RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # TensorRT: the system's
+# What runs beside a runtime in the env (the probe reports their versions as `packages`):
+# TensorRT's engines run through Polygraphy, installed with it, before any build.
+COMPANIONS = {"tensorrt": ("polygraphy",)}
+PACKAGES = ("polygraphy", "numpy")
 
 
 @dataclass
@@ -121,6 +126,7 @@ class Facts:
     runtimes: dict[str, str] = field(default_factory=dict)
     free_gb: float | None = None
     code: str | None = None  # the managed env's edgetl code digest (selfwheel.code_digest)
+    packages: dict[str, str] = field(default_factory=dict)  # PACKAGES found in the env
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,14 +152,16 @@ class Remote:
         except ValueError as exc:
             return Facts(self.name, self.device.target, False, f"probe answered no JSON: {exc}")
         env = found.get("env") or {}
-        runtimes = {k: v for k, v in env.items() if k not in ("edgetl", "error") and v}
+        runtimes = {k: v for k, v in env.items()
+                    if k not in ("edgetl", "error", *PACKAGES) and v}  # fmt: skip
+        packages = {k: v for k, v in env.items() if k in PACKAGES and v}
         reason = "" if env else f"no edgetl env at {self.python} yet (made on first use)"
         if env.get("error"):
             reason = f"{self.python}: {env['error']}"
         return Facts(
             self.name, self.device.target, True, reason, found["arch"], found["os"],
             found.get("l4t"), found["python"], env.get("edgetl"), runtimes, found.get("free_gb"),
-            found.get("code"),
+            found.get("code"), packages,
         )  # fmt: skip
 
     def prepare(self, runtimes: set[str]) -> Facts:
@@ -175,7 +183,27 @@ class Remote:
         if lacking:
             self._pip([PIP_RUNTIMES[r] for r in lacking], f"installing {', '.join(lacking)}")
             facts = self.probe()
-        return facts
+        return self._companions(facts, runtimes)
+
+    def _companions(self, facts: Facts, runtimes: set[str]) -> Facts:
+        """What runs beside the runtimes (Polygraphy beside TensorRT; NumPy below 2 beside a
+        TensorRT older than 10.16), installed in the managed env before anything is built
+        there; a device's own env is told what to run instead."""
+        from edgetl.backends.tensorrt.requirements import NUMPY_BELOW_2, numpy_ok
+
+        wanted = sorted({p for r in runtimes for p in COMPANIONS.get(r, ())} - set(facts.packages))
+        tensorrt = facts.runtimes.get("tensorrt")
+        if tensorrt and not numpy_ok(tensorrt, facts.packages.get("numpy")):
+            wanted.append(NUMPY_BELOW_2)
+        if not wanted:
+            return facts
+        if not self.managed:
+            raise DeviceFault(
+                f"{self.python} lacks {', '.join(wanted)} (TensorRT {tensorrt or 'absent'}): "
+                f"pip install {' '.join(repr(w) for w in wanted)} there"
+            )
+        self._pip(wanted, f"installing {', '.join(wanted)}")
+        return self.probe()
 
     def _install(self, code: str) -> None:
         import tempfile
