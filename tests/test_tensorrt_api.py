@@ -621,3 +621,61 @@ def test_without_a_cuda_driver_the_reason_is_named() -> None:
         pytest.skip("this machine has a CUDA device")
     assert "libcuda" in found or "no" in found
     assert identity()["gpu"] is None
+
+
+# ---- search --on: probe folders on a device --------------------------------------------------
+
+
+def test_a_probe_folder_keeps_its_digest_when_the_device_builds_into_it(tmp_path: Path) -> None:
+    """The device writes model.engine, engine.json and timing.cache into a TensorRT probe's
+    folder; with them in the digest every `search --on` copied the folder again and rebuilt
+    every engine. Here and there (the device's own script) the digest leaves them out."""
+    import subprocess
+
+    from edgetl.backends.probe import BUILD_OUTPUTS
+    from edgetl.stages.lab.remote import FOLDER_DIGEST, folder_digest
+
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"graph")
+    (folder / "probe.json").write_text("{}")
+    before = folder_digest(folder, BUILD_OUTPUTS)
+    for name in BUILD_OUTPUTS:
+        (folder / name).write_bytes(b"built there")
+    assert folder_digest(folder, BUILD_OUTPUTS) == before != folder_digest(folder)
+    words = [sys.executable, "-c", FOLDER_DIGEST, str(folder), "files", *BUILD_OUTPUTS]
+    there = subprocess.run(words, capture_output=True, text=True, check=True)
+    assert there.stdout.strip() == before
+    (folder / "model.onnx").write_bytes(b"another graph")  # the content still counts
+    assert folder_digest(folder, BUILD_OUTPUTS) != before
+
+
+def test_a_probe_engine_from_another_device_is_rebuilt_not_refused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A probe folder holding an engine built on another device (or TensorRT) is built
+    again here; load() refused it with exit 2 before."""
+    import hashlib
+
+    from edgetl.backends import probe as probes
+    from edgetl.backends.tensorrt import backend, build, cuda_device
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
+    monkeypatch.setattr(backend.TensorRtBackend, "missing", lambda self: None)
+    orin = {"gpu": "Orin", "compute_capability": "8.7", "module": "AGX Orin", "l4t": "R36"}
+    monkeypatch.setattr(cuda_device, "identity", lambda: dict(orin))
+    rebuilt: list[Path] = []
+    monkeypatch.setattr(build, "write_engine", lambda folder, *args: rebuilt.append(folder))
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    (folder / "model.engine").write_bytes(b"engine")
+    record = {"tensorrt": "10.3.0.30", "engine_sha256": hashlib.sha256(b"engine").hexdigest(),
+              "device": {**orin, "compute_capability": "7.2", "gpu": "Xavier"}}  # fmt: skip
+    (folder / "engine.json").write_text(json.dumps(record))
+    probe = probes.Probe("tensorrt", ["model.onnx"], 64, "fp16", "GPU")
+    probes._engine_for(folder, probe)
+    assert rebuilt == [folder]  # another device: built here
+    record["device"] = orin
+    (folder / "engine.json").write_text(json.dumps(record))
+    probes._engine_for(folder, probe)
+    assert rebuilt == [folder]  # this device and TensorRT: kept

@@ -60,6 +60,20 @@ class Model:
         self.close()
 
     @property
+    def size_bytes(self) -> int | None:
+        """The size of what the runtime runs where it differs from the manifest's model
+        files (a TensorRT engine, built on the device, against its bundle's ONNX)."""
+        found = getattr(self.runner, "size_bytes", None)
+        return found if isinstance(found, int) else None
+
+    @property
+    def gpu(self) -> str | None:
+        """The GPU the runtime runs on, where it knows (CUDA's name for a TensorRT engine:
+        a Jetson has no nvidia-smi)."""
+        found = getattr(self.runner, "gpu", None)
+        return found if isinstance(found, str) else None
+
+    @property
     def max_batch(self) -> int | None:
         """The largest batch a dynamic model takes, where its runtime fixes one (a TensorRT
         engine's optimization profile); None: any."""

@@ -13,12 +13,15 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.registry import get_backend
+from edgetl.backends.tensorrt.backend import ENGINE_FILE, ENGINE_RECORD, TIMING_CACHE
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text
 from edgetl.core.records import RuntimeSpec
 from edgetl.core.timing import interleaved_samples, rounds_for, summarize
 
 PROBE_FILE = "probe.json"
+# What the device writes into a TensorRT probe's folder: not part of what was copied.
+BUILD_OUTPUTS = (ENGINE_FILE, ENGINE_RECORD, TIMING_CACHE)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def _engine_for(folder: Path, probe: Probe) -> None:
     """A TensorRT probe's engine, built here unless one for this TensorRT is there (an
     engine only runs where it was built); the build is `edgetl build`'s, minus the parity
     check (a probe's weights are random: only its latency counts)."""
-    from edgetl.backends.tensorrt.backend import ENGINE_RECORD, TensorRtBackend
+    from edgetl.backends.tensorrt.backend import TensorRtBackend, check_engine_record
     from edgetl.backends.tensorrt.build import write_engine
     from edgetl.core.ui import make_console
 
@@ -73,10 +76,12 @@ def _engine_for(folder: Path, probe: Probe) -> None:
     reason = backend.missing()
     if reason is not None:
         raise EdgetlError(f"{folder}: TensorRT cannot run here ({reason})")
-    record_path = folder / ENGINE_RECORD
-    built = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    if built.get("tensorrt") == backend.runtime_version():
-        return
+    if (folder / ENGINE_FILE).is_file():
+        try:
+            check_engine_record(folder / ENGINE_RECORD)  # this TensorRT and this device
+            return
+        except EdgetlError:
+            pass  # absent, damaged, another TensorRT or another device: built again here
     options = backend.options(probe.options, str(folder / PROBE_FILE))
     write_engine(folder, probe.precision, options.workspace_mb, options.dla_core,
                  make_console(quiet=True))  # fmt: skip

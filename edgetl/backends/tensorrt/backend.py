@@ -160,6 +160,8 @@ class TensorRtBackend(Backend):
         dynamic = record.get("dynamic_batch")
         runner = TrtRunner(data, dla_core if isinstance(dla_core, int) else -1)
         runner.max_batch = dynamic.get("max") if isinstance(dynamic, dict) else None
+        gpu = record["device"].get("gpu")  # checked against this machine's just now
+        runner.gpu = gpu if isinstance(gpu, str) else None
         return runner
 
     def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> TrtRunner:
@@ -201,6 +203,8 @@ class TrtRunner:
         self.batch_size = batch if isinstance(batch, int) and batch > 0 else None
         # A dynamic engine's optimization profile: the largest batch it takes (engine.json).
         self.max_batch: int | None = None
+        self.size_bytes = len(engine)  # what runs: the engine, not the bundle's ONNX
+        self.gpu: str | None = None  # CUDA's name for the device (engine.json)
         self._lock = threading.Lock()
 
     def run(self, images: np.ndarray) -> np.ndarray:

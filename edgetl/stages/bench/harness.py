@@ -253,8 +253,8 @@ def _result(
         load_s=cold["load_s"],
         first_inference_ms=cold["first_inference_ms"],
         peak_rss_mb=cold["peak_rss_mb"],
-        size_mb=round(manifest.model_bytes / 1e6, 3),
-        env=capture(spec.threads, {manifest.backend: _runtime_version(manifest), **versions()}),
+        size_mb=round((item.model.size_bytes or manifest.model_bytes) / 1e6, 3),
+        env=_env(item, spec.threads),
         notes=notes,
         rounds=opts.rounds,
         cv=round(cv, 4),
@@ -296,6 +296,14 @@ def _batches(item: Loaded, opts: BenchOptions) -> dict[str, dict[str, Any]]:
             "throughput_ips": round(size * 1000.0 / latency.mean, 2),
         }
     return found
+
+
+def _env(item: Loaded, threads: int) -> dict[str, Any]:
+    """The machine; its GPU from the runtime where nvidia-smi has none (a Jetson)."""
+    manifest = item.model.manifest
+    env = capture(threads, {manifest.backend: _runtime_version(manifest), **versions()})
+    env["gpu"] = env["gpu"] or item.model.gpu
+    return env
 
 
 def _runtime_version(manifest: Manifest) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from edgetl.backends.probe import BUILD_OUTPUTS, Probe
 from edgetl.core.errors import EdgetlError
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
@@ -33,7 +34,8 @@ def time_on(
         remote = Remote(name, device, lab, control)
         try:
             remote.prepare({backend})
-            there = {key: remote.put_folder(folder) for key, folder in folders.items()}
+            there = {key: remote.put_folder(folder, BUILD_OUTPUTS)
+                     for key, folder in folders.items()}  # fmt: skip
             console.print(f"timing {len(there)} architectures on {name} ...")
             found = json.loads(remote.edgetl(["probe-latency", *there.values(),
                                               "--iterations", str(iterations)]))  # fmt: skip
@@ -42,7 +44,8 @@ def time_on(
     timed = {}
     for key, folder in folders.items():
         latency = found[str(there[key])]
-        size = sum(p.stat().st_size for p in folder.iterdir() if p.name != "probe.json") / 1e6
+        # The model files the probe runs (not edgetl's wheel or a bundle's other graphs).
+        size = sum((folder / name).stat().st_size for name in Probe.read(folder).files) / 1e6
         timed[key] = ArchLatency(latency["p50_ms"], latency["p90_ms"], round(size, 3),
                                  f"{backend} on {name}")  # fmt: skip
     return timed

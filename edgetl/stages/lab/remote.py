@@ -79,13 +79,15 @@ print(manifest.digest)
 # A folder's content: its files' relative paths and sha256, in order (folder_digest here).
 FOLDER_DIGEST = r"""
 import hashlib, os, sys
-root = sys.argv[1]
+root, skip = sys.argv[1], set(sys.argv[3:])
 if not os.path.isdir(root):
     sys.exit(3)
 lines = []
 for base, dirs, files in os.walk(root):
     for name in files:
         path = os.path.join(base, name)
+        if os.path.relpath(path, root).replace(os.sep, "/") in skip:
+            continue
         with open(path, "rb") as f:
             inner = hashlib.sha256(f.read()).hexdigest()
         lines.append(os.path.relpath(path, root).replace(os.sep, "/") + " " + inner + "\n")
@@ -93,12 +95,13 @@ print(hashlib.sha256("".join(sorted(lines)).encode()).hexdigest())
 """
 
 
-def folder_digest(root: Path) -> str:
-    """FOLDER_DIGEST's answer, computed here."""
+def folder_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
+    """FOLDER_DIGEST's answer, computed here; `skip`: relative paths left out (what the
+    device writes into the folder, e.g. a probe's engine)."""
     lines = [
         f"{path.relative_to(root).as_posix()} {hashlib.sha256(path.read_bytes()).hexdigest()}\n"
         for path in root.rglob("*")
-        if path.is_file()
+        if path.is_file() and path.relative_to(root).as_posix() not in skip
     ]
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
 
@@ -236,20 +239,25 @@ class Remote:
         then renamed: a half-copied artifact is never at the path a bench uses."""
         return self._put(local, digest, VERIFY, "artifacts")
 
-    def put_folder(self, local: Path) -> RemotePath:
-        """A data folder on the device, copied once by content (like an artifact)."""
-        return self._put(local, folder_digest(local), FOLDER_DIGEST, "data")[0]
+    def put_folder(self, local: Path, skip: tuple[str, ...] = ()) -> RemotePath:
+        """A data folder on the device, copied once by content (like an artifact); `skip`:
+        files the device itself writes into it (a probe's engine, its record and timing
+        cache), which the content leaves out: else every run copied the folder anew and
+        rebuilt the engine."""
+        return self._put(local, folder_digest(local, skip), FOLDER_DIGEST, "data", skip)[0]
 
-    def _put(self, local: Path, digest: str, check: str, kind: str) -> tuple[RemotePath, bool]:
+    def _put(
+        self, local: Path, digest: str, check: str, kind: str, skip: tuple[str, ...] = ()
+    ) -> tuple[RemotePath, bool]:
         home = self.workdir / kind / digest[:24]
         there = home / local.name
-        if self._digest(check, there, "files") == digest:
+        if self._digest(check, there, "files", skip) == digest:
             return there, False
         incoming = self.workdir / "incoming" / secrets.token_hex(8)
         files = {f"{local.name}/{p.relative_to(local).as_posix()}": p
                  for p in sorted(local.rglob("*")) if p.is_file()}  # fmt: skip
         self.ssh.send(files, incoming)
-        copied = self._digest(check, incoming / local.name, "whole")
+        copied = self._digest(check, incoming / local.name, "whole", skip)
         if copied != digest:
             self.ssh.run(["rm", "-rf", incoming])
             raise DeviceFault(f"the copy of {local.name} did not verify there ({copied})")
@@ -258,9 +266,9 @@ class Remote:
         self.ssh.check_all(moves, "moving the verified copy in place")
         return there, True
 
-    def _digest(self, script: str, path: RemotePath, depth: str) -> str:
+    def _digest(self, script: str, path: RemotePath, depth: str, skip: tuple[str, ...] = ()) -> str:
         """What `script` (VERIFY or FOLDER_DIGEST) prints for `path` there."""
-        result = self.ssh.run([self.python, "-c", script, path, depth], 300)
+        result = self.ssh.run([self.python, "-c", script, path, depth, *skip], 300)
         lines = result.stdout.split()
         return lines[-1] if result.returncode == 0 and lines else "absent or damaged"
 
