@@ -171,7 +171,8 @@ def test_device_doc_gives_build_bench_and_trtexec(bundle: tuple[Path, str]) -> N
 
 def test_dla_int8_bundle_builds_from_fp32_and_the_cache_on_10(tiny_run: Path, tmp_path) -> None:
     """DLA runs no Q/DQ layers: TensorRT 10 builds INT8 for it from the FP32 graph and the
-    calibration cache; TensorRT 11 (AGX Orin, JetPack 7.2.2+) has no route, and says so."""
+    calibration cache; TensorRT 11.4.1 (AGX Orin, JetPack 7.2.2+) is strongly typed on DLA
+    too: the pre-quantized Q/DQ graph sets INT8 there, with no precision flags."""
     out = tmp_path / "agx"
     result = export_cli(
         tiny_run, out, "--target", "jetson-agx-orin", "--precision", "int8",
@@ -183,7 +184,9 @@ def test_dla_int8_bundle_builds_from_fp32_and_the_cache_on_10(tiny_run: Path, tm
         "--onnx=model.fp32.onnx --memPoolSize=workspace:1024M --useDLACore=0 --allowGPUFallback "
         "--int8 --fp16 --calib=calibration.cache --saveEngine=model.engine" in doc
     )
-    assert "# TensorRT 11: INT8 on DLA needs TensorRT 10" in doc
+    line_11 = doc.split("# TensorRT 11.x")[1].splitlines()[1]
+    assert "--onnx=model.onnx" in line_11 and "--useDLACore=0 --allowGPUFallback" in line_11
+    assert "--int8" not in line_11 and "--calib" not in line_11
     header, _ = parse_cache((out / "calibration.cache").read_text())
     assert header == "TRT-100300-EntropyCalibration2"  # JetPack 6's TensorRT 10.3.0
 

@@ -455,9 +455,14 @@ def test_a_rejected_timing_cache_is_replaced_and_never_loses_the_engine(monkeypa
     assert built.engine == b"engine" and built.timing_cache == b""
 
 
-def test_int8_on_dla_with_11_is_refused_naming_the_alternatives(monkeypatch) -> None:
-    with pytest.raises(EdgetlError, match="build INT8 on the GPU.*fp16 for DLA"):
-        build_with(11, "int8", 0, monkeypatch=monkeypatch)
+def test_int8_on_dla_with_11_builds_from_the_qdq_graph(monkeypatch) -> None:
+    """TensorRT 11.4.1's DLA (AGX Orin, JetPack 7.2.2+) is strongly typed: the Q/DQ graph's
+    types set INT8, no calibration cache and no precision flag (it has none)."""
+    built, calls = build_with(11, "int8", 0, monkeypatch=monkeypatch)
+    assert ("parse", "model.onnx") in calls
+    assert [c[1] for c in calls if c[0] == "set_flag"] == ["GPU_FALLBACK"]
+    assert not [c for c in calls if c[0] == "config.int8_calibrator"]
+    assert ("config.default_device_type", "DLA") in calls
 
 
 def test_a_dynamic_batch_gets_a_profile_on_the_gpu_and_is_refused_on_dla(monkeypatch) -> None:

@@ -44,6 +44,10 @@ ROUTES: dict[tuple[int, str, str], Route] = {
     (10, "fp16", "DLA"): Route(MODEL_FILE, ("FP16", "GPU_FALLBACK")),
     # TensorRT 11: strongly typed only; precision is the ONNX's.
     (11, "int8", "GPU"): Route(MODEL_FILE, ()),
+    # 11.4.1 brings DLA back on AGX Orin (JetPack 7.2.2+), strongly typed: the pre-quantized
+    # (Q/DQ) ONNX sets INT8 there, as FP16 types set FP16 ("Strongly Typed Networks for DLA",
+    # TensorRT 11.4.1 docs, read 2026-12); layers DLA cannot run fall back to the GPU.
+    (11, "int8", "DLA"): Route(MODEL_FILE, ("GPU_FALLBACK",)),
     (11, "fp16", "GPU"): Route(FP16_FILE, ()),
     (11, "fp16", "DLA"): Route(FP16_FILE, ("GPU_FALLBACK",)),
 }
@@ -55,12 +59,6 @@ def route(major: int, precision: str, dla: bool) -> Route:
     found = ROUTES.get((min(major, 11), precision, kind))
     if found is not None:
         return found
-    if (major >= 11, precision, dla) == (True, "int8", True):
-        raise EdgetlError(
-            "INT8 on DLA needs TensorRT 10 (implicit calibration, removed in 11; DLA runs no "
-            "Q/DQ layers): build INT8 on the GPU (`edgetl build BUNDLE --dla-core -1`) or "
-            "export --precision fp16 for DLA"
-        )
     raise EdgetlError(f"TensorRT {major}: no {precision} build for {kind}")
 
 
