@@ -124,3 +124,73 @@ def test_predict_errors_name_the_culprit(artifact: Path, tmp_path: Path) -> None
         result = CliRunner().invoke(main, ["predict", str(artifact), *args])
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split())
+
+
+def _python_310() -> str | None:
+    """JetPack 6's Python: an interpreter of 3.10 on this machine (PATH or pyenv), if any."""
+    import glob
+    import shutil
+
+    pyenv = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.10*/bin/python3.10")))
+    for candidate in [*pyenv, shutil.which("python3.10")]:
+        works = candidate and subprocess.run([candidate, "-c", "pass"], capture_output=True)
+        if works and works.returncode == 0:
+            return candidate  # (pyenv's shim on PATH fails where 3.10 is not selected)
+    return None
+
+
+@pytest.mark.e2e
+def test_the_device_side_on_jetpack_6s_python_and_tensorrt(
+    artifact: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    """JetPack 6 is Python 3.10 with TensorRT 10.3: edgetl's own wheel installed there (as
+    DEVICE.md says, with Polygraphy and NumPy below 2) imports its TensorRT backend against
+    10.3's real bindings (stub libraries), finds nothing missing but a GPU, and loads and
+    predicts a CPU artifact with torch & co. blocked."""
+    from edgetl.core.selfwheel import build_wheel
+    from tests import tensorrt_bindings
+
+    python = _python_310()
+    if python is None:
+        pytest.skip("no Python 3.10 here (PATH or ~/.pyenv); JetPack 6's Python is untested")
+    try:
+        stubs = tensorrt_bindings.prepare("10.3", tmp_path.parent / "trt-stubs")
+    except tensorrt_bindings.Unavailable as exc:
+        pytest.skip(str(exc))
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
+    wheel = build_wheel(tmp_path)
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    installed = subprocess.run(
+        [*pip, str(wheel), "onnxruntime", "polygraphy", "numpy<2",
+         tensorrt_bindings.WHEELS["10.3"]],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if installed.returncode != 0 and "No matching distribution" in installed.stderr:
+        pytest.skip(f"the index has no Python 3.10 wheels here: {installed.stderr[-200:]}")
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    shim = tmp_path / "shim"
+    (shim / "tensorrt").mkdir(parents=True)
+    (shim / "tensorrt" / "__init__.py").write_text(tensorrt_bindings.SHIM)
+    image = next((tiny_run.parent / "photos" / "class_1").glob("*.jpg"))
+    script = tmp_path / "device.py"
+    script.write_text(
+        BLOCKER
+        + f"""
+import platform, numpy, tensorrt, edgetl
+from edgetl.backends.tensorrt.backend import TensorRtBackend
+from edgetl.backends.tensorrt import engine, build
+print("PYTHON", platform.python_version(), "TRT", tensorrt.__version__, "NUMPY", numpy.__version__)
+print("MISSING", TensorRtBackend().missing())
+model = edgetl.load({str(artifact)!r})
+print("PREDICT", model.predict({str(image)!r}, top_k=1)[0].label)
+"""
+    )
+    env = {"LD_LIBRARY_PATH": str(stubs), "PYTHONPATH": str(shim), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(venv / "bin/python"), str(script)], capture_output=True,
+                            text=True, timeout=300, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines["PYTHON"].startswith("3.10.") and "TRT 10.3.0" in lines["PYTHON"]
+    assert lines["MISSING"].startswith("TensorRT imports, but")  # only the GPU is missing
+    assert lines["PREDICT"] in {p.name for p in (tiny_run.parent / "photos").iterdir()}
