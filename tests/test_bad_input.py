@@ -115,6 +115,14 @@ def test_a_report_path_over_the_baseline_is_exit_2(tiny_run: Path, tmp_path: Pat
     assert base.read_bytes() == before
     inside = CliRunner().invoke(main, [*args, "--json", str(art / "report.json")])
     assert inside.exit_code == 0, inside.output  # beside the model files, as on a device
+    # ... but never onto one of them: the manifest, a listed file, the signature's place.
+    files = {p.name: p.read_bytes() for p in art.iterdir() if p.is_file()}
+    for option, name in (("--md", "model.onnx"), ("--json", "manifest.json"),
+                         ("--junit", "reference.npz"), ("--json", "signature.json")):  # fmt: skip
+        result = CliRunner().invoke(main, [*args, option, str(art / ".." / art.name / name)])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"is {name} of the artifact" in text, result.output
+    assert {p.name: p.read_bytes() for p in art.iterdir() if p.is_file()} == files
 
 
 def test_bench_runs_from_a_directory_holding_an_edgetl_folder(

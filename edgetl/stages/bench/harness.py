@@ -7,6 +7,7 @@ inference, peak memory) is measured in a fresh process per artifact.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -97,7 +98,40 @@ def check_options(opts: BenchOptions) -> None:
     ):
         if path is not None:  # checked now, not after minutes of measuring
             check_not_input(path, inputs, option, allowed_inside=artifacts)
+            _check_not_artifact_file(path, option, opts.artifacts)
             check_writable(path, option)
+
+
+def _check_not_artifact_file(path: Path, option: str, artifacts: list[Path]) -> None:
+    """A report may go inside an artifact, never onto one of its files (its manifest, its
+    signature, anything the manifest lists, an engine built there): `--md ART/model.onnx`
+    turned the model into Markdown and exited 0."""
+    from edgetl.backends.probe import BUILD_OUTPUTS  # what a device builds into a bundle
+    from edgetl.core.records import MANIFEST_FILE
+    from edgetl.core.signing import SIGNATURE_FILE
+
+    target = path.expanduser().resolve()
+    for artifact in artifacts:
+        root = artifact.expanduser().resolve()
+        if target.parent != root and root not in target.parents:
+            continue
+        names = {MANIFEST_FILE, SIGNATURE_FILE, *BUILD_OUTPUTS, *_listed(root / MANIFEST_FILE)}
+        for name in names:
+            if (root / name).resolve() == target:
+                raise EdgetlError(
+                    f"{option} {path} is {name} of the artifact {artifact}: the report would "
+                    "overwrite it; write the report outside the artifact or under another name"
+                )
+
+
+def _listed(manifest: Path) -> list[str]:
+    """The file names a manifest lists, read leniently (the artifact is verified at load;
+    here only its names matter)."""
+    try:
+        files = json.loads(manifest.read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in files if isinstance(name, str)] if isinstance(files, dict) else []
 
 
 @dataclass(frozen=True)
