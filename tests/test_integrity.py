@@ -136,6 +136,30 @@ def test_an_archive_is_unpacked_safely_where_a_directory_is_expected(
         assert result.exit_code == 2 and "extract it first" in one_line(result), result.output
 
 
+def test_an_archive_never_answers_with_another_models_folder(
+    artifact: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    """After a.tar.gz was unpacked into art/, b.tar.gz (another model, also `art/`) answered
+    with a's model. The folder is reused only for the archive whose manifest it holds; for
+    another it is exit 2 saying why, and a's folder is left as it was."""
+    from edgetl.stages.export import archive
+
+    other = tmp_path / "other"
+    assert export_cli(tiny_run, other, "--target", "cpu", "--reference-samples", "8").exit_code == 0
+    tarballs = []
+    for name, source in (("a", artifact), ("b", other)):
+        folder = tmp_path / name / "art"
+        shutil.copytree(source, folder)
+        tarballs.append(archive(folder).rename(tmp_path / f"{name}.tar.gz"))
+        shutil.rmtree(folder)
+    assert bench(tarballs[0]).exit_code == 0
+    unpacked = (tmp_path / "art" / "manifest.json").read_bytes()
+    result = bench(tarballs[1])
+    assert result.exit_code == 2 and "holds another artifact" in one_line(result), result.output
+    assert (tmp_path / "art" / "manifest.json").read_bytes() == unpacked
+    assert bench(tarballs[0]).exit_code == 0  # its own folder: reused
+
+
 def hostile(tmp_path: Path, artifact: Path, add) -> Path:
     import tarfile
 

@@ -33,11 +33,11 @@ def unpack_archive(archive: Path) -> Path:
         members = tar.getmembers()
         top = _top_directory(archive, members)
         target = archive.parent / top
+        manifest = _manifest_bytes(archive, tar, members, top)
         if target.exists():
-            if (target / "manifest.json").is_file():
-                return target  # unpacked before; reading it checks every sha256
-            raise EdgetlError(f"{archive}: {target} exists and is not its artifact; move it")
-        sizes = _listed_sizes(archive, tar, members, top)
+            _check_unpacked(archive, target, manifest)
+            return target  # this archive, unpacked before; reading it checks every sha256
+        sizes = _listed_sizes(archive, manifest)
         for member in members:
             _check_member(archive, member, top, sizes)
         staging = Path(tempfile.mkdtemp(dir=archive.parent, prefix=f".{top}.unpack-"))
@@ -71,15 +71,34 @@ def _top_directory(archive: Path, members: list[tarfile.TarInfo]) -> str:
     return top
 
 
-def _listed_sizes(
+def _check_unpacked(archive: Path, target: Path, manifest: bytes) -> None:
+    """A folder already where the archive unpacks is reused only when it is this archive's
+    artifact (the same manifest, whose digest covers every file): another model's folder of
+    the same name answered for it before. Never replaced without the user: exit 2."""
+    existing = target / "manifest.json"
+    if not existing.is_file():
+        raise EdgetlError(f"{archive}: {target} exists and is not its artifact; move it")
+    if existing.read_bytes() != manifest:
+        raise EdgetlError(
+            f"{archive}: {target} holds another artifact (its manifest differs from the "
+            "archive's), so it is not reused; move or remove it, or put the archive in "
+            "another folder, and run again"
+        )
+
+
+def _manifest_bytes(
     archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo], top: str
-) -> dict[str, int]:
+) -> bytes:
     manifest = next((m for m in members if m.name == f"{top}/manifest.json"), None)
     if manifest is None or not manifest.isfile() or manifest.size > MAX_MANIFEST_BYTES:
         raise EdgetlError(f"{archive}: no {top}/manifest.json; not an edgetl artifact archive")
     handle = tar.extractfile(manifest)
+    return handle.read() if handle else b"{}"
+
+
+def _listed_sizes(archive: Path, manifest: bytes) -> dict[str, int]:
     try:
-        files = json.loads(handle.read() if handle else b"{}").get("files", {})
+        files = json.loads(manifest).get("files", {})
         return {str(name): int(entry["bytes"]) for name, entry in files.items()}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise EdgetlError(f"{archive}: its manifest.json is damaged ({exc})") from exc
