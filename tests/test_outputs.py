@@ -169,3 +169,29 @@ def test_force_without_archive_removes_the_old_archive(run_copy: Path, tmp_path:
     assert result.exit_code == 0, result.output
     assert not archive.exists()
     assert "removed" in result.output
+
+
+def test_an_archive_edgetl_did_not_make_of_the_replaced_artifact_is_kept(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """OUT.tar.gz that is not the archive of the artifact being replaced (the user's own
+    file, another model's archive) is neither deleted by an export (it was: "it held the
+    artifact this export replaced") nor overwritten by --archive without --force."""
+    out = tmp_path / "model"
+    mine = tmp_path / "model.tar.gz"
+    mine.write_bytes(b"the user's deployment tarball")
+    result = export_cli(run_copy, out, "--target", "cpu")
+    assert result.exit_code == 0, result.output
+    assert mine.read_bytes() == b"the user's deployment tarball" and "removed" not in result.output
+    result = export_cli(run_copy, out, "--target", "cpu", "--force")
+    assert result.exit_code == 0 and mine.is_file()  # replaced an artifact, not its archive
+    fresh = tmp_path / "fresh"
+    theirs = tmp_path / "fresh.tar.gz"
+    theirs.write_bytes(b"someone else's")
+    result = export_cli(run_copy, fresh, "--target", "cpu", "--archive")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "is not an archive of the artifact" in text, result.output
+    assert theirs.read_bytes() == b"someone else's" and not fresh.exists()  # before any work
+    result = export_cli(run_copy, fresh, "--target", "cpu", "--archive", "--force")
+    assert result.exit_code == 0, result.output  # --force: overwritten, as asked
+    assert theirs.read_bytes() != b"someone else's"

@@ -61,6 +61,17 @@ def unpack_archive(archive: Path) -> Path:
     return target
 
 
+def archive_manifest(archive: Path) -> bytes | None:
+    """The manifest an artifact archive holds (None: not a readable edgetl archive): what
+    tells whether OUT.tar.gz is an archive of a given artifact."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            return _manifest_bytes(archive, tar, members, _top_directory(archive, members))
+    except (OSError, tarfile.TarError, EdgetlError, EOFError):
+        return None
+
+
 def _top_directory(archive: Path, members: list[tarfile.TarInfo]) -> str:
     tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
     if len(tops) != 1:

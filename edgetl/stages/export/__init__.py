@@ -19,7 +19,8 @@ from typing import Any
 
 from rich.console import Console
 
-from edgetl.core.errors import CheckFailed
+from edgetl.core.archives import archive_manifest
+from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.files import staged_dir
 from edgetl.core.outputs import claim, clean_scratch, scratch_dir
 from edgetl.core.records import MANIFEST_FILE, Manifest
@@ -69,6 +70,8 @@ def export(opts: ExportOptions, console: Console) -> ExportResult:
     notes: list[str] = []
     with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
         _print_cleanup(notes, console)
+        replaced = _manifest_of(plan.out)
+        _check_archive(plan.out, opts.archive, opts.force, replaced)
         inputs = load_inputs(plan, console)
         try:
             with (
@@ -86,7 +89,7 @@ def export(opts: ExportOptions, console: Console) -> ExportResult:
         except CheckFailed as failed:
             return ExportResult(plan.out, None, [str(failed)])
         _report(manifest, plan.out, console)
-        _replace_archive(plan.out, opts.archive, console)
+        _replace_archive(plan.out, opts.archive, replaced, console)
     guard = graph.quantized.guard.report if graph.quantized is not None else None
     return ExportResult(plan.out, manifest, [], guard)
 
@@ -109,15 +112,42 @@ def _report(manifest: Manifest, out: Path, console: Console) -> None:
     console.print(f"artifact: {out}")
 
 
-def _replace_archive(out: Path, write: bool, console: Console) -> None:
-    """OUT.tar.gz beside the artifact always holds this artifact: rewritten with --archive,
-    else removed when it was left from the one just replaced."""
-    stale = out.parent / f"{out.name}.tar.gz"
+def archive_path(out: Path) -> Path:
+    return out.parent / f"{out.name}.tar.gz"
+
+
+def _manifest_of(out: Path) -> bytes | None:
+    """The manifest of the artifact at `out` that this export may replace (None: none)."""
+    path = out / MANIFEST_FILE
+    return path.read_bytes() if path.is_file() else None
+
+
+def _of_replaced(path: Path, replaced: bytes | None) -> bool:
+    """Whether the archive at `path` is edgetl's archive of the artifact being replaced."""
+    return replaced is not None and archive_manifest(path) == replaced
+
+
+def _check_archive(out: Path, write: bool, force: bool, replaced: bytes | None) -> None:
+    """--archive over an OUT.tar.gz that is not the archive of the artifact this export
+    replaces (the user's, another model's) needs --force; exit 2 before any work."""
+    path = archive_path(out)
+    if write and path.exists() and not force and not _of_replaced(path, replaced):
+        raise EdgetlError(
+            f"--archive: {path} exists and is not an archive of the artifact at {out}; "
+            "move it, or pass --force to overwrite it"
+        )
+
+
+def _replace_archive(out: Path, write: bool, replaced: bytes | None, console: Console) -> None:
+    """OUT.tar.gz beside the artifact: rewritten with --archive; else removed only when it
+    is edgetl's archive of the artifact just replaced (its manifest is that artifact's), so
+    it cannot be mistaken for this one. Anything else there is left alone."""
+    path = archive_path(out)
     if write:
         console.print(f"archive: {archive(out)}")
-    elif stale.is_file():
-        stale.unlink()
-        console.print(f"removed {stale}: it held the artifact this export replaced")
+    elif path.is_file() and _of_replaced(path, replaced):
+        path.unlink()
+        console.print(f"removed {path}: it held the artifact this export replaced")
 
 
 def archive(directory: Path) -> Path:
@@ -130,6 +160,6 @@ def archive(directory: Path) -> Path:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(directory, arcname=directory.name)
-    path = directory.parent / f"{directory.name}.tar.gz"
+    path = archive_path(directory)
     atomic_write_bytes(path, buffer.getvalue())
     return path
