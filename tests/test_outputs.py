@@ -63,6 +63,39 @@ def test_finetune_never_replaces_its_data(tmp_path: Path, tiny_weights: Path) ->
     assert tree(data) == before
 
 
+def test_finetune_force_keeps_what_the_run_did_not_make(
+    run_copy: Path, tiny_run: Path, tiny_weights: Path
+) -> None:
+    """finetune --force replaced RUN/ whole: RUN/export/ (the run's artifacts' default
+    home) and the user's NOTES.md went with it, without a word. They are kept, and said."""
+    assert export_cli(run_copy, run_copy / "export" / "cpu-fp32", "--target", "cpu").exit_code == 0
+    (run_copy / "NOTES.md").write_text("why this run exists")
+    artifact = tree(run_copy / "export")
+    old_head = (run_copy / "head.safetensors").read_bytes()
+    result = CliRunner().invoke(
+        main,
+        ["finetune", "--data", str(tiny_run.parent / "photos"), "--out", str(run_copy), "--force"]
+        + [
+            "--backbone",
+            "test_efficientnet",
+            "--weights",
+            str(tiny_weights),
+            "--image-size",
+            "64",
+            "--epochs",
+            "2",
+            "--seed",
+            "7",
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    assert (run_copy / "NOTES.md").read_text() == "why this run exists"
+    assert tree(run_copy / "export") == artifact
+    assert (run_copy / "head.safetensors").read_bytes() != old_head  # the run was replaced
+    text = " ".join(result.output.split())
+    assert "kept from the replaced run: NOTES.md, export" in text and "export again" in text
+
+
 def test_force_replaces_only_edgetls_own_directories(run_copy: Path, tmp_path: Path) -> None:
     precious = tmp_path / "thesis"
     precious.mkdir()

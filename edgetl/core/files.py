@@ -67,13 +67,22 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 @contextmanager
-def staged_dir(final: Path, force: bool, what: str, marker: str | None = None) -> Iterator[Path]:
+def staged_dir(
+    final: Path,
+    force: bool,
+    what: str,
+    marker: str | None = None,
+    own: tuple[str, ...] | None = None,
+    kept: list[str] | None = None,
+) -> Iterator[Path]:
     """Build a directory under a hidden temporary name and move it into place only when complete.
 
     A crash or a failed check leaves no directory that looks finished; an existing one is
     replaced only with `force` (and only if it is edgetl's: it holds `marker`), and only
     after the new one is whole. Callers hold `outputs.claim(final)` around the whole stage,
-    so no other edgetl process writes `final` meanwhile.
+    so no other edgetl process writes `final` meanwhile. With `own` (the names this stage
+    writes), everything else in the replaced directory (a run's export/, the user's notes)
+    moves into the new one instead of being deleted; their names are added to `kept`.
     """
     from edgetl.core.outputs import check_replaceable
 
@@ -89,6 +98,12 @@ def staged_dir(final: Path, force: bool, what: str, marker: str | None = None) -
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if own is not None and final.is_dir():
+        for entry in sorted(final.iterdir()):
+            if entry.name not in own and not (staging / entry.name).exists():
+                os.replace(entry, staging / entry.name)
+                if kept is not None:
+                    kept.append(entry.name)
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"

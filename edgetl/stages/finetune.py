@@ -36,7 +36,7 @@ from edgetl.train.loop import (
     evaluate_logits,
     train_head,
 )
-from edgetl.train.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, Classifier, Head
+from edgetl.train.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, HISTORY_FILE, Classifier, Head
 from edgetl.train.scratch import scratch_baseline
 from edgetl.train.unfreeze import predict, train_unfrozen
 
@@ -206,7 +206,12 @@ def _finetune(
     info = _run_info(opts, splits, backbone, device, metrics, trained.stages)
     check_weights(head, "the head")
     check_weights(backbone.model, "the backbone")
-    write_run(opts.out, backbone.model, head, info, history, opts.force)
+    kept = write_run(opts.out, backbone.model, head, info, history, opts.force)
+    if kept:
+        stale = " (artifacts of the replaced run: export again to update them)"
+        console.print(
+            f"kept from the replaced run: {', '.join(kept)}" + (stale if "export" in kept else "")
+        )
     return info
 
 
@@ -405,18 +410,23 @@ def write_run(
     info: RunInfo,
     history: list[dict[str, Any]],
     force: bool,
-) -> None:
+) -> list[str]:
+    """The run written whole (staged, then moved into place); what a replaced run held
+    beside the run's own files is kept: returns those names."""
     from safetensors.torch import save_file
 
-    with staged_dir(out, force, "run", RUN_FILE) as tmp:
+    kept: list[str] = []
+    own = (RUN_FILE, BACKBONE_WEIGHTS, HEAD_WEIGHTS, HISTORY_FILE)
+    with staged_dir(out, force, "run", RUN_FILE, own=own, kept=kept) as tmp:
         save_file(
             {k: v.contiguous() for k, v in backbone.state_dict().items()},
             str(tmp / BACKBONE_WEIGHTS),
         )
         save_file(head.state_dict(), str(tmp / HEAD_WEIGHTS))
-        atomic_write_text(tmp / "history.csv", history_csv(history))
+        atomic_write_text(tmp / HISTORY_FILE, history_csv(history))
         info.weights = {name: sha256_file(tmp / name) for name in (BACKBONE_WEIGHTS, HEAD_WEIGHTS)}
         info.write(tmp)
+    return kept
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:

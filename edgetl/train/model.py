@@ -16,6 +16,7 @@ from edgetl.core.preprocess import Preprocess
 from edgetl.core.records import RUN_FILE, RunInfo
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
+HISTORY_FILE = "history.csv"
 HEAD_WEIGHTS = "head.safetensors"
 
 
