@@ -43,6 +43,18 @@ def test_export_never_replaces_its_run(run_copy: Path, out: str, relation: str) 
     assert tree(run_copy) == before
 
 
+def test_export_never_writes_into_the_runs_data(run_copy: Path, tiny_run: Path) -> None:
+    """An artifact inside the run's own dataset broke the next finetune ("class folder has
+    no images"): the data joins the inputs --out may not enter."""
+    data = tiny_run.parent / "photos"
+    before = tree(data)
+    for out in (data / "art", data / "class_0" / "art"):
+        result = export_cli(run_copy, out, "--target", "cpu")
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and "lies inside the run's data" in text, result.output
+    assert tree(data) == before
+
+
 def test_export_under_run_export_is_allowed(run_copy: Path) -> None:
     result = CliRunner().invoke(main, ["export", str(run_copy), "--target", "cpu"])
     assert result.exit_code == 0, result.output

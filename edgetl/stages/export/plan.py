@@ -68,6 +68,12 @@ class Plan:
         return f"{self.profile.name}-{self.precision}"
 
 
+def _data_dir(run: Run) -> Path | None:
+    """The run's dataset folder (None: the built-in digits, or a source no longer there)."""
+    source = Path(run.info.data.source)
+    return source if run.info.data.source != "digits" and source.exists() else None
+
+
 def default_out(run: Path, profile: TargetProfile, precision: str) -> Path:
     return run / "export" / f"{profile.name}-{precision}"
 
@@ -98,6 +104,8 @@ def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
             "the --target file": _user_file(opts.target),
             "the --recipe file": _user_file(opts.recipe),
             "the --sign key": opts.sign,
+            # The next finetune reads it again: an artifact inside it broke that one.
+            "the run's data": _data_dir(run),
         },
         allowed_inside={"the run": opts.run / "export"},
     )
