@@ -3,6 +3,7 @@ folder; one writer per output; what killed runs left behind is cleaned up."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -240,3 +241,27 @@ def test_an_archive_edgetl_did_not_make_of_the_replaced_artifact_is_kept(
     result = export_cli(run_copy, fresh, "--target", "cpu", "--archive", "--force")
     assert result.exit_code == 0, result.output  # --force: overwritten, as asked
     assert theirs.read_bytes() != b"someone else's"
+
+
+def test_an_out_name_is_never_a_pattern_and_a_half_swap_is_restored(tmp_path: Path) -> None:
+    """--out 'gx/cpu*' removed another export's work in progress (its name was a glob);
+    a kill between the two renames of a swap left no artifact, and the next run deleted the
+    copy moved aside. Names are matched exactly; the moved-aside copy comes back; staging
+    left by dead processes of any output in the folder is swept, live ones are kept."""
+    from edgetl.core.outputs import claim
+
+    folder = tmp_path / "gx"
+    live = folder / f".cpu-a.partial-{os.getpid()}-x1"  # another export, still running
+    dead = folder / f".cpu-b.partial-{dead_pid()}-x2"  # another export, killed
+    aside = folder / ".art.old-123"  # killed between "final -> aside" and "staging -> final"
+    for path in (live, dead, aside):
+        path.mkdir(parents=True)
+    (aside / "manifest.json").write_text("{}")
+    notes: list[str] = []
+    with claim(folder / "cpu*", False, "export", "manifest.json", notes):
+        pass
+    assert live.is_dir() and not dead.exists()
+    with claim(folder / "art", True, "export", "manifest.json", notes):
+        pass
+    assert (folder / "art" / "manifest.json").is_file() and not aside.exists()
+    assert any("restored" in note for note in notes)

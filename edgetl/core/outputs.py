@@ -171,17 +171,43 @@ def claim(
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = _Lock(final, what)
     try:
+        found = _leftovers(final)
+        if notes is not None:
+            notes += found
         check_replaceable(final, force, what, marker)
-        for stale in sorted(final.parent.glob(f".{final.name}.partial-*")) + sorted(
-            final.parent.glob(f".{final.name}.old-*")
-        ):
-            # We hold the lock for `final`: whoever staged these is gone.
-            shutil.rmtree(stale, ignore_errors=True)
-            if notes is not None:
-                notes.append(f"removed {stale}, left by a run that was killed")
         yield
     finally:
         lock.release()
+
+
+# What staged_dir leaves beside an output when its process dies: NAME is matched exactly
+# (an --out of 'gx/cpu*' is a name, not a pattern that reaches another export's work).
+PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<pid>\d+)-[^/]+")
+MOVED_ASIDE = re.compile(r"\.(?P<name>.+)\.old-(?P<pid>\d+)")
+
+
+def _leftovers(final: Path) -> list[str]:
+    """Clean up after killed writers in `final`'s folder (we hold `final`'s lock): its own
+    staging directories, and any output's whose process is gone; a replaced copy moved
+    aside is restored when the kill came between the two renames (no `final`), else
+    removed. Returns what was done, in words."""
+    done = []
+    for entry in sorted(final.parent.iterdir()):
+        partial = PARTIAL.fullmatch(entry.name)
+        if partial and entry.is_dir():
+            if partial["name"] == final.name or not _alive(int(partial["pid"])):
+                shutil.rmtree(entry, ignore_errors=True)
+                done.append(f"removed {entry}, left by a run that was killed")
+            continue
+        aside = MOVED_ASIDE.fullmatch(entry.name)
+        if aside and aside["name"] == final.name and entry.is_dir():
+            if not final.exists() and not final.is_symlink():
+                os.replace(entry, final)
+                done.append(f"restored {final} from {entry}: a run was killed while replacing it")
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                done.append(f"removed {entry}, left by a run that was killed")
+    return done
 
 
 def cache_dir(kind: str, variable: str) -> Path:
