@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
-from tests.conftest import export_cli
+from tests.conftest import export_cli, write_folder
 
 EDGETL = str(Path(sys.executable).parent / "edgetl")
 CPU_PROFILE = Path(__file__).parents[1] / "targets" / "cpu.toml"
@@ -145,3 +145,33 @@ def test_bench_runs_from_a_directory_holding_an_edgetl_folder(
 
     (entry,) = json.loads(report.read_text())["results"]
     assert entry["load_s"] > 0 and entry["peak_rss_mb"] > 0
+
+
+def test_a_file_name_that_is_not_utf8_is_exit_2_naming_it(
+    tiny_run: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """Such a name (a Latin-1 camera card, a Windows share) was exit 3 "internal error" in
+    finetune, `bench --data` and `bench --on --data` (hashing it); now exit 2 naming it."""
+    import os
+    import shutil
+
+    from edgetl.core.errors import EdgetlError
+    from edgetl.stages.lab.remote import folder_digest
+
+    data = write_folder(tmp_path / "photos", per_class=4)
+    sample = next((data / "class_0").glob("*.jpg"))
+    shutil.copyfile(sample, data / "class_0" / os.fsdecode(b"caf\xe9.jpg"))
+    result = CliRunner().invoke(
+        main,
+        ["finetune", "--data", str(data), "--out", str(tmp_path / "run"), "--image-size", "64"]
+        + ["--backbone", "test_efficientnet", "--weights", str(tiny_weights)],
+    )
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "caf\\xe9.jpg: its name is not valid UTF-8" in text, text
+    art = tmp_path / "art"
+    assert export_cli(tiny_run, art, "--target", "cpu").exit_code == 0
+    result = CliRunner().invoke(main, ["bench", str(art), "--data", str(data), "--iterations",
+                                       "3", "--rounds", "1", "--no-cold"])  # fmt: skip
+    assert result.exit_code == 2 and "not valid UTF-8" in result.output, result.output
+    with pytest.raises(EdgetlError, match="not valid UTF-8"):  # what bench --on copies
+        folder_digest(data)

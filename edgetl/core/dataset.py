@@ -17,7 +17,13 @@ import numpy as np
 from PIL import Image
 
 from edgetl.core.errors import EdgetlError
-from edgetl.core.images import IMAGE_SUFFIXES, check_image, list_images, read_image
+from edgetl.core.images import (
+    IMAGE_SUFFIXES,
+    check_image,
+    check_utf8_name,
+    list_images,
+    read_image,
+)
 from edgetl.core.preprocess import Preprocess
 
 BUILTIN_DATASETS = ("digits",)
@@ -390,7 +396,9 @@ def _scan_classes(
     decoding it (unless `check` is off: a fingerprint needs only the bytes); hash names and
     contents. The one full decode is the feature extraction's (train/extract.py)."""
     base = root / sub if sub else root
-    classes = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(
+        check_utf8_name(p).name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not classes:
         raise EdgetlError(
             f"{base}: no class folders found; expected {base}/<class_name>/<image files>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +18,26 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def list_images(folder: Path) -> list[Path]:
     """Every image file under `folder`, sorted; hidden files (macOS `._x.jpg`, `.DS_Store`)
-    skipped. The one listing training, calibration and predict share."""
+    skipped. The one listing training, calibration and predict share. A name that is not
+    UTF-8 is exit 2 naming it (it would reach JSON records and hashes)."""
     return sorted(
-        p
+        check_utf8_name(p)
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
+
+
+def check_utf8_name(path: Path) -> Path:
+    """`path`, or EdgetlError when its name is not valid UTF-8 (Python holds such bytes as
+    surrogate escapes, which no record, hash or remote command can carry)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise EdgetlError(
+            f"{shown}: its name is not valid UTF-8; rename it (edgetl records file names in UTF-8)"
+        ) from None
+    return path
 
 
 def check_image(path: Path, data: bytes) -> None:

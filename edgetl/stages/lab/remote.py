@@ -97,7 +97,12 @@ print(hashlib.sha256("".join(sorted(lines)).encode()).hexdigest())
 
 def folder_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
     """FOLDER_DIGEST's answer, computed here; `skip`: relative paths left out (what the
-    device writes into the folder, e.g. a probe's engine)."""
+    device writes into the folder, e.g. a probe's engine). A name that is not UTF-8 is exit
+    2 naming it (the remote side could not name it back)."""
+    from edgetl.core.images import check_utf8_name
+
+    for path in root.rglob("*"):
+        check_utf8_name(path)
     lines = [
         f"{path.relative_to(root).as_posix()} {hashlib.sha256(path.read_bytes()).hexdigest()}\n"
         for path in root.rglob("*")
