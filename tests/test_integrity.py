@@ -306,3 +306,38 @@ def test_manifest_digest_is_over_canonical_content(artifact: Path) -> None:
     shuffled = dict(reversed(list(data.items())))  # key order is not content
     assert digest(shuffled) == data["digest"]
     assert len(data["digest"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.__setitem__("classes", d["classes"][:-1]), "logits, its manifest lists"),
+        (lambda d: d["preprocess"].__setitem__("size", 48), "its manifest's preprocessing"),
+    ],
+)
+def test_a_model_that_does_not_match_its_manifest_is_exit_2_at_load(
+    art: Path, tiny_run: Path, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    """A class list shorter than the output (IndexError at use) or a size the graph does
+    not take (ONNX Runtime's message, exit 3): checked against the graph at load."""
+    rewrite(art, change)
+    image = next((tiny_run.parent / "photos" / "class_1").glob("*.jpg"))
+    for result in (bench(art), CliRunner().invoke(main, ["predict", str(art), str(image)])):
+        assert result.exit_code == 2 and message in one_line(result), result.output
+
+
+def test_a_model_onnx_runtime_cannot_load_is_exit_2_naming_it(art: Path) -> None:
+    """A model file whose checksums a hostile writer redid, valid ONNX that ONNX Runtime
+    refuses (here: an operator it has no kernel for) was exit 3 "a bug"; it names the
+    file, exit 2."""
+    import onnx
+
+    model = art / "model.onnx"
+    proto = onnx.load(str(model))
+    proto.graph.node[-1].op_type = "NoSuchOperator"
+    onnx.save(proto, str(model))
+    sha, size = sha256_file(model), model.stat().st_size
+    rewrite(art, lambda d: d["files"]["model.onnx"].update(sha256=sha, bytes=size))
+    result = bench(art)
+    assert result.exit_code == 2, result.output
+    assert "model.onnx: ONNX Runtime cannot load this model" in one_line(result)

@@ -133,4 +133,34 @@ def load(
     spec = manifest.runtime_spec(threads)
     started = time.perf_counter()
     runner = placement.runtime.load(path, spec)
-    return Model(path, manifest, runner, time.perf_counter() - started, placement.proxy)
+    load_s = time.perf_counter() - started
+    check_shapes(path, manifest, runner)
+    return Model(path, manifest, runner, load_s, placement.proxy)
+
+
+def check_shapes(path: Path, manifest: Manifest, runner: Runner) -> None:
+    """The model's graph against its manifest, where the runtime tells its shapes: images
+    of the preprocessing's size in, one logit per class out. A mismatch (a swapped model
+    file with a re-made manifest) crashed at use with an IndexError or the runtime's own
+    message; now exit 2 at load."""
+    shapes = getattr(runner, "io_shapes", None)
+    if shapes is None:
+        return
+    inputs, outputs = shapes()
+    size = manifest.preprocess.size
+    expected = [3, size, size]
+    wrong = len(inputs) != 4 or any(
+        d is not None and d != e for d, e in zip(inputs[1:], expected, strict=True)
+    )
+    if wrong:
+        raise EdgetlError(
+            f"{path}: the model takes input {inputs}, its manifest's preprocessing gives "
+            f"[N, 3, {size}, {size}]; the model does not match its manifest: export again"
+        )
+    width = outputs[-1] if outputs else None
+    if width is not None and width != len(manifest.classes):
+        raise EdgetlError(
+            f"{path}: the model outputs {width} logits, its manifest lists "
+            f"{len(manifest.classes)} classes; the model does not match its manifest: export "
+            "again"
+        )

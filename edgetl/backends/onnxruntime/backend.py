@@ -28,11 +28,20 @@ class OrtRunner:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            model if isinstance(model, bytes) else str(model),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
+        try:
+            self.session = ort.InferenceSession(
+                model if isinstance(model, bytes) else str(model),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # ONNX Runtime's own types (Fail, InvalidGraph, ...)
+            if isinstance(model, bytes):
+                raise  # a graph edgetl built in memory: a bug, not the user's file
+            reason = str(exc).strip().splitlines()[0][:300]
+            raise EdgetlError(
+                f"{model}: ONNX Runtime cannot load this model ({reason}); the file or its "
+                "external data is damaged or not ONNX Runtime's: export it again"
+            ) from exc
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         batch = model_input.shape[0]
@@ -40,6 +49,15 @@ class OrtRunner:
 
     def run(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input_name: images})[0])
+
+    def io_shapes(self) -> tuple[list[int | None], list[int | None]]:
+        """The graph's input and output shapes (None where a dimension is dynamic)."""
+
+        def dims(shape: list[object]) -> list[int | None]:
+            return [d if isinstance(d, int) else None for d in shape]
+
+        session = self.session
+        return dims(session.get_inputs()[0].shape), dims(session.get_outputs()[0].shape)
 
 
 class OnnxRuntimeBackend(Backend):

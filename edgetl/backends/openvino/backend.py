@@ -68,6 +68,14 @@ class OpenVinoRunner:
         shape = self.compiled.input(0).get_partial_shape()
         self.batch_size = shape[0].get_length() if shape[0].is_static else None
 
+    def io_shapes(self) -> tuple[list[int | None], list[int | None]]:
+        """The model's input and output shapes (None where a dimension is dynamic)."""
+
+        def dims(port: Any) -> list[int | None]:
+            return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+
+        return dims(self.compiled.input(0)), dims(self.compiled.output(0))
+
     @property
     def request(self) -> Any:
         """This thread's infer request."""
