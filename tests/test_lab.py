@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -435,3 +436,40 @@ def test_lab_file_mistakes_exit_2_naming_the_key_and_device(tmp_path: Path) -> N
     lab.write_text('[devices.x]\nssh = "-oProxyCommand=touch PWNED"\ntarget = "cpu"\n')
     code, output = cli("devices", "--lab", lab)
     assert code == 2 and "devices.x.ssh" in output
+
+
+@needs_sshd
+def test_a_failed_copy_leaves_nothing_in_incoming(lab: Path, tmp_path: Path, monkeypatch) -> None:
+    """A copy that fails after part of it landed (the link drops while it is checked) left
+    WORKDIR/incoming/<random> forever: it is removed on failure, and what a dead link could
+    not remove is swept by the next probe once older than a command may run."""
+    from edgetl.stages.lab.labfile import read_lab
+    from edgetl.stages.lab.remote import Remote
+    from edgetl.stages.lab.ssh import DeviceFault
+
+    parsed = read_lab(lab)
+    remote = Remote("local", parsed.devices["local"], parsed)
+    incoming = Path(str(remote.workdir)) / "incoming"
+    folder = tmp_path / "payload"
+    folder.mkdir()
+    (folder / "data.bin").write_bytes(os.urandom(4096))  # content no earlier test copied
+    original = Remote._digest
+
+    def drops(self: Remote, script: str, path, depth: str, skip=()) -> str:  # type: ignore[no-untyped-def]
+        if depth == "whole":  # the check of the fresh copy: the link drops here
+            raise DeviceFault("connection dropped")
+        return original(self, script, path, depth, skip)
+
+    monkeypatch.setattr(Remote, "_digest", drops)
+    with pytest.raises(DeviceFault, match="connection dropped"):
+        remote.put_folder(folder)
+    assert not incoming.is_dir() or list(incoming.iterdir()) == []
+    monkeypatch.setattr(Remote, "_digest", original)
+    stale, fresh = incoming / "0123456789abcdef", incoming / "fedcba9876543210"
+    for path in (stale, fresh):
+        (path / "x").mkdir(parents=True)
+    old = time.time() - 2 * 3600 - parsed.devices["local"].timeout_s
+    os.utime(stale, (old, old))
+    assert remote.probe().reachable
+    assert not stale.exists() and fresh.is_dir()  # another host's copy may be going on
+    shutil.rmtree(fresh)

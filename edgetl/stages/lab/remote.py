@@ -4,6 +4,7 @@ edgetl commands run there with their JSON fetched back."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -19,8 +20,8 @@ from edgetl.stages.lab.ssh import DeviceFault, RemotePath, Ssh, last_line
 # Run by the device's interpreter (python -c): facts about the machine, and what the env
 # that will run edgetl there has. Constant code: nothing from a user is in it (argv only).
 PROBE = r"""
-import json, os, platform, shutil, subprocess, sys
-env, workdir, marker = sys.argv[1], os.path.expanduser(sys.argv[2]), sys.argv[3]
+import json, os, platform, shutil, subprocess, sys, time
+env, workdir, marker, stale_s = sys.argv[1], os.path.expanduser(sys.argv[2]), *sys.argv[3:5]
 facts = {"arch": platform.machine(), "python": platform.python_version()}
 try:
     with open("/etc/os-release") as f:
@@ -59,6 +60,12 @@ try:
 except OSError:
     facts["code"] = None
 os.makedirs(os.path.join(workdir, "reports"), exist_ok=True)
+# Copies a dropped link left half-way (incoming/<random>), older than any copy still going.
+incoming, now = os.path.join(workdir, "incoming"), time.time()
+for name in os.listdir(incoming) if os.path.isdir(incoming) else []:
+    path = os.path.join(incoming, name)
+    if now - os.lstat(path).st_mtime > float(stale_s):
+        shutil.rmtree(path, ignore_errors=True)
 facts["free_gb"] = round(shutil.disk_usage(workdir).free / 1e9, 1)
 print(json.dumps(facts))
 """
@@ -152,7 +159,9 @@ class Remote:
 
     def probe(self) -> Facts:
         base = RemotePath(self.device.base_python)
-        words = [base, "-c", PROBE, self.python, self.workdir, self.marker]
+        # A half-made copy older than a command may run (the device's timeout) is stale.
+        stale = str(max(600, round(self.device.timeout_s)))
+        words = [base, "-c", PROBE, self.python, self.workdir, self.marker, stale]
         try:
             found = json.loads(self.ssh.check(words, "probing the device", 120))
         except DeviceFault as fault:
@@ -261,11 +270,16 @@ class Remote:
         incoming = self.workdir / "incoming" / secrets.token_hex(8)
         files = {f"{local.name}/{p.relative_to(local).as_posix()}": p
                  for p in sorted(local.rglob("*")) if p.is_file()}  # fmt: skip
-        self.ssh.send(files, incoming)
-        copied = self._digest(check, incoming / local.name, "whole", skip)
-        if copied != digest:
-            self.ssh.run(["rm", "-rf", incoming])
-            raise DeviceFault(f"the copy of {local.name} did not verify there ({copied})")
+        try:
+            self.ssh.send(files, incoming)
+            copied = self._digest(check, incoming / local.name, "whole", skip)
+            if copied != digest:
+                raise DeviceFault(f"the copy of {local.name} did not verify there ({copied})")
+        except DeviceFault:
+            # Best effort (the link may be gone); what stays is swept by the next probe.
+            with contextlib.suppress(DeviceFault):
+                self.ssh.run(["rm", "-rf", incoming], 60)
+            raise
         moves = [["rm", "-rf", there], ["mkdir", "-p", home],
                  ["mv", "-T", incoming / local.name, there], ["rm", "-rf", incoming]]  # fmt: skip
         self.ssh.check_all(moves, "moving the verified copy in place")
