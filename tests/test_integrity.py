@@ -341,3 +341,25 @@ def test_a_model_onnx_runtime_cannot_load_is_exit_2_naming_it(art: Path) -> None
     result = bench(art)
     assert result.exit_code == 2, result.output
     assert "model.onnx: ONNX Runtime cannot load this model" in one_line(result)
+
+
+def test_external_data_of_a_model_file_not_named_onnx_is_checked(art: Path) -> None:
+    """ONNX Runtime loads a model file whatever its extension; the external-data check
+    looked only at names ending in .onnx, so `model.bin` could pull in an unlisted file."""
+    import onnx
+
+    proto = onnx.load(str(art / "model.onnx"))
+    onnx.save(proto, str(art / "model.bin"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.data", size_threshold=0)  # fmt: skip
+    (art / "model.onnx").unlink()
+    sha, size = sha256_file(art / "model.bin"), (art / "model.bin").stat().st_size
+
+    def swap(data: dict[str, Any]) -> None:
+        del data["files"]["model.onnx"]
+        data["files"]["model.bin"] = {"sha256": sha, "bytes": size}
+        data["model_files"] = ["model.bin"]
+
+    rewrite(art, swap)
+    result = bench(art)
+    assert result.exit_code == 2, result.output
+    assert "'weights.data' is not a file listed" in one_line(result)

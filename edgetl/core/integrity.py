@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -71,20 +72,22 @@ def check_loaded_files(files: dict[str, Any], loaded: list[str], path: Path | st
             )
 
 
-def check_external_data(root: Path, files: dict[str, Any]) -> None:
+def check_external_data(root: Path, files: dict[str, Any], models: Sequence[str] = ()) -> None:
     """An ONNX file's external weights must be listed files too (ONNX Runtime would read
-    any file it names inside the directory). Checked where the onnx package is installed;
-    without it both runtimes still refuse locations outside the directory."""
+    any file it names inside the directory). Every `.onnx` file, and every model file
+    whatever its name (ONNX Runtime loads `model.bin` if it is ONNX): one that parses as
+    ONNX is checked. Checked where the onnx package is installed; without it both runtimes
+    still refuse locations outside the directory."""
     try:
         import onnx
     except ImportError:
         return
-    for name in files:
-        if not name.endswith(".onnx"):
-            continue
+    for name in dict.fromkeys([*(n for n in files if n.endswith(".onnx")), *models]):
         try:
             model = onnx.load(str(root / name), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file
+            if not name.endswith(".onnx"):
+                continue  # not ONNX (an OpenVINO IR, an engine): nothing of this kind to check
             raise EdgetlError(f"{root / name}: not a readable ONNX model ({exc})") from exc
         base = PurePosixPath(name).parent
         for tensor in _tensors(model.graph):

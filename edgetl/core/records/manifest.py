@@ -261,7 +261,7 @@ class Manifest:
 
     def verify(self, root: Path) -> None:
         self.verify_files(root)
-        check_external_data(root, self.files)
+        check_external_data(root, self.files, self.model_files)
 
     def verify_files(self, root: Path) -> None:
         """Every listed file there with its sha256 (without loading the ONNX graph for its
