@@ -265,3 +265,50 @@ def test_an_out_name_is_never_a_pattern_and_a_half_swap_is_restored(tmp_path: Pa
         pass
     assert (folder / "art" / "manifest.json").is_file() and not aside.exists()
     assert any("restored" in note for note in notes)
+
+
+def _export_process(run: Path, out: Path, tmp: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    args = [sys.executable, "-m", "edgetl", "export", str(run), "--target", "cpu", "--out",
+            str(out)]  # fmt: skip
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_staging(process: subprocess.Popen[bytes], folder: Path, name: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while not list(folder.glob(f".{name}.partial-*")):
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "the export never staged anything"
+        time.sleep(0.05)
+
+
+def test_sigterm_cleans_up_and_sigkill_leftovers_go_with_the_next_run(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """CI's cancel (SIGTERM) left .partial-* dirs, edgetl-export-* (~26 MB) in the system's
+    temp dir and .lock files. SIGTERM now cleans up as Ctrl-C does; what SIGKILL leaves
+    (staging, scratch, lock: all beside the output) goes with the next run in that folder,
+    whatever its --out."""
+    import signal
+
+    folder, temp = tmp_path / "deploy", tmp_path / "tmp"
+    folder.mkdir()
+    temp.mkdir()
+    process = _export_process(run_copy, folder / "a", temp)
+    _wait_for_staging(process, folder, "a")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    assert sorted(p.name for p in folder.iterdir()) == []  # no staging, scratch, lock
+    assert list(temp.iterdir()) == []
+    process = _export_process(run_copy, folder / "b", temp)
+    _wait_for_staging(process, folder, "b")
+    process.kill()
+    process.wait(timeout=60)
+    left = sorted(p.name for p in folder.iterdir())
+    assert any(".partial-" in name for name in left) and ".b.lock" in left
+    assert list(temp.iterdir()) == []  # scratch is beside the output now
+    result = export_cli(run_copy, folder / "c", "--target", "cpu")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["c"]

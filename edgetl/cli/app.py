@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -57,7 +59,22 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (CI's cancel, `kill`, systemd) cleans up as Ctrl-C does: staging, scratch
+    and lock removed, nothing half-written left (its default ends the process at once).
+    Only where nobody set a handler of their own, and only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgetl")
 def main() -> None:
     """Fine-tune a head on a frozen pretrained backbone and ship it to edge devices."""
+    _terminate_as_interrupt()

@@ -184,6 +184,32 @@ def claim(
 # (an --out of 'gx/cpu*' is a name, not a pattern that reaches another export's work).
 PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<pid>\d+)-[^/]+")
 MOVED_ASIDE = re.compile(r"\.(?P<name>.+)\.old-(?P<pid>\d+)")
+LOCK = re.compile(r"\.(?P<name>.+)\.lock")
+
+
+def _unheld(path: Path) -> bool:
+    """Remove a lock file nobody holds (its writer was killed: the kernel dropped the lock,
+    the file stayed); whether it was removed."""
+    import fcntl
+
+    try:
+        handle = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(handle)
+        return False  # held: a live writer
+    try:
+        if os.stat(path).st_ino == os.fstat(handle).st_ino:
+            path.unlink()
+            return True
+        return False
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(handle)
 
 
 def _leftovers(final: Path) -> list[str]:
@@ -193,6 +219,10 @@ def _leftovers(final: Path) -> list[str]:
     removed. Returns what was done, in words."""
     done = []
     for entry in sorted(final.parent.iterdir()):
+        lock = LOCK.fullmatch(entry.name)
+        if lock and lock["name"] != final.name and _unheld(entry):
+            done.append(f"removed {entry}, left by a run that was killed")
+            continue
         partial = PARTIAL.fullmatch(entry.name)
         if partial and entry.is_dir():
             if partial["name"] == final.name or not _alive(int(partial["pid"])):
@@ -219,14 +249,18 @@ def cache_dir(kind: str, variable: str) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgetl" / kind
 
 
-def scratch_dir(what: str) -> tempfile.TemporaryDirectory[str]:
-    """A temporary directory named with this process's id, so that `clean_scratch` can tell
-    the ones of killed processes."""
-    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{what}-{os.getpid()}-")
+def scratch_dir(final: Path) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory beside `final`, named as its staging is (`.NAME.partial-PID-`):
+    one cleanup covers both when the process is killed (claim() sweeps them), and none is
+    left in the system's temp dir (~26 MB per killed export)."""
+    return tempfile.TemporaryDirectory(
+        dir=final.parent, prefix=f".{final.name}.partial-{os.getpid()}-scratch-"
+    )
 
 
 def clean_scratch(what: str) -> list[Path]:
-    """Remove temporary `what` directories whose process is gone; returns them."""
+    """Remove temporary `what` directories whose process is gone from the system's temp
+    dir, where earlier edgetl releases put them; returns them."""
     removed = []
     pattern = re.compile(rf"{SCRATCH_PREFIX}{re.escape(what)}-(\d+)-")
     for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{what}-*"):

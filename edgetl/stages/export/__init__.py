@@ -76,7 +76,7 @@ def export(opts: ExportOptions, console: Console) -> ExportResult:
         try:
             with (
                 staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir,
-                scratch_dir("export") as scratch,
+                scratch_dir(plan.out) as scratch,
             ):
                 started = time.perf_counter()
                 graph = to_onnx(plan, inputs, Path(scratch))
