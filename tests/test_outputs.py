@@ -312,3 +312,19 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_go_with_the_next_run(
     result = export_cli(run_copy, folder / "c", "--target", "cpu")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in folder.iterdir()) == ["c"]
+
+
+def test_a_crashed_runs_empty_folder_needs_no_force_to_retry(tmp_path: Path) -> None:
+    """A quickstart that crashed left `edgetl-quickstart/` holding only its lock and staging
+    (or nothing), and a plain retry refused "already exists; pass --force". Nothing anyone
+    finished is there: it is not an output. A folder with anything else still needs it."""
+    from edgetl.core.errors import EdgetlError
+    from edgetl.core.outputs import check_replaceable
+
+    crashed = tmp_path / "edgetl-quickstart"
+    (crashed / f".run.partial-{dead_pid()}-x1").mkdir(parents=True)
+    (crashed / ".run.lock").write_text("pid 1")
+    check_replaceable(crashed, False, "quickstart directory", None)
+    (crashed / "run").mkdir()
+    with pytest.raises(EdgetlError, match="already exists; pass --force"):
+        check_replaceable(crashed, False, "quickstart directory", None)

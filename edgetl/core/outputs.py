@@ -101,6 +101,8 @@ def check_replaceable(final: Path, force: bool, what: str, marker: str | None) -
     `what` (a directory holding `marker`) or an empty directory."""
     if not final.exists() and not final.is_symlink():
         return
+    if _holds_nothing_finished(final):
+        return  # a crashed run's empty folder is not an output: no --force to retry
     if not force:
         raise EdgetlError(
             f"{final} already exists; pass --force to replace this {what}, or choose another --out"
@@ -185,6 +187,15 @@ def claim(
 PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<pid>\d+)-[^/]+")
 MOVED_ASIDE = re.compile(r"\.(?P<name>.+)\.old-(?P<pid>\d+)")
 LOCK = re.compile(r"\.(?P<name>.+)\.lock")
+
+
+def _holds_nothing_finished(final: Path) -> bool:
+    """A directory that is empty, or holds only what killed edgetl writers leave (staging,
+    a lock, a copy moved aside): nothing anyone finished is in it."""
+    if final.is_symlink() or not final.is_dir():
+        return False
+    leftovers = (PARTIAL, LOCK, MOVED_ASIDE)
+    return all(any(p.fullmatch(e.name) for p in leftovers) for e in final.iterdir())
 
 
 def _unheld(path: Path) -> bool:
