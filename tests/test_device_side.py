@@ -4,6 +4,7 @@ scikit-learn impossible to import: a fresh interpreter with an import blocker ru
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,38 @@ print("PREDICT", model.predict({str(image)!r}, top_k=1)[0].label)
     assert lines["PYTHON"].startswith("3.10.") and "TRT 10.3.0" in lines["PYTHON"]
     assert lines["MISSING"].startswith("TensorRT imports, but")  # only the GPU is missing
     assert lines["PREDICT"] in {p.name for p in (tiny_run.parent / "photos").iterdir()}
+
+
+def test_a_mismatched_torchvision_is_exit_2_saying_the_fix(tmp_path: Path) -> None:
+    """torch and torchvision from different builds (a CPU-only install from another index)
+    made quickstart print "internal error: ... operator torchvision::nms does not exist.
+    This is a bug in edgetl" (exit 3). A torchvision that fails as that one does: exit 2
+    naming both versions and the torchvision series that belongs to this torch."""
+    shadow = tmp_path / "shadow" / "torchvision"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+    result = subprocess.run(
+        [sys.executable, "-m", "edgetl", "quickstart", "--out", str(tmp_path / "qs")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    text = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, text
+    assert "do not work together (operator torchvision::nms does not exist)" in text
+    assert "pip install 'torchvision==0." in text and "bug" not in text
+    assert not (tmp_path / "qs").exists()
+
+
+def test_an_unsupported_precision_is_refused_before_the_heavy_stack(tmp_path: Path) -> None:
+    """`export --precision fp16` for a target without it took seconds to refuse, importing
+    torch first; it is refused with torch & co. unimportable."""
+    result = run_blocked(
+        "import sys\nfrom edgetl.cli import main\n"
+        "sys.argv = ['edgetl', 'export', 'no-such-run', '--target', 'cpu', '--precision', "
+        "'fp16']\nmain()\n",
+        tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--precision fp16: target 'cpu' supports fp32, int8" in " ".join(result.stderr.split())

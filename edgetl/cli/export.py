@@ -94,6 +94,14 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
     quantized backbone's features and the most sensitive layers are kept in float until
     the budget holds; otherwise it exits 1 with what was tried and writes nothing.
     """
+    from edgetl.backends.profiles import load_target
+
+    # Cheap checks first: an unsupported --precision was refused only after ~3-7 s of
+    # importing the PyTorch stack.
+    load_target(kwargs["target"]).check_precision(kwargs["precision"])
+    from edgetl.train.stack import check_host_stack
+
+    check_host_stack()
     from edgetl.stages.export import ExportOptions
     from edgetl.stages.export import export as run_export
 

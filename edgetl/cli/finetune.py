@@ -154,6 +154,9 @@ def finetune(
     data: str, out: Path, as_json: bool, no_cache: bool, nproc: int, **kwargs: Any
 ) -> None:
     """Train a new head for DATA's classes on a frozen backbone."""
+    from edgetl.train.stack import check_host_stack
+
+    check_host_stack()
     from edgetl.stages.finetune import FinetuneOptions
     from edgetl.stages.finetune import finetune as run_finetune
 

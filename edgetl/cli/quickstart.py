@@ -28,6 +28,9 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     """The whole flow offline: digits + efficientnet_lite0 -> finetune -> export cpu FP32 and
     accuracy-guarded INT8 -> bench both."""
     from edgetl.core.outputs import check_replaceable, check_writable
+    from edgetl.train.stack import check_host_stack
+
+    check_host_stack()
     from edgetl.stages.bench.harness import BenchOptions, print_report
     from edgetl.stages.bench.harness import bench as run_bench
     from edgetl.stages.export import ExportOptions

@@ -76,6 +76,9 @@ def search(
     on val; test is reported for the chosen model (and the front, marked not chosen on).
     SEARCH/chosen is the chosen artifact, ready for `edgetl bench`; a re-run resumes.
     """
+    from edgetl.train.stack import check_host_stack
+
+    check_host_stack()
     from edgetl.stages.search.report import print_search, write_plot
     from edgetl.stages.search.search import SearchOptions
     from edgetl.stages.search.search import search as run_search
