@@ -175,3 +175,23 @@ def test_a_file_name_that_is_not_utf8_is_exit_2_naming_it(
     assert result.exit_code == 2 and "not valid UTF-8" in result.output, result.output
     with pytest.raises(EdgetlError, match="not valid UTF-8"):  # what bench --on copies
         folder_digest(data)
+
+
+def test_a_run_given_as_an_artifact_says_so_and_lists_its_artifacts(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """`predict RUN` answered "no manifest.json here"; it says RUN is a run, and where its
+    artifacts are (or how to make one)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    image = next((tiny_run.parent / "photos" / "class_1").glob("*.jpg"))
+    result = CliRunner().invoke(main, ["predict", str(run), str(image)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "is a fine-tuning run, not an artifact" in text
+    assert f"edgetl export {run} --target" in text
+    assert export_cli(run, run / "export" / "cpu-fp32", "--target", "cpu").exit_code == 0
+    result = CliRunner().invoke(main, ["bench", str(run)])
+    text = "".join(result.output.split())  # rich wraps long paths
+    assert result.exit_code == 2 and f"itsartifacts:{run}/export/cpu-fp32" in text

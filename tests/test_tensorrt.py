@@ -437,3 +437,23 @@ def test_the_fp16_graph_tolerance_still_refuses_a_broken_graph(
     assert not checks["broken"].passed
     # Not a near miss.
     assert checks["broken"].max_rel_diff > 2 * tolerance.max_rel_diff, checks["broken"]
+
+
+def test_a_proxy_row_cites_no_latency_it_does_not_show(
+    bundle: tuple[Path, str], tmp_path: Path, monkeypatch
+) -> None:
+    """A host-proxy row shows CV `-` (its latency says nothing of the device); a warning
+    under it cited "CV 38%" all the same. A noisy proxy run: no latency warning; the row
+    says `-`."""
+    from edgetl.stages.bench import harness
+
+    monkeypatch.setattr(harness, "coefficient_of_variation", lambda samples: 0.38)
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        main, ["bench", str(bundle[0]), "--iterations", "5", "--no-cold", "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(report.read_text())["results"]
+    assert entry["proxy_for"] == "tensorrt"
+    assert not any("latency varies" in note for note in entry["notes"])
+    assert "CV 38%" not in " ".join(result.output.split())

@@ -18,7 +18,7 @@ from edgetl.core.archives import is_archive, unpack_archive
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
 from edgetl.core.preprocess import Preprocess
-from edgetl.core.records import Manifest
+from edgetl.core.records import MANIFEST_FILE, RUN_FILE, Manifest
 from edgetl.core.signing import trusted_keys
 
 
@@ -128,6 +128,7 @@ def load(
         path = unpack_archive(path)  # checked member by member; then read as any artifact
     if not path.is_dir():
         raise EdgetlError(f"{path}: no such artifact directory; create one with `edgetl export`")
+    _not_a_run(path)
     manifest = Manifest.read(path, trust=trusted_keys(trust))
     placement = resolve(manifest, str(path))  # e.g. a TensorRT bundle on a host: its proxy
     spec = manifest.runtime_spec(threads)
@@ -136,6 +137,16 @@ def load(
     load_s = time.perf_counter() - started
     check_shapes(path, manifest, runner)
     return Model(path, manifest, runner, load_s, placement.proxy)
+
+
+def _not_a_run(path: Path) -> None:
+    """A fine-tuning run given where an artifact is expected: say so, with its artifacts."""
+    if (path / MANIFEST_FILE).exists() or not (path / RUN_FILE).is_file():
+        return
+    found = sorted(p.parent for p in (path / "export").glob(f"*/{MANIFEST_FILE}"))
+    listed = ", ".join(str(p) for p in found)
+    remedy = f"its artifacts: {listed}" if found else f"edgetl export {path} --target T"
+    raise EdgetlError(f"{path} is a fine-tuning run, not an artifact; {remedy}")
 
 
 def check_shapes(path: Path, manifest: Manifest, runner: Runner) -> None:

@@ -255,7 +255,7 @@ def _result(
             f"{manifest.backend} is not installed here: accuracy measured with the host proxy "
             f"{item.model.proxy} on the same graph; its latency does not represent the device"
         )
-    if cv > HIGH_CV:
+    if cv > HIGH_CV and item.model.proxy is None:  # a proxy's latency is not shown at all
         notes.append(
             f"latency varies a lot (CV {cv:.0%} > {HIGH_CV:.0%}): the machine is busy or "
             "throttling; raise --min-duration or --rounds before comparing"
