@@ -86,3 +86,31 @@ def test_targets_fit_80_columns_and_json_names_aliases() -> None:
     rows = json.loads(CliRunner().invoke(main, ["targets", "--json"]).output)
     alias = next(r for r in rows if r["name"] == "jetson")
     assert alias["alias_of"] == "jetson-orin-nano"
+
+
+def test_piped_output_never_goes_silent_on_a_long_step(monkeypatch) -> None:
+    """Piped (CI logs), rich draws its bars only at the end: a 12 s layer ranking, an 11 s
+    NNCF statistics pass were silences. Bars and library calls print a line every
+    PIPED_EVERY_S seconds there (tools/silences.py measures whole commands)."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from edgetl.core import ui
+
+    monkeypatch.setattr(ui, "PIPED_EVERY_S", 0.05)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with ui.progress(console) as bar:
+        task = bar.add_task("rank layer sensitivity", total=3, info="")
+        time.sleep(0.3)  # one slow candidate: no update for a while
+        bar.update(task, advance=1, info="conv_stem")
+        time.sleep(0.2)
+        bar.update(task, advance=2)
+    with ui.heartbeat(console, "quantizing"):
+        time.sleep(0.3)
+    lines = out.getvalue().splitlines()
+    assert sum(line.startswith("rank layer sensitivity: 0/3") for line in lines) >= 2
+    assert any(line.startswith("rank layer sensitivity: 1/3 conv_stem") for line in lines)
+    assert sum(line.startswith("quantizing ... ") for line in lines) >= 2

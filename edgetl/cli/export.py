@@ -9,7 +9,7 @@ import click
 
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.output import emit, guard_tables, print_quantization
-from edgetl.core.ui import make_console
+from edgetl.core.ui import heartbeat, make_console
 from edgetl.core.verdict import check
 
 
@@ -98,14 +98,17 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
 
     # Cheap checks first: an unsupported --precision was refused only after ~3-7 s of
     # importing the PyTorch stack.
-    load_target(kwargs["target"]).check_precision(kwargs["precision"])
-    from edgetl.train.stack import check_host_stack
-
-    check_host_stack()
-    from edgetl.stages.export import ExportOptions
-    from edgetl.stages.export import export as run_export
-
+    profile = load_target(kwargs["target"])
+    precision = profile.check_precision(kwargs["precision"])
     console = make_console()
+    console.print(f"export {run} for {profile.name} ({precision})")
+    with heartbeat(console, "loading PyTorch, NNCF and the runtimes"):
+        from edgetl.train.stack import check_host_stack
+
+        check_host_stack()
+        from edgetl.stages.export import ExportOptions
+        from edgetl.stages.export import export as run_export
+
     result = run_export(ExportOptions(run=run, **kwargs), console)
     if result.manifest is not None:
         manifest = result.manifest

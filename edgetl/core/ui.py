@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -29,8 +33,45 @@ def stdout_console() -> Console:
     return console
 
 
+PIPED_EVERY_S = 3.0  # piped, a long step prints a line at least this often
+
+
+class _Progress(Progress):
+    """rich's bars on a terminal; piped (CI logs, `| tee`), where rich draws nothing until
+    the end, one plain line per unfinished task every PIPED_EVERY_S seconds instead: a 12 s
+    layer ranking was a 12 s silence in a log (tools/silences.py)."""
+
+    def __init__(self, *columns: Any, console: Console, **options: Any):
+        super().__init__(*columns, console=console, **options)
+        self._piped = not console.is_terminal and not console.quiet
+        self._done = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def start(self) -> None:
+        super().start()
+        if self._piped and self._beat is None:
+            self._beat = threading.Thread(target=self._lines, daemon=True)
+            self._beat.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._beat is not None:
+            self._beat.join()
+        super().stop()
+
+    def _lines(self) -> None:
+        while not self._done.wait(PIPED_EVERY_S):
+            for task in list(self.tasks):
+                if task.finished or not task.started:
+                    continue
+                total = f"/{task.total:.0f}" if task.total is not None else ""
+                info = task.fields.get("info", "")
+                line = f"{task.description}: {task.completed:.0f}{total} {info}".rstrip()
+                self.console.print(f"{line} ({task.elapsed or 0:.0f} s)")
+
+
 def progress(console: Console) -> Progress:
-    return Progress(
+    return _Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -41,6 +82,33 @@ def progress(console: Console) -> Progress:
         transient=False,
         disable=console.quiet,
     )
+
+
+@contextmanager
+def heartbeat(console: Console, what: str) -> Iterator[None]:
+    """A step without steps of its own to count (a library's call): a spinner on a terminal;
+    piped, "WHAT ... N s" every PIPED_EVERY_S seconds until it ends, so no log goes silent."""
+    if console.quiet:
+        yield
+        return
+    if console.is_terminal:
+        with console.status(what):
+            yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(PIPED_EVERY_S):
+            console.print(f"{what} ... {time.monotonic() - started:.0f} s")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:

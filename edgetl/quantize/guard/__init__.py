@@ -24,7 +24,7 @@ from rich.console import Console
 from edgetl.core.errors import CheckFailed
 from edgetl.core.parity import compare
 from edgetl.core.targets import Parity
-from edgetl.core.ui import image_count
+from edgetl.core.ui import heartbeat, image_count
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.guard.candidates import Candidates, Rewrite
 from edgetl.quantize.guard.evaluator import Evaluator, LoadOnnx, Validation
@@ -70,14 +70,16 @@ def quantize_with_guard(
     must match on `validation` before anything is quantized (CheckFailed otherwise).
     """
     started = time.perf_counter()
-    evaluator = Evaluator.for_fp32(validation, validate_fn, model)
+    with heartbeat(console, f"the FP32 model on {len(validation.labels)} val images"):
+        evaluator = Evaluator.for_fp32(validation, validate_fn, model)
     if fp32_reference is not None:
         _check_fp32(evaluator, *fp32_reference)
     console.print(
         f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
         f"{len(calibration.files)} calibration images"
     )
-    candidates = Candidates.quantize(model, calibration, recipe, rewrite)
+    with heartbeat(console, "quantizing (activation statistics, then the INT8 graph)"):
+        candidates = Candidates.quantize(model, calibration, recipe, rewrite)
     quantize_s = time.perf_counter() - started
 
     ranking = (candidates.build, candidates.quantized_layers(), evaluator, rank_fn or validate_fn)

@@ -15,6 +15,7 @@ from rich.console import Console
 from edgetl.backends import Runner, run_all
 from edgetl.core.dataset import ImageSet
 from edgetl.core.errors import EdgetlError
+from edgetl.core.ui import heartbeat
 from edgetl.quantize import qdq
 from edgetl.quantize.guard.evaluator import Evaluator
 from edgetl.train.loop import HeadTraining, train_head
@@ -38,10 +39,12 @@ class HeadRefit:
         self.console = console
 
     def apply(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        features = self.evaluator.load(features_model(model))
-        train_x = torch.from_numpy(_features(features, self.train_images))
         validation = self.evaluator.validation
-        val_x = torch.from_numpy(_features(features, validation.images))
+        count = len(self.train_images) + len(validation.images)
+        with heartbeat(self.console, f"head refit: the INT8 backbone's features of {count} images"):
+            features = self.evaluator.load(features_model(model))
+            train_x = torch.from_numpy(_features(features, self.train_images))
+            val_x = torch.from_numpy(_features(features, validation.images))
         head = self.run.head()
         head.set_feature_stats(train_x)
         info = self.run.info.train

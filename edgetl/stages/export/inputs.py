@@ -14,6 +14,7 @@ from rich.console import Console
 from edgetl.core.dataset import ImageSet, Splits
 from edgetl.core.metrics import top1
 from edgetl.core.reference import ReferenceSet, seen_digests
+from edgetl.core.ui import heartbeat
 from edgetl.quantize.calibration import CalibrationSet, build_calibration
 from edgetl.stages.export.plan import Plan
 from edgetl.train.model import Classifier, torch_logits
@@ -51,9 +52,10 @@ def load_inputs(plan: Plan, console: Console) -> Inputs:
     calibration = None
     if plan.recipe is not None:
         count = plan.recipe.samples if opts.calib_samples is None else opts.calib_samples
-        calibration = build_calibration(
-            run, splits, opts.calib_data, count, plan.recipe.samples, console
-        )
+        with heartbeat(console, f"the calibration set ({count} images)"):
+            calibration = build_calibration(
+                run, splits, opts.calib_data, count, plan.recipe.samples, console
+            )
     int8 = plan.recipe is not None
     val = splits.val.sample(
         max(opts.parity_samples, GUARD_IMAGES) if int8 else opts.parity_samples, run.seed
@@ -64,17 +66,19 @@ def load_inputs(plan: Plan, console: Console) -> Inputs:
         f"export measures on {len(val)} val images (checks{', INT8 guard' if int8 else ''}) and "
         f"{len(test)} test images (reported only); reference set: {len(picked)} test images"
     )
-    model = run.classifier()
-    val_images = val.arrays(run.preprocess)
-    test_crops = test.crops(run.preprocess)
-    test_images = run.preprocess.normalize(test_crops)
-    test_torch = torch_logits(model, test_images)
-    index = _positions(test, picked)
-    if index is None:  # a test split over TEST_IMAGES: the reference images decoded apart
-        crops = picked.crops(run.preprocess)
-        logits = torch_logits(model, run.preprocess.normalize(crops))
-    else:
-        crops, logits = test_crops[index], test_torch[index]
+    with heartbeat(console, "decoding the val and test images, PyTorch's logits on them"):
+        model = run.classifier()
+        val_images = val.arrays(run.preprocess)
+        val_torch = torch_logits(model, val_images)
+        test_crops = test.crops(run.preprocess)
+        test_images = run.preprocess.normalize(test_crops)
+        test_torch = torch_logits(model, test_images)
+        index = _positions(test, picked)
+        if index is None:  # a test split over TEST_IMAGES: the reference images decoded apart
+            crops = picked.crops(run.preprocess)
+            logits = torch_logits(model, run.preprocess.normalize(crops))
+        else:
+            crops, logits = test_crops[index], test_torch[index]
     reference = ReferenceSet(crops, picked.labels, logits.astype(np.float32), list(picked.keys))
     reference.seen = seen_digests(splits.train.digests, splits.val.digests)
     return Inputs(
@@ -82,7 +86,7 @@ def load_inputs(plan: Plan, console: Console) -> Inputs:
         model,
         val_images,
         val.labels,
-        torch_logits(model, val_images),
+        val_torch,
         test_images,
         test.labels,
         test_torch,
