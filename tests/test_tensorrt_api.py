@@ -484,41 +484,53 @@ def test_every_route_is_reachable() -> None:
 # ---- the engine runner --------------------------------------------------------------------
 
 
+class PolygraphyRunner:
+    """Polygraphy's TrtRunner as TrtRunner uses it: activation, input metadata; `loader`
+    is what EngineFromBytes got (the engine bytes and the runtime)."""
+
+    shape: tuple[int, ...] = (2, 3, 8, 8)
+
+    def __init__(self, loader: Any):
+        self.loader, self.is_active = loader, False
+
+    def activate(self) -> None:
+        self.is_active = True
+
+    def deactivate(self) -> None:
+        self.is_active = False
+
+    def get_input_metadata(self, use_numpy_dtypes: bool | None = None) -> dict[str, Any]:
+        assert use_numpy_dtypes is False  # Polygraphy warns that NumPy dtypes are deprecated
+        return {"images": types.SimpleNamespace(shape=self.shape)}
+
+
+def fake_polygraphy(monkeypatch: pytest.MonkeyPatch, runner: type) -> None:
+    """`polygraphy.backend.trt` with `runner` as its TrtRunner, over fake_trt(10)."""
+    module = types.ModuleType("polygraphy.backend.trt")
+    module.EngineFromBytes = lambda data, runtime=None: (data, runtime)  # type: ignore[attr-defined]
+    module.TrtRunner = runner  # type: ignore[attr-defined]
+    for name in ("polygraphy", "polygraphy.backend"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", module)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
+
+
 def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> None:
     """Polygraphy's TrtRunner.infer returns views of one output buffer, overwritten by the
     next call: without a copy every row of a multi-batch run was the last batch's."""
     from edgetl.backends.base import run_all
     from edgetl.backends.tensorrt.backend import TrtRunner
 
-    class Meta:
-        shape = (2, 3, 8, 8)
-
-    class ReusingRunner:
+    class ReusingRunner(PolygraphyRunner):
         def __init__(self, loader: Any):
+            super().__init__(loader)
             self.buffer = np.zeros((2, 4), np.float32)
-            self.loader, self.is_active = loader, False
-
-        def activate(self) -> None:
-            self.is_active = True
-
-        def deactivate(self) -> None:
-            self.is_active = False
-
-        def get_input_metadata(self, use_numpy_dtypes: bool | None = None) -> dict[str, Meta]:
-            assert use_numpy_dtypes is False  # Polygraphy warns that NumPy dtypes are deprecated
-            return {"images": Meta()}
 
         def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             self.buffer[:] = feed["images"].reshape(2, -1)[:, :4]
             return {"logits": self.buffer}  # the same array every call
 
-    trt_module = types.ModuleType("polygraphy.backend.trt")
-    trt_module.EngineFromBytes = lambda data, runtime=None: (data, runtime)  # type: ignore[attr-defined]
-    trt_module.TrtRunner = ReusingRunner  # type: ignore[attr-defined]
-    for name in ("polygraphy", "polygraphy.backend"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", trt_module)
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
+    fake_polygraphy(monkeypatch, ReusingRunner)
     runner = TrtRunner(b"engine")
     images = np.arange(6 * 3 * 8 * 8, dtype=np.float32).reshape(6, 3, 8, 8)
     logits = run_all(runner, images)
@@ -546,26 +558,10 @@ def test_a_loaded_engine_runs_on_its_dla_core_and_names_its_batch_limit(
     from edgetl.core.records import RuntimeSpec
     from edgetl.stages.bench.harness import BenchOptions, _check_batches
 
-    class Runner:
-        def __init__(self, loader: Any):
-            self.loader, self.is_active = loader, False
+    class DynamicRunner(PolygraphyRunner):
+        shape = (-1, 3, 8, 8)
 
-        def activate(self) -> None:
-            self.is_active = True
-
-        def deactivate(self) -> None:
-            self.is_active = False
-
-        def get_input_metadata(self, use_numpy_dtypes: bool | None = None) -> dict[str, Any]:
-            return {"images": types.SimpleNamespace(shape=(-1, 3, 8, 8))}
-
-    polygraphy = types.ModuleType("polygraphy.backend.trt")
-    polygraphy.EngineFromBytes = lambda data, runtime=None: (data, runtime)  # type: ignore[attr-defined]
-    polygraphy.TrtRunner = Runner  # type: ignore[attr-defined]
-    for name in ("polygraphy", "polygraphy.backend"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", polygraphy)
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
+    fake_polygraphy(monkeypatch, DynamicRunner)
     monkeypatch.setattr(backend, "tensorrt_available", lambda: True)
     orin = {"gpu": "Orin", "compute_capability": "8.7", "module": "AGX Orin", "l4t": "R36"}
     monkeypatch.setattr(cuda_device, "identity", lambda: dict(orin))

@@ -28,17 +28,21 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     """The whole flow offline: digits + efficientnet_lite0 -> finetune -> export cpu FP32 and
     accuracy-guarded INT8 -> bench both."""
     from edgetl.core.outputs import check_replaceable, check_writable
-    from edgetl.train.stack import check_host_stack
-
-    check_host_stack()
-    from edgetl.stages.bench.harness import BenchOptions, print_report
-    from edgetl.stages.bench.harness import bench as run_bench
-    from edgetl.stages.export import ExportOptions
-    from edgetl.stages.export import export as run_export
-    from edgetl.stages.finetune import FinetuneOptions
-    from edgetl.stages.finetune import finetune as run_finetune
+    from edgetl.core.ui import heartbeat
 
     console = make_console()
+    console.print(f"edgetl quickstart into {out}: digits + efficientnet_lite0, offline")
+    with heartbeat(console, "loading PyTorch, NNCF and the runtimes"):
+        from edgetl.train.stack import check_host_stack
+
+        check_host_stack()
+        from edgetl.stages.bench.harness import BenchOptions, print_report
+        from edgetl.stages.bench.harness import bench as run_bench
+        from edgetl.stages.export import ExportOptions
+        from edgetl.stages.export import export as run_export
+        from edgetl.stages.finetune import FinetuneOptions
+        from edgetl.stages.finetune import finetune as run_finetune
+
     check_writable(out / "run", "--out")
     # Quickstart replaces only what it wrote itself (out/run, its exports, report.json).
     check_replaceable(out, force, "quickstart directory", None)

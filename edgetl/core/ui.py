@@ -87,7 +87,8 @@ def progress(console: Console) -> Progress:
 @contextmanager
 def heartbeat(console: Console, what: str) -> Iterator[None]:
     """A step without steps of its own to count (a library's call): a spinner on a terminal;
-    piped, "WHAT ... N s" every PIPED_EVERY_S seconds until it ends, so no log goes silent."""
+    piped, "WHAT ..." as it starts and "WHAT ... N s" every PIPED_EVERY_S seconds until it
+    ends, so no log goes silent."""
     if console.quiet:
         yield
         return
@@ -97,6 +98,7 @@ def heartbeat(console: Console, what: str) -> Iterator[None]:
         return
     done = threading.Event()
     started = time.monotonic()
+    console.print(f"{what} ...")
 
     def beat() -> None:
         while not done.wait(PIPED_EVERY_S):

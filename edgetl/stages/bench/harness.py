@@ -26,7 +26,7 @@ from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
 from edgetl.core.regression import coefficient_of_variation, sample_ratio
 from edgetl.core.timing import interleaved_samples, summarize
-from edgetl.core.ui import fitted_table
+from edgetl.core.ui import fitted_table, heartbeat
 from edgetl.core.versions import versions
 from edgetl.stages.bench.accuracy import accuracy_report
 from edgetl.stages.bench.cold import cold_start
@@ -189,13 +189,15 @@ def _measure(loaded: list[Loaded], opts: BenchOptions, console: Console) -> Benc
         f"latency: {len(calls)} artifact(s) interleaved, {opts.rounds}+ rounds, "
         f"{opts.iterations}+ samples each"
     )
-    samples = interleaved_samples(
-        calls, opts.iterations, opts.rounds, opts.warmup, opts.min_duration
-    )
-    results = [
-        _result(name, item, samples[name], opts, console)
-        for name, item in zip(names, loaded, strict=True)
-    ]
+    with heartbeat(console, "timing"):
+        samples = interleaved_samples(
+            calls, opts.iterations, opts.rounds, opts.warmup, opts.min_duration
+        )
+    results = []
+    for name, item in zip(names, loaded, strict=True):
+        what = "accuracy, load in a fresh process" if opts.cold else "accuracy"
+        with heartbeat(console, f"{name}: {what}"):
+            results.append(_result(name, item, samples[name], opts, console))
     return BenchReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         data="; ".join(sorted({item.chosen.label for item in loaded})),
