@@ -153,6 +153,14 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
     assert test["n"] == json.loads((tiny_run / "edgetl.json").read_text())["data"]["sizes"]["test"]
     assert test["drop_pts"] == pytest.approx(100 * (test["fp32_top1"] - test["top1"]), abs=1e-4)
     assert "test" not in quant and 0 <= test["agreement"] <= 1
+    # The evidence behind each drop: discordant images and the 90% bound (core/evidence.py).
+    for attempt in quant["attempts"]:
+        n, worse, better = quant["n"], attempt["worse"], attempt["better"]
+        assert attempt["drop_pts"] == pytest.approx(100 * (worse - better) / n, abs=1e-4)
+        assert attempt["drop_upper_pts"] >= attempt["drop_pts"] and attempt["confidence"] == 0.9
+    assert test["drop_pts"] == pytest.approx(
+        100 * (test["worse"] - test["better"]) / test["n"], abs=1e-4
+    )
     assert 0 <= quant["agreement"] <= 1 and quant["max_abs_diff"] >= 0
     assert manifest["parity"]["max_abs_diff"] <= 1e-3  # the artifact is the model measured
     assert "the recipe asks for 300" in " ".join(output.split())  # fewer than the recipe
@@ -196,6 +204,11 @@ def test_bench_shows_int8_next_to_fp32(int8_export, tiny_run: Path, tmp_path: Pa
     entries = json.loads(report_path.read_text())["results"]
     assert [e["precision"] for e in entries] == ["fp32", "int8"]
     assert entries[1]["size_mb"] < 0.6 * entries[0]["size_mb"]
+    # The INT8 row states its drop on these (test) images with its interval, beside the
+    # budget and the guard's bound on val; the FP32 row has none.
+    (promise,) = [n for n in entries[1]["notes"] if n.startswith("INT8 vs FP32 on ")]
+    assert "interval" in promise and "budget 1.00" in promise and "bound on val" in promise
+    assert not any(n.startswith("INT8 vs FP32") for n in entries[0]["notes"])
 
 
 def export_int8(run: Path, out: Path, *args: str) -> Result:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from edgetl.core.evidence import DEFAULT_CONFIDENCE, PairedDrop, promise_note
 from edgetl.core.ui import image_count, stdout_console, table
 
 if TYPE_CHECKING:
@@ -51,17 +52,25 @@ def print_quantization(manifest: Manifest) -> None:
             a.name,
             f"{a.top1:.2%}",
             f"{a.drop_pts:+.2f} ({image_count(a.drop_pts, n)})",
+            "-" if a.drop_upper_pts is None else f"<= {a.drop_upper_pts:.2f}",
             f"{a.agreement:.2%}",
         ]
         for a in quant.attempts
     ]
+    confidence = quant.attempts[-1].confidence if quant.attempts else None
     console = stdout_console()
     console.print(
         table(
             f"INT8 accuracy guard: decided on {n} val images (FP32 top-1 {quant.fp32_top1:.2%}, "
             f"budget {quant.budget_pts:.2f} pts)",
-            ["attempt", "INT8 top-1 (val)", "drop pts (images)", "agreement"],
-            rows,
+            [
+                "attempt",
+                "INT8 top-1 (val)",
+                "drop pts (images)",
+                f"bound ({confidence:.0%})" if confidence else "bound",
+                "agreement",
+            ],
+            rows,  # fmt: skip
         )
     )
     test = manifest.accuracy.test  # the one measurement on test (manifest/4)
@@ -88,6 +97,15 @@ def print_quantization(manifest: Manifest) -> None:
             ],
         )
     )
+    if test.worse is not None and test.better is not None:
+        chosen = quant.attempts[-1] if quant.attempts else None
+        text, _ = promise_note(
+            PairedDrop(test.n, test.worse, test.better),
+            quant.budget_pts,
+            chosen.drop_upper_pts if chosen else None,
+            confidence or DEFAULT_CONFIDENCE,
+        )
+        console.print(text)
     floats = ", ".join(quant.float_layers) or "none"
     speed = quant.speed_here
     console.print(
@@ -124,12 +142,24 @@ def guard_tables(report: GuardReport) -> list[Table]:
     """What the guard tried when no attempt met the budget, and the layers it ranked."""
     attempts = table(
         "INT8 attempts",
-        ["attempt", "top-1", "drop (pts)", "agreement", "max |diff|"],
+        [
+            "attempt",
+            "top-1",
+            "drop (pts)",
+            "worse/better",
+            "drop bound",
+            "agreement",
+            "max |diff|",
+        ],  # fmt: skip
         [
             [
                 a.name,
                 f"{a.top1:.2%}",
                 f"{a.drop_pts:+.2f} ({image_count(a.drop_pts, report.n)})",
+                "-" if a.worse is None else f"{a.worse}/{a.better}",
+                "-"
+                if a.drop_upper_pts is None
+                else f"<= {a.drop_upper_pts:.2f} ({a.confidence:.0%})",
                 f"{a.agreement:.2%}",
                 f"{a.max_abs_diff:.3g}",
             ]

@@ -101,6 +101,10 @@ class SplitAccuracy:
     # on val and in manifest/3, which kept them in quantization.test).
     drop_pts: float | None = field(default=None, metadata={"omit": None})
     agreement: float | None = field(default=None, metadata={"omit": None})
+    # On test: images FP32 got right and the artifact wrong, and the other way round (the
+    # drop's evidence, core/evidence.py).
+    worse: int | None = field(default=None, metadata={"omit": None})
+    better: int | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,13 @@ class Attempt:
     max_abs_diff: float
     float_layers: list[str] = field(default_factory=list)
     head_refit: bool = False
+    # The evidence behind drop_pts (core/evidence.py): val images FP32 got right and this
+    # candidate wrong, and the other way round; the drop's one-sided upper bound at
+    # `confidence`. Absent in manifests written before they were recorded.
+    worse: int | None = field(default=None, metadata={"omit": None})
+    better: int | None = field(default=None, metadata={"omit": None})
+    drop_upper_pts: float | None = field(default=None, metadata={"omit": None})
+    confidence: float | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass(frozen=True)

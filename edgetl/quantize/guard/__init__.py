@@ -22,6 +22,7 @@ import onnx
 from rich.console import Console
 
 from edgetl.core.errors import CheckFailed
+from edgetl.core.evidence import smallest_certifiable_pts
 from edgetl.core.parity import compare
 from edgetl.core.targets import Parity
 from edgetl.core.ui import heartbeat, image_count
@@ -101,8 +102,23 @@ def quantize_with_guard(
     if outcome.chosen is None:
         raise GuardFailed(report)
     chosen = outcome.chosen
+    _say_evidence(chosen.attempt, evaluator.n, max_drop, console)
     fp32 = (evaluator.fp32_runner, evaluator.fp32_logits)
     return GuardResult(chosen.model, chosen.runner, chosen.logits, report, *fp32)
+
+
+def _say_evidence(attempt: Attempt, n: int, budget: float, console: Console) -> None:
+    """The kept candidate meets the budget on val's point estimate; say when that is all
+    val can show (its bound above the budget), and the best n images could certify."""
+    bound, confidence = attempt.drop_upper_pts, attempt.confidence
+    if bound is None or confidence is None or bound <= budget:
+        return
+    console.print(
+        f"[yellow]note:[/] kept on val's point estimate ({attempt.drop_pts:+.2f} pts); at "
+        f"{confidence:.0%} confidence val only shows the drop is at most {bound:.2f} pts, "
+        f"above the {budget:.2f} budget. val has {n} images: the smallest drop it can "
+        f"certify at {confidence:.0%} is {smallest_certifiable_pts(n, confidence):.2f} pts"
+    )
 
 
 def _check_fp32(evaluator: Evaluator, reference: Any, tolerance: Parity) -> None:
@@ -128,8 +144,14 @@ def _lazy(make: Callable[[], Refit]) -> Refit:
 
 
 def _attempt_line(attempt: Attempt, evaluator: Evaluator, budget: float) -> str:
+    evidence = ""
+    if attempt.drop_upper_pts is not None and attempt.confidence is not None:
+        evidence = (
+            f"; {attempt.worse} worse, {attempt.better} better: the true drop is at most "
+            f"{attempt.drop_upper_pts:.2f} at {attempt.confidence:.0%} confidence"
+        )
     return (
         f"  {attempt.name}: INT8 top-1 {attempt.top1:.2%} (FP32 {evaluator.fp32_top1:.2%}, "
         f"drop {attempt.drop_pts:+.2f} pts = {image_count(attempt.drop_pts, evaluator.n)} "
-        f"val images, budget {budget:.2f})"
+        f"val images, budget {budget:.2f}{evidence})"
     )

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from edgetl.backends import Runner, run_all
+from edgetl.core.evidence import DEFAULT_CONFIDENCE, paired_counts
 from edgetl.core.metrics import agreement, drop_pts, top1
 from edgetl.quantize.guard.report import Attempt, Measured
 
@@ -27,6 +28,11 @@ class Validation:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+# The confidence of the drop's upper bound the guard reports. Reported only: the guard
+# still decides on the point estimate (issue 25 changes the decision).
+CONFIDENCE = DEFAULT_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,20 @@ class Evaluator:
         runner = self.load(model)
         logits = run_all(runner, self.validation.images)
         found = top1(logits, self.validation.labels)
+        labels = self.validation.labels
+        paired = paired_counts(
+            list(self.fp32_logits.argmax(1) == labels), list(logits.argmax(1) == labels)
+        )
         attempt = Attempt(
             name=name,
             top1=found,
             drop_pts=drop_pts(self.fp32_top1, found),
             agreement=agreement(logits, self.fp32_logits),
             max_abs_diff=float(np.abs(logits - self.fp32_logits).max()),
+            worse=paired.worse,
+            better=paired.better,
+            drop_upper_pts=round(paired.upper_pts(CONFIDENCE), 4),
+            confidence=CONFIDENCE,
             **details,
         )
         return Measured(attempt, model, runner, logits)

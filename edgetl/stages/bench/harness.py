@@ -20,6 +20,7 @@ from rich.console import Console
 from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
 from edgetl.core.errors import EdgetlError
+from edgetl.core.evidence import DEFAULT_CONFIDENCE, paired_counts, promise_note
 from edgetl.core.files import sha256_file
 from edgetl.core.metrics import drop_pts, within_budget
 from edgetl.core.outputs import check_not_input, check_writable
@@ -271,6 +272,10 @@ def _result(
     )
     if item.chosen.absent_classes:
         notes.append(f"classes absent from the data: {', '.join(item.chosen.absent_classes)}")
+    promise = _promise(manifest, logits, reference, item.chosen.labels)
+    if promise is not None:
+        notes.append(promise)
+        console.print(f"{name}: {promise}")
     spec = manifest.runtime_spec(opts.threads)
     cold = cold_start(item.path, opts.threads) if opts.cold else _warm_cold(item)
     return BenchResult(
@@ -332,6 +337,22 @@ def _batches(item: Loaded, opts: BenchOptions) -> dict[str, dict[str, Any]]:
             "throughput_ips": round(size * 1000.0 / latency.mean, 2),
         }
     return found
+
+
+def _promise(
+    manifest: Manifest, logits: np.ndarray, reference: np.ndarray | None, labels: np.ndarray
+) -> str | None:
+    """An INT8 artifact's drop against FP32 on these images, with its interval, beside the
+    budget and the guard's bound on val (None: not INT8, or no FP32 answers here)."""
+    quant = manifest.quantization
+    if quant is None or reference is None:
+        return None
+    paired = paired_counts(list(reference.argmax(1) == labels), list(logits.argmax(1) == labels))
+    chosen = quant.attempts[-1] if quant.attempts else None
+    bound = chosen.drop_upper_pts if chosen is not None else None
+    confidence = (chosen.confidence if chosen is not None else None) or DEFAULT_CONFIDENCE
+    text, _ = promise_note(paired, quant.budget_pts, bound, confidence)
+    return text
 
 
 def _env(item: Loaded, threads: int) -> dict[str, Any]:

@@ -106,7 +106,15 @@ def _accuracy(plan: Plan, verified: Verified, test: TestAccuracy) -> AccuracyRec
         measured_on=plan.placement.runtime.name,
         measured_device=plan.placement.device,
         val=SplitAccuracy(parity.n, parity.artifact_top1, parity.reference_top1),
-        test=SplitAccuracy(test.n, test.top1, test.fp32_top1, test.drop_pts, test.agreement),
+        test=SplitAccuracy(
+            test.n,
+            test.top1,
+            test.fp32_top1,
+            test.drop_pts,
+            test.agreement,
+            test.worse,
+            test.better,
+        ),  # fmt: skip
     )
 
 

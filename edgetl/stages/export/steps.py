@@ -19,6 +19,7 @@ from rich.console import Console
 from edgetl.backends import Runner, RuntimeSpec, run_all
 from edgetl.backends.base import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.evidence import paired_counts
 from edgetl.core.metrics import agreement, drop_pts, top1, within_budget
 from edgetl.core.parity import compare
 from edgetl.core.records import ParityCheck
@@ -218,18 +219,26 @@ class TestAccuracy:
     fp32_top1: float
     drop_pts: float
     agreement: float
+    worse: int
+    better: int
 
 
 def reported_accuracy(inputs: Inputs, verified: Verified) -> TestAccuracy:
     """From the one measurement of each on the test images."""
     artifact_top1 = top1(verified.test_logits, inputs.test_labels)
     fp32_top1 = inputs.test_fp32_top1
+    labels = inputs.test_labels
+    paired = paired_counts(
+        list(inputs.test_torch.argmax(1) == labels), list(verified.test_logits.argmax(1) == labels)
+    )
     return TestAccuracy(
         n=int(len(inputs.test_labels)),
         top1=artifact_top1,
         fp32_top1=fp32_top1,
         drop_pts=round(drop_pts(fp32_top1, artifact_top1), 4),
         agreement=agreement(verified.test_logits, inputs.test_torch),
+        worse=paired.worse,
+        better=paired.better,
     )
 
 
