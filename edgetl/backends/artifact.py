@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -20,6 +21,8 @@ from edgetl.core.images import read_image
 from edgetl.core.preprocess import Preprocess
 from edgetl.core.records import MANIFEST_FILE, RUN_FILE, Manifest
 from edgetl.core.signing import trusted_keys
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,26 +62,28 @@ class Model:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _runner_knows(self, name: str, kind: type[T]) -> T | None:
+        """What the runner says of itself beyond the Runner protocol, where it says it."""
+        found = getattr(self.runner, name, None)
+        return found if isinstance(found, kind) else None
+
     @property
     def size_bytes(self) -> int | None:
         """The size of what the runtime runs where it differs from the manifest's model
         files (a TensorRT engine, built on the device, against its bundle's ONNX)."""
-        found = getattr(self.runner, "size_bytes", None)
-        return found if isinstance(found, int) else None
+        return self._runner_knows("size_bytes", int)
 
     @property
     def gpu(self) -> str | None:
         """The GPU the runtime runs on, where it knows (CUDA's name for a TensorRT engine:
         a Jetson has no nvidia-smi)."""
-        found = getattr(self.runner, "gpu", None)
-        return found if isinstance(found, str) else None
+        return self._runner_knows("gpu", str)
 
     @property
     def max_batch(self) -> int | None:
         """The largest batch a dynamic model takes, where its runtime fixes one (a TensorRT
         engine's optimization profile); None: any."""
-        found = getattr(self.runner, "max_batch", None)
-        return found if isinstance(found, int) else None
+        return self._runner_knows("max_batch", int)
 
     @property
     def classes(self) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgetl.core.evidence import PairedDrop, paired_counts
+
 # Drops are differences of image counts divided by n: 9/900 - 0 must equal a 1.00 budget.
 BUDGET_TOLERANCE = 1e-6
 
@@ -30,3 +32,13 @@ def drop_pts(reference_top1: float, top1_: float) -> float:
 
 def within_budget(drop: float, budget_pts: float) -> bool:
     return drop <= budget_pts + BUDGET_TOLERANCE
+
+
+def paired_drop(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> PairedDrop:
+    """A candidate's top-1 against its reference's on the same images, as discordant counts
+    (core/evidence.py bounds the drop from them)."""
+    labels = np.asarray(labels)
+    return paired_counts(
+        list(np.asarray(reference).argmax(1) == labels),
+        list(np.asarray(logits).argmax(1) == labels),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +36,27 @@ def stdout_console() -> Console:
 PIPED_EVERY_S = 3.0  # piped, a long step prints a line at least this often
 
 
+class _Ticker:
+    """Calls `tick` every PIPED_EVERY_S seconds on a thread, from start() until stop()."""
+
+    def __init__(self, tick: Callable[[], None]):
+        self._tick = tick
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(PIPED_EVERY_S):
+            self._tick()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 class _Progress(Progress):
     """rich's bars on a terminal; piped (CI logs, `| tee`), where rich draws nothing until
     the end, one plain line per unfinished task every PIPED_EVERY_S seconds instead: a 12 s
@@ -43,31 +64,27 @@ class _Progress(Progress):
 
     def __init__(self, *columns: Any, console: Console, **options: Any):
         super().__init__(*columns, console=console, **options)
-        self._piped = not console.is_terminal and not console.quiet
-        self._done = threading.Event()
-        self._beat: threading.Thread | None = None
+        piped = not console.is_terminal and not console.quiet
+        self._ticker = _Ticker(self._lines) if piped else None
 
     def start(self) -> None:
         super().start()
-        if self._piped and self._beat is None:
-            self._beat = threading.Thread(target=self._lines, daemon=True)
-            self._beat.start()
+        if self._ticker is not None:
+            self._ticker.start()
 
     def stop(self) -> None:
-        self._done.set()
-        if self._beat is not None:
-            self._beat.join()
+        if self._ticker is not None:
+            self._ticker.stop()
         super().stop()
 
     def _lines(self) -> None:
-        while not self._done.wait(PIPED_EVERY_S):
-            for task in list(self.tasks):
-                if task.finished or not task.started:
-                    continue
-                total = f"/{task.total:.0f}" if task.total is not None else ""
-                info = task.fields.get("info", "")
-                line = f"{task.description}: {task.completed:.0f}{total} {info}".rstrip()
-                self.console.print(f"{line} ({task.elapsed or 0:.0f} s)")
+        for task in list(self.tasks):
+            if task.finished or not task.started:
+                continue
+            total = f"/{task.total:.0f}" if task.total is not None else ""
+            info = task.fields.get("info", "")
+            line = f"{task.description}: {task.completed:.0f}{total} {info}".rstrip()
+            self.console.print(f"{line} ({task.elapsed or 0:.0f} s)")
 
 
 def progress(console: Console) -> Progress:
@@ -96,21 +113,14 @@ def heartbeat(console: Console, what: str) -> Iterator[None]:
         with console.status(what):
             yield
         return
-    done = threading.Event()
     started = time.monotonic()
     console.print(f"{what} ...")
-
-    def beat() -> None:
-        while not done.wait(PIPED_EVERY_S):
-            console.print(f"{what} ... {time.monotonic() - started:.0f} s")
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
+    ticker = _Ticker(lambda: console.print(f"{what} ... {time.monotonic() - started:.0f} s"))
+    ticker.start()
     try:
         yield
     finally:
-        done.set()
-        thread.join()
+        ticker.stop()
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:

@@ -158,11 +158,13 @@ class TensorRtBackend(Backend):
             )
         dla_core = record.get("dla_core", -1)
         dynamic = record.get("dynamic_batch")
-        runner = TrtRunner(data, dla_core if isinstance(dla_core, int) else -1)
-        runner.max_batch = dynamic.get("max") if isinstance(dynamic, dict) else None
         gpu = record["device"].get("gpu")  # checked against this machine's just now
-        runner.gpu = gpu if isinstance(gpu, str) else None
-        return runner
+        return TrtRunner(
+            data,
+            dla_core if isinstance(dla_core, int) else -1,
+            dynamic.get("max") if isinstance(dynamic, dict) else None,
+            gpu if isinstance(gpu, str) else None,
+        )
 
     def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> TrtRunner:
         raise EdgetlError(
@@ -184,7 +186,15 @@ class TrtRunner:
     buffer Polygraphy reuses for the next call (its `infer` docstring says to copy).
     """
 
-    def __init__(self, engine: bytes, dla_core: int = -1):
+    def __init__(
+        self,
+        engine: bytes,
+        dla_core: int = -1,
+        max_batch: int | None = None,
+        gpu: str | None = None,
+    ):
+        """`dla_core`, `max_batch` (a dynamic engine's optimization profile) and `gpu`
+        (CUDA's name for the device) as the engine record gives them."""
         import tensorrt as trt
         from polygraphy.backend.trt import EngineFromBytes
         from polygraphy.backend.trt import TrtRunner as PolygraphyRunner
@@ -201,10 +211,9 @@ class TrtRunner:
         self.input_name = next(iter(meta.keys()))
         batch = meta[self.input_name].shape[0]
         self.batch_size = batch if isinstance(batch, int) and batch > 0 else None
-        # A dynamic engine's optimization profile: the largest batch it takes (engine.json).
-        self.max_batch: int | None = None
+        self.max_batch = max_batch
         self.size_bytes = len(engine)  # what runs: the engine, not the bundle's ONNX
-        self.gpu: str | None = None  # CUDA's name for the device (engine.json)
+        self.gpu = gpu
         self._lock = threading.Lock()
 
     def run(self, images: np.ndarray) -> np.ndarray:
@@ -308,15 +317,14 @@ def device_doc(profile: TargetProfile, options: TensorRtOptions, precision: str)
     trtexec = "\n".join(f"    {line}" for block in trtexec_lines(options, precision)
                         for line in block.splitlines())  # fmt: skip
     dla_option = f" --dla-core {dla}" if dla >= 0 else ""
-    from edgetl.backends.tensorrt.requirements import pip_requirements
+    from edgetl.backends.tensorrt.requirements import NUMPY_BELOW_2, pip_requirements
 
-    install = " ".join(
-        f"'{r}'" if "<" in r else r for r in pip_requirements(options.tensorrt_versions)
-    )
+    requirements = pip_requirements(options.tensorrt_versions)
+    install = " ".join(f"'{r}'" if "<" in r else r for r in requirements)
     numpy_note = (
-        "\n   (`numpy<2`: TensorRT before 10.16, JetPack 6's 10.3 among them, reads NumPy 2's\n"
-        "   arrays wrongly, silently.)\n"
-        if "numpy<2" in install
+        f"\n   (`{NUMPY_BELOW_2}`: TensorRT before 10.16, JetPack 6's 10.3 among them, reads "
+        "NumPy 2's\n   arrays wrongly, silently.)\n"
+        if NUMPY_BELOW_2 in requirements
         else ""
     )
     return f"""# {profile.name} bundle ({precision})

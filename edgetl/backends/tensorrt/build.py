@@ -114,8 +114,8 @@ def _settings(opts: BuildOptions, manifest: Manifest, version: str) -> TensorRtO
     bundle was made for other TensorRT majors than the one found here."""
     where = str(opts.bundle / MANIFEST_FILE)
     options: TensorRtOptions = TensorRtBackend().options(manifest.runtime_options, where)
-    if options.majors and int(version.split(".")[0]) not in options.majors:
-        found = int(version.split(".")[0])
+    found = int(version.split(".")[0])
+    if options.majors and found not in options.majors:
         remedy = (
             "JetPack 6.0 brings TensorRT 8.6, which edgetl does not build for: upgrade to "
             "JetPack 6.1 or later (TensorRT 10.3)"

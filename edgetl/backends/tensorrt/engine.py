@@ -195,11 +195,11 @@ def engine_placement(trt: Any, engine: bytes, logger: Any, dla_core: int) -> dic
     info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     layers = [layer if isinstance(layer, dict) else {"Name": str(layer)}
               for layer in info.get("Layers", [])]  # fmt: skip
-    on_dla = [layer for layer in layers if dla_core >= 0 and _on_dla(layer)]
-    gpu = [str(layer.get("Name", "")) for layer in layers if layer not in on_dla]
+    on_dla = [dla_core >= 0 and _on_dla(layer) for layer in layers]
+    gpu = [str(layer.get("Name", "")) for layer, dla in zip(layers, on_dla, strict=True) if not dla]
     return {
         "placement": "engine inspector",
-        "dla_layers": len(on_dla),
+        "dla_layers": sum(on_dla),
         "gpu_layers": len(gpu),
         "gpu_fallback_layers": gpu if dla_core >= 0 else [],
     }

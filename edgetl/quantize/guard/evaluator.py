@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 
 from edgetl.backends import Runner, run_all
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, paired_counts
-from edgetl.core.metrics import agreement, drop_pts, top1
+from edgetl.core.evidence import DEFAULT_CONFIDENCE
+from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.quantize.guard.report import Attempt, Measured
 
 LoadOnnx = Callable[[onnx.ModelProto], Runner]
@@ -62,10 +62,7 @@ class Evaluator:
         runner = self.load(model)
         logits = run_all(runner, self.validation.images)
         found = top1(logits, self.validation.labels)
-        labels = self.validation.labels
-        paired = paired_counts(
-            list(self.fp32_logits.argmax(1) == labels), list(logits.argmax(1) == labels)
-        )
+        paired = paired_drop(self.fp32_logits, logits, self.validation.labels)
         attempt = Attempt(
             name=name,
             top1=found,

@@ -20,9 +20,9 @@ from rich.console import Console
 from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
 from edgetl.core.errors import EdgetlError
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, paired_counts, promise_note
+from edgetl.core.evidence import DEFAULT_CONFIDENCE, promise_note
 from edgetl.core.files import sha256_file
-from edgetl.core.metrics import drop_pts, within_budget
+from edgetl.core.metrics import drop_pts, paired_drop, within_budget
 from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
 from edgetl.core.regression import coefficient_of_variation, sample_ratio
@@ -347,7 +347,7 @@ def _promise(
     quant = manifest.quantization
     if quant is None or reference is None:
         return None
-    paired = paired_counts(list(reference.argmax(1) == labels), list(logits.argmax(1) == labels))
+    paired = paired_drop(reference, logits, labels)
     chosen = quant.attempts[-1] if quant.attempts else None
     bound = chosen.drop_upper_pts if chosen is not None else None
     confidence = (chosen.confidence if chosen is not None else None) or DEFAULT_CONFIDENCE

@@ -19,8 +19,7 @@ from rich.console import Console
 from edgetl.backends import Runner, RuntimeSpec, run_all
 from edgetl.backends.base import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
-from edgetl.core.evidence import paired_counts
-from edgetl.core.metrics import agreement, drop_pts, top1, within_budget
+from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1, within_budget
 from edgetl.core.parity import compare
 from edgetl.core.records import ParityCheck
 from edgetl.core.targets import Parity
@@ -227,10 +226,7 @@ def reported_accuracy(inputs: Inputs, verified: Verified) -> TestAccuracy:
     """From the one measurement of each on the test images."""
     artifact_top1 = top1(verified.test_logits, inputs.test_labels)
     fp32_top1 = inputs.test_fp32_top1
-    labels = inputs.test_labels
-    paired = paired_counts(
-        list(inputs.test_torch.argmax(1) == labels), list(verified.test_logits.argmax(1) == labels)
-    )
+    paired = paired_drop(inputs.test_torch, verified.test_logits, inputs.test_labels)
     return TestAccuracy(
         n=int(len(inputs.test_labels)),
         top1=artifact_top1,
