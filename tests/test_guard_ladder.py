@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgetl.core.metrics import within_budget
 from edgetl.quantize.guard.ladder import Steps, climb, float_layer_counts
 from edgetl.quantize.guard.report import Attempt, Measured
 
@@ -36,6 +37,11 @@ class FakeEvaluator:
         drop = self.drop(model)
         attempt = Attempt(name, self.fp32_top1 - drop / 100, drop, 0.99, 0.1, **details)
         return Measured(attempt, model, runner=None, logits=np.zeros((1, 2)))  # type: ignore[arg-type]
+
+    def judge(self, measured: Measured[Fake], budget: float) -> tuple[Measured[Fake], bool]:
+        """The point estimate within budget: these tests are about the ladder's order (the
+        rule itself is test_guard_decision.py's)."""
+        return measured, within_budget(measured.attempt.drop_pts, budget)
 
 
 @dataclass
@@ -138,3 +144,22 @@ def test_every_attempt_is_shown_as_it_is_measured() -> None:
 )
 def test_float_layer_counts_double_up_to_the_limit(limit: int, counts: list[int]) -> None:
     assert float_layer_counts(limit) == counts
+
+
+def test_a_refit_is_kept_only_when_its_bound_is_lower() -> None:
+    """The refit is judged by what the rule decides on: a refit that gains top-1 on val
+    but disagrees with FP32 on more images (a wider bound) does not go on with the float
+    layers."""
+    from dataclasses import replace
+
+    class Bounded(FakeEvaluator):
+        def measure(self, name: str, model: Fake, **details: Any) -> Measured[Fake]:
+            measured = super().measure(name, model, **details)
+            bound = measured.attempt.drop_pts + (3.0 if model.refit else 0.5)
+            return replace(measured, attempt=replace(measured.attempt, drop_upper_pts=bound))
+
+    calls, notes = Calls(), []
+    evaluator = Bounded(lambda m: (1.5 if m.refit else 2.0) - 0.4 * len(m.float_layers))
+    climb(steps(calls), evaluator, 1.0, note=notes.append)
+    assert notes == ["head refit did not help; not kept"] and calls.refits == 1
+    assert evaluator.measured[2] == "1 float layer"

@@ -60,34 +60,45 @@ def test_guard_refuses_a_recipe_that_cannot_meet_the_budget(
     assert not out.exists()
 
 
+# What digits' 359 val images can show for efficientnet_lite0's INT8 at 90% confidence: no
+# candidate within 1 point (the quickstart's refusal), within 2 points with a few float layers.
+BUDGET = "2"
+
+
 def test_openvino_int8_meets_the_budget_on_openvino(digits_run: Path, tmp_path: Path) -> None:
     """The guard measures candidates with the target's runtime: the IR keeps the budget there."""
     out = tmp_path / "ov-int8"
-    result = export_cli(digits_run, out, "--target", "openvino-cpu", "--precision", "int8")
+    result = export_cli(
+        digits_run, out, "--target", "openvino-cpu", "--precision", "int8",
+        "--max-accuracy-drop", BUDGET,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
     quant = manifest["quantization"]
-    assert quant["drop_pts"] <= 1.0  # the budget, decided on val, on OpenVINO
+    assert quant["drop_upper_pts"] <= 2.0  # shown on val, measured on OpenVINO
     assert_test_drop_within_noise(manifest)  # on test, which no choice was made on
-    assert 100 * (quant["fp32_top1"] - quant["artifact_top1"]) <= 1.0
+    assert quant["artifact_top1"] == quant["int8_top1"]
     assert manifest["parity"]["agreement"] >= 0.99
     size = sum((out / name).stat().st_size for name in manifest["model_files"])
     assert size <= 0.35 * 13.5e6  # the FP32 ONNX is 13.6 MB
 
 
 def test_jetson_int8_bundle_meets_the_budget_on_test(digits_run: Path, tmp_path: Path) -> None:
-    """TensorRT's symmetric Q/DQ, measured on the host proxy: the guard holds on val, and on
-    the test split no choice was made on the drop stays within a point too."""
+    """TensorRT's symmetric Q/DQ, measured on the host proxy: the guard's bound holds on val,
+    and the test split no choice was made on agrees with it."""
     import onnx
 
     from edgetl.backends.tensorrt.rules import violations
 
     out = tmp_path / "jetson-int8"
-    result = export_cli(digits_run, out, "--target", "jetson-orin-nano", "--precision", "int8")
+    result = export_cli(
+        digits_run, out, "--target", "jetson-orin-nano", "--precision", "int8",
+        "--max-accuracy-drop", BUDGET,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)  # checksums verified
     quant = manifest["quantization"]
-    assert quant["drop_pts"] <= 1.0
+    assert quant["drop_upper_pts"] <= 2.0
     assert_test_drop_within_noise(manifest)
     assert manifest["accuracy"]["test"]["n"] == 359
     assert violations(onnx.load(str(out / "model.onnx"))) == []

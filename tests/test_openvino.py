@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
-from tests.conftest import export_cli, load_manifest
+from tests.conftest import TINY_BUDGET, export_cli, load_manifest
 
 
 @pytest.mark.parametrize(("precision", "max_diff"), [("fp32", 1e-3), ("fp16", 0.5), ("int8", 1e-2)])
@@ -19,7 +19,7 @@ def test_export_ir_checked_and_benchmarked(
 ) -> None:
     out = tmp_path / f"ov-{precision}"
     # The tiny random backbone has no accuracy to keep; the guard is tested on lite0.
-    budget: list[str] = []  # INT8: the default 1-point budget, measured on OpenVINO
+    budget = list(TINY_BUDGET) if precision == "int8" else []  # measured on OpenVINO
     result = export_cli(
         tiny_run, out, "--target", "openvino-cpu", "--precision", precision, *budget
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import onnx
@@ -32,39 +33,54 @@ def test_quickstart_on_digits_with_efficientnet_lite0(tmp_path: Path) -> None:
 
     # The final table is measured on the test split, which no choice was made on.
     report = json.loads((out / "report.json").read_text())
-    fp32, int8 = report["results"]
+    fp32 = report["results"][0]
     test_size = run["data"]["sizes"]["test"]
-    assert fp32["accuracy"]["n"] == int8["accuracy"]["n"] == test_size
+    assert fp32["accuracy"]["n"] == test_size
     assert fp32["accuracy"]["top1"] >= 0.95
     assert fp32["accuracy"]["agreement"] == 1.0
-    assert "cpu-fp32" in result.output and "cpu-int8" in result.output  # the final table
+    assert "cpu-fp32" in result.output  # the final table
     assert all(f"{step}/4 " in result.output for step in (1, 2, 3, 4))  # four steps, numbered
 
-    # INT8: the guard decided on val; on test it stays within the budget plus sampling noise.
-    manifest = load_manifest(out / "run" / "export" / "cpu-int8")
+    # INT8: the guard keeps a candidate only where val shows, at 90% confidence, that it
+    # loses at most 1 point. Digits' 359 val images cannot show it for any rung of this
+    # model (the point-estimate rule kept one that lost 3.06 on test): the quickstart says so,
+    # goes on with FP32, and names the budget val can show; that export keeps its promise.
+    int8_dir = out / "run" / "export" / "cpu-int8"
+    text = " ".join(result.output.split())
+    if "INT8 refused" in text:
+        assert not int8_dir.exists() and len(report["results"]) == 1
+        asked = re.search(r"--max-accuracy-drop ([0-9.]+)", text.split("INT8 refused")[1])
+        assert asked is not None and float(asked.group(1)) > 1.0
+        kept = CliRunner().invoke(
+            main, ["export", str(out / "run"), "--target", "cpu", "--precision", "int8",
+                   "--max-accuracy-drop", asked.group(1)],
+        )  # fmt: skip
+        assert kept.exit_code == 0, kept.output
+    else:  # a machine whose INT8 kernels round this model closer to FP32
+        assert [r["precision"] for r in report["results"]] == ["fp32", "int8"]
+    manifest = load_manifest(int8_dir)
     quant = manifest["quantization"]
-    assert quant["drop_pts"] <= 1.0 and quant["n"] == run["data"]["sizes"]["val"]
+    assert quant["n"] == run["data"]["sizes"]["val"]
     assert manifest["accuracy"]["test"]["n"] == test_size
-    assert_test_drop_within_noise(manifest)
+    assert_test_drop_within_noise(manifest)  # bound <= budget; test's interval reaches it
     assert set(quant["speed_here"]) == {"fp32_p50_ms", "int8_p50_ms", "ratio"}
-    test = manifest["accuracy"]["test"]
-    assert_test_drop_within_noise(
-        {"quantization": quant, "accuracy": {"test": {**test, "drop_pts": 100 * (
-            fp32["accuracy"]["top1"] - int8["accuracy"]["top1"])}}}
-    )  # fmt: skip
-    assert int8["size_mb"] <= 0.35 * fp32["size_mb"]
-    assert_integer_convolutions(out / "run" / "export" / "cpu-int8", tmp_path, quant)
+    size = sum((int8_dir / name).stat().st_size for name in manifest["model_files"])
+    assert size <= 0.35 * fp32["size_mb"] * 1e6
+    assert_integer_convolutions(int8_dir, tmp_path, quant)
 
     again = CliRunner().invoke(main, ["quickstart", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output
 
 
 def assert_integer_convolutions(artifact: Path, tmp_path: Path, quant: dict) -> None:
-    """Every convolution not kept float runs as an integer kernel in ONNX Runtime."""
+    """Every convolution not kept float (or feeding one) runs as an integer kernel in ONNX
+    Runtime."""
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
     ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
-    kept_float = len(quant["float_layers"])
+    # A float layer's producer loses its output's Q/DQ pair too, so ONNX Runtime runs that
+    # convolution in float as well (4 float layers: 6 float convolutions, 43 integer).
+    kept_float = 2 * len(quant["float_layers"])
     assert ops.count("QLinearConv") >= 49 - kept_float  # efficientnet_lite0 has 49
     assert ops.count("Conv") + ops.count("FusedConv") <= kept_float

@@ -14,7 +14,7 @@ import torch
 from edgetl.core.ui import make_console
 from edgetl.stages.search import search as search_module
 from edgetl.stages.search.search import SearchOptions, front, search
-from tests.conftest import TINY_BACKBONE, write_folder
+from tests.conftest import TINY_BACKBONE, TINY_BUDGET, write_folder
 
 pytestmark = pytest.mark.e2e
 # The tiny model at 32 px runs in ~0.1 ms here, at 256 px in 1.5-2.6 ms: 3x+ margins either way.
@@ -60,7 +60,8 @@ def test_over_budget_is_never_trained_and_the_choice_is_on_the_front(
 ) -> None:
     data = write_folder(tmp_path / "photos", per_class=20)  # 36 train: INT8 calibrates
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache",
-                   precisions=["fp32", "int8"], heads=["linear", "mlp16"])  # fmt: skip
+                   precisions=["fp32", "int8"], heads=["linear", "mlp16"],
+                   max_accuracy_drop=float(TINY_BUDGET[1]))  # fmt: skip
     result = search(opts, make_console(quiet=True))
     records = list(result.state.records.values())
     over = [r for r in records if r.status == "over budget"]

@@ -19,7 +19,7 @@ from edgetl.backends.tensorrt.calibration_cache import activation_scales, parse_
 from edgetl.backends.tensorrt.rules import to_tensorrt, violations
 from edgetl.cli import main
 from edgetl.core.selfwheel import wheel_name
-from tests.conftest import export_cli, load_manifest
+from tests.conftest import TINY_BUDGET, export_cli, load_manifest
 
 NO_TENSORRT = "TensorRT is not installed here (its libraries are not on PyPI); runs on a device"
 
@@ -118,7 +118,7 @@ def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     out = tmp_path_factory.mktemp("trt") / "jetson-int8"
     result = export_cli(
         tiny_run, out, "--target", "jetson", "--precision", "int8", "--calib-samples", "32",
-        "--archive",
+        "--archive", *TINY_BUDGET,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out, " ".join(result.output.split())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import export_cli, make_image
+from tests.conftest import TINY_BUDGET, export_cli, make_image
 
 THREADS = 8
 IMAGES = 200
@@ -32,7 +32,8 @@ def test_predict_from_eight_threads_matches_serial(
     import edgetl
 
     out = tmp_path / f"{target}-{precision}"
-    result = export_cli(tiny_run, out, "--target", target, "--precision", precision)
+    budget = TINY_BUDGET if precision == "int8" else ()
+    result = export_cli(tiny_run, out, "--target", target, "--precision", precision, *budget)
     assert result.exit_code == 0, result.output
     model = edgetl.load(out)
 

@@ -15,7 +15,7 @@ from edgetl.core.ui import image_count, stdout_console, table
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from edgetl.core.records import Manifest, RunInfo
+    from edgetl.core.records import Attempt, Manifest, RunInfo
     from edgetl.quantize.guard import GuardReport
 
 
@@ -42,37 +42,50 @@ def print_run(info: RunInfo, out: Path) -> None:
     )
 
 
-def print_quantization(manifest: Manifest) -> None:
-    quant = manifest.quantization
-    if quant is None:
-        return
-    n = quant.n
+def attempts_table(title: str, attempts: list[Attempt], n: int) -> Table:
+    """Each INT8 candidate the guard judged: its val drop, the evidence, the verdict."""
+    confidence = next((a.confidence for a in attempts if a.confidence), DEFAULT_CONFIDENCE)
     rows = [
         [
             a.name,
             f"{a.top1:.2%}",
             f"{a.drop_pts:+.2f} ({image_count(a.drop_pts, n)})",
+            "-" if a.worse is None else f"{a.worse}/{a.better}",
             "-" if a.drop_upper_pts is None else f"<= {a.drop_upper_pts:.2f}",
-            f"{a.agreement:.2%}",
+            "-" if a.flips is None else f"{a.flips}/{a.unlabelled} (<= {a.flip_upper_pts:.2f})",
+            a.verdict or "-",
         ]
-        for a in quant.attempts
+        for a in attempts
     ]
-    confidence = quant.attempts[-1].confidence if quant.attempts else None
+    headers = [
+        "attempt",
+        "INT8 top-1 (val)",
+        "drop pts (images)",
+        "worse/better",
+        f"bound ({confidence:.0%})",
+        "flips/unlabelled (bound)",
+        "verdict",
+    ]
+    return table(title, headers, rows)
+
+
+def print_quantization(manifest: Manifest) -> None:
+    quant = manifest.quantization
+    if quant is None:
+        return
+    n = quant.n
+    confidence = quant.confidence or (quant.attempts[-1].confidence if quant.attempts else None)
+    rule = f"rule {quant.rule}, " if quant.rule else ""
     console = stdout_console()
     console.print(
-        table(
+        attempts_table(
             f"INT8 accuracy guard: decided on {n} val images (FP32 top-1 {quant.fp32_top1:.2%}, "
-            f"budget {quant.budget_pts:.2f} pts)",
-            [
-                "attempt",
-                "INT8 top-1 (val)",
-                "drop pts (images)",
-                f"bound ({confidence:.0%})" if confidence else "bound",
-                "agreement",
-            ],
-            rows,  # fmt: skip
+            f"{rule}budget {quant.budget_pts:.2f} pts)",
+            quant.attempts,
+            n,
         )
     )
+    kept = quant.attempts[-1].name if quant.attempts else "INT8"
     test = manifest.accuracy.test  # the one measurement on test (manifest/4)
     legacy = quant.test  # manifest/3 kept it here as well
     drop = test.drop_pts if test.drop_pts is not None else (legacy.drop_pts if legacy else 0.0)
@@ -89,7 +102,7 @@ def print_quantization(manifest: Manifest) -> None:
             [
                 ["FP32", f"{test.fp32_top1:.2%}", "", ""],
                 [
-                    f"INT8 ({rows[-1][0]})",
+                    f"INT8 ({kept})",
                     f"{test.top1:.2%}",
                     f"{drop:+.2f}",
                     f"{agreement:.2%}",
@@ -109,7 +122,7 @@ def print_quantization(manifest: Manifest) -> None:
     floats = ", ".join(quant.float_layers) or "none"
     speed = quant.speed_here
     console.print(
-        f"kept: {rows[-1][0]}; float layers: {floats}; recipe {quant.recipe.name}; "
+        f"kept: {kept}; float layers: {floats}; recipe {quant.recipe.name}; "
         f"{quant.calibration['count']} calibration images; quantize "
         f"{quant.quantize_s:.1f} s, guard {quant.guard_s:.1f} s; "
         + (
@@ -140,32 +153,7 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 def guard_tables(report: GuardReport) -> list[Table]:
     """What the guard tried when no attempt met the budget, and the layers it ranked."""
-    attempts = table(
-        "INT8 attempts",
-        [
-            "attempt",
-            "top-1",
-            "drop (pts)",
-            "worse/better",
-            "drop bound",
-            "agreement",
-            "max |diff|",
-        ],  # fmt: skip
-        [
-            [
-                a.name,
-                f"{a.top1:.2%}",
-                f"{a.drop_pts:+.2f} ({image_count(a.drop_pts, report.n)})",
-                "-" if a.worse is None else f"{a.worse}/{a.better}",
-                "-"
-                if a.drop_upper_pts is None
-                else f"<= {a.drop_upper_pts:.2f} ({a.confidence:.0%})",
-                f"{a.agreement:.2%}",
-                f"{a.max_abs_diff:.3g}",
-            ]
-            for a in report.attempts
-        ],
-    )
+    attempts = attempts_table("INT8 attempts", report.attempts, report.n)
     sensitivity = table(
         "most sensitive layers (logit error removed by keeping the layer float)",
         ["layer", "score"],

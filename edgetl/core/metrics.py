@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetl.core.evidence import PairedDrop, paired_counts
-
-# Drops are differences of image counts divided by n: 9/900 - 0 must equal a 1.00 budget.
-BUDGET_TOLERANCE = 1e-6
+from edgetl.core.evidence import BUDGET_TOLERANCE, PairedDrop, paired_counts
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:

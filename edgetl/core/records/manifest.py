@@ -135,6 +135,12 @@ class Attempt:
     better: int | None = field(default=None, metadata={"omit": None})
     drop_upper_pts: float | None = field(default=None, metadata={"omit": None})
     confidence: float | None = field(default=None, metadata={"omit": None})
+    # Flips against FP32 on `unlabelled` training images the calibration did not use,
+    # measured where val's bound fits the budget, and their bound; the rule's verdict.
+    unlabelled: int | None = field(default=None, metadata={"omit": None})
+    flips: int | None = field(default=None, metadata={"omit": None})
+    flip_upper_pts: float | None = field(default=None, metadata={"omit": None})
+    verdict: str | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,11 @@ class QuantizationRecord:
     guard_s: float
     speed_here: dict[str, float]  # FP32 vs INT8 p50 on the exporting machine; {} on a proxy
     artifact_top1: float
+    # The rule the guard decided by (core/evidence.RULE), its confidence and the kept
+    # model's upper bound on its drop: the promise. Absent in manifests written before.
+    rule: str | None = field(default=None, metadata={"omit": None})
+    confidence: float | None = field(default=None, metadata={"omit": None})
+    drop_upper_pts: float | None = field(default=None, metadata={"omit": None})
     # manifest/3 only: the test numbers, now in the manifest's accuracy.test alone.
     test: QuantizedTest | None = field(default=None, metadata={"omit": None})
 

@@ -4,12 +4,16 @@ In NNCF's shape (`quantize_with_accuracy_control(model, calibration, validation,
 validation_fn, max_drop)`), with edgetl's steps, each measured on the run's validation images
 with the target's runtime:
 1. plain: the engine's INT8 model as it comes.
-2. head refit (refit.py): the head re-trained on the quantized backbone's features; kept only
-   when it helps.
+2. head refit (refit.py): the head re-trained on the quantized backbone's features (early-
+   stopped on held-out training images: val only judges it); kept for the next steps only
+   when its bound on the drop is lower than plain INT8's.
 3. float layers (ranker.py): quantized layers ranked by how much keeping each alone in float
-   brings the logits back towards FP32; the top 1, 2, 4, ... are kept float until the drop is
-   within budget or the recipe's max_float_layers is reached.
-The decisions are ladder.py's; evaluator.py measures; report.py holds the records.
+   brings the logits back towards FP32; the top 1, 2, 4, ... are kept float until a
+   candidate is accepted or the recipe's max_float_layers is reached.
+A candidate is accepted when the drop's upper bound at `confidence` fits the budget (and its
+flips against FP32 on unlabelled training images too: core/evidence.decide), never on the
+point estimate alone. The decisions are ladder.py's; evaluator.py measures and judges;
+report.py holds the records.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any
 import onnx
 from rich.console import Console
 
-from edgetl.core.errors import CheckFailed
-from edgetl.core.evidence import smallest_certifiable_pts
+from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.evidence import DEFAULT_CONFIDENCE, smallest_certifiable_pts
 from edgetl.core.parity import compare
 from edgetl.core.targets import Parity
 from edgetl.core.ui import heartbeat, image_count
@@ -60,19 +64,22 @@ def quantize_with_guard(
     rank_fn: LoadOnnx | None = None,
     refit: Callable[[Evaluator], Refit] | None = None,
     fp32_reference: tuple[Any, Parity] | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> GuardResult[onnx.ModelProto]:
-    """The INT8 model of `model` (a prepared FP32 graph) whose top-1 on `validation` is at most
-    `max_drop` points below FP32's, measured on `validate_fn` (the target's runtime, or its
-    host proxy); GuardFailed with the report when no candidate is.
+    """The INT8 model of `model` (a prepared FP32 graph) whose top-1 on `validation` is shown,
+    at `confidence`, to be at most `max_drop` points below FP32's, measured on `validate_fn`
+    (the target's runtime, or its host proxy); GuardFailed with the report when no candidate
+    is; EdgetlError before any work when val has too few images to show it at all.
 
     Keyword options: `rewrite` is the target backend's own lossless QDQ rewrite; `rank_fn`
     runs the many layer-ranking candidates (default: `validate_fn`); `refit(evaluator)` makes
     the head refit (None: no refit); `fp32_reference` (logits, tolerance): what the FP32 model
     must match on `validation` before anything is quantized (CheckFailed otherwise).
     """
+    check_certifiable(len(validation), max_drop, confidence)
     started = time.perf_counter()
     with heartbeat(console, f"the FP32 model on {len(validation.labels)} val images"):
-        evaluator = Evaluator.for_fp32(validation, validate_fn, model)
+        evaluator = Evaluator.for_fp32(validation, validate_fn, model, confidence)
     if fp32_reference is not None:
         _check_fp32(evaluator, *fp32_reference)
     console.print(
@@ -98,27 +105,27 @@ def quantize_with_guard(
         note=lambda text: console.print(f"  {text}"),
     )
     tried = (outcome.attempts, outcome.sensitivities, quantize_s, time.perf_counter() - started)
-    report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried)
+    report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried, confidence)
     if outcome.chosen is None:
         raise GuardFailed(report)
     chosen = outcome.chosen
-    _say_evidence(chosen.attempt, evaluator.n, max_drop, console)
     fp32 = (evaluator.fp32_runner, evaluator.fp32_logits)
     return GuardResult(chosen.model, chosen.runner, chosen.logits, report, *fp32)
 
 
-def _say_evidence(attempt: Attempt, n: int, budget: float, console: Console) -> None:
-    """The kept candidate meets the budget on val's point estimate; say when that is all
-    val can show (its bound above the budget), and the best n images could certify."""
-    bound, confidence = attempt.drop_upper_pts, attempt.confidence
-    if bound is None or confidence is None or bound <= budget:
-        return
-    console.print(
-        f"[yellow]note:[/] kept on val's point estimate ({attempt.drop_pts:+.2f} pts); at "
-        f"{confidence:.0%} confidence val only shows the drop is at most {bound:.2f} pts, "
-        f"above the {budget:.2f} budget. val has {n} images: the smallest drop it can "
-        f"certify at {confidence:.0%} is {smallest_certifiable_pts(n, confidence):.2f} pts"
-    )
+def check_certifiable(n: int, budget: float, confidence: float) -> None:
+    """EdgetlError when `n` val images cannot show any drop within `budget` at `confidence`
+    (not even with no image changed for the worse): the guard could only fail."""
+    if not 0.5 <= confidence < 1:
+        raise EdgetlError(f"--confidence {confidence}: give a confidence in [0.5, 1), e.g. 0.9")
+    best = smallest_certifiable_pts(n, confidence)
+    if best > budget:
+        raise EdgetlError(
+            f"val has {n} images: the smallest drop it can certify at {confidence:.0%} is "
+            f"{best:.2f} pts, above --max-accuracy-drop {budget:.2f}, so no INT8 model could "
+            "be accepted. Give the run more val images (finetune --val-fraction), a larger "
+            "--max-accuracy-drop, or a lower --confidence"
+        )
 
 
 def _check_fp32(evaluator: Evaluator, reference: Any, tolerance: Parity) -> None:
@@ -144,14 +151,16 @@ def _lazy(make: Callable[[], Refit]) -> Refit:
 
 
 def _attempt_line(attempt: Attempt, evaluator: Evaluator, budget: float) -> str:
-    evidence = ""
-    if attempt.drop_upper_pts is not None and attempt.confidence is not None:
-        evidence = (
-            f"; {attempt.worse} worse, {attempt.better} better: the true drop is at most "
-            f"{attempt.drop_upper_pts:.2f} at {attempt.confidence:.0%} confidence"
+    flips = ""
+    if attempt.flips is not None:
+        flips = (
+            f"; {attempt.flips} of {attempt.unlabelled} unlabelled train images flipped: "
+            f"at most {attempt.flip_upper_pts:.2f}"
         )
     return (
         f"  {attempt.name}: INT8 top-1 {attempt.top1:.2%} (FP32 {evaluator.fp32_top1:.2%}, "
         f"drop {attempt.drop_pts:+.2f} pts = {image_count(attempt.drop_pts, evaluator.n)} "
-        f"val images, budget {budget:.2f}{evidence})"
+        f"val images; {attempt.worse} worse, {attempt.better} better: at "
+        f"{evaluator.confidence:.0%} confidence at most {attempt.drop_upper_pts:.2f}{flips}; "
+        f"budget {budget:.2f}: {attempt.verdict})"
     )

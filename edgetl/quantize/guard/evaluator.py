@@ -1,17 +1,20 @@
 """Measuring a candidate: its top-1 on the validation images against FP32's, on the runtime
-the model will run on (integer kernels round differently between runtimes)."""
+the model will run on (integer kernels round differently between runtimes), and judging it
+by the guard's rule (core/evidence.decide): val's paired bound, then flips on unlabelled
+training images, measured only for a candidate whose val bound fits (one in a climb, most
+often), so the extra images cost one pass of FP32 and one of that candidate."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import onnx
 
 from edgetl.backends import Runner, run_all
-from edgetl.core.evidence import DEFAULT_CONFIDENCE
+from edgetl.core.evidence import DEFAULT_CONFIDENCE, Flips, PairedDrop, decide
 from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.quantize.guard.report import Attempt, Measured
 
@@ -25,14 +28,12 @@ class Validation:
     images: np.ndarray
     labels: np.ndarray
     seed: int = 0
+    # Preprocessed training images the calibration did not use (no label needed): where
+    # candidates' flips against FP32 are counted. A callable: decoded on first need.
+    unlabelled: Callable[[], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-# The confidence of the drop's upper bound the guard reports. Reported only: the guard
-# still decides on the point estimate (issue 25 changes the decision).
-CONFIDENCE = DEFAULT_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,19 @@ class Evaluator:
     load: LoadOnnx
     fp32_runner: Runner
     fp32_logits: np.ndarray
+    confidence: float = DEFAULT_CONFIDENCE
+    _unlabelled: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @classmethod
-    def for_fp32(cls, validation: Validation, load: LoadOnnx, fp32: onnx.ModelProto) -> Evaluator:
+    def for_fp32(
+        cls,
+        validation: Validation,
+        load: LoadOnnx,
+        fp32: onnx.ModelProto,
+        confidence: float = DEFAULT_CONFIDENCE,
+    ) -> Evaluator:
         runner = load(fp32)
-        return cls(validation, load, runner, run_all(runner, validation.images))
+        return cls(validation, load, runner, run_all(runner, validation.images), confidence)
 
     @property
     def n(self) -> int:
@@ -71,8 +80,46 @@ class Evaluator:
             max_abs_diff=float(np.abs(logits - self.fp32_logits).max()),
             worse=paired.worse,
             better=paired.better,
-            drop_upper_pts=round(paired.upper_pts(CONFIDENCE), 4),
-            confidence=CONFIDENCE,
+            drop_upper_pts=round(paired.upper_pts(self.confidence), 4),
+            confidence=self.confidence,
             **details,
         )
         return Measured(attempt, model, runner, logits)
+
+    def judge(self, measured: Measured[Any], budget_pts: float) -> tuple[Measured[Any], bool]:
+        """Whether the rule accepts `measured`, which comes back with the verdict (and, where
+        val's bound fits, its flips) in its attempt."""
+        attempt = measured.attempt
+        paired = PairedDrop(self.n, attempt.worse or 0, attempt.better or 0)
+        verdict = decide(paired, budget_pts, self.confidence)
+        if verdict.accepted and self.validation.unlabelled is not None:
+            images, reference = self._fp32_unlabelled()
+            flipped = answers(measured.runner, images) != reference
+            flips = Flips(len(images), int(flipped.sum()))
+            verdict = decide(paired, budget_pts, self.confidence, flips)
+            attempt = replace(
+                attempt,
+                unlabelled=flips.n,
+                flips=flips.flips,
+                flip_upper_pts=round(flips.upper_pts(self.confidence), 4),
+            )
+        attempt = replace(attempt, verdict=verdict.reason)
+        return replace(measured, attempt=attempt), verdict.accepted
+
+    def _fp32_unlabelled(self) -> tuple[np.ndarray, np.ndarray]:
+        """The unlabelled images and FP32's answers on them: decoded and run once."""
+        if not self._unlabelled:
+            assert self.validation.unlabelled is not None
+            images = self.validation.unlabelled()
+            self._unlabelled.append((images, answers(self.fp32_runner, images)))
+        return self._unlabelled[0]
+
+
+def answers(runner: Runner, images: np.ndarray, step: int = 64) -> np.ndarray:
+    """The top-1 class of each image, run in float32 chunks of float16 images."""
+    return np.concatenate(
+        [
+            run_all(runner, images[i : i + step].astype(np.float32)).argmax(axis=1)
+            for i in range(0, len(images), step)
+        ]
+    )

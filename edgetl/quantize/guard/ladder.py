@@ -1,7 +1,9 @@
 """The guard's decisions, apart from what measures or builds a model (so they are tested with
 a fake evaluator): plain INT8, then the head refit, then 1, 2, 4, ... float layers.
 
-Every step is measured on the validation images; the first within budget is chosen.
+Every step is measured on the validation images and judged by the evaluator's rule (a bound
+on the drop, not its point estimate: climbing until a noisy estimate dips under the line
+selects for val's noise); the first the rule accepts is chosen.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from edgetl.core.metrics import within_budget
 from edgetl.quantize.guard.report import Attempt, Measured
 
 M = TypeVar("M")
@@ -18,6 +19,8 @@ M = TypeVar("M")
 
 class Measures(Protocol):
     def measure(self, name: str, model: Any, **details: Any) -> Measured[Any]: ...
+
+    def judge(self, measured: Measured[Any], budget_pts: float) -> tuple[Measured[Any], bool]: ...
 
 
 @dataclass(frozen=True)
@@ -50,28 +53,29 @@ def climb(
     on_attempt: Callable[[Attempt], None] = lambda _: None,
     note: Callable[[str], None] = lambda _: None,
 ) -> LadderOutcome[M]:
-    """Measure candidates in order until one is within `budget_pts`; `on_attempt` sees each
-    attempt as it is measured, `note` what was decided between them."""
+    """Measure candidates in order until the evaluator accepts one within `budget_pts`;
+    `on_attempt` sees each attempt as it is judged, `note` what was decided between them."""
     attempts: list[Attempt] = []
     sensitivities: list[tuple[str, float]] = []
 
-    def within(measured: Measured[M]) -> bool:
-        attempts.append(measured.attempt)
-        on_attempt(measured.attempt)
-        return within_budget(measured.attempt.drop_pts, budget_pts)
+    def accepted(measured: Measured[M]) -> Measured[M] | None:
+        judged, ok = evaluator.judge(measured, budget_pts)
+        attempts.append(judged.attempt)
+        on_attempt(judged.attempt)
+        return judged if ok else None
 
     def outcome(chosen: Measured[M] | None) -> LadderOutcome[M]:
         return LadderOutcome(chosen, attempts, sensitivities)
 
     plain = evaluator.measure("plain", steps.build([]))
-    if within(plain):
-        return outcome(plain)
+    if chosen := accepted(plain):
+        return outcome(chosen)
     refit = steps.refit
     if refit is not None:
         refitted = evaluator.measure("head refit", refit(plain.model), head_refit=True)
-        if within(refitted):
-            return outcome(refitted)
-        if refitted.attempt.top1 <= plain.attempt.top1:
+        if chosen := accepted(refitted):
+            return outcome(chosen)
+        if not _less_evidence_of_loss(refitted.attempt, plain.attempt):
             note("head refit did not help; not kept")
             refit = None  # the float-layer steps go without it
     if steps.max_float_layers < 1:
@@ -86,9 +90,17 @@ def climb(
         measured = evaluator.measure(
             label, model, float_layers=layers, head_refit=refit is not None
         )
-        if within(measured):
-            return outcome(measured)
+        if chosen := accepted(measured):
+            return outcome(chosen)
     return outcome(None)
+
+
+def _less_evidence_of_loss(refitted: Attempt, plain: Attempt) -> bool:
+    """Whether the refit helped by the measure the rule decides on: a lower bound on the drop
+    (its top-1 where no bound was measured)."""
+    if refitted.drop_upper_pts is not None and plain.drop_upper_pts is not None:
+        return refitted.drop_upper_pts < plain.drop_upper_pts
+    return refitted.top1 > plain.top1
 
 
 def float_layer_counts(limit: int) -> list[int]:

@@ -22,6 +22,9 @@ from edgetl.train.loop import HeadTraining, train_head
 from edgetl.train.model import Run
 
 REFIT_MAX_IMAGES = 2000  # training images whose quantized features re-fit the head
+# The share of them held out for early stopping: val decides whether the refit is kept, so
+# it must not also have chosen the refit's epoch (its val drop would then be biased low).
+REFIT_HELD_OUT = 0.15
 
 
 class HeadRefit:
@@ -39,26 +42,25 @@ class HeadRefit:
         self.console = console
 
     def apply(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        validation = self.evaluator.validation
-        count = len(self.train_images) + len(validation.images)
+        count = len(self.train_images)
         with heartbeat(self.console, f"head refit: the INT8 backbone's features of {count} images"):
             features = self.evaluator.load(features_model(model))
-            train_x = torch.from_numpy(_features(features, self.train_images))
-            val_x = torch.from_numpy(_features(features, validation.images))
+            x = torch.from_numpy(_features(features, self.train_images))
+        y = torch.from_numpy(self.train_labels)
+        fit, stop = held_out(len(y), REFIT_HELD_OUT, self.run.seed)
         head = self.run.head()
-        head.set_feature_stats(train_x)
+        head.set_feature_stats(x[fit])
         info = self.run.info.train
         settings = HeadTraining(info.epochs, info.lr, info.batch_size, info.seed, info.patience)
-        train_head(
-            head,
-            train_x,
-            torch.from_numpy(self.train_labels),
-            val_x,
-            torch.from_numpy(validation.labels),
-            settings,
-            self.console,
-        )
+        train_head(head, x[fit], y[fit], x[stop], y[stop], settings, self.console)
         return with_head(model, head)
+
+
+def held_out(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded split of n indices: (to fit on, to early-stop on)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = max(1, int(round(n * share)))
+    return order[cut:], order[:cut]
 
 
 def _features(runner: Runner, images: np.ndarray, step: int = 64) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 
 from edgetl.backends import Runner
 from edgetl.core.errors import CheckFailed
+from edgetl.core.evidence import RULE, smallest_certifiable_pts
 from edgetl.core.fields import plain
-from edgetl.core.metrics import within_budget
 from edgetl.core.records import Attempt, Sensitivity
 
 M = TypeVar("M")  # a model: an onnx.ModelProto in edgetl, anything in the ladder's tests
@@ -36,14 +36,11 @@ class GuardReport:
     sensitivities: list[tuple[str, float]]
     quantize_s: float
     guard_s: float
+    confidence: float
 
     @property
     def chosen(self) -> Attempt:
         return self.attempts[-1]
-
-    @property
-    def passed(self) -> bool:
-        return within_budget(self.chosen.drop_pts, self.budget_pts)
 
     def ranked(self, count: int = 20) -> list[Sensitivity]:
         """The `count` most sensitive layers, as the manifest records them."""
@@ -52,6 +49,10 @@ class GuardReport:
     @property
     def best_drop(self) -> float:
         return min(a.drop_pts for a in self.attempts)
+
+    @property
+    def best_bound(self) -> float:
+        return min(a.drop_upper_pts for a in self.attempts if a.drop_upper_pts is not None)
 
     def fields(self) -> dict[str, Any]:
         """The guard's part of the manifest's QuantizationRecord, typed (all on val)."""
@@ -70,6 +71,9 @@ class GuardReport:
             "sensitivities": self.ranked(),
             "quantize_s": round(self.quantize_s, 2),
             "guard_s": round(self.guard_s, 2),
+            "rule": RULE,
+            "confidence": self.confidence,
+            "drop_upper_pts": chosen.drop_upper_pts,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,9 +99,13 @@ class GuardFailed(CheckFailed):
 
     def __init__(self, report: GuardReport):
         self.report = report
+        confidence, n = report.confidence, report.n
         super().__init__(
-            f"INT8 misses the accuracy budget: best drop {report.best_drop:.2f} pts > "
-            f"--max-accuracy-drop {report.budget_pts:.2f}; no artifact written. Try more or "
-            "other calibration images (--calib-data), another --recipe, a larger "
-            "guard.max_float_layers in the recipe, or --precision fp32"
+            f"INT8 misses the accuracy budget: no candidate's drop is shown to be within "
+            f"--max-accuracy-drop {report.budget_pts:.2f} at {confidence:.0%} confidence "
+            f"(best bound {report.best_bound:.2f} pts, best drop on val "
+            f"{report.best_drop:.2f}; {n} val images can certify "
+            f"{smallest_certifiable_pts(n, confidence):.2f} at best); no artifact written. "
+            "Try more or other calibration images (--calib-data), another --recipe, a larger "
+            "guard.max_float_layers in the recipe, more val images, or --precision fp32"
         )

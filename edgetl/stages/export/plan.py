@@ -11,11 +11,15 @@ from rich.console import Console
 from edgetl.backends import Backend, Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
+from edgetl.core.evidence import DEFAULT_CONFIDENCE
 from edgetl.core.outputs import check_not_input
 from edgetl.core.targets import Precision, TargetProfile
 from edgetl.quantize.calibration import MIN_SAMPLES
+from edgetl.quantize.guard import check_certifiable
 from edgetl.quantize.recipes import Recipe, load_recipe
 from edgetl.train.model import Run, load_run
+
+GUARD_IMAGES = 1000  # validation images the INT8 accuracy guard measures (at most)
 
 
 @dataclass
@@ -34,6 +38,7 @@ class ExportOptions:
     calib_data: Path | None = None
     calib_samples: int | None = None
     max_accuracy_drop: float = 1.0
+    confidence: float | None = None  # of the guard's bound on the drop [default: 0.9]
     sign: Path | None = None  # ed25519 private key: the artifact is signed with it
 
 
@@ -87,6 +92,9 @@ def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
         console.print(f"target {profile.alias} is an alias: exporting for {profile.name}")
     precision = profile.check_precision(opts.precision)
     recipe = _check_int8_options(opts, profile, precision)
+    if recipe is not None:  # exit 2 now, not after minutes of quantizing, when val is too small
+        val = run.info.data.sizes.get("val", 0)
+        check_certifiable(min(val, max(opts.parity_samples, GUARD_IMAGES)), *guard_terms(opts))
     placement = resolve(profile, f"target {profile.name}", export=True)
     if placement.note:
         console.print(placement.note)
@@ -110,6 +118,12 @@ def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
         allowed_inside={"the run": opts.run / "export"},
     )
     return Plan(opts, run, profile, precision, recipe, placement, out, signing_key)
+
+
+def guard_terms(opts: ExportOptions) -> tuple[float, float]:
+    """The guard's budget (points) and the confidence of its bound."""
+    confidence = DEFAULT_CONFIDENCE if opts.confidence is None else opts.confidence
+    return opts.max_accuracy_drop, confidence
 
 
 def _user_file(name: str | None) -> Path | None:
@@ -136,6 +150,7 @@ def _check_int8_options(
                 ("--recipe", opts.recipe),
                 ("--calib-data", opts.calib_data),
                 ("--calib-samples", opts.calib_samples),
+                ("--confidence", opts.confidence),
             )
             if value is not None
         ]

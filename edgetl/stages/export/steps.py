@@ -19,7 +19,8 @@ from rich.console import Console
 from edgetl.backends import Runner, RuntimeSpec, run_all
 from edgetl.backends.base import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
-from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1, within_budget
+from edgetl.core.evidence import decide
+from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.core.parity import compare
 from edgetl.core.records import ParityCheck
 from edgetl.core.targets import Parity
@@ -30,8 +31,8 @@ from edgetl.quantize.guard.ranker import ranking_loader
 from edgetl.quantize.guard.refit import HeadRefit
 from edgetl.quantize.int8 import compare_speed, copy_metadata
 from edgetl.quantize.recipes import Recipe
-from edgetl.stages.export.inputs import Inputs
-from edgetl.stages.export.plan import Plan
+from edgetl.stages.export.inputs import Inputs, unlabelled_images
+from edgetl.stages.export.plan import Plan, guard_terms
 from edgetl.train.onnx_export import export_onnx
 
 FP32_TOLERANCE = Parity(max_abs_diff=1e-3, min_agreement=1.0)
@@ -83,18 +84,21 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
         return graph
     profile, measuring, runtime = plan.profile, plan.measuring, plan.placement.runtime
     prepared_path = work / "prepared.onnx"
+    unlabelled = unlabelled_images(plan, inputs, console)
+    budget, confidence = guard_terms(plan.opts)
     result = quantize_with_guard(
         prepare(graph.path, prepared_path),
         inputs.calibration,
-        Validation(inputs.val, inputs.val_labels, plan.run.seed),
+        Validation(inputs.val, inputs.val_labels, plan.run.seed, unlabelled),
         lambda model: runtime.load_onnx(model, measuring),
-        plan.opts.max_accuracy_drop,
+        budget,
         plan.recipe,
         console=console,
         rewrite=plan.backend.rewrite_int8,
         rank_fn=ranking_loader(profile),
         refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator, console).apply,
         fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
+        confidence=confidence,
     )
     copy_metadata(onnx.load(str(graph.path)), result.model)
     path = work / "model.int8.onnx"
@@ -133,16 +137,14 @@ def verify(
 ) -> Verified:
     """Parity (and for INT8 the budget) on val, the artifact's other graphs, then test once;
     CheckFailed (nothing written) when a check fails."""
+    logits = run_all(compiled.runner, inputs.val)
     parity = compare(
-        graph.reference,
-        run_all(compiled.runner, inputs.val),
-        inputs.val_labels,
-        plan.profile.parity[plan.precision],
+        graph.reference, logits, inputs.val_labels, plan.profile.parity[plan.precision]
     )
     quantized = graph.quantized
     print_parity(console, parity, "INT8 model the guard measured" if quantized else "torch")
     if quantized is not None:
-        _check_artifact_budget(plan, quantized, parity)
+        _check_artifact_budget(plan, quantized, logits, inputs.val_labels)
     if not parity.passed:
         raise CheckFailed(
             f"parity check failed for {plan.name}: {parity.shortfall()}; no artifact written"
@@ -196,16 +198,20 @@ def _host_runner(plan: Plan, model: onnx.ModelProto, what: str, console: Console
     return runner
 
 
-def _check_artifact_budget(plan: Plan, quantized: Quantized, parity: ParityCheck) -> None:
-    """The compiled artifact, loaded as a user will load it, must hold the budget too."""
-    fp32 = quantized.guard.report.fp32_top1
-    budget = plan.opts.max_accuracy_drop
-    drop = drop_pts(fp32, parity.artifact_top1)
-    if not within_budget(drop, budget):
+def _check_artifact_budget(
+    plan: Plan, quantized: Quantized, logits: np.ndarray, labels: np.ndarray
+) -> None:
+    """The compiled artifact, loaded as a user will load it, must pass the guard's rule too."""
+    budget, confidence = guard_terms(plan.opts)
+    paired = paired_drop(quantized.guard.fp32_logits, logits, labels)
+    verdict = decide(paired, budget, confidence)
+    if not verdict.accepted:
         raise CheckFailed(
-            f"on {plan.profile.backend} ({plan.profile.device}) the INT8 artifact's val top-1 is "
-            f"{parity.artifact_top1:.2%} against FP32 {fp32:.2%}: a drop of {drop:.2f} pts > "
-            f"--max-accuracy-drop {budget:.2f}; no artifact written"
+            f"on {plan.profile.backend} ({plan.profile.device}) the INT8 artifact loses "
+            f"{paired.drop_pts:.2f} pts of val top-1 against FP32 ({paired.worse} images worse, "
+            f"{paired.better} better): at {confidence:.0%} confidence at most "
+            f"{paired.upper_pts(confidence):.2f} > --max-accuracy-drop {budget:.2f}; "
+            "no artifact written"
         )
 
 

@@ -19,8 +19,10 @@ from edgetl.backends.profiles import load_target
 from edgetl.core.constants import DEFAULT_BACKBONE
 from edgetl.core.dataset import Splits, load_dataset
 from edgetl.core.errors import EdgetlError
+from edgetl.core.evidence import DEFAULT_CONFIDENCE
 from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.ui import progress
+from edgetl.quantize.guard import check_certifiable
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
 from edgetl.stages.search.latency import (
@@ -126,6 +128,8 @@ class Search:
         self.splits: Splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction,
                                            opts.seed)  # fmt: skip
         self.classes = len(self.splits.classes)
+        if "int8" in (opts.precisions or self.profile.precisions):  # exit 2 now, not at export
+            check_certifiable(len(self.splits.val), opts.max_accuracy_drop, DEFAULT_CONFIDENCE)
         self.state = SearchState(opts.settings())
         self.device = resolve_device("auto")
         self.cache = opts.cache_dir or default_cache_dir()
