@@ -147,7 +147,10 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
     train = set(json.loads((tiny_run / "edgetl.json").read_text())["classes"])
     assert {f.split("/")[0] for f in calib["files"]} == train  # stratified: every class
     assert quant["drop_upper_pts"] <= quant["budget_pts"] == 50.0
-    assert quant["rule"] == "paired-bound+flips" and quant["confidence"] == 0.9
+    assert quant["rule"] == "paired-bound" and quant["confidence"] == 0.9
+    assert quant["drop_upper_pts"] == quant["attempts"][-1]["drop_upper_pts"]
+    assert quant["attempts"][-1]["verdict"] == "within budget"
+    assert "flips" not in quant["attempts"][-1]  # the default rule counts none
     assert quant["attempts"][-1]["top1"] == quant["int8_top1"]
     # Reported beside the guard's val numbers: FP32 and INT8 on the test split, stored once.
     test = manifest["accuracy"]["test"]
@@ -386,3 +389,38 @@ def test_a_graph_without_an_edgetl_head_is_bad_input_not_a_failed_check() -> Non
     )
     with pytest.raises(EdgetlError, match="not an edgetl model"):
         features_model(helper.make_model(graph))
+
+
+def test_the_flips_rule_counts_flips_on_training_images_the_calibration_did_not_use(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """--rule paired-bound+flips: the kept candidate's flips against FP32 are counted on the
+    training images outside the calibration set (36 train, 32 calibrated: 4), recorded."""
+    out = tmp_path / "flips"
+    result = export_int8(
+        tiny_run, out, "--calib-samples", "32", "--rule", "paired-bound+flips",
+        "--confidence", "0.8",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    quant = load_manifest(out)["quantization"]
+    assert quant["rule"] == "paired-bound+flips" and quant["confidence"] == 0.8
+    kept = quant["attempts"][-1]
+    assert kept["unlabelled"] == 4 and 0 <= kept["flips"] <= 4
+    assert kept["flip_upper_pts"] >= 100 * kept["flips"] / 4
+    text = " ".join(result.output.split())
+    assert "unlabelled train images flipped" in text
+
+
+def test_a_val_split_too_small_for_the_budget_exits_2_before_any_work(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "small"
+    result = export_cli(
+        tiny_run, out, "--target", "cpu", "--precision", "int8", "--max-accuracy-drop", "1"
+    )
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "val has 12 images: the smallest drop it can certify at 90% is 22.09 pts" in text
+    assert "quantizing" not in text and not out.exists()
+    result = export_cli(tiny_run, out, "--target", "cpu", "--confidence", "0.8")
+    assert result.exit_code == 2 and "only used with --precision int8" in result.output

@@ -7,15 +7,17 @@ discordant counts, flips against FP32 on unlabelled training images the calibrat
 use, test's discordant counts, the time the rung took, and its batch-1 p50. Each rule then
 picks the first rung it accepts, as the guard would have:
 
-- point:        val's point estimate of the drop within budget (edgetl before issue 25)
-- bound:        val's exact upper bound on the drop (core/evidence.PairedDrop) within budget
-- bound+flips:  that, and the upper bound of the flip rate on unlabelled images within it
+- point:               val's point estimate of the drop within budget (edgetl before)
+- paired-bound:        val's exact upper bound on the drop (core/evidence) within budget
+- paired-bound+flips:  that, and the flip rate's upper bound on unlabelled images within it
 
 and the table shows, per rule, how often the kept model's test drop exceeds the budget, its
 mean test drop, the rung, p50 against FP32 and the guard's time against `point`'s.
 
     python tools/guard_rules.py [--data digits,photos,scenes] [--seeds 0,1,2]
-        [--image-size 128] [--budget 1.0] [--json FILE]
+        [--image-size 128] [--budget 1.0] [--json FILE] [--from FILE]
+
+`--from` summarizes the rungs a previous run wrote with --json (no climbing).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from edgetl.stages.export.plan import ExportOptions, resolve_plan  # noqa: E402
 from edgetl.stages.export.steps import to_onnx  # noqa: E402
 from edgetl.stages.finetune import FinetuneOptions, finetune  # noqa: E402
 
-RULES = ("point", "bound", "bound+flips")
+RULES = ("point", "paired-bound", "paired-bound+flips")
 PER_CLASS = {"photos": 300, "scenes": 100, "patches": 40}  # val of ~360 images or more
 
 
@@ -164,7 +166,7 @@ def kept(climb: Climb, rule: str, budget: float, confidence: float) -> tuple[int
             accepted = paired.drop_pts <= budget + 1e-6
         else:
             verdict = decide(paired, budget, confidence)
-            if rule == "bound+flips" and verdict.accepted:
+            if rule == "paired-bound+flips" and verdict.accepted:
                 seconds += rung.flip_seconds + (0.0 if flips_paid else climb.unlabelled_s)
                 flips_paid = True
                 verdict = decide(paired, budget, confidence, Flips(*rung.flips))
@@ -211,11 +213,16 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0)
     parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
     parser.add_argument("--json", type=Path, default=None, help="also write every rung here")
+    parser.add_argument("--from", dest="source", type=Path, default=None)
     args = parser.parse_args()
     console = make_console()
     climbs: list[Climb] = []
+    if args.source is not None:
+        for saved in json.loads(args.source.read_text()):
+            rungs = [Rung(**r) for r in saved.pop("rungs")]
+            climbs.append(Climb(rungs=rungs, **saved))
     with tempfile.TemporaryDirectory(prefix="edgetl-guard-rules-") as scratch:
-        for data in args.data.split(","):
+        for data in args.data.split(",") if args.source is None else []:
             work = Path(scratch) / data
             source = "digits"
             if data != "digits":

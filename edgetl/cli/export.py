@@ -9,6 +9,7 @@ import click
 
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.output import emit, guard_tables, print_quantization
+from edgetl.core.evidence import DEFAULT_RULE, RULES
 from edgetl.core.ui import heartbeat, make_console
 from edgetl.core.verdict import check
 
@@ -80,6 +81,15 @@ from edgetl.core.verdict import check
     "when that bound is within --max-accuracy-drop [default: 0.9].",
 )
 @click.option(
+    "--rule",
+    type=click.Choice(list(RULES)),
+    default=DEFAULT_RULE,
+    show_default=True,
+    help="INT8: how the guard decides. paired-bound: val's exact bound on the drop; "
+    "paired-bound+flips: also the flips against FP32 on unlabelled training images "
+    "(stricter; docs/guard.md).",
+)
+@click.option(
     "--archive",
     is_flag=True,
     help="Also write ARTIFACT.tar.gz (e.g. a bundle to copy to a device).",
@@ -99,10 +109,9 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
 
     With --precision int8 the model is calibrated, quantized and checked by the accuracy
     guard: unless val shows, at --confidence, that top-1 drops at most --max-accuracy-drop
-    (an exact bound from the images INT8 and FP32 answer differently, and few flips on
-    unlabelled training images), the head is re-fitted on the quantized backbone's features
-    and the most sensitive layers are kept in float until it does; otherwise it exits 1
-    with what was tried and writes nothing.
+    (an exact bound from the images INT8 and FP32 answer differently; --rule), the head is
+    re-fitted on the quantized backbone's features and the most sensitive layers are kept
+    in float until it does; otherwise it exits 1 with what was tried and writes nothing.
     """
     from edgetl.backends.profiles import load_target
 

@@ -181,7 +181,7 @@ class QuantizationRecord:
     guard_s: float
     speed_here: dict[str, float]  # FP32 vs INT8 p50 on the exporting machine; {} on a proxy
     artifact_top1: float
-    # The rule the guard decided by (core/evidence.RULE), its confidence and the kept
+    # The rule the guard decided by (core/evidence.RULES), its confidence and the kept
     # model's upper bound on its drop: the promise. Absent in manifests written before.
     rule: str | None = field(default=None, metadata={"omit": None})
     confidence: float | None = field(default=None, metadata={"omit": None})

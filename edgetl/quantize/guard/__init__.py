@@ -10,9 +10,9 @@ with the target's runtime:
 3. float layers (ranker.py): quantized layers ranked by how much keeping each alone in float
    brings the logits back towards FP32; the top 1, 2, 4, ... are kept float until a
    candidate is accepted or the recipe's max_float_layers is reached.
-A candidate is accepted when the drop's upper bound at `confidence` fits the budget (and its
-flips against FP32 on unlabelled training images too: core/evidence.decide), never on the
-point estimate alone. The decisions are ladder.py's; evaluator.py measures and judges;
+A candidate is accepted when the drop's upper bound at `confidence` fits the budget (with
+`validation.unlabelled`, its flips against FP32 on those images too: core/evidence.decide),
+never on the point estimate alone. The decisions are ladder.py's; evaluator.py measures and judges;
 report.py holds the records.
 """
 
@@ -105,7 +105,8 @@ def quantize_with_guard(
         note=lambda text: console.print(f"  {text}"),
     )
     tried = (outcome.attempts, outcome.sensitivities, quantize_s, time.perf_counter() - started)
-    report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried, confidence)
+    rule = "paired-bound+flips" if validation.unlabelled is not None else "paired-bound"
+    report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried, confidence, rule)
     if outcome.chosen is None:
         raise GuardFailed(report)
     chosen = outcome.chosen

@@ -9,7 +9,7 @@ import numpy as np
 
 from edgetl.backends import Runner
 from edgetl.core.errors import CheckFailed
-from edgetl.core.evidence import RULE, smallest_certifiable_pts
+from edgetl.core.evidence import smallest_certifiable_pts
 from edgetl.core.fields import plain
 from edgetl.core.records import Attempt, Sensitivity
 
@@ -37,6 +37,7 @@ class GuardReport:
     quantize_s: float
     guard_s: float
     confidence: float
+    rule: str  # core/evidence.RULES
 
     @property
     def chosen(self) -> Attempt:
@@ -71,7 +72,7 @@ class GuardReport:
             "sensitivities": self.ranked(),
             "quantize_s": round(self.quantize_s, 2),
             "guard_s": round(self.guard_s, 2),
-            "rule": RULE,
+            "rule": self.rule,
             "confidence": self.confidence,
             "drop_upper_pts": chosen.drop_upper_pts,
         }

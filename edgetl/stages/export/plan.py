@@ -11,7 +11,7 @@ from rich.console import Console
 from edgetl.backends import Backend, Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
-from edgetl.core.evidence import DEFAULT_CONFIDENCE
+from edgetl.core.evidence import DEFAULT_CONFIDENCE, DEFAULT_RULE, RULES
 from edgetl.core.outputs import check_not_input
 from edgetl.core.targets import Precision, TargetProfile
 from edgetl.quantize.calibration import MIN_SAMPLES
@@ -39,6 +39,7 @@ class ExportOptions:
     calib_samples: int | None = None
     max_accuracy_drop: float = 1.0
     confidence: float | None = None  # of the guard's bound on the drop [default: 0.9]
+    rule: str = DEFAULT_RULE  # how the guard decides: core/evidence.RULES
     sign: Path | None = None  # ed25519 private key: the artifact is signed with it
 
 
@@ -151,12 +152,15 @@ def _check_int8_options(
                 ("--calib-data", opts.calib_data),
                 ("--calib-samples", opts.calib_samples),
                 ("--confidence", opts.confidence),
+                ("--rule", None if opts.rule == DEFAULT_RULE else opts.rule),
             )
             if value is not None
         ]
         if given:
             raise EdgetlError(f"{', '.join(given)}: only used with --precision int8")
         return None
+    if opts.rule not in RULES:
+        raise EdgetlError(f"--rule {opts.rule}: choose one of {', '.join(RULES)}")
     if not 0 <= opts.max_accuracy_drop <= 100:
         raise EdgetlError(
             f"--max-accuracy-drop {opts.max_accuracy_drop}: give points of top-1 between 0 and 100"

@@ -84,8 +84,9 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
         return graph
     profile, measuring, runtime = plan.profile, plan.measuring, plan.placement.runtime
     prepared_path = work / "prepared.onnx"
-    unlabelled = unlabelled_images(plan, inputs, console)
     budget, confidence = guard_terms(plan.opts)
+    flips = plan.opts.rule == "paired-bound+flips"
+    unlabelled = unlabelled_images(plan, inputs, console) if flips else None
     result = quantize_with_guard(
         prepare(graph.path, prepared_path),
         inputs.calibration,
