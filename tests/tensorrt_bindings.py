@@ -68,11 +68,13 @@ def prepare(release: str, root: Path) -> Path:
         c_file = home / f"{name}.c"
         c_file.write_text(source)
         soname = f"{name}.so.{major}"
-        subprocess.run(
+        built = subprocess.run(
             [compiler, "-shared", "-fPIC", "-o", str(home / soname), f"-Wl,-soname,{soname}"]
             + [str(c_file)],
-            check=True, capture_output=True, timeout=120,
+            capture_output=True, text=True, timeout=120,
         )  # fmt: skip
+        if built.returncode != 0:
+            raise Unavailable(f"{compiler} could not build {soname}: {built.stderr[-300:]}")
     wheels = home / "wheels"
     download = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
@@ -83,8 +85,7 @@ def prepare(release: str, root: Path) -> Path:
     if download.returncode != 0 or not found:
         raise Unavailable(f"cannot download {WHEELS[release]}: {download.stderr.strip()[-300:]}")
     site = home / "site"
-    with zipfile.ZipFile(found[-1]) as wheel:
-        wheel.extractall(site)
+    _unpack(found[-1], site)
     (site / "tensorrt").mkdir(exist_ok=True)
     (site / "tensorrt" / "__init__.py").write_text(SHIM)
     (home / "ready").write_text(found[-1].name)
@@ -105,10 +106,17 @@ def polygraphy(root: Path) -> Path:
     found = sorted((home / "wheels").glob("*.whl")) if (home / "wheels").is_dir() else []
     if download.returncode != 0 or not found:
         raise Unavailable(f"cannot download polygraphy: {download.stderr.strip()[-300:]}")
-    with zipfile.ZipFile(found[-1]) as wheel:
-        wheel.extractall(home / "site")
+    _unpack(found[-1], home / "site")
     (home / "ready").write_text(found[-1].name)
     return home / "site"
+
+
+def _unpack(wheel_file: Path, site: Path) -> None:
+    try:
+        with zipfile.ZipFile(wheel_file) as wheel:
+            wheel.extractall(site)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise Unavailable(f"cannot unpack {wheel_file.name}: {exc}") from exc
 
 
 def run(

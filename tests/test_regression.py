@@ -313,14 +313,15 @@ def test_the_median_interval_is_distribution_free() -> None:
     assert median_interval(np.asarray([3.0, 1.0, 2.0])) == (1.0, 3.0)  # few: the range
 
 
-def test_an_undecided_comparison_adds_rounds() -> None:
-    """The round-extension logic, on runners that busy-wait a fixed time: every other
-    candidate session is 15% slower, so the interval straddles the 5% threshold."""
-    import time
-
+def test_an_undecided_comparison_adds_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round-extension logic, on runners whose latency is declared, not timed (no verdict
+    in a test may depend on the machine's speed: a busy-wait version failed under load):
+    every other candidate session is 15% slower, so the interval straddles the 5%
+    threshold."""
+    from edgetl.stages.bench import compare as compare_module
     from edgetl.stages.bench.compare import compare_runners
 
-    class Fixed:
+    class Declared:
         batch_size = 1
         sessions = 0
 
@@ -328,22 +329,24 @@ def test_an_undecided_comparison_adds_rounds() -> None:
             self.ms = ms
 
         def run(self, images: np.ndarray) -> np.ndarray:
-            until = time.perf_counter() + self.ms / 1000
-            while time.perf_counter() < until:
-                pass
-            return images
+            return np.full(1, self.ms)
 
-    def candidate() -> Fixed:
-        Fixed.sessions += 1
-        return Fixed(2.0 * (1.15 if Fixed.sessions % 2 else 1.0))
+    def declared(call, iterations: int, warmup: int) -> np.ndarray:  # core/timing.measure
+        return np.full(iterations, float(call()[0]))
+
+    monkeypatch.setattr(compare_module, "measure", declared)
+
+    def candidate() -> Declared:
+        Declared.sessions += 1
+        return Declared(2.0 * (1.15 if Declared.sessions % 2 else 1.0))
 
     single = np.zeros((1, 3, 8, 8), np.float32)
-    verdict = compare_runners(lambda: Fixed(2.0), candidate, single, 4, 10, 2, 5, 12)
-    assert Fixed.sessions == 12  # undecided after 4, pairs added up to --max-rounds
+    verdict = compare_runners(lambda: Declared(2.0), candidate, single, 4, 10, 2, 5, 12)
+    assert Declared.sessions == 12  # undecided after 4, pairs added up to --max-rounds
     assert verdict.undecided and "inconclusive" in verdict.verdict()
-    Fixed.sessions = 0
-    decided = compare_runners(lambda: Fixed(2.0), lambda: Fixed(2.0), single, 4, 10, 2, 5, 12)
-    assert not decided.undecided and Fixed.sessions == 0  # the same speed: decided at 4
+    Declared.sessions = 0
+    same = compare_runners(lambda: Declared(2.0), lambda: Declared(2.0), single, 4, 10, 2, 5, 12)
+    assert not same.undecided and Declared.sessions == 0  # the same speed: decided at 4
 
 
 def test_compare_json_prints_the_verdict_it_failed_on(

@@ -14,7 +14,6 @@ import ast
 import importlib.util
 import json
 import sys
-import tempfile
 import types
 from pathlib import Path
 from typing import Any
@@ -115,12 +114,18 @@ def test_every_tensorrt_call_is_known_to_this_test() -> None:
     assert ("ILayer", "name") in members and ("INetworkDefinition", "get_layer") in members
 
 
+@pytest.fixture(scope="session")
+def stubs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this run builds the stub libraries and unpacks the bindings: pytest's own temp
+    directory (a shared /tmp cache could be another run's, half-written or not ours)."""
+    return tmp_path_factory.mktemp("tensorrt-stubs")
+
+
 @pytest.fixture(scope="module", params=sorted(tensorrt_bindings.WHEELS))
-def bindings(request: pytest.FixtureRequest) -> tuple[int, Path]:
+def bindings(request: pytest.FixtureRequest, stubs_root: Path) -> tuple[int, Path]:
     """(major, bindings home) for JetPack 6's 10.3, the newest 10.x and 11.x."""
-    root = Path(tempfile.gettempdir()) / "edgetl-tensorrt-stubs"
     try:
-        home = tensorrt_bindings.prepare(request.param, root)
+        home = tensorrt_bindings.prepare(request.param, stubs_root)
         return int(request.param.split(".")[0]), home
     except tensorrt_bindings.Unavailable as exc:
         pytest.skip(str(exc))
@@ -189,7 +194,7 @@ def test_weak_typing_is_gone_from_11_and_only_11(bindings: tuple[int, Path]) -> 
 
 
 def test_no_gpu_is_a_clear_exit_2_with_the_real_bindings(
-    bindings: tuple[int, Path], tmp_path: Path
+    bindings: tuple[int, Path], tmp_path: Path, stubs_root: Path
 ) -> None:
     major, home = bindings
     (tmp_path / "model.onnx").write_bytes(b"")
@@ -207,9 +212,8 @@ try:
 except Exception as exc:
     print("ERROR", type(exc).__name__, exc)
 """
-    root = Path(tempfile.gettempdir()) / "edgetl-tensorrt-stubs"
     try:
-        polygraphy = tensorrt_bindings.polygraphy(root)
+        polygraphy = tensorrt_bindings.polygraphy(stubs_root)
     except tensorrt_bindings.Unavailable as exc:
         pytest.skip(str(exc))
     if importlib.util.find_spec("polygraphy") is None:  # this venv has none: say so first

@@ -58,8 +58,8 @@ def resolve(target: Placeable, where: str, *, export: bool = False) -> Placement
         return Placement(backend, runtime, target.device)
     if not backend.available():
         raise EdgetlError(
-            f"{where}: runtime {backend.name} is not installed here; install it (see README: "
-            "the device side) or use a target it has (see `edgetl targets`)"
+            f"{where}: runtime {backend.name} is not installed here; install it (docs/device.md: "
+            "on the device) or use a target it has (see `edgetl targets`)"
         )
     if not export:
         return Placement(backend, backend, target.device)  # the device is checked at load

@@ -213,7 +213,7 @@ def load_dataset(
     spec: str, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
 ) -> Splits:
     """`spec` is a built-in name (digits), an ImageFolder directory or a pattern of tar shards
-    (`shards/train-{0000..0099}.tar`); see README for layouts."""
+    (`shards/train-{0000..0099}.tar`); see docs/finetune.md for layouts."""
     check_fractions(val_fraction, test_fraction)
     if spec in BUILTIN_DATASETS:
         from edgetl.core.digits import load_digits
