@@ -18,6 +18,7 @@ from edgetl.backends import Runner, resolve, run_all
 from edgetl.core.archives import is_archive, unpack_archive
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
+from edgetl.core.metrics import ranked
 from edgetl.core.preprocess import Preprocess
 from edgetl.core.records import MANIFEST_FILE, RUN_FILE, Manifest
 from edgetl.core.signing import trusted_keys
@@ -110,7 +111,7 @@ class Model:
         if not isinstance(image, Image.Image):
             image = read_image(Path(image))
         probabilities = softmax(self.logits(self.preprocess(image)[None])[0])
-        order = np.argsort(-probabilities)[: min(top_k, len(self.classes))]
+        order = ranked(probabilities, top_k)
         return [Prediction(self.classes[i], int(i), float(probabilities[i])) for i in order]
 
 

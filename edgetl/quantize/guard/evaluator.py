@@ -15,7 +15,7 @@ import onnx
 
 from edgetl.backends import Runner, run_all
 from edgetl.core.evidence import DEFAULT_CONFIDENCE, Flips, PairedDrop, decide
-from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
+from edgetl.core.metrics import agreement, drop_pts, paired_drop, predicted, top1
 from edgetl.quantize.guard.report import Attempt, Measured
 
 LoadOnnx = Callable[[onnx.ModelProto], Runner]
@@ -119,7 +119,7 @@ def answers(runner: Runner, images: np.ndarray, step: int = 64) -> np.ndarray:
     """The top-1 class of each image, run in float32 chunks of float16 images."""
     return np.concatenate(
         [
-            run_all(runner, images[i : i + step].astype(np.float32)).argmax(axis=1)
+            predicted(run_all(runner, images[i : i + step].astype(np.float32)))
             for i in range(0, len(images), step)
         ]
     )

@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from edgetl.core.metrics import agreement as agreement_of
-from edgetl.core.metrics import topk
+from edgetl.core.metrics import predicted as predicted_of
+from edgetl.core.metrics import top1, topk
 from edgetl.core.records import BenchAccuracy, ClassAccuracy
-
-
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    return topk(logits, labels, k)
 
 
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -28,7 +25,7 @@ def accuracy_report(
     absent_classes: list[str],
 ) -> BenchAccuracy:
     """The report's `accuracy` block; per-class numbers show where INT8 damage hides."""
-    predicted = logits.argmax(1)
+    predicted = predicted_of(logits)
     matrix = confusion_matrix(predicted, labels, len(classes))
     per_class = {
         name: ClassAccuracy(int(matrix[i].sum()), float(matrix[i, i] / matrix[i].sum()))
@@ -39,8 +36,8 @@ def accuracy_report(
     if reference is not None:
         agreement = agreement_of(logits, reference)
     return BenchAccuracy(
-        top1=topk_accuracy(logits, labels, 1),
-        top5=topk_accuracy(logits, labels, 5),
+        top1=top1(logits, labels),
+        top5=topk(logits, labels, 5),
         n=int(len(labels)),
         agreement=agreement,
         per_class=per_class,
