@@ -15,7 +15,7 @@ from tests.conftest import export_cli
 
 BLOCKER = """
 import sys
-BLOCKED = ("torch", "torchvision", "timm", "nncf", "sklearn")
+BLOCKED = ("torch", "torchvision", "timm", "nncf", "sklearn", "onnx")
 class Blocker:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
@@ -230,3 +230,35 @@ def test_an_unsupported_precision_is_refused_before_the_heavy_stack(tmp_path: Pa
     )
     assert result.returncode == 2, result.stderr
     assert "--precision fp16: target 'cpu' supports fp32, int8" in " ".join(result.stderr.split())
+
+
+def test_unlisted_external_data_is_refused_without_onnx(artifact: Path, tmp_path: Path) -> None:
+    """The external-data check read the model with the onnx package and skipped itself where
+    it was missing, which is every device: now it reads the wire format (core/onnx_wire.py)."""
+    import shutil
+
+    import onnx
+
+    from edgetl.core.files import sha256_file
+    from tests.test_integrity import rewrite
+
+    art = tmp_path / "art"
+    shutil.copytree(artifact, art)
+    proto = onnx.load(str(art / "model.onnx"))
+    onnx.save(proto, str(art / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.data", size_threshold=0)  # fmt: skip
+    sha, size = sha256_file(art / "model.onnx"), (art / "model.onnx").stat().st_size
+    rewrite(art, lambda d: d["files"]["model.onnx"].update(sha256=sha, bytes=size))
+    code = f"""
+import edgetl
+try:
+    edgetl.load({str(art)!r})
+except Exception as exc:
+    print("REFUSED", type(exc).__name__, exc)
+print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+"""
+    result = run_blocked(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "REFUSED EdgetlError" in result.stdout
+    assert "'weights.data' is not a file listed in the manifest" in result.stdout
+    assert "LOADED []" in result.stdout

@@ -4,8 +4,10 @@
 
 A module may import its own layer and the layers below it, never one above; nothing imports
 `edgetl.cli`; `core` and `backends` (the device side) import no torch, timm, nncf or
-scikit-learn. Every import counts, also those inside functions (lazy imports run too);
-only `if TYPE_CHECKING:` blocks are exempt from the heavy-package rule (they never run).
+scikit-learn, and no onnx outside the host-only modules named here (a device has no onnx
+package: load, predict and bench must not need it). Every import counts, also those
+inside functions (lazy imports run too); only `if TYPE_CHECKING:` blocks are exempt from
+the heavy-package rule (they never run).
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ HEAVY = ("torch", "torchvision", "timm", "nncf", "sklearn")
 HEAVY_EXCEPTIONS = {
     # The built-in `digits` dataset is scikit-learn's: imported only when asked for by name.
     ("edgetl.core.digits", "sklearn"),
+}
+# Device-side modules that read or write ONNX graphs on the host (export, the guard), each
+# with its reason; everything else below stages runs without the onnx package.
+ONNX_HOST_ONLY = {
+    "edgetl.backends.onnx_graph": "graph surgery for export",
+    "edgetl.backends.onnxruntime.rewrites": "the lossless QDQ rewrite at export",
+    "edgetl.backends.onnxruntime.fp16": "the FP16 check of a graph at export",
+    "edgetl.backends.tensorrt.rules": "TensorRT's Q/DQ rules, checked at export",
+    "edgetl.backends.tensorrt.backend": "compile(): the bundle's graphs, at export",
+    "edgetl.backends.openvino.backend": "load_onnx(): a guard candidate, at export",
 }
 
 
@@ -100,6 +112,13 @@ def violations(root: Path) -> list[Violation]:
                 and (module, top) not in HEAVY_EXCEPTIONS
             ):
                 found.append(Violation(module, line, imported, f"{layer} is device-side"))
+            elif (
+                layer in DEVICE_SIDE
+                and top == "onnx"
+                and line not in typing_only
+                and module not in ONNX_HOST_ONLY
+            ):
+                found.append(Violation(module, line, imported, f"{layer} runs without onnx"))
     return found
 
 
@@ -144,6 +163,7 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
     _plant(tmp_path, "edgetl.backends.base", "from ..train.model import Run\n")
     _plant(tmp_path, "edgetl.stages.export", "import edgetl.cli.output\n")
     _plant(tmp_path, "edgetl.core.metrics", "import torch\n")
+    _plant(tmp_path, "edgetl.core.integrity", "def f():\n    import onnx\n")
     _plant(
         tmp_path,
         "edgetl.core.ok",
@@ -157,5 +177,6 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
         ("edgetl.backends.base", "edgetl.train.model"),
         ("edgetl.stages.export", "edgetl.cli.output"),
         ("edgetl.core.metrics", "torch"),
+        ("edgetl.core.integrity", "onnx"),
         ("edgetl.stray", "-"),
     }

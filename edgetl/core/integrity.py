@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgetl.core.errors import EdgetlError
+from edgetl.core.onnx_wire import WireError, external_locations
 
 DIGEST_KEY = "digest"
 
@@ -76,38 +78,34 @@ def check_external_data(root: Path, files: dict[str, Any], models: Sequence[str]
     """An ONNX file's external weights must be listed files too (ONNX Runtime would read
     any file it names inside the directory). Every `.onnx` file, and every model file
     whatever its name (ONNX Runtime loads `model.bin` if it is ONNX): one that parses as
-    ONNX is checked. Checked where the onnx package is installed; without it both runtimes
-    still refuse locations outside the directory."""
-    try:
-        import onnx
-    except ImportError:
-        return
+    ONNX is checked, read from its wire format (core/onnx_wire.py), so the device side,
+    which has no onnx package, checks it too."""
     for name in dict.fromkeys([*(n for n in files if n.endswith(".onnx")), *models]):
         try:
-            model = onnx.load(str(root / name), load_external_data=False)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file
+            locations = _locations(root / name)
+        except (OSError, WireError) as exc:
             if not name.endswith(".onnx"):
                 continue  # not ONNX (an OpenVINO IR, an engine): nothing of this kind to check
             raise EdgetlError(f"{root / name}: not a readable ONNX model ({exc})") from exc
         base = PurePosixPath(name).parent
-        for tensor in _tensors(model.graph):
-            for entry in tensor.external_data:
-                if entry.key != "location":
-                    continue
-                location = check_member(entry.value, root / name)
-                if (base / location).as_posix() not in files:
-                    raise EdgetlError(
-                        f"{root / name}: its external data {entry.value!r} is not a file listed "
-                        "in the manifest; re-run export"
-                    )
+        for location in locations:
+            checked = check_member(location, root / name)
+            if (base / checked).as_posix() not in files:
+                raise EdgetlError(
+                    f"{root / name}: its external data {location!r} is not a file listed "
+                    "in the manifest; re-run export"
+                )
 
 
-def _tensors(graph: Any) -> list[Any]:
-    found = list(graph.initializer)
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.t is not None and attribute.t.external_data:
-                found.append(attribute.t)
-            for sub in list(attribute.graphs) + ([attribute.g] if attribute.g.node else []):
-                found += _tensors(sub)
-    return found
+def _locations(path: Path) -> list[str]:
+    """The file's external-data locations, read through a memory map (a model of hundreds
+    of MB is walked, not copied)."""
+    with path.open("rb") as handle:
+        if path.stat().st_size == 0:
+            return external_locations(b"")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                return external_locations(view)
+            finally:
+                view.release()
