@@ -24,7 +24,6 @@ from edgetl.stages.export.plan import Plan
 from edgetl.stages.export.steps import (
     Compiled,
     Graph,
-    TestAccuracy,
     Verified,
     reported_accuracy,
 )
@@ -100,21 +99,13 @@ def _parity(verified: Verified) -> ParityRecord:
     return ParityRecord(**vars(verified.parity), host_checks=verified.host_checks or None)
 
 
-def _accuracy(plan: Plan, verified: Verified, test: TestAccuracy) -> AccuracyRecord:
+def _accuracy(plan: Plan, verified: Verified, test: SplitAccuracy) -> AccuracyRecord:
     parity = verified.parity
     return AccuracyRecord(
         measured_on=plan.placement.runtime.name,
         measured_device=plan.placement.device,
         val=SplitAccuracy(parity.n, parity.artifact_top1, parity.reference_top1),
-        test=SplitAccuracy(
-            test.n,
-            test.top1,
-            test.fp32_top1,
-            test.drop_pts,
-            test.agreement,
-            test.worse,
-            test.better,
-        ),  # fmt: skip
+        test=test,
     )
 
 

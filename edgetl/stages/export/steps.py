@@ -22,7 +22,7 @@ from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.evidence import decide
 from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.core.parity import compare
-from edgetl.core.records import ParityCheck
+from edgetl.core.records import ParityCheck, SplitAccuracy
 from edgetl.core.targets import Parity
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
@@ -216,25 +216,13 @@ def _check_artifact_budget(
         )
 
 
-@dataclass(frozen=True)
-class TestAccuracy:
-    """The artifact and FP32 PyTorch on the test images: reported, never chosen on."""
-
-    n: int
-    top1: float
-    fp32_top1: float
-    drop_pts: float
-    agreement: float
-    worse: int
-    better: int
-
-
-def reported_accuracy(inputs: Inputs, verified: Verified) -> TestAccuracy:
-    """From the one measurement of each on the test images."""
+def reported_accuracy(inputs: Inputs, verified: Verified) -> SplitAccuracy:
+    """The artifact and FP32 PyTorch on the test images (reported, never chosen on), from the
+    one measurement of each there."""
     artifact_top1 = top1(verified.test_logits, inputs.test_labels)
     fp32_top1 = inputs.test_fp32_top1
     paired = paired_drop(inputs.test_torch, verified.test_logits, inputs.test_labels)
-    return TestAccuracy(
+    return SplitAccuracy(
         n=int(len(inputs.test_labels)),
         top1=artifact_top1,
         fp32_top1=fp32_top1,
