@@ -120,7 +120,7 @@ def assert_no_regression(
     `max_regression` percent of p50, or its top-1 is more than `max_accuracy_drop` points
     lower on the same number of images."""
     from edgetl.core.records import BenchReport
-    from edgetl.stages.bench.harness import against_baseline
+    from edgetl.stages.bench.gate import against_baseline
 
     path = Path(baseline)
     if not path.is_file():

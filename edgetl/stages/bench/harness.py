@@ -22,16 +22,17 @@ from edgetl.core.env import capture
 from edgetl.core.errors import EdgetlError
 from edgetl.core.evidence import DEFAULT_CONFIDENCE, promise_note
 from edgetl.core.files import sha256_file
-from edgetl.core.metrics import drop_pts, paired_drop, within_budget
+from edgetl.core.metrics import paired_drop
 from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
-from edgetl.core.regression import coefficient_of_variation, sample_ratio
+from edgetl.core.regression import coefficient_of_variation
 from edgetl.core.timing import interleaved_samples, summarize
 from edgetl.core.ui import fitted_table, heartbeat
 from edgetl.core.versions import versions
 from edgetl.stages.bench.accuracy import accuracy_report
 from edgetl.stages.bench.cold import cold_start
 from edgetl.stages.bench.evalset import EvalSet, eval_set
+from edgetl.stages.bench.gate import Gate, check_baseline
 
 HIGH_CV = 0.10  # above this, the latency numbers are too noisy to compare closely
 
@@ -58,6 +59,10 @@ class BenchOptions:
     max_accuracy_drop: float = 1.0  # points of top-1 against the baseline
     trust: tuple[Path, ...] = ()  # public keys one of which must have signed each artifact
     allow_overlap: bool = False  # measure a folder's train/val images too (not held out)
+
+    @property
+    def gate(self) -> Gate:
+        return Gate(self.baseline, self.max_regression, self.max_accuracy_drop)
 
 
 @dataclass
@@ -166,7 +171,7 @@ def bench(opts: BenchOptions, console: Console) -> BenchOutcome:
     finally:
         for item in loaded:
             item.model.close()
-    failures = [] if baseline is None else check_baseline(report, baseline, opts)
+    failures = [] if baseline is None else check_baseline(report, baseline, opts.gate)
     write_reports(report, opts)
     return BenchOutcome(report, failures)
 
@@ -380,62 +385,6 @@ def _torch_reference(manifest: Manifest, chosen: EvalSet) -> np.ndarray | None:
     except ImportError:
         return None
     return torch_logits(load_run(run_file.parent).classifier(), chosen.images)
-
-
-def check_baseline(report: BenchReport, baseline: BenchReport, opts: BenchOptions) -> list[str]:
-    """Compare each artifact with the baseline entry of the same name; returns failures."""
-    stored = {entry.name: entry for entry in baseline.results}
-    failures = []
-    for entry in report.results:
-        base = stored.get(entry.name)
-        if base is None:
-            entry.checks["baseline"] = f"no entry named {entry.name} in {opts.baseline}"
-            continue
-        if (base.backend, base.proxy_for) != (entry.backend, entry.proxy_for):
-            raise EdgetlError(
-                f"--baseline {opts.baseline}: {entry.name} was measured there with "
-                f"{_ran(base)}, here with {_ran(entry)}; latencies of different runtimes "
-                "cannot gate each other. Make the baseline where the candidate runs"
-            )
-        failures += against_baseline(entry, base, opts.max_regression, opts.max_accuracy_drop)
-    return failures
-
-
-def _ran(entry: BenchResult) -> str:
-    if entry.proxy_for:
-        return f"{entry.backend} as the host proxy for {entry.proxy_for}"
-    return entry.backend
-
-
-def against_baseline(
-    entry: BenchResult, base: BenchResult, max_regression: float, max_accuracy_drop: float
-) -> list[str]:
-    """One artifact against its stored baseline, from the raw samples recorded in both.
-
-    Records the verdicts in `entry.checks`; returns one line per failed check. Accuracy is
-    compared only when both measured the same number of images.
-    """
-    verdict = sample_ratio(
-        np.asarray(base.samples_ms), np.asarray(entry.samples_ms), max_regression
-    )
-    drop = drop_pts(base.accuracy.top1, entry.accuracy.top1)
-    same_images = base.accuracy.n == entry.accuracy.n
-    entry.checks["latency"] = {**verdict.to_dict(), "line": verdict.line()}
-    entry.checks["accuracy"] = {
-        "drop_pts": round(drop, 4),
-        "max_drop_pts": max_accuracy_drop,
-        "compared": same_images,
-        "failed": same_images and not within_budget(drop, max_accuracy_drop),
-    }
-    failures = []
-    if verdict.regressed:
-        failures.append(f"{entry.name}: {verdict.line()}")
-    if entry.checks["accuracy"]["failed"]:
-        failures.append(
-            f"{entry.name}: top-1 {drop:+.2f} pts below the baseline "
-            f"(max accuracy drop {max_accuracy_drop:g})"
-        )
-    return failures
 
 
 def write_reports(report: BenchReport, opts: BenchOptions) -> None:

@@ -23,7 +23,8 @@ from rich.markup import escape
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import read_json
 from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
-from edgetl.stages.bench.harness import BenchOptions, check_baseline, check_options
+from edgetl.stages.bench.gate import check_baseline
+from edgetl.stages.bench.harness import BenchOptions, check_options
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
@@ -82,7 +83,7 @@ def _run_device(
         if base is None:
             run.reason = f"no baseline for {name} in {opts.baseline}"
         else:
-            regressed = check_baseline(run.report, base, opts)
+            regressed = check_baseline(run.report, base, opts.gate)
             if regressed:
                 run.status, run.reason = "regressed", "; ".join(regressed)
     console.print(escape(f"  {name}: {run.status} {run.reason}".rstrip()))

@@ -1,0 +1,79 @@
+"""The regression gate: a bench report against a stored baseline, artifact by artifact, from
+the raw latency samples both recorded (core/regression.py decides) and their top-1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.core.errors import EdgetlError
+from edgetl.core.metrics import drop_pts, within_budget
+from edgetl.core.records import BenchReport, BenchResult
+from edgetl.core.regression import sample_ratio
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a report is held to: the baseline file and the two limits."""
+
+    baseline: Path | None
+    max_regression: float  # percent of p50
+    max_accuracy_drop: float  # points of top-1
+
+
+def check_baseline(report: BenchReport, baseline: BenchReport, gate: Gate) -> list[str]:
+    """Compare each artifact with the baseline entry of the same name; returns failures."""
+    stored = {entry.name: entry for entry in baseline.results}
+    failures = []
+    for entry in report.results:
+        base = stored.get(entry.name)
+        if base is None:
+            entry.checks["baseline"] = f"no entry named {entry.name} in {gate.baseline}"
+            continue
+        if (base.backend, base.proxy_for) != (entry.backend, entry.proxy_for):
+            raise EdgetlError(
+                f"--baseline {gate.baseline}: {entry.name} was measured there with "
+                f"{_ran(base)}, here with {_ran(entry)}; latencies of different runtimes "
+                "cannot gate each other. Make the baseline where the candidate runs"
+            )
+        failures += against_baseline(entry, base, gate.max_regression, gate.max_accuracy_drop)
+    return failures
+
+
+def _ran(entry: BenchResult) -> str:
+    if entry.proxy_for:
+        return f"{entry.backend} as the host proxy for {entry.proxy_for}"
+    return entry.backend
+
+
+def against_baseline(
+    entry: BenchResult, base: BenchResult, max_regression: float, max_accuracy_drop: float
+) -> list[str]:
+    """One artifact against its stored baseline, from the raw samples recorded in both.
+
+    Records the verdicts in `entry.checks`; returns one line per failed check. Accuracy is
+    compared only when both measured the same number of images.
+    """
+    verdict = sample_ratio(
+        np.asarray(base.samples_ms), np.asarray(entry.samples_ms), max_regression
+    )
+    drop = drop_pts(base.accuracy.top1, entry.accuracy.top1)
+    same_images = base.accuracy.n == entry.accuracy.n
+    entry.checks["latency"] = {**verdict.to_dict(), "line": verdict.line()}
+    entry.checks["accuracy"] = {
+        "drop_pts": round(drop, 4),
+        "max_drop_pts": max_accuracy_drop,
+        "compared": same_images,
+        "failed": same_images and not within_budget(drop, max_accuracy_drop),
+    }
+    failures = []
+    if verdict.regressed:
+        failures.append(f"{entry.name}: {verdict.line()}")
+    if entry.checks["accuracy"]["failed"]:
+        failures.append(
+            f"{entry.name}: top-1 {drop:+.2f} pts below the baseline "
+            f"(max accuracy drop {max_accuracy_drop:g})"
+        )
+    return failures
