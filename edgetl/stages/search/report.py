@@ -8,14 +8,14 @@ from rich.console import Console
 
 from edgetl.core.ui import table
 from edgetl.stages.bench.reports import save_png
-from edgetl.stages.search.state import SearchState
+from edgetl.stages.search.state import SearchState, Status
 
 
 def print_search(console: Console, result: object) -> None:
     state: SearchState = result.state  # type: ignore[attr-defined]
     rows = []
     for record in sorted(state.records.values(), key=lambda r: (r.p50_ms or 1e9, r.key)):
-        shown = record.status in ("on the front", "chosen")
+        shown = record.status in (Status.ON_THE_FRONT, Status.CHOSEN)
         rows.append([
             record.key,
             "-" if record.p50_ms is None else f"{record.p50_ms:.2f}",
@@ -57,7 +57,11 @@ def write_plot(state: SearchState, path: Path) -> bool:
         return False
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    colours = {"chosen": "tab:red", "on the front": "tab:blue", "dominated": "tab:gray"}
+    colours = {
+        Status.CHOSEN: "tab:red",
+        Status.ON_THE_FRONT: "tab:blue",
+        Status.DOMINATED: "tab:gray",
+    }
     for record in state.records.values():
         if record.val_top1 is None or record.p50_ms is None:
             continue

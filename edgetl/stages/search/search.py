@@ -25,6 +25,7 @@ from edgetl.core.ui import progress
 from edgetl.quantize.guard import check_certifiable
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
+from edgetl.stages.search.front import front
 from edgetl.stages.search.latency import (
     ArchLatency,
     LoadedArch,
@@ -36,7 +37,7 @@ from edgetl.stages.search.latency import (
     time_archs,
 )
 from edgetl.stages.search.space import Candidate, grid, head_hidden
-from edgetl.stages.search.state import Record, SearchState, resume
+from edgetl.stages.search.state import RANKED, Record, SearchState, Status, resume
 from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir, row_precision
@@ -168,10 +169,10 @@ class Search:
             record.size_mb, record.runtime = latency.size_mb, latency.runtime
             measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
             if measured > budget:
-                record.status = "over budget"
+                record.status = Status.OVER_BUDGET
                 record.reason = f"{opts.latency} {measured:.2f} ms > {budget:.4g} ms"
             elif opts.max_size_mb is not None and latency.size_mb > opts.max_size_mb:
-                record.status = "over budget"
+                record.status = Status.OVER_BUDGET
                 record.reason = f"{latency.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
         self.save()
 
@@ -227,7 +228,7 @@ class Search:
         fp32: dict[str, float] = {}
         groups: dict[str, list[Record]] = {}
         for record in records:
-            if record.status == "pending" and record.unfreeze == 0:
+            if record.status == Status.PENDING and record.unfreeze == 0:
                 groups.setdefault(f"{record.backbone}@{record.size}", []).append(record)
         for group in groups.values():
             if self.out_of_time():
@@ -270,7 +271,11 @@ class Search:
         (the expensive step: images through the backbone's training), within budget only;
         their val top-1 joins `fp32` for the INT8/FP16 step."""
         for record in sorted(records, key=lambda r: (r.unfreeze, r.p50_ms or 0.0)):
-            if record.unfreeze == 0 or record.precision != "fp32" or record.status != "pending":
+            if (
+                record.unfreeze == 0
+                or record.precision != "fp32"
+                or record.status != Status.PENDING
+            ):
                 continue
             if record.val_top1 is None:
                 if self.out_of_time():
@@ -288,7 +293,7 @@ class Search:
     # -- step 3: INT8 and FP16 (measured through export) where they could still be on the front
     def quantize(self, records: list[Record], fp32: dict[str, float]) -> None:
         for record in sorted(records, key=lambda r: r.p50_ms or 0.0):
-            if record.precision == "fp32" or record.status != "pending":
+            if record.precision == "fp32" or record.status != Status.PENDING:
                 continue
             if record.val_top1 is not None or self.out_of_time():
                 continue
@@ -297,22 +302,25 @@ class Search:
                 continue
             beaten = [
                 r for r in records
-                if r.val_top1 is not None and r.status == "pending"
+                if r.val_top1 is not None and r.status == Status.PENDING
                 and (r.p50_ms or 0) <= (record.p50_ms or 0) and r.val_top1 > ceiling
             ]  # fmt: skip
             if beaten:
-                record.status = "dominated"
+                record.status = Status.DOMINATED
                 record.reason = f"{beaten[0].key} is as fast and beats even its FP32 val top-1"
                 self.save()
                 continue
             try:
                 manifest = self.export(record)
             except EdgetlError as exc:  # e.g. too few images to calibrate: this one fails
-                record.status, record.reason = "failed", str(exc)
+                record.status, record.reason = Status.FAILED, str(exc)
                 self.save()
                 continue
             if manifest is None:
-                record.status, record.reason = "failed", "the INT8 guard found no model in budget"
+                record.status, record.reason = (
+                    Status.FAILED,
+                    "the INT8 guard found no model in budget",
+                )
             else:
                 record.val_top1 = _score(manifest.accuracy.val.top1)
                 record.test_top1 = _score(manifest.accuracy.test.top1)
@@ -355,20 +363,6 @@ def _slug(key: str) -> str:
     return key.replace("/", "-").replace("@", "-")
 
 
-def front(records: list[Record]) -> list[Record]:
-    """The Pareto front of latency (p50, lower) and val top-1 (higher) among the measured."""
-    scored = sorted((r for r in records if r.val_top1 is not None and r.status in
-                     ("pending", "on the front", "dominated", "chosen")),
-                    key=lambda r: (r.p50_ms, -(r.val_top1 or 0), r.size_mb or 0,
-                                   r.unfreeze))  # fmt: skip
-    kept, best = [], -1.0
-    for record in scored:
-        if (record.val_top1 or 0) > best:
-            kept.append(record)
-            best = record.val_top1 or 0
-    return kept
-
-
 def choose(records: list[Record]) -> Record | None:
     """The highest val top-1 within budget; ties: the faster, the smaller, the less
     fine-tuned."""
@@ -401,8 +395,8 @@ def search(opts: SearchOptions, console: Console) -> SearchResult:
         task = bar.add_task("search", total=len(records), info="")
 
         def tick(step: str) -> None:
-            done = sum(r.status != "pending" or r.val_top1 is not None for r in records)
-            pruned = sum(r.status == "over budget" for r in records)
+            done = sum(r.status != Status.PENDING or r.val_top1 is not None for r in records)
+            pruned = sum(r.status == Status.OVER_BUDGET for r in records)
             bar.update(task, completed=done, info=f"{step}: {pruned} pruned, "
                        f"{len(records) - done} left")  # fmt: skip
 
@@ -423,12 +417,11 @@ def _settle(run: Search, records: list[Record]) -> None:
     """Statuses from the front, the chosen one exported to SEARCH/chosen, state written."""
     on_front = {r.key for r in front(records)}
     for record in records:
-        if record.val_top1 is not None and record.status in ("pending", "on the front",
-                                                             "dominated", "chosen"):  # fmt: skip
-            record.status = "on the front" if record.key in on_front else "dominated"
+        if record.val_top1 is not None and record.status in RANKED:
+            record.status = Status.ON_THE_FRONT if record.key in on_front else Status.DOMINATED
     chosen = choose(records)
     if chosen is not None:
-        chosen.status = "chosen"
+        chosen.status = Status.CHOSEN
         exported = (run.opts.out / "chosen" / "manifest.json").is_file()
         if not (exported and run.state.chosen == chosen.key and chosen.test_top1 is not None):
             _export_chosen(run, chosen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,24 @@ from edgetl.stages.search.space import Candidate
 
 SEARCH_SCHEMA = "edgetl.search/1"
 SEARCH_FILE = "search.json"
-STATUSES = ("pending", "over budget", "dominated", "on the front", "chosen", "failed")
+
+
+class Status(str, Enum):
+    """Where a candidate stands; the values are what search.json and the table say."""
+
+    PENDING = "pending"
+    OVER_BUDGET = "over budget"
+    DOMINATED = "dominated"
+    ON_THE_FRONT = "on the front"
+    CHOSEN = "chosen"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Measured and still in the running: what the front is drawn from.
+RANKED = (Status.PENDING, Status.ON_THE_FRONT, Status.DOMINATED, Status.CHOSEN)
 
 
 @dataclass
@@ -26,7 +44,7 @@ class Record:
     head: str
     precision: str
     unfreeze: int = 0  # backbone stages fine-tuned with the head
-    status: str = "pending"
+    status: Status = Status.PENDING
     reason: str = ""  # why over budget or failed
     p50_ms: float | None = None
     p90_ms: float | None = None
@@ -89,7 +107,10 @@ def resume(folder: Path, settings: dict[str, Any]) -> SearchState:
         data = json.loads(path.read_text())
         if data.get("schema") != SEARCH_SCHEMA:
             raise ValueError(f"schema {data.get('schema')}")
-        records = {item["key"]: Record(**item) for item in data["candidates"]}
+        records = {
+            item["key"]: Record(**{**item, "status": Status(item.get("status", "pending"))})
+            for item in data["candidates"]
+        }
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EdgetlError(
             f"{path}: not a search state this edgetl reads ({exc}); use another --out or "
