@@ -127,8 +127,8 @@ class Flips:
 # The default, by measurement (`python tools/guard_rules.py`, 5 seeds x digits, photos and
 # scenes; docs/guard.md): the point estimate within budget (edgetl before) kept a model whose
 # test drop exceeded the budget in 4 of 15 runs (digits 3 of 5, worst +3.06); the bound kept
-# 9, none over (worst +0.79), and refused digits' 5. Adding the flips refused one more good
-# model (test +0.26), caught no bad one and cost 1.4x the guard's time on photos.
+# 10, none over (worst +0.79), and refused digits' 5. Adding the flips refused one good
+# model (test +0.26), caught no bad one and cost 1.44x the guard's time on photos.
 RULES = {
     "paired-bound": "val's exact upper bound on the drop within the budget",
     "paired-bound+flips": "that, and the upper bound of the flip rate against FP32 on "
