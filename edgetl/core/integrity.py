@@ -99,13 +99,17 @@ def check_external_data(root: Path, files: dict[str, Any], models: Sequence[str]
 
 def _locations(path: Path) -> list[str]:
     """The file's external-data locations, read through a memory map (a model of hundreds
-    of MB is walked, not copied)."""
-    with path.open("rb") as handle:
-        if path.stat().st_size == 0:
-            return external_locations(b"")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                return external_locations(view)
-            finally:
-                view.release()
+    of MB is walked, not copied; a file that is not ONNX fails within its first bytes)."""
+    if path.stat().st_size == 0:
+        return external_locations(b"")
+    with (
+        path.open("rb") as handle,
+        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+    ):
+        try:
+            return external_locations(mapped)
+        except WireError as exc:
+            # Re-raised outside the map: the walk's frames hold views of it, and a map
+            # with views alive cannot close.
+            message = str(exc)
+    raise WireError(message)

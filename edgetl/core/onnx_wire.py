@@ -12,6 +12,7 @@ TensorProto.external_data 13; StringStringEntryProto.key 1, .value 2.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
@@ -32,10 +33,11 @@ class WireError(ValueError):
     """The bytes are not a well-formed protobuf message."""
 
 
-def external_locations(data: bytes | memoryview) -> list[str]:
+def external_locations(data: bytes | memoryview | mmap.mmap) -> list[str]:
     """Every `location` of external data in the ONNX model `data`, in file order."""
     found: list[str] = []
-    _walk(memoryview(data), "model", found, 0)
+    with memoryview(data) as view:
+        _walk(view, "model", found, 0)
     return found
 
 
