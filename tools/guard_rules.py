@@ -38,13 +38,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends import run_all  # noqa: E402
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, Flips, PairedDrop, decide  # noqa: E402
-from edgetl.core.metrics import paired_drop  # noqa: E402
+from edgetl.core.evidence import (  # noqa: E402
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RULE,
+    FLIPS_RULE,
+    Flips,
+    PairedDrop,
+    decide,
+)
+from edgetl.core.metrics import (
+    paired_drop,  # noqa: E402
+    predicted,  # noqa: E402
+)
 from edgetl.core.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
 from edgetl.quantize.engines import prepare  # noqa: E402
 from edgetl.quantize.guard.candidates import Candidates  # noqa: E402
-from edgetl.quantize.guard.evaluator import Evaluator, Validation, answers  # noqa: E402
+from edgetl.quantize.guard.evaluator import Evaluator, Validation, run_float16  # noqa: E402
 from edgetl.quantize.guard.ladder import Steps, climb  # noqa: E402
 from edgetl.quantize.guard.ranker import rank_layers, ranking_loader  # noqa: E402
 from edgetl.quantize.guard.refit import HeadRefit  # noqa: E402
@@ -54,7 +64,7 @@ from edgetl.stages.export.plan import ExportOptions, resolve_plan  # noqa: E402
 from edgetl.stages.export.steps import to_onnx  # noqa: E402
 from edgetl.stages.finetune import FinetuneOptions, finetune  # noqa: E402
 
-RULES = ("point", "paired-bound", "paired-bound+flips")
+RULES = ("point", DEFAULT_RULE, FLIPS_RULE)
 PER_CLASS = {"photos": 300, "scenes": 100, "patches": 40}  # val of ~360 images or more
 
 
@@ -93,8 +103,8 @@ class EveryRung(Evaluator):
         test, labels, test_fp32, rungs, runners = self.__dict__["record"]
         attempt = measured.attempt
         started = time.perf_counter()
-        images, reference = self._fp32_unlabelled()
-        flipped = int((answers(measured.runner, images) != reference).sum())
+        images, reference = self.fp32_unlabelled
+        flipped = int((predicted(run_float16(measured.runner, images)) != reference).sum())
         flip_s = time.perf_counter() - started
         on_test = paired_drop(test_fp32, run_all(measured.runner, test), labels)
         val = (self.n, attempt.worse or 0, attempt.better or 0)
@@ -133,7 +143,7 @@ def climb_all(data: str, seed: int, work: Path, image_size: int, console: Any) -
     candidates = Candidates.quantize(fp32, inputs.calibration, recipe, plan.backend.rewrite_int8)
     fixed_s = time.perf_counter() - started
     begun = time.perf_counter()
-    evaluator._fp32_unlabelled()
+    evaluator.fp32_unlabelled  # noqa: B018 - decoded and run once, timed here
     unlabelled_s = time.perf_counter() - begun
     ranking = (candidates.build, candidates.quantized_layers(), evaluator)
     steps = Steps(
@@ -166,7 +176,7 @@ def kept(climb: Climb, rule: str, budget: float, confidence: float) -> tuple[int
             accepted = paired.drop_pts <= budget + 1e-6
         else:
             verdict = decide(paired, budget, confidence)
-            if rule == "paired-bound+flips" and verdict.accepted:
+            if rule == FLIPS_RULE and verdict.accepted:
                 seconds += rung.flip_seconds + (0.0 if flips_paid else climb.unlabelled_s)
                 flips_paid = True
                 verdict = decide(paired, budget, confidence, Flips(*rung.flips))

@@ -26,7 +26,12 @@ import onnx
 from rich.console import Console
 
 from edgetl.core.errors import CheckFailed, EdgetlError
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, smallest_certifiable_pts
+from edgetl.core.evidence import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RULE,
+    FLIPS_RULE,
+    smallest_certifiable_pts,
+)
 from edgetl.core.parity import compare
 from edgetl.core.targets import Parity
 from edgetl.core.ui import heartbeat, image_count
@@ -105,7 +110,7 @@ def quantize_with_guard(
         note=lambda text: console.print(f"  {text}"),
     )
     tried = (outcome.attempts, outcome.sensitivities, quantize_s, time.perf_counter() - started)
-    rule = "paired-bound+flips" if validation.unlabelled is not None else "paired-bound"
+    rule = FLIPS_RULE if validation.unlabelled is not None else DEFAULT_RULE
     report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried, confidence, rule)
     if outcome.chosen is None:
         raise GuardFailed(report)

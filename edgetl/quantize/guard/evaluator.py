@@ -7,7 +7,8 @@ often), so the extra images cost one pass of FP32 and one of that candidate."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,6 @@ class Evaluator:
     fp32_runner: Runner
     fp32_logits: np.ndarray
     confidence: float = DEFAULT_CONFIDENCE
-    _unlabelled: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @classmethod
     def for_fp32(
@@ -93,8 +93,8 @@ class Evaluator:
         paired = PairedDrop(self.n, attempt.worse or 0, attempt.better or 0)
         verdict = decide(paired, budget_pts, self.confidence)
         if verdict.accepted and self.validation.unlabelled is not None:
-            images, reference = self._fp32_unlabelled()
-            flipped = answers(measured.runner, images) != reference
+            images, reference = self.fp32_unlabelled
+            flipped = predicted(run_float16(measured.runner, images)) != reference
             flips = Flips(len(images), int(flipped.sum()))
             verdict = decide(paired, budget_pts, self.confidence, flips)
             attempt = replace(
@@ -106,20 +106,19 @@ class Evaluator:
         attempt = replace(attempt, verdict=verdict.reason)
         return replace(measured, attempt=attempt), verdict.accepted
 
-    def _fp32_unlabelled(self) -> tuple[np.ndarray, np.ndarray]:
+    @cached_property
+    def fp32_unlabelled(self) -> tuple[np.ndarray, np.ndarray]:
         """The unlabelled images and FP32's answers on them: decoded and run once."""
-        if not self._unlabelled:
-            assert self.validation.unlabelled is not None
-            images = self.validation.unlabelled()
-            self._unlabelled.append((images, answers(self.fp32_runner, images)))
-        return self._unlabelled[0]
+        assert self.validation.unlabelled is not None
+        images = self.validation.unlabelled()
+        return images, predicted(run_float16(self.fp32_runner, images))
 
 
-def answers(runner: Runner, images: np.ndarray, step: int = 64) -> np.ndarray:
-    """The top-1 class of each image, run in float32 chunks of float16 images."""
+def run_float16(runner: Runner, images: np.ndarray, step: int = 64) -> np.ndarray:
+    """Float32 outputs of images kept as float16 (half the memory), run in float32 chunks."""
     return np.concatenate(
         [
-            predicted(run_all(runner, images[i : i + step].astype(np.float32)))
+            run_all(runner, images[i : i + step].astype(np.float32)).astype(np.float32)
             for i in range(0, len(images), step)
         ]
     )

@@ -12,12 +12,11 @@ import onnx
 import torch
 from rich.console import Console
 
-from edgetl.backends import Runner, run_all
 from edgetl.core.dataset import ImageSet
 from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import heartbeat
 from edgetl.quantize import qdq
-from edgetl.quantize.guard.evaluator import Evaluator
+from edgetl.quantize.guard.evaluator import Evaluator, run_float16
 from edgetl.train.loop import HeadTraining, train_head
 from edgetl.train.model import Run
 
@@ -45,7 +44,7 @@ class HeadRefit:
         count = len(self.train_images)
         with heartbeat(self.console, f"head refit: the INT8 backbone's features of {count} images"):
             features = self.evaluator.load(features_model(model))
-            x = torch.from_numpy(_features(features, self.train_images))
+            x = torch.from_numpy(run_float16(features, self.train_images))
         y = torch.from_numpy(self.train_labels)
         fit, stop = held_out(len(y), REFIT_HELD_OUT, self.run.seed)
         head = self.run.head()
@@ -61,15 +60,6 @@ def held_out(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tenso
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     cut = max(1, int(round(n * share)))
     return order[cut:], order[:cut]
-
-
-def _features(runner: Runner, images: np.ndarray, step: int = 64) -> np.ndarray:
-    return np.concatenate(
-        [
-            run_all(runner, images[i : i + step].astype(np.float32)).astype(np.float32)
-            for i in range(0, len(images), step)
-        ]
-    )
 
 
 def features_model(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -17,7 +17,7 @@ from edgetl.core.metrics import top1
 from edgetl.core.reference import ReferenceSet, seen_digests
 from edgetl.core.ui import heartbeat
 from edgetl.quantize.calibration import CalibrationSet, build_calibration
-from edgetl.stages.export.plan import GUARD_IMAGES, Plan
+from edgetl.stages.export.plan import Plan, val_sample_size
 from edgetl.train.model import Classifier, torch_logits
 
 # Training images the calibration did not use, on which the guard counts a candidate's flips
@@ -60,9 +60,7 @@ def load_inputs(plan: Plan, console: Console) -> Inputs:
                 run, splits, opts.calib_data, count, plan.recipe.samples, console
             )
     int8 = plan.recipe is not None
-    val = splits.val.sample(
-        max(opts.parity_samples, GUARD_IMAGES) if int8 else opts.parity_samples, run.seed
-    )
+    val = splits.val.sample(val_sample_size(opts, int8), run.seed)
     test = splits.test.sample(TEST_IMAGES, run.seed)
     picked = splits.test.sample(opts.reference_samples, run.seed)
     console.print(

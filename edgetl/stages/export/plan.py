@@ -94,8 +94,8 @@ def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
     precision = profile.check_precision(opts.precision)
     recipe = _check_int8_options(opts, profile, precision)
     if recipe is not None:  # exit 2 now, not after minutes of quantizing, when val is too small
-        val = run.info.data.sizes.get("val", 0)
-        check_certifiable(min(val, max(opts.parity_samples, GUARD_IMAGES)), *guard_terms(opts))
+        val = min(run.info.data.sizes.get("val", 0), val_sample_size(opts, int8=True))
+        check_certifiable(val, *guard_terms(opts))
     placement = resolve(profile, f"target {profile.name}", export=True)
     if placement.note:
         console.print(placement.note)
@@ -119,6 +119,12 @@ def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
         allowed_inside={"the run": opts.run / "export"},
     )
     return Plan(opts, run, profile, precision, recipe, placement, out, signing_key)
+
+
+def val_sample_size(opts: ExportOptions, int8: bool) -> int:
+    """Validation images an export measures at most: the parity check's, and for INT8 at
+    least the guard's."""
+    return max(opts.parity_samples, GUARD_IMAGES) if int8 else opts.parity_samples
 
 
 def guard_terms(opts: ExportOptions) -> tuple[float, float]:

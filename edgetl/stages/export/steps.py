@@ -19,7 +19,7 @@ from rich.console import Console
 from edgetl.backends import Runner, RuntimeSpec, run_all
 from edgetl.backends.base import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
-from edgetl.core.evidence import decide
+from edgetl.core.evidence import FLIPS_RULE, decide
 from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.core.parity import compare
 from edgetl.core.records import ParityCheck, SplitAccuracy
@@ -85,7 +85,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
     profile, measuring, runtime = plan.profile, plan.measuring, plan.placement.runtime
     prepared_path = work / "prepared.onnx"
     budget, confidence = guard_terms(plan.opts)
-    flips = plan.opts.rule == "paired-bound+flips"
+    flips = plan.opts.rule == FLIPS_RULE
     unlabelled = unlabelled_images(plan, inputs, console) if flips else None
     result = quantize_with_guard(
         prepare(graph.path, prepared_path),

@@ -24,6 +24,7 @@ from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.ui import progress
 from edgetl.quantize.guard import check_certifiable
 from edgetl.stages.export import ExportOptions, export
+from edgetl.stages.export.plan import GUARD_IMAGES
 from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
 from edgetl.stages.search.front import front
 from edgetl.stages.search.latency import (
@@ -130,7 +131,8 @@ class Search:
                                            opts.seed)  # fmt: skip
         self.classes = len(self.splits.classes)
         if "int8" in (opts.precisions or self.profile.precisions):  # exit 2 now, not at export
-            check_certifiable(len(self.splits.val), opts.max_accuracy_drop, DEFAULT_CONFIDENCE)
+            val = min(len(self.splits.val), GUARD_IMAGES)  # what each export's guard measures
+            check_certifiable(val, opts.max_accuracy_drop, DEFAULT_CONFIDENCE)
         self.state = SearchState(opts.settings())
         self.device = resolve_device("auto")
         self.cache = opts.cache_dir or default_cache_dir()
