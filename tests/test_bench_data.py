@@ -193,7 +193,7 @@ def test_training_images_in_a_held_out_folder_are_excluded(
     shutil.copytree(tiny_run.parent / "photos", only_seen)
     keys = set(run["data"]["key_sha256"])  # roles
     assert keys == {"train", "val", "test"}
-    from edgetl.core.dataset import load_dataset
+    from edgetl.core.data.dataset import load_dataset
 
     splits = load_dataset(str(only_seen), run["data"]["val_fraction"], run["data"]["test_fraction"])
     for key in splits.test.keys:

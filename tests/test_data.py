@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl.core.dataset import load_dataset, stratified_split
+from edgetl.core.data.dataset import load_dataset
+from edgetl.core.data.splitting import stratified_split
 from edgetl.core.errors import EdgetlError
 from edgetl.core.preprocess import Preprocess
 from tests.conftest import write_folder

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgetl.cli import main
-from edgetl.core.dataset import folder_for_classes, load_dataset
+from edgetl.core.data.dataset import folder_for_classes, load_dataset
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
 from edgetl.core.preprocess import Preprocess

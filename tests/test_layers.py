@@ -25,7 +25,7 @@ HEAVY = ("torch", "torchvision", "timm", "nncf", "sklearn")
 # (module, package) pairs allowed despite HEAVY, each with its reason.
 HEAVY_EXCEPTIONS = {
     # The built-in `digits` dataset is scikit-learn's: imported only when asked for by name.
-    ("edgetl.core.digits", "sklearn"),
+    ("edgetl.core.data.digits", "sklearn"),
 }
 # Device-side modules that read or write ONNX graphs on the host (export, the guard), each
 # with its reason; everything else below stages runs without the onnx package.

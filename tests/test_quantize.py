@@ -15,7 +15,7 @@ from edgetl.backends.base import run_all
 from edgetl.backends.onnxruntime.backend import OrtRunner
 from edgetl.backends.onnxruntime.rewrites import for_onnxruntime
 from edgetl.cli import main
-from edgetl.core.dataset import stratified_sample
+from edgetl.core.data.splitting import stratified_sample
 from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import make_console
 from edgetl.quantize import qdq

@@ -217,7 +217,7 @@ def test_tar_shards_are_read_in_place(tmp_path: Path, tiny_weights: Path) -> Non
     from click.testing import CliRunner
 
     from edgetl.cli import main
-    from edgetl.core.dataset import load_dataset
+    from edgetl.core.data.dataset import load_dataset
     from edgetl.core.errors import EdgetlError
 
     spec = write_shards(tmp_path / "shards")

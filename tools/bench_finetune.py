@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetl.core.dataset import load_dataset
+from edgetl.core.data.dataset import load_dataset
 from edgetl.core.ui import make_console
 from edgetl.stages.finetune import FinetuneOptions, finetune
 from edgetl.train.backbones import load_backbone

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from edgetl.core.dataset import load_dataset
+from edgetl.core.data.dataset import load_dataset
 from edgetl.core.images import read_image
 from edgetl.core.ui import make_console, stdout_console, table
 from edgetl.stages.finetune import FinetuneOptions, finetune

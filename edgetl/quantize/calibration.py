@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from edgetl.core.dataset import FileLoader, ImageSet, Splits
+from edgetl.core.data.imageset import FileLoader, ImageSet
+from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import IMAGE_SUFFIXES, list_images
 from edgetl.train.model import Run

@@ -17,7 +17,9 @@ from rich.console import Console
 from torch import nn
 
 from edgetl.core.constants import DEFAULT_BACKBONE
-from edgetl.core.dataset import BUILTIN_DATASETS, Splits, check_fractions, load_dataset
+from edgetl.core.data.dataset import BUILTIN_DATASETS, load_dataset
+from edgetl.core.data.splits import Splits
+from edgetl.core.data.splitting import check_fractions
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text, sha256_file, staged_dir
 from edgetl.core.outputs import check_not_input, check_writable, claim

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from edgetl.core.dataset import ImageSet
+from edgetl.core.data.imageset import ImageSet
 from edgetl.core.errors import EdgetlError
 from edgetl.core.preprocess import Preprocess
 from edgetl.core.ui import progress
@@ -47,7 +47,7 @@ def _decode_batch(images: ImageSet, preprocess: Preprocess, indices: list[int]) 
     arrays = []
     for index in indices:
         try:
-            arrays.append(preprocess(images.image(index)))
+            arrays.append(images.preprocessed(index, preprocess))
         except EdgetlError as exc:
             done = indices[: len(arrays)]
             return done, np.stack(arrays) if arrays else None, str(exc)

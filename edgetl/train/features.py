@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from edgetl.core.dataset import ROLES, ImageSet, Splits
+from edgetl.core.data.imageset import ImageSet
+from edgetl.core.data.splits import ROLES, Splits
 from edgetl.core.outputs import cache_dir
 from edgetl.train.backbones import Backbone
 from edgetl.train.distributed import Group

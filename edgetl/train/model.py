@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetl.core.dataset import Splits, load_dataset
+from edgetl.core.data.dataset import load_dataset
+from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import sha256_file
 from edgetl.core.preprocess import Preprocess

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from edgetl.core.dataset import ImageSet
+from edgetl.core.data.imageset import ImageSet
 from edgetl.core.preprocess import Preprocess
 from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit
 from edgetl.train.unfreeze import predict

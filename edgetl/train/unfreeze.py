@@ -13,7 +13,7 @@ import torch.distributed as dist
 from rich.console import Console
 from torch import nn
 
-from edgetl.core.dataset import ImageSet
+from edgetl.core.data.imageset import ImageSet
 from edgetl.core.preprocess import Preprocess
 from edgetl.train.backbones import trainable_tail
 from edgetl.train.distributed import Group

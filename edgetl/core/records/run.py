@@ -13,7 +13,7 @@ from edgetl.core.preprocess import Preprocess
 from edgetl.core.records.base import check_classes, open_record
 
 if TYPE_CHECKING:
-    from edgetl.core.dataset import Splits
+    from edgetl.core.data.splits import Splits
 
 RUN_FILE = "edgetl.json"
 RUN_SCHEMA = "edgetl.run/3"  # 3: sha256 of the weight files

@@ -9,7 +9,7 @@ import onnx
 from rich.console import Console
 
 from edgetl.backends import get_backend, run_all
-from edgetl.core.dataset import stratified_sample
+from edgetl.core.data.splitting import stratified_sample
 from edgetl.core.targets import TargetProfile
 from edgetl.core.ui import progress
 from edgetl.quantize.guard.evaluator import Evaluator, LoadOnnx

@@ -12,7 +12,7 @@ import onnx
 import torch
 from rich.console import Console
 
-from edgetl.core.dataset import ImageSet
+from edgetl.core.data.imageset import ImageSet
 from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import heartbeat
 from edgetl.quantize import qdq

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.core.dataset import BUILTIN_DATASETS, data_fingerprint, folder_for_classes, load_dataset
+from edgetl.core.data.dataset import (
+    BUILTIN_DATASETS,
+    data_fingerprint,
+    folder_for_classes,
+    load_dataset,
+)
 from edgetl.core.errors import EdgetlError
 from edgetl.core.records import Manifest
 from edgetl.core.reference import ReferenceSet
@@ -50,7 +55,7 @@ def eval_set(
             )
         chosen = _folder(Path(data), artifact, manifest, allow_overlap)
     if limit is not None and limit < len(chosen.labels):
-        from edgetl.core.dataset import stratified_sample
+        from edgetl.core.data.splitting import stratified_sample
 
         picked = stratified_sample(chosen.labels, limit, manifest.run.data.seed)
         chosen.images, chosen.labels = chosen.images[picked], chosen.labels[picked]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from rich.console import Console
 
-from edgetl.core.dataset import ImageSet, Splits
+from edgetl.core.data.imageset import ImageSet
+from edgetl.core.data.splits import Splits
 from edgetl.core.metrics import top1
 from edgetl.core.reference import ReferenceSet, seen_digests
 from edgetl.core.ui import heartbeat

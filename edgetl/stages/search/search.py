@@ -17,7 +17,8 @@ from rich.console import Console
 
 from edgetl.backends.profiles import load_target
 from edgetl.core.constants import DEFAULT_BACKBONE
-from edgetl.core.dataset import Splits, load_dataset
+from edgetl.core.data.dataset import load_dataset
+from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.evidence import DEFAULT_CONFIDENCE
 from edgetl.core.outputs import check_not_input, check_writable

@@ -8,7 +8,9 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from edgetl.core.dataset import ImageSet, Loader, Splits, split_words, stratified_split
+from edgetl.core.data.imageset import ImageSet, Loader
+from edgetl.core.data.splits import Splits
+from edgetl.core.data.splitting import split_words, stratified_split
 
 DIGITS_RENDERING = "8x8 in a 10x10 field, ink 0..16 -> 0..255, gray -> RGB"
 

@@ -8,205 +8,23 @@ core/preprocess.py, the same code on the host and on the device.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from edgetl.core.errors import EdgetlError
-from edgetl.core.images import (
-    IMAGE_SUFFIXES,
-    check_image,
-    check_utf8_name,
-    list_images,
-    read_image,
+from edgetl.core.data.imageset import FileLoader, ImageSet
+from edgetl.core.data.splits import ROLES, Splits
+from edgetl.core.data.splitting import (
+    check_fractions,
+    fingerprint_sample,
+    split_words,
+    stratified_split,
 )
-from edgetl.core.preprocess import Preprocess
+from edgetl.core.errors import EdgetlError
+from edgetl.core.images import IMAGE_SUFFIXES, check_image, check_utf8_name, list_images
 
 BUILTIN_DATASETS = ("digits",)
-ROLES = ("train", "val", "test")
-
-
-class ImageSet:
-    """A list of labelled images, addressable by index, loaded lazily."""
-
-    def __init__(
-        self,
-        keys: list[str],
-        labels: np.ndarray,
-        loader: Loader,
-        digests: list[bytes] | None = None,
-    ):
-        self.keys = keys
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self._loader = loader
-        # sha256 of each image's content (file bytes; digits: pixels), when known: tells the
-        # same picture under another name or folder.
-        self.digests = digests
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def image(self, index: int) -> Image.Image:
-        return self._loader(self.keys[index])
-
-    def subset(self, indices: np.ndarray | list[int] | range) -> ImageSet:
-        indices = [int(i) for i in indices]
-        digests = None if self.digests is None else [self.digests[i] for i in indices]
-        return ImageSet(
-            [self.keys[i] for i in indices], self.labels[indices], self._loader, digests
-        )
-
-    def first_of_each(self, digests: set[bytes]) -> ImageSet:
-        """The first image of each content in `digests` (an image set with known digests)."""
-        assert self.digests is not None
-        seen: set[bytes] = set()
-        picked = []
-        for index, digest in enumerate(self.digests):
-            if digest in digests and digest not in seen:
-                seen.add(digest)
-                picked.append(index)
-        return self.subset(picked)
-
-    @classmethod
-    def joined(cls, parts: list[ImageSet]) -> ImageSet:
-        """One set of several read by the same loader (the roles of one dataset)."""
-        loader = parts[0]._loader
-        assert all(part._loader is loader for part in parts)
-        digests = [d for part in parts for d in part.digests or []]
-        known = all(part.digests is not None for part in parts)
-        return cls(
-            [key for part in parts for key in part.keys],
-            np.concatenate([part.labels for part in parts]),
-            loader,
-            digests if known else None,
-        )
-
-    def sample(self, limit: int | None, seed: int) -> ImageSet:
-        """At most `limit` images, every class in proportion (seeded); all when limit is None."""
-        if limit is None or limit >= len(self):
-            return self
-        return self.subset(stratified_sample(self.labels, limit, seed))
-
-    def batches(
-        self, preprocess: Preprocess, batch_size: int
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(0, len(self), batch_size):
-            stop = min(start + batch_size, len(self))
-            images = np.stack([preprocess(self.image(i)) for i in range(start, stop)])
-            yield images, self.labels[start:stop]
-
-    def arrays(self, preprocess: Preprocess) -> np.ndarray:
-        """Every image preprocessed, (N, 3, S, S) float32."""
-        if not len(self):
-            size = preprocess.size
-            return np.zeros((0, 3, size, size), np.float32)
-        return np.concatenate([batch for batch, _ in self.batches(preprocess, 64)])
-
-    def crops(self, preprocess: Preprocess) -> np.ndarray:
-        """Every image resized and cropped, (N, 3, S, S) uint8 (not normalized)."""
-        return np.stack([preprocess.crop(self.image(i)) for i in range(len(self))])
-
-    def key_hash(self) -> str:
-        """Which images, in which order: recorded in the run so a split can be checked later."""
-        return hashlib.sha256("\n".join(self.keys).encode()).hexdigest()
-
-
-class Loader:
-    def __call__(self, key: str) -> Image.Image:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class FileLoader(Loader):
-    def __init__(self, root: Path):
-        self.root = root
-
-    def __call__(self, key: str) -> Image.Image:
-        return read_image(self.root / key)
-
-
-@dataclass
-class Splits:
-    """Train, val and test sets over one list of classes, and a fingerprint of their contents."""
-
-    source: str
-    classes: list[str]
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet
-    fingerprint: str
-    strategy: str  # how the three sets were obtained, in words
-    val_fraction: float
-    test_fraction: float
-    seed: int
-
-    def part(self, role: str) -> ImageSet:
-        if role not in ROLES:
-            raise EdgetlError(f"--split {role}: choose one of {', '.join(ROLES)}")
-        return {"train": self.train, "val": self.val, "test": self.test}[role]
-
-    def sizes(self) -> str:
-        return f"{len(self.train)} train / {len(self.val)} val / {len(self.test)} test"
-
-
-def fingerprint_sample(hasher: Any, key: str, label: int, data: bytes) -> bytes:
-    """One sample's content sha256, folded with its key and label into the data's
-    fingerprint: the same for image folders and tar shards."""
-    digest = hashlib.sha256(data).digest()
-    hasher.update(f"{key}\0{label}\0".encode())
-    hasher.update(digest)
-    return digest
-
-
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
-        if not 0 < value < 1:
-            raise EdgetlError(f"{option} {value}: give a share between 0 and 1 (e.g. 0.2)")
-    if val_fraction + test_fraction >= 1:
-        raise EdgetlError(
-            f"--val-fraction {val_fraction} + --test-fraction {test_fraction} leave no "
-            "training images; their sum must be below 1"
-        )
-
-
-def stratified_split(
-    labels: np.ndarray, fractions: tuple[float, ...], seed: int
-) -> list[np.ndarray]:
-    """[rest, part for each fraction]: per class a seeded shuffle, round(n * f) (at least 1) each.
-
-    Every class must have at least one image more than there are fractions.
-    """
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        rng.shuffle(members)
-        start = 0
-        for index, fraction in enumerate(fractions, start=1):
-            count = max(1, round(len(members) * fraction))
-            count = min(count, len(members) - start - (len(fractions) - index) - 1)
-            parts[index].extend(members[start : start + count])
-            start += count
-        parts[0].extend(members[start:])
-    return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
-
-
-def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """`count` indices with every class in proportion to its size; seeded.
-
-    Each class's members are shuffled and spread evenly over [0, 1); taking the `count`
-    smallest positions gives every class its share, whatever the class sizes.
-    """
-    rng = np.random.default_rng(seed)
-    positions = np.empty(len(labels))
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        rng.shuffle(members)
-        positions[members] = (np.arange(len(members)) + rng.random()) / len(members)
-    return np.sort(np.argsort(positions, kind="stable")[:count])
 
 
 def load_dataset(
@@ -216,10 +34,10 @@ def load_dataset(
     (`shards/train-{0000..0099}.tar`); see docs/finetune.md for layouts."""
     check_fractions(val_fraction, test_fraction)
     if spec in BUILTIN_DATASETS:
-        from edgetl.core.digits import load_digits
+        from edgetl.core.data.digits import load_digits
 
         return load_digits(val_fraction, test_fraction, seed)
-    from edgetl.core.shards import is_shard_spec  # shards.py builds on this module
+    from edgetl.core.data.shards import is_shard_spec  # shards.py builds on this module
 
     if is_shard_spec(spec):
         return _load_shards(spec, val_fraction, test_fraction, seed)
@@ -228,7 +46,7 @@ def load_dataset(
 
 def _load_shards(spec: str, val_fraction: float, test_fraction: float, seed: int) -> Splits:
     """Tar shards, read in place, split three ways per class like a flat folder."""
-    from edgetl.core.shards import scan_shards
+    from edgetl.core.data.shards import scan_shards
 
     spec = str(Path(spec).resolve())  # later stages may run from another directory
     hasher = hashlib.sha256()
@@ -253,10 +71,10 @@ def _load_shards(spec: str, val_fraction: float, test_fraction: float, seed: int
 def data_fingerprint(spec: str) -> str:
     """The fingerprint `load_dataset` would record for `spec`, without splitting it."""
     if spec in BUILTIN_DATASETS:
-        from edgetl.core.digits import digits
+        from edgetl.core.data.digits import digits
 
         return digits()[2]
-    from edgetl.core.shards import is_shard_spec, scan_shards
+    from edgetl.core.data.shards import is_shard_spec, scan_shards
 
     if is_shard_spec(spec):
         hasher = hashlib.sha256()
@@ -290,10 +108,6 @@ def folder_for_classes(root: Path, classes: list[str]) -> tuple[ImageSet, list[s
     mapped = [classes.index(found[label]) for label in labels]
     absent = [name for name in classes if name not in found]
     return ImageSet(keys, np.asarray(mapped), FileLoader(root), digests), absent
-
-
-def split_words(val_fraction: float, test_fraction: float, seed: int) -> str:
-    return f"stratified split: val {val_fraction:.0%}, test {test_fraction:.0%}, seed {seed}"
 
 
 def _check_root(root: Path) -> Path:

@@ -17,7 +17,8 @@ from typing import Any
 
 from PIL import Image
 
-from edgetl.core.dataset import Loader, fingerprint_sample
+from edgetl.core.data.imageset import Loader
+from edgetl.core.data.splitting import fingerprint_sample
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import IMAGE_SUFFIXES, check_image, read_image
 
