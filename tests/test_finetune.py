@@ -341,20 +341,20 @@ def test_one_decode_per_image_and_a_bad_image_keeps_the_rows_before_it(
     """Scanning reads bytes and headers only; extraction decodes each image once. A
     truncated image stops it with exit 2 naming the file, after the rows before it were
     stored; the re-run after the fix extracts only the rest."""
-    from edgetl.core import dataset
+    from edgetl.core.data import imageset
     from edgetl.core.errors import EdgetlError
 
     data = tmp_path / "photos"  # train/, val/, test/: extracted in that order
     for role, count, seed in (("train", 6, 0), ("val", 2, 1), ("test", 2, 2)):
         write_folder(data / role, per_class=count, seed=seed)
     decoded: list[str] = []
-    real = dataset.read_image
+    real = imageset.read_image
 
     def counted(path: Path, *args: object) -> object:
         decoded.append(path.relative_to(data).as_posix())
         return real(path, *args)
 
-    monkeypatch.setattr(dataset, "read_image", counted)
+    monkeypatch.setattr(imageset, "read_image", counted)
     cache = tmp_path / "cache"
     console = make_console(quiet=True)
     options = {"cache_dir": cache, "epochs": 2, "workers": 0, "batch_size": 4}

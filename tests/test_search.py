@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -55,9 +56,32 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     return seen
 
 
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """The data's scans (class folders listed and hashed) and each image file decoded."""
+    from edgetl.core.data import dataset, imageset
+
+    seen: dict[str, list] = {"scans": [], "decoded": []}
+    scan, decode = dataset._scan_classes, imageset.read_image
+
+    def counted_scan(root, *args, **kwargs):
+        seen["scans"].append(root)
+        return scan(root, *args, **kwargs)
+
+    def counted_decode(path, *args, **kwargs):
+        seen["decoded"].append(str(path))
+        return decode(path, *args, **kwargs)
+
+    monkeypatch.setattr(dataset, "_scan_classes", counted_scan)
+    monkeypatch.setattr(imageset, "read_image", counted_decode)
+    return seen
+
+
 def test_over_budget_is_never_trained_and_the_choice_is_on_the_front(
-    tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
+    tmp_path: Path, tiny_weights: Path, counted: dict[str, list], reads: dict[str, list]
 ) -> None:
+    """Also: the data is scanned once and each image decoded at most once per input size,
+    though three exports (two INT8 candidates, then the chosen) measure val and test."""
     data = write_folder(tmp_path / "photos", per_class=20)  # 36 train: INT8 calibrates
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache",
                    precisions=["fp32", "int8"], heads=["linear", "mlp16"],
@@ -76,6 +100,10 @@ def test_over_budget_is_never_trained_and_the_choice_is_on_the_front(
     assert saved["chosen"] == chosen.key and len(saved["candidates"]) == 8
     statuses = {r.status for r in records}
     assert statuses <= {"over budget", "dominated", "on the front", "chosen", "failed"}
+    exported = [r for r in records if r.precision == "int8" and r.status != "over budget"]
+    assert len(exported) == 2 and len(reads["scans"]) == 1
+    per_file = Counter(reads["decoded"])
+    assert len(per_file) == 60 and max(per_file.values()) <= 2  # 32 px, and 256 px timed
 
 
 def test_the_python_api_and_the_plugin_check_the_budget(

@@ -86,11 +86,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def finetune(opts: FinetuneOptions, console: Console) -> RunInfo | None:
+def finetune(
+    opts: FinetuneOptions, console: Console, splits: Splits | None = None
+) -> RunInfo | None:
     """Run the whole stage and write the run directory; returns the run's metadata.
 
-    Under torchrun, every rank extracts its share of the features; rank 0 then trains the
-    head and writes the run (the other ranks return None)."""
+    `splits`: the data already scanned (`load_dataset(opts.data, ...)`, the search's), so it
+    is not scanned again. Under torchrun, every rank extracts its share of the features;
+    rank 0 then trains the head and writes the run (the other ranks return None)."""
     _check_options(opts)
     group = join()
     if group is not None and not opts.use_cache:
@@ -102,7 +105,7 @@ def finetune(opts: FinetuneOptions, console: Console) -> RunInfo | None:
         if group is not None and not group.leader:
             _extract_share(opts, group)
             return None
-        return _finetune_here(opts, console, group)
+        return _finetune_here(opts, console, group, splits)
     finally:
         leave(group)
 
@@ -136,7 +139,9 @@ def _cache_dir(opts: FinetuneOptions) -> Path | None:
     return (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
 
 
-def _finetune_here(opts: FinetuneOptions, console: Console, group: Group | None) -> RunInfo:
+def _finetune_here(
+    opts: FinetuneOptions, console: Console, group: Group | None, splits: Splits | None
+) -> RunInfo:
     cache_dir = _cache_dir(opts)
     data_dir = None if opts.data in BUILTIN_DATASETS else Path(opts.data)
     check_not_input(
@@ -148,11 +153,15 @@ def _finetune_here(opts: FinetuneOptions, console: Console, group: Group | None)
     with claim(opts.out, opts.force, "run", RUN_FILE, notes):
         for note in notes:
             console.print(note)
-        return _finetune(opts, cache_dir, console, group)
+        return _finetune(opts, cache_dir, console, group, splits)
 
 
 def _finetune(
-    opts: FinetuneOptions, cache_dir: Path | None, console: Console, group: Group | None
+    opts: FinetuneOptions,
+    cache_dir: Path | None,
+    console: Console,
+    group: Group | None,
+    splits: Splits | None,
 ) -> RunInfo:
     device = resolve_device(opts.device)
     if group is not None:
@@ -160,7 +169,7 @@ def _finetune(
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
 
-    splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction, opts.seed)
+    splits = _splits(opts, splits)
     console.print(
         f"data: {splits.source}: {len(splits.classes)} classes, {splits.sizes()} "
         f"({splits.strategy}); val chooses (early stopping, INT8 guard), test is only reported"
@@ -215,6 +224,16 @@ def _finetune(
             f"kept from the replaced run: {', '.join(kept)}" + (stale if "export" in kept else "")
         )
     return info
+
+
+def _splits(opts: FinetuneOptions, given: Splits | None) -> Splits:
+    """`given` when it is this run's data with its terms; else the data scanned now."""
+    terms = (opts.val_fraction, opts.test_fraction, opts.seed)
+    if given is None:
+        return load_dataset(opts.data, *terms)
+    if not given.matches(opts.data, *terms):
+        raise ValueError(f"the splits given are not those of --data {opts.data} with {terms}")
+    return given
 
 
 @dataclass

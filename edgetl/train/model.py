@@ -87,13 +87,18 @@ class Run:
     def sha256(self) -> str:
         return sha256_file(self.path / RUN_FILE)
 
-    def splits(self) -> Splits:
-        """The run's train/val/test split, rebuilt from its data source (reads the data again).
+    def splits(self, scanned: Splits | None = None) -> Splits:
+        """The run's train/val/test split, rebuilt from its data source (reads the data again),
+        or `scanned` when the caller holds it already (the search: scanned once).
 
         Data that changed since the run would silently move images between roles: refused.
         """
         data = self.info.data
-        splits = load_dataset(data.source, data.val_fraction, data.test_fraction, data.seed)
+        terms = (data.val_fraction, data.test_fraction, data.seed)
+        if scanned is not None and scanned.matches(data.source, *terms):
+            splits = scanned
+        else:
+            splits = load_dataset(data.source, *terms)
         if splits.fingerprint != data.fingerprint:
             raise EdgetlError(
                 f"{data.source}: the data changed since the run {self.path} was trained "

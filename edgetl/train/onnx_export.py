@@ -15,8 +15,9 @@ from edgetl.train.model import Run
 
 def export_onnx(
     model: torch.nn.Module, run: Run, path: Path, opset: int, dynamic_batch: bool = False
-) -> None:
-    """Export `model`, run the ONNX checker, and store classes and preprocessing as metadata."""
+) -> onnx.ModelProto:
+    """Export `model`, run the ONNX checker, and store classes and preprocessing as metadata;
+    returns the graph as written (callers need not read it again)."""
     size = run.preprocess.size
     example = torch.zeros(1, 3, size, size)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
@@ -46,3 +47,4 @@ def export_onnx(
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))
+    return graph

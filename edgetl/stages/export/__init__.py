@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from edgetl.core.archives import archive_manifest
+from edgetl.core.data.splits import Splits
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.files import staged_dir
 from edgetl.core.outputs import claim, clean_scratch, scratch_dir
@@ -62,17 +63,17 @@ class ExportResult:
         return {"passed": False, "out": str(self.out), "failures": self.failures, "guard": guard}
 
 
-def export(opts: ExportOptions, console: Console) -> ExportResult:
+def export(opts: ExportOptions, console: Console, scanned: Splits | None = None) -> ExportResult:
     """Export the run for one target. Bad input is EdgetlError (exit 2); a failed check
     (parity, the accuracy budget, a runtime's rules) is a result that did not pass, with
-    nothing written."""
+    nothing written. `scanned`: the run's data when the caller holds it (not scanned again)."""
     plan = resolve_plan(opts, console)
     notes: list[str] = []
     with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
         _print_cleanup(notes, console)
         replaced = _manifest_of(plan.out)
         _check_archive(plan.out, opts.archive, opts.force, replaced)
-        inputs = load_inputs(plan, console)
+        inputs = load_inputs(plan, console, scanned)
         try:
             with (
                 staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir,

@@ -50,9 +50,10 @@ class Inputs:
         return top1(self.test_torch, self.test_labels)
 
 
-def load_inputs(plan: Plan, console: Console) -> Inputs:
+def load_inputs(plan: Plan, console: Console, scanned: Splits | None = None) -> Inputs:
+    """`scanned`: the run's data when the caller holds it already (not scanned again)."""
     run, opts = plan.run, plan.opts
-    splits = run.splits()
+    splits = run.splits(scanned)
     calibration = None
     if plan.recipe is not None:
         count = plan.recipe.samples if opts.calib_samples is None else opts.calib_samples

@@ -54,6 +54,7 @@ class Graph:
     """The ONNX graph the backend compiles, and the logits on val the artifact must match."""
 
     path: Path
+    model: onnx.ModelProto  # the graph at `path`, as written (read from disk by no step)
     reference: np.ndarray  # PyTorch's (FP32), or the guard's chosen INT8 model's
     quantized: Quantized | None = None
 
@@ -63,6 +64,9 @@ class Compiled:
     model_files: list[str]
     runner: Runner  # the written artifact on its runtime, or its graph on the host proxy
     compile_s: float  # ONNX export, quantization and compilation
+    # The runner's logits on val when they were measured already: on the host proxy an INT8
+    # graph runs in the guard's own runner, whose val logits the guard kept.
+    val_logits: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,8 @@ class Verified:
 
 def to_onnx(plan: Plan, inputs: Inputs, work: Path) -> Graph:
     path = work / "model.onnx"
-    export_onnx(inputs.model, plan.run, path, plan.profile.opset, plan.opts.dynamic_batch)
-    return Graph(path, inputs.val_torch)
+    model = export_onnx(inputs.model, plan.run, path, plan.profile.opset, plan.opts.dynamic_batch)
+    return Graph(path, model, inputs.val_torch)
 
 
 def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Console) -> Graph:
@@ -101,7 +105,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
         fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
         confidence=confidence,
     )
-    copy_metadata(onnx.load(str(graph.path)), result.model)
+    copy_metadata(graph.model, result.model)
     path = work / "model.int8.onnx"
     onnx.save(result.model, str(path))
     speed: dict[str, float] = {}
@@ -115,7 +119,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
             "(the default nncf-mixed needs fewer) may do better"
         )
     quantized = Quantized(result, prepared_path, speed, plan.recipe, inputs.calibration)
-    return Graph(path, result.logits, quantized)
+    return Graph(path, result.model, result.logits, quantized)
 
 
 def compile_artifact(plan: Plan, graph: Graph, out_dir: Path, started: float) -> Compiled:
@@ -127,10 +131,11 @@ def compile_artifact(plan: Plan, graph: Graph, out_dir: Path, started: float) ->
     measuring = plan.measuring
     if plan.placement.proxy is None:
         spec = RuntimeSpec(files, measuring.device, measuring.options, measuring.threads)
-        runner = plan.backend.load(out_dir, spec)
-    else:
-        runner = plan.placement.runtime.load_onnx(onnx.load(str(graph.path)), measuring)
-    return Compiled(files, runner, compile_s)
+        return Compiled(files, plan.backend.load(out_dir, spec), compile_s)
+    if graph.quantized is not None:  # the graph the guard chose, in the runner it measured with
+        guard = graph.quantized.guard
+        return Compiled(files, guard.runner, compile_s, guard.logits)
+    return Compiled(files, plan.placement.runtime.load_onnx(graph.model, measuring), compile_s)
 
 
 def verify(
@@ -138,12 +143,20 @@ def verify(
 ) -> Verified:
     """Parity (and for INT8 the budget) on val, the artifact's other graphs, then test once;
     CheckFailed (nothing written) when a check fails."""
-    logits = run_all(compiled.runner, inputs.val)
+    measured = compiled.val_logits is not None
+    logits = compiled.val_logits if measured else run_all(compiled.runner, inputs.val)
+    assert logits is not None
     parity = compare(
         graph.reference, logits, inputs.val_labels, plan.profile.parity[plan.precision]
     )
     quantized = graph.quantized
-    print_parity(console, parity, "INT8 model the guard measured" if quantized else "torch")
+    if measured:  # the same graph in the same runner: nothing new to compare
+        console.print(
+            f"parity: the host proxy runs the INT8 graph the guard measured on {parity.n} val "
+            "images (its logits, not measured again); the device checks it with `edgetl build`"
+        )
+    else:
+        print_parity(console, parity, "INT8 model the guard measured" if quantized else "torch")
     if quantized is not None:
         _check_artifact_budget(plan, quantized, logits, inputs.val_labels)
     if not parity.passed:

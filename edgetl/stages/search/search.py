@@ -48,6 +48,9 @@ from edgetl.train.model import Head
 
 CALIBRATION_IMAGES = 32  # for timing an INT8 architecture only: its accuracy comes later
 REFERENCE = "--reference"  # the key the reference artifact is timed under, with the candidates
+# Crops the search keeps in memory for its later stages (each export decodes the same val and
+# test images at a candidate's size): 1 GiB holds 7,000 crops at 224 px.
+CROP_MEMO_BYTES = 1 << 30
 
 
 @dataclass
@@ -130,6 +133,7 @@ class Search:
         self.started = time.perf_counter()
         self.splits: Splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction,
                                            opts.seed)  # fmt: skip
+        self.splits.remember_crops(CROP_MEMO_BYTES)  # the one scan; each crop made once
         self.classes = len(self.splits.classes)
         if "int8" in (opts.precisions or self.profile.precisions):  # exit 2 now, not at export
             val = min(len(self.splits.val), GUARD_IMAGES)  # what each export's guard measures
@@ -339,7 +343,7 @@ class Search:
             val_fraction=opts.val_fraction,
             test_fraction=opts.test_fraction, patience=opts.patience, cache_dir=self.cache,
             force=True, workers=opts.workers, unfreeze=record.unfreeze,
-        ), Console(quiet=True))  # fmt: skip
+        ), Console(quiet=True), self.splits)  # fmt: skip
 
     def export(self, record: Record, out: Path | None = None) -> Any:
         """A real run of `record` exported; the manifest, or None when the guard found no
@@ -349,7 +353,7 @@ class Search:
         result = export(ExportOptions(
             run=self.run_dir(record), target=opts.target, precision=record.precision, out=out,
             max_accuracy_drop=opts.max_accuracy_drop, force=True,
-        ), Console(quiet=True))  # fmt: skip
+        ), Console(quiet=True), self.splits)  # fmt: skip
         return result.manifest if result.passed else None
 
     def run_dir(self, record: Record) -> Path:
