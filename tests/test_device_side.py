@@ -1,5 +1,6 @@
-"""The device side (load, predict, bench of an artifact) runs with torch, timm, nncf and
-scikit-learn impossible to import: a fresh interpreter with an import blocker runs it."""
+"""The device side (load, predict, bench of an ONNX Runtime or OpenVINO artifact) runs with
+torch, torchvision, timm, nncf, scikit-learn and onnx impossible to import: a fresh
+interpreter with an import blocker runs it."""
 
 from __future__ import annotations
 
@@ -33,12 +34,25 @@ def run_blocked(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def artifact(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("device") / "cpu-fp32"
-    result = export_cli(tiny_run, out, "--target", "cpu")
+def _export(run: Path, factory: pytest.TempPathFactory, target: str) -> Path:
+    out = factory.mktemp("device") / f"{target}-fp32"
+    result = export_cli(run, out, "--target", target)
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module", params=["cpu", "openvino-cpu"])
+def artifact(
+    tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Path:
+    """An FP32 artifact of each runtime a plain device has (ONNX Runtime, OpenVINO)."""
+    return _export(tiny_run, tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ONNX Runtime artifact: what a Jetson's test installs run, what external data is."""
+    return _export(tiny_run, tmp_path_factory, "cpu")
 
 
 def test_the_blocker_blocks(tmp_path: Path) -> None:
@@ -142,7 +156,7 @@ def _python_310() -> str | None:
 
 @pytest.mark.e2e
 def test_the_device_side_on_jetpack_6s_python_and_tensorrt(
-    artifact: Path, tiny_run: Path, tmp_path: Path
+    onnx_artifact: Path, tiny_run: Path, tmp_path: Path
 ) -> None:
     """JetPack 6 is Python 3.10 with TensorRT 10.3: edgetl's own wheel installed there (as
     DEVICE.md says, with Polygraphy and NumPy below 2) imports its TensorRT backend against
@@ -179,11 +193,11 @@ def test_the_device_side_on_jetpack_6s_python_and_tensorrt(
         BLOCKER
         + f"""
 import platform, numpy, tensorrt, edgetl
-from edgetl.backends.tensorrt.backend import TensorRtBackend
+from edgetl.backends.tensorrt.runtime import TensorRtRuntime
 from edgetl.backends.tensorrt import engine, build
 print("PYTHON", platform.python_version(), "TRT", tensorrt.__version__, "NUMPY", numpy.__version__)
-print("MISSING", TensorRtBackend().missing())
-model = edgetl.load({str(artifact)!r})
+print("MISSING", TensorRtRuntime().missing())
+model = edgetl.load({str(onnx_artifact)!r})
 print("PREDICT", model.predict({str(image)!r}, top_k=1)[0].label)
 """
     )
@@ -232,7 +246,9 @@ def test_an_unsupported_precision_is_refused_before_the_heavy_stack(tmp_path: Pa
     assert "--precision fp16: target 'cpu' supports fp32, int8" in " ".join(result.stderr.split())
 
 
-def test_unlisted_external_data_is_refused_without_onnx(artifact: Path, tmp_path: Path) -> None:
+def test_unlisted_external_data_is_refused_without_onnx(
+    onnx_artifact: Path, tmp_path: Path
+) -> None:
     """The external-data check read the model with the onnx package and skipped itself where
     it was missing, which is every device: now it reads the wire format (core/onnx_wire.py)."""
     import shutil
@@ -243,7 +259,7 @@ def test_unlisted_external_data_is_refused_without_onnx(artifact: Path, tmp_path
     from tests.test_integrity import rewrite
 
     art = tmp_path / "art"
-    shutil.copytree(artifact, art)
+    shutil.copytree(onnx_artifact, art)
     proto = onnx.load(str(art / "model.onnx"))
     onnx.save(proto, str(art / "model.onnx"), save_as_external_data=True,
               all_tensors_to_one_file=True, location="weights.data", size_threshold=0)  # fmt: skip

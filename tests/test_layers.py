@@ -27,16 +27,23 @@ HEAVY_EXCEPTIONS = {
     # The built-in `digits` dataset is scikit-learn's: imported only when asked for by name.
     ("edgetl.core.data.digits", "sklearn"),
 }
-# Device-side modules that read or write ONNX graphs on the host (export, the guard), each
-# with its reason; everything else below stages runs without the onnx package.
+# Host-only modules below stages: they read or write ONNX graphs (export, the guard, the
+# search), each with its reason, and every runtime's compiler (backends/*/compiler.py).
+# Everything else below stages runs on the device without the onnx package, and imports
+# no host-only module (so no runtime reaches onnx through one).
 ONNX_HOST_ONLY = {
+    "edgetl.backends.compiler": "the compilers' contract",
     "edgetl.backends.onnx_graph": "graph surgery for export",
     "edgetl.backends.onnxruntime.rewrites": "the lossless QDQ rewrite at export",
     "edgetl.backends.onnxruntime.fp16": "the FP16 check of a graph at export",
     "edgetl.backends.tensorrt.rules": "TensorRT's Q/DQ rules, checked at export",
-    "edgetl.backends.tensorrt.backend": "compile(): the bundle's graphs, at export",
-    "edgetl.backends.openvino.backend": "load_onnx(): a guard candidate, at export",
 }
+
+
+def host_only(module: str) -> bool:
+    return module in ONNX_HOST_ONLY or (
+        module.startswith("edgetl.backends.") and module.endswith(".compiler")
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ def violations(root: Path) -> list[Violation]:
             top = imported.split(".")[0]
             if top == "edgetl":
                 found += _check_edge(module, layer, line, imported)
+                if layer in DEVICE_SIDE and host_only(imported) and not host_only(module):
+                    found.append(Violation(module, line, imported, "a host-only module"))
             elif (
                 layer in DEVICE_SIDE
                 and top in HEAVY
@@ -116,7 +125,7 @@ def violations(root: Path) -> list[Violation]:
                 layer in DEVICE_SIDE
                 and top == "onnx"
                 and line not in typing_only
-                and module not in ONNX_HOST_ONLY
+                and not host_only(module)
             ):
                 found.append(Violation(module, line, imported, f"{layer} runs without onnx"))
     return found
@@ -164,6 +173,9 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
     _plant(tmp_path, "edgetl.stages.export", "import edgetl.cli.output\n")
     _plant(tmp_path, "edgetl.core.metrics", "import torch\n")
     _plant(tmp_path, "edgetl.core.integrity", "def f():\n    import onnx\n")
+    _plant(tmp_path, "edgetl.backends.openvino.runtime", "def f():\n    import onnx\n")
+    _plant(tmp_path, "edgetl.backends.openvino.compiler", "import onnx\n")
+    _plant(tmp_path, "edgetl.backends.artifact", "from edgetl.backends.compiler import Compiler\n")
     _plant(
         tmp_path,
         "edgetl.core.ok",
@@ -178,5 +190,7 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
         ("edgetl.stages.export", "edgetl.cli.output"),
         ("edgetl.core.metrics", "torch"),
         ("edgetl.core.integrity", "onnx"),
+        ("edgetl.backends.openvino.runtime", "onnx"),
+        ("edgetl.backends.artifact", "edgetl.backends.compiler"),
         ("edgetl.stray", "-"),
     }

@@ -12,8 +12,8 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from edgetl.backends.base import run_all
-from edgetl.backends.onnxruntime.backend import OrtRunner
 from edgetl.backends.onnxruntime.rewrites import for_onnxruntime
+from edgetl.backends.onnxruntime.runtime import OrtRunner
 from edgetl.cli import main
 from edgetl.core.data.splitting import stratified_sample
 from edgetl.core.errors import EdgetlError

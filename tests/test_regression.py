@@ -123,13 +123,13 @@ def test_compare_itself_passes_and_a_slowed_copy_fails(artifacts: dict[str, Path
     data = json.loads(result.output[result.output.index("{") :])
     assert data["passed"] and data["accuracy_drop_pts"] == 0
 
-    from edgetl.backends import get_backend
+    from edgetl.backends import get_runtime
     from edgetl.core.records import Manifest
     from edgetl.stages.bench.compare import compare_runners
     from tools.bench_gate import Slowed
 
     manifest = Manifest.read(artifacts["fp32"])
-    backend, spec = get_backend("onnxruntime"), manifest.runtime_spec()
+    backend, spec = get_runtime("onnxruntime"), manifest.runtime_spec()
     single = np.zeros((1, 3, 64, 64), np.float32)
     verdict = compare_runners(
         lambda: backend.load(artifacts["fp32"], spec),

@@ -14,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl.backends.tensorrt.backend import tensorrt_available
-from edgetl.backends.tensorrt.calibration_cache import activation_scales, parse_cache, write_cache
+from edgetl.backends.tensorrt.calibration_cache import parse_cache, write_cache
+from edgetl.backends.tensorrt.compiler import activation_scales
 from edgetl.backends.tensorrt.rules import to_tensorrt, violations
+from edgetl.backends.tensorrt.runtime import tensorrt_available
 from edgetl.cli import main
 from edgetl.core.selfwheel import wheel_name
 from tests.conftest import TINY_BUDGET, export_cli, load_manifest
@@ -404,8 +405,8 @@ def test_the_fp16_graph_tolerance_still_refuses_a_broken_graph(
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     from edgetl.backends import run_all
-    from edgetl.backends.onnxruntime.backend import OrtRunner
     from edgetl.backends.onnxruntime.fp16 import quiet
+    from edgetl.backends.onnxruntime.runtime import OrtRunner
     from edgetl.core.parity import compare
     from edgetl.core.records import Manifest
     from edgetl.core.reference import ReferenceSet

@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 
 from edgetl.backends.tensorrt import engine as tensorrt_engine
-from edgetl.backends.tensorrt.backend import encode_version
 from edgetl.backends.tensorrt.engine import ROUTES, build_engine, route
 from edgetl.backends.tensorrt.requirements import needs_numpy_below_2
+from edgetl.backends.tensorrt.runtime import encode_version
 from edgetl.core.errors import EdgetlError
 from tests import tensorrt_bindings
 
 CODE = Path(__file__).parents[1] / "edgetl"
 TENSORRT = CODE / "backends" / "tensorrt"
 ENGINE_MODULE = TENSORRT / "engine.py"
-TRT_MODULES = [ENGINE_MODULE, TENSORRT / "backend.py", TENSORRT / "build.py"]
+TRT_MODULES = [ENGINE_MODULE, TENSORRT / "runtime.py", TENSORRT / "build.py"]
 # The TensorRT class of each variable the code calls TensorRT through, and of what calls
 # on them return. A variable built from TensorRT that is not here fails the test below.
 RECEIVERS = {
@@ -201,10 +201,10 @@ def test_no_gpu_is_a_clear_exit_2_with_the_real_bindings(
     code = f"""
 from pathlib import Path
 from edgetl.backends.tensorrt.engine import build_engine
-from edgetl.backends.tensorrt.backend import TensorRtBackend, encode_version
+from edgetl.backends.tensorrt.runtime import TensorRtRuntime, encode_version
 import tensorrt as trt
 print("VERSION", trt.__version__)
-print("MISSING", TensorRtBackend().missing())
+print("MISSING", TensorRtRuntime().missing())
 v = trt.__version__.split(".")
 print("ENCODED", encode_version(trt.__version__), int(v[0]) * 10000 + int(v[1]) * 100 + int(v[2]))
 try:
@@ -523,7 +523,7 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
     """Polygraphy's TrtRunner.infer returns views of one output buffer, overwritten by the
     next call: without a copy every row of a multi-batch run was the last batch's."""
     from edgetl.backends.base import run_all
-    from edgetl.backends.tensorrt.backend import TrtRunner
+    from edgetl.backends.tensorrt.runtime import TrtRunner
 
     class ReusingRunner(PolygraphyRunner):
         def __init__(self, loader: Any):
@@ -558,7 +558,8 @@ def test_a_loaded_engine_runs_on_its_dla_core_and_names_its_batch_limit(
     import hashlib
 
     from edgetl.backends.artifact import Model
-    from edgetl.backends.tensorrt import backend, cuda_device
+    from edgetl.backends.tensorrt import cuda_device
+    from edgetl.backends.tensorrt import runtime as backend
     from edgetl.core.records import RuntimeSpec
     from edgetl.stages.bench.harness import BenchOptions, _check_batches
 
@@ -574,7 +575,7 @@ def test_a_loaded_engine_runs_on_its_dla_core_and_names_its_batch_limit(
               "engine_sha256": hashlib.sha256(b"engine").hexdigest(),
               "dynamic_batch": {"min": 1, "opt": 8, "max": 32}}  # fmt: skip
     (tmp_path / "engine.json").write_text(json.dumps(record))
-    runner = backend.TensorRtBackend().load(tmp_path, RuntimeSpec(["model.onnx"], "DLA"))
+    runner = backend.TensorRtRuntime().load(tmp_path, RuntimeSpec(["model.onnx"], "DLA"))
     assert runner._runner.loader[1].DLA_core == 1 and runner.max_batch == 32
     model = Model(tmp_path, None, runner)  # type: ignore[arg-type]
     item = types.SimpleNamespace(model=model)
@@ -593,7 +594,7 @@ def test_the_engine_record_ties_an_engine_to_its_device(tmp_path: Path, monkeypa
     """On JetPack 6 (no nvidia-smi) both sides' GPU was None and any engine passed: the
     device is what the CUDA driver and the device tree say, and unknown is refused."""
     from edgetl.backends.tensorrt import cuda_device
-    from edgetl.backends.tensorrt.backend import check_engine_record
+    from edgetl.backends.tensorrt.runtime import check_engine_record
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
     orin = {
@@ -663,10 +664,11 @@ def test_a_probe_engine_from_another_device_is_rebuilt_not_refused(
     import hashlib
 
     from edgetl.backends import probe as probes
-    from edgetl.backends.tensorrt import backend, build, cuda_device
+    from edgetl.backends.tensorrt import build, cuda_device
+    from edgetl.backends.tensorrt import runtime as backend
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(10))
-    monkeypatch.setattr(backend.TensorRtBackend, "missing", lambda self: None)
+    monkeypatch.setattr(backend.TensorRtRuntime, "missing", lambda self: None)
     orin = {"gpu": "Orin", "compute_capability": "8.7", "module": "AGX Orin", "l4t": "R36"}
     monkeypatch.setattr(cuda_device, "identity", lambda: dict(orin))
     rebuilt: list[Path] = []

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.backends import Runner, get_backend
+from edgetl.backends import Runner, get_runtime
 from edgetl.core.records import Manifest
 from edgetl.core.reference import ReferenceSet
 from edgetl.core.ui import make_console, stdout_console, table
@@ -92,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgetl-gate-") as scratch:
         artifact = args.artifact or build_artifact(Path(scratch))
         manifest = Manifest.read(artifact)
-        backend = get_backend(manifest.backend)
+        backend = get_runtime(manifest.backend)
         spec = manifest.runtime_spec(args.threads)
         single = manifest.preprocess.normalize(
             ReferenceSet.load(artifact / manifest.reference.file).images[:1]

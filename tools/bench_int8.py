@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends.base import run_all  # noqa: E402
-from edgetl.backends.onnxruntime.backend import OrtRunner  # noqa: E402
+from edgetl.backends.onnxruntime.runtime import OrtRunner  # noqa: E402
 from edgetl.core.records import Manifest  # noqa: E402
 from edgetl.core.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datasets import BUILDERS  # noqa: E402
 
-from edgetl.backends import get_backend  # noqa: E402
+from edgetl.backends import get_runtime  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
 from edgetl.core.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
 
         calls, top1 = {"torch eager fp32": eager}, {"torch eager fp32": torch_top1}
         for name, (out, manifest) in manifests.items():
-            runner = get_backend(manifest.backend).load(out, manifest.runtime_spec(0))
+            runner = get_runtime(manifest.backend).load(out, manifest.runtime_spec(0))
             calls[name] = lambda r=runner: r.run(single)
             top1[name] = float((run_all(runner, images).argmax(1) == labels).mean())
         p50 = interleaved_p50(calls, args.iterations)
@@ -125,7 +125,7 @@ def main() -> None:
         ours, theirs = {}, {}
         for name in ("openvino fp32", "openvino int8"):
             out, manifest = manifests[name]
-            runner = get_backend("openvino").load(out, manifest.runtime_spec(args.threads))
+            runner = get_runtime("openvino").load(out, manifest.runtime_spec(args.threads))
             mine, its = [], []
             share = args.iterations // args.alternations
             for _ in range(args.alternations):

@@ -134,13 +134,13 @@ def climb_all(data: str, seed: int, work: Path, image_size: int, console: Any) -
     graph = to_onnx(plan, inputs, work)
     assert recipe is not None and inputs.calibration is not None
     started = time.perf_counter()
-    load = lambda model: plan.placement.runtime.load_onnx(model, plan.measuring)  # noqa: E731
+    load = lambda model: plan.measurer.load_onnx(model, plan.measuring)  # noqa: E731
     unlabelled = unlabelled_images(plan, inputs, console)
     validation = Validation(inputs.val, inputs.val_labels, seed, unlabelled)
     fp32 = prepare(graph.path, work / "prepared.onnx")
     evaluator = EveryRung.for_fp32(validation, load, fp32)
     assert isinstance(evaluator, EveryRung)
-    candidates = Candidates.quantize(fp32, inputs.calibration, recipe, plan.backend.rewrite_int8)
+    candidates = Candidates.quantize(fp32, inputs.calibration, recipe, plan.compiler.rewrite_int8)
     fixed_s = time.perf_counter() - started
     begun = time.perf_counter()
     evaluator.fp32_unlabelled  # noqa: B018 - decoded and run once, timed here

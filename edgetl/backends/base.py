@@ -1,7 +1,8 @@
-"""The backend contract: a runtime that compiles an ONNX model into an artifact and runs it.
+"""The device-side contract: a runtime that loads an artifact's model files and runs them.
 
-Modelled on Polygraphy's BaseRunner: a backend is small, imports its runtime lazily (the
-device side has only the runtime it uses), and comparing outputs is kept apart (parity.py).
+Modelled on Polygraphy's runners (its loaders are compiler.py, host side): a runtime is small,
+imports its package lazily (the device has only the runtime it uses), and never imports onnx;
+comparing outputs is kept apart (core/parity.py).
 """
 
 from __future__ import annotations
@@ -11,17 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from edgetl.core.fields import Source, read_fields, write_fields
 from edgetl.core.records import RuntimeSpec
-
-if TYPE_CHECKING:
-    import onnx
-
-    from edgetl.core.targets import Precision, TargetProfile
 
 
 class Runner(Protocol):
@@ -42,18 +38,9 @@ class BackendOptions:
         return write_fields(self)
 
 
-@dataclass(frozen=True)
-class CompileInput:
-    """What a backend compiles: the graph for the precision, and for INT8 the FP32 graph it
-    was quantized from (TensorRT's DLA route ships it with a calibration cache)."""
-
-    onnx: Path
-    precision: Precision
-    fp32_onnx: Path | None = None
-
-
-class Backend(ABC):
-    """One runtime. Subclasses are registered by name in edgetl/backends/registry.py."""
+class Runtime(ABC):
+    """One runtime on the device side. Subclasses are registered by name in
+    edgetl/backends/registry.py, beside the host-side Compiler of the same name."""
 
     name: ClassVar[str]
     module: ClassVar[str]  # the runtime's Python module
@@ -81,27 +68,8 @@ class Backend(ABC):
         """EdgetlError naming the devices present when `device` is absent."""
 
     @abstractmethod
-    def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
-        """Write the model files for `profile` into `out_dir`; returns their names."""
-
-    @abstractmethod
     def load(self, model_dir: Path, spec: RuntimeSpec) -> Runner:
         """A runner for model files compiled earlier."""
-
-    @abstractmethod
-    def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> Runner:
-        """An in-memory ONNX model (a quantization candidate) on this runtime."""
-
-    def host_checks(
-        self, out_dir: Path, precision: str, profile: TargetProfile
-    ) -> list[tuple[str, Path, str]]:
-        """Other graphs in the artifact that a device may run, to check on the host at
-        export: (what, file, the profile's parity key). None by default."""
-        return []
-
-    def rewrite_int8(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        """This runtime's own lossless rewrites of a QDQ graph (none by default)."""
-        return model
 
 
 def run_all(runner: Runner, images: np.ndarray) -> np.ndarray:

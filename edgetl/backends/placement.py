@@ -4,10 +4,10 @@ names (with the reason). The one rule load, export, bench and compare share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from edgetl.backends.base import Backend
-from edgetl.backends.registry import get_backend
+from edgetl.backends.base import Runtime
+from edgetl.backends.registry import get_compiler, get_runtime
 from edgetl.core.errors import EdgetlError
 
 
@@ -24,8 +24,8 @@ class Placeable(Protocol):
 
 @dataclass(frozen=True)
 class Placement:
-    backend: Backend  # the target's own backend (compiles; runs when it is here)
-    runtime: Backend  # what runs the model here: `backend`, or the host proxy
+    backend: Runtime  # the target's own runtime (its compiler makes the artifact)
+    runtime: Runtime  # what runs the model here: `backend`, or the host proxy
     device: str  # the device it runs on here
     note: str = ""  # why it is not the target's own runtime or device; "" when it is
 
@@ -33,6 +33,15 @@ class Placement:
     def proxy(self) -> str | None:
         """The host proxy's name when it stands in for the target's runtime."""
         return self.runtime.name if self.runtime.name != self.backend.name else None
+
+    def compiler(self) -> Any:
+        """The target's compiler (host side: export, search), a backends.compiler.Compiler."""
+        return get_compiler(self.backend.name)
+
+    def measurer(self) -> Any:
+        """The compiler of what runs the model here: it runs in-memory graphs (the guard's
+        candidates, host checks) on `runtime`."""
+        return get_compiler(self.runtime.name)
 
 
 def resolve(target: Placeable, where: str, *, export: bool = False) -> Placement:
@@ -44,10 +53,10 @@ def resolve(target: Placeable, where: str, *, export: bool = False) -> Placement
     target's runtime is absent. A runtime whose compiled model does not depend on the device
     (OpenVINO IR) runs on a device this host has when the target's is absent.
     """
-    backend = get_backend(target.backend)
+    backend = get_runtime(target.backend)
     proxy = target.host_proxy
     if proxy is not None and (export or not backend.available()):
-        runtime = get_backend(proxy)
+        runtime = get_runtime(proxy)
         if not runtime.available():
             raise EdgetlError(
                 f"{where}: neither {backend.name} nor its host proxy {proxy} is installed here; "

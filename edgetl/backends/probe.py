@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.backends.registry import get_backend
-from edgetl.backends.tensorrt.backend import ENGINE_FILE, ENGINE_RECORD, TIMING_CACHE
+from edgetl.backends.registry import get_runtime
+from edgetl.backends.tensorrt.runtime import ENGINE_FILE, ENGINE_RECORD, TIMING_CACHE
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text
 from edgetl.core.records import RuntimeSpec
@@ -53,7 +53,7 @@ def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, flo
         if probe.backend == "tensorrt":
             _engine_for(folder, probe)
         spec = RuntimeSpec(probe.files, probe.device, probe.options, probe.threads)
-        runner = get_backend(probe.backend).load(folder, spec)
+        runner = get_runtime(probe.backend).load(folder, spec)
         single = np.zeros((1, 3, probe.size, probe.size), np.float32)
         calls[str(folder)] = _call(runner, single)
     samples = interleaved_samples(calls, iterations, rounds_for(iterations), warmup=10)
@@ -68,11 +68,11 @@ def _engine_for(folder: Path, probe: Probe) -> None:
     """A TensorRT probe's engine, built here unless one for this TensorRT is there (an
     engine only runs where it was built); the build is `edgetl build`'s, minus the parity
     check (a probe's weights are random: only its latency counts)."""
-    from edgetl.backends.tensorrt.backend import TensorRtBackend, check_engine_record
     from edgetl.backends.tensorrt.build import write_engine
+    from edgetl.backends.tensorrt.runtime import TensorRtRuntime, check_engine_record
     from edgetl.core.ui import make_console
 
-    backend = TensorRtBackend()
+    backend = TensorRtRuntime()
     reason = backend.missing()
     if reason is not None:
         raise EdgetlError(f"{folder}: TensorRT cannot run here ({reason})")

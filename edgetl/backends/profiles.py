@@ -3,7 +3,7 @@ backend's own table, checked by its options dataclass when the profile is loaded
 
 from __future__ import annotations
 
-from edgetl.backends.registry import get_backend
+from edgetl.backends.registry import get_runtime
 from edgetl.core import targets
 from edgetl.core.targets import TargetProfile
 
@@ -18,5 +18,5 @@ def list_targets() -> list[TargetProfile]:
 
 
 def _checked(profile: TargetProfile) -> TargetProfile:
-    get_backend(profile.backend).options(profile.options, profile.source)
+    get_runtime(profile.backend).options(profile.options, profile.source)
     return profile

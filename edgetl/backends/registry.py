@@ -1,25 +1,46 @@
-"""Backend registry: one class per runtime, each in its own package, imported only when used."""
+"""The runtimes by name: each a device-side Runtime and a host-side Compiler, in its own
+package, imported only when used (the device imports only the runtime it runs)."""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from edgetl.backends.base import Backend
+from edgetl.backends.base import Runtime
 from edgetl.core.errors import EdgetlError
 
-# name -> "module:Class"; the module is imported on first use, so the device side needs
-# only the runtime it runs.
+# name -> (the Runtime, the Compiler) as "module:Class"
 BACKENDS = {
-    "onnxruntime": "edgetl.backends.onnxruntime.backend:OnnxRuntimeBackend",
-    "openvino": "edgetl.backends.openvino.backend:OpenVinoBackend",
-    "tensorrt": "edgetl.backends.tensorrt.backend:TensorRtBackend",
+    "onnxruntime": (
+        "edgetl.backends.onnxruntime.runtime:OrtRuntime",
+        "edgetl.backends.onnxruntime.compiler:OrtCompiler",
+    ),
+    "openvino": (
+        "edgetl.backends.openvino.runtime:OpenVinoRuntime",
+        "edgetl.backends.openvino.compiler:OpenVinoCompiler",
+    ),
+    "tensorrt": (
+        "edgetl.backends.tensorrt.runtime:TensorRtRuntime",
+        "edgetl.backends.tensorrt.compiler:TensorRtCompiler",
+    ),
 }
 
 
-def get_backend(name: str) -> Backend:
+def _class(where: str) -> Any:
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def get_runtime(name: str) -> Runtime:
+    """The device side of runtime `name`; EdgetlError naming the known ones."""
     if name not in BACKENDS:
         raise EdgetlError(f"backend {name!r} is unknown; known: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    backend = getattr(importlib.import_module(module), cls)()
-    assert isinstance(backend, Backend)
-    return backend
+    runtime = _class(BACKENDS[name][0])()
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+def get_compiler(name: str) -> Any:
+    """The host side of runtime `name` (a backends.compiler.Compiler): export and search only."""
+    runtime = get_runtime(name)
+    return _class(BACKENDS[name][1])(runtime)

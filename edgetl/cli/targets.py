@@ -25,12 +25,12 @@ def _device_present(backend: Any, device: str) -> bool:
 @handle_errors
 def targets(as_json: bool) -> None:
     """List target profiles, their backend and precisions, and whether the runtime is here."""
-    from edgetl.backends import get_backend
+    from edgetl.backends import get_runtime
     from edgetl.backends.profiles import list_targets
 
     rows: list[dict[str, Any]] = []
     for profile in list_targets():
-        backend = get_backend(profile.backend)
+        backend = get_runtime(profile.backend)
         present = backend.available()
         device_here = present and _device_present(backend, profile.device)
         rows.append(

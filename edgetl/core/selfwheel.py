@@ -23,6 +23,7 @@ from edgetl.core.files import atomic_write_bytes
 PACKAGES = (
     "edgetl",
     "edgetl.core",
+    "edgetl.core.data",
     "edgetl.core.records",
     "edgetl.backends",
     "edgetl.backends.onnxruntime",

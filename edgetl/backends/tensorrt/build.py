@@ -13,13 +13,13 @@ from typing import Any
 from rich.console import Console
 
 from edgetl.backends import run_all
-from edgetl.backends.tensorrt.backend import (
+from edgetl.backends.tensorrt.options import TensorRtOptions
+from edgetl.backends.tensorrt.runtime import (
     ENGINE_FILE,
     ENGINE_RECORD,
     TIMING_CACHE,
-    TensorRtBackend,
+    TensorRtRuntime,
 )
-from edgetl.backends.tensorrt.options import TensorRtOptions
 from edgetl.core.env import jetson
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.fields import write_fields
@@ -50,7 +50,7 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
             f"{opts.bundle}: an artifact for {manifest.backend}; `edgetl build` builds TensorRT "
             "bundles (export with --target jetson or tensorrt-gpu)"
         )
-    backend = TensorRtBackend()
+    backend = TensorRtRuntime()
     reason = backend.missing()
     if reason is not None:
         raise EdgetlError(
@@ -113,7 +113,7 @@ def _settings(opts: BuildOptions, manifest: Manifest, version: str) -> TensorRtO
     """The bundle's TensorRT settings with the command line's overrides; exit 2 when the
     bundle was made for other TensorRT majors than the one found here."""
     where = str(opts.bundle / MANIFEST_FILE)
-    options: TensorRtOptions = TensorRtBackend().options(manifest.runtime_options, where)
+    options: TensorRtOptions = TensorRtRuntime().options(manifest.runtime_options, where)
     found = int(version.split(".")[0])
     if options.majors and found not in options.majors:
         remedy = (
@@ -136,8 +136,8 @@ def _settings(opts: BuildOptions, manifest: Manifest, version: str) -> TensorRtO
 def calibration_for(bundle: Path, version: str) -> bytes | None:
     """The bundle's calibration cache with its header for the TensorRT found here: TensorRT
     ignores a cache written for another version, silently."""
-    from edgetl.backends.tensorrt.backend import CALIBRATION_CACHE, encode_version
     from edgetl.backends.tensorrt.calibration_cache import parse_cache, write_cache
+    from edgetl.backends.tensorrt.runtime import CALIBRATION_CACHE, encode_version
 
     path = bundle / CALIBRATION_CACHE
     if not path.is_file():
@@ -152,11 +152,11 @@ def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]
     if reference.artifact_logits is None:
         raise EdgetlError(f"{bundle}: the reference set has no host logits; export again")
     where = str(bundle / MANIFEST_FILE)
-    options: TensorRtOptions = TensorRtBackend().options(manifest.runtime_options, where)
+    options: TensorRtOptions = TensorRtRuntime().options(manifest.runtime_options, where)
     tolerance = options.device_parity.get(manifest.precision)
     if tolerance is None:
         raise EdgetlError(f"{bundle}: the profile gives no device_parity for {manifest.precision}")
-    runner = TensorRtBackend().load(bundle, manifest.runtime_spec())
+    runner = TensorRtRuntime().load(bundle, manifest.runtime_spec())
     try:
         logits = run_all(runner, manifest.preprocess.normalize(reference.images))
     finally:

@@ -5,41 +5,19 @@ INT8 calibration from the FP32 ONNX model.
     <tensor name>: <float32 scale as 8 hex digits, big-endian IEEE 754>
 
 One line per activation tensor of the FP32 graph, with the scale of the quantizer that reads
-that tensor in the Q/DQ model: both builds then use the same ranges.
+that tensor in the Q/DQ model (read from it by compiler.activation_scales, on the host):
+both builds then use the same ranges.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgetl.core.errors import EdgetlError
 
-if TYPE_CHECKING:
-    import onnx
-
 HEADER = "TRT-{version}-EntropyCalibration2"
-
-
-def activation_scales(qdq: onnx.ModelProto) -> dict[str, float]:
-    """Tensor name -> scale of every activation QuantizeLinear (weights excluded)."""
-    from edgetl.backends.onnx_graph import constants  # host side: onnx
-
-    values = constants(qdq.graph)
-    scales: dict[str, float] = {}
-    for node in qdq.graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] in values:
-            continue
-        scale = values.get(node.input[1])
-        if scale is None or scale.size != 1:
-            raise EdgetlError(
-                f"{node.name}: activation scale is not one constant; TensorRT's calibration "
-                "cache holds one scale per tensor"
-            )
-        scales[node.input[0]] = float(scale.reshape(()))
-    return scales
 
 
 def write_cache(scales: dict[str, float], version: int) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from rich.console import Console
 
-from edgetl.backends import get_backend, run_all
+from edgetl.backends import get_compiler, run_all
 from edgetl.core.data.splitting import stratified_sample
 from edgetl.core.targets import TargetProfile
 from edgetl.core.ui import progress
@@ -21,7 +21,7 @@ RANKING_BACKEND = "onnxruntime"
 
 
 def ranking_loader(profile: TargetProfile) -> LoadOnnx:
-    backend = get_backend(RANKING_BACKEND)
+    backend = get_compiler(RANKING_BACKEND)
     return lambda model: backend.load_onnx(model, profile)
 
 

@@ -369,9 +369,9 @@ def _env(item: Loaded, threads: int) -> dict[str, Any]:
 
 
 def _runtime_version(manifest: Manifest) -> str:
-    from edgetl.backends import get_backend
+    from edgetl.backends import get_runtime
 
-    return get_backend(manifest.backend).runtime_version()
+    return get_runtime(manifest.backend).runtime_version()
 
 
 def _torch_reference(manifest: Manifest, chosen: EvalSet) -> np.ndarray | None:

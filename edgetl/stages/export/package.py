@@ -38,8 +38,13 @@ def package(
     out_dir: Path,
     console: Console,
 ) -> Manifest:
-    """Write reference.npz, manifest.json (and with a key, its signature) into `out_dir`."""
+    """Write reference.npz, edgetl's wheel where the device installs from the artifact,
+    manifest.json (and with a key, its signature) into `out_dir`."""
     _write_reference(plan, inputs, compiled, verified, out_dir)
+    if plan.compiler.ships_wheel:
+        from edgetl.core.selfwheel import build_wheel
+
+        build_wheel(out_dir)  # the device installs the very edgetl that made the artifact
     run, profile, opts = plan.run, plan.profile, plan.opts
     test = reported_accuracy(inputs, verified)
     manifest = Manifest(

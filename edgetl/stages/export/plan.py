@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from edgetl.backends import Backend, Placement, resolve
+from edgetl.backends import Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
 from edgetl.core.evidence import DEFAULT_CONFIDENCE, DEFAULT_RULE, RULES
@@ -59,9 +59,14 @@ class Plan:
     signing_key: Any
 
     @property
-    def backend(self) -> Backend:
-        """The target's backend: it compiles the artifact."""
-        return self.placement.backend
+    def compiler(self) -> Any:
+        """The target's compiler (backends.compiler.Compiler): it makes the artifact."""
+        return self.placement.compiler()
+
+    @property
+    def measurer(self) -> Any:
+        """The compiler of the runtime that measures here: it runs in-memory graphs."""
+        return self.placement.measurer()
 
     @property
     def measuring(self) -> TargetProfile:

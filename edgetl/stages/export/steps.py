@@ -17,7 +17,7 @@ import onnx
 from rich.console import Console
 
 from edgetl.backends import Runner, RuntimeSpec, run_all
-from edgetl.backends.base import CompileInput
+from edgetl.backends.compiler import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.evidence import FLIPS_RULE, decide
 from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
@@ -86,7 +86,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
     """The INT8 graph under the accuracy guard (decided on val); `graph` as it is otherwise."""
     if plan.recipe is None or inputs.calibration is None:
         return graph
-    profile, measuring, runtime = plan.profile, plan.measuring, plan.placement.runtime
+    profile, measuring, measurer = plan.profile, plan.measuring, plan.measurer
     prepared_path = work / "prepared.onnx"
     budget, confidence = guard_terms(plan.opts)
     flips = plan.opts.rule == FLIPS_RULE
@@ -95,11 +95,11 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
         prepare(graph.path, prepared_path),
         inputs.calibration,
         Validation(inputs.val, inputs.val_labels, plan.run.seed, unlabelled),
-        lambda model: runtime.load_onnx(model, measuring),
+        lambda model: measurer.load_onnx(model, measuring),
         budget,
         plan.recipe,
         console=console,
-        rewrite=plan.backend.rewrite_int8,
+        rewrite=plan.compiler.rewrite_int8,
         rank_fn=ranking_loader(profile),
         refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator, console).apply,
         fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
@@ -124,18 +124,18 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
 
 def compile_artifact(plan: Plan, graph: Graph, out_dir: Path, started: float) -> Compiled:
     prepared = graph.quantized.prepared if graph.quantized is not None else None
-    files = plan.backend.compile(
+    files = plan.compiler.compile(
         CompileInput(graph.path, plan.precision, prepared), out_dir, plan.profile
     )
     compile_s = time.perf_counter() - started
     measuring = plan.measuring
     if plan.placement.proxy is None:
         spec = RuntimeSpec(files, measuring.device, measuring.options, measuring.threads)
-        return Compiled(files, plan.backend.load(out_dir, spec), compile_s)
+        return Compiled(files, plan.placement.backend.load(out_dir, spec), compile_s)
     if graph.quantized is not None:  # the graph the guard chose, in the runner it measured with
         guard = graph.quantized.guard
         return Compiled(files, guard.runner, compile_s, guard.logits)
-    return Compiled(files, plan.placement.runtime.load_onnx(graph.model, measuring), compile_s)
+    return Compiled(files, plan.measurer.load_onnx(graph.model, measuring), compile_s)
 
 
 def verify(
@@ -174,7 +174,7 @@ def _host_checks(
     FP32 logits on the host proxy, each within the profile's tolerance for it."""
     measuring = plan.measuring
     found: dict[str, ParityCheck] = {}
-    for what, path, key in plan.backend.host_checks(out_dir, plan.precision, plan.profile):
+    for what, path, key in plan.compiler.host_checks(out_dir, plan.precision, plan.profile):
         tolerance = measuring.parity.get(key)
         if tolerance is None:
             raise EdgetlError(f"{measuring.source}: [parity] has no {key} tolerance for {what}")
@@ -193,14 +193,14 @@ def _host_runner(plan: Plan, model: onnx.ModelProto, what: str, console: Console
     """The graph on the host proxy. An FP16 graph on ONNX Runtime's CPU provider runs partly
     in FP32 (it lacks most FP16 kernels on x86): said once, in words, instead of its
     colour-coded warnings twice per session."""
-    runtime = plan.placement.runtime
-    if runtime.name != "onnxruntime" or plan.precision != "fp16":
-        return runtime.load_onnx(model, plan.measuring)
+    measurer = plan.measurer
+    if measurer.name != "onnxruntime" or plan.precision != "fp16":
+        return measurer.load_onnx(model, plan.measuring)
     from edgetl.backends.onnxruntime.fp16 import fp32_fallbacks, quiet
 
     with quiet():
         fallbacks = fp32_fallbacks(model)
-        runner = runtime.load_onnx(model, plan.measuring)
+        runner = measurer.load_onnx(model, plan.measuring)
     if fallbacks:
         ops = ", ".join(f"{op} {n}" for op, n in fallbacks.most_common())
         console.print(

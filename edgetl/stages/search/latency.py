@@ -18,7 +18,8 @@ import onnx
 import torch
 
 from edgetl.backends.artifact import load
-from edgetl.backends.base import CompileInput, Runner
+from edgetl.backends.base import Runner
+from edgetl.backends.compiler import CompileInput
 from edgetl.backends.placement import resolve
 from edgetl.backends.probe import Probe
 from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
@@ -76,9 +77,9 @@ def compile_arch(
             floats = float_node_names(prepared, recipe)
             graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
             fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
-            onnx.save(placement.backend.rewrite_int8(graph), str(path))
+            onnx.save(placement.compiler().rewrite_int8(graph), str(path))
         precision = profile.check_precision(candidate.precision)
-        files = placement.backend.compile(CompileInput(path, precision, fp32_path), out, profile)
+        files = placement.compiler().compile(CompileInput(path, precision, fp32_path), out, profile)
     probe = Probe(placement.backend.name, files, candidate.size, precision, profile.device,
                   dict(profile.options), profile.threads)  # fmt: skip
     probe.write(out)
@@ -107,7 +108,7 @@ def load_arch(
             runner = placement.backend.load(compiled, spec)
         else:
             onnx_files = [name for name in probe.files if name.endswith(".onnx")]
-            runner = placement.runtime.load_onnx(onnx.load(str(compiled / onnx_files[0])),
+            runner = placement.measurer().load_onnx(onnx.load(str(compiled / onnx_files[0])),
                                                  measuring)  # fmt: skip
     runtime = placement.runtime.name
     if placement.proxy is not None:

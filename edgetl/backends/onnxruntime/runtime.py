@@ -1,20 +1,13 @@
-"""ONNX Runtime on the CPU: the artifact is the ONNX file itself."""
+"""ONNX Runtime on the CPU, device side: the artifact is the ONNX file itself."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgetl.backends.base import Backend, CompileInput, RuntimeSpec
+from edgetl.backends.base import Runtime, RuntimeSpec
 from edgetl.core.errors import EdgetlError
-
-if TYPE_CHECKING:
-    import onnx
-
-    from edgetl.core.targets import TargetProfile
 
 MODEL_FILE = "model.onnx"
 
@@ -60,7 +53,7 @@ class OrtRunner:
         return dims(session.get_inputs()[0].shape), dims(session.get_outputs()[0].shape)
 
 
-class OnnxRuntimeBackend(Backend):
+class OrtRuntime(Runtime):
     name = "onnxruntime"
     module = "onnxruntime"
 
@@ -73,18 +66,5 @@ class OnnxRuntimeBackend(Backend):
         if device != "CPU":
             raise EdgetlError(f"device {device!r}: the onnxruntime backend here runs on CPU only")
 
-    def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
-        if graph.onnx != out_dir / MODEL_FILE:
-            shutil.copyfile(graph.onnx, out_dir / MODEL_FILE)
-        return [MODEL_FILE]
-
     def load(self, model_dir: Path, spec: RuntimeSpec) -> OrtRunner:
         return OrtRunner(model_dir / spec.model_files[0], spec.threads)
-
-    def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> OrtRunner:
-        return OrtRunner(model.SerializeToString(), profile.threads)
-
-    def rewrite_int8(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        from edgetl.backends.onnxruntime.rewrites import for_onnxruntime
-
-        return for_onnxruntime(model)

@@ -1,4 +1,5 @@
-"""OpenVINO on Intel CPU, GPU and NPU: the artifact is an IR (model.xml + model.bin).
+"""OpenVINO on Intel CPU, GPU and NPU, device side: the artifact is an IR (model.xml +
+model.bin); compiler.py makes it on the host.
 
 The same code serves every device; only the profile's device string differs. INT8 comes in
 as the accuracy-guarded QDQ ONNX model, which OpenVINO's ONNX frontend turns into
@@ -7,22 +8,16 @@ FakeQuantize operations that its low-precision transformations run in integer ar
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from edgetl.backends.base import Backend, CompileInput, RuntimeSpec
+from edgetl.backends.base import Runtime, RuntimeSpec
 from edgetl.backends.openvino.options import OpenVinoOptions
 from edgetl.core.errors import EdgetlError
 from edgetl.core.outputs import cache_dir, check_writable
-
-if TYPE_CHECKING:
-    import onnx
-
-    from edgetl.core.targets import TargetProfile
 
 MODEL_FILES = ["model.xml", "model.bin"]
 
@@ -99,7 +94,7 @@ def model_cache_dir() -> Path:
     return cache_dir("openvino", "EDGETL_OPENVINO_CACHE")
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoRuntime(Runtime):
     name = "openvino"
     module = "openvino"
     Options = OpenVinoOptions
@@ -113,31 +108,6 @@ class OpenVinoBackend(Backend):
     def check_device(self, device: str) -> None:
         check_device(device)
 
-    def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
-        import openvino as ov
-
-        options: OpenVinoOptions = self.options(profile.options, profile.source)
-        model = ov.convert_model(str(graph.onnx))
-        if options.static_shape:
-            # NPUs compile static shapes only; reshape a dynamic-batch export to batch 1.
-            shape = list(model.input(0).get_partial_shape())
-            model.reshape([1, *[int(str(d)) for d in shape[1:]]])
-            dynamic = [
-                port.get_any_name()
-                for port in [*model.inputs, *model.outputs]
-                if not port.get_partial_shape().is_static
-            ]
-            if dynamic:  # checked here: the NPU would refuse it only on the device
-                raise EdgetlError(
-                    f"target {profile.name} needs static shapes; {dynamic} stay dynamic after "
-                    "reshaping to batch 1"
-                )
-        # FP16 weights for fp16; FP32 and INT8 keep FP32 for what is not quantized.
-        ov.save_model(
-            model, str(out_dir / MODEL_FILES[0]), compress_to_fp16=graph.precision == "fp16"
-        )
-        return list(MODEL_FILES)
-
     def load(self, model_dir: Path, spec: RuntimeSpec) -> OpenVinoRunner:
         options: OpenVinoOptions = self.options(spec.options, str(model_dir / "manifest.json"))
         cache = model_cache_dir() if options.model_cache else None
@@ -149,16 +119,3 @@ class OpenVinoBackend(Backend):
             spec.device,
             options.config(spec.threads, cache),
         )
-
-    def load_onnx(self, model: onnx.ModelProto, profile: TargetProfile) -> OpenVinoRunner:
-        import onnx
-        import openvino as ov
-
-        with tempfile.TemporaryDirectory(prefix="edgetl-ov-") as work:
-            path = Path(work) / "candidate.onnx"
-            onnx.save(model, str(path))
-            converted = ov.convert_model(str(path))
-        # No model cache: candidates are compiled once each.
-        options: OpenVinoOptions = self.options(profile.options, profile.source)
-        config = options.config(profile.threads, None)
-        return OpenVinoRunner(converted, profile.device, config)
