@@ -76,7 +76,7 @@ class LabDevice:
         """`edgetl bench ARTIFACT --on NAME` with `edgetl bench`'s options; the typed result,
         or an AssertionError saying why the device could not run it."""
         from edgetl.core.ui import make_console
-        from edgetl.stages.bench.harness import BenchOptions
+        from edgetl.stages.bench.options import BenchOptions
         from edgetl.stages.lab.bench import bench_on
 
         options.setdefault("iterations", 100)
@@ -99,7 +99,8 @@ def edgetl_device(request: pytest.FixtureRequest) -> LabDevice:
 def edgetl_bench() -> Callable[..., BenchResult]:
     """Bench one artifact with its runtime; returns the typed result (edgetl.bench/1 entry)."""
     from edgetl.core.ui import make_console
-    from edgetl.stages.bench.harness import BenchOptions, bench
+    from edgetl.stages.bench.harness import bench
+    from edgetl.stages.bench.options import BenchOptions
 
     def run(artifact: str | Path, **options: Any) -> BenchResult:
         options.setdefault("iterations", 100)

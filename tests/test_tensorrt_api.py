@@ -561,7 +561,8 @@ def test_a_loaded_engine_runs_on_its_dla_core_and_names_its_batch_limit(
     from edgetl.backends.tensorrt import cuda_device
     from edgetl.backends.tensorrt import runtime as backend
     from edgetl.core.records import RuntimeSpec
-    from edgetl.stages.bench.harness import BenchOptions, _check_batches
+    from edgetl.stages.bench.harness import _check_batches
+    from edgetl.stages.bench.options import BenchOptions
 
     class DynamicRunner(PolygraphyRunner):
         shape = (-1, 3, 8, 8)

@@ -9,54 +9,20 @@ from typing import Any
 import click
 
 from edgetl.cli.app import handle_errors, main, trust_option
-from edgetl.cli.devices import lab_option
+from edgetl.cli.declared import options_of
+from edgetl.cli.devices import lab_option, on_option
 from edgetl.core.ui import make_console
 from edgetl.core.verdict import check
+from edgetl.stages.bench.options import CompareOptions
 
 
 @main.command()
 @click.argument("base", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
-@click.option("--data", default=None, help="As for bench [default: BASE's reference set].")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default=None)
-@click.option("--limit", type=int, default=None, help="Measure accuracy on N images.")
-@click.option(
-    "--rounds", type=int, default=10, show_default=True, help="Fresh-session rounds, at least."
-)
-@click.option(
-    "--max-rounds",
-    type=int,
-    default=None,
-    help="While the interval straddles the threshold, add rounds up to this many "
-    "[default: 3x --rounds].",
-)
-@click.option(
-    "--iterations", type=int, default=30, show_default=True, help="Runs per artifact and round."
-)
-@click.option("--warmup", type=int, default=5, show_default=True)
-@click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
-@click.option(
-    "--max-regression",
-    type=float,
-    default=5.0,
-    show_default=True,
-    help="% of p50 the candidate may be slower before the confidence interval fails it.",
-)
-@click.option(
-    "--max-accuracy-drop",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Top-1 points the candidate may lose on the same images.",
-)
+@options_of(CompareOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option(
-    "--on",
-    "on",
-    default=None,
-    help="Run the comparison on the lab's devices over ssh: NAME[,NAME...] or all; the "
-    "verdicts come back here.",
-)
+@on_option("Run the comparison on the lab's devices over ssh: NAME[,NAME...] or all; the "
+           "verdicts come back here.")  # fmt: skip
 @lab_option
 @trust_option
 @handle_errors
@@ -75,7 +41,6 @@ def compare(
     candidate is slower by more than --max-regression, or its top-1 on the same images is
     more than --max-accuracy-drop below; the reason in one line.
     """
-    from edgetl.stages.bench.compare import CompareOptions
     from edgetl.stages.bench.compare import compare as run_compare
 
     if on is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,11 @@ lab_option = click.option(
     default=None,
     help="The lab file [default: $EDGETL_LAB, else ./devices.toml].",
 )
+
+
+def on_option(help: str) -> Any:
+    """--on NAME[,NAME...]: where a command runs in the lab (`help` says what it does there)."""
+    return click.option("--on", "on", default=None, help=help)
 
 
 @main.command()

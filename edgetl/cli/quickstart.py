@@ -46,8 +46,9 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         from edgetl.train.stack import check_host_stack
 
         check_host_stack()
-        from edgetl.stages.bench.harness import BenchOptions, print_report
         from edgetl.stages.bench.harness import bench as run_bench
+        from edgetl.stages.bench.harness import print_report
+        from edgetl.stages.bench.options import BenchOptions
         from edgetl.stages.export import ExportOptions
         from edgetl.stages.export import export as run_export
         from edgetl.stages.finetune import FinetuneOptions

@@ -22,6 +22,9 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_CONFIDENCE = 0.9  # of every bound edgetl states unless told otherwise
+# Points of top-1 a model may lose (INT8 against FP32 at export; a candidate against its
+# base or baseline in bench and compare) unless told otherwise.
+DEFAULT_BUDGET_PTS = 1.0
 # Drops are differences of image counts divided by n: 9/900 - 0 must equal a 1.00 budget.
 BUDGET_TOLERANCE = 1e-6
 

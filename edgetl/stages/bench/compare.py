@@ -24,25 +24,9 @@ from edgetl.core.regression import LatencyVerdict, paired_ratio, sample_ratio
 from edgetl.core.signing import trusted_keys
 from edgetl.core.timing import measure
 from edgetl.stages.bench.evalset import eval_set
+from edgetl.stages.bench.options import CompareOptions
 
 Loader = Callable[[], Runner]
-
-
-@dataclass
-class CompareOptions:
-    base: Path  # an artifact directory or a report.json
-    candidate: Path
-    data: str | None = None  # None: the base artifact's reference set
-    split: str | None = None
-    limit: int | None = None
-    rounds: int = 10
-    max_rounds: int | None = None  # undecided after `rounds`: go on to this many (3x rounds)
-    iterations: int = 30  # per artifact and round
-    warmup: int = 5
-    threads: int | None = None
-    max_regression: float = 5.0  # percent of p50
-    max_accuracy_drop: float = 1.0  # points of top-1
-    trust: tuple[Path, ...] = ()  # public keys one of which must have signed each artifact
 
 
 @dataclass

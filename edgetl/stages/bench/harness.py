@@ -32,37 +32,10 @@ from edgetl.core.versions import versions
 from edgetl.stages.bench.accuracy import accuracy_report
 from edgetl.stages.bench.cold import cold_start
 from edgetl.stages.bench.evalset import EvalSet, eval_set
-from edgetl.stages.bench.gate import Gate, check_baseline
+from edgetl.stages.bench.gate import check_baseline
+from edgetl.stages.bench.options import BenchOptions
 
 HIGH_CV = 0.10  # above this, the latency numbers are too noisy to compare closely
-
-
-@dataclass
-class BenchOptions:
-    artifacts: list[Path]
-    data: str | None = None  # None: each artifact's reference set
-    split: str | None = None  # with the run's own data: test (default), val or train
-    iterations: int = 200
-    warmup: int = 20
-    rounds: int = 5
-    min_duration: float = 0.0  # seconds of samples per artifact, at least
-    batch: tuple[int, ...] = (1,)
-    threads: int | None = None
-    limit: int | None = None
-    cold: bool = True  # measure load/first inference/peak RSS in a fresh process
-    json_path: Path | None = None
-    md_path: Path | None = None
-    plot_path: Path | None = None
-    junit_path: Path | None = None
-    baseline: Path | None = None
-    max_regression: float = 5.0  # percent of p50
-    max_accuracy_drop: float = 1.0  # points of top-1 against the baseline
-    trust: tuple[Path, ...] = ()  # public keys one of which must have signed each artifact
-    allow_overlap: bool = False  # measure a folder's train/val images too (not held out)
-
-    @property
-    def gate(self) -> Gate:
-        return Gate(self.baseline, self.max_regression, self.max_accuracy_drop)
 
 
 @dataclass

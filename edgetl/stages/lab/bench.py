@@ -22,9 +22,11 @@ from rich.markup import escape
 
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import read_json
+from edgetl.core.options import argv
 from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
 from edgetl.stages.bench.gate import check_baseline
-from edgetl.stages.bench.harness import BenchOptions, check_options
+from edgetl.stages.bench.harness import check_options
+from edgetl.stages.bench.options import BenchOptions
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
@@ -174,7 +176,8 @@ def _bench_there(
     remote: Remote, artifacts: list[RemotePath], data: str | None, opts: BenchOptions
 ) -> BenchReport:
     out = remote.scratch(".json")
-    args: list[str] = ["bench", *artifacts, "--json", out, *_pass_through(opts)]
+    # The options the device's `edgetl bench` runs with (declared remote); outputs stay here.
+    args: list[str] = ["bench", *artifacts, "--json", out, *argv(opts)]
     if data is not None:
         args += ["--data", data]
     remote.edgetl(args)
@@ -185,21 +188,6 @@ def _bench_there(
             return BenchReport.read(local)  # whole and schema-checked, or not at all
         except EdgetlError as exc:
             raise DeviceFault(f"its report was not accepted: {exc}") from exc
-
-
-def _pass_through(opts: BenchOptions) -> list[str]:
-    """The bench options the device's `edgetl bench` runs with (outputs stay here)."""
-    args = ["--iterations", str(opts.iterations), "--warmup", str(opts.warmup),
-            "--rounds", str(opts.rounds), "--min-duration", str(opts.min_duration),
-            "--batch", ",".join(map(str, opts.batch))]  # fmt: skip
-    for flag, value in (("--threads", opts.threads), ("--limit", opts.limit),
-                        ("--split", opts.split)):  # fmt: skip
-        if value is not None:
-            args += [flag, str(value)]
-    args.append("--cold" if opts.cold else "--no-cold")
-    if opts.allow_overlap:
-        args.append("--allow-overlap")
-    return args
 
 
 def _baselines(path: Path | None) -> dict[str, BenchReport]:

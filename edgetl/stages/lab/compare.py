@@ -14,9 +14,11 @@ from rich.markup import escape
 
 from edgetl.core.errors import EdgetlError
 from edgetl.core.fields import Source, read_fields
+from edgetl.core.options import argv
 from edgetl.core.records import DeviceRun, Manifest
 from edgetl.core.regression import LatencyVerdict
-from edgetl.stages.bench.compare import CompareOptions, Comparison, check_options
+from edgetl.stages.bench.compare import Comparison, check_options
+from edgetl.stages.bench.options import CompareOptions
 from edgetl.stages.lab.bench import checked, device_data, local_data_folder, place
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
@@ -93,15 +95,9 @@ def _compare_device(
 def _compare_there(
     remote: Remote, pair: list[RemotePath], data: str | None, opts: CompareOptions
 ) -> Comparison:
-    args: list[str] = ["compare", *pair, "--json", "--rounds", str(opts.rounds),
-                       "--iterations", str(opts.iterations), "--warmup", str(opts.warmup),
-                       "--max-regression", str(opts.max_regression),
-                       "--max-accuracy-drop", str(opts.max_accuracy_drop)]  # fmt: skip
-    optional = {"--max-rounds": opts.max_rounds, "--threads": opts.threads,
-                "--limit": opts.limit, "--split": opts.split, "--data": data}  # fmt: skip
-    for flag, value in optional.items():
-        if value is not None:
-            args += [flag, str(value)]
+    args: list[str] = ["compare", *pair, "--json", *argv(opts)]
+    if data is not None:
+        args += ["--data", data]
     # exit 1: a regression, its verdict printed all the same
     return _verdict(remote.edgetl(args, (0, 1)), opts.max_accuracy_drop, remote.name)
 
