@@ -4,163 +4,41 @@ Every artifact stands alone: model files, manifest.json and a reference set (tes
 after resize/crop, labels, FP32 logits), so it can be checked and benchmarked on a device
 that has neither the dataset nor the run directory.
 
+    options.py  what export is asked (light: the command line reads it first)
     plan.py     resolve the plan: target (alias), precision, recipe, where it runs here
     inputs.py   the images, decoded once, and PyTorch's logits on them
     steps.py    ONNX -> quantize -> compile -> verify, each a frozen record
     package.py  manifest, reference set, signature
+    stage.py    the pipeline, staged and written whole
+
+This package's own import is light; export() and archive() load the pipeline when called.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from edgetl.stages.export.options import ExportOptions
 
-from edgetl.core.archives import archive_manifest
-from edgetl.core.data.splits import Splits
-from edgetl.core.errors import CheckFailed, EdgetlError
-from edgetl.core.files import staged_dir
-from edgetl.core.outputs import claim, clean_scratch, scratch_dir
-from edgetl.core.records import MANIFEST_FILE, Manifest
-from edgetl.core.verdict import check
-from edgetl.quantize.guard import GuardFailed, GuardReport
-from edgetl.stages.export.inputs import load_inputs
-from edgetl.stages.export.package import package
-from edgetl.stages.export.plan import ExportOptions, Plan, default_out, resolve_plan
-from edgetl.stages.export.steps import compile_artifact, quantize, to_onnx, verify
+if TYPE_CHECKING:
+    from rich.console import Console
 
-__all__ = ["ExportOptions", "ExportResult", "Plan", "archive", "default_out", "export"]
+    from edgetl.core.data.splits import Splits
+    from edgetl.stages.export.stage import ExportResult
 
-
-@dataclass(frozen=True)
-class ExportResult:
-    """The artifact's manifest, or (nothing written) the checks that failed; `guard` is the
-    INT8 guard's report, also when no candidate met the budget."""
-
-    out: Path
-    manifest: Manifest | None
-    failures: list[str] = field(default_factory=list)
-    guard: GuardReport | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.manifest is not None and not self.failures
-
-    def checked(self) -> Manifest:
-        """The manifest; CheckFailed naming the failures when the export did not pass."""
-        check(self)
-        assert self.manifest is not None
-        return self.manifest
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest when it passed; else the verdict and what the guard tried."""
-        if self.manifest is not None and self.passed:
-            return self.manifest.to_dict()
-        guard = None if self.guard is None else self.guard.to_dict()
-        return {"passed": False, "out": str(self.out), "failures": self.failures, "guard": guard}
+__all__ = ["ExportOptions", "archive", "export"]
 
 
 def export(opts: ExportOptions, console: Console, scanned: Splits | None = None) -> ExportResult:
-    """Export the run for one target. Bad input is EdgetlError (exit 2); a failed check
-    (parity, the accuracy budget, a runtime's rules) is a result that did not pass, with
-    nothing written. `scanned`: the run's data when the caller holds it (not scanned again)."""
-    plan = resolve_plan(opts, console)
-    notes: list[str] = []
-    with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
-        _print_cleanup(notes, console)
-        replaced = _manifest_of(plan.out)
-        _check_archive(plan.out, opts.archive, opts.force, replaced)
-        inputs = load_inputs(plan, console, scanned)
-        try:
-            with (
-                staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir,
-                scratch_dir(plan.out) as scratch,
-            ):
-                started = time.perf_counter()
-                graph = to_onnx(plan, inputs, Path(scratch))
-                graph = quantize(plan, inputs, graph, Path(scratch), console)
-                compiled = compile_artifact(plan, graph, out_dir, started)
-                verified = verify(plan, inputs, graph, compiled, out_dir, console)
-                manifest = package(plan, inputs, graph, compiled, verified, out_dir, console)
-        except GuardFailed as failed:  # the staged directory is gone: nothing written
-            return ExportResult(plan.out, None, [str(failed)], failed.report)
-        except CheckFailed as failed:
-            return ExportResult(plan.out, None, [str(failed)])
-        _report(manifest, plan.out, console)
-        _replace_archive(plan.out, opts.archive, replaced, console)
-    guard = graph.quantized.guard.report if graph.quantized is not None else None
-    return ExportResult(plan.out, manifest, [], guard)
+    """stage.export: the run exported for one target (see there)."""
+    from edgetl.stages.export.stage import export as run
 
-
-def _print_cleanup(notes: list[str], console: Console) -> None:
-    """What claim() and the scratch cleanup removed, left by exports that were killed."""
-    notes += [
-        f"removed {path}, left by an export that was killed" for path in clean_scratch("export")
-    ]
-    for note in notes:
-        console.print(note)
-
-
-def _report(manifest: Manifest, out: Path, console: Console) -> None:
-    test = manifest.accuracy.test
-    console.print(
-        f"test top-1 ({test.n} images no choice was made on): artifact "
-        f"{test.top1:.2%}, FP32 PyTorch {test.fp32_top1:.2%}"
-    )
-    console.print(f"artifact: {out}")
-
-
-def archive_path(out: Path) -> Path:
-    return out.parent / f"{out.name}.tar.gz"
-
-
-def _manifest_of(out: Path) -> bytes | None:
-    """The manifest of the artifact at `out` that this export may replace (None: none)."""
-    path = out / MANIFEST_FILE
-    return path.read_bytes() if path.is_file() else None
-
-
-def _of_replaced(path: Path, replaced: bytes | None) -> bool:
-    """Whether the archive at `path` is edgetl's archive of the artifact being replaced."""
-    return replaced is not None and archive_manifest(path) == replaced
-
-
-def _check_archive(out: Path, write: bool, force: bool, replaced: bytes | None) -> None:
-    """--archive over an OUT.tar.gz that is not the archive of the artifact this export
-    replaces (the user's, another model's) needs --force; exit 2 before any work."""
-    path = archive_path(out)
-    if write and path.exists() and not force and not _of_replaced(path, replaced):
-        raise EdgetlError(
-            f"--archive: {path} exists and is not an archive of the artifact at {out}; "
-            "move it, or pass --force to overwrite it"
-        )
-
-
-def _replace_archive(out: Path, write: bool, replaced: bytes | None, console: Console) -> None:
-    """OUT.tar.gz beside the artifact: rewritten with --archive; else removed only when it
-    is edgetl's archive of the artifact just replaced (its manifest is that artifact's), so
-    it cannot be mistaken for this one. Anything else there is left alone."""
-    path = archive_path(out)
-    if write:
-        console.print(f"archive: {archive(out)}")
-    elif path.is_file() and _of_replaced(path, replaced):
-        path.unlink()
-        console.print(f"removed {path}: it held the artifact this export replaced")
+    return run(opts, console, scanned)
 
 
 def archive(directory: Path) -> Path:
-    """DIR.tar.gz beside the directory, written atomically."""
-    import io
-    import tarfile
+    """stage.archive: DIR.tar.gz beside the directory, written atomically."""
+    from edgetl.stages.export.stage import archive as write
 
-    from edgetl.core.files import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(directory, arcname=directory.name)
-    path = archive_path(directory)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return write(directory)

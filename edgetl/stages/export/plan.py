@@ -17,30 +17,10 @@ from edgetl.core.targets import Precision, TargetProfile
 from edgetl.quantize.calibration import MIN_SAMPLES
 from edgetl.quantize.guard import check_certifiable
 from edgetl.quantize.recipes import Recipe, load_recipe
+from edgetl.stages.export.options import ExportOptions
 from edgetl.train.model import Run, load_run
 
 GUARD_IMAGES = 1000  # validation images the INT8 accuracy guard measures (at most)
-
-
-@dataclass
-class ExportOptions:
-    run: Path
-    target: str
-    precision: str | None = None
-    out: Path | None = None
-    dynamic_batch: bool = False
-    parity_samples: int = 200
-    reference_samples: int = 200
-    archive: bool = False  # also write DIR.tar.gz
-    force: bool = False
-    # INT8 only
-    recipe: str | None = None
-    calib_data: Path | None = None
-    calib_samples: int | None = None
-    max_accuracy_drop: float = 1.0
-    confidence: float | None = None  # of the guard's bound on the drop [default: 0.9]
-    rule: str = DEFAULT_RULE  # how the guard decides: core/evidence.RULES
-    sign: Path | None = None  # ed25519 private key: the artifact is signed with it
 
 
 @dataclass(frozen=True)
