@@ -38,7 +38,7 @@ def search(
     from pathlib import Path
 
     from edgetl.core.ui import make_console
-    from edgetl.stages.search.search import SearchOptions
+    from edgetl.stages.search.options import SearchOptions
     from edgetl.stages.search.search import search as _search
 
     opts = SearchOptions(data=str(data), target=target, out=Path(out),

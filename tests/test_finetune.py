@@ -243,7 +243,7 @@ def test_cli_bad_data_exits_2_and_writes_nothing(tmp_path: Path) -> None:
         (["--lr", "inf"], "--lr inf: must be a positive finite number"),
         (["--lr", "nan"], "--lr nan: must be a positive finite number"),
         (["--image-size", "0"], "--image-size 0: give 16..1024 pixels"),
-        (["--unfreeze", "most"], "'most': give a number of stages (0, 1, 2, ...) or auto"),
+        (["--unfreeze", "most"], "--unfreeze most: give a number of stages (0, 1, 2, ...) or auto"),
         (["--unfreeze", "-1"], "--unfreeze -1: must be at least 0"),
         (["--unfreeze", "auto", "--unfreeze-tolerance", "-1"], "--unfreeze-tolerance -1.0"),
     ],

@@ -18,7 +18,7 @@ from edgetl.core.ui import make_console
 from edgetl.stages.finetune import FinetuneOptions, finetune
 data, out, weights = sys.argv[1:4]
 info = finetune(FinetuneOptions(data=data, out=Path(out), backbone="test_efficientnet",
-                weights=Path(weights), image_size=128, epochs=1, use_cache=False, workers=0,
+                weights=Path(weights), image_size=128, epochs=1, no_cache=True, workers=0,
                 batch_size=16),
                 make_console(quiet=True))
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

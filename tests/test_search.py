@@ -14,7 +14,8 @@ import torch
 
 from edgetl.core.ui import make_console
 from edgetl.stages.search import search as search_module
-from edgetl.stages.search.search import SearchOptions, front, search
+from edgetl.stages.search.options import SearchOptions
+from edgetl.stages.search.search import front, search
 from tests.conftest import TINY_BACKBONE, TINY_BUDGET, write_folder
 
 pytestmark = pytest.mark.e2e

@@ -102,7 +102,7 @@ from pathlib import Path
 from edgetl.core.ui import make_console
 from edgetl.stages.finetune import FinetuneOptions, finetune
 info = finetune(FinetuneOptions(data=sys.argv[1], out=Path(sys.argv[2]),
-                image_size=int(sys.argv[3]), epochs=1, use_cache=False), make_console(quiet=True))
+                image_size=int(sys.argv[3]), epochs=1, no_cache=True), make_console(quiet=True))
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "images": sum(info.data.sizes.values()), "features": info.backbone.num_features}))
 """

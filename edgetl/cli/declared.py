@@ -13,10 +13,16 @@ from edgetl.cli.app import F
 from edgetl.core.options import Declared, declared
 
 
-def options_of(cls: type, *, skip: tuple[str, ...] = ()) -> Any:
-    """A decorator adding a click option for each option `cls` declares (but `skip`), in
-    the order of its fields; each arrives under its field's name."""
-    made = [_click_option(item) for item in declared(cls) if item.name not in skip]
+def options_of(
+    cls: type, *, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+) -> Any:
+    """A decorator adding a click option for each option `cls` declares (all, `only` these,
+    or all but `skip`), in the order of its fields; each arrives under its field's name."""
+    made = [
+        _click_option(item)
+        for item in declared(cls)
+        if item.name not in skip and (only is None or item.name in only)
+    ]
 
     def apply(func: F) -> F:
         for make in reversed(made):

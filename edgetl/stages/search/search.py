@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,18 @@ import torch
 from rich.console import Console
 
 from edgetl.backends.profiles import load_target
-from edgetl.core.constants import DEFAULT_BACKBONE
 from edgetl.core.data.dataset import load_dataset
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.evidence import DEFAULT_CONFIDENCE
+from edgetl.core.options import carried
 from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.ui import progress
 from edgetl.quantize.guard import check_certifiable
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.export.plan import GUARD_IMAGES
-from edgetl.stages.finetune import FinetuneOptions, finetune, resolve_device
+from edgetl.stages.finetune import FinetuneOptions, finetune
+from edgetl.stages.finetune.stage import resolve_device
 from edgetl.stages.search.front import front
 from edgetl.stages.search.latency import (
     ArchLatency,
@@ -38,6 +39,7 @@ from edgetl.stages.search.latency import (
     reference_probe,
     time_archs,
 )
+from edgetl.stages.search.options import SearchOptions
 from edgetl.stages.search.space import Candidate, grid, head_hidden
 from edgetl.stages.search.state import RANKED, Record, SearchState, Status, resume
 from edgetl.train.backbones import Backbone, load_backbone
@@ -51,53 +53,6 @@ REFERENCE = "--reference"  # the key the reference artifact is timed under, with
 # Crops the search keeps in memory for its later stages (each export decodes the same val and
 # test images at a candidate's size): 1 GiB holds 7,000 crops at 224 px.
 CROP_MEMO_BYTES = 1 << 30
-
-
-@dataclass
-class SearchOptions:
-    data: str
-    target: str
-    out: Path
-    max_latency_ms: float | None  # the budget in ms, or None with max_latency_x
-    latency: str = "p50"  # or p90
-    max_latency_x: float | None = None  # the budget as a multiple of the reference's latency
-    reference: Path | None = None  # an artifact timed with the candidates (e.g. the one shipped)
-    max_size_mb: float | None = None
-    backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
-    sizes: list[int] = field(default_factory=lambda: [96, 128, 160, 192, 224])
-    heads: list[str] = field(default_factory=lambda: ["linear"])
-    precisions: list[str] | None = None  # None: every precision the target supports
-    unfreeze: list[int] = field(default_factory=lambda: [0])  # stages fine-tuned, per candidate
-    weights: Path | None = None  # a local checkpoint, with a single backbone
-    budget_minutes: float | None = None
-    epochs: int = 30
-    lr: float = 1e-3
-    batch_size: int = 64
-    seed: int = 0
-    patience: int = 5
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    iterations: int = 500  # latency samples per architecture: +-2% between twins, ~1 s each
-    max_accuracy_drop: float = 1.0  # the INT8 guard's budget, points of val top-1
-    cache_dir: Path | None = None
-    workers: int | None = None
-    force: bool = False
-    on: str | None = None  # a lab device to time the architectures on (stages/lab)
-    lab: Path | None = None
-
-    def settings(self) -> dict[str, Any]:
-        """What a resumed search must have been asked the same."""
-        keep = ("data", "target", "max_latency_ms", "latency", "max_size_mb", "backbones",
-                "sizes", "heads", "precisions", "epochs", "lr", "batch_size", "seed",
-                "patience", "val_fraction", "test_fraction", "max_accuracy_drop", "on",
-                "unfreeze", "max_latency_x")  # fmt: skip
-        found = {key: value for key, value in asdict(self).items() if key in keep}
-        found["weights"] = str(self.weights) if self.weights else None
-        found["reference"] = str(self.reference) if self.reference else None
-        return found
-
-    def head_training(self) -> HeadTraining:
-        return HeadTraining(self.epochs, self.lr, self.batch_size, self.seed, self.patience)
 
 
 @dataclass(frozen=True)
@@ -247,7 +202,7 @@ class Search:
                 self.cache, self.console,
             )  # fmt: skip
             choice = row_precision(self.cache, backbone, self.device, feats, self.splits,
-                                   0, self.opts.head_training(), self.console)  # fmt: skip
+                                   0, _head_training(self.opts), self.console)  # fmt: skip
             feats = {role: choice.rounded(rows) for role, rows in feats.items()}
             for head in dict.fromkeys(r.head for r in group):
                 val, test = self.fit_head(backbone, feats, head)
@@ -268,7 +223,7 @@ class Search:
         head.set_feature_stats(feats["train"])
         labels = {role: torch.from_numpy(self.splits.part(role).labels) for role in feats}
         train_head(head, feats["train"], labels["train"], feats["val"], labels["val"],
-                   self.opts.head_training(), Console(quiet=True))  # fmt: skip
+                   _head_training(self.opts), Console(quiet=True))  # fmt: skip
         val = evaluate_logits(eval_logits(head, feats["val"]), labels["val"])[1]
         test = evaluate_logits(eval_logits(head, feats["test"]), labels["test"])[1]
         return _score(val), _score(test)
@@ -335,15 +290,11 @@ class Search:
 
     def run(self, record: Record) -> Any:
         """A real run of `record` (for K = 0, its head as the search trained it); its info."""
-        opts = self.opts
-        return finetune(FinetuneOptions(
-            data=opts.data, out=self.run_dir(record), backbone=record.backbone,
-            weights=opts.weights, epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
-            seed=opts.seed, image_size=record.size, hidden=record.candidate.hidden,
-            val_fraction=opts.val_fraction,
-            test_fraction=opts.test_fraction, patience=opts.patience, cache_dir=self.cache,
-            force=True, workers=opts.workers, unfreeze=record.unfreeze,
-        ), Console(quiet=True), self.splits)  # fmt: skip
+        opts = carried(FinetuneOptions, self.opts, out=self.run_dir(record),
+                       backbone=record.backbone, image_size=record.size,
+                       hidden=record.candidate.hidden, cache_dir=self.cache, force=True,
+                       unfreeze=record.unfreeze)  # fmt: skip
+        return finetune(opts, Console(quiet=True), self.splits)
 
     def export(self, record: Record, out: Path | None = None) -> Any:
         """A real run of `record` exported; the manifest, or None when the guard found no
@@ -358,6 +309,10 @@ class Search:
 
     def run_dir(self, record: Record) -> Path:
         return self.opts.out / "runs" / _slug(record.key)
+
+
+def _head_training(opts: SearchOptions) -> HeadTraining:
+    return HeadTraining(opts.epochs, opts.lr, opts.batch_size, opts.seed, opts.patience)
 
 
 def _score(top1: float) -> float:
