@@ -38,7 +38,7 @@ def test_the_bundle_carries_its_checksummed_wheel(bundle: Path) -> None:
         names = set(wheel.namelist())
         metadata = wheel.read(f"edgetl-{wheel_name().split('-')[1]}.dist-info/METADATA").decode()
     carried = {"edgetl/cli/app.py", "edgetl/profiles/jetson.toml"}
-    carried.add("edgetl/backends/tensorrt/backend.py")
+    carried.add("edgetl/backends/tensorrt/runtime.py")
     assert carried <= names
     required = [line for line in metadata.splitlines() if line.startswith("Requires-Dist")]
     unconditional = [line for line in required if "extra ==" not in line]

@@ -311,7 +311,8 @@ def test_a_tie_on_val_goes_to_the_faster_candidate() -> None:
     """36 of 38 from the search's head, from a run (5 digits) and from an export's manifest
     is one number: a float32 mean (0.94736844) against the export's 0.9473684210526315 made
     the slower FP32 head "better" than its own INT8 export. Ties: faster, then less tuned."""
-    from edgetl.stages.search.search import _score, choose
+    from edgetl.stages.search.front import choose
+    from edgetl.stages.search.search import _score
     from edgetl.stages.search.state import Record
     from edgetl.train.loop import evaluate_logits
 

@@ -59,37 +59,31 @@ def devices(lab_file: Path | None, as_json: bool) -> None:
     emit(
         {"lab": str(lab.path), "devices": [f.to_dict() for f in facts]},
         as_json,
-        lambda: stdout_console().print(
-            table(
-                f"lab {lab.path}",
-                [
-                    "device",
-                    "target",
-                    "arch",
-                    "OS / L4T",
-                    "python",
-                    "edgetl",
-                    "runtimes",
-                    "free GB",
-                    "status",
-                ],
-                [
-                    [
-                        f.name,
-                        f.target,
-                        f.arch,
-                        f"{f.os} / L4T {f.l4t}" if f.l4t else f.os,
-                        f.python,
-                        f.edgetl or "-",
-                        ", ".join(f"{k} {v}" for k, v in sorted(f.runtimes.items())) or "-",
-                        "-" if f.free_gb is None else f"{f.free_gb:g}",
-                        f.reason or "ok",
-                    ]
-                    for f in facts
-                ],
-            )  # fmt: skip
-        ),
+        lambda: stdout_console().print(_table(str(lab.path), facts)),
     )
     down = [f"{f.name}: {f.reason}" for f in facts if not f.reachable]
     if down:
         raise CheckFailed("; ".join(down))
+
+
+COLUMNS = ["device", "target", "arch", "OS / L4T", "python", "edgetl", "runtimes", "free GB",
+           "status"]  # fmt: skip
+
+
+def _table(lab: str, facts: list[Any]) -> Any:
+    """One row a device: what `probe()` found there."""
+    rows = [
+        [
+            f.name,
+            f.target,
+            f.arch,
+            f"{f.os} / L4T {f.l4t}" if f.l4t else f.os,
+            f.python,
+            f.edgetl or "-",
+            ", ".join(f"{k} {v}" for k, v in sorted(f.runtimes.items())) or "-",
+            "-" if f.free_gb is None else f"{f.free_gb:g}",
+            f.reason or "ok",
+        ]
+        for f in facts
+    ]
+    return table(f"lab {lab}", COLUMNS, rows)

@@ -69,6 +69,26 @@ def attempts_table(title: str, attempts: list[Attempt], n: int) -> Table:
     return table(title, headers, rows)
 
 
+def _test_table(manifest: Manifest, kept: str) -> Any:
+    """FP32 and the kept INT8 model on test (reported, never chosen on)."""
+    assert manifest.quantization is not None
+    test = manifest.accuracy.test  # the one measurement on test (manifest/4)
+    legacy = manifest.quantization.test  # manifest/3 kept it here as well
+    drop = test.drop_pts if test.drop_pts is not None else (legacy.drop_pts if legacy else 0.0)
+    agreement = test.agreement if test.agreement is not None else (
+        legacy.agreement if legacy else float("nan")
+    )  # fmt: skip
+    return table(
+        f"reported on {test.n} test images (no choice made on them), "
+        f"{manifest.accuracy.measured_on}",
+        ["model", "top-1 (test)", "drop pts (test)", "agreement"],
+        [
+            ["FP32", f"{test.fp32_top1:.2%}", "", ""],
+            [f"INT8 ({kept})", f"{test.top1:.2%}", f"{drop:+.2f}", f"{agreement:.2%}"],
+        ],
+    )
+
+
 def print_quantization(manifest: Manifest) -> None:
     quant = manifest.quantization
     if quant is None:
@@ -87,29 +107,7 @@ def print_quantization(manifest: Manifest) -> None:
     )
     kept = quant.attempts[-1].name if quant.attempts else "INT8"
     test = manifest.accuracy.test  # the one measurement on test (manifest/4)
-    legacy = quant.test  # manifest/3 kept it here as well
-    drop = test.drop_pts if test.drop_pts is not None else (legacy.drop_pts if legacy else 0.0)
-    agreement = (
-        test.agreement
-        if test.agreement is not None
-        else (legacy.agreement if legacy else float("nan"))
-    )
-    console.print(
-        table(
-            f"reported on {test.n} test images (no choice made on them), "
-            f"{manifest.accuracy.measured_on}",
-            ["model", "top-1 (test)", "drop pts (test)", "agreement"],
-            [
-                ["FP32", f"{test.fp32_top1:.2%}", "", ""],
-                [
-                    f"INT8 ({kept})",
-                    f"{test.top1:.2%}",
-                    f"{drop:+.2f}",
-                    f"{agreement:.2%}",
-                ],
-            ],
-        )
-    )
+    console.print(_test_table(manifest, kept))
     if test.worse is not None and test.better is not None:
         chosen = quant.attempts[-1] if quant.attempts else None
         text, _ = promise_note(

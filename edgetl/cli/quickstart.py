@@ -46,41 +46,44 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         from edgetl.train.stack import check_host_stack
 
         check_host_stack()
-        from edgetl.stages.bench.harness import bench as run_bench
-        from edgetl.stages.bench.harness import print_report
-        from edgetl.stages.bench.options import BenchOptions
-        from edgetl.stages.export import ExportOptions
-        from edgetl.stages.export import export as run_export
-        from edgetl.stages.finetune import FinetuneOptions
-        from edgetl.stages.finetune import finetune as run_finetune
+        import edgetl.stages.bench.harness  # noqa: F401  (the stack, loaded under the heartbeat)
+        import edgetl.stages.export.stage  # noqa: F401
+        import edgetl.stages.finetune.stage  # noqa: F401
 
     check_writable(out / "run", "--out")
     # Quickstart replaces only what it wrote itself (out/run, its exports, report.json).
     check_replaceable(out, force, "quickstart directory", None)
-    run_dir = out / "run"
+    run_dir = _finetune(out / "run", epochs, force, console)
+    artifacts = _export(run_dir, force, console)
+    _bench(artifacts, out / "report.json", iterations, console)
+
+
+def _finetune(run_dir: Path, epochs: int, force: bool, console: Console) -> Path:
+    from edgetl.stages.finetune import FinetuneOptions, finetune
+
     console.rule("1/4 finetune")
     console.print(
         f"digits are 8x8 pixels: using --image-size {QUICKSTART_IMAGE_SIZE} instead of "
         "the backbone's 224 to keep this to a few minutes on a laptop CPU"
     )
-    info = run_finetune(
-        FinetuneOptions(
-            data="digits",
-            out=run_dir,
-            epochs=epochs,
-            image_size=QUICKSTART_IMAGE_SIZE,
-            force=force,
-        ),
-        console,
-    )
+    opts = FinetuneOptions(data="digits", out=run_dir, epochs=epochs,
+                           image_size=QUICKSTART_IMAGE_SIZE, force=force)  # fmt: skip
+    info = finetune(opts, console)
     assert info is not None  # None only on the other ranks of a torchrun launch
     print_run(info, run_dir)
+    return run_dir
+
+
+def _export(run_dir: Path, force: bool, console: Console) -> list[Path]:
+    """FP32, then INT8 under the guard (its refusal said, not an error); what was written."""
+    from edgetl.stages.export import ExportOptions, export
+
     artifacts = []
     for step, precision in ((2, "fp32"), (3, "int8")):
         guard = " (accuracy guard: at most 1 point below FP32)" if precision == "int8" else ""
         console.rule(f"{step}/4 export --target cpu --precision {precision}{guard}")
         options = ExportOptions(run=run_dir, target="cpu", precision=precision, force=force)
-        result = run_export(options, console)
+        result = export(options, console)
         if result.manifest is None and result.guard is not None:
             say_refused(result.guard, run_dir, console)  # the guard's answer, not an error
             continue
@@ -88,19 +91,19 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
         if result.manifest is not None:
             print_quantization(result.manifest)
         artifacts.append(result.out)
+    return artifacts
+
+
+def _bench(artifacts: list[Path], report: Path, iterations: int, console: Console) -> None:
+    from edgetl.stages.bench.harness import bench, print_report
+    from edgetl.stages.bench.options import BenchOptions
+
     console.rule("4/4 bench on the test split (no choice was made on it)")
-    outcome = run_bench(
-        BenchOptions(
-            artifacts=artifacts,
-            data="digits",
-            split="test",
-            iterations=iterations,
-            json_path=out / "report.json",
-        ),
-        console,
-    )
+    opts = BenchOptions(artifacts=artifacts, data="digits", split="test",
+                        iterations=iterations, json_path=report)  # fmt: skip
+    outcome = bench(opts, console)
     print_report(stdout_console(), outcome.report)
-    console.print(f"report: {out / 'report.json'}")
+    console.print(f"report: {report}")
     check(outcome)
 
 

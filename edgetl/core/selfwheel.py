@@ -34,6 +34,7 @@ PACKAGES = (
     "edgetl.quantize.guard",
     "edgetl.stages",
     "edgetl.stages.export",
+    "edgetl.stages.finetune",
     "edgetl.stages.bench",
     "edgetl.stages.lab",
     "edgetl.stages.search",

@@ -62,6 +62,27 @@ class EarlyStopping:
         )
 
 
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def plain_step(
+    module: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any = None
+) -> Step:
+    """One optimizer step on a batch (and the schedule's, when given): (logits, loss)."""
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = module(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        return logits, loss
+
+    return step
+
+
 def train_head(
     head: nn.Module,
     train_x: torch.Tensor,
@@ -86,14 +107,7 @@ def train_head(
             idx = order[start : start + settings.batch_size]
             yield train_x[idx], train_y[idx]
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = head(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        return logits, loss
+    step = plain_step(head, loss_fn, optimizer, schedule)
 
     def validate() -> tuple[float, float]:
         return evaluate_logits(eval_logits(head, val_x), val_y)
@@ -105,7 +119,6 @@ def train_head(
 
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
-Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Totals = Callable[[list[float]], list[float]]
 
 
@@ -147,13 +160,13 @@ def fit(
                 logits, loss = loop.step(x, y)
                 counted = int((y >= 0).sum())  # a negative label is DDP padding
                 sums[0] += loss.item() * counted
-                sums[1] += int((logits.argmax(1) == y).sum())
+                sums[1] += correct(logits, y)
                 sums[2] += counted
-            loss_sum, correct, total = loop.totals(sums)
+            loss_sum, right, total = loop.totals(sums)
             val_loss, val_top1 = loop.validate()
             check_finite(loss_sum / total, val_loss, epoch, lr)
             history.append(
-                epoch_row(loop.phase, epoch, loss_sum / total, correct / total, val_loss, val_top1)
+                epoch_row(loop.phase, epoch, loss_sum / total, right / total, val_loss, val_top1)
             )
             bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
             if stopper.should_stop(val_loss, loop.module, epoch, console):
@@ -191,7 +204,7 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, 
     loss = nn.functional.cross_entropy(logits.float(), labels).item()
     # A count over a count, in float64: a float32 mean (36/38 -> 0.94736844) would break a
     # tie with the same fraction computed elsewhere (the export's 0.9473684210526315).
-    return loss, int((logits.argmax(1) == labels).sum()) / max(len(labels), 1)
+    return loss, correct(logits, labels) / max(len(labels), 1)
 
 
 def epoch_row(
@@ -205,3 +218,9 @@ def epoch_row(
         "val_loss": round(val_loss, 5),
         "val_top1": round(val_top1, 5),
     }
+
+
+def correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many rows' top-1 is their label: core/metrics.py's rule on tensors (the first of
+    tied maxima, as torch.argmax and numpy's argmax both take), for training on any device."""
+    return int((logits.argmax(1) == labels).sum())

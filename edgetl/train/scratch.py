@@ -14,7 +14,7 @@ from torch import nn
 
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.preprocess import Preprocess
-from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit
+from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit, plain_step
 from edgetl.train.unfreeze import predict
 
 WIDTHS = (16, 32, 64, 128)  # four conv blocks, stride 2 each: ~0.1 M parameters
@@ -55,13 +55,7 @@ def scratch_baseline(
         ):
             yield torch.from_numpy(images), torch.from_numpy(labels)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return logits, loss
+    step = plain_step(model, loss_fn, optimizer)
 
     def validate() -> tuple[float, float]:
         logits, labels = predict(model, val, pre, settings.batch_size, torch.device("cpu"))

@@ -17,7 +17,7 @@ from edgetl.core.data.imageset import ImageSet
 from edgetl.core.preprocess import Preprocess
 from edgetl.train.backbones import trainable_tail
 from edgetl.train.distributed import Group
-from edgetl.train.loop import HeadTraining, Loop, fit
+from edgetl.train.loop import HeadTraining, Loop, correct, fit
 from edgetl.train.model import Classifier
 
 IGNORED = -100  # CrossEntropyLoss's ignore_index: a label that adds no loss and no gradient
@@ -41,19 +41,10 @@ def train_unfrozen(
     Under torchrun every rank calls this; DDP broadcasts rank 0's weights (its trained head)
     when it wraps the model, and every rank ends with the same weights and history.
     """
-    for param in model.backbone.parameters():
-        param.requires_grad_(False)
-    tail = trainable_tail(model.backbone, stages)
-    for param in tail:
-        param.requires_grad_(True)
+    optimizer = _optimizer(model, stages, settings.lr)
     model.to(device).eval()
     trained = _data_parallel(model, device) if group is not None else model
     rank, world = (group.rank, group.world) if group is not None else (0, 1)
-    lr = settings.lr
-    optimizer = torch.optim.AdamW(
-        [{"params": tail, "lr": lr * 0.1}, {"params": model.head.parameters(), "lr": lr}],
-        weight_decay=1e-2,
-    )
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum", ignore_index=IGNORED)
@@ -85,28 +76,56 @@ def train_unfrozen(
         return logits, summed.detach() / max(int((y >= 0).sum()), 1)
 
     def validate() -> tuple[float, float]:
-        share = val.subset(range(rank, len(val), world))
-        logits, labels = predict(model, share, pre, settings.batch_size, device)
-        loss = nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        correct = float((logits.argmax(1) == labels).sum())
-        # Summed over ranks: every rank gets the same figures, so takes the same
-        # early-stopping decision.
-        loss, correct = over_ranks([loss, correct])
-        return loss / len(val), correct / len(val)
+        return _validate(model, val, pre, settings.batch_size, device, group)
 
     def over_ranks(values: list[float]) -> list[float]:
-        if group is None:
-            return values
-        totals = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(totals)
-        return totals.tolist()
+        return _over_ranks(values, group)
 
     loop = Loop(phase, f"unfreeze {stages}", model, batches, step, validate, over_ranks)
-    history = fit(loop, settings.epochs, settings.patience, lr, console)
+    history = fit(loop, settings.epochs, settings.patience, settings.lr, console)
     model.cpu().eval()
     for param in model.parameters():
         param.requires_grad_(False)
     return history
+
+
+def _optimizer(model: Classifier, stages: int, lr: float) -> torch.optim.Optimizer:
+    """Only the last `stages` of the backbone trainable (at a tenth of the head's rate)."""
+    for param in model.backbone.parameters():
+        param.requires_grad_(False)
+    tail = trainable_tail(model.backbone, stages)
+    for param in tail:
+        param.requires_grad_(True)
+    return torch.optim.AdamW(
+        [{"params": tail, "lr": lr * 0.1}, {"params": model.head.parameters(), "lr": lr}],
+        weight_decay=1e-2,
+    )
+
+
+def _validate(
+    model: Classifier,
+    val: ImageSet,
+    pre: Preprocess,
+    batch_size: int,
+    device: torch.device,
+    group: Group | None,
+) -> tuple[float, float]:
+    """(mean loss, top-1) on val, each rank measuring its share; summed over ranks, so every
+    rank gets the same figures and takes the same early-stopping decision."""
+    rank, world = (group.rank, group.world) if group is not None else (0, 1)
+    share = val.subset(range(rank, len(val), world))
+    logits, labels = predict(model, share, pre, batch_size, device)
+    loss = nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+    loss, right = _over_ranks([loss, float(correct(logits, labels))], group)
+    return loss / len(val), right / len(val)
+
+
+def _over_ranks(values: list[float], group: Group | None) -> list[float]:
+    if group is None:
+        return values
+    totals = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(totals)
+    return totals.tolist()
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:

@@ -133,13 +133,7 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     used = ["strongly typed"] if strongly_typed else []
-    for name in chosen.flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-        used.append(name)
-    if chosen.calibration:
-        if calibration_cache is None:
-            raise EdgetlError(f"{bundle}: INT8 on DLA needs the bundle's calibration.cache")
-        config.int8_calibrator = cache_calibrator(trt, calibration_cache)
+    used += _set_flags(trt, config, chosen, bundle, calibration_cache)
     dynamic = _optimization_profile(builder, network, config, dla_core >= 0)
     placement = _place_on_dla(trt, network, config, dla_core)
     if dla_core >= 0:
@@ -167,6 +161,19 @@ def build_engine(
     cache = config.get_timing_cache()
     timing = bytes(cache.serialize()) if cache is not None else b""  # never lose the engine
     return EngineBuild(engine, timing, record, warnings)
+
+
+def _set_flags(
+    trt: Any, config: Any, chosen: Route, bundle: Path, calibration_cache: bytes | None
+) -> list[str]:
+    """The route's builder flags (and for implicit INT8 its calibrator); the flags set."""
+    for name in chosen.flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if chosen.calibration:
+        if calibration_cache is None:
+            raise EdgetlError(f"{bundle}: INT8 on DLA needs the bundle's calibration.cache")
+        config.int8_calibrator = cache_calibrator(trt, calibration_cache)
+    return list(chosen.flags)
 
 
 def _attach_timing_cache(config: Any, data: bytes | None) -> list[str]:

@@ -83,10 +83,7 @@ def quantize_with_guard(
     """
     check_certifiable(len(validation), max_drop, confidence)
     started = time.perf_counter()
-    with heartbeat(console, f"the FP32 model on {len(validation.labels)} val images"):
-        evaluator = Evaluator.for_fp32(validation, validate_fn, model, confidence)
-    if fp32_reference is not None:
-        _check_fp32(evaluator, *fp32_reference)
+    evaluator = _fp32(model, validation, validate_fn, confidence, fp32_reference, console)
     console.print(
         f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
         f"{len(calibration.files)} calibration images"
@@ -117,6 +114,23 @@ def quantize_with_guard(
     chosen = outcome.chosen
     fp32 = (evaluator.fp32_runner, evaluator.fp32_logits)
     return GuardResult(chosen.model, chosen.runner, chosen.logits, report, *fp32)
+
+
+def _fp32(
+    model: onnx.ModelProto,
+    validation: Validation,
+    validate_fn: LoadOnnx,
+    confidence: float,
+    reference: tuple[Any, Parity] | None,
+    console: Console,
+) -> Evaluator:
+    """FP32 measured on val once (every candidate is judged against it), and checked
+    against `reference` (PyTorch's logits) before anything is quantized."""
+    with heartbeat(console, f"the FP32 model on {len(validation.labels)} val images"):
+        evaluator = Evaluator.for_fp32(validation, validate_fn, model, confidence)
+    if reference is not None:
+        _check_fp32(evaluator, *reference)
+    return evaluator
 
 
 def check_certifiable(n: int, budget: float, confidence: float) -> None:

@@ -16,3 +16,13 @@ def front(records: list[Record]) -> list[Record]:
             kept.append(record)
             best = record.val_top1 or 0
     return kept
+
+
+def choose(records: list[Record]) -> Record | None:
+    """The highest val top-1 within budget; ties: the faster, the smaller, the less
+    fine-tuned."""
+    on_front = front(records)
+    if not on_front:
+        return None
+    return max(on_front, key=lambda r: (r.val_top1, -(r.p50_ms or 0), -(r.size_mb or 0),
+                                        -r.unfreeze))  # fmt: skip

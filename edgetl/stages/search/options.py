@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.core.constants import DEFAULT_BACKBONE
+from edgetl.core.errors import EdgetlError
 from edgetl.core.evidence import DEFAULT_BUDGET_PTS
 from edgetl.core.options import joined, names, numbers, option
+from edgetl.core.outputs import check_not_input, check_writable
 
 
 def _numbers(text: str) -> list[int]:
@@ -87,3 +89,26 @@ class SearchOptions:
         found["weights"] = str(self.weights) if self.weights else None
         found["reference"] = str(self.reference) if self.reference else None
         return found
+
+
+def check_options(opts: SearchOptions) -> None:
+    """Exit 2 naming the option at fault, before any work."""
+    if (opts.max_latency_ms is None) == (opts.max_latency_x is None):
+        raise EdgetlError("--max-latency: give one budget, in ms (5) or relative to "
+                          "--reference (1.2x)")  # fmt: skip
+    budget = opts.max_latency_x or opts.max_latency_ms or 0.0
+    if not budget > 0:
+        raise EdgetlError(f"--max-latency {budget}: give a budget above 0")
+    if opts.max_latency_x is not None and opts.reference is None:
+        raise EdgetlError(f"--max-latency {opts.max_latency_x:g}x: a relative budget needs "
+                          "--reference ARTIFACT (the model it is relative to)")  # fmt: skip
+    if opts.latency not in ("p50", "p90"):
+        raise EdgetlError(f"--latency {opts.latency}: choose p50 or p90")
+    if opts.weights is not None and len(opts.backbones) != 1:
+        raise EdgetlError("--weights: give a single --backbones with a local checkpoint")
+    if opts.budget_minutes is not None and opts.budget_minutes < 0:
+        raise EdgetlError(f"--budget-minutes {opts.budget_minutes}: give minutes >= 0")
+    check_writable(opts.out, "--out")
+    data = None if opts.data == "digits" else Path(opts.data)
+    check_not_input(opts.out, {"--data": data, "--weights": opts.weights,
+                               "--reference": opts.reference})  # fmt: skip

@@ -21,14 +21,13 @@ from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.evidence import DEFAULT_CONFIDENCE
 from edgetl.core.options import carried
-from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.ui import progress
 from edgetl.quantize.guard import check_certifiable
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.export.plan import GUARD_IMAGES
 from edgetl.stages.finetune import FinetuneOptions, finetune
 from edgetl.stages.finetune.stage import resolve_device
-from edgetl.stages.search.front import front
+from edgetl.stages.search.front import choose, front
 from edgetl.stages.search.latency import (
     ArchLatency,
     LoadedArch,
@@ -39,7 +38,7 @@ from edgetl.stages.search.latency import (
     reference_probe,
     time_archs,
 )
-from edgetl.stages.search.options import SearchOptions
+from edgetl.stages.search.options import SearchOptions, check_options
 from edgetl.stages.search.space import Candidate, grid, head_hidden
 from edgetl.stages.search.state import RANKED, Record, SearchState, Status, resume
 from edgetl.train.backbones import Backbone, load_backbone
@@ -325,18 +324,8 @@ def _slug(key: str) -> str:
     return key.replace("/", "-").replace("@", "-")
 
 
-def choose(records: list[Record]) -> Record | None:
-    """The highest val top-1 within budget; ties: the faster, the smaller, the less
-    fine-tuned."""
-    on_front = front(records)
-    if not on_front:
-        return None
-    return max(on_front, key=lambda r: (r.val_top1, -(r.p50_ms or 0), -(r.size_mb or 0),
-                                        -r.unfreeze))  # fmt: skip
-
-
 def search(opts: SearchOptions, console: Console) -> SearchResult:
-    _check(opts)
+    check_options(opts)
     opts.out.mkdir(parents=True, exist_ok=True)
     run = Search(opts, console)
     if opts.reference is not None:
@@ -402,25 +391,3 @@ def _export_chosen(run: Search, chosen: Record) -> None:
     if target.exists():
         shutil.rmtree(target)
     staged.rename(target)
-
-
-def _check(opts: SearchOptions) -> None:
-    if (opts.max_latency_ms is None) == (opts.max_latency_x is None):
-        raise EdgetlError("--max-latency: give one budget, in ms (5) or relative to "
-                          "--reference (1.2x)")  # fmt: skip
-    budget = opts.max_latency_x or opts.max_latency_ms or 0.0
-    if not budget > 0:
-        raise EdgetlError(f"--max-latency {budget}: give a budget above 0")
-    if opts.max_latency_x is not None and opts.reference is None:
-        raise EdgetlError(f"--max-latency {opts.max_latency_x:g}x: a relative budget needs "
-                          "--reference ARTIFACT (the model it is relative to)")  # fmt: skip
-    if opts.latency not in ("p50", "p90"):
-        raise EdgetlError(f"--latency {opts.latency}: choose p50 or p90")
-    if opts.weights is not None and len(opts.backbones) != 1:
-        raise EdgetlError("--weights: give a single --backbones with a local checkpoint")
-    if opts.budget_minutes is not None and opts.budget_minutes < 0:
-        raise EdgetlError(f"--budget-minutes {opts.budget_minutes}: give minutes >= 0")
-    check_writable(opts.out, "--out")
-    data = None if opts.data == "digits" else Path(opts.data)
-    check_not_input(opts.out, {"--data": data, "--weights": opts.weights,
-                               "--reference": opts.reference})  # fmt: skip
