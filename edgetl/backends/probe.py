@@ -59,8 +59,7 @@ def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, flo
     samples = interleaved_samples(calls, iterations, rounds_for(iterations), warmup=10)
     found = {}
     for name, values in samples.items():
-        latency = summarize(values)
-        found[name] = {"p50_ms": round(latency.p50, 4), "p90_ms": round(latency.p90, 4)}
+        found[name] = summarize(values).to_dict()  # core/timing.Latency, in ms
     return found
 
 

@@ -26,6 +26,11 @@ class Latency:
     def to_dict(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in self.__dict__.items()}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, float]) -> Latency:
+        """The summary `to_dict` wrote (a device's `probe-latency`, a report's latency_ms)."""
+        return cls(**{name: float(data[name]) for name in cls.__dataclass_fields__})
+
 
 def summarize(samples_ms: np.ndarray) -> Latency:
     p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])

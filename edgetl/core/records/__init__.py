@@ -3,13 +3,13 @@
 of another schema, a missing key or a wrong type is exit 2 naming the file, the key and the
 edgetl that wrote it."""
 
+from edgetl.core.records.accuracy import Accuracy
 from edgetl.core.records.bench import (
     BENCH_SCHEMA,
     MIN_BASELINE_SAMPLES,
     BenchAccuracy,
     BenchReport,
     BenchResult,
-    ClassAccuracy,
 )
 from edgetl.core.records.lab import LAB_SCHEMA, DeviceRun, LabReport
 from edgetl.core.records.manifest import (
@@ -57,7 +57,7 @@ __all__ = [
     "BenchAccuracy",
     "BenchReport",
     "BenchResult",
-    "ClassAccuracy",
+    "Accuracy",
     "DataInfo",
     "GuardSettings",
     "HeadInfo",

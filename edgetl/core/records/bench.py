@@ -12,28 +12,21 @@ from edgetl import __version__
 from edgetl.core.errors import EdgetlError
 from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.files import atomic_write_json, read_json
+from edgetl.core.records.accuracy import Accuracy
 from edgetl.core.records.base import open_record
 
 BENCH_SCHEMA = "edgetl.bench/1"
 MIN_BASELINE_SAMPLES = 10  # fewer make the interval of a median meaningless
 
 
-@dataclass(frozen=True)
-class ClassAccuracy:
-    n: int
-    top1: float
-
-
-@dataclass(frozen=True)
-class BenchAccuracy:
+@dataclass(frozen=True, kw_only=True)
+class BenchAccuracy(Accuracy):
     """Top-1/top-5 on the images measured, agreement with the FP32 model where its logits
     are known, per class, the confusion matrix (rows: true class)."""
 
-    top1: float
-    n: int
     top5: float = 0.0
     agreement: float | None = None
-    per_class: dict[str, ClassAccuracy] = field(default_factory=dict)
+    per_class: dict[str, Accuracy] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
     absent_classes: list[str] = field(default_factory=list)
 

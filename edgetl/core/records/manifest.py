@@ -15,6 +15,7 @@ from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.files import atomic_write_json, read_json, sha256_file
 from edgetl.core.integrity import check_digest, check_external_data, check_loaded_files, digest
 from edgetl.core.preprocess import Preprocess
+from edgetl.core.records.accuracy import Accuracy
 from edgetl.core.records.base import check_classes, open_record
 from edgetl.core.records.recipe import Recipe
 from edgetl.core.records.run import DataInfo
@@ -92,10 +93,10 @@ class ParityRecord(ParityCheck):
     host_checks: dict[str, ParityCheck] | None = field(default=None, metadata={"omit": None})
 
 
-@dataclass(frozen=True)
-class SplitAccuracy:
-    n: int
-    top1: float
+@dataclass(frozen=True, kw_only=True)
+class SplitAccuracy(Accuracy):
+    """The artifact on a split beside FP32 PyTorch on the same images."""
+
     fp32_top1: float
     # On test, the one measurement of the artifact against FP32 PyTorch (manifest/4; absent
     # on val and in manifest/3, which kept them in quantization.test).

@@ -7,7 +7,7 @@ import numpy as np
 from edgetl.core.metrics import agreement as agreement_of
 from edgetl.core.metrics import predicted as predicted_of
 from edgetl.core.metrics import top1, topk
-from edgetl.core.records import BenchAccuracy, ClassAccuracy
+from edgetl.core.records import Accuracy, BenchAccuracy
 
 
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -28,7 +28,7 @@ def accuracy_report(
     predicted = predicted_of(logits)
     matrix = confusion_matrix(predicted, labels, len(classes))
     per_class = {
-        name: ClassAccuracy(int(matrix[i].sum()), float(matrix[i, i] / matrix[i].sum()))
+        name: Accuracy(int(matrix[i].sum()), float(matrix[i, i] / matrix[i].sum()))
         for i, name in enumerate(classes)
         if matrix[i].sum() > 0
     }

@@ -109,7 +109,7 @@ def _accuracy(plan: Plan, verified: Verified, test: SplitAccuracy) -> AccuracyRe
     return AccuracyRecord(
         measured_on=plan.placement.runtime.name,
         measured_device=plan.placement.device,
-        val=SplitAccuracy(parity.n, parity.artifact_top1, parity.reference_top1),
+        val=SplitAccuracy(n=parity.n, top1=parity.artifact_top1, fp32_top1=parity.reference_top1),
         test=test,
     )
 

@@ -9,10 +9,11 @@ from rich.console import Console
 
 from edgetl.backends.probe import BUILD_OUTPUTS, Probe
 from edgetl.core.errors import EdgetlError
+from edgetl.core.timing import Latency
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, multiplexed
-from edgetl.stages.search.latency import ArchLatency
+from edgetl.stages.search.latency import TimedArch
 
 
 def time_on(
@@ -22,7 +23,7 @@ def time_on(
     lab_file: Path | None,
     iterations: int,
     console: Console,
-) -> dict[str, ArchLatency]:
+) -> dict[str, TimedArch]:
     """Each probe folder copied to the device `on` (once, by content) and all timed there
     in one interleaved run; a device fault is exit 2 (the search cannot go on without it)."""
     lab = read_lab(find_lab(lab_file))
@@ -46,6 +47,5 @@ def time_on(
         latency = found[str(there[key])]
         # The model files the probe runs (not edgetl's wheel or a bundle's other graphs).
         size = sum((folder / name).stat().st_size for name in Probe.read(folder).files) / 1e6
-        timed[key] = ArchLatency(latency["p50_ms"], latency["p90_ms"], round(size, 3),
-                                 f"{backend} on {name}")  # fmt: skip
+        timed[key] = TimedArch(Latency.from_dict(latency), round(size, 3), f"{backend} on {name}")
     return timed

@@ -26,7 +26,7 @@ from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
 from edgetl.core.errors import EdgetlError
 from edgetl.core.records import Manifest, RuntimeSpec
 from edgetl.core.targets import TargetProfile
-from edgetl.core.timing import interleaved_samples, rounds_for, summarize
+from edgetl.core.timing import Latency, interleaved_samples, rounds_for, summarize
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
 from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.search.space import Candidate
@@ -35,11 +35,13 @@ from edgetl.train.model import Classifier, Head
 
 
 @dataclass(frozen=True)
-class ArchLatency:
-    p50_ms: float
-    p90_ms: float
+class TimedArch:
+    """An architecture's batch-1 latency (core/timing.Latency, ms), its model files' size
+    and what timed it: the target's runtime, or "onnxruntime (proxy for ...)"."""
+
+    latency: Latency
     size_mb: float
-    runtime: str  # what timed it: the target's runtime, or "onnxruntime (proxy for ...)"
+    runtime: str
 
 
 @dataclass(frozen=True)
@@ -165,17 +167,13 @@ def reference_probe(path: Path, profile: TargetProfile, out: Path) -> Path:
     return out
 
 
-def time_archs(loaded: dict[str, LoadedArch], iterations: int) -> dict[str, ArchLatency]:
+def time_archs(loaded: dict[str, LoadedArch], iterations: int) -> dict[str, TimedArch]:
     """Batch-1 latency of every loaded architecture, measured in interleaved rounds (a busy
     spell on a shared machine hits them all alike, not the one timed at that moment)."""
     calls = {key: _call(arch) for key, arch in loaded.items()}
     samples = interleaved_samples(calls, iterations, rounds_for(iterations), warmup=10)
-    found = {}
-    for key, arch in loaded.items():
-        latency = summarize(samples[key])
-        found[key] = ArchLatency(round(latency.p50, 4), round(latency.p90, 4), arch.size_mb,
-                                 arch.runtime)  # fmt: skip
-    return found
+    return {key: TimedArch(summarize(samples[key]), arch.size_mb, arch.runtime)
+            for key, arch in loaded.items()}  # fmt: skip
 
 
 def _call(arch: LoadedArch) -> Callable[[], object]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ from edgetl.stages.finetune import FinetuneOptions, finetune
 from edgetl.stages.finetune.stage import resolve_device
 from edgetl.stages.search.front import choose, front
 from edgetl.stages.search.latency import (
-    ArchLatency,
     LoadedArch,
+    TimedArch,
     check_reference,
     compile_arch,
     load_arch,
@@ -119,22 +119,22 @@ class Search:
         timed = self.time_on_device(todo) if opts.on else self.time_here(todo)
         reference = timed.pop(REFERENCE, None)
         if reference is not None and self.state.reference is None:
-            self.state.reference = {"artifact": str(opts.reference), **asdict(reference)}
+            self.state.reference = {"artifact": str(opts.reference), **_timed(reference)}
         budget = self.state.budget_ms = self.budget_ms()
         by_arch = {self.state.records[key].candidate.arch: t for key, t in timed.items()}
         for record in records:  # one timing serves every K of an architecture
-            latency = by_arch.get(record.candidate.arch)
-            if latency is None or record.p50_ms is not None:
+            found = by_arch.get(record.candidate.arch)
+            if found is None or record.p50_ms is not None:
                 continue
-            record.p50_ms, record.p90_ms = latency.p50_ms, latency.p90_ms
-            record.size_mb, record.runtime = latency.size_mb, latency.runtime
+            record.p50_ms, record.p90_ms = _timed(found)["p50_ms"], _timed(found)["p90_ms"]
+            record.size_mb, record.runtime = found.size_mb, found.runtime
             measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
             if measured > budget:
                 record.status = Status.OVER_BUDGET
                 record.reason = f"{opts.latency} {measured:.2f} ms > {budget:.4g} ms"
-            elif opts.max_size_mb is not None and latency.size_mb > opts.max_size_mb:
+            elif opts.max_size_mb is not None and found.size_mb > opts.max_size_mb:
                 record.status = Status.OVER_BUDGET
-                record.reason = f"{latency.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
+                record.reason = f"{found.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
         self.save()
 
     def budget_ms(self) -> float:
@@ -151,7 +151,7 @@ class Search:
         calibration = self.splits.train.sample(CALIBRATION_IMAGES, self.opts.seed)
         return record.candidate, backbone, calibration.arrays(backbone.preprocess)
 
-    def time_here(self, records: list[Record]) -> dict[str, ArchLatency]:
+    def time_here(self, records: list[Record]) -> dict[str, TimedArch]:
         loaded: dict[str, LoadedArch] = {}
         for record in records:
             candidate, backbone, arrays = self.inputs(record)
@@ -161,7 +161,7 @@ class Search:
             loaded[REFERENCE] = load_reference(self.opts.reference, self.profile)
         return time_archs(loaded, self.opts.iterations)
 
-    def time_on_device(self, records: list[Record]) -> dict[str, ArchLatency]:
+    def time_on_device(self, records: list[Record]) -> dict[str, TimedArch]:
         """Each architecture compiled here (SEARCH/probes), copied to the lab device once by
         content, all timed there in one interleaved run of `edgetl probe-latency`."""
         from edgetl.stages.lab.probes import time_on
@@ -308,6 +308,13 @@ class Search:
 
     def run_dir(self, record: Record) -> Path:
         return self.opts.out / "runs" / _slug(record.key)
+
+
+def _timed(timed: TimedArch) -> dict[str, Any]:
+    """search.json's keys for a timing (p50_ms, p90_ms: what users' scripts read)."""
+    latency = timed.latency
+    return {"p50_ms": round(latency.p50, 4), "p90_ms": round(latency.p90, 4),
+            "size_mb": timed.size_mb, "runtime": timed.runtime}  # fmt: skip
 
 
 def _head_training(opts: SearchOptions) -> HeadTraining:
