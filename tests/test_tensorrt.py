@@ -304,10 +304,11 @@ def test_build_rewrites_the_cache_header_for_the_tensorrt_found(bundle: tuple[Pa
 def test_the_build_command_reports_the_engine_it_wrote(tmp_path: Path, monkeypatch) -> None:
     """The CLI's summary line read record['gpu'], which the record keeps under 'device'."""
     import edgetl.backends.tensorrt.build
+    from edgetl.backends.tensorrt.record import EngineDevice, EngineRecord
 
     def fake_build(options, console):  # the stage needs TensorRT; this checks the CLI's line
         options.bundle = tmp_path / "unpacked"
-        return {"tensorrt": "10.3.0", "device": {"gpu": "Orin", "module": "Jetson"}}
+        return EngineRecord("10.3.0", EngineDevice(gpu="Orin", module="Jetson"))
 
     monkeypatch.setattr(edgetl.backends.tensorrt.build, "build", fake_build)
     result = CliRunner().invoke(main, ["build", str(tmp_path / "b.tar.gz")])

@@ -430,6 +430,11 @@ def test_build_engine_per_major(
     else:
         assert not any(c[0] == "config.default_device_type" for c in calls)
         assert record["dla_layers"] == 0 and record["gpu_layers"] == 4
+    # What the build writes is the typed engine record, read back whole by load().
+    from edgetl.backends.tensorrt.record import EngineDevice, EngineRecord
+
+    typed = EngineRecord(**record, device=EngineDevice(gpu="Orin"), engine_sha256="ab")
+    assert EngineRecord.parse(json.dumps(typed.to_dict()), "engine.json") == typed
 
 
 def test_a_rejected_timing_cache_is_replaced_and_never_loses_the_engine(monkeypatch) -> None:
@@ -607,7 +612,7 @@ def test_the_engine_record_ties_an_engine_to_its_device(tmp_path: Path, monkeypa
     record = tmp_path / "engine.json"
     record.write_text(json.dumps({"tensorrt": "10.3.0.30", "device": orin}))
     monkeypatch.setattr(cuda_device, "identity", lambda: dict(orin))
-    assert check_engine_record(record)["device"] == orin
+    assert check_engine_record(record).to_dict()["device"] == orin
     monkeypatch.setattr(cuda_device, "identity", lambda: {**orin, "compute_capability": "7.2"})
     with pytest.raises(EdgetlError, match="built with compute_capability '8.7'.*'7.2'"):
         check_engine_record(record)
@@ -617,6 +622,10 @@ def test_the_engine_record_ties_an_engine_to_its_device(tmp_path: Path, monkeypa
         check_engine_record(record)
     record.write_text("{not json")
     with pytest.raises(EdgetlError, match="not valid JSON"):
+        check_engine_record(record)
+    # A record of the wrong shape names the key (was a KeyError: exit 3, "a bug").
+    record.write_text(json.dumps({"tensorrt": "10.3.0.30", "device": orin, "dla_core": "one"}))
+    with pytest.raises(EdgetlError, match="dla_core: expected int"):
         check_engine_record(record)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.registry import get_runtime
-from edgetl.backends.tensorrt.runtime import ENGINE_FILE, ENGINE_RECORD, TIMING_CACHE
+from edgetl.backends.tensorrt.record import ENGINE_RECORD
+from edgetl.backends.tensorrt.runtime import ENGINE_FILE, TIMING_CACHE
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text
 from edgetl.core.records import RuntimeSpec

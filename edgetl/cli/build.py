@@ -45,10 +45,9 @@ def build(
         return
     options = BuildOptions(bundle, dla_core, workspace_mb, trust)
     record = run_build(options, make_console())  # options.bundle: an archive's unpacked dir
-    device = record["device"]
     click.echo(
-        f"engine: {options.bundle / 'model.engine'} ({record['tensorrt']}, "
-        f"{device['gpu'] or device['module']})"
+        f"engine: {options.bundle / 'model.engine'} ({record.tensorrt}, "
+        f"{record.device.gpu or record.device.module})"
     )
 
 

@@ -4,7 +4,6 @@ set against the logits the host measured for the same graph."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,16 +13,12 @@ from rich.console import Console
 
 from edgetl.backends import run_all
 from edgetl.backends.tensorrt.options import TensorRtOptions
-from edgetl.backends.tensorrt.runtime import (
-    ENGINE_FILE,
-    ENGINE_RECORD,
-    TIMING_CACHE,
-    TensorRtRuntime,
-)
+from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineDevice, EngineRecord
+from edgetl.backends.tensorrt.runtime import ENGINE_FILE, TIMING_CACHE, TensorRtRuntime
 from edgetl.core.env import jetson
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.fields import write_fields
-from edgetl.core.files import atomic_write_bytes, atomic_write_text
+from edgetl.core.files import atomic_write_bytes
 from edgetl.core.parity import compare
 from edgetl.core.records import MANIFEST_FILE, Manifest
 from edgetl.core.reference import ReferenceSet
@@ -37,7 +32,7 @@ class BuildOptions:
     trust: tuple[Path, ...] = ()  # public keys one of which must have signed the bundle
 
 
-def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
+def build(opts: BuildOptions, console: Console) -> EngineRecord:
     from edgetl.core.archives import is_archive, unpack_archive
     from edgetl.core.signing import trusted_keys
 
@@ -66,17 +61,17 @@ def build(opts: BuildOptions, console: Console) -> dict[str, Any]:
     record = write_engine(opts.bundle, manifest.precision, workspace, dla, console)
     if dla >= 0:
         console.print(
-            f"layers on DLA {dla}: {record['dla_layers']}, on the GPU: "
-            f"{record['gpu_layers']} {record.get('gpu_fallback_layers', [])}"
+            f"layers on DLA {dla}: {record.dla_layers}, on the GPU: "
+            f"{record.gpu_layers} {record.gpu_fallback_layers}"
         )
-    record["parity"] = _check(opts.bundle, manifest, console)
-    atomic_write_text(opts.bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    record = replace(record, parity=_check(opts.bundle, manifest, console))
+    record.write(opts.bundle)
     return record
 
 
 def write_engine(
     bundle: Path, precision: str, workspace_mb: int, dla_core: int, console: Console
-) -> dict[str, Any]:
+) -> EngineRecord:
     """Build `bundle`'s engine with the TensorRT here; write it, the timing cache and the
     engine record (TensorRT version, device, sha256: what load() checks); the record."""
     import tensorrt
@@ -96,16 +91,16 @@ def write_engine(
     )
     for warning in built.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-    record = {
+    record = EngineRecord(
         **built.record,
-        "device": identity(),
-        "jetson": jetson(),
-        "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "engine_sha256": hashlib.sha256(built.engine).hexdigest(),
-    }
+        device=EngineDevice(**identity()),
+        jetson=jetson(),
+        built=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        engine_sha256=hashlib.sha256(built.engine).hexdigest(),
+    )
     atomic_write_bytes(bundle / ENGINE_FILE, built.engine)
     atomic_write_bytes(cache_path, built.timing_cache)
-    atomic_write_text(bundle / ENGINE_RECORD, json.dumps(record, indent=2) + "\n")
+    record.write(bundle)
     return record
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,13 @@ import numpy as np
 
 from edgetl.backends.base import Runtime
 from edgetl.backends.tensorrt.options import TensorRtOptions
+from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineRecord
 from edgetl.core.errors import EdgetlError
 from edgetl.core.records import RuntimeSpec
 
 CALIBRATION_CACHE = "calibration.cache"
 DEVICE_DOC = "DEVICE.md"
 ENGINE_FILE = "model.engine"
-ENGINE_RECORD = "engine.json"
 TIMING_CACHE = "timing.cache"
 
 
@@ -90,20 +89,13 @@ class TensorRtRuntime(Runtime):
         record = check_engine_record(model_dir / ENGINE_RECORD)
         data = engine.read_bytes()
         # The engine is built on the device, so the manifest cannot list it: its record does.
-        if hashlib.sha256(data).hexdigest() != record.get("engine_sha256"):
+        if hashlib.sha256(data).hexdigest() != record.engine_sha256:
             raise EdgetlError(
                 f"{engine}: its sha256 differs from {ENGINE_RECORD}; the engine was replaced or "
                 f"damaged, rebuild it with `edgetl build {model_dir}`"
             )
-        dla_core = record.get("dla_core", -1)
-        dynamic = record.get("dynamic_batch")
-        gpu = record["device"].get("gpu")  # checked against this machine's just now
-        return TrtRunner(
-            data,
-            dla_core if isinstance(dla_core, int) else -1,
-            dynamic.get("max") if isinstance(dynamic, dict) else None,
-            gpu if isinstance(gpu, str) else None,
-        )
+        # The device's gpu was checked against this machine's just now.
+        return TrtRunner(data, record.dla_core, record.max_batch, record.device.gpu)
 
 
 class TrtRunner:
@@ -171,7 +163,7 @@ def encode_version(version: str) -> int:
     return major * 10000 + minor * 100 + patch
 
 
-def check_engine_record(path: Path) -> dict[str, Any]:
+def check_engine_record(path: Path) -> EngineRecord:
     """An engine only runs where it was built: same TensorRT version and device, else exit 2.
 
     The device is what CUDA's driver and (on a Jetson) the device tree report; a machine
@@ -182,23 +174,16 @@ def check_engine_record(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise EdgetlError(f"{path}: missing; rebuild the engine with `edgetl build`")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgetlError(f"{path}: not valid JSON ({exc}); rebuild with `edgetl build`") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("device"), dict):
-        raise EdgetlError(f"{path}: not an engine record; rebuild with `edgetl build`")
+    record = EngineRecord.parse(path.read_text(errors="replace"), str(path))
     here = {"tensorrt": str(tensorrt.__version__), **identity()}
     if here["gpu"] is None and here["module"] is None:
         raise EdgetlError(
             f"{path.parent}: cannot tell which device this is (no CUDA device answers), so the "
             "engine cannot be checked against it; run on the device it was built on"
         )
-    built = {"tensorrt": record.get("tensorrt"), **record["device"]}
-    for key, value in here.items():
-        if built.get(key) != value:
-            raise EdgetlError(
-                f"{path.parent / ENGINE_FILE} was built with {key} {built.get(key)!r}, this "
-                f"machine has {value!r}; rebuild with `edgetl build {path.parent}`"
-            )
+    stale = record.stale(here)
+    if stale is not None:
+        raise EdgetlError(
+            f"{path.parent / ENGINE_FILE} was {stale}; rebuild with `edgetl build {path.parent}`"
+        )
     return record

@@ -10,7 +10,6 @@ others still run.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineRecord
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import read_json
 from edgetl.core.options import argv
@@ -140,15 +140,26 @@ def place(
 def _engine(remote: Remote, bundle: RemotePath, version: str) -> dict[str, Any]:
     """The bundle's engine there, built unless one for this TensorRT exists (the copy's
     folder is the bundle's content hash): its layer placement from the engine record."""
-    record = remote.ssh.run(["cat", bundle / "engine.json"])
+    found = remote.ssh.run(["cat", bundle / ENGINE_RECORD])
     try:
-        built = json.loads(record.stdout) if record.returncode == 0 else {}
-    except ValueError:
-        built = {}
-    if built.get("tensorrt") != version:
+        built = EngineRecord.parse(found.stdout, f"{remote.name}:{bundle}/{ENGINE_RECORD}")
+        stale = built.stale({"tensorrt": version}) if found.returncode == 0 else "absent"
+    except EdgetlError as exc:  # damaged: built again
+        stale = str(exc)
+    if stale is not None:
         remote.edgetl(["build", bundle])
-        built = json.loads(remote.ssh.check(["cat", bundle / "engine.json"], "the engine record"))
-    return {key: built.get(key) for key in ("dla_layers", "gpu_layers", "tensorrt")}
+        built = read_engine_record(remote, bundle)
+    return {"dla_layers": built.dla_layers, "gpu_layers": built.gpu_layers,
+            "tensorrt": built.tensorrt}  # fmt: skip
+
+
+def read_engine_record(remote: Remote, bundle: RemotePath) -> EngineRecord:
+    """The engine record `edgetl build` wrote there; DeviceFault when it is not one."""
+    text = remote.ssh.check(["cat", bundle / ENGINE_RECORD], "reading the engine record")
+    try:
+        return EngineRecord.parse(text, f"{remote.name}:{bundle}/{ENGINE_RECORD}")
+    except EdgetlError as exc:
+        raise DeviceFault(f"its engine record was not accepted: {exc}") from exc
 
 
 def local_data_folder(data: str | None) -> Path | None:

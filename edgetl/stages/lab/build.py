@@ -3,7 +3,6 @@ device (where TensorRT is), its engine record read back."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from edgetl.core.errors import EdgetlError
-from edgetl.stages.lab.bench import checked
+from edgetl.stages.lab.bench import checked, read_engine_record
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, multiplexed
@@ -73,9 +72,4 @@ def _build(remote: Remote, bundle: Path, digest: str, options: list[str]) -> dic
         )
     there, _ = remote.put(bundle, digest)
     remote.edgetl(["build", there, *options])
-    record = remote.ssh.check(["cat", there / "engine.json"], "reading the engine record")
-    try:
-        found: dict[str, Any] = json.loads(record)
-    except ValueError as exc:
-        raise DeviceFault(f"its engine record is not JSON: {exc}") from exc
-    return found
+    return read_engine_record(remote, there).to_dict()
