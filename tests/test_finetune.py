@@ -84,8 +84,8 @@ def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: P
     cache = tmp_path / "cache"
     first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache), console)
     second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
-    assert first.metrics["feature_cache"].startswith("miss")
-    assert second.metrics["feature_cache"] == "hit"
+    assert first.metrics.feature_cache.startswith("miss")
+    assert second.metrics.feature_cache == "hit"
     assert cache_rows(cache) == 18  # one row per image, stored once
     # the same training on the same features gives the same head
     head_a = load_file(str(tmp_path / "a" / "head.safetensors"))
@@ -94,7 +94,7 @@ def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: P
     # changed data -> new rows, no stale features
     write_folder(tmp_path / "photos", per_class=7, seed=5)
     third = finetune(tiny_options(data, tmp_path / "c", tiny_weights, cache_dir=cache), console)
-    assert third.metrics["feature_cache"].startswith("miss")
+    assert third.metrics.feature_cache.startswith("miss")
 
 
 def test_rows_are_float16_where_the_head_does_not_notice(
@@ -158,10 +158,10 @@ def test_only_new_images_are_extracted(tmp_path: Path, tiny_weights: Path) -> No
         cached, new = re.search(
             r"feature cache: (\d+) cached, (\d+) new", console.export_text()
         ).groups()
-        assert info.metrics["feature_cache"] in (
+        assert info.metrics.feature_cache in (
             "hit" if new == "0" else f"miss ({new} new, {cached} cached)"
         )
-        return info.metrics["feature_cache"]
+        return info.metrics.feature_cache
 
     assert run("a") == "miss (18 new, 0 cached)"
     write_folder(tmp_path / "more", classes=3, per_class=1, seed=9)
@@ -199,7 +199,7 @@ def test_unfreeze_trains_the_last_stage(tmp_path: Path, tiny_weights: Path) -> N
     test = run.splits().test
     logits = torch_logits(run.classifier(), test.arrays(run.preprocess))
     top1 = float((logits.argmax(1) == test.labels).mean())
-    assert top1 == pytest.approx(meta.metrics["test_top1"], abs=1e-4)
+    assert top1 == pytest.approx(meta.metrics.test_top1, abs=1e-4)
 
 
 def test_cli_refuses_to_overwrite_a_run(tiny_run: Path, tiny_weights: Path) -> None:
@@ -329,9 +329,9 @@ def test_a_damaged_cache_shard_is_recomputed(tmp_path: Path, tiny_weights: Path)
     second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
     text = console.export_text()
     assert f"shard {shard.name} is damaged: set aside, its rows are extracted again" in text
-    assert second.metrics["feature_cache"] == "miss (18 new, 0 cached)"
-    assert second.metrics["val_top1"] == first.metrics["val_top1"]
-    assert second.metrics["test_top1"] == first.metrics["test_top1"]
+    assert second.metrics.feature_cache == "miss (18 new, 0 cached)"
+    assert second.metrics.val_top1 == first.metrics.val_top1
+    assert second.metrics.test_top1 == first.metrics.test_top1
     assert shard.with_suffix(".damaged").is_file() and cache_rows(cache) == 18
 
 
@@ -379,7 +379,7 @@ def test_one_decode_per_image_and_a_bad_image_keeps_the_rows_before_it(
     bad.unlink()
     decoded.clear()
     info = finetune(tiny_options(data, tmp_path / "c", tiny_weights, **options), console)
-    assert info.metrics["feature_cache"] == "miss (2 new, 33 cached)"
+    assert info.metrics.feature_cache == "miss (2 new, 33 cached)"
     assert sorted(decoded) == ["test/class_1/new.jpg", "test/class_2/new.jpg"]
 
 
@@ -390,7 +390,7 @@ def test_the_progress_bar_ends_on_the_kept_epoch(tmp_path: Path, tiny_weights: P
     console = Console(record=True, width=200)
     info = finetune(tiny_options(data, tmp_path / "run", tiny_weights, epochs=12), console)
     text = console.export_text()
-    assert f"kept epoch {info.metrics['best_epoch']}: val loss" in text
+    assert f"kept epoch {info.metrics.best_epoch}: val loss" in text
 
 
 def test_cache_info_and_prune_keep_the_rows_recent_runs_used(
@@ -428,7 +428,7 @@ def test_cache_info_and_prune_keep_the_rows_recent_runs_used(
     again = finetune(
         tiny_options(new_data, tmp_path / "c", tiny_weights, cache_dir=cache, epochs=2), console
     )
-    assert again.metrics["feature_cache"] == "hit"  # the recent run's rows were kept
+    assert again.metrics.feature_cache == "hit"  # the recent run's rows were kept
     bad = runner.invoke(main, ["cache", "prune", "--cache-dir", str(cache), "--unused-days", "-1"])
     assert bad.exit_code == 2 and "--unused-days" in bad.output
 
@@ -459,14 +459,14 @@ def test_unfreeze_auto_reports_every_depth_and_keeps_what_val_says(
             unfreeze_tolerance=tolerance, cache_dir=tmp_path / "cache",
         )  # fmt: skip
         runs[name] = finetune(options, console)
-    helps = runs["helps"].metrics["unfreeze_auto"]
+    helps = runs["helps"].metrics.unfreeze_auto
     assert [t["stages"] for t in helps["trials"]] == [0, 1, 2]
     probe, best = helps["trials"][0], max(helps["trials"], key=lambda t: t["val_top1"])
     assert best["val_top1"] - probe["val_top1"] > 0.1  # fine-tuning helped here
     assert helps["chosen"] > 0 and runs["helps"].train.unfreeze == helps["chosen"]
     kept = helps["trials"][helps["chosen"]]
-    assert runs["helps"].metrics["val_top1"] == kept["val_top1"]
-    tolerant = runs["tolerant"].metrics["unfreeze_auto"]
+    assert runs["helps"].metrics.val_top1 == kept["val_top1"]
+    tolerant = runs["tolerant"].metrics.unfreeze_auto
     assert tolerant["chosen"] == 0 and runs["tolerant"].train.unfreeze == 0
     assert "frozen features are enough" in tolerant["finding"]
     # The kept backbone is the one written: frozen for K = 0, changed for K > 0.
@@ -489,9 +489,9 @@ def test_the_scratch_baseline_is_measured_and_said_in_words(
         tiny_options(data, tmp_path / "run", tiny_weights, epochs=8, scratch_baseline=True),
         make_console(quiet=True),
     )
-    found = info.metrics["scratch_baseline"]
+    found = info.metrics.scratch_baseline
     assert 0.0 <= found["val_top1"] <= 1.0 and found["params"] > 10_000
-    assert found["probe_val_top1"] == pytest.approx(info.metrics["val_top1"])
+    assert found["probe_val_top1"] == pytest.approx(info.metrics.val_top1)
     assert found["finding"] == against_scratch(found["probe_val_top1"], found["val_top1"])
     assert "domain gap or negative transfer" in against_scratch(0.50, 0.80)
     assert "transfer helps here" in against_scratch(0.90, 0.60)

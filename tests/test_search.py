@@ -302,9 +302,9 @@ def test_the_searchs_heads_are_the_heads_its_runs_train(tmp_path: Path, tiny_wei
         searched = result.state.records[f"{TINY_BACKBONE}@{size}/mlp16/fp32"]
         torch.rand(size)  # and another before each run
         run = search_module.Search(opts, make_console(quiet=True)).run(searched)
-        assert run.metrics["val_top1"] == round(searched.val_top1, 5)
-        assert run.metrics["test_top1"] == round(searched.test_top1, 5)
-        assert run.metrics["epochs_run"] >= 2  # a head trained by the run, not a copy
+        assert run.metrics.val_top1 == round(searched.val_top1, 5)
+        assert run.metrics.test_top1 == round(searched.test_top1, 5)
+        assert run.metrics.epochs_run >= 2  # a head trained by the run, not a copy
 
 
 def test_a_tie_on_val_goes_to_the_faster_candidate() -> None:

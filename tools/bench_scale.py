@@ -93,7 +93,7 @@ def finetune_wall(data: Path, out: Path, cache: Path, workers: int) -> tuple[flo
         make_console(quiet=True),
     )  # fmt: skip
     assert info is not None
-    return time.perf_counter() - started, str(info.metrics["feature_cache"])
+    return time.perf_counter() - started, str(info.metrics.feature_cache)
 
 
 RSS_CHILD = """

@@ -50,16 +50,14 @@ class EarlyStopping:
         if self.best_state is not None:
             module.load_state_dict(self.best_state)
 
-    def kept(self, history: list[dict[str, Any]]) -> str:
+    def kept(self, history: list[EpochRow]) -> str:
         """The epoch whose weights are kept, in words: what the progress bar ends on (it
         ended on the last epoch while the run's table reported the best one)."""
-        rows = [row for row in history if row["epoch"] == self.best_epoch]
+        rows = [row for row in history if row.epoch == self.best_epoch]
         if not rows:
             return ""
         row = rows[-1]
-        return (
-            f"kept epoch {row['epoch']}: val loss {row['val_loss']:.3f} top-1 {row['val_top1']:.1%}"
-        )
+        return f"kept epoch {row.epoch}: val loss {row.val_loss:.3f} top-1 {row.val_top1:.1%}"
 
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -91,7 +89,7 @@ def train_head(
     val_y: torch.Tensor,
     settings: HeadTraining,
     console: Console,
-) -> list[dict[str, Any]]:
+) -> list[EpochRow]:
     """Mini-batch AdamW on features, cosine schedule, early stopping on val loss."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -144,13 +142,11 @@ class Loop:
     totals: Totals = local
 
 
-def fit(
-    loop: Loop, epochs: int, patience: int, lr: float, console: Console
-) -> list[dict[str, Any]]:
+def fit(loop: Loop, epochs: int, patience: int, lr: float, console: Console) -> list[EpochRow]:
     """The one training loop (head on features, and the unfrozen backbone): epochs with a
     progress bar, a non-finite loss as a failed run, early stopping on val loss with the best
     epoch's weights restored. Returns a history row per epoch."""
-    history: list[dict[str, Any]] = []
+    history: list[EpochRow] = []
     stopper = EarlyStopping(patience)
     with progress(console) as bar:
         task = bar.add_task(loop.title, total=epochs, info="")
@@ -207,17 +203,28 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, 
     return loss, correct(logits, labels) / max(len(labels), 1)
 
 
+@dataclass(frozen=True)
+class EpochRow:
+    """One epoch of a run's history (history.csv's columns, in order)."""
+
+    phase: str  # head, unfreeze, unfreeze K
+    epoch: int
+    train_loss: float
+    train_top1: float
+    val_loss: float
+    val_top1: float
+
+
 def epoch_row(
     phase: str, epoch: int, train_loss: float, train_top1: float, val_loss: float, val_top1: float
-) -> dict[str, Any]:
-    return {
-        "phase": phase,
-        "epoch": epoch,
-        "train_loss": round(train_loss, 5),
-        "train_top1": round(train_top1, 5),
-        "val_loss": round(val_loss, 5),
-        "val_top1": round(val_top1, 5),
-    }
+) -> EpochRow:
+    rounded = (round(v, 5) for v in (train_loss, train_top1, val_loss, val_top1))
+    return EpochRow(phase, epoch, *rounded)
+
+
+def kept_row(history: list[EpochRow], phase: str) -> EpochRow:
+    """The epoch early stopping kept in `phase`: the lowest val loss (the first of ties)."""
+    return min((row for row in history if row.phase == phase), key=lambda row: row.val_loss)
 
 
 def correct(logits: torch.Tensor, labels: torch.Tensor) -> int:

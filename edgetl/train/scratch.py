@@ -14,7 +14,7 @@ from torch import nn
 
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.preprocess import Preprocess
-from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit, plain_step
+from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit, kept_row, plain_step
 from edgetl.train.unfreeze import predict
 
 WIDTHS = (16, 32, 64, 128)  # four conv blocks, stride 2 each: ~0.1 M parameters
@@ -63,9 +63,9 @@ def scratch_baseline(
 
     loop = Loop("scratch", "scratch baseline", model, batches, step, validate)
     history = fit(loop, settings.epochs, settings.patience, 3e-3, console)
-    best = min(history, key=lambda row: row["val_loss"])
+    best = kept_row(history, "scratch")
     return {
-        "val_top1": best["val_top1"],
+        "val_top1": best.val_top1,
         "params": sum(p.numel() for p in model.parameters()),
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -5,7 +5,6 @@ DistributedDataParallel (each rank a share of every batch)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from edgetl.core.data.imageset import ImageSet
 from edgetl.core.preprocess import Preprocess
 from edgetl.train.backbones import trainable_tail
 from edgetl.train.distributed import Group
-from edgetl.train.loop import HeadTraining, Loop, correct, fit
+from edgetl.train.loop import EpochRow, HeadTraining, Loop, correct, fit
 from edgetl.train.model import Classifier
 
 IGNORED = -100  # CrossEntropyLoss's ignore_index: a label that adds no loss and no gradient
@@ -34,7 +33,7 @@ def train_unfrozen(
     console: Console,
     group: Group | None = None,
     phase: str = "unfreeze",
-) -> list[dict[str, Any]]:
+) -> list[EpochRow]:
     """Fine-tune the last K backbone stages with the head (warm-started on features).
 
     BatchNorm statistics stay frozen (eval mode): small datasets make them worse, not better.

@@ -37,6 +37,7 @@ from edgetl.core.records.run import (
     DataInfo,
     HeadInfo,
     RunInfo,
+    RunMetrics,
     TrainInfo,
 )
 
@@ -69,6 +70,7 @@ __all__ = [
     "Recipe",
     "ReferenceInfo",
     "RunInfo",
+    "RunMetrics",
     "RunRef",
     "RuntimeSpec",
     "Sensitivity",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,25 @@ class DataInfo:
 
 
 @dataclass
+class RunMetrics:
+    """What the run measured: the epoch early stopping kept (chosen on val), test reported
+    only, and how the features came (the cache's state, seconds)."""
+
+    train_top1: float
+    val_top1: float
+    val_loss: float
+    test_top1: float
+    best_epoch: int
+    epochs_run: int
+    feature_cache: str = ""  # off, hit, miss (N new, M cached)
+    feature_s: float = 0.0
+    time_s: float = 0.0
+    # --unfreeze auto: each depth tried (train/depth.py); --scratch-baseline: the small CNN
+    unfreeze_auto: dict[str, Any] | None = field(default=None, metadata={"omit": None})
+    scratch_baseline: dict[str, Any] | None = field(default=None, metadata={"omit": None})
+
+
+@dataclass
 class RunInfo:
     """edgetl.json: everything a later stage needs to know about a fine-tuning run."""
 
@@ -86,7 +105,7 @@ class RunInfo:
     preprocess: Preprocess
     data: DataInfo
     train: TrainInfo
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     versions: dict[str, str]
     command: list[str]
     # file -> sha256 of the run's weights: a head or backbone swapped in from another run

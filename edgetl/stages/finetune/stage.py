@@ -4,8 +4,8 @@ every torchrun rank), the head trained (training.py), the run written whole (wri
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
@@ -14,7 +14,7 @@ from edgetl.core.data.dataset import BUILTIN_DATASETS, load_dataset
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.outputs import check_not_input, check_writable, claim
-from edgetl.core.records import RUN_FILE, RunInfo
+from edgetl.core.records import RUN_FILE, RunInfo, RunMetrics
 from edgetl.core.ui import make_console
 from edgetl.stages.finetune.options import AUTO, FinetuneOptions, check_options
 from edgetl.stages.finetune.training import Trained, auto_depths, scratch, train
@@ -23,7 +23,7 @@ from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.distributed import Group, join, leave
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir, row_precision
-from edgetl.train.loop import check_weights, evaluate_logits
+from edgetl.train.loop import check_weights, evaluate_logits, kept_row
 from edgetl.train.model import Classifier, Head
 from edgetl.train.unfreeze import train_unfrozen
 
@@ -142,9 +142,11 @@ def _finetune(
     head, history = trained.head, trained.history
     metrics = _metrics(trained, splits, cache_state, feature_s, time.perf_counter() - started)
     if trained.depths is not None:
-        metrics["unfreeze_auto"] = trained.depths
+        metrics = replace(metrics, unfreeze_auto=trained.depths)
     if opts.scratch_baseline:
-        metrics["scratch_baseline"] = scratch(opts, splits, backbone, history, console)
+        metrics = replace(
+            metrics, scratch_baseline=scratch(opts, splits, backbone, history, console)
+        )
     info = run_info(opts, splits, backbone, device, metrics, trained.stages)
     check_weights(head, "the head")
     check_weights(backbone.model, "the backbone")
@@ -187,22 +189,22 @@ def _features(
 
 def _metrics(
     trained: Trained, splits: Splits, cache_state: str, feature_s: float, seconds: float
-) -> dict[str, Any]:
+) -> RunMetrics:
     """run.json's metrics: the kept epoch's (early stopping on val), test reported."""
     history = trained.history
-    best = min((r for r in history if r["phase"] == trained.phase), key=lambda r: r["val_loss"])
+    best = kept_row(history, trained.phase)
     _, test_top1 = evaluate_logits(trained.test_logits, torch.from_numpy(splits.test.labels))
-    return {
-        "train_top1": best["train_top1"],
-        "val_top1": best["val_top1"],
-        "val_loss": best["val_loss"],
-        "test_top1": round(test_top1, 5),
-        "best_epoch": best["epoch"],
-        "epochs_run": len(history),
-        "feature_cache": cache_state,
-        "feature_s": round(feature_s, 2),
-        "time_s": round(seconds, 2),
-    }
+    return RunMetrics(
+        train_top1=best.train_top1,
+        val_top1=best.val_top1,
+        val_loss=best.val_loss,
+        test_top1=round(test_top1, 5),
+        best_epoch=best.epoch,
+        epochs_run=len(history),
+        feature_cache=cache_state,
+        feature_s=round(feature_s, 2),
+        time_s=round(seconds, 2),
+    )
 
 
 def _splits(opts: FinetuneOptions, given: Splits | None) -> Splits:

@@ -18,7 +18,7 @@ from edgetl.stages.finetune.options import AUTO, FinetuneOptions
 from edgetl.train.backbones import Backbone, stage_count
 from edgetl.train.depth import DepthTrial, against_scratch, choose_depth, in_words
 from edgetl.train.distributed import Group
-from edgetl.train.loop import eval_logits, train_head
+from edgetl.train.loop import EpochRow, eval_logits, kept_row, train_head
 from edgetl.train.model import Classifier, Head
 from edgetl.train.scratch import scratch_baseline
 from edgetl.train.unfreeze import predict, train_unfrozen
@@ -31,7 +31,7 @@ class Trained:
     with --unfreeze auto what each depth scored."""
 
     head: Head
-    history: list[dict[str, Any]]
+    history: list[EpochRow]
     test_logits: torch.Tensor
     phase: str
     stages: int
@@ -82,7 +82,7 @@ def scratch(
     opts: FinetuneOptions,
     splits: Splits,
     backbone: Backbone,
-    history: list[dict[str, Any]],
+    history: list[EpochRow],
     console: Console,
 ) -> dict[str, Any]:
     """The small CNN from scratch on the same split and input size, against the probe."""
@@ -97,10 +97,10 @@ def scratch(
     return found
 
 
-def _kept(history: list[dict[str, Any]], phase: str) -> tuple[float, float]:
+def _kept(history: list[EpochRow], phase: str) -> tuple[float, float]:
     """(val top-1, val loss) of the epoch early stopping kept in `phase`."""
-    best = min((row for row in history if row["phase"] == phase), key=lambda r: r["val_loss"])
-    return best["val_top1"], best["val_loss"]
+    best = kept_row(history, phase)
+    return best.val_top1, best.val_loss
 
 
 def _unfreeze_auto(
@@ -112,7 +112,7 @@ def _unfreeze_auto(
     console: Console,
     group: Group | None,
     probe: DepthTrial,
-    history: list[dict[str, Any]],
+    history: list[EpochRow],
 ) -> tuple[int, dict[str, Any]]:
     """K = 1, 2 (as the backbone has stages), each warm-started from the one before and
     scored on val; the model is left with the chosen K's weights. Appends to `history`."""

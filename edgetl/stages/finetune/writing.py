@@ -6,18 +6,19 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from edgetl.core.data.splits import Splits
 from edgetl.core.files import atomic_write_text, sha256_file, staged_dir
-from edgetl.core.records import RUN_FILE, DataInfo, HeadInfo, RunInfo, TrainInfo
+from edgetl.core.records import RUN_FILE, DataInfo, HeadInfo, RunInfo, RunMetrics, TrainInfo
 from edgetl.core.versions import versions
 from edgetl.stages.finetune.options import FinetuneOptions
 from edgetl.train.backbones import Backbone
+from edgetl.train.loop import EpochRow
 from edgetl.train.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, HISTORY_FILE, Head
 
 
@@ -26,7 +27,7 @@ def run_info(
     splits: Splits,
     backbone: Backbone,
     device: torch.device,
-    metrics: dict[str, Any],
+    metrics: RunMetrics,
     stages: int,
 ) -> RunInfo:
     return RunInfo(
@@ -57,7 +58,7 @@ def write_run(
     backbone: nn.Module,
     head: Head,
     info: RunInfo,
-    history: list[dict[str, Any]],
+    history: list[EpochRow],
     force: bool,
 ) -> list[str]:
     """The run written whole (staged, then moved into place); what a replaced run held
@@ -78,9 +79,9 @@ def write_run(
     return kept
 
 
-def history_csv(history: list[dict[str, Any]]) -> str:
+def history_csv(history: list[EpochRow]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(EpochRow)])
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(asdict(row) for row in history)
     return buffer.getvalue()

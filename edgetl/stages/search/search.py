@@ -242,8 +242,8 @@ class Search:
                 if self.out_of_time():
                     break
                 info = self.run(record)
-                record.val_top1 = info.metrics["val_top1"]
-                record.test_top1 = info.metrics["test_top1"]
+                record.val_top1 = info.metrics.val_top1
+                record.test_top1 = info.metrics.test_top1
                 record.trained = True
                 self.save()
             fp32[record.key] = record.val_top1
