@@ -7,9 +7,12 @@ from edgetl.core.records.accuracy import Accuracy
 from edgetl.core.records.bench import (
     BENCH_SCHEMA,
     MIN_BASELINE_SAMPLES,
+    AccuracyCheck,
+    BaselineChecks,
     BenchAccuracy,
     BenchReport,
     BenchResult,
+    LatencyCheck,
 )
 from edgetl.core.records.lab import LAB_SCHEMA, DeviceRun, LabReport
 from edgetl.core.records.manifest import (
@@ -55,7 +58,10 @@ __all__ = [
     "AccuracyRecord",
     "Attempt",
     "BackboneInfo",
+    "AccuracyCheck",
+    "BaselineChecks",
     "BenchAccuracy",
+    "LatencyCheck",
     "BenchReport",
     "BenchResult",
     "Accuracy",

@@ -31,6 +31,38 @@ class BenchAccuracy(Accuracy):
     absent_classes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LatencyCheck:
+    """The latency verdict against a baseline (core/regression.LatencyVerdict, in words too)."""
+
+    ratio: float  # candidate p50 / baseline p50
+    low: float  # its confidence interval
+    high: float
+    threshold_pct: float
+    method: str
+    regressed: bool
+    verdict: str
+    line: str
+    warning: str = ""
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    drop_pts: float  # baseline top-1 minus this one's, points
+    max_drop_pts: float
+    compared: bool  # only when both measured the same number of images
+    failed: bool
+
+
+@dataclass
+class BaselineChecks:
+    """What `bench --baseline` found for one artifact ({} without a baseline)."""
+
+    baseline: str | None = field(default=None, metadata={"omit": None})  # why not compared
+    latency: LatencyCheck | None = field(default=None, metadata={"omit": None})
+    accuracy: AccuracyCheck | None = field(default=None, metadata={"omit": None})
+
+
 @dataclass
 class BenchResult:
     """One artifact's numbers in an edgetl.bench/1 report."""
@@ -58,7 +90,7 @@ class BenchResult:
     cv: float = 0.0  # coefficient of variation of the batch-1 samples
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # "8" -> latency, ips
     rss_before_load_mb: float = 0.0
-    checks: dict[str, Any] = field(default_factory=dict)  # baseline comparison and verdicts
+    checks: BaselineChecks = field(default_factory=BaselineChecks)  # against --baseline
     # The artifact's own runtime when `backend` is a host proxy standing in for it (e.g.
     # ONNX Runtime for a TensorRT bundle on a host): its latency is not the device's.
     proxy_for: str = ""

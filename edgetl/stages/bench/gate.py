@@ -10,7 +10,7 @@ import numpy as np
 
 from edgetl.core.errors import EdgetlError
 from edgetl.core.metrics import drop_pts, within_budget
-from edgetl.core.records import BenchReport, BenchResult
+from edgetl.core.records import AccuracyCheck, BenchReport, BenchResult, LatencyCheck
 from edgetl.core.regression import sample_ratio
 
 
@@ -30,7 +30,7 @@ def check_baseline(report: BenchReport, baseline: BenchReport, gate: Gate) -> li
     for entry in report.results:
         base = stored.get(entry.name)
         if base is None:
-            entry.checks["baseline"] = f"no entry named {entry.name} in {gate.baseline}"
+            entry.checks.baseline = f"no entry named {entry.name} in {gate.baseline}"
             continue
         if (base.backend, base.proxy_for) != (entry.backend, entry.proxy_for):
             raise EdgetlError(
@@ -61,17 +61,13 @@ def against_baseline(
     )
     drop = drop_pts(base.accuracy.top1, entry.accuracy.top1)
     same_images = base.accuracy.n == entry.accuracy.n
-    entry.checks["latency"] = {**verdict.to_dict(), "line": verdict.line()}
-    entry.checks["accuracy"] = {
-        "drop_pts": round(drop, 4),
-        "max_drop_pts": max_accuracy_drop,
-        "compared": same_images,
-        "failed": same_images and not within_budget(drop, max_accuracy_drop),
-    }
+    entry.checks.latency = LatencyCheck(**verdict.to_dict(), line=verdict.line())
+    failed = same_images and not within_budget(drop, max_accuracy_drop)
+    entry.checks.accuracy = AccuracyCheck(round(drop, 4), max_accuracy_drop, same_images, failed)
     failures = []
     if verdict.regressed:
         failures.append(f"{entry.name}: {verdict.line()}")
-    if entry.checks["accuracy"]["failed"]:
+    if failed:
         failures.append(
             f"{entry.name}: top-1 {drop:+.2f} pts below the baseline "
             f"(max accuracy drop {max_accuracy_drop:g})"

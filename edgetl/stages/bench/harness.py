@@ -385,5 +385,5 @@ def print_report(console: Console, report: BenchReport) -> None:
     for entry in report.results:
         for note in entry.notes:
             console.print(f"{entry.name}: {note}")
-        if "latency" in entry.checks:
-            console.print(f"{entry.name} vs baseline: {entry.checks['latency']['line']}")
+        if entry.checks.latency is not None:
+            console.print(f"{entry.name} vs baseline: {entry.checks.latency.line}")

@@ -79,8 +79,8 @@ def markdown(report: BenchReport) -> str:
     if ratio_note(report):
         lines.append(f"\n{ratio_note(report)}")
     for entry in report.results:
-        if "latency" in entry.checks:
-            lines.append(f"\n{entry.name} vs baseline: {entry.checks['latency']['line']}")
+        if entry.checks.latency is not None:
+            lines.append(f"\n{entry.name} vs baseline: {entry.checks.latency.line}")
         lines += [f"\n{entry.name}: {note}" for note in entry.notes]
     env = report.results[0].env
     lines.append(
@@ -107,13 +107,12 @@ def junit(report: BenchReport) -> ET.Element:
     failures = 0
     for entry in report.results:
         cases: list[tuple[str, str | None]] = [("runs", None)]
-        latency = entry.checks.get("latency")
+        latency, accuracy = entry.checks.latency, entry.checks.accuracy
         if latency is not None:
-            cases.append(("latency regression", latency["line"] if latency["regressed"] else None))
-        accuracy = entry.checks.get("accuracy")
+            cases.append(("latency regression", latency.line if latency.regressed else None))
         if accuracy is not None:
-            message = f"top-1 {accuracy['drop_pts']:+.2f} pts below the baseline"
-            cases.append(("accuracy regression", message if accuracy["failed"] else None))
+            message = f"top-1 {accuracy.drop_pts:+.2f} pts below the baseline"
+            cases.append(("accuracy regression", message if accuracy.failed else None))
         for check, failure in cases:
             case = ET.SubElement(
                 suite,
