@@ -4,9 +4,12 @@ printing the result, so `--json` always shows what was decided)."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from edgetl.core.errors import CheckFailed
+
+R = TypeVar("R")
 
 
 @runtime_checkable
@@ -16,6 +19,18 @@ class Verdict(Protocol):
 
     @property
     def failures(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """A report, and what failed in it (a regression, a device that failed): a Verdict."""
+
+    report: R
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
 
 
 def check(verdict: Verdict) -> None:

@@ -4,7 +4,7 @@ DistributedDataParallel (each rank a share of every batch)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from edgetl.core.data.imageset import ImageSet
 from edgetl.core.preprocess import Preprocess
 from edgetl.train.backbones import trainable_tail
 from edgetl.train.distributed import Group
-from edgetl.train.loop import EpochRow, HeadTraining, Loop, correct, fit
+from edgetl.train.loop import EpochRow, HeadTraining, Loop, Step, correct, fit
 from edgetl.train.model import Classifier
 
 IGNORED = -100  # CrossEntropyLoss's ignore_index: a label that adds no loss and no gradient
@@ -44,9 +44,6 @@ def train_unfrozen(
     model.to(device).eval()
     trained = _data_parallel(model, device) if group is not None else model
     rank, world = (group.rank, group.world) if group is not None else (0, 1)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum", ignore_index=IGNORED)
     rng = np.random.default_rng(settings.seed)
     whole = [settings.batch_size]  # the size of the batch whose share step() is given
 
@@ -62,17 +59,7 @@ def train_unfrozen(
             x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
             yield x, (y if share else torch.full_like(y, IGNORED))
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(device.type, enabled=use_amp):
-            logits = trained(x)
-            summed = loss_fn(logits.float(), y)
-        optimizer.zero_grad()
-        # DDP averages gradients over ranks: scaling each rank's sum by world / batch size
-        # makes that average the gradient of the whole batch's mean loss, as in one process.
-        scaler.scale(summed * (world / whole[0])).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return logits, summed.detach() / max(int((y >= 0).sum()), 1)
+    step = _step(trained, optimizer, device, lambda: world / whole[0])
 
     def validate() -> tuple[float, float]:
         return _validate(model, val, pre, settings.batch_size, device, group)
@@ -86,6 +73,32 @@ def train_unfrozen(
     for param in model.parameters():
         param.requires_grad_(False)
     return history
+
+
+def _step(
+    trained: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    scale: Callable[[], float],
+) -> Step:
+    """One step on a rank's share of a batch, mixed precision on CUDA. DDP averages
+    gradients over ranks: scaling each rank's summed loss by `scale()` (world / batch size)
+    makes that average the gradient of the whole batch's mean loss, as in one process."""
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum", ignore_index=IGNORED)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(device.type, enabled=use_amp):
+            logits = trained(x)
+            summed = loss_fn(logits.float(), y)
+        optimizer.zero_grad()
+        scaler.scale(summed * scale()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return logits, summed.detach() / max(int((y >= 0).sum()), 1)
+
+    return step
 
 
 def _optimizer(model: Classifier, stages: int, lr: float) -> torch.optim.Optimizer:

@@ -28,6 +28,7 @@ from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
 from edgetl.core.regression import coefficient_of_variation
 from edgetl.core.timing import interleaved_samples, summarize
 from edgetl.core.ui import fitted_table, heartbeat
+from edgetl.core.verdict import Outcome
 from edgetl.core.versions import versions
 from edgetl.stages.bench.accuracy import accuracy_report
 from edgetl.stages.bench.cold import cold_start
@@ -113,16 +114,8 @@ def _listed(manifest: Path) -> list[str]:
     return [name for name in files if isinstance(name, str)] if isinstance(files, dict) else []
 
 
-@dataclass(frozen=True)
-class BenchOutcome:
-    """The report, and with a baseline what regressed (`failures`, per artifact)."""
-
-    report: BenchReport
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
+# The report, and with a baseline what regressed (`failures`, per artifact).
+BenchOutcome = Outcome[BenchReport]
 
 
 def bench(opts: BenchOptions, console: Console) -> BenchOutcome:

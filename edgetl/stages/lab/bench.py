@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.files import read_json
 from edgetl.core.options import argv
 from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
+from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.gate import check_baseline
 from edgetl.stages.bench.harness import check_options
 from edgetl.stages.bench.options import BenchOptions
@@ -34,14 +35,7 @@ from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
 DEVICE_DATA = "device:"  # --data device:/path names a folder on the device, not copied
 
 
-@dataclass(frozen=True)
-class LabOutcome:
-    report: LabReport
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
+LabOutcome = Outcome[LabReport]  # the lab's report, and each device that failed or regressed
 
 
 def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Console) -> LabOutcome:
