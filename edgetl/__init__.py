@@ -37,10 +37,12 @@ def search(
     the typed record of the chosen candidate, `out/chosen` its artifact."""
     from pathlib import Path
 
+    from edgetl.core.events import reporting
     from edgetl.core.ui import make_console
     from edgetl.stages.search.options import SearchOptions
     from edgetl.stages.search.search import search as _search
 
     opts = SearchOptions(data=str(data), target=target, out=Path(out),
                          max_latency_ms=max_latency_ms, **options)  # fmt: skip
-    return _search(opts, make_console(quiet=quiet))
+    with reporting(make_console(quiet=quiet)):
+        return _search(opts)

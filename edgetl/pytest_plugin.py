@@ -75,14 +75,13 @@ class LabDevice:
     def bench(self, artifact: str | Path, **options: Any) -> BenchResult:
         """`edgetl bench ARTIFACT --on NAME` with `edgetl bench`'s options; the typed result,
         or an AssertionError saying why the device could not run it."""
-        from edgetl.core.ui import make_console
         from edgetl.stages.bench.options import BenchOptions
         from edgetl.stages.lab.bench import bench_on
 
         options.setdefault("iterations", 100)
         options.setdefault("cold", False)
         opts = BenchOptions([Path(artifact)], **options)
-        outcome = bench_on(opts, self.name, self.lab, make_console(quiet=True))
+        outcome = bench_on(opts, self.name, self.lab)
         (run,) = outcome.report.devices
         if run.report is None:
             raise AssertionError(f"{self.name}: {run.reason}")
@@ -98,14 +97,13 @@ def edgetl_device(request: pytest.FixtureRequest) -> LabDevice:
 @pytest.fixture
 def edgetl_bench() -> Callable[..., BenchResult]:
     """Bench one artifact with its runtime; returns the typed result (edgetl.bench/1 entry)."""
-    from edgetl.core.ui import make_console
     from edgetl.stages.bench.harness import bench
     from edgetl.stages.bench.options import BenchOptions
 
     def run(artifact: str | Path, **options: Any) -> BenchResult:
         options.setdefault("iterations", 100)
         options.setdefault("cold", False)
-        outcome = bench(BenchOptions([Path(artifact)], **options), make_console(quiet=True))
+        outcome = bench(BenchOptions([Path(artifact)], **options))
         return outcome.report.results[0]
 
     return run

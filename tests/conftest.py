@@ -116,14 +116,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Pa
 
 def finetune_tiny(data: Path, out: Path, weights: Path, **options: Any) -> Path:
     """A run of the tiny backbone at 64 px on `data` (options override FinetuneOptions)."""
-    from edgetl.core.ui import make_console
     from edgetl.stages.finetune import FinetuneOptions, finetune
 
     settings = {"image_size": 64, **options}
     finetune(
         FinetuneOptions(
             data=str(data), out=out, backbone=TINY_BACKBONE, weights=weights, **settings
-        ),
-        make_console(quiet=True),
+        )
     )
     return out

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from edgetl.cli import main
-from edgetl.core.ui import make_console
+from edgetl.core.events import reporting
 from edgetl.stages.finetune import FinetuneOptions, finetune
 from edgetl.train.backbones import read_state_dict
 from edgetl.train.model import load_run
@@ -80,10 +80,9 @@ def cache_rows(cache: Path) -> int:
 
 def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: Path) -> None:
     data = write_folder(tmp_path / "photos", per_class=6)
-    console = make_console(quiet=True)
     cache = tmp_path / "cache"
-    first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache), console)
-    second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
+    first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache))
+    second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache))
     assert first.metrics.feature_cache.startswith("miss")
     assert second.metrics.feature_cache == "hit"
     assert cache_rows(cache) == 18  # one row per image, stored once
@@ -93,7 +92,7 @@ def test_feature_cache_is_used_by_the_second_run(tmp_path: Path, tiny_weights: P
     assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
     # changed data -> new rows, no stale features
     write_folder(tmp_path / "photos", per_class=7, seed=5)
-    third = finetune(tiny_options(data, tmp_path / "c", tiny_weights, cache_dir=cache), console)
+    third = finetune(tiny_options(data, tmp_path / "c", tiny_weights, cache_dir=cache))
     assert third.metrics.feature_cache.startswith("miss")
 
 
@@ -104,14 +103,13 @@ def test_rows_are_float16_where_the_head_does_not_notice(
     narrows the shards it wrote; a cached re-run trains on exactly the same features."""
     data = write_folder(tmp_path / "photos", per_class=6)
     cache = tmp_path / "cache"
-    console = make_console(quiet=True)
-    finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache), console)
+    finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache))
     choice = json.loads(next(cache.glob("v1/*/precision.json")).read_text())
     assert choice["dtype"] == "float16"
     assert abs(choice["val_top1_float32"] - choice["val_top1_float16"]) <= 0.001
     shards = list(cache.glob("v1/*/shards/*.safetensors"))
     assert shards and all(load_file(str(s))["features"].dtype == torch.float16 for s in shards)
-    finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
+    finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache))
     head_a = load_file(str(tmp_path / "a" / "head.safetensors"))
     head_b = load_file(str(tmp_path / "b" / "head.safetensors"))
     assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
@@ -154,7 +152,8 @@ def test_only_new_images_are_extracted(tmp_path: Path, tiny_weights: Path) -> No
     def run(name: str, folder: Path = data) -> str:
         console = Console(record=True, width=200)
         options = tiny_options(folder, tmp_path / name, tiny_weights, cache_dir=cache, epochs=2)
-        info = finetune(options, console)
+        with reporting(console):
+            info = finetune(options)
         cached, new = re.search(
             r"feature cache: (\d+) cached, (\d+) new", console.export_text()
         ).groups()
@@ -183,10 +182,7 @@ def test_only_new_images_are_extracted(tmp_path: Path, tiny_weights: Path) -> No
 
 def test_unfreeze_trains_the_last_stage(tmp_path: Path, tiny_weights: Path) -> None:
     data = write_folder(tmp_path / "photos", per_class=6)
-    meta = finetune(
-        tiny_options(data, tmp_path / "run", tiny_weights, unfreeze=1, epochs=2),
-        make_console(quiet=True),
-    )
+    meta = finetune(tiny_options(data, tmp_path / "run", tiny_weights, unfreeze=1, epochs=2))
     assert meta.train.unfreeze == 1
     saved = load_file(str(tmp_path / "run" / "backbone.safetensors"))
     original = read_state_dict(tiny_weights)
@@ -319,14 +315,14 @@ def test_a_damaged_cache_shard_is_recomputed(tmp_path: Path, tiny_weights: Path)
 
     data = write_folder(tmp_path / "photos", per_class=6)
     cache = tmp_path / "cache"
-    first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache),
-                     make_console(quiet=True))  # fmt: skip
+    first = finetune(tiny_options(data, tmp_path / "a", tiny_weights, cache_dir=cache))  # fmt: skip
     (shard,) = cache.glob("v1/*/shards/*.safetensors")
     raw = bytearray(shard.read_bytes())
     raw[-64:] = b"\xff" * 64  # NaN bit patterns at the end of the last rows' features
     shard.write_bytes(bytes(raw))
     console = Console(record=True, width=200)
-    second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache), console)
+    with reporting(console):
+        second = finetune(tiny_options(data, tmp_path / "b", tiny_weights, cache_dir=cache))
     text = console.export_text()
     assert f"shard {shard.name} is damaged: set aside, its rows are extracted again" in text
     assert second.metrics.feature_cache == "miss (18 new, 0 cached)"
@@ -356,9 +352,8 @@ def test_one_decode_per_image_and_a_bad_image_keeps_the_rows_before_it(
 
     monkeypatch.setattr(imageset, "read_image", counted)
     cache = tmp_path / "cache"
-    console = make_console(quiet=True)
     options = {"cache_dir": cache, "epochs": 2, "workers": 0, "batch_size": 4}
-    finetune(tiny_options(data, tmp_path / "a", tiny_weights, **options), console)
+    finetune(tiny_options(data, tmp_path / "a", tiny_weights, **options))
     assert len(decoded) == 30 == len(set(decoded))  # each of the 30 images, once
 
     def add(role: str, label: int, seed: int) -> None:
@@ -374,13 +369,31 @@ def test_one_decode_per_image_and_a_bad_image_keeps_the_rows_before_it(
     add("test", 1, 20)  # and two after it
     add("test", 2, 21)
     with pytest.raises(EdgetlError, match="zz_cut.jpg: cannot decode this image"):
-        finetune(tiny_options(data, tmp_path / "b", tiny_weights, **options), console)
+        finetune(tiny_options(data, tmp_path / "b", tiny_weights, **options))
     assert cache_rows(cache) == 30 + 3  # the rows before the bad image are kept
     bad.unlink()
     decoded.clear()
-    info = finetune(tiny_options(data, tmp_path / "c", tiny_weights, **options), console)
+    info = finetune(tiny_options(data, tmp_path / "c", tiny_weights, **options))
     assert info.metrics.feature_cache == "miss (2 new, 33 cached)"
     assert sorted(decoded) == ["test/class_1/new.jpg", "test/class_2/new.jpg"]
+
+
+def test_a_stage_reports_to_its_context_and_says_nothing_without_one(
+    tmp_path: Path, tiny_weights: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Progress and messages are events (core/events): the Python API's default reporter is
+    quiet; the caller's reporter gets them all, the nested steps' too."""
+    from rich.console import Console
+
+    data = write_folder(tmp_path / "photos", per_class=6)
+    finetune(tiny_options(data, tmp_path / "quiet", tiny_weights, epochs=2))
+    said = capfd.readouterr()
+    assert "feature cache" not in said.out + said.err and "kept epoch" not in said.err
+    console = Console(record=True, width=200)
+    with reporting(console):
+        finetune(tiny_options(data, tmp_path / "told", tiny_weights, epochs=2))
+    text = console.export_text()
+    assert "data: " in text and "feature cache: " in text and "kept epoch" in text
 
 
 def test_the_progress_bar_ends_on_the_kept_epoch(tmp_path: Path, tiny_weights: Path) -> None:
@@ -388,7 +401,8 @@ def test_the_progress_bar_ends_on_the_kept_epoch(tmp_path: Path, tiny_weights: P
 
     data = write_folder(tmp_path / "photos", per_class=6)
     console = Console(record=True, width=200)
-    info = finetune(tiny_options(data, tmp_path / "run", tiny_weights, epochs=12), console)
+    with reporting(console):
+        info = finetune(tiny_options(data, tmp_path / "run", tiny_weights, epochs=12))
     text = console.export_text()
     assert f"kept epoch {info.metrics.best_epoch}: val loss" in text
 
@@ -400,16 +414,13 @@ def test_cache_info_and_prune_keep_the_rows_recent_runs_used(
     import time
 
     cache = tmp_path / "cache"
-    console = make_console(quiet=True)
     old_data = write_folder(tmp_path / "old", per_class=6, seed=1)
     new_data = write_folder(tmp_path / "new", per_class=6, seed=2)
-    finetune(tiny_options(old_data, tmp_path / "a", tiny_weights, cache_dir=cache, epochs=2),
-             console)  # fmt: skip
+    finetune(tiny_options(old_data, tmp_path / "a", tiny_weights, cache_dir=cache, epochs=2))
     (record,) = cache.glob("v1/*/used/*.digests")
     ten_days = time.time() - 10 * 86400
     os.utime(record, (ten_days, ten_days))
-    finetune(tiny_options(new_data, tmp_path / "b", tiny_weights, cache_dir=cache, epochs=2),
-             console)  # fmt: skip
+    finetune(tiny_options(new_data, tmp_path / "b", tiny_weights, cache_dir=cache, epochs=2))
     (cache / "0123abcd.safetensors").write_bytes(b"an entry of the old whole-dataset format")
     runner = CliRunner()
     shown = runner.invoke(main, ["cache", "info", "--cache-dir", str(cache), "--json"])
@@ -426,7 +437,7 @@ def test_cache_info_and_prune_keep_the_rows_recent_runs_used(
     assert pruned.exit_code == 0 and "removed 18 rows" in pruned.output, pruned.output
     assert cache_rows(cache) == 18 and not (cache / "0123abcd.safetensors").exists()
     again = finetune(
-        tiny_options(new_data, tmp_path / "c", tiny_weights, cache_dir=cache, epochs=2), console
+        tiny_options(new_data, tmp_path / "c", tiny_weights, cache_dir=cache, epochs=2)
     )
     assert again.metrics.feature_cache == "hit"  # the recent run's rows were kept
     bad = runner.invoke(main, ["cache", "prune", "--cache-dir", str(cache), "--unused-days", "-1"])
@@ -451,14 +462,13 @@ def test_unfreeze_auto_reports_every_depth_and_keeps_what_val_says(
     """Random tiny-backbone features are poor: fine-tuning gains many points on val, so a
     K > 0 is kept; with a tolerance larger than that gain, K = 0 is."""
     data = write_folder(tmp_path / "photos", per_class=12)
-    console = make_console(quiet=True)
     runs = {}
     for name, tolerance in (("helps", 0.5), ("tolerant", 60.0)):
         options = tiny_options(
             data, tmp_path / name, tiny_weights, epochs=5, unfreeze="auto",
             unfreeze_tolerance=tolerance, cache_dir=tmp_path / "cache",
         )  # fmt: skip
-        runs[name] = finetune(options, console)
+        runs[name] = finetune(options)
     helps = runs["helps"].metrics.unfreeze_auto
     assert [t["stages"] for t in helps["trials"]] == [0, 1, 2]
     probe, best = helps["trials"][0], max(helps["trials"], key=lambda t: t["val_top1"])
@@ -486,8 +496,7 @@ def test_the_scratch_baseline_is_measured_and_said_in_words(
 
     data = write_folder(tmp_path / "photos", per_class=12)
     info = finetune(
-        tiny_options(data, tmp_path / "run", tiny_weights, epochs=8, scratch_baseline=True),
-        make_console(quiet=True),
+        tiny_options(data, tmp_path / "run", tiny_weights, epochs=8, scratch_baseline=True)
     )
     found = info.metrics.scratch_baseline
     assert 0.0 <= found["val_top1"] <= 1.0 and found["params"] > 10_000

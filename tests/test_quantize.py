@@ -17,7 +17,6 @@ from edgetl.backends.onnxruntime.runtime import OrtRunner
 from edgetl.cli import main
 from edgetl.core.data.splitting import stratified_sample
 from edgetl.core.errors import EdgetlError
-from edgetl.core.ui import make_console
 from edgetl.quantize import qdq
 from edgetl.quantize.calibration import from_run
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
@@ -299,8 +298,7 @@ def test_head_refit_writes_the_new_head_into_the_graph(
             image_size=64,
             epochs=2,
             hidden=hidden,
-        ),
-        make_console(quiet=True),
+        )
     )
     run = load_run(run_dir)
     export_onnx(run.classifier(), run, tmp_path / "model.onnx", 17)

@@ -14,13 +14,11 @@ from PIL import Image
 CHILD = """
 import json, resource, sys
 from pathlib import Path
-from edgetl.core.ui import make_console
 from edgetl.stages.finetune import FinetuneOptions, finetune
 data, out, weights = sys.argv[1:4]
 info = finetune(FinetuneOptions(data=data, out=Path(out), backbone="test_efficientnet",
                 weights=Path(weights), image_size=128, epochs=1, no_cache=True, workers=0,
-                batch_size=16),
-                make_console(quiet=True))
+                batch_size=16))
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_mb": peak_kb / 1024, "images": sum(info.data.sizes.values())}))
 """

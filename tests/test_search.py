@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgetl.core.ui import make_console
 from edgetl.stages.search import search as search_module
 from edgetl.stages.search.options import SearchOptions
 from edgetl.stages.search.search import front, search
@@ -87,7 +86,7 @@ def test_over_budget_is_never_trained_and_the_choice_is_on_the_front(
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache",
                    precisions=["fp32", "int8"], heads=["linear", "mlp16"],
                    max_accuracy_drop=float(TINY_BUDGET[1]))  # fmt: skip
-    result = search(opts, make_console(quiet=True))
+    result = search(opts)
     records = list(result.state.records.values())
     over = [r for r in records if r.status == "over budget"]
     assert over and all(r.p50_ms > BUDGET_MS and not r.trained and r.val_top1 is None for r in over)
@@ -136,12 +135,12 @@ def test_test_labels_never_move_the_choice(
     for role, count, seed in (("train", 12, 0), ("val", 4, 1), ("test", 4, 2)):
         write_folder(data / role, per_class=count, seed=seed)
     first = search(options(data, tmp_path / "a", tiny_weights, tmp_path / "cache",
-                           sizes=[32, 48]), make_console(quiet=True))  # fmt: skip
+                           sizes=[32, 48]))  # fmt: skip
     shutil.move(data / "test" / "class_0", data / "test" / "moved")
     shutil.move(data / "test" / "class_1", data / "test" / "class_0")
     shutil.move(data / "test" / "moved", data / "test" / "class_1")
     second = search(options(data, tmp_path / "b", tiny_weights, tmp_path / "cache",
-                            sizes=[32, 48]), make_console(quiet=True))  # fmt: skip
+                            sizes=[32, 48]))  # fmt: skip
     vals = [{k: r.val_top1 for k, r in s.state.records.items()} for s in (first, second)]
     assert vals[0] == vals[1]
     assert first.chosen is not None and second.chosen is not None
@@ -156,11 +155,11 @@ def test_a_rerun_resumes_without_redoing_finished_candidates(
 ) -> None:
     data = write_folder(tmp_path / "photos", per_class=8)
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 48])
-    first = search(opts, make_console(quiet=True))
+    first = search(opts)
     assert len(counted["timed"]) == 2
     counted["timed"].clear()
     counted["heads"].clear()
-    again = search(opts, make_console(quiet=True))
+    again = search(opts)
     assert counted["timed"] == [] and counted["heads"] == []
     assert again.state.chosen == first.state.chosen
     # An interrupted search: one candidate never got to its latency.
@@ -168,11 +167,11 @@ def test_a_rerun_resumes_without_redoing_finished_candidates(
     saved = json.loads(state.read_text())
     saved["candidates"] = saved["candidates"][:1]
     state.write_text(json.dumps(saved))
-    search(opts, make_console(quiet=True))
+    search(opts)
     assert len(counted["timed"]) == 1
     changed = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 64])
     with pytest.raises(Exception, match="other settings"):
-        search(changed, make_console(quiet=True))
+        search(changed)
 
 
 def test_the_time_budget_stops_cleanly(
@@ -180,12 +179,11 @@ def test_the_time_budget_stops_cleanly(
 ) -> None:
     data = write_folder(tmp_path / "photos", per_class=8)
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", budget_minutes=0.0)
-    result = search(opts, make_console(quiet=True))
+    result = search(opts)
     assert counted["timed"] == [] and not result.passed and "budget" in result.state.stopped
     saved = json.loads((tmp_path / "s" / "search.json").read_text())
     assert "--budget-minutes 0 reached" in saved["stopped"]
-    resumed = search(options(data, tmp_path / "s", tiny_weights, tmp_path / "cache"),
-                     make_console(quiet=True))  # fmt: skip
+    resumed = search(options(data, tmp_path / "s", tiny_weights, tmp_path / "cache"))  # fmt: skip
     assert resumed.passed and len(counted["timed"]) == 2
 
 
@@ -198,7 +196,7 @@ def test_fp16_candidates_are_compiled_and_measured_for_openvino(
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32],
                    precisions=["fp32", "fp16"])  # fmt: skip
     opts.target = "openvino-cpu"
-    result = search(opts, make_console(quiet=True))
+    result = search(opts)
     records = {r.precision: r for r in result.state.records.values()}
     assert records["fp16"].size_mb < 0.7 * records["fp32"].size_mb
     assert records["fp16"].runtime == "openvino"
@@ -213,7 +211,7 @@ def test_unfreeze_candidates_share_latency_and_fine_tune_only_within_budget(
 ) -> None:
     data = write_folder(tmp_path / "photos", per_class=8)
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", unfreeze=[0, 1])
-    result = search(opts, make_console(quiet=True))
+    result = search(opts)
     records = result.state.records
     assert len(counted["timed"]) == 2  # one timing per architecture, not per K
     for size in (32, 256):
@@ -297,11 +295,11 @@ def test_the_searchs_heads_are_the_heads_its_runs_train(tmp_path: Path, tiny_wei
     torch.rand(1000)  # a random state the runs never see
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 48],
                    heads=["mlp16"], epochs=4)  # fmt: skip
-    result = search(opts, make_console(quiet=True))
+    result = search(opts)
     for size in (32, 48):
         searched = result.state.records[f"{TINY_BACKBONE}@{size}/mlp16/fp32"]
         torch.rand(size)  # and another before each run
-        run = search_module.Search(opts, make_console(quiet=True)).run(searched)
+        run = search_module.Search(opts).run(searched)
         assert run.metrics.val_top1 == round(searched.val_top1, 5)
         assert run.metrics.test_top1 == round(searched.test_top1, 5)
         assert run.metrics.epochs_run >= 2  # a head trained by the run, not a copy

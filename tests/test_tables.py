@@ -98,17 +98,18 @@ def test_piped_output_never_goes_silent_on_a_long_step(monkeypatch) -> None:
     from rich.console import Console
 
     from edgetl.core import ui
+    from edgetl.core.events import reporting
 
     monkeypatch.setattr(ui, "PIPED_EVERY_S", 0.05)
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=200)
-    with ui.progress(console) as bar:
+    with reporting(console), ui.progress() as bar:
         task = bar.add_task("rank layer sensitivity", total=3, info="")
         time.sleep(0.3)  # one slow candidate: no update for a while
         bar.update(task, advance=1, info="conv_stem")
         time.sleep(0.2)
         bar.update(task, advance=2)
-    with ui.heartbeat(console, "quantizing"):
+    with reporting(console), ui.heartbeat("quantizing"):
         time.sleep(0.3)
     lines = out.getvalue().splitlines()
     assert sum(line.startswith("rank layer sensitivity: 0/3") for line in lines) >= 2

@@ -306,7 +306,7 @@ def test_the_build_command_reports_the_engine_it_wrote(tmp_path: Path, monkeypat
     import edgetl.backends.tensorrt.build
     from edgetl.backends.tensorrt.record import EngineDevice, EngineRecord
 
-    def fake_build(options, console):  # the stage needs TensorRT; this checks the CLI's line
+    def fake_build(options):  # the stage needs TensorRT; this checks the CLI's line
         options.bundle = tmp_path / "unpacked"
         return EngineRecord("10.3.0", EngineDevice(gpu="Orin", module="Jetson"))
 

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from edgetl.core.data.dataset import load_dataset
-from edgetl.core.ui import make_console
 from edgetl.stages.finetune import FinetuneOptions, finetune
 from edgetl.train.backbones import load_backbone
 from edgetl.train.model import Head
@@ -89,8 +88,7 @@ def cached(
             patience=epochs + 1,
             cache_dir=cache,
             device="cpu",
-        ),
-        make_console(quiet=True),
+        )
     )
     elapsed = time.perf_counter() - started
     shutil.rmtree(out.parent)

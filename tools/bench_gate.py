@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends import Runner, get_runtime
+from edgetl.core.events import install  # noqa: E402
 from edgetl.core.records import Manifest
 from edgetl.core.reference import ReferenceSet
 from edgetl.core.ui import make_console, stdout_console, table
@@ -69,9 +70,9 @@ def build_artifact(work: Path) -> Path:
     from edgetl.stages.export import ExportOptions, export
     from edgetl.stages.finetune import FinetuneOptions, finetune
 
-    console = make_console()
-    finetune(FinetuneOptions(data="digits", out=work / "run", image_size=128), console)
-    export(ExportOptions(run=work / "run", target="cpu", out=work / "cpu-fp32"), console).checked()
+    install(make_console())
+    finetune(FinetuneOptions(data="digits", out=work / "run", image_size=128))
+    export(ExportOptions(run=work / "run", target="cpu", out=work / "cpu-fp32")).checked()
     return work / "cpu-fp32"
 
 

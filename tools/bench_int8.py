@@ -23,14 +23,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends.base import run_all  # noqa: E402
 from edgetl.backends.onnxruntime.runtime import OrtRunner  # noqa: E402
+from edgetl.core.events import install  # noqa: E402
 from edgetl.core.records import Manifest  # noqa: E402
 from edgetl.core.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
@@ -57,7 +56,7 @@ def build_data(name: str, work: Path) -> str:
     return name
 
 
-def export_int8(run: Path, out: Path, recipe: str, budget: float, console: Console) -> Row:
+def export_int8(run: Path, out: Path, recipe: str, budget: float) -> Row:
     label = f"{'plain' if budget >= 100 else 'edgetl'} {recipe}"
     result = export(
         ExportOptions(
@@ -67,8 +66,7 @@ def export_int8(run: Path, out: Path, recipe: str, budget: float, console: Conso
             out=out,
             recipe=recipe,
             max_accuracy_drop=budget,
-        ),
-        console,
+        )
     )
     if result.manifest is None and result.guard is not None:
         return Row(label, None, f"guard refused: best drop {result.guard.best_drop:.2f} pts")
@@ -80,7 +78,7 @@ def export_int8(run: Path, out: Path, recipe: str, budget: float, console: Conso
     return Row(label, out / manifest.model_files[0], note)
 
 
-def nncf_accuracy_control(run: Path, work: Path, images, labels, console: Console) -> Row:
+def nncf_accuracy_control(run: Path, work: Path, images, labels) -> Row:
     """NNCF's own accuracy-restoring PTQ on the same prepared graph and calibration set; it
     chooses on `images` (the val split), like our guard."""
     import logging
@@ -154,24 +152,24 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--nncf-accuracy-control", action="store_true")
     args = parser.parse_args()
-    console = make_console()
+    install(make_console())
 
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-int8-") as scratch:
         work = Path(scratch)
         data = build_data(args.data, work)
         run = work / "run"
-        finetune(FinetuneOptions(data=data, out=run, image_size=args.image_size), console)
+        finetune(FinetuneOptions(data=data, out=run, image_size=args.image_size))
         fp32 = ExportOptions(run=run, target="cpu", out=work / "fp32")
-        manifest = export(fp32, console).checked()
+        manifest = export(fp32).checked()
         rows = [Row("fp32", work / "fp32" / manifest.model_files[0])]
         for recipe in args.recipes.split(","):
-            rows.append(export_int8(run, work / f"plain-{recipe}", recipe, 100.0, console))
-            rows.append(export_int8(run, work / f"edgetl-{recipe}", recipe, BUDGET, console))
+            rows.append(export_int8(run, work / f"plain-{recipe}", recipe, 100.0))
+            rows.append(export_int8(run, work / f"edgetl-{recipe}", recipe, BUDGET))
         loaded = load_run(run)
         splits = loaded.splits()
         if args.nncf_accuracy_control:
             val = splits.val.arrays(loaded.preprocess)
-            rows.append(nncf_accuracy_control(run, work, val, splits.val.labels, console))
+            rows.append(nncf_accuracy_control(run, work, val, splits.val.labels))
         # Reported on the test split: the guard (and NNCF's control) chose on val.
         test = splits.test.arrays(loaded.preprocess)
         measure_rows(rows, test, splits.test.labels, args.iterations)

@@ -32,6 +32,7 @@ from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends import get_runtime  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
+from edgetl.core.events import install  # noqa: E402
 from edgetl.core.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
 from edgetl.stages.export import ExportOptions, export  # noqa: E402
@@ -80,13 +81,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="0: the runtime decides")
     parser.add_argument("--alternations", type=int, default=5)
     args = parser.parse_args()
-    console = make_console()
+    install(make_console())
 
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-ov-") as scratch:
         work = Path(scratch)
         data = str(BUILDERS[args.data](work / args.data)) if args.data in BUILDERS else args.data
         run = work / "run"
-        finetune(FinetuneOptions(data=data, out=run, image_size=args.image_size), console)
+        finetune(FinetuneOptions(data=data, out=run, image_size=args.image_size))
         artifacts = {
             "onnxruntime fp32": ("cpu", "fp32"),
             "openvino fp32": ("openvino-cpu", "fp32"),
@@ -98,7 +99,7 @@ def main() -> None:
             manifests[name] = (
                 out,
                 export(
-                    ExportOptions(run=run, target=target, precision=precision, out=out), console
+                    ExportOptions(run=run, target=target, precision=precision, out=out)
                 ).checked(),
             )
 

@@ -34,7 +34,7 @@ from PIL import Image
 
 from edgetl.core.data.dataset import load_dataset
 from edgetl.core.images import read_image
-from edgetl.core.ui import make_console, stdout_console, table
+from edgetl.core.ui import stdout_console, table
 from edgetl.stages.finetune import FinetuneOptions, finetune
 from edgetl.train.backbones import load_backbone
 from edgetl.train.extract import default_workers
@@ -73,7 +73,6 @@ def backbone_alone(data: Path, count: int, sample: int = 256) -> float:
 
 def edgetl_extraction(data: Path, workers: int, old_path: bool) -> float:
     """Seconds to scan and extract every image, without a cache (O: the old path)."""
-    console = make_console(quiet=True)
     started = time.perf_counter()
     splits = load_dataset(str(data))
     if old_path:  # the scan decoded every image fully before extraction decoded it again
@@ -81,7 +80,7 @@ def edgetl_extraction(data: Path, workers: int, old_path: bool) -> float:
             for index in range(len(part)):
                 read_image(data / part.keys[index])
     backbone = load_backbone("efficientnet_lite0", image_size=SIZE)
-    cached_features(backbone, splits, torch.device("cpu"), 64, workers, None, console)
+    cached_features(backbone, splits, torch.device("cpu"), 64, workers, None)
     return time.perf_counter() - started
 
 
@@ -89,9 +88,7 @@ def finetune_wall(data: Path, out: Path, cache: Path, workers: int) -> tuple[flo
     started = time.perf_counter()
     info = finetune(
         FinetuneOptions(data=str(data), out=out, image_size=SIZE, epochs=10, cache_dir=cache,
-                        workers=workers, force=True),
-        make_console(quiet=True),
-    )  # fmt: skip
+                        workers=workers, force=True))  # fmt: skip
     assert info is not None
     return time.perf_counter() - started, str(info.metrics.feature_cache)
 
@@ -99,10 +96,9 @@ def finetune_wall(data: Path, out: Path, cache: Path, workers: int) -> tuple[flo
 RSS_CHILD = """
 import json, resource, sys
 from pathlib import Path
-from edgetl.core.ui import make_console
 from edgetl.stages.finetune import FinetuneOptions, finetune
 info = finetune(FinetuneOptions(data=sys.argv[1], out=Path(sys.argv[2]),
-                image_size=int(sys.argv[3]), epochs=1, no_cache=True), make_console(quiet=True))
+                image_size=int(sys.argv[3]), epochs=1, no_cache=True))
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "images": sum(info.data.sizes.values()), "features": info.backbone.num_features}))
 """

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends import run_all  # noqa: E402
+from edgetl.core.events import install  # noqa: E402
 from edgetl.core.evidence import (  # noqa: E402
     DEFAULT_CONFIDENCE,
     DEFAULT_RULE,
@@ -123,19 +124,17 @@ class EveryRung(Evaluator):
         return replace(measured, attempt=replace(attempt, verdict="recorded")), False
 
 
-def climb_all(data: str, seed: int, work: Path, image_size: int, console: Any) -> Climb:
+def climb_all(data: str, seed: int, work: Path, image_size: int) -> Climb:
     run = work / f"run-{seed}"
-    finetune(FinetuneOptions(data=data, out=run, image_size=image_size, seed=seed), console)
-    plan = resolve_plan(
-        ExportOptions(run=run, target="cpu", precision="int8", out=work / "unused"), console
-    )
+    finetune(FinetuneOptions(data=data, out=run, image_size=image_size, seed=seed))
+    plan = resolve_plan(ExportOptions(run=run, target="cpu", precision="int8", out=work / "unused"))
     recipe = plan.recipe
-    inputs = load_inputs(plan, console)
+    inputs = load_inputs(plan)
     graph = to_onnx(plan, inputs, work)
     assert recipe is not None and inputs.calibration is not None
     started = time.perf_counter()
     load = lambda model: plan.measurer.load_onnx(model, plan.measuring)  # noqa: E731
-    unlabelled = unlabelled_images(plan, inputs, console)
+    unlabelled = unlabelled_images(plan, inputs)
     validation = Validation(inputs.val, inputs.val_labels, seed, unlabelled)
     fp32 = prepare(graph.path, work / "prepared.onnx")
     evaluator = EveryRung.for_fp32(validation, load, fp32)
@@ -148,10 +147,8 @@ def climb_all(data: str, seed: int, work: Path, image_size: int, console: Any) -
     ranking = (candidates.build, candidates.quantized_layers(), evaluator)
     steps = Steps(
         candidates.build,
-        HeadRefit(plan.run, inputs.splits.train, evaluator, console).apply,
-        lambda: rank_layers(
-            *ranking, ranking_loader(plan.profile), recipe.guard.ranking_samples, console
-        ),
+        HeadRefit(plan.run, inputs.splits.train, evaluator).apply,
+        lambda: rank_layers(*ranking, ranking_loader(plan.profile), recipe.guard.ranking_samples),
         recipe.guard.max_float_layers,
     )
     evaluator.attach(inputs.test, inputs.test_labels)
@@ -225,7 +222,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write every rung here")
     parser.add_argument("--from", dest="source", type=Path, default=None)
     args = parser.parse_args()
-    console = make_console()
+    install(make_console())
     climbs: list[Climb] = []
     if args.source is not None:
         for saved in json.loads(args.source.read_text()):
@@ -238,7 +235,7 @@ def main() -> None:
             if data != "digits":
                 source = str(BUILDERS[data](work / "images", per_class=PER_CLASS[data]))
             for seed in (int(s) for s in args.seeds.split(",")):
-                climbs.append(climb_all(source, seed, work, args.image_size, console))
+                climbs.append(climb_all(source, seed, work, args.image_size))
                 climbs[-1].data = data
                 if args.json:
                     args.json.write_text(json.dumps([asdict(c) for c in climbs], indent=1))

@@ -70,7 +70,7 @@ def _engine_for(folder: Path, probe: Probe) -> None:
     check (a probe's weights are random: only its latency counts)."""
     from edgetl.backends.tensorrt.build import write_engine
     from edgetl.backends.tensorrt.runtime import TensorRtRuntime, check_engine_record
-    from edgetl.core.ui import make_console
+    from edgetl.core.events import quiet
 
     backend = TensorRtRuntime()
     reason = backend.missing()
@@ -83,8 +83,8 @@ def _engine_for(folder: Path, probe: Probe) -> None:
         except EdgetlError:
             pass  # absent, damaged, another TensorRT or another device: built again here
     options = backend.options(probe.options, str(folder / PROBE_FILE))
-    write_engine(folder, probe.precision, options.workspace_mb, options.dla_core,
-                 make_console(quiet=True))  # fmt: skip
+    with quiet():
+        write_engine(folder, probe.precision, options.workspace_mb, options.dla_core)
 
 
 def _call(runner: Any, single: np.ndarray) -> Callable[[], object]:

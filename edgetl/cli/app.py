@@ -17,6 +17,8 @@ from rich.markup import escape
 
 from edgetl import __version__
 from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.events import reporting
+from edgetl.core.ui import make_console
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Signed artifacts (export --sign): bench, predict, build and compare refuse any other.
@@ -39,7 +41,8 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         console = Console(stderr=True, highlight=False)
         try:
-            return func(*args, **kwargs)
+            with reporting(make_console()):  # the stages' progress and messages (core/events)
+                return func(*args, **kwargs)
         except (EdgetlError, CheckFailed) as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)

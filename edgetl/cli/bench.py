@@ -11,7 +11,7 @@ from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.cli.declared import options_of
 from edgetl.cli.devices import lab_option, on_option
 from edgetl.core.errors import EdgetlError
-from edgetl.core.ui import make_console, stdout_console
+from edgetl.core.ui import stdout_console
 from edgetl.core.verdict import check
 from edgetl.stages.bench.options import BenchOptions
 
@@ -39,7 +39,7 @@ def bench(
     if on is not None:
         _bench_on(options, on, lab_file)
         return
-    outcome = run_bench(options, make_console())
+    outcome = run_bench(options)
     print_report(stdout_console(), outcome.report)
     check(outcome)
 
@@ -55,7 +55,7 @@ def _bench_on(options: BenchOptions, on: str, lab_file: Path | None) -> None:
 
     if options.trust:
         raise EdgetlError("--trust with --on: check signatures on the device (not yet relayed)")
-    outcome = bench_on(options, on, lab_file, make_console())
+    outcome = bench_on(options, on, lab_file)
     outcome.report.command = list(sys.argv)
     reports.write(outcome.report, options.json_path, options.md_path, options.junit_path,
                   options.plot_path)  # fmt: skip

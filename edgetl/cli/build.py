@@ -8,7 +8,6 @@ import click
 
 from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.cli.devices import lab_option
-from edgetl.core.ui import make_console
 
 
 @main.command()
@@ -44,7 +43,7 @@ def build(
         _build_on(bundle, dla_core, workspace_mb, trust, on, lab_file)
         return
     options = BuildOptions(bundle, dla_core, workspace_mb, trust)
-    record = run_build(options, make_console())  # options.bundle: an archive's unpacked dir
+    record = run_build(options)  # options.bundle: an archive's unpacked dir
     click.echo(
         f"engine: {options.bundle / 'model.engine'} ({record.tensorrt}, "
         f"{record.device.gpu or record.device.module})"
@@ -67,4 +66,4 @@ def _build_on(
         raise EdgetlError("--trust with --on: check signatures on the device (not yet relayed)")
     options = [] if dla_core is None else ["--dla-core", str(dla_core)]
     options += [] if workspace_mb is None else ["--workspace", str(workspace_mb)]
-    check(build_on(bundle, options, on, lab_file, make_console()))
+    check(build_on(bundle, options, on, lab_file))

@@ -11,7 +11,6 @@ import click
 from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.cli.declared import options_of
 from edgetl.cli.devices import lab_option, on_option
-from edgetl.core.ui import make_console
 from edgetl.core.verdict import check
 from edgetl.stages.bench.options import CompareOptions
 
@@ -47,7 +46,7 @@ def compare(
         _compare_on(CompareOptions(base=base, candidate=candidate, **kwargs), on, lab_file,
                     as_json)  # fmt: skip
         return
-    result = run_compare(CompareOptions(base=base, candidate=candidate, **kwargs), make_console())
+    result = run_compare(CompareOptions(base=base, candidate=candidate, **kwargs))
     if as_json:  # always the verdict (passed false too), then exit 1 with the reason
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif result.passed:
@@ -61,7 +60,7 @@ def _compare_on(options: Any, on: str, lab_file: Path | None, as_json: bool) -> 
 
     if options.trust:
         raise EdgetlError("--trust with --on: check signatures on the device (not yet relayed)")
-    outcome = compare_on(options, on, lab_file, make_console())
+    outcome = compare_on(options, on, lab_file)
     if as_json:
         click.echo(json.dumps({"devices": [run.to_dict() for run in outcome.devices]}, indent=2))
     else:

@@ -10,7 +10,8 @@ import click
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.declared import options_of
 from edgetl.cli.output import emit, guard_tables, print_quantization
-from edgetl.core.ui import heartbeat, make_console
+from edgetl.core.events import say
+from edgetl.core.ui import heartbeat
 from edgetl.core.verdict import check
 from edgetl.stages.export.options import ExportOptions
 
@@ -35,22 +36,21 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
     # importing the PyTorch stack.
     profile = load_target(kwargs["target"])
     precision = profile.check_precision(kwargs["precision"])
-    console = make_console()
-    console.print(f"export {run} for {profile.name} ({precision})")
-    with heartbeat(console, "loading PyTorch, NNCF and the runtimes"):
+    say(f"export {run} for {profile.name} ({precision})")
+    with heartbeat("loading PyTorch, NNCF and the runtimes"):
         from edgetl.train.stack import check_host_stack
 
         check_host_stack()
         from edgetl.stages.export import export as run_export
 
-    result = run_export(ExportOptions(run=run, **kwargs), console)
+    result = run_export(ExportOptions(run=run, **kwargs))
     if result.manifest is not None:
         manifest = result.manifest
         emit(result.to_dict(), as_json, lambda: print_quantization(manifest))
     else:
         if result.guard is not None:
             for item in guard_tables(result.guard):
-                console.print(item)
+                say(item)
         if as_json:
             emit(result.to_dict(), as_json, lambda: None)
     check(result)

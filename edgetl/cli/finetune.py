@@ -13,7 +13,6 @@ from edgetl.cli.app import handle_errors, main
 from edgetl.cli.declared import options_of
 from edgetl.cli.output import emit, print_run
 from edgetl.core.errors import EdgetlError
-from edgetl.core.ui import make_console
 from edgetl.stages.finetune.options import FinetuneOptions
 
 
@@ -40,9 +39,8 @@ def finetune(as_json: bool, nproc: int, **kwargs: Any) -> None:
         raise EdgetlError(f"--nproc {nproc}: must be at least 1")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(_launch(nproc))
-    console = make_console()
     opts = FinetuneOptions(**kwargs)
-    info = run_finetune(opts, console)
+    info = run_finetune(opts)
     if info is not None:  # None: a rank other than 0 of a torchrun launch
         emit(info.to_dict(), as_json, lambda: print_run(info, opts.out))
 

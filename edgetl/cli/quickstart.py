@@ -10,12 +10,11 @@ import click
 
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.output import guard_tables, print_quantization, print_run
-from edgetl.core.ui import make_console, stdout_console
+from edgetl.core.events import say, section
+from edgetl.core.ui import stdout_console
 from edgetl.core.verdict import check
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from edgetl.quantize.guard import GuardReport
 
 # Digits are 8x8 pixels: 224 px adds no detail to them, and 128 px is (128/224)^2 = a third
@@ -40,9 +39,8 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     from edgetl.core.outputs import check_replaceable, check_writable
     from edgetl.core.ui import heartbeat
 
-    console = make_console()
-    console.print(f"edgetl quickstart into {out}: digits + efficientnet_lite0, offline")
-    with heartbeat(console, "loading PyTorch, NNCF and the runtimes"):
+    say(f"edgetl quickstart into {out}: digits + efficientnet_lite0, offline")
+    with heartbeat("loading PyTorch, NNCF and the runtimes"):
         from edgetl.train.stack import check_host_stack
 
         check_host_stack()
@@ -53,39 +51,39 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     check_writable(out / "run", "--out")
     # Quickstart replaces only what it wrote itself (out/run, its exports, report.json).
     check_replaceable(out, force, "quickstart directory", None)
-    run_dir = _finetune(out / "run", epochs, force, console)
-    artifacts = _export(run_dir, force, console)
-    _bench(artifacts, out / "report.json", iterations, console)
+    run_dir = _finetune(out / "run", epochs, force)
+    artifacts = _export(run_dir, force)
+    _bench(artifacts, out / "report.json", iterations)
 
 
-def _finetune(run_dir: Path, epochs: int, force: bool, console: Console) -> Path:
+def _finetune(run_dir: Path, epochs: int, force: bool) -> Path:
     from edgetl.stages.finetune import FinetuneOptions, finetune
 
-    console.rule("1/4 finetune")
-    console.print(
+    section("1/4 finetune")
+    say(
         f"digits are 8x8 pixels: using --image-size {QUICKSTART_IMAGE_SIZE} instead of "
         "the backbone's 224 to keep this to a few minutes on a laptop CPU"
     )
     opts = FinetuneOptions(data="digits", out=run_dir, epochs=epochs,
                            image_size=QUICKSTART_IMAGE_SIZE, force=force)  # fmt: skip
-    info = finetune(opts, console)
+    info = finetune(opts)
     assert info is not None  # None only on the other ranks of a torchrun launch
     print_run(info, run_dir)
     return run_dir
 
 
-def _export(run_dir: Path, force: bool, console: Console) -> list[Path]:
+def _export(run_dir: Path, force: bool) -> list[Path]:
     """FP32, then INT8 under the guard (its refusal said, not an error); what was written."""
     from edgetl.stages.export import ExportOptions, export
 
     artifacts = []
     for step, precision in ((2, "fp32"), (3, "int8")):
         guard = " (accuracy guard: at most 1 point below FP32)" if precision == "int8" else ""
-        console.rule(f"{step}/4 export --target cpu --precision {precision}{guard}")
+        section(f"{step}/4 export --target cpu --precision {precision}{guard}")
         options = ExportOptions(run=run_dir, target="cpu", precision=precision, force=force)
-        result = export(options, console)
+        result = export(options)
         if result.manifest is None and result.guard is not None:
-            say_refused(result.guard, run_dir, console)  # the guard's answer, not an error
+            say_refused(result.guard, run_dir)  # the guard's answer, not an error
             continue
         check(result)
         if result.manifest is not None:
@@ -94,27 +92,27 @@ def _export(run_dir: Path, force: bool, console: Console) -> list[Path]:
     return artifacts
 
 
-def _bench(artifacts: list[Path], report: Path, iterations: int, console: Console) -> None:
+def _bench(artifacts: list[Path], report: Path, iterations: int) -> None:
     from edgetl.stages.bench.harness import bench, print_report
     from edgetl.stages.bench.options import BenchOptions
 
-    console.rule("4/4 bench on the test split (no choice was made on it)")
+    section("4/4 bench on the test split (no choice was made on it)")
     opts = BenchOptions(artifacts=artifacts, data="digits", split="test",
                         iterations=iterations, json_path=report)  # fmt: skip
-    outcome = bench(opts, console)
+    outcome = bench(opts)
     print_report(stdout_console(), outcome.report)
-    console.print(f"report: {report}")
+    say(f"report: {report}")
     check(outcome)
 
 
-def say_refused(report: GuardReport, run_dir: Path, console: Console) -> None:
+def say_refused(report: GuardReport, run_dir: Path) -> None:
     """The guard refused every INT8 candidate: show what it measured, why that is the
     promise kept, and the one command that would accept the best candidate's bound."""
     for item in guard_tables(report):
-        console.print(item)
+        say(item)
     best = min(report.attempts, key=lambda a: a.drop_upper_pts or math.inf)
     asked = math.ceil((best.drop_upper_pts or 0.0) * 10) / 10
-    console.print(
+    say(
         f"INT8 refused: no candidate is shown, at {report.confidence:.0%} confidence on "
         f"{report.n} val images, to lose at most {report.budget_pts:g} point; the best "
         f"({best.name}) is shown within {best.drop_upper_pts:.2f}. No INT8 artifact; the "

@@ -11,7 +11,7 @@ from edgetl.cli.app import handle_errors, main
 from edgetl.cli.declared import options_of
 from edgetl.cli.devices import lab_option
 from edgetl.cli.output import emit
-from edgetl.core.ui import make_console, stdout_console
+from edgetl.core.ui import stdout_console
 from edgetl.core.verdict import check
 from edgetl.stages.search.options import SearchOptions
 
@@ -49,7 +49,7 @@ def search(max_latency: str, lab_file: Path | None, as_json: bool, **kwargs: Any
     max_latency_ms, max_latency_x = latency_budget(max_latency)
     options = SearchOptions(max_latency_ms=max_latency_ms, max_latency_x=max_latency_x,
                             lab=lab_file, **kwargs)  # fmt: skip
-    result = run_search(options, make_console())
+    result = run_search(options)
     write_plot(result.state, result.out / "front.png")
     emit(result.state.to_dict(), as_json, lambda: print_search(stdout_console(), result))
     check(result)

@@ -20,6 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from edgetl.core.events import current
+
 
 def make_console(quiet: bool = False) -> Console:
     return Console(stderr=True, quiet=quiet, highlight=False)
@@ -87,7 +89,9 @@ class _Progress(Progress):
             self.console.print(f"{line} ({task.elapsed or 0:.0f} s)")
 
 
-def progress(console: Console) -> Progress:
+def progress() -> Progress:
+    """A progress bar on the current reporter (core/events)."""
+    console = current()
     return _Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -102,10 +106,11 @@ def progress(console: Console) -> Progress:
 
 
 @contextmanager
-def heartbeat(console: Console, what: str) -> Iterator[None]:
+def heartbeat(what: str) -> Iterator[None]:
     """A step without steps of its own to count (a library's call): a spinner on a terminal;
     piped, "WHAT ..." as it starts and "WHAT ... N s" every PIPED_EVERY_S seconds until it
-    ends, so no log goes silent."""
+    ends, so no log goes silent (on the current reporter, core/events)."""
+    console = current()
     if console.quiet:
         yield
         return

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from edgetl.core.data.imageset import FileLoader, ImageSet
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.core.images import IMAGE_SUFFIXES, list_images
 from edgetl.train.model import Run
 
@@ -90,7 +90,6 @@ def build_calibration(
     calib_data: Path | None,
     count: int,
     recipe_count: int,
-    console: Console,
 ) -> CalibrationSet:
     """The calibration set for one export, seeded by the run: fewer than 32 images is an
     error, fewer than asked a warning."""
@@ -110,7 +109,7 @@ def build_calibration(
             f"{MIN_SAMPLES} are unreliable, add images"
         )
     if found < recipe_count:
-        console.print(
+        say(
             f"[yellow]warning:[/] calibrating on {found} images from {calib.source}; the recipe "
             f"asks for {recipe_count}, ranges may be less reliable"
         )

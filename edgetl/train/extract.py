@@ -21,7 +21,6 @@ from itertools import islice
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.errors import EdgetlError
@@ -90,7 +89,6 @@ def extract(
     device: torch.device,
     batch_size: int,
     workers: int,
-    console: Console,
     label: str,
     sink: Sink,
 ) -> None:
@@ -101,7 +99,7 @@ def extract(
     # channels_last runs the convolutions 1.6x faster on our CPUs (and suits CUDA AMP).
     model.eval().to(device).to(memory_format=torch.channels_last)
     cuda = device.type == "cuda"
-    with progress(console) as bar:
+    with progress() as bar:
         task = bar.add_task(f"features {label}", total=len(images), info="")
         for indices, arrays, error in decoded_batches(images, preprocess, batch_size, workers):
             if arrays is not None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.data.splits import ROLES, Splits
+from edgetl.core.events import say
 from edgetl.core.outputs import cache_dir
 from edgetl.train.backbones import Backbone
 from edgetl.train.distributed import Group
@@ -63,7 +63,6 @@ def cached_features(
     batch_size: int,
     workers: int,
     cache: Path | None,
-    console: Console,
     group: Group | None = None,
 ) -> tuple[dict[str, torch.Tensor], CacheReport]:
     """Train/val/test features; only images the cache lacks are decoded and extracted.
@@ -82,7 +81,7 @@ def cached_features(
     rows = {} if store is None else store.lookup(digests, notes)
     _note_old_entries(cache, notes)
     for note in notes:
-        console.print(note)
+        say(note)
     lacking = set(digests) - set(rows)
     if group is not None:  # rank 0's view of the cache decides the work of every rank
         lacking = set(group.broadcast(sorted(lacking) if group.leader else None))
@@ -90,7 +89,7 @@ def cached_features(
     share = (
         missing if group is None else missing.subset(range(group.rank, len(missing), group.world))
     )
-    _extract_into(rows, share, backbone, device, batch_size, workers, store, console)
+    _extract_into(rows, share, backbone, device, batch_size, workers, store)
     if group is not None:
         assert store is not None
         group.barrier()  # every rank's shards are written
@@ -116,7 +115,6 @@ def row_precision(
     splits: Splits,
     hidden: int,
     settings: HeadTraining,
-    console: Console,
 ) -> RowPrecision:
     """The namespace's row precision: recorded, or measured on this run's splits, recorded,
     and (float16) the float32 shards narrowed."""
@@ -129,7 +127,7 @@ def row_precision(
     record(store.dir, choice)
     if choice.dtype == "float16":
         store.narrow()
-    console.print(f"feature cache: chose {choice.line()}")
+    say(f"feature cache: chose {choice.line()}")
     return choice
 
 
@@ -141,7 +139,6 @@ def _extract_into(
     batch_size: int,
     workers: int,
     store: FeatureStore | None,
-    console: Console,
 ) -> None:
     """Extract `missing` into `rows`, storing shards as they fill; the rows extracted before
     a failure (an image that does not decode) are stored before the error goes up."""
@@ -163,7 +160,7 @@ def _extract_into(
 
     try:
         extract(
-            backbone.model, missing, backbone.preprocess, device, batch_size, workers, console,
+            backbone.model, missing, backbone.preprocess, device, batch_size, workers,
             f"({len(missing):,} new)", sink,
         )  # fmt: skip
     finally:

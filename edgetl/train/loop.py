@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rich.console import Console
 from torch import nn
 
 from edgetl.core.errors import CheckFailed
+from edgetl.core.events import say
 from edgetl.core.ui import progress
 
 
@@ -35,7 +35,7 @@ class EarlyStopping:
         self.best_loss, self.stale, self.best_epoch = math.inf, 0, 0
         self.best_state: dict[str, Any] | None = None
 
-    def should_stop(self, val_loss: float, module: nn.Module, epoch: int, console: Console) -> bool:
+    def should_stop(self, val_loss: float, module: nn.Module, epoch: int) -> bool:
         if val_loss < self.best_loss - self.min_delta:
             self.best_loss, self.stale, self.best_epoch = val_loss, 0, epoch
             self.best_state = copy.deepcopy(module.state_dict())
@@ -43,7 +43,7 @@ class EarlyStopping:
         self.stale += 1
         if self.stale < self.patience:
             return False
-        console.print(f"early stop at epoch {epoch}: no val-loss gain in {self.stale} epochs")
+        say(f"early stop at epoch {epoch}: no val-loss gain in {self.stale} epochs")
         return True
 
     def restore(self, module: nn.Module) -> None:
@@ -88,7 +88,6 @@ def train_head(
     val_x: torch.Tensor,
     val_y: torch.Tensor,
     settings: HeadTraining,
-    console: Console,
 ) -> list[EpochRow]:
     """Mini-batch AdamW on features, cosine schedule, early stopping on val loss."""
     torch.manual_seed(settings.seed)
@@ -111,7 +110,7 @@ def train_head(
         return evaluate_logits(eval_logits(head, val_x), val_y)
 
     loop = Loop("head", "train head", head, batches, step, validate)
-    history = fit(loop, settings.epochs, settings.patience, settings.lr, console)
+    history = fit(loop, settings.epochs, settings.patience, settings.lr)
     head.eval()
     return history
 
@@ -142,13 +141,13 @@ class Loop:
     totals: Totals = local
 
 
-def fit(loop: Loop, epochs: int, patience: int, lr: float, console: Console) -> list[EpochRow]:
+def fit(loop: Loop, epochs: int, patience: int, lr: float) -> list[EpochRow]:
     """The one training loop (head on features, and the unfrozen backbone): epochs with a
     progress bar, a non-finite loss as a failed run, early stopping on val loss with the best
     epoch's weights restored. Returns a history row per epoch."""
     history: list[EpochRow] = []
     stopper = EarlyStopping(patience)
-    with progress(console) as bar:
+    with progress() as bar:
         task = bar.add_task(loop.title, total=epochs, info="")
         for epoch in range(1, epochs + 1):
             sums = [0.0, 0.0, 0.0]  # loss, correct, count
@@ -165,7 +164,7 @@ def fit(loop: Loop, epochs: int, patience: int, lr: float, console: Console) -> 
                 epoch_row(loop.phase, epoch, loss_sum / total, right / total, val_loss, val_top1)
             )
             bar.update(task, advance=1, info=f"val loss {val_loss:.3f} top-1 {val_top1:.1%}")
-            if stopper.should_stop(val_loss, loop.module, epoch, console):
+            if stopper.should_stop(val_loss, loop.module, epoch):
                 break
         bar.update(task, info=stopper.kept(history))
     stopper.restore(loop.module)

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
+from edgetl.core.events import quiet
 from edgetl.core.files import atomic_write_text
 from edgetl.train.loop import HeadTraining, eval_logits, evaluate_logits, train_head
 from edgetl.train.model import Head
@@ -66,8 +66,9 @@ def measure(
             torch.manual_seed(settings.seed)
             head = Head(rows["train"].shape[1], classes, hidden)
             head.set_feature_stats(rows["train"])
-            train_head(head, rows["train"], labels["train"], rows["val"], labels["val"],
-                       settings, Console(quiet=True))  # fmt: skip
+            with quiet():  # the trial heads' epochs are not the run's
+                train_head(head, rows["train"], labels["train"], rows["val"], labels["val"],
+                           settings)  # fmt: skip
         scores.append(evaluate_logits(eval_logits(head, rows["val"]), labels["val"])[1])
     close = abs(scores[0] - scores[1]) * 100 <= TOLERANCE_PT
     return RowPrecision(

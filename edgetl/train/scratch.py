@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from rich.console import Console
 from torch import nn
 
 from edgetl.core.data.imageset import ImageSet
@@ -37,7 +36,6 @@ def scratch_baseline(
     classes: int,
     pre: Preprocess,
     settings: HeadTraining,
-    console: Console,
 ) -> dict[str, float]:
     """Train the small CNN (all layers, BatchNorm learning) with early stopping on val;
     its val top-1 at the kept epoch, parameters and seconds."""
@@ -62,7 +60,7 @@ def scratch_baseline(
         return evaluate_logits(logits, labels)
 
     loop = Loop("scratch", "scratch baseline", model, batches, step, validate)
-    history = fit(loop, settings.epochs, settings.patience, 3e-3, console)
+    history = fit(loop, settings.epochs, settings.patience, 3e-3)
     best = kept_row(history, "scratch")
     return {
         "val_top1": best.val_top1,

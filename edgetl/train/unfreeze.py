@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-from rich.console import Console
 from torch import nn
 
 from edgetl.core.data.imageset import ImageSet
@@ -30,7 +29,6 @@ def train_unfrozen(
     stages: int,
     settings: HeadTraining,
     device: torch.device,
-    console: Console,
     group: Group | None = None,
     phase: str = "unfreeze",
 ) -> list[EpochRow]:
@@ -68,7 +66,7 @@ def train_unfrozen(
         return _over_ranks(values, group)
 
     loop = Loop(phase, f"unfreeze {stages}", model, batches, step, validate, over_ranks)
-    history = fit(loop, settings.epochs, settings.patience, settings.lr, console)
+    history = fit(loop, settings.epochs, settings.patience, settings.lr)
     model.cpu().eval()
     for param in model.parameters():
         param.requires_grad_(False)

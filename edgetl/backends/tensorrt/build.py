@@ -9,14 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from edgetl.backends import run_all
 from edgetl.backends.tensorrt.options import TensorRtOptions
 from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineDevice, EngineRecord
 from edgetl.backends.tensorrt.runtime import ENGINE_FILE, TIMING_CACHE, TensorRtRuntime
 from edgetl.core.env import jetson
 from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.events import say
 from edgetl.core.fields import write_fields
 from edgetl.core.files import atomic_write_bytes
 from edgetl.core.parity import compare
@@ -32,13 +31,13 @@ class BuildOptions:
     trust: tuple[Path, ...] = ()  # public keys one of which must have signed the bundle
 
 
-def build(opts: BuildOptions, console: Console) -> EngineRecord:
+def build(opts: BuildOptions) -> EngineRecord:
     from edgetl.core.archives import is_archive, unpack_archive
     from edgetl.core.signing import trusted_keys
 
     if is_archive(opts.bundle):
         opts.bundle = unpack_archive(opts.bundle)  # what follows, and the caller, use the dir
-        console.print(f"unpacked into {opts.bundle} (every member checked)")
+        say(f"unpacked into {opts.bundle} (every member checked)")
     manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
     if manifest.backend != "tensorrt":
         raise EdgetlError(
@@ -57,21 +56,19 @@ def build(opts: BuildOptions, console: Console) -> EngineRecord:
     version = str(tensorrt.__version__)
     options = _settings(opts, manifest, version)
     dla, workspace = options.dla_core, options.workspace_mb
-    console.print(f"building {ENGINE_FILE} with TensorRT {version} ...")
-    record = write_engine(opts.bundle, manifest.precision, workspace, dla, console)
+    say(f"building {ENGINE_FILE} with TensorRT {version} ...")
+    record = write_engine(opts.bundle, manifest.precision, workspace, dla)
     if dla >= 0:
-        console.print(
+        say(
             f"layers on DLA {dla}: {record.dla_layers}, on the GPU: "
             f"{record.gpu_layers} {record.gpu_fallback_layers}"
         )
-    record = replace(record, parity=_check(opts.bundle, manifest, console))
+    record = replace(record, parity=_check(opts.bundle, manifest))
     record.write(opts.bundle)
     return record
 
 
-def write_engine(
-    bundle: Path, precision: str, workspace_mb: int, dla_core: int, console: Console
-) -> EngineRecord:
+def write_engine(bundle: Path, precision: str, workspace_mb: int, dla_core: int) -> EngineRecord:
     """Build `bundle`'s engine with the TensorRT here; write it, the timing cache and the
     engine record (TensorRT version, device, sha256: what load() checks); the record."""
     import tensorrt
@@ -90,7 +87,7 @@ def write_engine(
         calibration_for(bundle, version),
     )
     for warning in built.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        say(f"[yellow]warning:[/] {warning}")
     record = EngineRecord(
         **built.record,
         device=EngineDevice(**identity()),
@@ -141,7 +138,7 @@ def calibration_for(bundle: Path, version: str) -> bytes | None:
     return write_cache(scales, encode_version(version)).encode()
 
 
-def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]:
+def _check(bundle: Path, manifest: Manifest) -> dict[str, Any]:
     """The engine on the reference set against the host's logits of the same graph."""
     reference = ReferenceSet.load(bundle / manifest.reference.file)
     if reference.artifact_logits is None:
@@ -157,7 +154,7 @@ def _check(bundle: Path, manifest: Manifest, console: Console) -> dict[str, Any]
     finally:
         runner.close()
     parity = compare(reference.artifact_logits, logits, reference.labels, tolerance)
-    console.print(
+    say(
         f"engine vs host on {parity.n} reference images: max |logit diff| "
         f"{parity.max_abs_diff:.3g}, agreement {parity.agreement:.2%}, top-1 "
         f"{parity.artifact_top1:.2%} (host {parity.reference_top1:.2%})"

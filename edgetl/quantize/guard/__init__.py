@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import onnx
-from rich.console import Console
 
 from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.events import say
 from edgetl.core.evidence import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RULE,
@@ -64,7 +64,6 @@ def quantize_with_guard(
     max_drop: float,
     recipe: Recipe,
     *,
-    console: Console,
     rewrite: Rewrite = lambda m: m,
     rank_fn: LoadOnnx | None = None,
     refit: Callable[[Evaluator], Refit] | None = None,
@@ -83,12 +82,12 @@ def quantize_with_guard(
     """
     check_certifiable(len(validation), max_drop, confidence)
     started = time.perf_counter()
-    evaluator = _fp32(model, validation, validate_fn, confidence, fp32_reference, console)
-    console.print(
+    evaluator = _fp32(model, validation, validate_fn, confidence, fp32_reference)
+    say(
         f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
         f"{len(calibration.files)} calibration images"
     )
-    with heartbeat(console, "quantizing (activation statistics, then the INT8 graph)"):
+    with heartbeat("quantizing (activation statistics, then the INT8 graph)"):
         candidates = Candidates.quantize(model, calibration, recipe, rewrite)
     quantize_s = time.perf_counter() - started
 
@@ -96,15 +95,15 @@ def quantize_with_guard(
     steps = Steps(
         candidates.build,
         _lazy(lambda: refit(evaluator)) if refit and recipe.guard.head_refit else None,
-        lambda: rank_layers(*ranking, recipe.guard.ranking_samples, console),
+        lambda: rank_layers(*ranking, recipe.guard.ranking_samples),
         recipe.guard.max_float_layers,
     )
     outcome = climb(
         steps,
         evaluator,
         max_drop,
-        on_attempt=lambda a: console.print(_attempt_line(a, evaluator, max_drop)),
-        note=lambda text: console.print(f"  {text}"),
+        on_attempt=lambda a: say(_attempt_line(a, evaluator, max_drop)),
+        note=lambda text: say(f"  {text}"),
     )
     tried = (outcome.attempts, outcome.sensitivities, quantize_s, time.perf_counter() - started)
     rule = FLIPS_RULE if validation.unlabelled is not None else DEFAULT_RULE
@@ -122,11 +121,10 @@ def _fp32(
     validate_fn: LoadOnnx,
     confidence: float,
     reference: tuple[Any, Parity] | None,
-    console: Console,
 ) -> Evaluator:
     """FP32 measured on val once (every candidate is judged against it), and checked
     against `reference` (PyTorch's logits) before anything is quantized."""
-    with heartbeat(console, f"the FP32 model on {len(validation.labels)} val images"):
+    with heartbeat(f"the FP32 model on {len(validation.labels)} val images"):
         evaluator = Evaluator.for_fp32(validation, validate_fn, model, confidence)
     if reference is not None:
         _check_fp32(evaluator, *reference)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-from rich.console import Console
 
 from edgetl.backends import get_compiler, run_all
 from edgetl.core.data.splitting import stratified_sample
@@ -31,7 +30,6 @@ def rank_layers(
     evaluator: Evaluator,
     rank_load: LoadOnnx,
     samples: int,
-    console: Console,
 ) -> list[tuple[str, float]]:
     """Layers by the share of the INT8 model's logit error (vs FP32) that goes away with each
     alone in float, most sensitive first.
@@ -51,7 +49,7 @@ def rank_layers(
 
     base = error(build([]))
     scores = []
-    with progress(console) as bar:
+    with progress() as bar:
         task = bar.add_task("rank layer sensitivity", total=len(candidates), info="")
         for name in candidates:
             scores.append((name, (base - error(build([name]))) / base if base > 0 else 0.0))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
-from rich.console import Console
 
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.errors import EdgetlError
@@ -29,7 +28,7 @@ REFIT_HELD_OUT = 0.15
 class HeadRefit:
     """Re-train the run's head on features of a quantized backbone and write it into the graph."""
 
-    def __init__(self, run: Run, train: ImageSet, evaluator: Evaluator, console: Console):
+    def __init__(self, run: Run, train: ImageSet, evaluator: Evaluator):
         train = train.sample(REFIT_MAX_IMAGES, run.seed)
         # float16 halves the memory (2000 images at 224 px: 0.6 GB); runners get float32.
         self.train_images = np.concatenate(
@@ -38,11 +37,10 @@ class HeadRefit:
         self.train_labels = train.labels
         self.run = run
         self.evaluator = evaluator
-        self.console = console
 
     def apply(self, model: onnx.ModelProto) -> onnx.ModelProto:
         count = len(self.train_images)
-        with heartbeat(self.console, f"head refit: the INT8 backbone's features of {count} images"):
+        with heartbeat(f"head refit: the INT8 backbone's features of {count} images"):
             features = self.evaluator.load(features_model(model))
             x = torch.from_numpy(run_float16(features, self.train_images))
         y = torch.from_numpy(self.train_labels)
@@ -51,7 +49,7 @@ class HeadRefit:
         head.set_feature_stats(x[fit])
         info = self.run.info.train
         settings = HeadTraining(info.epochs, info.lr, info.batch_size, info.seed, info.patience)
-        train_head(head, x[fit], y[fit], x[stop], y[stop], settings, self.console)
+        train_head(head, x[fit], y[fit], x[stop], y[stop], settings)
         return with_head(model, head)
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from edgetl.backends import Placement, Runner, resolve, run_all
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.core.metrics import drop_pts, top1, within_budget
 from edgetl.core.records import MANIFEST_FILE, BenchReport, BenchResult, Manifest
 from edgetl.core.regression import LatencyVerdict, paired_ratio, sample_ratio
@@ -97,7 +97,7 @@ def check_options(opts: CompareOptions) -> None:
         raise EdgetlError(f"--max-regression {opts.max_regression}: give a percentage >= 0")
 
 
-def compare(opts: CompareOptions, console: Console) -> Comparison:
+def compare(opts: CompareOptions) -> Comparison:
     """The comparison, with `passed` and `failures` (the command line exits 1 on a failed one
     after printing it)."""
     check_options(opts)
@@ -105,9 +105,9 @@ def compare(opts: CompareOptions, console: Console) -> Comparison:
     keys = trusted_keys(opts.trust)
     candidate = Manifest.read(opts.candidate, trust=keys)
     if opts.base.is_file():
-        result = _against_report(opts, candidate, console)
+        result = _against_report(opts, candidate)
     elif (opts.base / MANIFEST_FILE).is_file():
-        result = _against_artifact(opts, candidate, keys, console)
+        result = _against_artifact(opts, candidate, keys)
     else:
         raise EdgetlError(f"{opts.base}: neither an artifact directory nor a report.json")
     result.seconds = time.perf_counter() - started
@@ -141,9 +141,7 @@ def _where(path: Path, at: Placement) -> str:
     return f"{path} on {at.proxy} (host proxy for {at.backend.name})"
 
 
-def _against_artifact(
-    opts: CompareOptions, candidate: Manifest, keys: list[Any], console: Console
-) -> Comparison:
+def _against_artifact(opts: CompareOptions, candidate: Manifest, keys: list[Any]) -> Comparison:
     base = Manifest.read(opts.base, trust=keys)
     if base.classes != candidate.classes:
         raise EdgetlError(
@@ -154,8 +152,8 @@ def _against_artifact(
     load_candidate, candidate_at = _loader(opts.candidate, candidate, opts.threads)
     note = _same_placement((opts.base, base_at), (opts.candidate, candidate_at))
     if note:
-        console.print(note)
-    console.print(f"compare on {chosen.label}: {opts.rounds} rounds x {opts.iterations} runs")
+        say(note)
+    say(f"compare on {chosen.label}: {opts.rounds} rounds x {opts.iterations} runs")
     verdict = compare_runners(
         load_base,
         load_candidate,
@@ -222,7 +220,7 @@ def _top1(runner: Runner, images: np.ndarray, labels: np.ndarray) -> float:
     return top1(run_all(runner, images), labels)
 
 
-def _against_report(opts: CompareOptions, candidate: Manifest, console: Console) -> Comparison:
+def _against_report(opts: CompareOptions, candidate: Manifest) -> Comparison:
     report = BenchReport.read(opts.base)
     base = _entry_for(report, candidate, opts.base)
     base_samples = base.stored_samples(opts.base, report.results.index(base))
@@ -238,7 +236,7 @@ def _against_report(opts: CompareOptions, candidate: Manifest, console: Console)
     call = _call(runner, np.ascontiguousarray(chosen.images[:1]))
     measure(call, 0, opts.warmup)
     samples = np.concatenate([measure(call, opts.iterations) for _ in range(opts.rounds)])
-    console.print(
+    say(
         f"compare {opts.candidate} with {opts.base} ({base.name}, {len(base.samples_ms)} "
         f"stored samples) on {chosen.label}"
     )

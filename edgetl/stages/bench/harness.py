@@ -20,6 +20,7 @@ from rich.console import Console
 from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.core.evidence import DEFAULT_CONFIDENCE, promise_note
 from edgetl.core.files import sha256_file
 from edgetl.core.metrics import paired_drop
@@ -118,7 +119,7 @@ def _listed(manifest: Path) -> list[str]:
 BenchOutcome = Outcome[BenchReport]
 
 
-def bench(opts: BenchOptions, console: Console) -> BenchOutcome:
+def bench(opts: BenchOptions) -> BenchOutcome:
     """Measure every artifact and write the reports; with a baseline, the outcome says what
     regressed (the command line turns that into exit 1 after showing the report)."""
     check_options(opts)
@@ -131,9 +132,9 @@ def bench(opts: BenchOptions, console: Console) -> BenchOutcome:
     loaded: list[Loaded] = []
     try:
         for path in opts.artifacts:
-            loaded.append(_load(path, opts, console, shared))
+            loaded.append(_load(path, opts, shared))
         _check_batches(loaded, opts)
-        report = _measure(loaded, opts, console)
+        report = _measure(loaded, opts)
     finally:
         for item in loaded:
             item.model.close()
@@ -154,22 +155,22 @@ def _check_batches(loaded: list[Loaded], opts: BenchOptions) -> None:
             )
 
 
-def _measure(loaded: list[Loaded], opts: BenchOptions, console: Console) -> BenchReport:
+def _measure(loaded: list[Loaded], opts: BenchOptions) -> BenchReport:
     names = _unique_names(loaded)
     calls = {name: _single_call(item) for name, item in zip(names, loaded, strict=True)}
-    console.print(
+    say(
         f"latency: {len(calls)} artifact(s) interleaved, {opts.rounds}+ rounds, "
         f"{opts.iterations}+ samples each"
     )
-    with heartbeat(console, "timing"):
+    with heartbeat("timing"):
         samples = interleaved_samples(
             calls, opts.iterations, opts.rounds, opts.warmup, opts.min_duration
         )
     results = []
     for name, item in zip(names, loaded, strict=True):
         what = "accuracy, load in a fresh process" if opts.cold else "accuracy"
-        with heartbeat(console, f"{name}: {what}"):
-            results.append(_result(name, item, samples[name], opts, console))
+        with heartbeat(f"{name}: {what}"):
+            results.append(_result(name, item, samples[name], opts))
     return BenchReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         data="; ".join(sorted({item.chosen.label for item in loaded})),
@@ -190,9 +191,7 @@ def _unique_names(loaded: list[Loaded]) -> list[str]:
     return names
 
 
-def _load(
-    path: Path, opts: BenchOptions, console: Console, shared: dict[tuple[Any, ...], EvalSet]
-) -> Loaded:
+def _load(path: Path, opts: BenchOptions, shared: dict[tuple[Any, ...], EvalSet]) -> Loaded:
     model = load(path, opts.threads, opts.trust)  # verifies every checksum first
     path = model.path  # an archive's unpacked directory
     manifest = model.manifest
@@ -207,7 +206,7 @@ def _load(
     runtime: str = model.manifest.backend
     if model.proxy is not None:
         runtime = f"{model.proxy} (host proxy for {model.manifest.backend}: accuracy only)"
-    console.print(f"bench {path}: {chosen.label}, {runtime}")
+    say(f"bench {path}: {chosen.label}, {runtime}")
     return Loaded(path, model, chosen, list(chosen.notes))
 
 
@@ -216,9 +215,7 @@ def _single_call(item: Loaded) -> Any:
     return lambda: item.model.runner.run(single)
 
 
-def _result(
-    name: str, item: Loaded, samples: np.ndarray, opts: BenchOptions, console: Console
-) -> BenchResult:
+def _result(name: str, item: Loaded, samples: np.ndarray, opts: BenchOptions) -> BenchResult:
     manifest = item.model.manifest
     latency = summarize(samples)
     cv = coefficient_of_variation(samples)
@@ -246,7 +243,7 @@ def _result(
     promise = _promise(manifest, logits, reference, item.chosen.labels)
     if promise is not None:
         notes.append(promise)
-        console.print(f"{name}: {promise}")
+        say(f"{name}: {promise}")
     spec = manifest.runtime_spec(opts.threads)
     cold = cold_start(item.path, opts.threads) if opts.cold else _warm_cold(item)
     return BenchResult(

@@ -22,19 +22,17 @@ from typing import TYPE_CHECKING
 from edgetl.stages.export.options import ExportOptions
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from edgetl.core.data.splits import Splits
     from edgetl.stages.export.stage import ExportResult
 
 __all__ = ["ExportOptions", "archive", "export"]
 
 
-def export(opts: ExportOptions, console: Console, scanned: Splits | None = None) -> ExportResult:
+def export(opts: ExportOptions, scanned: Splits | None = None) -> ExportResult:
     """stage.export: the run exported for one target (see there)."""
     from edgetl.stages.export.stage import export as run
 
-    return run(opts, console, scanned)
+    return run(opts, scanned)
 
 
 def archive(directory: Path) -> Path:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from rich.console import Console
 
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.data.splits import Splits
+from edgetl.core.events import say
 from edgetl.core.metrics import top1
 from edgetl.core.reference import ReferenceSet, seen_digests
 from edgetl.core.ui import heartbeat
@@ -50,26 +50,26 @@ class Inputs:
         return top1(self.test_torch, self.test_labels)
 
 
-def load_inputs(plan: Plan, console: Console, scanned: Splits | None = None) -> Inputs:
+def load_inputs(plan: Plan, scanned: Splits | None = None) -> Inputs:
     """`scanned`: the run's data when the caller holds it already (not scanned again)."""
     run, opts = plan.run, plan.opts
     splits = run.splits(scanned)
     calibration = None
     if plan.recipe is not None:
         count = plan.recipe.samples if opts.calib_samples is None else opts.calib_samples
-        with heartbeat(console, f"the calibration set ({count} images)"):
+        with heartbeat(f"the calibration set ({count} images)"):
             calibration = build_calibration(
-                run, splits, opts.calib_data, count, plan.recipe.samples, console
+                run, splits, opts.calib_data, count, plan.recipe.samples
             )
     int8 = plan.recipe is not None
     val = splits.val.sample(val_sample_size(opts, int8), run.seed)
     test = splits.test.sample(TEST_IMAGES, run.seed)
     picked = splits.test.sample(opts.reference_samples, run.seed)
-    console.print(
+    say(
         f"export measures on {len(val)} val images (checks{', INT8 guard' if int8 else ''}) and "
         f"{len(test)} test images (reported only); reference set: {len(picked)} test images"
     )
-    with heartbeat(console, "decoding the val and test images, PyTorch's logits on them"):
+    with heartbeat("decoding the val and test images, PyTorch's logits on them"):
         model = run.classifier()
         val_images = val.arrays(run.preprocess)
         val_torch = torch_logits(model, val_images)
@@ -99,9 +99,7 @@ def load_inputs(plan: Plan, console: Console, scanned: Splits | None = None) -> 
     )
 
 
-def unlabelled_images(
-    plan: Plan, inputs: Inputs, console: Console
-) -> Callable[[], np.ndarray] | None:
+def unlabelled_images(plan: Plan, inputs: Inputs) -> Callable[[], np.ndarray] | None:
     """Up to UNLABELLED_IMAGES training images the calibration did not use, decoded when the
     guard first needs them (a candidate whose val bound fits); None when there are none."""
     train, calibration = inputs.splits.train, inputs.calibration
@@ -112,7 +110,7 @@ def unlabelled_images(
     picked = train.subset(rest).sample(UNLABELLED_IMAGES, plan.run.seed)
 
     def decode() -> np.ndarray:
-        with heartbeat(console, f"decoding {len(picked)} unlabelled training images"):
+        with heartbeat(f"decoding {len(picked)} unlabelled training images"):
             batches = picked.batches(plan.run.preprocess, 64)
             return np.concatenate([b.astype(np.float16) for b, _ in batches])
 

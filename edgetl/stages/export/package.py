@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from edgetl.backends import run_all
+from edgetl.core.events import say
 from edgetl.core.records import (
     AccuracyRecord,
     Manifest,
@@ -36,7 +36,6 @@ def package(
     compiled: Compiled,
     verified: Verified,
     out_dir: Path,
-    console: Console,
 ) -> Manifest:
     """Write reference.npz, edgetl's wheel where the device installs from the artifact,
     manifest.json (and with a key, its signature) into `out_dir`."""
@@ -82,7 +81,7 @@ def package(
     if plan.signing_key is not None:
         from edgetl.core.signing import sign
 
-        console.print(f"signed with {sign(out_dir, manifest.digest, plan.signing_key)}")
+        say(f"signed with {sign(out_dir, manifest.digest, plan.signing_key)}")
     return manifest
 
 

@@ -6,11 +6,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from edgetl.backends import Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.core.evidence import DEFAULT_CONFIDENCE, DEFAULT_RULE, RULES
 from edgetl.core.outputs import check_not_input
 from edgetl.core.targets import Precision, TargetProfile
@@ -69,13 +68,13 @@ def default_out(run: Path, profile: TargetProfile, precision: str) -> Path:
     return run / "export" / f"{profile.name}-{precision}"
 
 
-def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
+def resolve_plan(opts: ExportOptions) -> Plan:
     """The plan, or EdgetlError (exit 2) naming the option at fault; nothing is written."""
     _check_counts(opts)
     run = load_run(opts.run)
     profile = load_target(opts.target)
     if profile.alias is not None:
-        console.print(f"target {profile.alias} is an alias: exporting for {profile.name}")
+        say(f"target {profile.alias} is an alias: exporting for {profile.name}")
     precision = profile.check_precision(opts.precision)
     recipe = _check_int8_options(opts, profile, precision)
     if recipe is not None:  # exit 2 now, not after minutes of quantizing, when val is too small
@@ -83,7 +82,7 @@ def resolve_plan(opts: ExportOptions, console: Console) -> Plan:
         check_certifiable(val, *guard_terms(opts))
     placement = resolve(profile, f"target {profile.name}", export=True)
     if placement.note:
-        console.print(placement.note)
+        say(placement.note)
     out = opts.out or default_out(opts.run, profile, precision)
     signing_key = None
     if opts.sign is not None:

@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from edgetl.core.archives import archive_manifest
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.events import say
 from edgetl.core.files import staged_dir
 from edgetl.core.outputs import claim, clean_scratch, scratch_dir
 from edgetl.core.records import MANIFEST_FILE, Manifest
@@ -53,17 +52,17 @@ class ExportResult:
         return {"passed": False, "out": str(self.out), "failures": self.failures, "guard": guard}
 
 
-def export(opts: ExportOptions, console: Console, scanned: Splits | None = None) -> ExportResult:
+def export(opts: ExportOptions, scanned: Splits | None = None) -> ExportResult:
     """Export the run for one target. Bad input is EdgetlError (exit 2); a failed check
     (parity, the accuracy budget, a runtime's rules) is a result that did not pass, with
     nothing written. `scanned`: the run's data when the caller holds it (not scanned again)."""
-    plan = resolve_plan(opts, console)
+    plan = resolve_plan(opts)
     notes: list[str] = []
     with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
-        _print_cleanup(notes, console)
+        _print_cleanup(notes)
         replaced = _manifest_of(plan.out)
         _check_archive(plan.out, opts.archive, opts.force, replaced)
-        inputs = load_inputs(plan, console, scanned)
+        inputs = load_inputs(plan, scanned)
         try:
             with (
                 staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir,
@@ -71,36 +70,36 @@ def export(opts: ExportOptions, console: Console, scanned: Splits | None = None)
             ):
                 started = time.perf_counter()
                 graph = to_onnx(plan, inputs, Path(scratch))
-                graph = quantize(plan, inputs, graph, Path(scratch), console)
+                graph = quantize(plan, inputs, graph, Path(scratch))
                 compiled = compile_artifact(plan, graph, out_dir, started)
-                verified = verify(plan, inputs, graph, compiled, out_dir, console)
-                manifest = package(plan, inputs, graph, compiled, verified, out_dir, console)
+                verified = verify(plan, inputs, graph, compiled, out_dir)
+                manifest = package(plan, inputs, graph, compiled, verified, out_dir)
         except GuardFailed as failed:  # the staged directory is gone: nothing written
             return ExportResult(plan.out, None, [str(failed)], failed.report)
         except CheckFailed as failed:
             return ExportResult(plan.out, None, [str(failed)])
-        _report(manifest, plan.out, console)
-        _replace_archive(plan.out, opts.archive, replaced, console)
+        _report(manifest, plan.out)
+        _replace_archive(plan.out, opts.archive, replaced)
     guard = graph.quantized.guard.report if graph.quantized is not None else None
     return ExportResult(plan.out, manifest, [], guard)
 
 
-def _print_cleanup(notes: list[str], console: Console) -> None:
+def _print_cleanup(notes: list[str]) -> None:
     """What claim() and the scratch cleanup removed, left by exports that were killed."""
     notes += [
         f"removed {path}, left by an export that was killed" for path in clean_scratch("export")
     ]
     for note in notes:
-        console.print(note)
+        say(note)
 
 
-def _report(manifest: Manifest, out: Path, console: Console) -> None:
+def _report(manifest: Manifest, out: Path) -> None:
     test = manifest.accuracy.test
-    console.print(
+    say(
         f"test top-1 ({test.n} images no choice was made on): artifact "
         f"{test.top1:.2%}, FP32 PyTorch {test.fp32_top1:.2%}"
     )
-    console.print(f"artifact: {out}")
+    say(f"artifact: {out}")
 
 
 def archive_path(out: Path) -> Path:
@@ -129,16 +128,16 @@ def _check_archive(out: Path, write: bool, force: bool, replaced: bytes | None) 
         )
 
 
-def _replace_archive(out: Path, write: bool, replaced: bytes | None, console: Console) -> None:
+def _replace_archive(out: Path, write: bool, replaced: bytes | None) -> None:
     """OUT.tar.gz beside the artifact: rewritten with --archive; else removed only when it
     is edgetl's archive of the artifact just replaced (its manifest is that artifact's), so
     it cannot be mistaken for this one. Anything else there is left alone."""
     path = archive_path(out)
     if write:
-        console.print(f"archive: {archive(out)}")
+        say(f"archive: {archive(out)}")
     elif path.is_file() and _of_replaced(path, replaced):
         path.unlink()
-        console.print(f"removed {path}: it held the artifact this export replaced")
+        say(f"removed {path}: it held the artifact this export replaced")
 
 
 def archive(directory: Path) -> Path:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from rich.console import Console
 
 from edgetl.backends import Runner, RuntimeSpec, run_all
 from edgetl.backends.compiler import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.events import say
 from edgetl.core.evidence import FLIPS_RULE, decide
 from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.core.parity import compare
@@ -82,7 +82,7 @@ def to_onnx(plan: Plan, inputs: Inputs, work: Path) -> Graph:
     return Graph(path, model, inputs.val_torch)
 
 
-def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Console) -> Graph:
+def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
     """The INT8 graph under the accuracy guard (decided on val); `graph` as it is otherwise."""
     if plan.recipe is None or inputs.calibration is None:
         return graph
@@ -90,7 +90,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
     prepared_path = work / "prepared.onnx"
     budget, confidence = guard_terms(plan.opts)
     flips = plan.opts.rule == FLIPS_RULE
-    unlabelled = unlabelled_images(plan, inputs, console) if flips else None
+    unlabelled = unlabelled_images(plan, inputs) if flips else None
     result = quantize_with_guard(
         prepare(graph.path, prepared_path),
         inputs.calibration,
@@ -98,10 +98,9 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
         lambda model: measurer.load_onnx(model, measuring),
         budget,
         plan.recipe,
-        console=console,
         rewrite=plan.compiler.rewrite_int8,
         rank_fn=ranking_loader(profile),
-        refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator, console).apply,
+        refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator).apply,
         fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
         confidence=confidence,
     )
@@ -112,7 +111,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path, console: Cons
     if plan.placement.proxy is None:
         speed = compare_speed(result.fp32_runner, result.runner, inputs.val[:1])
     if speed and speed["ratio"] >= 1.0:
-        console.print(
+        say(
             f"[yellow]warning:[/] on this machine the INT8 model is not faster than FP32 "
             f"({speed['int8_p50_ms']:.2f} vs {speed['fp32_p50_ms']:.2f} ms batch-1 p50) with "
             f"{len(result.report.chosen.float_layers)} layers kept float; another --recipe "
@@ -138,9 +137,7 @@ def compile_artifact(plan: Plan, graph: Graph, out_dir: Path, started: float) ->
     return Compiled(files, plan.measurer.load_onnx(graph.model, measuring), compile_s)
 
 
-def verify(
-    plan: Plan, inputs: Inputs, graph: Graph, compiled: Compiled, out_dir: Path, console: Console
-) -> Verified:
+def verify(plan: Plan, inputs: Inputs, graph: Graph, compiled: Compiled, out_dir: Path) -> Verified:
     """Parity (and for INT8 the budget) on val, the artifact's other graphs, then test once;
     CheckFailed (nothing written) when a check fails."""
     measured = compiled.val_logits is not None
@@ -151,25 +148,23 @@ def verify(
     )
     quantized = graph.quantized
     if measured:  # the same graph in the same runner: nothing new to compare
-        console.print(
+        say(
             f"parity: the host proxy runs the INT8 graph the guard measured on {parity.n} val "
             "images (its logits, not measured again); the device checks it with `edgetl build`"
         )
     else:
-        print_parity(console, parity, "INT8 model the guard measured" if quantized else "torch")
+        print_parity(parity, "INT8 model the guard measured" if quantized else "torch")
     if quantized is not None:
         _check_artifact_budget(plan, quantized, logits, inputs.val_labels)
     if not parity.passed:
         raise CheckFailed(
             f"parity check failed for {plan.name}: {parity.shortfall()}; no artifact written"
         )
-    extra = _host_checks(plan, inputs, out_dir, console)
+    extra = _host_checks(plan, inputs, out_dir)
     return Verified(parity, extra, run_all(compiled.runner, inputs.test))
 
 
-def _host_checks(
-    plan: Plan, inputs: Inputs, out_dir: Path, console: Console
-) -> dict[str, ParityCheck]:
+def _host_checks(plan: Plan, inputs: Inputs, out_dir: Path) -> dict[str, ParityCheck]:
     """The artifact's other graphs (e.g. TensorRT 11's FP16-typed ONNX) against PyTorch's
     FP32 logits on the host proxy, each within the profile's tolerance for it."""
     measuring = plan.measuring
@@ -179,17 +174,17 @@ def _host_checks(
         if tolerance is None:
             raise EdgetlError(f"{measuring.source}: [parity] has no {key} tolerance for {what}")
         model = onnx.load(str(path))
-        runner = _host_runner(plan, model, what, console)
+        runner = _host_runner(plan, model, what)
         logits = run_all(runner, inputs.val)
         result = compare(inputs.val_torch, logits, inputs.val_labels, tolerance)
-        print_parity(console, result, f"torch ({what}, {path.name})")
+        print_parity(result, f"torch ({what}, {path.name})")
         if not result.passed:
             raise CheckFailed(f"{what} ({path.name}): {result.shortfall()}; no artifact written")
         found[path.name] = result
     return found
 
 
-def _host_runner(plan: Plan, model: onnx.ModelProto, what: str, console: Console) -> Runner:
+def _host_runner(plan: Plan, model: onnx.ModelProto, what: str) -> Runner:
     """The graph on the host proxy. An FP16 graph on ONNX Runtime's CPU provider runs partly
     in FP32 (it lacks most FP16 kernels on x86): said once, in words, instead of its
     colour-coded warnings twice per session."""
@@ -203,7 +198,7 @@ def _host_runner(plan: Plan, model: onnx.ModelProto, what: str, console: Console
         runner = measurer.load_onnx(model, plan.measuring)
     if fallbacks:
         ops = ", ".join(f"{op} {n}" for op, n in fallbacks.most_common())
-        console.print(
+        say(
             f"note: ONNX Runtime's CPU provider ran {sum(fallbacks.values())} nodes of the "
             f"{what} in FP32 ({ops}): it lacks their FP16 kernels here. The host check covers "
             "the graph and its FP16 weights; FP16 arithmetic is checked on the device by "
@@ -246,10 +241,10 @@ def reported_accuracy(inputs: Inputs, verified: Verified) -> SplitAccuracy:
     )
 
 
-def print_parity(console: Console, parity: ParityCheck, reference: str = "torch") -> None:
+def print_parity(parity: ParityCheck, reference: str = "torch") -> None:
     verdict = "[green]pass[/]" if parity.passed else "[red]FAIL[/]"
     relative = "" if parity.max_rel_diff is None else f" ({parity.max_rel_diff:.2e} of range)"
-    console.print(
+    say(
         f"parity vs {reference} on {parity.n} val images: max |logit diff| "
         f"{parity.max_abs_diff:.2e}{relative}, top-1 agreement {parity.agreement:.2%}, top-1 "
         f"reference {parity.reference_top1:.2%} / "

@@ -16,18 +16,14 @@ from typing import TYPE_CHECKING
 from edgetl.stages.finetune.options import FinetuneOptions
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from edgetl.core.data.splits import Splits
     from edgetl.core.records import RunInfo
 
 __all__ = ["FinetuneOptions", "finetune"]
 
 
-def finetune(
-    opts: FinetuneOptions, console: Console, splits: Splits | None = None
-) -> RunInfo | None:
+def finetune(opts: FinetuneOptions, splits: Splits | None = None) -> RunInfo | None:
     """stage.finetune: train and write the run (see there)."""
     from edgetl.stages.finetune.stage import finetune as run
 
-    return run(opts, console, splits)
+    return run(opts, splits)

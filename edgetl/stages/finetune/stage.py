@@ -8,14 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
 from edgetl.core.data.dataset import BUILTIN_DATASETS, load_dataset
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import quiet, say
 from edgetl.core.outputs import check_not_input, check_writable, claim
 from edgetl.core.records import RUN_FILE, RunInfo, RunMetrics
-from edgetl.core.ui import make_console
 from edgetl.stages.finetune.options import AUTO, FinetuneOptions, check_options
 from edgetl.stages.finetune.training import Trained, auto_depths, scratch, train
 from edgetl.stages.finetune.writing import run_info, write_run
@@ -40,14 +39,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def finetune(
-    opts: FinetuneOptions, console: Console, splits: Splits | None = None
-) -> RunInfo | None:
+def finetune(opts: FinetuneOptions, splits: Splits | None = None) -> RunInfo | None:
     """Run the whole stage and write the run directory; returns the run's metadata.
 
     `splits`: the data already scanned (`load_dataset(opts.data, ...)`, the search's), so it
     is not scanned again. Under torchrun, every rank extracts its share of the features;
-    rank 0 then trains the head and writes the run (the other ranks return None)."""
+    rank 0 then trains the head and writes the run (the other ranks return None). Progress
+    and messages go to the reporter of the context (core/events)."""
     check_options(opts)
     group = join()
     if group is not None and not opts.use_cache:
@@ -57,9 +55,10 @@ def finetune(
         )
     try:
         if group is not None and not group.leader:
-            _extract_share(opts, group)
+            with quiet():  # rank 0 speaks for the run
+                _extract_share(opts, group)
             return None
-        return _finetune_here(opts, console, group, splits)
+        return _finetune_here(opts, group, splits)
     finally:
         leave(group)
 
@@ -67,15 +66,12 @@ def finetune(
 def _extract_share(opts: FinetuneOptions, group: Group) -> None:
     """A rank other than 0: its share of the images missing from the cache, then (with
     --unfreeze) its share of every batch of the fine-tuning, then done."""
-    quiet = make_console(quiet=True)
     device = group.device(resolve_device(opts.device))
     torch.manual_seed(opts.seed)
     splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction, opts.seed)
     backbone = load_backbone(opts.backbone, opts.weights, opts.image_size)
     workers = default_workers() if opts.workers is None else opts.workers
-    cached_features(
-        backbone, splits, device, opts.batch_size, workers, _cache_dir(opts), quiet, group
-    )
+    cached_features(backbone, splits, device, opts.batch_size, workers, _cache_dir(opts), group)
     if not opts.unfreeze:
         return
     # The head's weights come from rank 0 when DDP wraps the model; with auto, every depth
@@ -86,16 +82,14 @@ def _extract_share(opts: FinetuneOptions, group: Group) -> None:
     for stages in depths:
         phase = "unfreeze" if opts.unfreeze != AUTO else f"unfreeze {stages}"
         train_unfrozen(model, splits.train, splits.val, backbone.preprocess, stages,
-                       opts.head_training(), device, quiet, group, phase)  # fmt: skip
+                       opts.head_training(), device, group, phase)  # fmt: skip
 
 
 def _cache_dir(opts: FinetuneOptions) -> Path | None:
     return (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
 
 
-def _finetune_here(
-    opts: FinetuneOptions, console: Console, group: Group | None, splits: Splits | None
-) -> RunInfo:
+def _finetune_here(opts: FinetuneOptions, group: Group | None, splits: Splits | None) -> RunInfo:
     cache_dir = _cache_dir(opts)
     data_dir = None if opts.data in BUILTIN_DATASETS else Path(opts.data)
     check_not_input(
@@ -106,14 +100,13 @@ def _finetune_here(
     notes: list[str] = []
     with claim(opts.out, opts.force, "run", RUN_FILE, notes):
         for note in notes:
-            console.print(note)
-        return _finetune(opts, cache_dir, console, group, splits)
+            say(note)
+        return _finetune(opts, cache_dir, group, splits)
 
 
 def _finetune(
     opts: FinetuneOptions,
     cache_dir: Path | None,
-    console: Console,
     group: Group | None,
     splits: Splits | None,
 ) -> RunInfo:
@@ -124,38 +117,32 @@ def _finetune(
     started = time.perf_counter()
 
     splits = _splits(opts, splits)
-    console.print(
+    say(
         f"data: {splits.source}: {len(splits.classes)} classes, {splits.sizes()} "
         f"({splits.strategy}); val chooses (early stopping, INT8 guard), test is only reported"
     )
     backbone = load_backbone(opts.backbone, opts.weights, opts.image_size)
     pre = backbone.preprocess
-    console.print(
+    say(
         f"backbone: {backbone.name} ({backbone.weights_source}), input {pre.size}px, "
         f"{pre.interpolation}, crop {pre.crop_pct}, device {device}"
     )
 
-    feats, cache_state, feature_s = _features(
-        opts, splits, backbone, device, cache_dir, console, group
-    )
-    trained = train(opts, splits, backbone, feats, device, console, group)
+    feats, cache_state, feature_s = _features(opts, splits, backbone, device, cache_dir, group)
+    trained = train(opts, splits, backbone, feats, device, group)
     head, history = trained.head, trained.history
     metrics = _metrics(trained, splits, cache_state, feature_s, time.perf_counter() - started)
     if trained.depths is not None:
         metrics = replace(metrics, unfreeze_auto=trained.depths)
     if opts.scratch_baseline:
-        metrics = replace(
-            metrics, scratch_baseline=scratch(opts, splits, backbone, history, console)
-        )
+        metrics = replace(metrics, scratch_baseline=scratch(opts, splits, backbone, history))
     info = run_info(opts, splits, backbone, device, metrics, trained.stages)
     check_weights(head, "the head")
     check_weights(backbone.model, "the backbone")
     kept = write_run(opts.out, backbone.model, head, info, history, opts.force)
     if kept:
         stale = " (artifacts of the replaced run: export again to update them)"
-        console.print(
-            f"kept from the replaced run: {', '.join(kept)}" + (stale if "export" in kept else "")
-        )
+        say(f"kept from the replaced run: {', '.join(kept)}" + (stale if "export" in kept else ""))
     return info
 
 
@@ -165,20 +152,19 @@ def _features(
     backbone: Backbone,
     device: torch.device,
     cache_dir: Path | None,
-    console: Console,
     group: Group | None,
 ) -> tuple[dict[str, torch.Tensor], str, float]:
     """The backbone's features of every image, through the cache (as it keeps the rows:
     training then sees what a later run reads); with the cache's state and the seconds."""
     workers = default_workers() if opts.workers is None else opts.workers
     feats, cache = cached_features(
-        backbone, splits, device, opts.batch_size, workers, cache_dir, console, group
+        backbone, splits, device, opts.batch_size, workers, cache_dir, group
     )
-    console.print(f"feature cache: {'off, ' if cache_dir is None else ''}{cache.line()}")
+    say(f"feature cache: {'off, ' if cache_dir is None else ''}{cache.line()}")
     if cache_dir is None:
         return feats, "off", cache.seconds
     precision = row_precision(
-        cache_dir, backbone, device, feats, splits, opts.hidden, opts.head_training(), console
+        cache_dir, backbone, device, feats, splits, opts.hidden, opts.head_training()
     )
     return (
         {role: precision.rounded(rows) for role, rows in feats.items()},

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rich.console import Console
 from torch import nn
 
 from edgetl.core.data.splits import Splits
+from edgetl.core.events import say
 from edgetl.core.ui import table
 from edgetl.stages.finetune.options import AUTO, FinetuneOptions
 from edgetl.train.backbones import Backbone, stage_count
@@ -44,7 +44,6 @@ def train(
     backbone: Backbone,
     feats: dict[str, torch.Tensor],
     device: torch.device,
-    console: Console,
     group: Group | None,
 ) -> Trained:
     """The head on cached features, then (--unfreeze K or auto) the last stages with it."""
@@ -58,20 +57,20 @@ def train(
     val_y = torch.from_numpy(splits.val.labels)
     settings = opts.head_training()
     started = time.perf_counter()
-    history = train_head(head, feats["train"], train_y, feats["val"], val_y, settings, console)
+    history = train_head(head, feats["train"], train_y, feats["val"], val_y, settings)
     if not opts.unfreeze:
         return Trained(head, history, eval_logits(head, feats["test"]), "head", 0)
     model = Classifier(backbone.model, head)
     pre = backbone.preprocess
     if opts.unfreeze == AUTO:
         probe = DepthTrial(0, *_kept(history, "head"), time.perf_counter() - started)
-        kept, depths = _unfreeze_auto(opts, model, splits, pre, device, console, group, probe,
+        kept, depths = _unfreeze_auto(opts, model, splits, pre, device, group, probe,
                                       history)  # fmt: skip
         phase = "head" if kept == 0 else f"unfreeze {kept}"
     else:
         kept, depths, phase = int(opts.unfreeze), None, "unfreeze"
         history += train_unfrozen(
-            model, splits.train, splits.val, pre, kept, settings, device, console, group
+            model, splits.train, splits.val, pre, kept, settings, device, group
         )
     # train_unfrozen hands the model back on the CPU
     test_logits, _ = predict(model, splits.test, pre, opts.batch_size, torch.device("cpu"))
@@ -83,17 +82,16 @@ def scratch(
     splits: Splits,
     backbone: Backbone,
     history: list[EpochRow],
-    console: Console,
 ) -> dict[str, Any]:
     """The small CNN from scratch on the same split and input size, against the probe."""
     found: dict[str, Any] = dict(
         scratch_baseline(splits.train, splits.val, len(splits.classes), backbone.preprocess,
-                         opts.head_training(), console)
+                         opts.head_training())
     )  # fmt: skip
     probe_val, _ = _kept(history, "head")
     found["probe_val_top1"] = probe_val
     found["finding"] = against_scratch(probe_val, found["val_top1"])
-    console.print(found["finding"])
+    say(found["finding"])
     return found
 
 
@@ -109,7 +107,6 @@ def _unfreeze_auto(
     splits: Splits,
     pre: Any,
     device: torch.device,
-    console: Console,
     group: Group | None,
     probe: DepthTrial,
     history: list[EpochRow],
@@ -121,13 +118,13 @@ def _unfreeze_auto(
         started = time.perf_counter()
         phase = f"unfreeze {stages}"
         history += train_unfrozen(model, splits.train, splits.val, pre, stages,
-                                  opts.head_training(), device, console, group, phase)  # fmt: skip
+                                  opts.head_training(), device, group, phase)  # fmt: skip
         trials.append(DepthTrial(stages, *_kept(history, phase), time.perf_counter() - started))
         states[stages] = copy.deepcopy(model.state_dict())
     chosen = choose_depth(trials, opts.unfreeze_tolerance)
     model.load_state_dict(states[chosen.stages])
     finding = in_words(trials, chosen, opts.unfreeze_tolerance)
-    console.print(
+    say(
         table(
             f"--unfreeze auto: each depth on val (tolerance {opts.unfreeze_tolerance:g} pt)",
             ["stages trained", "val top-1", "val loss", "seconds", ""],
@@ -143,7 +140,7 @@ def _unfreeze_auto(
             ],
         )  # fmt: skip
     )
-    console.print(finding)
+    say(finding)
     depths = {"tolerance_pt": opts.unfreeze_tolerance, "chosen": chosen.stages,
               "finding": finding, "trials": [t.to_dict() for t in trials]}  # fmt: skip
     return chosen.stages, depths

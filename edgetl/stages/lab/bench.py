@@ -16,11 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineRecord
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.core.files import read_json
 from edgetl.core.options import argv
 from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
@@ -38,7 +38,7 @@ DEVICE_DATA = "device:"  # --data device:/path names a folder on the device, not
 LabOutcome = Outcome[LabReport]  # the lab's report, and each device that failed or regressed
 
 
-def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Console) -> LabOutcome:
+def bench_on(opts: BenchOptions, on: str, lab_file: Path | None) -> LabOutcome:
     """Bench `opts.artifacts` on the lab's devices named by `on`; the lab report, and what
     failed or regressed (per device)."""
     lab = read_lab(find_lab(lab_file))
@@ -51,7 +51,7 @@ def bench_on(opts: BenchOptions, on: str, lab_file: Path | None, console: Consol
     with multiplexed(lab.multiplex) as control:
         for name, device in devices.items():
             runs.append(_run_device(Remote(name, device, lab, control), opts, manifests,
-                                    local_data, baselines, console))  # fmt: skip
+                                    local_data, baselines))  # fmt: skip
     report = LabReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         lab=str(lab.path),
@@ -68,11 +68,10 @@ def _run_device(
     manifests: list[Manifest],
     local_data: Path | None,
     baselines: dict[str, BenchReport],
-    console: Console,
 ) -> DeviceRun:
     """One device's row: measured there, then gated here against its baseline."""
     name, device = remote.name, remote.device
-    console.print(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
+    say(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
     run = _on_device(remote, opts, manifests, local_data)
     if run.report is not None and opts.baseline is not None:
         base = baselines.get(name, baselines.get("*"))
@@ -82,7 +81,7 @@ def _run_device(
             regressed = check_baseline(run.report, base, opts.gate)
             if regressed:
                 run.status, run.reason = "regressed", "; ".join(regressed)
-    console.print(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
+    say(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
     return run
 
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.stages.lab.bench import checked, read_engine_record
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
@@ -38,9 +38,7 @@ class DeviceBuild:
 LabBuild = PerDevice[DeviceBuild]
 
 
-def build_on(
-    bundle: Path, options: list[str], on: str, lab_file: Path | None, console: Console
-) -> LabBuild:
+def build_on(bundle: Path, options: list[str], on: str, lab_file: Path | None) -> LabBuild:
     """Build on each device named by `on`; `options` are `edgetl build`'s (--dla-core ...)."""
     lab = read_lab(find_lab(lab_file))
     devices = lab.select(on)
@@ -58,7 +56,7 @@ def build_on(
             except DeviceFault as fault:
                 run = DeviceBuild(name, "failed", str(fault))
             run.seconds = round(time.perf_counter() - started, 2)
-            console.print(escape(run.line()))
+            say(escape(run.line()))
             runs.append(run)
     return LabBuild(runs)
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.core.fields import Source, read_fields
 from edgetl.core.options import argv
 from edgetl.core.records import DeviceRun, Manifest
@@ -48,9 +48,7 @@ class DeviceComparison:
 LabComparison = PerDevice[DeviceComparison]
 
 
-def compare_on(
-    opts: CompareOptions, on: str, lab_file: Path | None, console: Console
-) -> LabComparison:
+def compare_on(opts: CompareOptions, on: str, lab_file: Path | None) -> LabComparison:
     lab = read_lab(find_lab(lab_file))
     devices = lab.select(on)
     check_options(opts)
@@ -62,7 +60,7 @@ def compare_on(
     with multiplexed(lab.multiplex) as control:
         runs = [
             _compare_device(Remote(name, device, lab, control), pair, manifests, local_data,
-                            opts, console)
+                            opts)
             for name, device in devices.items()
         ]  # fmt: skip
     return LabComparison(runs)
@@ -74,10 +72,9 @@ def _compare_device(
     manifests: list[Manifest],
     local_data: Path | None,
     opts: CompareOptions,
-    console: Console,
 ) -> DeviceComparison:
     name, device = remote.name, remote.device
-    console.print(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
+    say(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
     started = time.perf_counter()
     try:
         there = place(remote, pair, manifests, DeviceRun(name, device.target, "ok"))
@@ -88,7 +85,7 @@ def _compare_device(
     except DeviceFault as fault:
         run = DeviceComparison(name, "failed", str(fault))
     run.seconds = round(time.perf_counter() - started, 2)
-    console.print(f"  {escape(run.line())}")
+    say(f"  {escape(run.line())}")
     return run
 
 

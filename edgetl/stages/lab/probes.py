@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.console import Console
-
 from edgetl.backends.probe import BUILD_OUTPUTS, Probe
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
 from edgetl.core.timing import Latency
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
@@ -22,7 +21,6 @@ def time_on(
     on: str,
     lab_file: Path | None,
     iterations: int,
-    console: Console,
 ) -> dict[str, TimedArch]:
     """Each probe folder copied to the device `on` (once, by content) and all timed there
     in one interleaved run; a device fault is exit 2 (the search cannot go on without it)."""
@@ -37,7 +35,7 @@ def time_on(
             remote.prepare({backend})
             there = {key: remote.put_folder(folder, BUILD_OUTPUTS)
                      for key, folder in folders.items()}  # fmt: skip
-            console.print(f"timing {len(there)} architectures on {name} ...")
+            say(f"timing {len(there)} architectures on {name} ...")
             found = json.loads(remote.edgetl(["probe-latency", *there.values(),
                                               "--iterations", str(iterations)]))  # fmt: skip
         except (DeviceFault, ValueError) as exc:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -42,6 +43,11 @@ class TimedArch:
     latency: Latency
     size_mb: float
     runtime: str
+
+    def keys(self) -> dict[str, Any]:
+        """search.json's keys for it (p50_ms, p90_ms: what users' scripts read)."""
+        return {"p50_ms": round(self.latency.p50, 4), "p90_ms": round(self.latency.p90, 4),
+                "size_mb": self.size_mb, "runtime": self.runtime}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetl.core.constants import DEFAULT_BACKBONE
 from edgetl.core.errors import EdgetlError
 from edgetl.core.evidence import DEFAULT_BUDGET_PTS
 from edgetl.core.options import joined, names, numbers, option
 from edgetl.core.outputs import check_not_input, check_writable
+
+if TYPE_CHECKING:
+    from edgetl.train.loop import HeadTraining
 
 
 def _numbers(text: str) -> list[int]:
@@ -78,6 +81,11 @@ class SearchOptions:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     workers: int | None = None
+
+    def head_training(self) -> HeadTraining:
+        from edgetl.train.loop import HeadTraining
+
+        return HeadTraining(self.epochs, self.lr, self.batch_size, self.seed, self.patience)
 
     def settings(self) -> dict[str, Any]:
         """What a resumed search must have been asked the same."""

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from edgetl.backends.profiles import load_target
 from edgetl.core.data.dataset import load_dataset
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
+from edgetl.core.events import quiet
 from edgetl.core.evidence import DEFAULT_CONFIDENCE
 from edgetl.core.options import carried
 from edgetl.core.ui import progress
@@ -44,7 +44,7 @@ from edgetl.stages.search.state import RANKED, Record, SearchState, Status, resu
 from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir, row_precision
-from edgetl.train.loop import HeadTraining, eval_logits, evaluate_logits, train_head
+from edgetl.train.loop import eval_logits, evaluate_logits, train_head
 from edgetl.train.model import Head
 
 CALIBRATION_IMAGES = 32  # for timing an INT8 architecture only: its accuracy comes later
@@ -81,8 +81,8 @@ class SearchResult:
 class Search:
     """One search run: its options, data, state on disk and the clock."""
 
-    def __init__(self, opts: SearchOptions, console: Console):
-        self.opts, self.console = opts, console
+    def __init__(self, opts: SearchOptions):
+        self.opts = opts
         self.profile = load_target(opts.target)
         self.started = time.perf_counter()
         self.splits: Splits = load_dataset(opts.data, opts.val_fraction, opts.test_fraction,
@@ -119,14 +119,14 @@ class Search:
         timed = self.time_on_device(todo) if opts.on else self.time_here(todo)
         reference = timed.pop(REFERENCE, None)
         if reference is not None and self.state.reference is None:
-            self.state.reference = {"artifact": str(opts.reference), **_timed(reference)}
+            self.state.reference = {"artifact": str(opts.reference), **reference.keys()}
         budget = self.state.budget_ms = self.budget_ms()
         by_arch = {self.state.records[key].candidate.arch: t for key, t in timed.items()}
         for record in records:  # one timing serves every K of an architecture
             found = by_arch.get(record.candidate.arch)
             if found is None or record.p50_ms is not None:
                 continue
-            record.p50_ms, record.p90_ms = _timed(found)["p50_ms"], _timed(found)["p90_ms"]
+            record.p50_ms, record.p90_ms = found.keys()["p50_ms"], found.keys()["p90_ms"]
             record.size_mb, record.runtime = found.size_mb, found.runtime
             measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
             if measured > budget:
@@ -177,7 +177,7 @@ class Search:
             folders[REFERENCE] = reference_probe(self.opts.reference, self.profile, staged)
         assert self.opts.on is not None
         return time_on(folders, self.profile.backend, self.opts.on, self.opts.lab,
-                       self.opts.iterations, self.console)  # fmt: skip
+                       self.opts.iterations)  # fmt: skip
 
     def backbone(self, name: str, size: int) -> Backbone:
         return load_backbone(name, self.opts.weights, size)
@@ -198,10 +198,10 @@ class Search:
             backbone = self.backbone(first.backbone, first.size)
             feats, _ = cached_features(
                 backbone, self.splits, self.device, self.opts.batch_size, self.workers(),
-                self.cache, self.console,
+                self.cache,
             )  # fmt: skip
             choice = row_precision(self.cache, backbone, self.device, feats, self.splits,
-                                   0, _head_training(self.opts), self.console)  # fmt: skip
+                                   0, self.opts.head_training())  # fmt: skip
             feats = {role: choice.rounded(rows) for role, rows in feats.items()}
             for head in dict.fromkeys(r.head for r in group):
                 val, test = self.fit_head(backbone, feats, head)
@@ -221,8 +221,9 @@ class Search:
         head = Head(backbone.num_features, self.classes, head_hidden(head_name))
         head.set_feature_stats(feats["train"])
         labels = {role: torch.from_numpy(self.splits.part(role).labels) for role in feats}
-        train_head(head, feats["train"], labels["train"], feats["val"], labels["val"],
-                   _head_training(self.opts), Console(quiet=True))  # fmt: skip
+        with quiet():  # one head of many: the search's bar says where it is
+            train_head(head, feats["train"], labels["train"], feats["val"], labels["val"],
+                       self.opts.head_training())  # fmt: skip
         val = evaluate_logits(eval_logits(head, feats["val"]), labels["val"])[1]
         test = evaluate_logits(eval_logits(head, feats["test"]), labels["test"])[1]
         return _score(val), _score(test)
@@ -293,32 +294,24 @@ class Search:
                        backbone=record.backbone, image_size=record.size,
                        hidden=record.candidate.hidden, cache_dir=self.cache, force=True,
                        unfreeze=record.unfreeze)  # fmt: skip
-        return finetune(opts, Console(quiet=True), self.splits)
+        with quiet():  # a run of the search's: its own table says what came of it
+            return finetune(opts, self.splits)
 
     def export(self, record: Record, out: Path | None = None) -> Any:
         """A real run of `record` exported; the manifest, or None when the guard found no
         INT8 model within budget."""
         opts = self.opts
         self.run(record)
-        result = export(ExportOptions(
+        export_opts = ExportOptions(
             run=self.run_dir(record), target=opts.target, precision=record.precision, out=out,
             max_accuracy_drop=opts.max_accuracy_drop, force=True,
-        ), Console(quiet=True), self.splits)  # fmt: skip
+        )  # fmt: skip
+        with quiet():
+            result = export(export_opts, self.splits)
         return result.manifest if result.passed else None
 
     def run_dir(self, record: Record) -> Path:
         return self.opts.out / "runs" / _slug(record.key)
-
-
-def _timed(timed: TimedArch) -> dict[str, Any]:
-    """search.json's keys for a timing (p50_ms, p90_ms: what users' scripts read)."""
-    latency = timed.latency
-    return {"p50_ms": round(latency.p50, 4), "p90_ms": round(latency.p90, 4),
-            "size_mb": timed.size_mb, "runtime": timed.runtime}  # fmt: skip
-
-
-def _head_training(opts: SearchOptions) -> HeadTraining:
-    return HeadTraining(opts.epochs, opts.lr, opts.batch_size, opts.seed, opts.patience)
 
 
 def _score(top1: float) -> float:
@@ -331,10 +324,10 @@ def _slug(key: str) -> str:
     return key.replace("/", "-").replace("@", "-")
 
 
-def search(opts: SearchOptions, console: Console) -> SearchResult:
+def search(opts: SearchOptions) -> SearchResult:
     check_options(opts)
     opts.out.mkdir(parents=True, exist_ok=True)
-    run = Search(opts, console)
+    run = Search(opts)
     if opts.reference is not None:
         check_reference(opts.reference, run.profile)  # exit 2 before anything is timed
     if not opts.force:
@@ -349,7 +342,7 @@ def search(opts: SearchOptions, console: Console) -> SearchResult:
         )
         for c in candidates
     ]
-    with progress(console) as bar:
+    with progress() as bar:
         task = bar.add_task("search", total=len(records), info="")
 
         def tick(step: str) -> None:
