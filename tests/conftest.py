@@ -13,7 +13,7 @@ from PIL import Image
 
 TINY_BACKBONE = "test_efficientnet"
 # The INT8 budget of exports of tiny runs: 12 val images certify 22 points at best, and a
-# candidate with 2 of them worse is shown within 44 (core/evidence.py).
+# candidate with 2 of them worse is shown within 44 (core/measures/evidence.py).
 TINY_BUDGET = ("--max-accuracy-drop", "50")
 
 
@@ -36,7 +36,7 @@ def assert_test_drop_within_noise(manifest: dict[str, Any]) -> None:
     on val; test (no choice made on it) is a new sample of the same drop: its interval at the
     same confidence must reach down to that bound. A model kept on a lucky val (the old
     point-estimate rule: +3.06 on test, bound 2.89) fails this."""
-    from edgetl.core.evidence import PairedDrop
+    from edgetl.core.measures.evidence import PairedDrop
 
     test = manifest["accuracy"]["test"]  # FP32 and INT8 on test, measured once
     quant = manifest["quantization"]

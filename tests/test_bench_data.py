@@ -139,7 +139,7 @@ def test_an_unexpected_error_is_exit_3_and_says_bug(
 
 
 def test_budget_equal_to_the_drop_passes() -> None:
-    from edgetl.core.metrics import within_budget
+    from edgetl.core.measures.metrics import within_budget
 
     drop = 100 * (0.9 - 0.89)  # 1.0000000000000009 in floating point
     assert drop > 1.0 and within_budget(drop, 1.0)

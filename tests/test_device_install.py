@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetl.core.selfwheel import wheel_name
+from edgetl.core.artifact.selfwheel import wheel_name
 from tests.conftest import export_cli
 
 # The device side's requirements plus the host proxy's runtime (a Jetson has TensorRT).

@@ -116,7 +116,7 @@ def test_predict_agrees_with_the_reference_set(artifact: Path) -> None:
     import numpy as np
 
     import edgetl
-    from edgetl.core.reference import ReferenceSet
+    from edgetl.core.artifact.reference import ReferenceSet
 
     model = edgetl.load(artifact)
     ref = ReferenceSet.load(artifact / "reference.npz")
@@ -162,7 +162,7 @@ def test_the_device_side_on_jetpack_6s_python_and_tensorrt(
     DEVICE.md says, with Polygraphy and NumPy below 2) imports its TensorRT backend against
     10.3's real bindings (stub libraries), finds nothing missing but a GPU, and loads and
     predicts a CPU artifact with torch & co. blocked."""
-    from edgetl.core.selfwheel import build_wheel
+    from edgetl.core.artifact.selfwheel import build_wheel
     from tests import tensorrt_bindings
 
     python = _python_310()
@@ -250,7 +250,8 @@ def test_unlisted_external_data_is_refused_without_onnx(
     onnx_artifact: Path, tmp_path: Path
 ) -> None:
     """The external-data check read the model with the onnx package and skipped itself where
-    it was missing, which is every device: now it reads the wire format (core/onnx_wire.py)."""
+    it was missing, which is every device: now it reads the wire format
+    (core/artifact/onnx_wire.py)."""
     import shutil
 
     import onnx

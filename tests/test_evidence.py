@@ -1,12 +1,13 @@
-"""The paired drop and its exact bounds (core/evidence.py): what the guard reports on val and
-bench states on test, checked against closed forms, SciPy's beta quantiles and simulation."""
+"""The paired drop and its exact bounds (core/measures/evidence.py): what the guard reports
+on val and bench states on test, checked against closed forms, SciPy's beta quantiles and
+simulation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgetl.core.evidence import (
+from edgetl.core.measures.evidence import (
     PairedDrop,
     binomial_lower,
     binomial_upper,

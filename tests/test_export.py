@@ -56,7 +56,7 @@ def test_manifest_reports_test_accuracy_beside_val(exported: Path, tiny_run: Pat
 
 
 def test_reference_set_is_test_images_with_fp32_logits(exported: Path, tiny_run: Path) -> None:
-    from edgetl.core.reference import ReferenceSet
+    from edgetl.core.artifact.reference import ReferenceSet
     from edgetl.train.model import load_run, torch_logits
 
     manifest = load_manifest(exported)

@@ -94,7 +94,7 @@ def test_bench_report_round_trips(tiny_run: Path, tmp_path: Path) -> None:
 def test_a_manifest_of_the_previous_schema_is_still_read(tiny_run: Path, tmp_path: Path) -> None:
     """manifest/3 kept the test numbers twice (accuracy.test and quantization.test); /4 keeps
     them once. An artifact exported by the previous version still loads, verified."""
-    from edgetl.core.integrity import DIGEST_KEY, digest
+    from edgetl.core.artifact.integrity import DIGEST_KEY, digest
 
     out = tmp_path / "art"
     assert export_cli(tiny_run, out, "--target", "cpu").exit_code == 0

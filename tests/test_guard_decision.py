@@ -1,5 +1,5 @@
-"""The guard's rule (core/evidence.decide through the real Evaluator) on constructed logits:
-a candidate is kept only when the bound on its drop fits the budget, and flips on unlabelled
+"""The guard's rule (core/measures/evidence.decide through the real Evaluator) on constructed
+logits: a candidate is kept only when the bound on its drop fits the budget, and flips on unlabelled
 images can refuse what val alone would keep."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgetl.core.errors import EdgetlError
-from edgetl.core.evidence import Flips, PairedDrop, decide
+from edgetl.core.measures.evidence import Flips, PairedDrop, decide
 from edgetl.quantize.guard import check_certifiable
 from edgetl.quantize.guard.evaluator import Evaluator, Validation
 from edgetl.quantize.guard.ladder import Steps, climb

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgetl.core.metrics import within_budget
+from edgetl.core.measures.metrics import within_budget
 from edgetl.quantize.guard.ladder import Steps, climb, float_layer_counts
 from edgetl.quantize.guard.report import Attempt, Measured
 

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
+from edgetl.core.artifact.integrity import digest
 from edgetl.core.files import sha256_file
-from edgetl.core.integrity import digest
 from tests.conftest import TINY_BACKBONE, export_cli, finetune_tiny, write_folder
 
 

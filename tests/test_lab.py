@@ -189,7 +189,7 @@ def test_a_managed_env_of_other_edgetl_code_is_updated(
     lab: Path, artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
     """Same version number, other code (a development build): the env is reinstalled."""
-    from edgetl.core.selfwheel import code_digest
+    from edgetl.core.artifact.selfwheel import code_digest
 
     marker = lab.parent / HOSTILE / "venv/edgetl-code.sha256"
     marker.write_text("the code of another build")

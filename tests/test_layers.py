@@ -171,8 +171,8 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
     _plant(tmp_path, "edgetl.core.records", "def f():\n    from edgetl.stages import export\n")
     _plant(tmp_path, "edgetl.backends.base", "from ..train.model import Run\n")
     _plant(tmp_path, "edgetl.stages.export", "import edgetl.cli.output\n")
-    _plant(tmp_path, "edgetl.core.metrics", "import torch\n")
-    _plant(tmp_path, "edgetl.core.integrity", "def f():\n    import onnx\n")
+    _plant(tmp_path, "edgetl.core.measures.metrics", "import torch\n")
+    _plant(tmp_path, "edgetl.core.artifact.integrity", "def f():\n    import onnx\n")
     _plant(tmp_path, "edgetl.backends.openvino.runtime", "def f():\n    import onnx\n")
     _plant(tmp_path, "edgetl.backends.openvino.compiler", "import onnx\n")
     _plant(tmp_path, "edgetl.backends.artifact", "from edgetl.backends.compiler import Compiler\n")
@@ -188,9 +188,58 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
         ("edgetl.core.records", "edgetl.stages"),
         ("edgetl.backends.base", "edgetl.train.model"),
         ("edgetl.stages.export", "edgetl.cli.output"),
-        ("edgetl.core.metrics", "torch"),
-        ("edgetl.core.integrity", "onnx"),
+        ("edgetl.core.measures.metrics", "torch"),
+        ("edgetl.core.artifact.integrity", "onnx"),
         ("edgetl.backends.openvino.runtime", "onnx"),
         ("edgetl.backends.artifact", "edgetl.backends.compiler"),
         ("edgetl.stray", "-"),
     }
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Groups of modules of `root`/edgetl that import each other round (lazy imports count)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((root / "edgetl").rglob("*.py")):
+        module = module_name(path, root)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        tree = ast.parse(path.read_text(), str(path))
+        graph[module] = {name for _, name in _imports(tree, package) if name.startswith("edgetl.")}
+
+    def known(name: str) -> str:
+        while name and name not in graph:
+            name = name.rpartition(".")[0]
+        return name
+
+    edges = {m: {known(d) for d in deps} - {"", m} for m, deps in graph.items()}
+    cycles, seen = [], set()
+    for start in edges:
+        reach = _reachable(edges, start)
+        if start in reach and start not in seen:
+            group = sorted(m for m in reach if start in _reachable(edges, m))
+            seen.update(group)
+            cycles.append(group)
+    return cycles
+
+
+def _reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    reach, todo = set(), list(edges.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in reach:
+            reach.add(node)
+            todo += edges.get(node, ())
+    return reach
+
+
+def test_no_modules_import_each_other_round() -> None:
+    """The dataset <-> digits <-> shards and search <-> lab cycles are gone; none may return."""
+    assert import_cycles(ROOT) == []
+
+
+def test_a_planted_cycle_is_found(tmp_path: Path) -> None:
+    _plant(
+        tmp_path, "edgetl.stages.search.search", "def f():\n    import edgetl.stages.lab.probes\n"
+    )
+    _plant(tmp_path, "edgetl.stages.lab.probes", "from edgetl.stages.search.search import f\n")
+    _plant(tmp_path, "edgetl.core.alone", "x = 1\n")
+    assert import_cycles(tmp_path) == [["edgetl.stages.lab.probes", "edgetl.stages.search.search"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetl.core.metrics import agreement, predicted, ranked, top1, topk
+from edgetl.core.measures.metrics import agreement, predicted, ranked, top1, topk
 from edgetl.stages.bench.accuracy import accuracy_report
 
 

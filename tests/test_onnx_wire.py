@@ -1,4 +1,4 @@
-"""core/onnx_wire.py: the external-data locations of an ONNX file from its wire format, as
+"""core/artifact/onnx_wire.py: the external-data locations of an ONNX file from its wire format, as
 the onnx package reads them, without it."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.core.integrity import _locations
-from edgetl.core.onnx_wire import WireError, external_locations
+from edgetl.core.artifact.integrity import _locations
+from edgetl.core.artifact.onnx_wire import WireError, external_locations
 
 
 def _model_with_external_data(path: Path) -> None:

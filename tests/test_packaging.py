@@ -26,7 +26,7 @@ def test_every_subpackage_is_listed_in_pyproject() -> None:
 
 
 def test_the_bundle_wheel_carries_the_same_packages() -> None:
-    from edgetl.core.selfwheel import PACKAGES
+    from edgetl.core.artifact.selfwheel import PACKAGES
 
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     assert set(PACKAGES) == set(listed)

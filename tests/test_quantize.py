@@ -156,7 +156,8 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
     assert test["n"] == json.loads((tiny_run / "edgetl.json").read_text())["data"]["sizes"]["test"]
     assert test["drop_pts"] == pytest.approx(100 * (test["fp32_top1"] - test["top1"]), abs=1e-4)
     assert "test" not in quant and 0 <= test["agreement"] <= 1
-    # The evidence behind each drop: discordant images and the 90% bound (core/evidence.py).
+    # The evidence behind each drop: discordant images and the 90% bound
+    # (core/measures/evidence.py).
     for attempt in quant["attempts"]:
         n, worse, better = quant["n"], attempt["worse"], attempt["better"]
         assert attempt["drop_pts"] == pytest.approx(100 * (worse - better) / n, abs=1e-4)

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
-from edgetl.core.regression import paired_ratio, sample_ratio
-from edgetl.core.timing import interleaved_samples
+from edgetl.core.measures.regression import paired_ratio, sample_ratio
+from edgetl.core.measures.timing import interleaved_samples
 from tests.conftest import export_cli
 
 
@@ -270,7 +270,7 @@ def test_a_malformed_baseline_is_exit_2_naming_the_field(
 def test_verdicts_say_where_the_whole_interval_lies(
     ratio: float, low: float, high: float, verdict: str
 ) -> None:
-    from edgetl.core.regression import LatencyVerdict
+    from edgetl.core.measures.regression import LatencyVerdict
 
     found = LatencyVerdict(ratio, low, high, 5, "paired rounds")
     assert found.verdict().startswith(verdict)
@@ -306,7 +306,7 @@ def test_few_rounds_with_the_estimate_at_an_edge_warn() -> None:
 
 
 def test_the_median_interval_is_distribution_free() -> None:
-    from edgetl.core.regression import median_interval
+    from edgetl.core.measures.regression import median_interval
 
     assert median_interval(np.arange(1.0, 11.0)) == (2.0, 9.0)  # n=10: x(2), x(9)
     assert median_interval(np.arange(1.0, 21.0)) == (6.0, 15.0)
@@ -331,7 +331,7 @@ def test_an_undecided_comparison_adds_rounds(monkeypatch: pytest.MonkeyPatch) ->
         def run(self, images: np.ndarray) -> np.ndarray:
             return np.full(1, self.ms)
 
-    def declared(call, iterations: int, warmup: int) -> np.ndarray:  # core/timing.measure
+    def declared(call, iterations: int, warmup: int) -> np.ndarray:  # core/measures/timing.measure
         return np.full(iterations, float(call()[0]))
 
     monkeypatch.setattr(compare_module, "measure", declared)

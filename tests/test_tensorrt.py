@@ -19,7 +19,7 @@ from edgetl.backends.tensorrt.compiler import activation_scales
 from edgetl.backends.tensorrt.rules import to_tensorrt, violations
 from edgetl.backends.tensorrt.runtime import tensorrt_available
 from edgetl.cli import main
-from edgetl.core.selfwheel import wheel_name
+from edgetl.core.artifact.selfwheel import wheel_name
 from tests.conftest import TINY_BUDGET, export_cli, load_manifest
 
 NO_TENSORRT = "TensorRT is not installed here (its libraries are not on PyPI); runs on a device"
@@ -408,9 +408,9 @@ def test_the_fp16_graph_tolerance_still_refuses_a_broken_graph(
     from edgetl.backends import run_all
     from edgetl.backends.onnxruntime.fp16 import quiet
     from edgetl.backends.onnxruntime.runtime import OrtRunner
-    from edgetl.core.parity import compare
+    from edgetl.core.artifact.reference import ReferenceSet
+    from edgetl.core.measures.parity import compare
     from edgetl.core.records import Manifest
-    from edgetl.core.reference import ReferenceSet
     from edgetl.core.targets import load_target
 
     run = _scaled_run(tiny_run, tmp_path / "run", 40.0)

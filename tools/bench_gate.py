@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends import Runner, get_runtime
+from edgetl.core.artifact.reference import ReferenceSet
 from edgetl.core.events import install  # noqa: E402
 from edgetl.core.records import Manifest
-from edgetl.core.reference import ReferenceSet
 from edgetl.core.ui import make_console, stdout_console, table
 from edgetl.stages.bench.compare import compare_runners
 

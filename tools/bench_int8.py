@@ -30,8 +30,8 @@ from datasets import BUILDERS  # noqa: E402
 from edgetl.backends.base import run_all  # noqa: E402
 from edgetl.backends.onnxruntime.runtime import OrtRunner  # noqa: E402
 from edgetl.core.events import install  # noqa: E402
+from edgetl.core.measures.timing import interleaved_p50  # noqa: E402
 from edgetl.core.records import Manifest  # noqa: E402
-from edgetl.core.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
 from edgetl.stages.export import ExportOptions, export  # noqa: E402
 from edgetl.stages.finetune import FinetuneOptions, finetune  # noqa: E402

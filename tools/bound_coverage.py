@@ -1,5 +1,5 @@
 """How often each upper bound on a paired top-1 drop covers the true drop: the measurement
-behind core/evidence.py's choice of bound.
+behind core/measures/evidence.py's choice of bound.
 
 Each case draws, many times, n images whose (reference right, candidate wrong) and
 (reference wrong, candidate right) outcomes occur at the true rates `worse` and `better`
@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from edgetl.core.evidence import PairedDrop, binomial_upper
+from edgetl.core.measures.evidence import PairedDrop, binomial_upper
 
 # (n, true worse rate, true better rate): the quickstart's val size with the INT8 test
 # disagreement it showed (3.6% worse, ~0.6% better), smaller and balanced ones, and a

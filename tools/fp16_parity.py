@@ -1,6 +1,6 @@
 """How far an FP16-typed graph (what TensorRT 11 builds from) lands from FP32, per model, and
 how far a deliberately broken one lands: the numbers behind the profiles' fp16_graph
-tolerance (core/parity.py's relative logit error).
+tolerance (core/measures/parity.py's relative logit error).
 
 For each FP32 artifact (an `edgetl export --target cpu --precision fp32` directory: its
 ONNX and reference set) and each randomly initialised timm architecture (its head scaled so
@@ -55,7 +55,7 @@ def _broken(model):  # type: ignore[no-untyped-def]
 def measure(name: str, model, images: np.ndarray, broken: bool = True) -> list[tuple]:  # type: ignore[no-untyped-def]
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from edgetl.core.parity import relative_error
+    from edgetl.core.measures.parity import relative_error
 
     fp32 = _run(model.SerializeToString(), images)
     rows = []
@@ -73,8 +73,8 @@ def measure(name: str, model, images: np.ndarray, broken: bool = True) -> list[t
 def _artifact(path: Path):  # type: ignore[no-untyped-def]
     import onnx
 
+    from edgetl.core.artifact.reference import ReferenceSet
     from edgetl.core.records import Manifest
-    from edgetl.core.reference import ReferenceSet
 
     manifest = Manifest.read(path)
     reference = ReferenceSet.load(path / manifest.reference.file)

@@ -8,7 +8,7 @@ use, test's discordant counts, the time the rung took, and its batch-1 p50. Each
 picks the first rung it accepts, as the guard would have:
 
 - point:               val's point estimate of the drop within budget (edgetl before)
-- paired-bound:        val's exact upper bound on the drop (core/evidence) within budget
+- paired-bound:        val's exact upper bound on the drop (core/measures/evidence) within budget
 - paired-bound+flips:  that, and the flip rate's upper bound on unlabelled images within it
 
 and the table shows, per rule, how often the kept model's test drop exceeds the budget, its
@@ -39,7 +39,7 @@ from datasets import BUILDERS  # noqa: E402
 
 from edgetl.backends import run_all  # noqa: E402
 from edgetl.core.events import install  # noqa: E402
-from edgetl.core.evidence import (  # noqa: E402
+from edgetl.core.measures.evidence import (  # noqa: E402
     DEFAULT_CONFIDENCE,
     DEFAULT_RULE,
     FLIPS_RULE,
@@ -47,11 +47,11 @@ from edgetl.core.evidence import (  # noqa: E402
     PairedDrop,
     decide,
 )
-from edgetl.core.metrics import (
+from edgetl.core.measures.metrics import (
     paired_drop,  # noqa: E402
     predicted,  # noqa: E402
 )
-from edgetl.core.timing import interleaved_p50  # noqa: E402
+from edgetl.core.measures.timing import interleaved_p50  # noqa: E402
 from edgetl.core.ui import make_console, stdout_console, table  # noqa: E402
 from edgetl.quantize.engines import prepare  # noqa: E402
 from edgetl.quantize.guard.candidates import Candidates  # noqa: E402

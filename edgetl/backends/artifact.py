@@ -15,13 +15,13 @@ import numpy as np
 from PIL import Image
 
 from edgetl.backends import Runner, resolve, run_all
-from edgetl.core.archives import is_archive, unpack_archive
+from edgetl.core.artifact.archives import is_archive, unpack_archive
+from edgetl.core.artifact.signing import trusted_keys
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
-from edgetl.core.metrics import ranked
+from edgetl.core.measures.metrics import ranked
 from edgetl.core.preprocess import Preprocess
 from edgetl.core.records import MANIFEST_FILE, RUN_FILE, Manifest
-from edgetl.core.signing import trusted_keys
 
 T = TypeVar("T")
 

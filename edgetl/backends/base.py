@@ -2,7 +2,7 @@
 
 Modelled on Polygraphy's runners (its loaders are compiler.py, host side): a runtime is small,
 imports its package lazily (the device has only the runtime it uses), and never imports onnx;
-comparing outputs is kept apart (core/parity.py).
+comparing outputs is kept apart (core/measures/parity.py).
 """
 
 from __future__ import annotations

@@ -17,12 +17,27 @@ from edgetl.backends.tensorrt.record import ENGINE_RECORD
 from edgetl.backends.tensorrt.runtime import ENGINE_FILE, TIMING_CACHE
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_text
+from edgetl.core.measures.timing import Latency, interleaved_samples, rounds_for, summarize
 from edgetl.core.records import RuntimeSpec
-from edgetl.core.timing import interleaved_samples, rounds_for, summarize
 
 PROBE_FILE = "probe.json"
 # What the device writes into a TensorRT probe's folder: not part of what was copied.
 BUILD_OUTPUTS = (ENGINE_FILE, ENGINE_RECORD, TIMING_CACHE)
+
+
+@dataclass(frozen=True)
+class TimedArch:
+    """An architecture's batch-1 latency (core/measures/timing.Latency, ms), its model files' size
+    and what timed it: the target's runtime, or "onnxruntime (proxy for ...)"."""
+
+    latency: Latency
+    size_mb: float
+    runtime: str
+
+    def keys(self) -> dict[str, Any]:
+        """search.json's keys for it (p50_ms, p90_ms: what users' scripts read)."""
+        return {"p50_ms": round(self.latency.p50, 4), "p90_ms": round(self.latency.p90, 4),
+                "size_mb": self.size_mb, "runtime": self.runtime}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,7 @@ def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, flo
     samples = interleaved_samples(calls, iterations, rounds_for(iterations), warmup=10)
     found = {}
     for name, values in samples.items():
-        found[name] = summarize(values).to_dict()  # core/timing.Latency, in ms
+        found[name] = summarize(values).to_dict()  # core/measures/timing.Latency, in ms
     return found
 
 

@@ -20,7 +20,7 @@ def keygen(key: Path, force: bool) -> None:
     `--trust KEY.pub` (bench, predict, build, compare) or `edgetl.load(ART, trust=...)`.
     Keys from `ssh-keygen -t ed25519` or `openssl genpkey -algorithm ed25519` work too.
     """
-    from edgetl.core.signing import generate
+    from edgetl.core.artifact.signing import generate
 
     public, identity = generate(key, force)
     click.echo(f"private key: {key} (keep it secret)\npublic key:  {public} ({identity})")

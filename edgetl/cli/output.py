@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, PairedDrop, promise_note
+from edgetl.core.measures.evidence import DEFAULT_CONFIDENCE, PairedDrop, promise_note
 from edgetl.core.ui import image_count, stdout_console, table
 
 if TYPE_CHECKING:

@@ -56,7 +56,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise EdgetlError(f"{path}: no {what} here; is this the right directory?")
-    from edgetl.core.archives import SUFFIXES
+    from edgetl.core.artifact.archives import SUFFIXES
 
     if path.name.endswith((*SUFFIXES, ".tar")):
         raise EdgetlError(f"{path}: an archive, not a {what}; extract it first (tar xf)")

@@ -19,7 +19,7 @@ BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
 @dataclass(frozen=True)
 class Parity:
     """How close a compiled graph's logits must stay to its reference's: an absolute bound,
-    a bound relative to the logits' scale (core/parity.relative_error), or both, and top-1
+    a bound relative to the logits' scale (core/measures/parity.relative_error), or both, and top-1
     agreement. FP16 needs the relative one: its error grows with the values it rounds (one
     ulp is 2^-11 of them), so an absolute 0.1 passed logits of 5 and failed logits of 20
     from the same correct graph (tools/fp16_parity.py)."""

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from edgetl.backends import Runner
-from edgetl.core.timing import interleaved_p50
+from edgetl.core.measures.timing import interleaved_p50
 
 
 def compare_speed(fp32: Runner, int8: Runner, single: np.ndarray) -> dict[str, float]:

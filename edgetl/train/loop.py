@@ -227,6 +227,6 @@ def kept_row(history: list[EpochRow], phase: str) -> EpochRow:
 
 
 def correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
-    """How many rows' top-1 is their label: core/metrics.py's rule on tensors (the first of
+    """How many rows' top-1 is their label: core/measures/metrics.py's rule on tensors (the first of
     tied maxima, as torch.argmax and numpy's argmax both take), for training on any device."""
     return int((logits.argmax(1) == labels).sum())

@@ -13,14 +13,14 @@ from edgetl.backends import run_all
 from edgetl.backends.tensorrt.options import TensorRtOptions
 from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineDevice, EngineRecord
 from edgetl.backends.tensorrt.runtime import ENGINE_FILE, TIMING_CACHE, TensorRtRuntime
+from edgetl.core.artifact.reference import ReferenceSet
 from edgetl.core.env import jetson
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.events import say
 from edgetl.core.fields import write_fields
 from edgetl.core.files import atomic_write_bytes
-from edgetl.core.parity import compare
+from edgetl.core.measures.parity import compare
 from edgetl.core.records import MANIFEST_FILE, Manifest
-from edgetl.core.reference import ReferenceSet
 
 
 @dataclass
@@ -32,8 +32,8 @@ class BuildOptions:
 
 
 def build(opts: BuildOptions) -> EngineRecord:
-    from edgetl.core.archives import is_archive, unpack_archive
-    from edgetl.core.signing import trusted_keys
+    from edgetl.core.artifact.archives import is_archive, unpack_archive
+    from edgetl.core.artifact.signing import trusted_keys
 
     if is_archive(opts.bundle):
         opts.bundle = unpack_archive(opts.bundle)  # what follows, and the caller, use the dir

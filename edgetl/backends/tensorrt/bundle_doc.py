@@ -42,7 +42,7 @@ def device_doc(profile: TargetProfile, options: TensorRtOptions, precision: str)
     """DEVICE.md: what to do with this bundle on the device."""
     dla = options.dla_core
     versions = ", ".join(options.tensorrt_versions)
-    from edgetl.core.selfwheel import wheel_name
+    from edgetl.core.artifact.selfwheel import wheel_name
 
     trtexec = "\n".join(f"    {line}" for block in trtexec_lines(options, precision)
                         for line in block.splitlines())  # fmt: skip

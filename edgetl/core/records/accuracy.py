@@ -11,4 +11,4 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Accuracy:
     n: int  # images measured
-    top1: float  # share whose top-1 class is the label (core/metrics.top1)
+    top1: float  # share whose top-1 class is the label (core/measures/metrics.top1)

@@ -33,7 +33,8 @@ class BenchAccuracy(Accuracy):
 
 @dataclass(frozen=True)
 class LatencyCheck:
-    """The latency verdict against a baseline (core/regression.LatencyVerdict, in words too)."""
+    """The latency verdict against a baseline (core/measures/regression.LatencyVerdict), in
+    words too."""
 
     ratio: float  # candidate p50 / baseline p50
     low: float  # its confidence interval

@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from edgetl import __version__
+from edgetl.core.artifact.integrity import (
+    check_digest,
+    check_external_data,
+    check_loaded_files,
+    digest,
+)
 from edgetl.core.errors import EdgetlError
 from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.files import atomic_write_json, read_json, sha256_file
-from edgetl.core.integrity import check_digest, check_external_data, check_loaded_files, digest
 from edgetl.core.preprocess import Preprocess
 from edgetl.core.records.accuracy import Accuracy
 from edgetl.core.records.base import check_classes, open_record
@@ -59,7 +64,7 @@ class ReferenceInfo:
 
 @dataclass(frozen=True)
 class ParityCheck:
-    """A compiled graph against the model it came from, on val (core/parity.py measures it)."""
+    """A compiled graph against the model it came from, on val (core/measures/parity.py)."""
 
     n: int
     max_abs_diff: float
@@ -69,7 +74,7 @@ class ParityCheck:
     artifact_top1: float
     tolerance: Parity
     passed: bool
-    # max |logit diff| per image over its logit range (core/parity.relative_error); absent
+    # max |logit diff| per image over its logit range (core/measures/parity.relative_error); absent
     # in manifests written before it was measured.
     max_rel_diff: float | None = field(default=None, metadata={"omit": None})
 
@@ -103,7 +108,7 @@ class SplitAccuracy(Accuracy):
     drop_pts: float | None = field(default=None, metadata={"omit": None})
     agreement: float | None = field(default=None, metadata={"omit": None})
     # On test: images FP32 got right and the artifact wrong, and the other way round (the
-    # drop's evidence, core/evidence.py).
+    # drop's evidence, core/measures/evidence.py).
     worse: int | None = field(default=None, metadata={"omit": None})
     better: int | None = field(default=None, metadata={"omit": None})
 
@@ -129,7 +134,7 @@ class Attempt:
     max_abs_diff: float
     float_layers: list[str] = field(default_factory=list)
     head_refit: bool = False
-    # The evidence behind drop_pts (core/evidence.py): val images FP32 got right and this
+    # The evidence behind drop_pts (core/measures/evidence.py): val images FP32 got right and this
     # candidate wrong, and the other way round; the drop's one-sided upper bound at
     # `confidence`. Absent in manifests written before they were recorded.
     worse: int | None = field(default=None, metadata={"omit": None})
@@ -182,7 +187,7 @@ class QuantizationRecord:
     guard_s: float
     speed_here: dict[str, float]  # FP32 vs INT8 p50 on the exporting machine; {} on a proxy
     artifact_top1: float
-    # The rule the guard decided by (core/evidence.RULES), its confidence and the kept
+    # The rule the guard decided by (core/measures/evidence.RULES), its confidence and the kept
     # model's upper bound on its drop: the promise. Absent in manifests written before.
     rule: str | None = field(default=None, metadata={"omit": None})
     confidence: float | None = field(default=None, metadata={"omit": None})
@@ -217,7 +222,7 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     edgetl: str = __version__
     schema: str = MANIFEST_SCHEMA
-    digest: str = ""  # sha256 of the canonical content (core/integrity.py), set by write()
+    digest: str = ""  # sha256 of the canonical content (core/artifact/integrity.py), set by write()
 
     def to_dict(self) -> dict[str, Any]:
         return write_fields(self)
@@ -254,7 +259,7 @@ class Manifest:
     def write(self, root: Path) -> None:
         """List every file under `root` with its sha256, then write manifest.json atomically
         with its digest."""
-        from edgetl.core.signing import SIGNATURE_FILE
+        from edgetl.core.artifact.signing import SIGNATURE_FILE
 
         self.files = {
             p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -275,7 +280,7 @@ class Manifest:
             read_json(path, f"{MANIFEST_FILE} (is this an edgetl artifact?)"), path
         )
         if trust:
-            from edgetl.core.signing import verify as verify_signature
+            from edgetl.core.artifact.signing import verify as verify_signature
 
             verify_signature(root, manifest.digest, trust)
         if verify:

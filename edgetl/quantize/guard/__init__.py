@@ -11,7 +11,7 @@ with the target's runtime:
    brings the logits back towards FP32; the top 1, 2, 4, ... are kept float until a
    candidate is accepted or the recipe's max_float_layers is reached.
 A candidate is accepted when the drop's upper bound at `confidence` fits the budget (with
-`validation.unlabelled`, its flips against FP32 on those images too: core/evidence.decide),
+`validation.unlabelled`, its flips against FP32 on those images too: core/measures/evidence.decide),
 never on the point estimate alone. The decisions are ladder.py's; evaluator.py measures and judges;
 report.py holds the records.
 """
@@ -26,13 +26,13 @@ import onnx
 
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.events import say
-from edgetl.core.evidence import (
+from edgetl.core.measures.evidence import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RULE,
     FLIPS_RULE,
     smallest_certifiable_pts,
 )
-from edgetl.core.parity import compare
+from edgetl.core.measures.parity import compare
 from edgetl.core.targets import Parity
 from edgetl.core.ui import heartbeat, image_count
 from edgetl.quantize.calibration import CalibrationSet

@@ -1,6 +1,6 @@
 """Measuring a candidate: its top-1 on the validation images against FP32's, on the runtime
 the model will run on (integer kernels round differently between runtimes), and judging it
-by the guard's rule (core/evidence.decide): val's paired bound, then flips on unlabelled
+by the guard's rule (core/measures/evidence.decide): val's paired bound, then flips on unlabelled
 training images, measured only for a candidate whose val bound fits (one in a climb, most
 often), so the extra images cost one pass of FP32 and one of that candidate."""
 
@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 
 from edgetl.backends import Runner, run_all
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, Flips, PairedDrop, decide
-from edgetl.core.metrics import agreement, drop_pts, paired_drop, predicted, top1
+from edgetl.core.measures.evidence import DEFAULT_CONFIDENCE, Flips, PairedDrop, decide
+from edgetl.core.measures.metrics import agreement, drop_pts, paired_drop, predicted, top1
 from edgetl.quantize.guard.report import Attempt, Measured
 
 LoadOnnx = Callable[[onnx.ModelProto], Runner]

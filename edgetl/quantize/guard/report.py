@@ -9,8 +9,8 @@ import numpy as np
 
 from edgetl.backends import Runner
 from edgetl.core.errors import CheckFailed
-from edgetl.core.evidence import smallest_certifiable_pts
 from edgetl.core.fields import plain
+from edgetl.core.measures.evidence import smallest_certifiable_pts
 from edgetl.core.records import Attempt, Sensitivity
 
 M = TypeVar("M")  # a model: an onnx.ModelProto in edgetl, anything in the ladder's tests
@@ -37,7 +37,7 @@ class GuardReport:
     quantize_s: float
     guard_s: float
     confidence: float
-    rule: str  # core/evidence.RULES
+    rule: str  # core/measures/evidence.RULES
 
     @property
     def chosen(self) -> Attempt:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetl.core.metrics import agreement as agreement_of
-from edgetl.core.metrics import predicted as predicted_of
-from edgetl.core.metrics import top1, topk
+from edgetl.core.measures.metrics import agreement as agreement_of
+from edgetl.core.measures.metrics import predicted as predicted_of
+from edgetl.core.measures.metrics import top1, topk
 from edgetl.core.records import Accuracy, BenchAccuracy
 
 

@@ -1,8 +1,9 @@
 """`edgetl compare BASE CANDIDATE`: is the candidate slower, or less accurate, than the base?
 
 Latency: rounds of fresh runtime sessions, base and candidate in alternating order, the
-per-round ratio of medians bootstrapped (edgetl/core/regression.py). BASE may be a stored report
-(report.json) of the same artifact on the same device; then its raw samples are the base.
+per-round ratio of medians bootstrapped (edgetl/core/measures/regression.py). BASE may be a
+stored report (report.json) of the same artifact on the same device; then its raw samples are
+the base.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends import Placement, Runner, resolve, run_all
+from edgetl.core.artifact.signing import trusted_keys
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.metrics import drop_pts, top1, within_budget
+from edgetl.core.measures.metrics import drop_pts, top1, within_budget
+from edgetl.core.measures.regression import LatencyVerdict, paired_ratio, sample_ratio
+from edgetl.core.measures.timing import measure
 from edgetl.core.records import MANIFEST_FILE, BenchReport, BenchResult, Manifest
-from edgetl.core.regression import LatencyVerdict, paired_ratio, sample_ratio
-from edgetl.core.signing import trusted_keys
-from edgetl.core.timing import measure
 from edgetl.stages.bench.evalset import eval_set
 from edgetl.stages.bench.options import CompareOptions
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.core.artifact.reference import ReferenceSet
 from edgetl.core.data.dataset import (
     BUILTIN_DATASETS,
     data_fingerprint,
@@ -16,7 +17,6 @@ from edgetl.core.data.dataset import (
 )
 from edgetl.core.errors import EdgetlError
 from edgetl.core.records import Manifest
-from edgetl.core.reference import ReferenceSet
 
 DEFAULT_SPLIT = "test"
 

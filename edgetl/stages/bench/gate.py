@@ -1,5 +1,5 @@
 """The regression gate: a bench report against a stored baseline, artifact by artifact, from
-the raw latency samples both recorded (core/regression.py decides) and their top-1."""
+the raw latency samples both recorded (core/measures/regression.py decides) and their top-1."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.core.errors import EdgetlError
-from edgetl.core.metrics import drop_pts, within_budget
+from edgetl.core.measures.metrics import drop_pts, within_budget
+from edgetl.core.measures.regression import sample_ratio
 from edgetl.core.records import AccuracyCheck, BenchReport, BenchResult, LatencyCheck
-from edgetl.core.regression import sample_ratio
 
 
 @dataclass(frozen=True)

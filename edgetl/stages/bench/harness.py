@@ -21,13 +21,13 @@ from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, promise_note
 from edgetl.core.files import sha256_file
-from edgetl.core.metrics import paired_drop
+from edgetl.core.measures.evidence import DEFAULT_CONFIDENCE, promise_note
+from edgetl.core.measures.metrics import paired_drop
+from edgetl.core.measures.regression import coefficient_of_variation
+from edgetl.core.measures.timing import interleaved_samples, summarize
 from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
-from edgetl.core.regression import coefficient_of_variation
-from edgetl.core.timing import interleaved_samples, summarize
 from edgetl.core.ui import fitted_table, heartbeat
 from edgetl.core.verdict import Outcome
 from edgetl.core.versions import versions
@@ -88,8 +88,8 @@ def _check_not_artifact_file(path: Path, option: str, artifacts: list[Path]) -> 
     signature, anything the manifest lists, an engine built there): `--md ART/model.onnx`
     turned the model into Markdown and exited 0."""
     from edgetl.backends.probe import BUILD_OUTPUTS  # what a device builds into a bundle
+    from edgetl.core.artifact.signing import SIGNATURE_FILE
     from edgetl.core.records import MANIFEST_FILE
-    from edgetl.core.signing import SIGNATURE_FILE
 
     target = path.expanduser().resolve()
     for artifact in artifacts:

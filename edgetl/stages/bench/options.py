@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetl.core.evidence import DEFAULT_BUDGET_PTS
+from edgetl.core.measures.evidence import DEFAULT_BUDGET_PTS
 from edgetl.core.options import joined, numbers, option
 from edgetl.stages.bench.gate import Gate
 

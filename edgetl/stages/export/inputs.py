@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgetl.core.artifact.reference import ReferenceSet, seen_digests
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.data.splits import Splits
 from edgetl.core.events import say
-from edgetl.core.metrics import top1
-from edgetl.core.reference import ReferenceSet, seen_digests
+from edgetl.core.measures.metrics import top1
 from edgetl.core.ui import heartbeat
 from edgetl.quantize.calibration import CalibrationSet, build_calibration
 from edgetl.stages.export.plan import Plan, val_sample_size

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetl.core.evidence import DEFAULT_BUDGET_PTS, DEFAULT_RULE, RULES
+from edgetl.core.measures.evidence import DEFAULT_BUDGET_PTS, DEFAULT_RULE, RULES
 from edgetl.core.options import option
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.backends import run_all
+from edgetl.core.artifact.reference import REFERENCE_FILE
 from edgetl.core.events import say
 from edgetl.core.records import (
     AccuracyRecord,
@@ -17,7 +18,6 @@ from edgetl.core.records import (
     RunRef,
     SplitAccuracy,
 )
-from edgetl.core.reference import REFERENCE_FILE
 from edgetl.core.versions import versions
 from edgetl.stages.export.inputs import Inputs
 from edgetl.stages.export.plan import Plan
@@ -41,7 +41,7 @@ def package(
     manifest.json (and with a key, its signature) into `out_dir`."""
     _write_reference(plan, inputs, compiled, verified, out_dir)
     if plan.compiler.ships_wheel:
-        from edgetl.core.selfwheel import build_wheel
+        from edgetl.core.artifact.selfwheel import build_wheel
 
         build_wheel(out_dir)  # the device installs the very edgetl that made the artifact
     run, profile, opts = plan.run, plan.profile, plan.opts
@@ -79,7 +79,7 @@ def package(
     )
     manifest.write(out_dir)
     if plan.signing_key is not None:
-        from edgetl.core.signing import sign
+        from edgetl.core.artifact.signing import sign
 
         say(f"signed with {sign(out_dir, manifest.digest, plan.signing_key)}")
     return manifest

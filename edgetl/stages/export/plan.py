@@ -10,7 +10,7 @@ from edgetl.backends import Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.evidence import DEFAULT_CONFIDENCE, DEFAULT_RULE, RULES
+from edgetl.core.measures.evidence import DEFAULT_CONFIDENCE, DEFAULT_RULE, RULES
 from edgetl.core.outputs import check_not_input
 from edgetl.core.targets import Precision, TargetProfile
 from edgetl.quantize.calibration import MIN_SAMPLES
@@ -86,7 +86,7 @@ def resolve_plan(opts: ExportOptions) -> Plan:
     out = opts.out or default_out(opts.run, profile, precision)
     signing_key = None
     if opts.sign is not None:
-        from edgetl.core.signing import load_private_key
+        from edgetl.core.artifact.signing import load_private_key
 
         signing_key = load_private_key(opts.sign)  # a bad key is exit 2 before the work
     check_not_input(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetl.core.archives import archive_manifest
+from edgetl.core.artifact.archives import archive_manifest
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.events import say

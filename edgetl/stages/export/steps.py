@@ -19,9 +19,9 @@ from edgetl.backends import Runner, RuntimeSpec, run_all
 from edgetl.backends.compiler import CompileInput
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.events import say
-from edgetl.core.evidence import FLIPS_RULE, decide
-from edgetl.core.metrics import agreement, drop_pts, paired_drop, top1
-from edgetl.core.parity import compare
+from edgetl.core.measures.evidence import FLIPS_RULE, decide
+from edgetl.core.measures.metrics import agreement, drop_pts, paired_drop, top1
+from edgetl.core.measures.parity import compare
 from edgetl.core.records import ParityCheck, SplitAccuracy
 from edgetl.core.targets import Parity
 from edgetl.quantize.calibration import CalibrationSet

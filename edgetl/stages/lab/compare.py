@@ -14,9 +14,9 @@ from rich.markup import escape
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.fields import Source, read_fields
+from edgetl.core.measures.regression import LatencyVerdict
 from edgetl.core.options import argv
 from edgetl.core.records import DeviceRun, Manifest
-from edgetl.core.regression import LatencyVerdict
 from edgetl.stages.bench.compare import Comparison, check_options
 from edgetl.stages.bench.options import CompareOptions
 from edgetl.stages.lab.bench import checked, device_data, local_data_folder, place

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgetl.backends.probe import BUILD_OUTPUTS, Probe
+from edgetl.backends.probe import BUILD_OUTPUTS, Probe, TimedArch
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.timing import Latency
+from edgetl.core.measures.timing import Latency
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, multiplexed
-from edgetl.stages.search.latency import TimedArch
 
 
 def time_on(

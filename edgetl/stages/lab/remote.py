@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl import __version__
-from edgetl.core.selfwheel import build_wheel, code_digest, wheel_name
+from edgetl.core.artifact.selfwheel import build_wheel, code_digest, wheel_name
 from edgetl.stages.lab.labfile import Device, Lab
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, Ssh, last_line
 

@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -22,32 +21,17 @@ from edgetl.backends.artifact import load
 from edgetl.backends.base import Runner
 from edgetl.backends.compiler import CompileInput
 from edgetl.backends.placement import resolve
-from edgetl.backends.probe import Probe
+from edgetl.backends.probe import Probe, TimedArch
 from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
 from edgetl.core.errors import EdgetlError
+from edgetl.core.measures.timing import interleaved_samples, rounds_for, summarize
 from edgetl.core.records import Manifest, RuntimeSpec
 from edgetl.core.targets import TargetProfile
-from edgetl.core.timing import Latency, interleaved_samples, rounds_for, summarize
 from edgetl.quantize.engines import ENGINES, float_node_names, prepare
 from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.search.space import Candidate
 from edgetl.train.backbones import Backbone
 from edgetl.train.model import Classifier, Head
-
-
-@dataclass(frozen=True)
-class TimedArch:
-    """An architecture's batch-1 latency (core/timing.Latency, ms), its model files' size
-    and what timed it: the target's runtime, or "onnxruntime (proxy for ...)"."""
-
-    latency: Latency
-    size_mb: float
-    runtime: str
-
-    def keys(self) -> dict[str, Any]:
-        """search.json's keys for it (p50_ms, p90_ms: what users' scripts read)."""
-        return {"p50_ms": round(self.latency.p50, 4), "p90_ms": round(self.latency.p90, 4),
-                "size_mb": self.size_mb, "runtime": self.runtime}  # fmt: skip
 
 
 @dataclass(frozen=True)

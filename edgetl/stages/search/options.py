@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.core.constants import DEFAULT_BACKBONE
 from edgetl.core.errors import EdgetlError
-from edgetl.core.evidence import DEFAULT_BUDGET_PTS
+from edgetl.core.measures.evidence import DEFAULT_BUDGET_PTS
 from edgetl.core.options import joined, names, numbers, option
 from edgetl.core.outputs import check_not_input, check_writable
 

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgetl.backends.probe import TimedArch
 from edgetl.backends.profiles import load_target
 from edgetl.core.data.dataset import load_dataset
 from edgetl.core.data.splits import Splits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import quiet
-from edgetl.core.evidence import DEFAULT_CONFIDENCE
+from edgetl.core.measures.evidence import DEFAULT_CONFIDENCE
 from edgetl.core.options import carried
 from edgetl.core.ui import progress
 from edgetl.quantize.guard import check_certifiable
@@ -30,7 +31,6 @@ from edgetl.stages.finetune.stage import resolve_device
 from edgetl.stages.search.front import choose, front
 from edgetl.stages.search.latency import (
     LoadedArch,
-    TimedArch,
     check_reference,
     compile_arch,
     load_arch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetl.core.evidence import BUDGET_TOLERANCE, PairedDrop, paired_counts
+from edgetl.core.measures.evidence import BUDGET_TOLERANCE, PairedDrop, paired_counts
 
 
 def ranked(logits: np.ndarray, k: int) -> np.ndarray:
@@ -45,6 +45,6 @@ def within_budget(drop: float, budget_pts: float) -> bool:
 
 def paired_drop(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> PairedDrop:
     """A candidate's top-1 against its reference's on the same images, as discordant counts
-    (core/evidence.py bounds the drop from them)."""
+    (core/measures/evidence.py bounds the drop from them)."""
     labels = np.asarray(labels)
     return paired_counts(list(predicted(reference) == labels), list(predicted(logits) == labels))

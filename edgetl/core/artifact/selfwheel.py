@@ -23,7 +23,9 @@ from edgetl.core.files import atomic_write_bytes
 PACKAGES = (
     "edgetl",
     "edgetl.core",
+    "edgetl.core.artifact",
     "edgetl.core.data",
+    "edgetl.core.measures",
     "edgetl.core.records",
     "edgetl.backends",
     "edgetl.backends.onnxruntime",

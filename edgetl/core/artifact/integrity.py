@@ -2,7 +2,7 @@
 artifact directory, and a digest of the manifest itself over its canonical content.
 
 The digest catches an accidental or careless edit (a class name, a mean, a file list); a
-deliberate one recomputes it, which is what signing (edgetl/core/signing.py) is for.
+deliberate one recomputes it, which is what signing (edgetl/core/artifact/signing.py) is for.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgetl.core.artifact.onnx_wire import WireError, external_locations
 from edgetl.core.errors import EdgetlError
-from edgetl.core.onnx_wire import WireError, external_locations
 
 DIGEST_KEY = "digest"
 
@@ -78,7 +78,7 @@ def check_external_data(root: Path, files: dict[str, Any], models: Sequence[str]
     """An ONNX file's external weights must be listed files too (ONNX Runtime would read
     any file it names inside the directory). Every `.onnx` file, and every model file
     whatever its name (ONNX Runtime loads `model.bin` if it is ONNX): one that parses as
-    ONNX is checked, read from its wire format (core/onnx_wire.py), so the device side,
+    ONNX is checked, read from its wire format (core/artifact/onnx_wire.py), so the device side,
     which has no onnx package, checks it too."""
     for name in dict.fromkeys([*(n for n in files if n.endswith(".onnx")), *models]):
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetl.core.metrics import agreement, top1
+from edgetl.core.measures.metrics import agreement, top1
 from edgetl.core.records import ParityCheck
 from edgetl.core.targets import Parity
 
