@@ -13,6 +13,7 @@ from torch import nn
 
 from edgetl.core.errors import CheckFailed
 from edgetl.core.events import say
+from edgetl.core.measures.metrics import predicted
 from edgetl.core.ui import progress
 
 
@@ -227,6 +228,7 @@ def kept_row(history: list[EpochRow], phase: str) -> EpochRow:
 
 
 def correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
-    """How many rows' top-1 is their label: core/measures/metrics.py's rule on tensors (the first of
-    tied maxima, as torch.argmax and numpy's argmax both take), for training on any device."""
-    return int((logits.argmax(1) == labels).sum())
+    """How many rows' top-1 is their label, by core/measures/metrics.predicted (the one top-1:
+    the first of tied maxima), for logits on any device."""
+    answers = predicted(logits.detach().float().cpu().numpy())
+    return int((answers == labels.cpu().numpy()).sum())

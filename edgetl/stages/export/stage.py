@@ -20,7 +20,7 @@ from edgetl.quantize.guard import GuardFailed, GuardReport
 from edgetl.stages.export.inputs import load_inputs
 from edgetl.stages.export.options import ExportOptions
 from edgetl.stages.export.package import package
-from edgetl.stages.export.plan import resolve_plan
+from edgetl.stages.export.plan import Plan, resolve_plan
 from edgetl.stages.export.steps import compile_artifact, quantize, to_onnx, verify
 
 
@@ -53,10 +53,16 @@ class ExportResult:
 
 
 def export(opts: ExportOptions, scanned: Splits | None = None) -> ExportResult:
-    """Export the run for one target. Bad input is EdgetlError (exit 2); a failed check
-    (parity, the accuracy budget, a runtime's rules) is a result that did not pass, with
-    nothing written. `scanned`: the run's data when the caller holds it (not scanned again)."""
-    plan = resolve_plan(opts)
+    """Export the run for one target: the plan resolved from the options (exit 2 naming the
+    one at fault, before any work), then export_plan."""
+    return export_plan(resolve_plan(opts), scanned)
+
+
+def export_plan(plan: Plan, scanned: Splits | None = None) -> ExportResult:
+    """The planned export. A failed check (parity, the accuracy budget, a runtime's rules) is
+    a result that did not pass, with nothing written. `scanned`: the run's data when the
+    caller holds it (not scanned again)."""
+    opts = plan.opts
     notes: list[str] = []
     with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
         _print_cleanup(notes)
