@@ -166,3 +166,37 @@ def test_agreement_counts_the_reference_detections_reproduced() -> None:
     assert agreement(reference, wrong_class) == 0.5
     assert agreement(reference, [Objects.none(scored=True)]) == 0.0
     assert agreement([Objects.none(scored=True)], same) is None
+
+
+# -- device-side NMS, against torchvision's ----------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numpy_nms_keeps_what_torchvision_keeps(seed: int) -> None:
+    """Crowded random boxes of three classes: the same boxes kept, in the same order."""
+    import torch
+    from torchvision.ops import batched_nms as reference
+
+    from edgetl.core.postprocess import batched_nms
+
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 100, (300, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, (300, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    classes = rng.integers(0, 3, 300)
+    kept = batched_nms(boxes, scores, classes, 0.5)
+    expected = reference(torch.from_numpy(boxes), torch.from_numpy(scores),
+                         torch.from_numpy(classes), 0.5).numpy()  # fmt: skip
+    np.testing.assert_array_equal(kept.boxes, boxes[expected])
+    np.testing.assert_array_equal(kept.classes, classes[expected])
+
+
+def test_nms_thresholds_and_limits() -> None:
+    from edgetl.core.postprocess import batched_nms
+
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]],
+                     np.float32)  # fmt: skip
+    scores = np.array([0.9, 0.8, 0.7, 0.05], np.float32)
+    classes = np.array([0, 0, 1, 0])
+    kept = batched_nms(boxes, scores, classes, 0.5, score_threshold=0.1)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.7])  # the overlap of class 0 dropped
+    assert len(batched_nms(boxes, scores, classes, 0.5, max_detections=1)) == 1
+    assert len(batched_nms(boxes[:0], scores[:0], classes[:0], 0.5)) == 0
