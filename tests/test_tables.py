@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from edgetl.cli import main
+from edgetl.cli.output import print_report
 from edgetl.core.records import BenchAccuracy, BenchReport, BenchResult
-from edgetl.stages.bench.harness import print_report
 
 NAMES = ["cpu-fp32", "openvino-cpu-fp32", "openvino-cpu-int8", "jetson-orin-nano-int8"]
 

@@ -10,6 +10,7 @@ import click
 from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.cli.declared import options_of
 from edgetl.cli.devices import lab_option, on_option
+from edgetl.cli.output import print_report
 from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import stdout_console
 from edgetl.core.verdict import check
@@ -33,7 +34,6 @@ def bench(
     reference set stored in the artifact, with agreement against the FP32 model.
     """
     from edgetl.stages.bench.harness import bench as run_bench
-    from edgetl.stages.bench.harness import print_report
 
     options = BenchOptions(artifacts=list(artifacts), **kwargs)
     if on is not None:

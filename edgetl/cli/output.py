@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgetl.core.measures.evidence import DEFAULT_CONFIDENCE, PairedDrop, promise_note
-from edgetl.core.ui import image_count, stdout_console, table
+from edgetl.core.ui import fitted_table, image_count, stdout_console, table
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
-    from edgetl.core.records import Attempt, Manifest, RunInfo
+    from edgetl.core.records import Attempt, BenchReport, Manifest, RunInfo
     from edgetl.quantize.guard import GuardReport
 
 
@@ -158,3 +159,57 @@ def guard_tables(report: GuardReport) -> list[Table]:
         [(name, f"{score:.3g}") for name, score in report.sensitivities[:15]],
     )
     return [attempts, sensitivity]
+
+
+def print_report(console: Console, report: BenchReport) -> None:
+    """One row per artifact; with several, p50 and size also as ratios to the first one."""
+    from edgetl.stages.bench.reports import PRIORITY, ratio_note, rows
+
+    columns, body = rows(report)
+    title = f"edgetl bench on {report.data} (batch 1)"
+    console.print(
+        fitted_table(title, columns, body, console.width, PRIORITY, None, ratio_note(report))
+    )
+    for entry in report.results:
+        for note in entry.notes:
+            console.print(f"{entry.name}: {note}")
+        if entry.checks.latency is not None:
+            console.print(f"{entry.name} vs baseline: {entry.checks.latency.line}")
+
+
+def print_search(console: Console, result: object) -> None:
+    """One row a candidate (test marked "not chosen on"), then the stop or the choice."""
+    from edgetl.stages.search.state import SearchState, Status
+
+    state: SearchState = result.state  # type: ignore[attr-defined]
+    rows = []
+    for record in sorted(state.records.values(), key=lambda r: (r.p50_ms or 1e9, r.key)):
+        shown = record.status in (Status.ON_THE_FRONT, Status.CHOSEN)
+        rows.append([
+            record.key,
+            "-" if record.p50_ms is None else f"{record.p50_ms:.2f}",
+            "-" if record.p90_ms is None else f"{record.p90_ms:.2f}",
+            "-" if record.size_mb is None else f"{record.size_mb:.2f}",
+            "-" if record.val_top1 is None else f"{record.val_top1:.2%}",
+            f"{record.test_top1:.2%}" if shown and record.test_top1 is not None else "",
+            record.runtime or "-",
+            record.status + (f" ({record.reason})" if record.reason else ""),
+        ])  # fmt: skip
+    if state.reference is not None:  # timed in the same rounds as the candidates
+        ref = state.reference
+        rows.append([f"reference: {Path(ref['artifact']).name}", f"{ref['p50_ms']:.2f}",
+                     f"{ref['p90_ms']:.2f}", f"{ref['size_mb']:.2f}", "", "", ref["runtime"],
+                     "--reference (not a candidate)"])  # fmt: skip
+    settings = state.settings
+    title = (
+        f"edgetl search on {settings['data']} for {settings['target']}: "
+        f"{settings['latency']} <= {state.budget_words()}"
+        + (f", <= {settings['max_size_mb']:g} MB" if settings.get("max_size_mb") else "")
+    )
+    columns = ["candidate", "p50 ms", "p90 ms", "MB", "val top-1 (chosen on)",
+               "test top-1 (not chosen on)", "timed with", "status"]  # fmt: skip
+    console.print(table(title, columns, rows))
+    if state.stopped:
+        console.print(state.stopped)
+    if state.chosen:
+        console.print(f"chosen: {state.chosen} -> {result.out / 'chosen'}")  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from edgetl.cli.app import handle_errors, main
-from edgetl.cli.output import guard_tables, print_quantization, print_run
+from edgetl.cli.output import guard_tables, print_quantization, print_report, print_run
 from edgetl.core.events import say, section
 from edgetl.core.ui import stdout_console
 from edgetl.core.verdict import check
@@ -93,7 +93,7 @@ def _export(run_dir: Path, force: bool) -> list[Path]:
 
 
 def _bench(artifacts: list[Path], report: Path, iterations: int) -> None:
-    from edgetl.stages.bench.harness import bench, print_report
+    from edgetl.stages.bench.harness import bench
     from edgetl.stages.bench.options import BenchOptions
 
     section("4/4 bench on the test split (no choice was made on it)")

@@ -10,7 +10,7 @@ import click
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.declared import options_of
 from edgetl.cli.devices import lab_option
-from edgetl.cli.output import emit
+from edgetl.cli.output import emit, print_search
 from edgetl.core.ui import stdout_console
 from edgetl.core.verdict import check
 from edgetl.stages.search.options import SearchOptions
@@ -43,7 +43,7 @@ def search(max_latency: str, lab_file: Path | None, as_json: bool, **kwargs: Any
     from edgetl.train.stack import check_host_stack
 
     check_host_stack()
-    from edgetl.stages.search.report import print_search, write_plot
+    from edgetl.stages.search.report import write_plot
     from edgetl.stages.search.search import search as run_search
 
     max_latency_ms, max_latency_x = latency_budget(max_latency)

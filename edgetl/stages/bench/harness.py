@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
@@ -28,7 +27,7 @@ from edgetl.core.measures.regression import coefficient_of_variation
 from edgetl.core.measures.timing import interleaved_samples, summarize
 from edgetl.core.outputs import check_not_input, check_writable
 from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
-from edgetl.core.ui import fitted_table, heartbeat
+from edgetl.core.ui import heartbeat
 from edgetl.core.verdict import Outcome
 from edgetl.core.versions import versions
 from edgetl.stages.bench.accuracy import accuracy_report
@@ -361,19 +360,3 @@ def write_reports(report: BenchReport, opts: BenchOptions) -> None:
         reports.write_junit(report, opts.junit_path)
     if opts.plot_path:
         reports.write_plot(report, opts.plot_path)
-
-
-def print_report(console: Console, report: BenchReport) -> None:
-    """One row per artifact; with several, p50 and size also as ratios to the first one."""
-    from edgetl.stages.bench.reports import PRIORITY, ratio_note, rows
-
-    columns, body = rows(report)
-    title = f"edgetl bench on {report.data} (batch 1)"
-    console.print(
-        fitted_table(title, columns, body, console.width, PRIORITY, None, ratio_note(report))
-    )
-    for entry in report.results:
-        for note in entry.notes:
-            console.print(f"{entry.name}: {note}")
-        if entry.checks.latency is not None:
-            console.print(f"{entry.name} vs baseline: {entry.checks.latency.line}")
