@@ -34,7 +34,7 @@ class TimedArch:
     size_mb: float
     runtime: str
 
-    def keys(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """search.json's keys for it (p50_ms, p90_ms: what users' scripts read)."""
         return {"p50_ms": round(self.latency.p50, 4), "p90_ms": round(self.latency.p90, 4),
                 "size_mb": self.size_mb, "runtime": self.runtime}  # fmt: skip

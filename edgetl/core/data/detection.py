@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgetl.core.data.splits import ROLES
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import list_images
 from edgetl.core.measures.detection import Objects
 
-SPLITS = ("train", "val", "test")
 EDGE_TOLERANCE = 1e-3  # normalized: labelling tools round boxes that touch the image's edge
 
 
@@ -75,7 +75,7 @@ def read_detection(root: Path) -> dict[str, DetectionSet]:
 def read_yolo(root: Path) -> dict[str, DetectionSet]:
     classes = _yolo_names(root / "data.yaml")
     splits = {}
-    for split in SPLITS:
+    for split in ROLES:
         images = root / "images" / split
         if images.is_dir():
             found = DetectionSet(root, classes)
@@ -136,7 +136,7 @@ def _yolo_label(path: Path, size: tuple[int, int], classes: int) -> Objects:
 # -- COCO --------------------------------------------------------------------------------------
 def read_coco(root: Path) -> dict[str, DetectionSet]:
     splits = {}
-    for split in SPLITS:
+    for split in ROLES:
         path = root / "annotations" / f"instances_{split}.json"
         if path.is_file():
             splits[split] = _coco_split(root, split, path)

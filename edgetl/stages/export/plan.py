@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,12 @@ class Plan:
     out: Path
     signing_key: Any
 
-    @property
+    @cached_property
     def compiler(self) -> Any:
         """The target's compiler (backends.compiler.Compiler): it makes the artifact."""
         return self.placement.compiler()
 
-    @property
+    @cached_property
     def measurer(self) -> Any:
         """The compiler of the runtime that measures here: it runs in-memory graphs."""
         return self.placement.measurer()

@@ -134,11 +134,13 @@ def _engine(remote: Remote, bundle: RemotePath, version: str) -> dict[str, Any]:
     """The bundle's engine there, built unless one for this TensorRT exists (the copy's
     folder is the bundle's content hash): its layer placement from the engine record."""
     found = remote.ssh.run(["cat", bundle / ENGINE_RECORD])
-    try:
-        built = EngineRecord.parse(found.stdout, f"{remote.name}:{bundle}/{ENGINE_RECORD}")
-        stale = built.stale({"tensorrt": version}) if found.returncode == 0 else "absent"
-    except EdgetlError as exc:  # damaged: built again
-        stale = str(exc)
+    stale: str | None = "absent"
+    if found.returncode == 0:
+        try:
+            built = EngineRecord.parse(found.stdout, f"{remote.name}:{bundle}/{ENGINE_RECORD}")
+            stale = built.stale({"tensorrt": version})
+        except EdgetlError as exc:  # damaged: built again
+            stale = str(exc)
     if stale is not None:
         remote.edgetl(["build", bundle])
         built = read_engine_record(remote, bundle)

@@ -119,14 +119,15 @@ class Search:
         timed = self.time_on_device(todo) if opts.on else self.time_here(todo)
         reference = timed.pop(REFERENCE, None)
         if reference is not None and self.state.reference is None:
-            self.state.reference = {"artifact": str(opts.reference), **reference.keys()}
+            self.state.reference = {"artifact": str(opts.reference), **reference.to_dict()}
         budget = self.state.budget_ms = self.budget_ms()
         by_arch = {self.state.records[key].candidate.arch: t for key, t in timed.items()}
         for record in records:  # one timing serves every K of an architecture
             found = by_arch.get(record.candidate.arch)
             if found is None or record.p50_ms is not None:
                 continue
-            record.p50_ms, record.p90_ms = found.keys()["p50_ms"], found.keys()["p90_ms"]
+            timing = found.to_dict()
+            record.p50_ms, record.p90_ms = timing["p50_ms"], timing["p90_ms"]
             record.size_mb, record.runtime = found.size_mb, found.runtime
             measured = record.p90_ms if opts.latency == "p90" else record.p50_ms
             if measured > budget:
