@@ -11,6 +11,7 @@ import click
 
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.declared import options_of
+from edgetl.cli.detect_output import print_detect_run
 from edgetl.cli.output import emit, print_run
 from edgetl.core.errors import EdgetlError
 from edgetl.stages.finetune.options import FinetuneOptions
@@ -29,10 +30,11 @@ from edgetl.stages.finetune.options import FinetuneOptions
 )
 @handle_errors
 def finetune(as_json: bool, nproc: int, **kwargs: Any) -> None:
-    """Train a new head for DATA's classes on a frozen backbone."""
+    """Train a new head for DATA's classes (or a detector for its boxes) on a frozen backbone."""
     from edgetl.train.stack import check_host_stack
 
     check_host_stack()
+    from edgetl.stages.detect.run import DetectRunInfo
     from edgetl.stages.finetune import finetune as run_finetune
 
     if nproc < 1:
@@ -41,7 +43,9 @@ def finetune(as_json: bool, nproc: int, **kwargs: Any) -> None:
         sys.exit(_launch(nproc))
     opts = FinetuneOptions(**kwargs)
     info = run_finetune(opts)
-    if info is not None:  # None: a rank other than 0 of a torchrun launch
+    if isinstance(info, DetectRunInfo):
+        emit(info.to_dict(), as_json, lambda: print_detect_run(info, opts.out))
+    elif info is not None:  # None: a rank other than 0 of a torchrun launch
         emit(info.to_dict(), as_json, lambda: print_run(info, opts.out))
 
 

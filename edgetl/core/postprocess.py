@@ -4,8 +4,12 @@ tests/test_detection.py), for runtimes whose graph carries no NonMaxSuppression.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import numpy as np
 
+from edgetl.core.letterbox import Letterbox
 from edgetl.core.measures.detection import Objects, iou
 
 
@@ -31,3 +35,41 @@ def batched_nms(
         order = rest[~(same & (overlap > iou_threshold))]
     index = np.asarray(kept, np.int64)
     return Objects(boxes[index], classes[index], scores[index])
+
+
+@dataclass(frozen=True)
+class NmsSettings:
+    """How a detector's outputs become detections: stored in the run and the artifact, so
+    the device keeps what the guard measured."""
+
+    score_threshold: float = 0.05  # COCO evaluation's usual floor: lower scores add no AP
+    iou_threshold: float = 0.6
+    max_detections: int = 100
+    candidates: int = 1000  # best (location, class) pairs considered before NMS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    settings: NmsSettings,
+    letterbox: Letterbox | None = None,
+    size: tuple[int, int] | None = None,
+) -> Objects:
+    """One image's outputs (boxes (L, 4) in input pixels, per-class scores (L, C)) ->
+    detections: every (location, class) above the floor, the best `candidates`, per-class NMS;
+    mapped to the original image's pixels when `letterbox` and `size` are given."""
+    location, label = np.nonzero(scores > settings.score_threshold)
+    score = scores[location, label]
+    if len(score) > settings.candidates:
+        best = np.argsort(-score, kind="stable")[: settings.candidates]
+        location, label, score = location[best], label[best], score[best]
+    kept = batched_nms(
+        boxes[location].astype(np.float32), score.astype(np.float32), label.astype(np.int64),
+        settings.iou_threshold, max_detections=settings.max_detections,
+    )  # fmt: skip
+    if letterbox is None or size is None:
+        return kept
+    return Objects(letterbox.to_original(kept.boxes, size), kept.classes, kept.scores)

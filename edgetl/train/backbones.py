@@ -63,6 +63,7 @@ class Backbone:
     preprocess: Preprocess
     weights_source: str
     weights_sha256: str
+    features: str = "pooled"  # what `model` returns: pooled vectors, or a flat pyramid
 
     @property
     def num_features(self) -> int:

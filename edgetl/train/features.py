@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -31,6 +32,12 @@ def default_cache_dir() -> Path:
     return cache_dir("features", "EDGETL_CACHE_DIR")
 
 
+class HasParts(Protocol):
+    """What the cache reads of a dataset: an image set for each role (one loader)."""
+
+    def part(self, role: str) -> ImageSet: ...
+
+
 @dataclass(frozen=True)
 class CacheReport:
     cached: int  # distinct images read from the cache
@@ -48,17 +55,20 @@ class CacheReport:
 
 def namespace(backbone: Backbone, device: torch.device) -> dict[str, object]:
     """Everything but the image that a row's features depend on."""
-    return {
+    fields: dict[str, object] = {
         "timm_name": backbone.timm_name,
         "weights_sha256": backbone.weights_sha256,
         "preprocess": backbone.preprocess.to_dict(),
         "amp": device.type == "cuda",
     }
+    if backbone.features != "pooled":  # pooled rows keep the namespaces they always had
+        fields["features"] = backbone.features
+    return fields
 
 
 def cached_features(
     backbone: Backbone,
-    splits: Splits,
+    splits: Splits | HasParts,
     device: torch.device,
     batch_size: int,
     workers: int,

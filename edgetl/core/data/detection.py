@@ -11,6 +11,8 @@ image without labels (no file, or an empty one) is a negative, counted.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -37,16 +39,34 @@ class DetectionSet:
     keys: list[str] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height)
     objects: list[Objects] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)  # sha256 of each file's content
     negatives: int = 0  # images without a label (no file, or an empty one)
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, key: str, size: tuple[int, int], objects: Objects) -> None:
+    def add(self, key: str, image: tuple[tuple[int, int], bytes], objects: Objects) -> None:
+        size, digest = image
         self.keys.append(key)
         self.sizes.append(size)
+        self.digests.append(digest)
         self.objects.append(objects)
         self.negatives += not len(objects)
+
+    def subset(self, indices: list[int] | np.ndarray) -> DetectionSet:
+        picked = DetectionSet(self.root, self.classes)
+        for i in (int(i) for i in indices):
+            picked.add(self.keys[i], (self.sizes[i], self.digests[i]), self.objects[i])
+        return picked
+
+    def strata(self) -> np.ndarray:
+        """One label per image to stratify a split by: its most frequent class (negatives: one
+        more stratum)."""
+        classes = len(self.classes)
+        return np.asarray([
+            np.bincount(o.classes, minlength=classes).argmax() if len(o) else classes
+            for o in self.objects
+        ], np.int64)  # fmt: skip
 
 
 def layout(root: Path) -> str | None:
@@ -80,10 +100,12 @@ def read_yolo(root: Path) -> dict[str, DetectionSet]:
         if images.is_dir():
             found = DetectionSet(root, classes)
             for path in list_images(images):
-                size = _size(path)
+                size, digest = _size(path)
                 label = root / "labels" / split / f"{path.stem}.txt"
                 objects = _yolo_label(label, size, len(classes)) if label.is_file() else None
-                found.add(path.relative_to(root).as_posix(), size, objects or Objects.none())
+                found.add(
+                    path.relative_to(root).as_posix(), (size, digest), objects or Objects.none()
+                )
             splits[split] = found
     if not splits:
         raise EdgetlError(f"{root}: no images/train, images/val or images/test folder")
@@ -159,6 +181,12 @@ def _coco_split(root: Path, split: str, path: Path) -> DetectionSet:
         if not file.is_file():
             raise EdgetlError(f"{path}: image {image.get('id')}'s file {file} does not exist")
         size = (int(image["width"]), int(image["height"]))
+        real, digest = _size(file)
+        if real != size:
+            raise EdgetlError(
+                f"{path}: image {image.get('id')} is {real[0]} x {real[1]} pixels, the file "
+                f"says {size[0]} x {size[1]}; fix its width and height"
+            )
         boxes, labels = [], []
         for annotation in by_image.get(image.get("id"), []):
             where = f"{path}: annotation {annotation.get('id')}"
@@ -168,7 +196,7 @@ def _coco_split(root: Path, split: str, path: Path) -> DetectionSet:
             _check_box(where, (x, y, x + w, y + h), size[0], size[1])
             boxes.append((x, y, x + w, y + h))
             labels.append(index[annotation["category_id"]])
-        found.add(file.relative_to(root).as_posix(), size, _objects(boxes, labels, size))
+        found.add(file.relative_to(root).as_posix(), (size, digest), _objects(boxes, labels, size))
     return found
 
 
@@ -203,9 +231,11 @@ def _objects(boxes: list[Any], labels: list[int], size: tuple[int, int]) -> Obje
     return Objects(array, np.asarray(labels, np.int64))
 
 
-def _size(path: Path) -> tuple[int, int]:
+def _size(path: Path) -> tuple[tuple[int, int], bytes]:
+    """The image's (width, height) and its content's sha256 (the feature cache's key)."""
     try:
-        with Image.open(path) as image:
-            return image.size
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size, hashlib.sha256(data).digest()
     except OSError as exc:
         raise EdgetlError(f"{path}: not an image file ({exc})") from exc

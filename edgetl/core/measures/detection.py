@@ -52,6 +52,27 @@ def coco_map(
 ) -> DetectionScores:
     """COCO bbox mAP of `found` (detections, scored) against `truth`, image by image; `sizes`
     are the images' (width, height)."""
+    evaluation = evaluated(truth, found, sizes, classes)
+    if evaluation is None:
+        return DetectionScores(0.0, 0.0, [None] * classes)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it works
+        evaluation.accumulate()
+        evaluation.summarize()
+    precision = evaluation.eval["precision"]  # [IoU, recall, class, area, max detections]
+    per_class: list[float | None] = []
+    for k in range(classes):
+        values = precision[:, :, k, 0, -1]
+        valid = values[values > -1]
+        per_class.append(float(valid.mean()) if valid.size else None)
+    stats = evaluation.stats
+    return DetectionScores(max(float(stats[0]), 0.0), max(float(stats[1]), 0.0), per_class)
+
+
+def evaluated(
+    truth: list[Objects], found: list[Objects], sizes: list[tuple[int, int]], classes: int
+) -> Any:
+    """pycocotools' COCOeval after evaluate() (every image's matches at every IoU threshold),
+    or None when there is nothing to match (no detection, or no object)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -63,19 +84,10 @@ def coco_map(
         ground.createIndex()
         results = _results(found)
         if not results or not ground.dataset["annotations"]:
-            return DetectionScores(0.0, 0.0, [None] * classes)
+            return None
         evaluation = COCOeval(ground, ground.loadRes(results), "bbox")
         evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    precision = evaluation.eval["precision"]  # [IoU, recall, class, area, max detections]
-    per_class: list[float | None] = []
-    for k in range(classes):
-        values = precision[:, :, k, 0, -1]
-        valid = values[values > -1]
-        per_class.append(float(valid.mean()) if valid.size else None)
-    stats = evaluation.stats
-    return DetectionScores(max(float(stats[0]), 0.0), max(float(stats[1]), 0.0), per_class)
+    return evaluation
 
 
 def _dataset(truth: list[Objects], sizes: list[tuple[int, int]], classes: int) -> dict[str, Any]:

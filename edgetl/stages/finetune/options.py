@@ -33,8 +33,16 @@ def depth(text: str) -> int | str:
 
 @dataclass
 class FinetuneOptions:
-    data: str = option(help="ImageFolder directory, or 'digits'.")
+    data: str = option(
+        help="ImageFolder directory, 'digits', or a detection set (YOLO or COCO layout)."
+    )
     out: Path = option(help="Run directory.")
+    task: str = option(
+        "auto",
+        "classify or detect; auto reads it from --data's layout (data.yaml: YOLO, "
+        "annotations/instances_*.json: COCO).",
+        choices=("auto", "classify", "detect"),
+    )
     backbone: str = option(DEFAULT_BACKBONE, "Registry or timm model name.")
     weights: Path | None = option(
         None, "Local backbone checkpoint (.safetensors or state-dict .pth)."

@@ -19,6 +19,7 @@ from edgetl.stages.finetune.options import AUTO, FinetuneOptions, check_options
 from edgetl.stages.finetune.training import Trained, auto_depths, scratch, train
 from edgetl.stages.finetune.writing import run_info, write_run
 from edgetl.train.backbones import Backbone, load_backbone
+from edgetl.train.devices import resolve_device
 from edgetl.train.distributed import Group, join, leave
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir, row_precision
@@ -27,16 +28,13 @@ from edgetl.train.model import Classifier, Head
 from edgetl.train.unfreeze import train_unfrozen
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EdgetlError(
-            "--device cuda: no CUDA device is visible to torch here; use --device cpu"
-        )
-    if name not in ("cpu", "cuda"):
-        raise EdgetlError(f"--device {name}: choose auto, cpu or cuda")
-    return torch.device(name)
+def wants_detection(opts: FinetuneOptions) -> bool:
+    """--task detect, or auto on a YOLO or COCO folder."""
+    if opts.task != "auto":
+        return opts.task == "detect"
+    from edgetl.core.data.detection import layout
+
+    return opts.data not in BUILTIN_DATASETS and layout(Path(opts.data)) is not None
 
 
 def finetune(opts: FinetuneOptions, splits: Splits | None = None) -> RunInfo | None:
@@ -47,6 +45,10 @@ def finetune(opts: FinetuneOptions, splits: Splits | None = None) -> RunInfo | N
     rank 0 then trains the head and writes the run (the other ranks return None). Progress
     and messages go to the reporter of the context (core/events)."""
     check_options(opts)
+    if wants_detection(opts):
+        from edgetl.stages.detect.training import finetune_detector
+
+        return finetune_detector(opts)  # type: ignore[return-value]
     group = join()
     if group is not None and not opts.use_cache:
         raise EdgetlError(

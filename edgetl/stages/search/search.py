@@ -27,7 +27,6 @@ from edgetl.quantize.guard import check_certifiable
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.export.plan import GUARD_IMAGES
 from edgetl.stages.finetune import FinetuneOptions, finetune
-from edgetl.stages.finetune.stage import resolve_device
 from edgetl.stages.search.front import choose, front
 from edgetl.stages.search.latency import (
     LoadedArch,
@@ -42,6 +41,7 @@ from edgetl.stages.search.options import SearchOptions, check_options
 from edgetl.stages.search.space import Candidate, grid, head_hidden
 from edgetl.stages.search.state import RANKED, Record, SearchState, Status, resume
 from edgetl.train.backbones import Backbone, load_backbone
+from edgetl.train.devices import resolve_device
 from edgetl.train.extract import default_workers
 from edgetl.train.features import cached_features, default_cache_dir, row_precision
 from edgetl.train.loop import eval_logits, evaluate_logits, train_head

@@ -1,0 +1,111 @@
+"""A detection run directory: detector.safetensors (neck and head), history.csv and edgetl.json
+(`task: detect`: the backbone, the letterbox, the pyramid, the classes, NMS settings, the
+data's fingerprint and the metrics), read back as one typed record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetl.core.errors import EdgetlError
+from edgetl.core.fields import Source, read_fields, write_fields
+from edgetl.core.files import read_json, sha256_file
+from edgetl.core.letterbox import Letterbox
+from edgetl.core.postprocess import NmsSettings
+from edgetl.core.records import RUN_FILE, BackboneInfo
+
+DETECT_SCHEMA = "edgetl.detect-run/1"
+DETECTOR_WEIGHTS = "detector.safetensors"
+
+
+@dataclass(frozen=True)
+class DetectData:
+    source: str
+    layout: str
+    fingerprint: str
+    strategy: str
+    sizes: dict[str, int]
+    seed: int
+
+
+@dataclass(frozen=True)
+class DetectMetrics:
+    best_epoch: int
+    val_map50_95: float
+    val_map50: float
+    test_map50_95: float  # reported only: no choice was made on test
+    test_map50: float
+    test_images: int
+    test_objects: int
+    per_class_test_ap: list[float | None]
+    epoch_s_cached: float  # mean seconds per training epoch on cached pyramids
+
+
+@dataclass
+class DetectRunInfo:
+    backbone: BackboneInfo
+    preprocess: dict[str, Any]  # the letterbox record (core/letterbox.Letterbox)
+    channels: list[int]  # the pyramid's levels (strides 8, 16, 32)
+    width: int
+    depth: int
+    classes: list[str]
+    nms: NmsSettings
+    data: DetectData
+    metrics: DetectMetrics
+    versions: dict[str, str]
+    weights_sha256: str = ""
+    task: str = "detect"
+    schema: str = DETECT_SCHEMA
+
+    @property
+    def letterbox(self) -> Letterbox:
+        return Letterbox.from_dict(self.preprocess)
+
+    def to_dict(self) -> dict[str, Any]:
+        return write_fields(self)
+
+
+def is_detect_run(path: Path) -> bool:
+    try:
+        return read_json(path / RUN_FILE, RUN_FILE).get("task") == "detect"
+    except EdgetlError:
+        return False
+
+
+def load_detect_run(path: Path) -> DetectRunInfo:
+    """The run at `path`, its weights checked against the sha256 it records."""
+    file = path / RUN_FILE
+    data = read_json(file, f"{RUN_FILE} (is {path} a run directory?)")
+    if data.get("schema") != DETECT_SCHEMA:
+        raise EdgetlError(f"{file}: not a detection run ({DETECT_SCHEMA}); re-run finetune")
+    info = read_fields(DetectRunInfo, data, Source(str(file), strict=False,
+                                                  remedy="Re-run `edgetl finetune`."))  # fmt: skip
+    weights = path / DETECTOR_WEIGHTS
+    if not weights.is_file() or sha256_file(weights) != info.weights_sha256:
+        raise EdgetlError(
+            f"{weights}: missing, or its sha256 differs from the one {RUN_FILE} records; "
+            "re-run finetune"
+        )
+    return info
+
+
+def run_detector(path: Path, info: DetectRunInfo) -> Any:
+    """The run's detector (frozen pyramid + trained head) as a PyTorch module."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from edgetl.train.backbones import load_backbone
+    from edgetl.train.detector.model import Detector, DetectorHead
+    from edgetl.train.detector.pyramid import pyramid_of
+
+    backbone = load_backbone(info.backbone.name)
+    if backbone.weights_sha256 != info.backbone.weights_sha256:
+        raise EdgetlError(
+            f"{path}: the backbone's weights differ from the run's ({info.backbone.weights_source})"
+        )
+    pyramid, shape = pyramid_of(dataclasses.replace(backbone, preprocess=info.letterbox))
+    head = DetectorHead(shape, len(info.classes), info.width, info.depth)
+    head.load_state_dict(load_file(str(path / DETECTOR_WEIGHTS)))
+    return Detector(pyramid, head).eval()

@@ -1,0 +1,162 @@
+"""Training the detector's neck and head on cached pyramids: targets assigned once per image
+and view, epochs of pure tensor work, early-stopped on val mAP50-95 (val only chooses)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edgetl.core.data.detection import DetectionSet
+from edgetl.core.events import say
+from edgetl.core.letterbox import Letterbox
+from edgetl.core.measures.detection import DetectionScores, Objects, coco_map
+from edgetl.core.postprocess import NmsSettings, detections
+from edgetl.core.ui import progress
+from edgetl.train.detector.model import DetectorHead, locations
+from edgetl.train.detector.targets import assign, losses
+
+
+@dataclass(frozen=True)
+class DetectorTraining:
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 10  # epochs without a better val mAP50-95 before stopping
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Training examples on cached features: rows, and each location's class and box."""
+
+    rows: torch.Tensor  # (N, D), as cached
+    labels: torch.Tensor  # (N, L) long; the class count for background
+    boxes: torch.Tensor  # (N, L, 4) in input pixels
+
+    @classmethod
+    def of(cls, rows: torch.Tensor, part: DetectionSet, letterbox: Letterbox, head: DetectorHead
+           ) -> Examples:  # fmt: skip
+        centres, strides = locations(head.shape)
+        labels, boxes = [], []
+        for objects, size in zip(part.objects, part.sizes, strict=True):
+            found = assign(
+                torch.from_numpy(letterbox.to_input(objects.boxes, size)),
+                torch.from_numpy(objects.classes), centres, strides, len(part.classes),
+            )  # fmt: skip
+            labels.append(found[0])
+            boxes.append(found[1])
+        return cls(rows, torch.stack(labels), torch.stack(boxes))
+
+    @staticmethod
+    def joined(parts: list[Examples]) -> Examples:
+        return Examples(
+            *(torch.cat([getattr(p, k) for p in parts]) for k in ("rows", "labels", "boxes"))
+        )
+
+
+@dataclass(frozen=True)
+class EpochLine:
+    epoch: int
+    loss: float
+    val_map50_95: float
+    val_map50: float
+    seconds: float
+
+
+def outputs(
+    head: DetectorHead, rows: torch.Tensor, batch: int = 64
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(boxes, scores) an image, in input pixels, from cached rows."""
+    head.eval()
+    found = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch):
+            levels = head.shape.unflatten(rows[start : start + batch].float())
+            boxes, scores = head(levels)
+            found += list(zip(boxes.numpy(), scores.numpy(), strict=True))
+    return found
+
+
+def scored(
+    found: list[tuple[np.ndarray, np.ndarray]],
+    part: DetectionSet,
+    letterbox: Letterbox,
+    settings: NmsSettings,
+) -> tuple[DetectionScores, list[Objects]]:
+    """mAP of one output an image against `part`'s boxes, in the original pixels."""
+    objects = [
+        detections(b, s, settings, letterbox, size)
+        for (b, s), size in zip(found, part.sizes, strict=True)
+    ]
+    return coco_map(part.objects, objects, part.sizes, len(part.classes)), objects
+
+
+def fit(
+    head: DetectorHead,
+    train: Examples,
+    val: tuple[torch.Tensor, DetectionSet],
+    letterbox: Letterbox,
+    settings: NmsSettings,
+    training: DetectorTraining,
+) -> list[EpochLine]:
+    """Train `head` in place; it ends with the weights of its best val epoch."""
+    torch.manual_seed(training.seed)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), training.lr, weight_decay=training.weight_decay
+    )
+    steps = training.epochs * -(-len(train.rows) // training.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, training.lr, total_steps=steps)
+    history: list[EpochLine] = []
+    best, best_state, waited = -1.0, copy.deepcopy(head.state_dict()), 0
+    with progress() as bar:
+        task = bar.add_task("detector head", total=training.epochs, info="")
+        for epoch in range(1, training.epochs + 1):
+            started = time.perf_counter()
+            loss = _epoch(head, train, optimizer, schedule, training.batch_size)
+            scores, _ = scored(outputs(head, val[0]), val[1], letterbox, settings)
+            history.append(EpochLine(epoch, loss, scores.map50_95, scores.map50,
+                                     time.perf_counter() - started))  # fmt: skip
+            bar.update(task, advance=1, info=f"val mAP50-95 {scores.map50_95:.3f}")
+            if scores.map50_95 > best:
+                best, best_state, waited = scores.map50_95, copy.deepcopy(head.state_dict()), 0
+            else:
+                waited += 1
+                if waited >= training.patience:
+                    say(f"early stop after epoch {epoch}: val mAP50-95 best {best:.3f}")
+                    break
+    head.load_state_dict(best_state)
+    head.eval()
+    return history
+
+
+def _epoch(
+    head: DetectorHead,
+    train: Examples,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    batch: int,
+) -> float:
+    head.train()
+    order = torch.randperm(len(train.rows))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch):
+        index = order[start : start + batch]
+        if len(index) < 2:  # BatchNorm needs two
+            continue
+        levels = head.shape.unflatten(train.rows[index].float())
+        logits, raw = head.raw(levels)
+        boxes, _ = head.decode(logits, raw)
+        focal, giou = losses(logits, boxes, train.labels[index], train.boxes[index])
+        loss = focal + giou
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total += float(loss.detach()) * len(index)
+        count += len(index)
+    return total / max(count, 1)
