@@ -97,7 +97,7 @@ def _finetune(opts: FinetuneOptions, cache: Path | None) -> DetectRunInfo:
     head = DetectorHead(shape, len(splits.classes), WIDTH, DEPTH)
     train = Examples.joined([
         Examples.of(rows["train"], splits.train, letterbox, head),
-        Examples.of(rows["mirrored"], splits.train, dataclasses.replace(letterbox, flip=True), head),
+        Examples.of(rows["mirrored"], splits.train, _mirrored(letterbox), head),
     ])  # fmt: skip
     settings = NmsSettings()
     training = DetectorTraining(opts.epochs, min(opts.batch_size, 16), opts.lr * 2,

@@ -53,9 +53,9 @@ class Head(nn.Module):
         self.cls_out = nn.Conv2d(width, classes, 3, padding=1)
         self.box_out = nn.Conv2d(width, 4, 3, padding=1)
         nn.init.normal_(self.cls_out.weight, std=0.01)
-        nn.init.constant_(self.cls_out.bias, -math.log((1 - PRIOR) / PRIOR))
+        nn.init.constant_(self.cls_out.bias, -math.log((1 - PRIOR) / PRIOR))  # type: ignore[arg-type]
         nn.init.normal_(self.box_out.weight, std=0.01)
-        nn.init.constant_(self.box_out.bias, 0.0)
+        nn.init.constant_(self.box_out.bias, 0.0)  # type: ignore[arg-type]
 
     def forward(self, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, C) logits and (B, L, 4) raw distances over the L locations of all levels."""
