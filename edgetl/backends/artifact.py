@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -124,10 +124,12 @@ def load(
     path: str | Path,
     threads: int | None = None,
     trust: str | Path | Sequence[str | Path] | None = None,
-) -> Model:
+) -> Any:
     """Load an artifact directory (verifying every checksum, and with `trust` its signature)
-    with the runtime it was built for."""
+    with the runtime it was built for: a Model, or a DetectorModel for a detector's."""
     import time
+
+    from edgetl.core.records.detector import is_detector
 
     path = Path(path)
     if is_archive(path):
@@ -135,6 +137,10 @@ def load(
     if not path.is_dir():
         raise EdgetlError(f"{path}: no such artifact directory; create one with `edgetl export`")
     _not_a_run(path)
+    if is_detector(path):
+        from edgetl.backends.detector import load_detector
+
+        return load_detector(path, threads, trusted_keys(trust))
     manifest = Manifest.read(path, trust=trusted_keys(trust))
     placement = resolve(manifest, str(path))  # e.g. a TensorRT bundle on a host: its proxy
     spec = manifest.runtime_spec(threads)

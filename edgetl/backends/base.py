@@ -28,6 +28,12 @@ class Runner(Protocol):
     def run(self, images: np.ndarray) -> np.ndarray: ...
 
 
+class NamedRunner(Runner, Protocol):
+    """A runner whose model has several outputs (a detector: boxes and scores)."""
+
+    def named(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     """A backend's own settings: the profile's table named after the backend ([openvino],

@@ -41,3 +41,31 @@ def print_detect_run(info: DetectRunInfo, out: Path) -> None:
 
 def rows_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     stdout_console().print(table(title, header, rows))
+
+
+def print_detect_export(result: Any) -> None:
+    """The guard's attempts (INT8) and the artifact's mAP on val and test beside FP32's."""
+    manifest = result.manifest
+    if result.attempts or (manifest is not None and manifest.quantization is not None):
+        attempts = manifest.quantization.attempts if manifest is not None else result.attempts
+        rows_table(
+            "INT8 guard (val mAP50-95, paired bootstrap bound)",
+            ["candidate", "val mAP50-95", "drop (pts)", "bound (pts)", "agreement", "verdict"],
+            [[a.name, f"{a.top1:.4f}", f"{a.drop_pts:+.2f}", f"{a.drop_upper_pts:.2f}",
+              f"{a.agreement:.1%}", a.verdict or "-"] for a in attempts],
+        )  # fmt: skip
+    if manifest is None:
+        return
+    rows = []
+    for split in ("val", "test"):
+        acc = getattr(manifest, split)
+        rows.append([
+            f"{split}{' (reported only)' if split == 'test' else ''}", acc.n, acc.objects,
+            f"{acc.map50_95:.4f}", f"{acc.fp32_map50_95:.4f}", f"{acc.drop_pts:+.2f}",
+            f"{acc.map50:.4f}", "-" if acc.agreement is None else f"{acc.agreement:.1%}",
+        ])  # fmt: skip
+    rows_table(
+        f"export {manifest.name} (NMS: {manifest.nms_where})",
+        ["split", "images", "objects", "mAP50-95", "FP32", "drop (pts)", "mAP50", "agreement"],
+        rows,
+    )

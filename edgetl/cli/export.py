@@ -9,6 +9,7 @@ import click
 
 from edgetl.cli.app import handle_errors, main
 from edgetl.cli.declared import options_of
+from edgetl.cli.detect_output import print_detect_export
 from edgetl.cli.output import emit, guard_tables, print_quantization
 from edgetl.core.events import say
 from edgetl.core.ui import heartbeat
@@ -41,9 +42,14 @@ def export(run: Path, as_json: bool, **kwargs: Any) -> None:
         from edgetl.train.stack import check_host_stack
 
         check_host_stack()
+        from edgetl.stages.detect.export import DetectExportResult
         from edgetl.stages.export import export as run_export
 
     result = run_export(ExportOptions(run=run, **kwargs))
+    if isinstance(result, DetectExportResult):
+        emit(result.to_dict(), as_json, lambda: print_detect_export(result))
+        check(result)
+        return
     if result.manifest is not None:
         manifest = result.manifest
         emit(result.to_dict(), as_json, lambda: print_quantization(manifest))

@@ -43,6 +43,12 @@ class OrtRunner:
     def run(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input_name: images})[0])
 
+    def named(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector's boxes and scores)."""
+        found = self.session.run(None, {self.input_name: images})
+        names = [output.name for output in self.session.get_outputs()]
+        return {name: np.asarray(value) for name, value in zip(names, found, strict=True)}
+
     def io_shapes(self) -> tuple[list[int | None], list[int | None]]:
         """The graph's input and output shapes (None where a dimension is dynamic)."""
 

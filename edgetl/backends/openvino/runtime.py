@@ -88,6 +88,17 @@ class OpenVinoRunner:
         request.infer()
         return request.get_output_tensor(0).data.copy()
 
+    def named(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector's boxes and scores)."""
+        self.run(images)
+        request = self.request
+        found = {}
+        for i, port in enumerate(self.compiled.outputs):
+            value = request.get_output_tensor(i).data.copy()
+            for name in port.get_names():  # a tensor may carry its producer's name too
+                found[name] = value
+        return found
+
 
 def model_cache_dir() -> Path:
     """Where OpenVINO keeps compiled blobs between runs (EDGETL_OPENVINO_CACHE overrides)."""

@@ -259,13 +259,7 @@ class Manifest:
     def write(self, root: Path) -> None:
         """List every file under `root` with its sha256, then write manifest.json atomically
         with its digest."""
-        from edgetl.core.artifact.signing import SIGNATURE_FILE
-
-        self.files = {
-            p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)
-        }
+        self.files = list_files(root)
         self.digest = ""
         # Through JSON once, so the digest is over exactly what a reader will parse.
         self.digest = digest(json.loads(json.dumps(self.to_dict())))
@@ -295,15 +289,31 @@ class Manifest:
         """Every listed file there with its sha256 (without loading the ONNX graph for its
         external data, as verify() does: what a host checks before sending it to a device,
         which verifies it whole)."""
-        inside = root.resolve()
-        for name, entry in self.files.items():
-            file = root / name
-            if not file.is_file():
-                raise EdgetlError(f"{file}: listed in the manifest but missing; re-run export")
-            if inside not in file.resolve().parents:
-                raise EdgetlError(f"{file}: a link out of the artifact directory; re-run export")
-            if sha256_file(file) != entry["sha256"]:
-                raise EdgetlError(
-                    f"{file}: sha256 differs from the manifest; the artifact was modified or "
-                    "damaged, re-run export"
-                )
+        verify_listed(root, self.files)
+
+
+def list_files(root: Path) -> dict[str, dict[str, Any]]:
+    """Every file under `root` but the manifest and its signature, with sha256 and size."""
+    from edgetl.core.artifact.signing import SIGNATURE_FILE
+
+    return {
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)
+    }
+
+
+def verify_listed(root: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Every file of `files` there, inside `root`, with its sha256."""
+    inside = root.resolve()
+    for name, entry in files.items():
+        file = root / name
+        if not file.is_file():
+            raise EdgetlError(f"{file}: listed in the manifest but missing; re-run export")
+        if inside not in file.resolve().parents:
+            raise EdgetlError(f"{file}: a link out of the artifact directory; re-run export")
+        if sha256_file(file) != entry["sha256"]:
+            raise EdgetlError(
+                f"{file}: sha256 differs from the manifest; the artifact was modified or "
+                "damaged, re-run export"
+            )

@@ -52,9 +52,16 @@ class ExportResult:
         return {"passed": False, "out": str(self.out), "failures": self.failures, "guard": guard}
 
 
-def export(opts: ExportOptions, scanned: Splits | None = None) -> ExportResult:
+def export(opts: ExportOptions, scanned: Splits | None = None) -> Any:
     """Export the run for one target: the plan resolved from the options (exit 2 naming the
-    one at fault, before any work), then export_plan."""
+    one at fault, before any work), then export_plan; a detection run's export is
+    stages/detect/export.py's (a DetectExportResult)."""
+    from edgetl.stages.detect.run import is_detect_run
+
+    if is_detect_run(opts.run):
+        from edgetl.stages.detect.export import export_detector
+
+        return export_detector(opts)
     return export_plan(resolve_plan(opts), scanned)
 
 

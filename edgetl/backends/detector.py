@@ -1,0 +1,121 @@
+"""A detector artifact on the device side: `edgetl.load(ART)` of a detector's artifact, and
+its detections in the original image's pixels. NumPy, Pillow and the artifact's runtime only:
+the graph gives boxes and per-class scores, NMS runs here (core/postprocess.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from PIL import Image
+
+from edgetl.backends.base import NamedRunner
+from edgetl.backends.placement import resolve
+from edgetl.core.errors import EdgetlError
+from edgetl.core.images import read_image
+from edgetl.core.letterbox import Letterbox
+from edgetl.core.measures.detection import Objects
+from edgetl.core.postprocess import detections
+from edgetl.core.records.detector import OUTPUTS, DetectorManifest
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the original image's pixels
+    label: str
+    index: int
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [round(v, 2) for v in self.box], "label": self.label,
+                "score": round(self.score, 5)}  # fmt: skip
+
+
+@dataclass
+class Timed:
+    """Seconds spent in the graph and in NMS (with the mapping back), summed over calls."""
+
+    graph_s: float = 0.0
+    nms_s: float = 0.0
+
+
+class DetectorModel:
+    """An exported detector loaded with its runtime; checksums were verified at load."""
+
+    def __init__(self, path: Path, manifest: DetectorManifest, runner: NamedRunner,
+                 load_s: float = 0.0, proxy: str | None = None):  # fmt: skip
+        self.path, self.manifest, self.runner = path, manifest, runner
+        self.load_s, self.proxy = load_s, proxy
+        self.letterbox: Letterbox = manifest.letterbox
+        self.timed = Timed()
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.classes)
+
+    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes (N, L, 4) in input pixels, scores (N, L, C)) for letterboxed images."""
+        step = self.runner.batch_size or 16
+        boxes, scores = [], []
+        for start in range(0, len(batch), step):
+            found = self.runner.named(np.ascontiguousarray(batch[start : start + step], np.float32))
+            boxes.append(found[OUTPUTS[0]])
+            scores.append(found[OUTPUTS[1]])
+        return np.concatenate(boxes), np.concatenate(scores)
+
+    def objects(self, images: Sequence[Image.Image]) -> list[Objects]:
+        """Each image's detections in its own pixels (graph, then NMS, both timed)."""
+        started = time.perf_counter()
+        batch = np.stack([self.letterbox(image) for image in images])
+        boxes, scores = self.raw(batch)
+        middle = time.perf_counter()
+        found = [
+            detections(b, s, self.manifest.nms, self.letterbox, image.size)
+            for b, s, image in zip(boxes, scores, images, strict=True)
+        ]
+        self.timed.graph_s += middle - started
+        self.timed.nms_s += time.perf_counter() - middle
+        return found
+
+    def predict(self, image: Image.Image | str | Path) -> list[Detection]:
+        """The detections of one image (a PIL image or a path), best first."""
+        if not isinstance(image, Image.Image):
+            image = read_image(Path(image))
+        found = self.objects([image])[0]
+        assert found.scores is not None
+        return [
+            Detection(_corners(box), self.classes[int(label)], int(label), float(score))
+            for box, label, score in zip(found.boxes, found.classes, found.scores, strict=True)
+        ]
+
+    def close(self) -> None:
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> DetectorModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _corners(box: np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2, y2
+
+
+def load_detector(path: Path, threads: int | None = None, trust: Sequence[Any] = ()
+                  ) -> DetectorModel:  # fmt: skip
+    manifest = DetectorManifest.read(path, trust=trust)
+    placement = resolve(manifest, str(path))
+    started = time.perf_counter()
+    runner = placement.runtime.load(path, manifest.runtime_spec(threads))
+    if not hasattr(runner, "named"):
+        raise EdgetlError(f"{path}: its runtime {manifest.backend} runs no detector here")
+    named = cast(NamedRunner, runner)
+    return DetectorModel(path, manifest, named, time.perf_counter() - started, placement.proxy)

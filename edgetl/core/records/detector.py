@@ -1,0 +1,169 @@
+"""A detector artifact's manifest (ART/manifest.json, schema edgetl.detector-manifest/1): how
+to run it (runtime, model files, letterbox, NMS settings and where NMS runs), its mAP on val
+and test beside FP32's, its parity and the INT8 guard's record. Device side: no torch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl import __version__
+from edgetl.core.artifact.integrity import (
+    check_digest,
+    check_external_data,
+    check_loaded_files,
+    digest,
+)
+from edgetl.core.fields import read_fields, write_fields
+from edgetl.core.files import atomic_write_json, read_json
+from edgetl.core.letterbox import Letterbox
+from edgetl.core.postprocess import NmsSettings
+from edgetl.core.records.base import check_classes, open_record
+from edgetl.core.records.manifest import (
+    MANIFEST_FILE,
+    Attempt,
+    RuntimeSpec,
+    Sensitivity,
+    list_files,
+    verify_listed,
+)
+from edgetl.core.targets import BackendName, Precision
+
+DETECTOR_SCHEMA = "edgetl.detector-manifest/1"
+OUTPUTS = ("boxes", "scores")  # (N, L, 4) in input pixels, (N, L, C) per-class scores
+NMS_ON_DEVICE = "device-numpy"  # core/postprocess.batched_nms after the graph
+
+
+@dataclass(frozen=True)
+class DetectorRunRef:
+    path: str
+    sha256: str
+    backbone: str
+    data: str  # the dataset's folder
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class MapAccuracy:
+    """The artifact's mAP on a split beside FP32 PyTorch's on the same images."""
+
+    n: int
+    objects: int
+    map50_95: float
+    map50: float
+    fp32_map50_95: float
+    fp32_map50: float
+    agreement: float | None  # share of FP32's detections reproduced (class, IoU >= 0.5)
+    per_class: list[float | None] = field(default_factory=list)
+
+    @property
+    def drop_pts(self) -> float:
+        return round((self.fp32_map50_95 - self.map50_95) * 100, 4)
+
+
+@dataclass(frozen=True)
+class DetectorParity:
+    """The compiled artifact against the graph it came from, on val: raw outputs."""
+
+    n: int
+    max_abs_diff_scores: float
+    max_abs_diff_boxes_px: float
+    agreement: float | None
+
+
+@dataclass(frozen=True)
+class DetectorQuantization:
+    recipe: str
+    calibration_images: int
+    budget_pts: float  # mAP50-95 points
+    confidence: float
+    rule: str
+    attempts: list[Attempt]  # top1 holds each candidate's val mAP50-95 (metric: map50_95)
+    float_layers: list[str]
+    sensitivities: list[Sensitivity]
+    metric: str = "map50_95"
+
+
+@dataclass
+class DetectorManifest:
+    target: str
+    target_profile: str
+    backend: BackendName
+    device: str
+    precision: Precision
+    model_files: list[str]
+    runtime_options: dict[str, Any]
+    threads: int
+    host_proxy: BackendName | None
+    input_shape: list[int | None]
+    outputs: list[str]
+    preprocess: dict[str, Any]  # the letterbox (core/letterbox.py)
+    classes: list[str]
+    nms: NmsSettings
+    nms_where: str
+    run: DetectorRunRef
+    val: MapAccuracy
+    test: MapAccuracy
+    parity: DetectorParity
+    compile_s: float
+    versions: dict[str, str]
+    quantization: DetectorQuantization | None = field(default=None, metadata={"omit": None})
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task: str = "detect"
+    edgetl: str = __version__
+    schema: str = DETECTOR_SCHEMA
+    digest: str = ""
+
+    @property
+    def letterbox(self) -> Letterbox:
+        return Letterbox.from_dict(self.preprocess)
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}-{self.precision}"
+
+    def runtime_spec(self, threads: int | None = None) -> RuntimeSpec:
+        return RuntimeSpec(
+            list(self.model_files), self.device, dict(self.runtime_options),
+            self.threads if threads is None else threads,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return write_fields(self)
+
+    def write(self, root: Path) -> None:
+        """Every file under `root` listed with its sha256; manifest.json written atomically
+        with its digest."""
+        self.files = list_files(root)
+        self.digest = ""
+        self.digest = digest(json.loads(json.dumps(self.to_dict())))
+        atomic_write_json(root / MANIFEST_FILE, self.to_dict())
+
+    @classmethod
+    def read(cls, root: Path, verify: bool = True, trust: Sequence[Any] = ()) -> DetectorManifest:
+        path = root / MANIFEST_FILE
+        data = read_json(path, f"{MANIFEST_FILE} (is this an edgetl artifact?)")
+        source = open_record(data, path, (DETECTOR_SCHEMA,), "Re-run `edgetl export`.")
+        manifest = read_fields(cls, data, source)
+        manifest.classes = check_classes(manifest.classes, path)
+        manifest.digest = check_digest(data, path)
+        check_loaded_files(manifest.files, manifest.model_files, path)
+        if trust:
+            from edgetl.core.artifact.signing import verify as verify_signature
+
+            verify_signature(root, manifest.digest, trust)
+        if verify:
+            verify_listed(root, manifest.files)
+            check_external_data(root, manifest.files, manifest.model_files)
+        return manifest
+
+
+def is_detector(root: Path) -> bool:
+    """Whether the artifact at `root` is a detector's (its manifest says so)."""
+    try:
+        return read_json(root / MANIFEST_FILE, MANIFEST_FILE).get("schema") == DETECTOR_SCHEMA
+    except Exception:  # no manifest, or not JSON: the classifier's reader says what is wrong
+        return False

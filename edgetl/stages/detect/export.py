@@ -1,0 +1,336 @@
+"""`edgetl export RUN` of a detection run: one ONNX graph from letterboxed image to boxes and
+per-class scores (separate outputs, decode in float), checked against PyTorch, quantized
+under the mAP guard (guard.py) for INT8, compiled for the target, checked again as compiled,
+and written whole with its manifest (core/records/detector.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from edgetl.backends.compiler import CompileInput
+from edgetl.backends.placement import Placement, resolve
+from edgetl.backends.profiles import load_target
+from edgetl.core.constants import INPUT_NAME
+from edgetl.core.data.detection import DetectionSet
+from edgetl.core.data.detection_splits import DetectionSplits, load_detection
+from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.events import say
+from edgetl.core.files import sha256_file, staged_dir
+from edgetl.core.measures.detection import agreement, coco_map
+from edgetl.core.outputs import check_not_input, claim, scratch_dir
+from edgetl.core.records import RUN_FILE, RuntimeSpec, Sensitivity
+from edgetl.core.records.detector import (
+    NMS_ON_DEVICE,
+    OUTPUTS,
+    DetectorManifest,
+    DetectorParity,
+    DetectorQuantization,
+    DetectorRunRef,
+    MapAccuracy,
+)
+from edgetl.core.records.manifest import MANIFEST_FILE
+from edgetl.core.targets import TargetProfile
+from edgetl.core.versions import versions
+from edgetl.quantize.calibration import MIN_SAMPLES, CalibrationSet
+from edgetl.quantize.guard.candidates import Candidates
+from edgetl.quantize.guard.ranker import ranking_loader
+from edgetl.quantize.recipes import load_recipe
+from edgetl.stages.detect.guard import Climb, MapJudge, ValSet, climb, run_raw
+from edgetl.stages.detect.run import DetectRunInfo, load_detect_run, run_detector
+from edgetl.stages.export.options import ExportOptions
+from edgetl.stages.export.plan import guard_terms
+
+WARN_CALIBRATION = 100  # fewer calibration images: the 4-image calibration that breaks peers
+DECODE_FLOAT = ("/decode/",)  # node-name patterns every INT8 recipe keeps float here
+BOX_TOLERANCE_PX = 0.05  # FP32 graph vs PyTorch, boxes in input pixels
+SCORE_TOLERANCE = 1e-4
+MIN_AGREEMENT = 0.98  # the compiled artifact's detections against the graph it came from
+
+
+@dataclass(frozen=True)
+class DetectExportResult:
+    out: Path
+    manifest: DetectorManifest | None
+    failures: list[str] = field(default_factory=list)
+    attempts: list[Any] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.manifest is not None and not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.manifest is not None:
+            return self.manifest.to_dict()
+        return {"passed": False, "failures": self.failures}
+
+
+@dataclass(frozen=True)
+class Plan:
+    opts: ExportOptions
+    info: DetectRunInfo
+    profile: TargetProfile
+    precision: str
+    placement: Placement
+    out: Path
+
+
+def export_detector(opts: ExportOptions) -> DetectExportResult:
+    plan = _plan(opts)
+    with claim(plan.out, opts.force, "export", MANIFEST_FILE):
+        splits = _splits(plan.info)
+        model = run_detector(opts.run, plan.info)
+        try:
+            with staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir, \
+                    scratch_dir(plan.out) as scratch:  # fmt: skip
+                manifest = _export(plan, splits, model, Path(scratch), out_dir)
+        except (CheckFailed, GuardRefused) as failed:
+            return DetectExportResult(
+                plan.out, None, [str(failed)], getattr(failed, "attempts", [])
+            )
+    test = manifest.test
+    say(f"test mAP50-95 ({test.n} images no choice was made on): artifact "
+        f"{test.map50_95:.4f}, FP32 PyTorch {test.fp32_map50_95:.4f}")  # fmt: skip
+    say(f"artifact: {plan.out}")
+    return DetectExportResult(plan.out, manifest)
+
+
+class GuardRefused(CheckFailed):
+    def __init__(self, message: str, attempts: list[Any]):
+        super().__init__(message)
+        self.attempts = attempts
+
+
+def _plan(opts: ExportOptions) -> Plan:
+    info = load_detect_run(opts.run)
+    profile = load_target(opts.target)
+    precision = profile.check_precision(opts.precision)
+    if profile.backend not in ("onnxruntime", "openvino"):
+        raise EdgetlError(
+            f"--target {profile.name}: detectors export for ONNX Runtime and OpenVINO targets so "
+            "far (cpu, openvino-cpu, openvino-gpu, openvino-npu); TensorRT bundles of a "
+            "detector are not built yet"
+        )
+    if precision == "fp16" and profile.backend == "onnxruntime":
+        raise EdgetlError(f"--precision fp16 on {profile.name}: not for detectors yet; use fp32")
+    placement = resolve(profile, f"target {profile.name}", export=True)
+    out = opts.out or opts.run / "export" / f"{profile.name}-{precision}"
+    check_not_input(out, {"the run": opts.run, "the run's data": Path(info.data.source)},
+                    allowed_inside={"the run": opts.run / "export"})  # fmt: skip
+    return Plan(opts, info, profile, precision, placement, out)
+
+
+def _splits(info: DetectRunInfo) -> DetectionSplits:
+    data = info.data
+    splits = load_detection(Path(data.source), seed=data.seed, **_fractions(info))
+    if splits.fingerprint != data.fingerprint:
+        raise EdgetlError(
+            f"{data.source}: the data changed since the run was trained (its fingerprint "
+            "differs); export needs the run's own val and test: finetune again"
+        )
+    return splits
+
+
+def _fractions(info: DetectRunInfo) -> dict[str, float]:
+    """The run's split fractions, read back from its strategy words (carved runs only)."""
+    import re
+
+    found = re.search(r"val (\d+)%, test (\d+)%", info.data.strategy)
+    if not found:
+        return {}
+    return {"val_fraction": int(found[1]) / 100, "test_fraction": int(found[2]) / 100}
+
+
+def _images(splits: DetectionSplits, role: str, info: DetectRunInfo, limit: int | None = None
+            ) -> np.ndarray:  # fmt: skip
+    images = splits.images(role)
+    count = len(images) if limit is None else min(limit, len(images))
+    letterbox = info.letterbox
+    return np.stack([images.preprocessed(i, letterbox) for i in range(count)])
+
+
+def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: Path,
+            out_dir: Path) -> DetectorManifest:  # fmt: skip
+    started = time.perf_counter()
+    info, profile = plan.info, plan.profile
+    fp32_path = work / "model.onnx"
+    _to_onnx(model, info, fp32_path, profile.opset)
+    val_images = _images(splits, "val", info)
+    val = ValSet(val_images, splits.val, info.letterbox, info.nms)
+    measuring = replace(profile, device=plan.placement.device)
+    measurer = plan.placement.measurer()
+    load = lambda graph: measurer.load_onnx(graph, measuring)  # noqa: E731
+    fp32_graph = onnx.load(str(fp32_path))
+    torch_val = _torch_raw(model, val_images)
+    fp32_raw = run_raw(load(fp32_graph), val_images)
+    _check_fp32(torch_val, fp32_raw)
+    judge = MapJudge(val, load, fp32_raw, val.objects(fp32_raw), guard_terms(plan.opts)[1])
+    chosen_path, quantization = fp32_path, None
+    if plan.precision == "int8":
+        chosen_path, quantization = _quantize(plan, splits, judge, work, fp32_path)
+    compiler = plan.placement.compiler()
+    graph = CompileInput(chosen_path, plan.precision,  # type: ignore[arg-type]
+                         fp32_path if plan.precision == "int8" else None)  # fmt: skip
+    files = compiler.compile(graph, out_dir, profile)
+    compile_s = time.perf_counter() - started
+    parity, runner = _parity(plan, out_dir, files, val, chosen_path, load)
+    test = _test_accuracy(model, runner, splits, info)
+    manifest = DetectorManifest(
+        target=profile.name, target_profile=profile.source, backend=profile.backend,
+        device=profile.device, precision=plan.precision,  # type: ignore[arg-type]
+        model_files=files, runtime_options=compiler.options(profile).to_dict(),
+        threads=profile.threads, host_proxy=profile.host_proxy,
+        input_shape=[1, 3, info.letterbox.size, info.letterbox.size],
+        outputs=list(OUTPUTS), preprocess=info.preprocess, classes=info.classes, nms=info.nms,
+        nms_where=NMS_ON_DEVICE,
+        run=DetectorRunRef(str(plan.opts.run.resolve()), sha256_file(plan.opts.run / RUN_FILE),
+                           info.backbone.name, info.data.source, info.data.fingerprint),
+        val=_val_accuracy(judge, runner, val), test=test, parity=parity,
+        compile_s=round(compile_s, 2), versions=versions(), quantization=quantization,
+    )  # fmt: skip
+    manifest.write(out_dir)
+    return manifest
+
+
+def _to_onnx(model: torch.nn.Module, info: DetectRunInfo, path: Path, opset: int) -> None:
+    import json
+    import warnings
+
+    size = info.letterbox.size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, size, size),), str(path),
+                          input_names=[INPUT_NAME], output_names=list(OUTPUTS),
+                          opset_version=opset, do_constant_folding=True, dynamo=False)  # fmt: skip
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    del graph.metadata_props[:]
+    for key, value in (("edgetl.task", "detect"), ("edgetl.classes", json.dumps(info.classes)),
+                       ("edgetl.preprocess", json.dumps(info.preprocess))):  # fmt: skip
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+
+
+def _torch_raw(model: torch.nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    boxes, scores = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), 32):
+            b, s = model(torch.from_numpy(images[start : start + 32]))
+            boxes.append(b.numpy())
+            scores.append(s.numpy())
+    return np.concatenate(boxes), np.concatenate(scores)
+
+
+def _check_fp32(reference: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, np.ndarray]
+                ) -> None:  # fmt: skip
+    boxes = float(np.abs(reference[0] - found[0]).max())
+    scores = float(np.abs(reference[1] - found[1]).max())
+    say(f"FP32 graph vs PyTorch on val: boxes within {boxes:.2e} px, scores within {scores:.2e}")
+    if boxes > BOX_TOLERANCE_PX or scores > SCORE_TOLERANCE:
+        raise CheckFailed(
+            f"the FP32 ONNX detector differs from PyTorch before anything else: boxes by "
+            f"{boxes:.3g} px (limit {BOX_TOLERANCE_PX}), scores by {scores:.3g} (limit "
+            f"{SCORE_TOLERANCE}); no artifact written"
+        )
+
+
+def _quantize(plan: Plan, splits: DetectionSplits, judge: MapJudge, work: Path,
+              fp32_path: Path) -> tuple[Path, DetectorQuantization]:  # fmt: skip
+    opts, info = plan.opts, plan.info
+    recipe = load_recipe(opts.recipe or plan.profile.recipe)
+    recipe = replace(recipe, float_layers=DECODE_FLOAT)  # the classifier's head patterns: not here
+    count = min(opts.calib_samples or recipe.samples, len(splits.train))
+    if count < MIN_SAMPLES:
+        raise EdgetlError(f"train has {count} images: INT8 calibration needs {MIN_SAMPLES}")
+    if count < WARN_CALIBRATION:
+        say(f"[yellow]warning:[/] calibrating on {count} train images (< {WARN_CALIBRATION}): "
+            "detectors calibrated on a handful of images are the INT8 models that lose "
+            "most of their mAP; give train more images")  # fmt: skip
+    images, source = _images(splits, "train", info, count), f"{info.data.source} (train)"
+    calibration = CalibrationSet(images, splits.train.keys[:count], source, 0)
+    budget, confidence = guard_terms(opts)
+    say(f"quantizing with {recipe.name} ({recipe.engine}) on {count} calibration images; the "
+        f"guard judges val mAP50-95 against FP32's {judge.fp32_map:.4f} (budget {budget:g} pts "
+        f"at {confidence:.0%})")  # fmt: skip
+    compiler = plan.placement.compiler()
+    candidates = Candidates.quantize(_prepared(fp32_path, work / "prepared.onnx"), calibration,
+                                     recipe, compiler.rewrite_int8)  # fmt: skip
+    found: Climb = climb(candidates, judge, budget, ranking_loader(plan.profile),
+                         recipe.guard.max_float_layers)  # fmt: skip
+    if found.chosen is None:
+        raise GuardRefused(
+            f"INT8 refused: no candidate is shown, at {confidence:.0%} on {len(judge.val.images)} "
+            f"val images, to lose at most {budget:g} mAP50-95 points; export fp32, or give val "
+            "more images", found.attempts)  # fmt: skip
+    path = work / "model.int8.onnx"
+    onnx.save(found.chosen.model, str(path))
+    record = DetectorQuantization(
+        recipe.name, count, budget, confidence, "paired-bootstrap", found.attempts,
+        list(found.chosen.attempt.float_layers),
+        [Sensitivity(n, s) for n, s in found.sensitivities[:20]],
+    )  # fmt: skip
+    return path, record
+
+
+def _prepared(source: Path, target: Path) -> onnx.ModelProto:
+    """ONNX Runtime's quant_pre_process without its symbolic shape inference (it gives up
+    on the neck's Resize; every shape here is static, so ONNX's own inference suffices)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+    return onnx.load(str(target))
+
+
+def _parity(plan: Plan, out_dir: Path, files: list[str], val: ValSet, chosen: Path, load: Any
+            ) -> tuple[DetectorParity, Any]:  # fmt: skip
+    options = plan.placement.compiler().options(plan.profile).to_dict()
+    spec = RuntimeSpec(files, plan.placement.device, options, plan.profile.threads)
+    runner: Any = plan.placement.runtime.load(out_dir, spec)
+    graph_raw = run_raw(load(onnx.load(str(chosen))), val.images)
+    found_raw = run_raw(runner, val.images)
+    agreed = agreement(val.objects(graph_raw), val.objects(found_raw))
+    parity = DetectorParity(
+        len(val.images), float(np.abs(graph_raw[1] - found_raw[1]).max()),
+        float(np.abs(graph_raw[0] - found_raw[0]).max()), agreed,
+    )  # fmt: skip
+    if agreed is not None and agreed < MIN_AGREEMENT:
+        raise CheckFailed(
+            f"the compiled artifact reproduces {agreed:.1%} of its graph's detections on val "
+            f"(need {MIN_AGREEMENT:.0%}); no artifact written"
+        )
+    return parity, runner
+
+
+def _val_accuracy(judge: MapJudge, runner: Any, val: ValSet) -> MapAccuracy:
+    truth = val.truth
+    found = val.objects(run_raw(runner, val.images))
+    ours = coco_map(truth.objects, found, truth.sizes, len(truth.classes))
+    fp32 = coco_map(truth.objects, judge.fp32, truth.sizes, len(truth.classes))
+    return _accuracy(truth, ours, fp32, agreement(judge.fp32, found))
+
+
+def _test_accuracy(model: torch.nn.Module, runner: Any, splits: DetectionSplits,
+                   info: DetectRunInfo) -> MapAccuracy:  # fmt: skip
+    images = _images(splits, "test", info)
+    test = ValSet(images, splits.test, info.letterbox, info.nms)
+    reference = test.objects(_torch_raw(model, images))
+    found = test.objects(run_raw(runner, images))
+    truth = splits.test
+    ours = coco_map(truth.objects, found, truth.sizes, len(truth.classes))
+    fp32 = coco_map(truth.objects, reference, truth.sizes, len(truth.classes))
+    return _accuracy(truth, ours, fp32, agreement(reference, found))
+
+
+def _accuracy(truth: DetectionSet, ours: Any, fp32: Any, agreed: float | None) -> MapAccuracy:
+    return MapAccuracy(
+        len(truth), sum(len(o) for o in truth.objects), round(ours.map50_95, 5),
+        round(ours.map50, 5), round(fp32.map50_95, 5), round(fp32.map50, 5),
+        None if agreed is None else round(agreed, 5),
+        [None if v is None else round(v, 5) for v in ours.per_class],
+    )  # fmt: skip

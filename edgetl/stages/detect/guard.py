@@ -1,0 +1,164 @@
+"""The INT8 guard for a detector: every candidate judged by its val mAP50-95 against FP32's,
+accepted when the drop's paired-bootstrap upper bound at `confidence` fits the budget
+(core/measures/map_evidence.py), never on the point estimate alone.
+
+The ladder: plain INT8 with the decode in float (always: PR #7516's +0.6 mAP); then the
+head's last layers (the class and box convolutions) in float; then those and the 1, 2, 4, ...
+quantized layers whose float copy each brings back the most mAP on val (ranked one by one on
+ONNX Runtime, on a subset of val).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgetl.backends.base import NamedRunner
+from edgetl.core.data.detection import DetectionSet
+from edgetl.core.events import say
+from edgetl.core.letterbox import Letterbox
+from edgetl.core.measures.detection import Objects, agreement, coco_map
+from edgetl.core.measures.map_evidence import map_drop
+from edgetl.core.postprocess import NmsSettings, detections
+from edgetl.core.records import Attempt
+from edgetl.core.ui import progress
+from edgetl.quantize.guard.candidates import Candidates
+from edgetl.quantize.guard.ladder import float_layer_counts
+from edgetl.quantize.guard.report import Measured
+
+Load = Callable[[onnx.ModelProto], Any]  # a model in memory -> a NamedRunner
+HEAD_OUTPUTS = ("/head/cls_out/", "/head/box_out/")  # the head's last layers, by node name
+RANK_IMAGES = 64  # val images each layer's float copy is ranked on
+
+
+def run_raw(runner: NamedRunner, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    boxes, scores = [], []
+    step = runner.batch_size or 16
+    for start in range(0, len(images), step):
+        found = runner.named(images[start : start + step])
+        boxes.append(found["boxes"])
+        scores.append(found["scores"])
+    return np.concatenate(boxes), np.concatenate(scores)
+
+
+@dataclass(frozen=True)
+class ValSet:
+    """Val's letterboxed images, their boxes, and how outputs become detections."""
+
+    images: np.ndarray
+    truth: DetectionSet
+    letterbox: Letterbox
+    nms: NmsSettings
+
+    def objects(
+        self, raw: tuple[np.ndarray, np.ndarray], limit: int | None = None
+    ) -> list[Objects]:
+        sizes = self.truth.sizes[:limit]
+        return [
+            detections(b, s, self.nms, self.letterbox, size)
+            for b, s, size in zip(raw[0], raw[1], sizes, strict=False)
+        ]
+
+
+@dataclass
+class MapJudge:
+    """FP32's detections on val, and what measures and judges every candidate against them."""
+
+    val: ValSet
+    load: Load
+    fp32_raw: tuple[np.ndarray, np.ndarray]
+    fp32: list[Objects]
+    confidence: float
+
+    @property
+    def fp32_map(self) -> float:
+        truth = self.val.truth
+        return coco_map(truth.objects, self.fp32, truth.sizes, len(truth.classes)).map50_95
+
+    def measure(self, name: str, model: onnx.ModelProto, **details: Any) -> Measured[Any]:
+        runner = self.load(model)
+        raw = run_raw(runner, self.val.images)
+        found = self.val.objects(raw)
+        truth = self.val.truth
+        drop = map_drop(truth.objects, self.fp32, found, truth.sizes, len(truth.classes),
+                        self.confidence)  # fmt: skip
+        attempt = Attempt(
+            name=name, top1=round(drop.found, 5), drop_pts=round(drop.drop_pts, 4),
+            agreement=agreement(self.fp32, found) or 0.0,
+            max_abs_diff=float(np.abs(raw[1] - self.fp32_raw[1]).max()),
+            drop_upper_pts=round(drop.upper_pts, 4), confidence=self.confidence, **details,
+        )  # fmt: skip
+        return Measured(attempt, model, runner, raw[1])
+
+    def judge(self, measured: Measured[Any], budget_pts: float) -> tuple[Measured[Any], bool]:
+        bound = measured.attempt.drop_upper_pts or 0.0
+        accepted = bound <= budget_pts
+        verdict = (
+            f"accepted: bound {bound:.2f} <= {budget_pts:g}"
+            if accepted
+            else f"refused: bound {bound:.2f} > {budget_pts:g}"
+        )
+        return replace(measured, attempt=replace(measured.attempt, verdict=verdict)), accepted
+
+
+@dataclass(frozen=True)
+class Climb:
+    chosen: Measured[Any] | None
+    attempts: list[Attempt]
+    sensitivities: list[tuple[str, float]]
+
+
+def climb(
+    candidates: Candidates, judge: MapJudge, budget: float, rank_load: Load, max_float: int
+) -> Climb:
+    """Plain, head outputs float, then ranked layers too; the first the rule accepts."""
+    attempts: list[Attempt] = []
+    head = [n for n in candidates.quantized_layers() if any(p in n for p in HEAD_OUTPUTS)]
+
+    def tried(name: str, layers: list[str]) -> Measured[Any] | None:
+        measured, ok = judge.judge(judge.measure(name, candidates.build(layers),
+                                                 float_layers=layers), budget)  # fmt: skip
+        attempts.append(measured.attempt)
+        a = measured.attempt
+        say(f"  {name}: val mAP50-95 {a.top1:.4f} (FP32 {judge.fp32_map:.4f}, drop "
+            f"{a.drop_pts:+.2f} pts; at {judge.confidence:.0%} at most "
+            f"{a.drop_upper_pts:.2f}): {a.verdict}")  # fmt: skip
+        return measured if ok else None
+
+    for name, layers in (("plain (decode float)", []), ("head outputs float", head)):
+        if chosen := tried(name, layers):
+            return Climb(chosen, attempts, [])
+    ranked = rank(candidates, judge, head, rank_load)
+    for count in float_layer_counts(max_float):
+        extra = [name for name, _ in ranked[:count]]
+        if chosen := tried(f"head outputs + {len(extra)} float", head + extra):
+            return Climb(chosen, attempts, ranked)
+    return Climb(None, attempts, ranked)
+
+
+def rank(
+    candidates: Candidates, judge: MapJudge, base: list[str], load: Load
+) -> list[tuple[str, float]]:
+    """Quantized layers by the val mAP50-95 their float copy brings back (on RANK_IMAGES val
+    images, on ONNX Runtime in memory), most first."""
+    val = judge.val
+    images = val.images[:RANK_IMAGES]
+    truth = val.truth.subset(list(range(len(images))))
+
+    def score(layers: list[str]) -> float:
+        found = val.objects(run_raw(load(candidates.build(layers)), images), len(images))
+        return coco_map(truth.objects, found, truth.sizes, len(truth.classes)).map50_95
+
+    start = score(base)
+    scores = []
+    layers = [n for n in candidates.quantized_layers() if n not in base]
+    with progress() as bar:
+        task = bar.add_task("rank layers by val mAP", total=len(layers), info="")
+        for name in layers:
+            scores.append((name, round(score([*base, name]) - start, 5)))
+            bar.update(task, advance=1, info=name[-40:])
+    return sorted(scores, key=lambda item: -item[1])
