@@ -36,12 +36,32 @@ def bench(
     from edgetl.stages.bench.harness import bench as run_bench
 
     options = BenchOptions(artifacts=list(artifacts), **kwargs)
+    if _detectors(options):
+        return
     if on is not None:
         _bench_on(options, on, lab_file)
         return
     outcome = run_bench(options)
     print_report(stdout_console(), outcome.report)
     check(outcome)
+
+
+def _detectors(options: BenchOptions) -> bool:
+    """Detector artifacts: benched by stages/detect/measure.py (all of them, or none)."""
+    from edgetl.core.records.detector import is_detector
+
+    found = [is_detector(path) for path in options.artifacts]
+    if not any(found):
+        return False
+    if not all(found):
+        raise EdgetlError("bench: give detector artifacts or classifier artifacts, not both")
+    from edgetl.cli.detect_output import print_detect_bench
+    from edgetl.stages.detect.measure import bench_detectors
+
+    report = bench_detectors(options)
+    print_detect_bench(report)
+    check(report)
+    return True
 
 
 def _bench_on(options: BenchOptions, on: str, lab_file: Path | None) -> None:

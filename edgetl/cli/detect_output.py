@@ -69,3 +69,49 @@ def print_detect_export(result: Any) -> None:
         ["split", "images", "objects", "mAP50-95", "FP32", "drop (pts)", "mAP50", "agreement"],
         rows,
     )
+
+
+def print_detect_bench(report: Any) -> None:
+    rows = [
+        [e.name, e.precision, f"{e.map50_95:.4f}", f"{e.map50:.4f}", f"{e.latency.p50:.2f}",
+         f"{e.graph_p50_ms:.2f}", f"{e.nms_p50_ms:.2f} ({e.nms_share:.0%})",
+         "; ".join(e.checks.values()) or "-"]
+        for e in report.results
+    ]  # fmt: skip
+    first = report.results[0]
+    rows_table(
+        f"bench on {report.data} ({report.split}: {first.images} images, {first.objects} "
+        "objects); batch-1 latency with NMS",
+        ["artifact", "precision", "mAP50-95", "mAP50", "p50 ms", "graph ms", "NMS ms (share)",
+         "checks"],
+        rows,
+    )  # fmt: skip
+
+
+def print_detections(results: list[dict[str, Any]]) -> None:
+    rows = [
+        [r["image"], d["label"], f"{d['score']:.3f}", ", ".join(f"{v:.0f}" for v in d["box"])]
+        for r in results
+        for d in r["detections"]
+    ]
+    rows_table("detections (boxes in the image's pixels: x1, y1, x2, y2)",
+               ["image", "label", "score", "box"], rows)  # fmt: skip
+
+
+def draw(image_path: Path, detections: list[Any], out: Path) -> None:
+    """A copy of the image with its detections drawn, written atomically."""
+    import io
+
+    from PIL import ImageDraw
+
+    from edgetl.core.files import atomic_write_bytes
+    from edgetl.core.images import read_image
+
+    image = read_image(image_path).convert("RGB")
+    pen = ImageDraw.Draw(image)
+    for d in detections:
+        pen.rectangle(list(d.box), outline=(255, 40, 40), width=2)
+        pen.text((d.box[0] + 3, d.box[1] + 2), f"{d.label} {d.score:.2f}", fill=(255, 255, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(out, buffer.getvalue())

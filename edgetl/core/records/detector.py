@@ -17,6 +17,7 @@ from edgetl.core.artifact.integrity import (
     check_loaded_files,
     digest,
 )
+from edgetl.core.errors import EdgetlError
 from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.files import atomic_write_json, read_json
 from edgetl.core.letterbox import Letterbox
@@ -38,12 +39,39 @@ NMS_ON_DEVICE = "device-numpy"  # core/postprocess.batched_nms after the graph
 
 
 @dataclass(frozen=True)
+class DetectorData:
+    """The run's data: its folder, fingerprint, and how the missing splits were carved."""
+
+    source: str
+    layout: str
+    fingerprint: str
+    strategy: str
+    sizes: dict[str, int]
+    seed: int
+    val_fraction: float
+    test_fraction: float
+
+    def load(self) -> Any:
+        """The run's own splits (a DetectionSplits), read again; EdgetlError when the data
+        changed since the run was trained."""
+        from edgetl.core.data.detection_splits import load_detection
+
+        splits = load_detection(Path(self.source), self.val_fraction, self.test_fraction,
+                                self.seed)  # fmt: skip
+        if splits.fingerprint != self.fingerprint:
+            raise EdgetlError(
+                f"{self.source}: the data changed since the run was trained (its fingerprint "
+                "differs); finetune again, or measure on other data with --data"
+            )
+        return splits
+
+
+@dataclass(frozen=True)
 class DetectorRunRef:
     path: str
     sha256: str
     backbone: str
-    data: str  # the dataset's folder
-    fingerprint: str
+    data: DetectorData
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from edgetl.backends.placement import Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.constants import INPUT_NAME
 from edgetl.core.data.detection import DetectionSet
-from edgetl.core.data.detection_splits import DetectionSplits, load_detection
+from edgetl.core.data.detection_splits import DetectionSplits
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.events import say
 from edgetl.core.files import sha256_file, staged_dir
@@ -84,7 +84,7 @@ class Plan:
 def export_detector(opts: ExportOptions) -> DetectExportResult:
     plan = _plan(opts)
     with claim(plan.out, opts.force, "export", MANIFEST_FILE):
-        splits = _splits(plan.info)
+        splits = plan.info.data.load()
         model = run_detector(opts.run, plan.info)
         try:
             with staged_dir(plan.out, opts.force, "export", MANIFEST_FILE) as out_dir, \
@@ -124,27 +124,6 @@ def _plan(opts: ExportOptions) -> Plan:
     check_not_input(out, {"the run": opts.run, "the run's data": Path(info.data.source)},
                     allowed_inside={"the run": opts.run / "export"})  # fmt: skip
     return Plan(opts, info, profile, precision, placement, out)
-
-
-def _splits(info: DetectRunInfo) -> DetectionSplits:
-    data = info.data
-    splits = load_detection(Path(data.source), seed=data.seed, **_fractions(info))
-    if splits.fingerprint != data.fingerprint:
-        raise EdgetlError(
-            f"{data.source}: the data changed since the run was trained (its fingerprint "
-            "differs); export needs the run's own val and test: finetune again"
-        )
-    return splits
-
-
-def _fractions(info: DetectRunInfo) -> dict[str, float]:
-    """The run's split fractions, read back from its strategy words (carved runs only)."""
-    import re
-
-    found = re.search(r"val (\d+)%, test (\d+)%", info.data.strategy)
-    if not found:
-        return {}
-    return {"val_fraction": int(found[1]) / 100, "test_fraction": int(found[2]) / 100}
 
 
 def _images(splits: DetectionSplits, role: str, info: DetectRunInfo, limit: int | None = None
@@ -190,7 +169,7 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
         outputs=list(OUTPUTS), preprocess=info.preprocess, classes=info.classes, nms=info.nms,
         nms_where=NMS_ON_DEVICE,
         run=DetectorRunRef(str(plan.opts.run.resolve()), sha256_file(plan.opts.run / RUN_FILE),
-                           info.backbone.name, info.data.source, info.data.fingerprint),
+                           info.backbone.name, info.data),
         val=_val_accuracy(judge, runner, val), test=test, parity=parity,
         compile_s=round(compile_s, 2), versions=versions(), quantization=quantization,
     )  # fmt: skip

@@ -14,19 +14,10 @@ from edgetl.core.files import read_json, sha256_file
 from edgetl.core.letterbox import Letterbox
 from edgetl.core.postprocess import NmsSettings
 from edgetl.core.records import RUN_FILE, BackboneInfo
+from edgetl.core.records.detector import DetectorData
 
 DETECT_SCHEMA = "edgetl.detect-run/1"
 DETECTOR_WEIGHTS = "detector.safetensors"
-
-
-@dataclass(frozen=True)
-class DetectData:
-    source: str
-    layout: str
-    fingerprint: str
-    strategy: str
-    sizes: dict[str, int]
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -51,7 +42,7 @@ class DetectRunInfo:
     depth: int
     classes: list[str]
     nms: NmsSettings
-    data: DetectData
+    data: DetectorData
     metrics: DetectMetrics
     versions: dict[str, str]
     weights_sha256: str = ""

@@ -19,10 +19,10 @@ from edgetl.core.letterbox import Letterbox
 from edgetl.core.outputs import check_not_input, claim
 from edgetl.core.postprocess import NmsSettings
 from edgetl.core.records import RUN_FILE
+from edgetl.core.records.detector import DetectorData
 from edgetl.core.versions import versions
 from edgetl.stages.detect.run import (
     DETECTOR_WEIGHTS,
-    DetectData,
     DetectMetrics,
     DetectRunInfo,
 )
@@ -108,8 +108,9 @@ def _finetune(opts: FinetuneOptions, cache: Path | None) -> DetectRunInfo:
     info = DetectRunInfo(
         backbone=backbone.describe(), preprocess=letterbox.to_dict(), channels=list(shape.channels),
         width=WIDTH, depth=DEPTH, classes=splits.classes, nms=settings,
-        data=DetectData(splits.source, splits.layout, splits.fingerprint, splits.strategy,
-                        {r: len(splits.part(r)) for r in ROLES}, opts.seed),
+        data=DetectorData(splits.source, splits.layout, splits.fingerprint, splits.strategy,
+                        {r: len(splits.part(r)) for r in ROLES}, opts.seed,
+                        opts.val_fraction, opts.test_fraction),
         metrics=metrics, versions=versions(),
     )  # fmt: skip
     _write(opts.out, head, info, history, opts.force)

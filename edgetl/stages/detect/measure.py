@@ -1,0 +1,176 @@
+"""`edgetl bench` of detector artifacts: mAP on a detection set (the run's own split, or any
+YOLO or COCO folder) and batch-1 latency with postprocessing, NMS's share shown; `--baseline`
+fails an artifact whose mAP or p50 regressed. Device side: no torch."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.backends.detector import DetectorModel, load_detector
+from edgetl.core.data.detection import DetectionSet
+from edgetl.core.data.detection_splits import load_detection
+from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
+from edgetl.core.fields import Source, read_fields, write_fields
+from edgetl.core.files import atomic_write_json, read_json
+from edgetl.core.images import read_image
+from edgetl.core.measures.detection import coco_map
+from edgetl.core.measures.timing import Latency, summarize
+from edgetl.core.postprocess import detections
+from edgetl.core.ui import progress
+from edgetl.stages.bench.options import BenchOptions
+
+DETECT_BENCH_SCHEMA = "edgetl.detect-bench/1"
+
+
+@dataclass
+class DetectBenchEntry:
+    name: str
+    path: str
+    backend: str
+    device: str
+    precision: str
+    proxy_for: str | None
+    images: int
+    objects: int
+    map50_95: float
+    map50: float
+    per_class: list[float | None]
+    latency: Latency  # batch 1: letterboxed image -> graph -> NMS -> original pixels
+    graph_p50_ms: float
+    nms_p50_ms: float
+    checks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nms_share(self) -> float:
+        return self.nms_p50_ms / max(self.graph_p50_ms + self.nms_p50_ms, 1e-9)
+
+
+@dataclass
+class DetectBenchReport:
+    data: str
+    split: str
+    results: list[DetectBenchEntry]
+    failures: list[str] = field(default_factory=list)
+    schema: str = DETECT_BENCH_SCHEMA
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return write_fields(self)
+
+
+def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
+    models = [load_detector(path, opts.threads, opts.trust) for path in opts.artifacts]
+    data, split, part = _data(models[0], opts)
+    results = [_measure(model, part, opts) for model in models]
+    report = DetectBenchReport(data, split, results)
+    if opts.baseline is not None:
+        report.failures = _gate(report, _read(opts.baseline), opts)
+    if opts.json_path is not None:
+        atomic_write_json(opts.json_path, report.to_dict())
+    return report
+
+
+def _data(model: DetectorModel, opts: BenchOptions) -> tuple[str, str, DetectionSet]:
+    """The run's own split (default test), or the split of another detection folder."""
+    run_data = model.manifest.run.data
+    if opts.data:
+        splits = load_detection(Path(opts.data))
+    elif Path(run_data.source).exists():
+        splits = run_data.load()
+    else:
+        raise EdgetlError(
+            f"{run_data.source}: the run's data is not on this machine; give --data with a YOLO "
+            "or COCO folder to measure on"
+        )
+    split = opts.split or "test"
+    part = splits.part(split)
+    if opts.limit is not None:
+        part = part.subset(list(range(min(opts.limit, len(part)))))
+    if split != "test":
+        say(f"[yellow]note:[/] measuring on {split}: choices were made on it; test is the "
+            "split no choice was made on")  # fmt: skip
+    return splits.source, split, part
+
+
+def _measure(model: DetectorModel, part: DetectionSet, opts: BenchOptions) -> DetectBenchEntry:
+    manifest = model.manifest
+    found = []
+    with progress() as bar:
+        task = bar.add_task(f"mAP {manifest.name}", total=len(part), info="")
+        for key in part.keys:
+            found += model.objects([read_image(part.root / key)])
+            bar.advance(task)
+    scores = coco_map(part.objects, found, part.sizes, len(part.classes))
+    graph, nms = _latency(model, part, opts)
+    total = summarize(graph + nms)
+    return DetectBenchEntry(
+        manifest.name, str(model.path), manifest.backend, manifest.device, manifest.precision,
+        manifest.backend if model.proxy else None, len(part), sum(len(o) for o in part.objects),
+        round(scores.map50_95, 5), round(scores.map50, 5),
+        [None if v is None else round(v, 5) for v in scores.per_class], total,
+        round(float(np.median(graph)), 4), round(float(np.median(nms)), 4),
+    )  # fmt: skip
+
+
+def _latency(model: DetectorModel, part: DetectionSet, opts: BenchOptions
+             ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Batch-1 milliseconds in the graph and in NMS (with mapping back), per sample, over
+    the set's first images in turn (real detections: NMS's work depends on them)."""
+    images = [read_image(part.root / key) for key in part.keys[:16]]
+    inputs = [model.letterbox(image)[None] for image in images]
+    graph, nms = [], []
+    for i in range(opts.warmup + opts.iterations):
+        k = i % len(images)
+        started = time.perf_counter()
+        raw = model.runner.named(inputs[k])
+        middle = time.perf_counter()
+        detections(raw["boxes"][0], raw["scores"][0], model.manifest.nms, model.letterbox,
+                   images[k].size)  # fmt: skip
+        done = time.perf_counter()
+        if i >= opts.warmup:
+            graph.append((middle - started) * 1e3)
+            nms.append((done - middle) * 1e3)
+    return np.asarray(graph), np.asarray(nms)
+
+
+def _read(path: Path) -> DetectBenchReport:
+    data = read_json(path, "detector bench report")
+    if data.get("schema") != DETECT_BENCH_SCHEMA:
+        raise EdgetlError(f"--baseline {path}: not a detector bench report ({DETECT_BENCH_SCHEMA})")
+    return read_fields(DetectBenchReport, data, Source(str(path), strict=False))
+
+
+def _gate(report: DetectBenchReport, baseline: DetectBenchReport, opts: BenchOptions
+          ) -> list[str]:  # fmt: skip
+    """mAP50-95 more than --max-accuracy-drop points below the baseline's, or p50 more than
+    --max-regression percent above it, fails the artifact."""
+    stored = {entry.name: entry for entry in baseline.results}
+    failures = []
+    for entry in report.results:
+        base = stored.get(entry.name)
+        if base is None:
+            entry.checks["baseline"] = f"no entry named {entry.name} in {opts.baseline}"
+            continue
+        drop = (base.map50_95 - entry.map50_95) * 100
+        slower = (entry.latency.p50 / base.latency.p50 - 1) * 100
+        entry.checks["map"] = f"{drop:+.2f} pts vs baseline (limit {opts.max_accuracy_drop:g})"
+        entry.checks["latency"] = f"p50 {slower:+.1f}% vs baseline (limit {opts.max_regression:g}%)"
+        if drop > opts.max_accuracy_drop:
+            failures.append(f"{entry.name}: mAP50-95 {drop:.2f} points below the baseline")
+        if slower > opts.max_regression:
+            failures.append(f"{entry.name}: p50 {slower:.1f}% slower than the baseline")
+    return failures
+
+
+def report_json(report: DetectBenchReport) -> str:
+    return json.dumps(report.to_dict(), indent=2)
