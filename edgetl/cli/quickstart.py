@@ -26,11 +26,18 @@ QUICKSTART_IMAGE_SIZE = 128
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("edgetl-quickstart"), show_default=True
 )
-@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option(
+    "--task",
+    type=click.Choice(["classify", "detect"]),
+    default="classify",
+    show_default=True,
+    help="classify: scikit-learn's digits; detect: objects pasted on scikit-image's photos.",
+)
+@click.option("--epochs", type=int, default=None, help="[default: 30 classify, 24 detect]")
 @click.option("--iterations", type=int, default=200, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing quickstart directory.")
 @handle_errors
-def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
+def quickstart(out: Path, task: str, epochs: int | None, iterations: int, force: bool) -> None:
     """The whole flow offline: digits + efficientnet_lite0 -> finetune -> export cpu FP32 and
     accuracy-guarded INT8 -> bench what was exported.
 
@@ -39,7 +46,8 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     from edgetl.core.outputs import check_replaceable, check_writable
     from edgetl.core.ui import heartbeat
 
-    say(f"edgetl quickstart into {out}: digits + efficientnet_lite0, offline")
+    what = "digits" if task == "classify" else "scenes (detection)"
+    say(f"edgetl quickstart into {out}: {what} + efficientnet_lite0, offline")
     with heartbeat("loading PyTorch, NNCF and the runtimes"):
         from edgetl.train.stack import check_host_stack
 
@@ -51,7 +59,12 @@ def quickstart(out: Path, epochs: int, iterations: int, force: bool) -> None:
     check_writable(out / "run", "--out")
     # Quickstart replaces only what it wrote itself (out/run, its exports, report.json).
     check_replaceable(out, force, "quickstart directory", None)
-    run_dir = _finetune(out / "run", epochs, force)
+    if task == "detect":
+        from edgetl.cli.quickstart_detect import detect_flow
+
+        detect_flow(out, epochs, iterations, force)
+        return
+    run_dir = _finetune(out / "run", epochs or 30, force)
     artifacts = _export(run_dir, force)
     _bench(artifacts, out / "report.json", iterations)
 

@@ -51,7 +51,12 @@ WARN_CALIBRATION = 100  # fewer calibration images: the 4-image calibration that
 DECODE_FLOAT = ("/decode/",)  # node-name patterns every INT8 recipe keeps float here
 BOX_TOLERANCE_PX = 0.05  # FP32 graph vs PyTorch, boxes in input pixels
 SCORE_TOLERANCE = 1e-4
-MIN_AGREEMENT = 0.98  # the compiled artifact's detections against the graph it came from
+# The compiled artifact against the graph it came from, on val's raw outputs: the same graph
+# compiled (ORT's offline optimizations, OpenVINO's IR) differs by float rounding only. Its
+# detections' agreement is recorded, not gated: a box whose score sits at the 0.05 floor
+# comes and goes with the last bit (an untrained head: 96.6% with scores within 1e-7).
+COMPILED_SCORE_TOLERANCE = 1e-2
+COMPILED_BOX_TOLERANCE_PX = 0.5
 
 
 @dataclass(frozen=True)
@@ -278,10 +283,15 @@ def _parity(plan: Plan, out_dir: Path, files: list[str], val: ValSet, chosen: Pa
         len(val.images), float(np.abs(graph_raw[1] - found_raw[1]).max()),
         float(np.abs(graph_raw[0] - found_raw[0]).max()), agreed,
     )  # fmt: skip
-    if agreed is not None and agreed < MIN_AGREEMENT:
+    if (
+        parity.max_abs_diff_scores > COMPILED_SCORE_TOLERANCE
+        or parity.max_abs_diff_boxes_px > COMPILED_BOX_TOLERANCE_PX
+    ):
         raise CheckFailed(
-            f"the compiled artifact reproduces {agreed:.1%} of its graph's detections on val "
-            f"(need {MIN_AGREEMENT:.0%}); no artifact written"
+            f"the compiled artifact differs from its graph on val: scores by "
+            f"{parity.max_abs_diff_scores:.3g} (limit {COMPILED_SCORE_TOLERANCE}), boxes by "
+            f"{parity.max_abs_diff_boxes_px:.3g} px (limit {COMPILED_BOX_TOLERANCE_PX}); no "
+            "artifact written"
         )
     return parity, runner
 

@@ -4,7 +4,7 @@ data's fingerprint and the metrics), read back as one typed record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from edgetl.core.records import RUN_FILE, BackboneInfo
 from edgetl.core.records.detector import DetectorData
 
 DETECT_SCHEMA = "edgetl.detect-run/1"
-DETECTOR_WEIGHTS = "detector.safetensors"
+DETECTOR_WEIGHTS = "detector.safetensors"  # neck and head
+PYRAMID_WEIGHTS = "pyramid.safetensors"  # the frozen backbone's levels: the run needs no --weights
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class DetectRunInfo:
     data: DetectorData
     metrics: DetectMetrics
     versions: dict[str, str]
-    weights_sha256: str = ""
+    weights: dict[str, str] = field(default_factory=dict)  # file -> sha256
     task: str = "detect"
     schema: str = DETECT_SCHEMA
 
@@ -72,31 +73,27 @@ def load_detect_run(path: Path) -> DetectRunInfo:
         raise EdgetlError(f"{file}: not a detection run ({DETECT_SCHEMA}); re-run finetune")
     info = read_fields(DetectRunInfo, data, Source(str(file), strict=False,
                                                   remedy="Re-run `edgetl finetune`."))  # fmt: skip
-    weights = path / DETECTOR_WEIGHTS
-    if not weights.is_file() or sha256_file(weights) != info.weights_sha256:
-        raise EdgetlError(
-            f"{weights}: missing, or its sha256 differs from the one {RUN_FILE} records; "
-            "re-run finetune"
-        )
+    for name in (PYRAMID_WEIGHTS, DETECTOR_WEIGHTS):
+        weights = path / name
+        if not weights.is_file() or sha256_file(weights) != info.weights.get(name):
+            raise EdgetlError(
+                f"{weights}: missing, or its sha256 differs from the one {RUN_FILE} records; "
+                "re-run finetune"
+            )
     return info
 
 
 def run_detector(path: Path, info: DetectRunInfo) -> Any:
-    """The run's detector (frozen pyramid + trained head) as a PyTorch module."""
-    import dataclasses
-
+    """The run's detector (frozen pyramid + trained head) as a PyTorch module, from the run's
+    own files (checked by load_detect_run)."""
     from safetensors.torch import load_file
 
-    from edgetl.train.backbones import load_backbone
     from edgetl.train.detector.model import Detector, DetectorHead
-    from edgetl.train.detector.pyramid import pyramid_of
+    from edgetl.train.detector.pyramid import PyramidShape, frozen, pyramid_architecture
 
-    backbone = load_backbone(info.backbone.name)
-    if backbone.weights_sha256 != info.backbone.weights_sha256:
-        raise EdgetlError(
-            f"{path}: the backbone's weights differ from the run's ({info.backbone.weights_source})"
-        )
-    pyramid, shape = pyramid_of(dataclasses.replace(backbone, preprocess=info.letterbox))
+    pyramid, channels = pyramid_architecture(info.backbone.timm_name, info.backbone.name)
+    pyramid.features.load_state_dict(load_file(str(path / PYRAMID_WEIGHTS)))
+    shape = PyramidShape(channels, info.letterbox.size)
     head = DetectorHead(shape, len(info.classes), info.width, info.depth)
     head.load_state_dict(load_file(str(path / DETECTOR_WEIGHTS)))
-    return Detector(pyramid, head).eval()
+    return Detector(frozen(pyramid), head).eval()

@@ -68,38 +68,45 @@ class FlatPyramid(nn.Module):
 
 def pyramid_of(backbone: Backbone) -> tuple[Pyramid, PyramidShape]:
     """The multi-scale features of `backbone` (its pretrained weights), frozen."""
-    import timm
-
-    features: Any = timm.create_model(
-        backbone.timm_name, pretrained=False, features_only=True, out_indices=_indices(backbone)
-    )
-    result = features.load_state_dict(backbone.model.state_dict(), strict=False)
+    size = backbone.preprocess.size
+    if size % STRIDES[-1]:
+        raise EdgetlError(f"--image-size {size}: a detector needs a multiple of {STRIDES[-1]}")
+    pyramid, channels = pyramid_architecture(backbone.timm_name, backbone.name)
+    result = pyramid.features.load_state_dict(backbone.model.state_dict(), strict=False)
     if result.missing_keys:
         raise EdgetlError(
             f"--backbone {backbone.name}: its pyramid lacks {len(result.missing_keys)} weights "
             f"(first: {result.missing_keys[:3]})"
         )
-    if tuple(features.feature_info.reduction()) != STRIDES:
-        raise EdgetlError(f"--backbone {backbone.name}: no levels at strides {STRIDES}")
-    size = backbone.preprocess.size
-    if size % STRIDES[-1]:
-        raise EdgetlError(f"--image-size {size}: a detector needs a multiple of {STRIDES[-1]}")
-    pyramid = Pyramid(features.eval())
+    return frozen(pyramid), PyramidShape(channels, size)
+
+
+def pyramid_architecture(timm_name: str, name: str) -> tuple[Pyramid, tuple[int, ...]]:
+    """The backbone's levels at STRIDES without weights, and their channels."""
+    import timm
+
+    features: Any = timm.create_model(
+        timm_name, pretrained=False, features_only=True, out_indices=_indices(timm_name, name)
+    )
+    return Pyramid(features), tuple(features.feature_info.channels())
+
+
+def frozen(pyramid: Pyramid) -> Pyramid:
     for parameter in pyramid.parameters():
         parameter.requires_grad_(False)
-    return pyramid, PyramidShape(tuple(features.feature_info.channels()), size)
+    return pyramid.eval()
 
 
-def _indices(backbone: Backbone) -> tuple[int, ...]:
+def _indices(timm_name: str, name: str) -> tuple[int, ...]:
     """timm's feature indices of the levels at STRIDES."""
     import timm
 
-    probe: Any = timm.create_model(backbone.timm_name, pretrained=False, features_only=True)
+    probe: Any = timm.create_model(timm_name, pretrained=False, features_only=True)
     reductions = list(cast(Any, probe).feature_info.reduction())
     missing = [s for s in STRIDES if s not in reductions]
     if missing:
         raise EdgetlError(
-            f"--backbone {backbone.name}: no feature level at stride {missing}; a detector "
-            f"needs levels at {STRIDES}"
+            f"--backbone {name}: no feature level at stride {missing}; a detector needs levels "
+            f"at {STRIDES}"
         )
     return tuple(len(reductions) - 1 - reductions[::-1].index(s) for s in STRIDES)

@@ -1,0 +1,181 @@
+"""Detection through the flow (issue 27) on the tiny backbone at 64 px: finetune on a YOLO set,
+export for ONNX Runtime and OpenVINO (FP32 equal to PyTorch; INT8 under the mAP guard with the
+decode float), load, predict (--json, --save), bench (mAP, NMS's share, --baseline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from edgetl.core.data.scenes import make_scenes
+from tests.conftest import TINY_BACKBONE
+
+SIZES = {"train": 40, "val": 24, "test": 16}
+
+
+def cli(*args: str) -> Any:
+    from edgetl.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def detect_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Path:
+    base = tmp_path_factory.mktemp("detect")
+    data = make_scenes(base / "scenes", sizes=SIZES)
+    out = base / "run"
+    result = cli("finetune", "--data", data, "--out", out, "--backbone", TINY_BACKBONE,
+                 "--weights", tiny_weights, "--image-size", 64, "--epochs", 3)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(detect_run: Path) -> dict[str, Path]:
+    found = {}
+    for target, precision in (("cpu", "fp32"), ("openvino-cpu", "fp32"), ("cpu", "int8")):
+        out = detect_run / "export" / f"{target}-{precision}"
+        extra = ("--max-accuracy-drop", "50") if precision == "int8" else ()
+        result = cli("export", detect_run, "--target", target, "--precision", precision, *extra)
+        assert result.exit_code == 0, result.output
+        found[f"{target}-{precision}"] = out
+    return found
+
+
+def test_the_task_is_read_from_the_layout_and_the_run_is_whole(detect_run: Path) -> None:
+    info = json.loads((detect_run / "edgetl.json").read_text())
+    assert info["task"] == "detect" and info["classes"] == ["cat", "coffee", "horse", "logo"]
+    assert info["preprocess"]["resize"] == "letterbox" and info["preprocess"]["size"] == 64
+    assert set(info["weights"]) == {"pyramid.safetensors", "detector.safetensors"}
+    assert info["metrics"]["test_images"] == SIZES["test"]  # the layout's own test split
+    assert (detect_run / "history.csv").read_text().count("\n") >= 2
+
+
+def test_a_second_run_reads_every_pyramid_from_the_cache(
+    detect_run: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from edgetl.core.events import reporting
+    from edgetl.stages.finetune import FinetuneOptions, finetune
+
+    source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
+    opts = FinetuneOptions(data=source, out=tmp_path / "again", backbone=TINY_BACKBONE,
+                           weights=tiny_weights, image_size=64, epochs=1)  # fmt: skip
+    said = io.StringIO()
+    with reporting(Console(file=said, width=400)):
+        finetune(opts)
+    assert "cached, 0 new" in said.getvalue(), said.getvalue()
+
+
+def test_the_graph_has_separate_box_and_score_outputs_and_equals_pytorch(
+    detect_run: Path, exported: dict[str, Path]
+) -> None:
+    import edgetl
+    from edgetl.core.data.detection_splits import load_detection
+    from edgetl.core.images import read_image
+    from edgetl.core.postprocess import detections
+    from edgetl.stages.detect.run import load_detect_run, run_detector
+
+    graph = onnx.load(str(exported["cpu-fp32"] / "model.onnx"))
+    assert [o.name for o in graph.graph.output] == ["boxes", "scores"]
+    info = load_detect_run(detect_run)
+    model = run_detector(detect_run, info)
+    test = load_detection(Path(info.data.source)).test
+    import torch
+
+    compared = 0
+    for name in ("cpu-fp32", "openvino-cpu-fp32"):
+        artifact = edgetl.load(exported[name])
+        for key, size in zip(test.keys[:8], test.sizes[:8], strict=True):
+            image = read_image(test.root / key)
+            with torch.inference_mode():
+                boxes, scores = model(torch.from_numpy(info.letterbox(image)[None]))
+            ours = detections(boxes[0].numpy(), scores[0].numpy(), info.nms, info.letterbox, size)
+            found = artifact.predict(image)
+            assert [d.index for d in found] == ours.classes.tolist(), name
+            if found:
+                np.testing.assert_allclose([d.box for d in found], ours.boxes, atol=1e-3)
+            compared += len(found)
+    assert compared > 0  # not two empty lists
+
+
+def test_int8_keeps_the_decode_float_and_is_judged_on_map(exported: dict[str, Path]) -> None:
+    artifact = exported["cpu-int8"]
+    graph = onnx.load(str(artifact / "model.onnx"))
+    producers = {out: node for node in graph.graph.node for out in node.output}
+    decode = [n for n in graph.graph.node if "/decode/" in n.name]
+    assert decode and any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    for node in decode:  # no decode op reads a quantized tensor
+        for name in node.input:
+            source = producers.get(name)
+            assert source is None or source.op_type != "DequantizeLinear", node.name
+    for output in graph.graph.output:  # neither output passes through one shared scale
+        assert producers[output.name].op_type != "DequantizeLinear"
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    quantization = manifest["quantization"]
+    assert quantization["metric"] == "map50_95" and quantization["attempts"]
+    chosen = quantization["attempts"][-1]
+    assert chosen["drop_upper_pts"] <= 50 and chosen["verdict"].startswith("accepted")
+    assert manifest["nms_where"] == "device-numpy" and manifest["test"]["n"] == SIZES["test"]
+
+
+def test_predict_prints_the_schema_in_image_pixels_and_draws_the_boxes(
+    exported: dict[str, Path], detect_run: Path, tmp_path: Path
+) -> None:
+    source = Path(json.loads((detect_run / "edgetl.json").read_text())["data"]["source"])
+    images = sorted((source / "images" / "test").glob("*.png"))[:3]
+    drawn = tmp_path / "drawn"
+    result = cli("predict", exported["cpu-fp32"], *images, "--json", "--save", drawn)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert [item["image"] for item in found] == [str(p) for p in images]
+    for item in found:
+        for detection in item["detections"]:
+            assert set(detection) == {"box", "label", "score"}
+            x1, y1, x2, y2 = detection["box"]
+            assert 0 <= x1 <= x2 <= 320 and 0 <= y1 <= y2 <= 320
+            assert detection["label"] in ("cat", "coffee", "horse", "logo")
+    assert sorted(p.name for p in drawn.iterdir()) == [f"{p.stem}.png" for p in images]
+    again = cli("predict", exported["cpu-fp32"], *images, "--save", drawn)
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_bench_measures_map_and_nms_share_and_gates_a_baseline(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    artifacts = [exported["cpu-fp32"], exported["cpu-int8"]]
+    result = cli("bench", *artifacts, "--iterations", 20, "--warmup", 2, "--json", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["schema"] == "edgetl.detect-bench/1" and data["split"] == "test"
+    for entry, path in zip(data["results"], artifacts, strict=True):
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert entry["map50_95"] == pytest.approx(manifest["test"]["map50_95"], abs=1e-4)
+        assert entry["nms_p50_ms"] > 0 and entry["graph_p50_ms"] > 0
+    worse = json.loads(report.read_text())
+    worse["results"][0]["map50_95"] += 0.5  # a baseline 50 points better: a regression now
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(worse))
+    gated = cli("bench", *artifacts, "--iterations", 20, "--baseline", baseline)
+    assert gated.exit_code == 1 and "below the baseline" in gated.output
+
+
+def test_what_detectors_do_not_do_yet_is_exit_2_naming_it(
+    detect_run: Path, tmp_path: Path
+) -> None:
+    source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
+    unfreeze = cli("finetune", "--data", source, "--out", tmp_path / "r", "--unfreeze", 1)
+    assert unfreeze.exit_code == 2 and "--unfreeze" in unfreeze.output
+    jetson = cli("export", detect_run, "--target", "jetson", "--out", tmp_path / "j")
+    assert jetson.exit_code == 2 and "TensorRT" in jetson.output
+    assert not (tmp_path / "j").exists()
