@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 from PIL import Image
@@ -19,8 +19,13 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
 from edgetl.core.letterbox import Letterbox
 from edgetl.core.measures.detection import Objects
-from edgetl.core.postprocess import detections
-from edgetl.core.records.detector import OUTPUTS, DetectorManifest
+from edgetl.core.postprocess import NmsSettings, detections
+from edgetl.core.records.detector import (
+    GRAPH_OUTPUTS,
+    NMS_IN_GRAPH,
+    OUTPUTS,
+    DetectorManifest,
+)
 
 
 @dataclass(frozen=True)
@@ -57,29 +62,11 @@ class DetectorModel:
     def classes(self) -> list[str]:
         return list(self.manifest.classes)
 
-    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(boxes (N, L, 4) in input pixels, scores (N, L, C)) for letterboxed images."""
-        step = self.runner.batch_size or 16
-        boxes, scores = [], []
-        for start in range(0, len(batch), step):
-            found = self.runner.named(np.ascontiguousarray(batch[start : start + step], np.float32))
-            boxes.append(found[OUTPUTS[0]])
-            scores.append(found[OUTPUTS[1]])
-        return np.concatenate(boxes), np.concatenate(scores)
-
     def objects(self, images: Sequence[Image.Image]) -> list[Objects]:
-        """Each image's detections in its own pixels (graph, then NMS, both timed)."""
-        started = time.perf_counter()
+        """Each image's detections in its own pixels."""
         batch = np.stack([self.letterbox(image) for image in images])
-        boxes, scores = self.raw(batch)
-        middle = time.perf_counter()
-        found = [
-            detections(b, s, self.manifest.nms, self.letterbox, image.size)
-            for b, s, image in zip(boxes, scores, images, strict=True)
-        ]
-        self.timed.graph_s += middle - started
-        self.timed.nms_s += time.perf_counter() - middle
-        return found
+        sizes = [image.size for image in images]
+        return detect(self.runner, batch, sizes, self.manifest, self.timed)
 
     def predict(self, image: Image.Image | str | Path) -> list[Detection]:
         """The detections of one image (a PIL image or a path), best first."""
@@ -102,6 +89,47 @@ class DetectorModel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Postprocess(Protocol):
+    """What turns a detector's outputs into detections (a manifest says it)."""
+
+    @property
+    def nms(self) -> NmsSettings: ...
+
+    @property
+    def nms_where(self) -> str: ...
+
+    @property
+    def letterbox(self) -> Letterbox: ...
+
+
+def detect(
+    runner: NamedRunner,
+    batch: np.ndarray,
+    sizes: Sequence[tuple[int, int]],
+    how: Postprocess,
+    timed: Timed | None = None,
+) -> list[Objects]:
+    """Letterboxed images -> each one's detections in its original pixels: NumPy NMS after
+    the graph (`device-numpy`), or the graph's own NMS (`graph`), one image at a time."""
+    found = []
+    letterbox = how.letterbox
+    for image, size in zip(batch, sizes, strict=True):
+        started = time.perf_counter()
+        raw = runner.named(np.ascontiguousarray(image[None], np.float32))
+        middle = time.perf_counter()
+        if how.nms_where == NMS_IN_GRAPH:
+            boxes = letterbox.to_original(raw[GRAPH_OUTPUTS[0]], size)
+            scores = raw[GRAPH_OUTPUTS[1]].astype(np.float32)
+            found.append(Objects(boxes, raw[GRAPH_OUTPUTS[2]].astype(np.int64), scores))
+        else:
+            found.append(detections(raw[OUTPUTS[0]][0], raw[OUTPUTS[1]][0], how.nms, letterbox,
+                                    size))  # fmt: skip
+        if timed is not None:
+            timed.graph_s += middle - started
+            timed.nms_s += time.perf_counter() - middle
+    return found
 
 
 def _corners(box: np.ndarray) -> tuple[float, float, float, float]:

@@ -74,7 +74,8 @@ def print_detect_export(result: Any) -> None:
 def print_detect_bench(report: Any) -> None:
     rows = [
         [e.name, e.precision, f"{e.map50_95:.4f}", f"{e.map50:.4f}", f"{e.latency.p50:.2f}",
-         f"{e.graph_p50_ms:.2f}", f"{e.nms_p50_ms:.2f} ({e.nms_share:.0%})",
+         f"{e.graph_p50_ms:.2f}", f"{e.nms_p50_ms:.2f} ({e.nms_share:.0%})"
+         if e.nms_where != "graph" else "in the graph",
          "; ".join(e.checks.values()) or "-"]
         for e in report.results
     ]  # fmt: skip

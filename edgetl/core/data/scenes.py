@@ -19,6 +19,9 @@ from PIL import Image, ImageEnhance
 from edgetl.core.files import atomic_write_bytes, atomic_write_text
 
 CLASSES = ["cat", "coffee", "horse", "logo"]
+# A second set from other photos (tools/bench_detect.py): the first set's objects are its
+# backgrounds, so neither set's objects are the other's classes.
+OTHER_CLASSES = ["face", "coin", "wheel"]
 SPLITS = {"train": 320, "val": 200, "test": 200}  # images per split
 IMAGE_SIZES = ((320, 240), (288, 288), (256, 320))  # (width, height)
 MAX_OVERLAP = 0.25  # IoU above which a new object is placed again (objects stay visible)
@@ -52,6 +55,41 @@ def _cutouts() -> list[Cutout]:
     ]
 
 
+def _round(array: np.ndarray) -> Cutout:
+    """A disc cut out of a square crop (coins, the colour wheel)."""
+    rgb = Image.fromarray(np.ascontiguousarray(np.stack([array] * 3, -1) if array.ndim == 2
+                                               else array))  # fmt: skip
+    side = min(rgb.size)
+    yy, xx = np.mgrid[: rgb.size[1], : rgb.size[0]]
+    disc = (xx - rgb.size[0] / 2) ** 2 + (yy - rgb.size[1] / 2) ** 2 <= (side / 2) ** 2
+    return Cutout(rgb, Image.fromarray((disc * 255).astype(np.uint8)))
+
+
+def _other_cutouts() -> list[Cutout]:
+    from skimage import data
+
+    face = Image.fromarray(np.ascontiguousarray(data.astronaut()[10:250, 150:330]))
+    return [
+        Cutout(face, Image.new("L", face.size, 255)),
+        _round(data.coins()[20:92, 10:82]),
+        _round(data.colorwheel()[5:365, 5:365]),
+    ]
+
+
+def _other_backgrounds() -> list[np.ndarray]:
+    from skimage import data
+
+    gray = [data.page(), data.cell(), data.grass()]
+    color = [data.retina(), data.coffee(), data.chelsea()]
+    return [np.stack([g] * 3, -1) for g in gray] + color
+
+
+KITS = {  # name -> (classes, objects, backgrounds)
+    "scenes": (CLASSES, lambda: _cutouts(), lambda: _backgrounds()),
+    "other": (OTHER_CLASSES, lambda: _other_cutouts(), lambda: _other_backgrounds()),
+}
+
+
 def _backgrounds() -> list[np.ndarray]:
     from skimage import data
 
@@ -60,17 +98,20 @@ def _backgrounds() -> list[np.ndarray]:
     return [np.stack([g] * 3, -1) for g in gray] + color
 
 
-def make_scenes(root: Path, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
+def make_scenes(
+    root: Path, seed: int = 0, sizes: dict[str, int] | None = None, kit: str = "scenes"
+) -> Path:
     """Write the set under `root` (YOLO: data.yaml, images/<split>, labels/<split>)."""
     rng = np.random.default_rng(seed)
-    cutouts, backgrounds = _cutouts(), _backgrounds()
+    classes, objects, grounds = KITS[kit]
+    cutouts, backgrounds = objects(), grounds()
     for split, count in (sizes or SPLITS).items():
         for index in range(count):
             image, lines = _scene(rng, cutouts, backgrounds)
             stem = f"{split}_{index:04d}"
             atomic_write_bytes(root / "images" / split / f"{stem}.png", _png(image))
             atomic_write_text(root / "labels" / split / f"{stem}.txt", "".join(lines))
-    names = "".join(f"  - {name}\n" for name in CLASSES)
+    names = "".join(f"  - {name}\n" for name in classes)
     atomic_write_text(
         root / "data.yaml", f"# edgetl's offline detection set, seed {seed}\nnames:\n{names}"
     )

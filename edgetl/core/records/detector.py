@@ -36,6 +36,8 @@ from edgetl.core.targets import BackendName, Precision
 DETECTOR_SCHEMA = "edgetl.detector-manifest/1"
 OUTPUTS = ("boxes", "scores")  # (N, L, 4) in input pixels, (N, L, C) per-class scores
 NMS_ON_DEVICE = "device-numpy"  # core/postprocess.batched_nms after the graph
+NMS_IN_GRAPH = "graph"  # ONNX NonMaxSuppression + TopK at the graph's end
+GRAPH_OUTPUTS = ("det_boxes", "det_scores", "det_classes")  # (K, 4), (K,), (K,): with NMS
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,17 @@ class DetectorParity:
 
 
 @dataclass(frozen=True)
+class NmsChoice:
+    """Where NMS runs, measured at export: batch-1 p50 (ms) of the artifact with NMS in NumPy
+    after the graph and with NMS in the graph, interleaved on val images, on the runtime
+    that measures here; the faster ships. `agreement`: the graph's NMS against NumPy's."""
+
+    numpy_p50_ms: float
+    graph_p50_ms: float
+    agreement: float | None
+
+
+@dataclass(frozen=True)
 class DetectorQuantization:
     recipe: str
     calibration_images: int
@@ -131,7 +144,8 @@ class DetectorManifest:
     preprocess: dict[str, Any]  # the letterbox (core/letterbox.py)
     classes: list[str]
     nms: NmsSettings
-    nms_where: str
+    nms_where: str  # NMS_ON_DEVICE or NMS_IN_GRAPH
+    nms_choice: NmsChoice
     run: DetectorRunRef
     val: MapAccuracy
     test: MapAccuracy

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -105,6 +105,17 @@ class MapJudge:
         return replace(measured, attempt=replace(measured.attempt, verdict=verdict)), accepted
 
 
+class Judge(Protocol):
+    confidence: float
+
+    @property
+    def fp32_map(self) -> float: ...
+
+    def measure(self, name: str, model: onnx.ModelProto, **details: Any) -> Measured[Any]: ...
+
+    def judge(self, measured: Measured[Any], budget_pts: float) -> tuple[Measured[Any], bool]: ...
+
+
 @dataclass(frozen=True)
 class Climb:
     chosen: Measured[Any] | None
@@ -113,9 +124,14 @@ class Climb:
 
 
 def climb(
-    candidates: Candidates, judge: MapJudge, budget: float, rank_load: Load, max_float: int
+    candidates: Candidates,
+    judge: Judge,
+    budget: float,
+    ranked: Callable[[list[str]], list[tuple[str, float]]],
+    max_float: int,
 ) -> Climb:
-    """Plain, head outputs float, then ranked layers too; the first the rule accepts."""
+    """Plain, head outputs float, then ranked layers too (`ranked(base)`: the layers beyond
+    `base` most sensitive first); the first candidate the rule accepts."""
     attempts: list[Attempt] = []
     head = [n for n in candidates.quantized_layers() if any(p in n for p in HEAD_OUTPUTS)]
 
@@ -132,33 +148,41 @@ def climb(
     for name, layers in (("plain (decode float)", []), ("head outputs float", head)):
         if chosen := tried(name, layers):
             return Climb(chosen, attempts, [])
-    ranked = rank(candidates, judge, head, rank_load)
+    order = ranked(head)
     for count in float_layer_counts(max_float):
-        extra = [name for name, _ in ranked[:count]]
+        extra = [name for name, _ in order[:count]]
         if chosen := tried(f"head outputs + {len(extra)} float", head + extra):
-            return Climb(chosen, attempts, ranked)
-    return Climb(None, attempts, ranked)
+            return Climb(chosen, attempts, order)
+    return Climb(None, attempts, order)
 
 
 def rank(
     candidates: Candidates, judge: MapJudge, base: list[str], load: Load
 ) -> list[tuple[str, float]]:
     """Quantized layers by the val mAP50-95 their float copy brings back (on RANK_IMAGES val
-    images, on ONNX Runtime in memory), most first."""
+    images, on ONNX Runtime in memory), most first; equal gains (every candidate at mAP 0
+    when INT8 wrecked the model) are ordered by the share of the scores' error against FP32
+    each removes."""
     val = judge.val
     images = val.images[:RANK_IMAGES]
     truth = val.truth.subset(list(range(len(images))))
+    reference = judge.fp32_raw[1][: len(images)]
 
-    def score(layers: list[str]) -> float:
-        found = val.objects(run_raw(load(candidates.build(layers)), images), len(images))
-        return coco_map(truth.objects, found, truth.sizes, len(truth.classes)).map50_95
+    def score(layers: list[str]) -> tuple[float, float]:
+        raw = run_raw(load(candidates.build(layers)), images)
+        found = val.objects(raw, len(images))
+        value = coco_map(truth.objects, found, truth.sizes, len(truth.classes)).map50_95
+        return value, float(np.mean((raw[1] - reference) ** 2))
 
-    start = score(base)
-    scores = []
+    start, error = score(base)
+    scores: list[tuple[str, float, float]] = []
     layers = [n for n in candidates.quantized_layers() if n not in base]
     with progress() as bar:
         task = bar.add_task("rank layers by val mAP", total=len(layers), info="")
         for name in layers:
-            scores.append((name, round(score([*base, name]) - start, 5)))
+            value, left = score([*base, name])
+            removed = (error - left) / error if error > 0 else 0.0
+            scores.append((name, round(value - start, 3), removed))
             bar.update(task, advance=1, info=name[-40:])
-    return sorted(scores, key=lambda item: -item[1])
+    ordered = sorted(scores, key=lambda item: (-item[1], -item[2]))
+    return [(name, gain) for name, gain, _ in ordered]

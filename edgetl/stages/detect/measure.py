@@ -5,14 +5,13 @@ fails an artifact whose mAP or p50 regressed. Device side: no torch."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetl.backends.detector import DetectorModel, load_detector
+from edgetl.backends.detector import DetectorModel, Timed, detect, load_detector
 from edgetl.core.data.detection import DetectionSet
 from edgetl.core.data.detection_splits import load_detection
 from edgetl.core.errors import EdgetlError
@@ -22,7 +21,6 @@ from edgetl.core.files import atomic_write_json, read_json
 from edgetl.core.images import read_image
 from edgetl.core.measures.detection import coco_map
 from edgetl.core.measures.timing import Latency, summarize
-from edgetl.core.postprocess import detections
 from edgetl.core.ui import progress
 from edgetl.stages.bench.options import BenchOptions
 
@@ -44,7 +42,8 @@ class DetectBenchEntry:
     per_class: list[float | None]
     latency: Latency  # batch 1: letterboxed image -> graph -> NMS -> original pixels
     graph_p50_ms: float
-    nms_p50_ms: float
+    nms_p50_ms: float  # after the graph: NumPy NMS, or (NMS in the graph) the mapping back
+    nms_where: str
     checks: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -118,29 +117,26 @@ def _measure(model: DetectorModel, part: DetectionSet, opts: BenchOptions) -> De
         manifest.backend if model.proxy else None, len(part), sum(len(o) for o in part.objects),
         round(scores.map50_95, 5), round(scores.map50, 5),
         [None if v is None else round(v, 5) for v in scores.per_class], total,
-        round(float(np.median(graph)), 4), round(float(np.median(nms)), 4),
+        round(float(np.median(graph)), 4), round(float(np.median(nms)), 4), manifest.nms_where,
     )  # fmt: skip
 
 
 def _latency(model: DetectorModel, part: DetectionSet, opts: BenchOptions
              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Batch-1 milliseconds in the graph and in NMS (with mapping back), per sample, over
-    the set's first images in turn (real detections: NMS's work depends on them)."""
+    """Batch-1 milliseconds in the graph and after it (NumPy NMS, or with NMS in the graph
+    only the mapping back), per sample, over the set's first images in turn (real
+    detections: NMS's work depends on them)."""
     images = [read_image(part.root / key) for key in part.keys[:16]]
     inputs = [model.letterbox(image)[None] for image in images]
-    graph, nms = [], []
+    graph, after = [], []
     for i in range(opts.warmup + opts.iterations):
         k = i % len(images)
-        started = time.perf_counter()
-        raw = model.runner.named(inputs[k])
-        middle = time.perf_counter()
-        detections(raw["boxes"][0], raw["scores"][0], model.manifest.nms, model.letterbox,
-                   images[k].size)  # fmt: skip
-        done = time.perf_counter()
+        timed = Timed()
+        detect(model.runner, inputs[k], [images[k].size], model.manifest, timed)
         if i >= opts.warmup:
-            graph.append((middle - started) * 1e3)
-            nms.append((done - middle) * 1e3)
-    return np.asarray(graph), np.asarray(nms)
+            graph.append(timed.graph_s * 1e3)
+            after.append(timed.nms_s * 1e3)
+    return np.asarray(graph), np.asarray(after)
 
 
 def _read(path: Path) -> DetectBenchReport:

@@ -19,6 +19,8 @@ from edgetl.core.ui import progress
 from edgetl.train.detector.model import DetectorHead, locations
 from edgetl.train.detector.targets import assign, losses
 
+CLIP_NORM = 10.0  # FCOS's: a few crowded batches early on threw the head off for good
+
 
 @dataclass(frozen=True)
 class DetectorTraining:
@@ -155,6 +157,7 @@ def _epoch(
         loss = focal + giou
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), CLIP_NORM)
         optimizer.step()
         schedule.step()
         total += float(loss.detach()) * len(index)
