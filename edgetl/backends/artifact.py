@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from edgetl.backends import Runner, resolve, run_all
+from edgetl.backends.base import Loaded
 from edgetl.core.artifact.archives import is_archive, unpack_archive
 from edgetl.core.artifact.signing import trusted_keys
 from edgetl.core.errors import EdgetlError
@@ -33,7 +34,7 @@ class Prediction:
     probability: float
 
 
-class Model:
+class Model(Loaded):
     """An exported artifact loaded with its runtime; checksums were verified at load."""
 
     def __init__(
@@ -49,19 +50,6 @@ class Model:
         self.runner = runner
         self.load_s = load_s
         self.proxy = proxy  # the host proxy running the artifact's ONNX, when its runtime is absent
-
-    def close(self) -> None:
-        """The runtime's resources freed now (a TensorRT engine's context and buffers),
-        where the runner holds any."""
-        close = getattr(self.runner, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> Model:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _runner_knows(self, name: str, kind: type[T]) -> T | None:
         """What the runner says of itself beyond the Runner protocol, where it says it."""

@@ -78,6 +78,25 @@ class Runtime(ABC):
         """A runner for model files compiled earlier."""
 
 
+class Loaded:
+    """An artifact loaded with its runner: the runtime's resources freed by close() (a
+    TensorRT engine's context and buffers, where the runner holds any), or on leaving a
+    `with` block."""
+
+    runner: Any
+
+    def close(self) -> None:
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_all(runner: Runner, images: np.ndarray) -> np.ndarray:
     """Logits for any number of images, in the batch sizes the runner accepts."""
     step = runner.batch_size or 32

@@ -13,7 +13,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 from PIL import Image
 
-from edgetl.backends.base import NamedRunner
+from edgetl.backends.base import Loaded, NamedRunner
 from edgetl.backends.placement import resolve
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
@@ -48,7 +48,7 @@ class Timed:
     nms_s: float = 0.0
 
 
-class DetectorModel:
+class DetectorModel(Loaded):
     """An exported detector loaded with its runtime; checksums were verified at load."""
 
     def __init__(self, path: Path, manifest: DetectorManifest, runner: NamedRunner,
@@ -78,17 +78,6 @@ class DetectorModel:
             Detection(_corners(box), self.classes[int(label)], int(label), float(score))
             for box, label, score in zip(found.boxes, found.classes, found.scores, strict=True)
         ]
-
-    def close(self) -> None:
-        close = getattr(self.runner, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> DetectorModel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Postprocess(Protocol):

@@ -42,19 +42,8 @@ def predict(
     in them with a detector's (boxes in each image's own pixels)."""
     from edgetl.backends.artifact import load
     from edgetl.backends.detector import DetectorModel
-    from edgetl.core.images import IMAGE_SUFFIXES, list_images
 
-    files: list[Path] = []
-    for item in images:
-        if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise EdgetlError(f"{item}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) here")
-            files += found
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise EdgetlError(f"{item}: no such image file or directory")
+    files = _files(images)
     model = load(artifact, threads, trust)
     if isinstance(model, DetectorModel):
         _detect(model, files, as_json, save, force)
@@ -77,6 +66,24 @@ def predict(
         for path in files
     ]
     emit(results, as_json, lambda: print_predictions(results))
+
+
+def _files(images: tuple[Path, ...]) -> list[Path]:
+    """The image files given, directories listed."""
+    from edgetl.core.images import IMAGE_SUFFIXES, list_images
+
+    files: list[Path] = []
+    for item in images:
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise EdgetlError(f"{item}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) here")
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise EdgetlError(f"{item}: no such image file or directory")
+    return files
 
 
 def _detect(model: Any, files: list[Path], as_json: bool, save: Path | None, force: bool) -> None:

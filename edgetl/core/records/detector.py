@@ -4,7 +4,6 @@ and test beside FP32's, its parity and the INT8 guard's record. Device side: no 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,23 +14,23 @@ from edgetl.core.artifact.integrity import (
     check_digest,
     check_external_data,
     check_loaded_files,
-    digest,
 )
 from edgetl.core.errors import EdgetlError
 from edgetl.core.fields import read_fields, write_fields
-from edgetl.core.files import atomic_write_json, read_json
+from edgetl.core.files import read_json
 from edgetl.core.letterbox import Letterbox
 from edgetl.core.postprocess import NmsSettings
 from edgetl.core.records.base import check_classes, open_record
 from edgetl.core.records.manifest import (
     MANIFEST_FILE,
     Attempt,
+    Compiled,
     RuntimeSpec,
     Sensitivity,
-    list_files,
     verify_listed,
+    write_manifest,
 )
-from edgetl.core.targets import BackendName, Precision
+from edgetl.core.targets import BackendName
 
 DETECTOR_SCHEMA = "edgetl.detector-manifest/1"
 OUTPUTS = ("boxes", "scores")  # (N, L, 4) in input pixels, (N, L, C) per-class scores
@@ -129,14 +128,7 @@ class DetectorQuantization:
 
 
 @dataclass
-class DetectorManifest:
-    target: str
-    target_profile: str
-    backend: BackendName
-    device: str
-    precision: Precision
-    model_files: list[str]
-    runtime_options: dict[str, Any]
+class DetectorManifest(Compiled):
     threads: int
     host_proxy: BackendName | None
     input_shape: list[int | None]
@@ -179,10 +171,7 @@ class DetectorManifest:
     def write(self, root: Path) -> None:
         """Every file under `root` listed with its sha256; manifest.json written atomically
         with its digest."""
-        self.files = list_files(root)
-        self.digest = ""
-        self.digest = digest(json.loads(json.dumps(self.to_dict())))
-        atomic_write_json(root / MANIFEST_FILE, self.to_dict())
+        write_manifest(self, root)
 
     @classmethod
     def read(cls, root: Path, verify: bool = True, trust: Sequence[Any] = ()) -> DetectorManifest:

@@ -197,8 +197,9 @@ class QuantizationRecord:
 
 
 @dataclass
-class Manifest:
-    """manifest.json: an artifact's contract with whoever runs it (no run directory needed)."""
+class Compiled:
+    """What every artifact's manifest opens with: the target it was compiled for and how its
+    runtime loads the model files."""
 
     target: str
     target_profile: str
@@ -207,6 +208,12 @@ class Manifest:
     precision: Precision
     model_files: list[str]
     runtime_options: dict[str, Any]  # the backend's own settings (its options dataclass)
+
+
+@dataclass
+class Manifest(Compiled):
+    """manifest.json: an artifact's contract with whoever runs it (no run directory needed)."""
+
     input_shape: list[int | None]
     run: RunRef
     preprocess: Preprocess
@@ -259,11 +266,7 @@ class Manifest:
     def write(self, root: Path) -> None:
         """List every file under `root` with its sha256, then write manifest.json atomically
         with its digest."""
-        self.files = list_files(root)
-        self.digest = ""
-        # Through JSON once, so the digest is over exactly what a reader will parse.
-        self.digest = digest(json.loads(json.dumps(self.to_dict())))
-        atomic_write_json(root / MANIFEST_FILE, self.to_dict())
+        write_manifest(self, root)
 
     @classmethod
     def read(cls, root: Path, verify: bool = True, trust: Sequence[Any] = ()) -> Manifest:
@@ -290,6 +293,16 @@ class Manifest:
         external data, as verify() does: what a host checks before sending it to a device,
         which verifies it whole)."""
         verify_listed(root, self.files)
+
+
+def write_manifest(record: Any, root: Path) -> None:
+    """`record` (a manifest: files, digest, to_dict) with every file under `root` listed with
+    its sha256, written atomically to root/manifest.json with its digest."""
+    record.files = list_files(root)
+    record.digest = ""
+    # Through JSON once, so the digest is over exactly what a reader will parse.
+    record.digest = digest(json.loads(json.dumps(record.to_dict())))
+    atomic_write_json(root / MANIFEST_FILE, record.to_dict())
 
 
 def list_files(root: Path) -> dict[str, dict[str, Any]]:
