@@ -244,3 +244,30 @@ def _without_nms(graph: onnx.ModelProto) -> onnx.ModelProto:
     del graph.graph.initializer[:]
     graph.graph.initializer.extend(constants)
     return graph
+
+
+def test_a_detector_runs_on_the_device_side_without_torch(
+    exported: dict[str, Path], detect_run: Path, tmp_path: Path
+) -> None:
+    """predict and bench of a detector with torch, timm, nncf, sklearn and onnx blocked."""
+    from tests.test_device_side import run_blocked
+
+    source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
+    image = sorted((Path(source) / "images" / "test").glob("*.png"))[0]
+    report = tmp_path / "report.json"
+    code = f"""
+import edgetl
+from edgetl.cli import main
+model = edgetl.load({str(exported["openvino-cpu-fp32"])!r})
+print("FOUND", type(model.predict({str(image)!r})).__name__)
+try:
+    main(["bench", {str(exported["cpu-int8"])!r}, "--data", {source!r}, "--iterations", "3",
+          "--json", {str(report)!r}])
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+"""
+    result = run_blocked(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "FOUND list" in result.stdout and "LOADED []" in result.stdout
+    assert json.loads(report.read_text())["results"][0]["images"] == SIZES["test"]

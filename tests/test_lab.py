@@ -473,3 +473,39 @@ def test_a_failed_copy_leaves_nothing_in_incoming(lab: Path, tmp_path: Path, mon
     assert remote.probe().reachable
     assert not stale.exists() and fresh.is_dir()  # another host's copy may be going on
     shutil.rmtree(fresh)
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A detector artifact (tiny backbone, 64 px) and its YOLO data folder."""
+    from edgetl.core.data.scenes import make_scenes
+    from tests.conftest import TINY_BACKBONE
+
+    base = tmp_path_factory.mktemp("lab-detector")
+    data = make_scenes(base / "scenes", sizes={"train": 24, "val": 12, "test": 8})
+    code, output = cli("finetune", "--data", data, "--out", base / "run", "--backbone",
+                       TINY_BACKBONE, "--weights", tiny_weights, "--image-size", "64",
+                       "--epochs", "2")  # fmt: skip
+    assert code == 0, output
+    result = export_cli(base / "run", base / "det", "--target", "cpu", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    return base / "det", data
+
+
+@needs_sshd
+def test_a_detector_benched_on_a_device_gives_the_local_map(
+    lab: Path, detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    artifact, data = detector
+    here = tmp_path / "here.json"
+    code, output = cli("bench", artifact, "--data", data, "--iterations", "20", "--json", here)
+    assert code == 0, output
+    code, output, report = bench_on(lab, "local", tmp_path / "lab.json", artifact,
+                                    extra=("--data", str(data)))  # fmt: skip
+    assert code == 0, output
+    (run,) = report["devices"]
+    assert run["status"] == "ok" and "report" not in run
+    there = run["detections"]["results"][0]
+    local = json.loads(here.read_text())["results"][0]
+    assert there["map50_95"] == local["map50_95"] and there["images"] == local["images"] == 8
+    assert there["latency"]["p50"] > 0

@@ -36,7 +36,7 @@ def bench(
     from edgetl.stages.bench.harness import bench as run_bench
 
     options = BenchOptions(artifacts=list(artifacts), **kwargs)
-    if _detectors(options):
+    if _detectors(options, on, lab_file):
         return
     if on is not None:
         _bench_on(options, on, lab_file)
@@ -46,8 +46,9 @@ def bench(
     check(outcome)
 
 
-def _detectors(options: BenchOptions) -> bool:
-    """Detector artifacts: benched by stages/detect/measure.py (all of them, or none)."""
+def _detectors(options: BenchOptions, on: str | None, lab_file: Path | None) -> bool:
+    """Detector artifacts: benched by stages/detect/measure.py, or on the lab's devices by
+    stages/lab/detect.py (all of them detectors, or none)."""
     from edgetl.core.records.detector import is_detector
 
     found = [is_detector(path) for path in options.artifacts]
@@ -55,7 +56,17 @@ def _detectors(options: BenchOptions) -> bool:
         return False
     if not all(found):
         raise EdgetlError("bench: give detector artifacts or classifier artifacts, not both")
-    from edgetl.cli.detect_output import print_detect_bench
+    from edgetl.cli.detect_output import print_detect_bench, print_detect_lab
+
+    if on is not None:
+        from edgetl.stages.lab.detect import bench_detectors_on
+
+        outcome = bench_detectors_on(options, on, lab_file)
+        if options.json_path is not None:
+            outcome.report.write(options.json_path)
+        print_detect_lab(outcome.report)
+        check(outcome)
+        return True
     from edgetl.stages.detect.measure import bench_detectors
 
     report = bench_detectors(options)

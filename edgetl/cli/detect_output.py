@@ -116,3 +116,16 @@ def draw(image_path: Path, detections: list[Any], out: Path) -> None:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     atomic_write_bytes(out, buffer.getvalue())
+
+
+def print_detect_lab(lab: Any) -> None:
+    rows = []
+    for run in lab.devices:
+        if run.detections is None:
+            rows.append([run.device, run.target, "-", "-", "-", "-", f"{run.status}: {run.reason}"])
+            continue
+        for e in run.detections.results:
+            rows.append([run.device, run.target, e.name, f"{e.map50_95:.4f}",
+                         f"{e.latency.p50:.2f}", e.nms_where, run.status])  # fmt: skip
+    header = ["device", "target", "artifact", "mAP50-95", "p50 ms", "NMS", "status"]
+    rows_table(f"edgetl bench on the lab {lab.lab} (detectors, batch 1 with NMS)", header, rows)

@@ -19,6 +19,7 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.files import read_json
 from edgetl.core.letterbox import Letterbox
+from edgetl.core.measures.timing import Latency
 from edgetl.core.postprocess import NmsSettings
 from edgetl.core.records.base import check_classes, open_record
 from edgetl.core.records.manifest import (
@@ -198,3 +199,46 @@ def is_detector(root: Path) -> bool:
         return read_json(root / MANIFEST_FILE, MANIFEST_FILE).get("schema") == DETECTOR_SCHEMA
     except Exception:  # no manifest, or not JSON: the classifier's reader says what is wrong
         return False
+
+
+DETECT_BENCH_SCHEMA = "edgetl.detect-bench/1"
+
+
+@dataclass
+class DetectBenchEntry:
+    name: str
+    path: str
+    backend: str
+    device: str
+    precision: str
+    proxy_for: str | None
+    images: int
+    objects: int
+    map50_95: float
+    map50: float
+    per_class: list[float | None]
+    latency: Latency  # batch 1: letterboxed image -> graph -> NMS -> original pixels
+    graph_p50_ms: float
+    nms_p50_ms: float  # after the graph: NumPy NMS, or (NMS in the graph) the mapping back
+    nms_where: str
+    checks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nms_share(self) -> float:
+        return self.nms_p50_ms / max(self.graph_p50_ms + self.nms_p50_ms, 1e-9)
+
+
+@dataclass
+class DetectBenchReport:
+    data: str
+    split: str
+    results: list[DetectBenchEntry]
+    failures: list[str] = field(default_factory=list)
+    schema: str = DETECT_BENCH_SCHEMA
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return write_fields(self)

@@ -12,6 +12,7 @@ from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.files import atomic_write_json, read_json
 from edgetl.core.records.base import open_record
 from edgetl.core.records.bench import BenchReport
+from edgetl.core.records.detector import DetectBenchReport
 
 LAB_SCHEMA = "edgetl.lab/1"
 
@@ -26,6 +27,8 @@ class DeviceRun:
     copied: list[str] = field(default_factory=list)  # artifacts copied (not there already)
     layers: dict[str, Any] = field(default_factory=dict)  # artifact -> engine layer placement
     report: BenchReport | None = field(default=None, metadata={"omit": None})
+    # A detector's bench there (edgetl.detect-bench/1), in place of `report`.
+    detections: DetectBenchReport | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass

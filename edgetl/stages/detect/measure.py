@@ -5,9 +5,7 @@ fails an artifact whose mAP or p50 regressed. Device side: no torch."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,55 +14,18 @@ from edgetl.core.data.detection import DetectionSet
 from edgetl.core.data.detection_splits import load_detection
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.fields import Source, read_fields, write_fields
+from edgetl.core.fields import Source, read_fields
 from edgetl.core.files import atomic_write_json, read_json
 from edgetl.core.images import read_image
 from edgetl.core.measures.detection import coco_map
-from edgetl.core.measures.timing import Latency, summarize
+from edgetl.core.measures.timing import summarize
+from edgetl.core.records.detector import (
+    DETECT_BENCH_SCHEMA,
+    DetectBenchEntry,
+    DetectBenchReport,
+)
 from edgetl.core.ui import progress
 from edgetl.stages.bench.options import BenchOptions
-
-DETECT_BENCH_SCHEMA = "edgetl.detect-bench/1"
-
-
-@dataclass
-class DetectBenchEntry:
-    name: str
-    path: str
-    backend: str
-    device: str
-    precision: str
-    proxy_for: str | None
-    images: int
-    objects: int
-    map50_95: float
-    map50: float
-    per_class: list[float | None]
-    latency: Latency  # batch 1: letterboxed image -> graph -> NMS -> original pixels
-    graph_p50_ms: float
-    nms_p50_ms: float  # after the graph: NumPy NMS, or (NMS in the graph) the mapping back
-    nms_where: str
-    checks: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def nms_share(self) -> float:
-        return self.nms_p50_ms / max(self.graph_p50_ms + self.nms_p50_ms, 1e-9)
-
-
-@dataclass
-class DetectBenchReport:
-    data: str
-    split: str
-    results: list[DetectBenchEntry]
-    failures: list[str] = field(default_factory=list)
-    schema: str = DETECT_BENCH_SCHEMA
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict[str, Any]:
-        return write_fields(self)
 
 
 def bench_detectors(opts: BenchOptions) -> DetectBenchReport:

@@ -76,10 +76,11 @@ print(json.dumps(facts))
 VERIFY = r"""
 import sys
 from pathlib import Path
-from edgetl.core.records.manifest import Manifest
-whole = sys.argv[2] == "whole"
-manifest = Manifest.read(Path(sys.argv[1]), verify=whole)
-manifest.verify_files(Path(sys.argv[1]))
+from edgetl.core.records.detector import DetectorManifest, is_detector
+from edgetl.core.records.manifest import Manifest, verify_listed
+root, whole = Path(sys.argv[1]), sys.argv[2] == "whole"
+manifest = (DetectorManifest if is_detector(root) else Manifest).read(root, verify=whole)
+verify_listed(root, manifest.files)
 print(manifest.digest)
 """
 
@@ -232,9 +233,11 @@ class Remote:
         with tempfile.TemporaryDirectory() as tmp:
             wheel = build_wheel(Path(tmp))
             self.ssh.send({wheel.name: wheel}, self.workdir / "wheels")
-        self._pip([f"./{wheel_name()}"], f"installing edgetl {__version__}")
-        # The same version number with other code (a development build): replace it.
+        # The same version number with other code (a development build): replace it first,
+        # then install what its metadata asks for (pip resolves an installed wheel's own
+        # dependencies; the other order kept the old wheel's list: a new dependency never came).
         self._pip(["--no-deps", "--force-reinstall", f"./{wheel_name()}"], "updating edgetl")
+        self._pip([f"./{wheel_name()}"], f"installing edgetl {__version__}")
         record = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
         self.ssh.check([self.python, "-c", record, self.marker, code], "recording the install")
 

@@ -1,0 +1,103 @@
+"""`edgetl bench DETECTOR_ART --on NAME[,NAME...]|all`: detector artifacts benched on the lab's
+devices, as classifiers' are (lab/bench.py): edgetl's device side there, each artifact
+copied once by content and verified, --data copied (or named there), the device's own
+`edgetl bench` run with the same options, its edgetl.detect-bench/1 report fetched and read
+whole. A device that fails is a row saying why; the others still run."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from rich.markup import escape
+
+from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say
+from edgetl.core.fields import Source, read_fields
+from edgetl.core.files import read_json
+from edgetl.core.options import argv
+from edgetl.core.records import DeviceRun, LabReport
+from edgetl.core.records.detector import DETECT_BENCH_SCHEMA, DetectBenchReport, DetectorManifest
+from edgetl.core.verdict import Outcome
+from edgetl.stages.bench.options import BenchOptions
+from edgetl.stages.lab.bench import device_data, local_data_folder
+from edgetl.stages.lab.labfile import find_lab, read_lab
+from edgetl.stages.lab.remote import Remote
+from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
+
+
+def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Outcome[LabReport]:
+    if opts.baseline is not None:
+        raise EdgetlError(
+            "--baseline with detectors --on a lab: not built yet; bench each device's report "
+            "against its baseline with `edgetl bench` there"
+        )
+    lab = read_lab(find_lab(lab_file))
+    devices = lab.select(on)
+    manifests = []
+    for path in opts.artifacts:  # exit 2 before any ssh
+        manifest = DetectorManifest.read(path, verify=False)
+        manifest_files_checked(path, manifest)
+        manifests.append(manifest)
+    local = local_data_folder(opts.data)
+    runs = []
+    with multiplexed(lab.multiplex) as control:
+        for name, device in devices.items():
+            say(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
+            run = _on_device(Remote(name, device, lab, control), opts, manifests, local)
+            say(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
+            runs.append(run)
+    report = LabReport(time.strftime("%Y-%m-%dT%H:%M:%S%z"), str(lab.path), [], runs)
+    failures = [f"{run.device}: {run.reason}" for run in runs if run.status != "ok"]
+    return Outcome(report, failures)
+
+
+def manifest_files_checked(path: Path, manifest: DetectorManifest) -> None:
+    from edgetl.core.records.manifest import verify_listed
+
+    verify_listed(path, manifest.files)
+
+
+def _on_device(
+    remote: Remote, opts: BenchOptions, manifests: list[DetectorManifest], local: Path | None
+) -> DeviceRun:
+    started = time.perf_counter()
+    run = DeviceRun(remote.name, remote.device.target, "ok")
+    try:
+        remote.prepare({manifest.backend for manifest in manifests})
+        there = []
+        for path, manifest in zip(opts.artifacts, manifests, strict=True):
+            copy, copied = remote.put(path, manifest.digest)
+            there.append(copy)
+            if copied:
+                run.copied.append(path.name)
+        data = device_data(remote, opts.data, local)
+        remote.setup()
+        run.detections = _bench_there(remote, there, data, opts)
+        if not run.detections.passed:
+            run.status, run.reason = "failed", "; ".join(run.detections.failures)
+    except DeviceFault as fault:
+        run.status, run.reason = "failed", str(fault)
+    run.seconds = round(time.perf_counter() - started, 2)
+    return run
+
+
+def _bench_there(
+    remote: Remote, artifacts: list[RemotePath], data: str | None, opts: BenchOptions
+) -> DetectBenchReport:
+    out = remote.scratch(".json")
+    args: list[str] = ["bench", *artifacts, "--json", out, *argv(opts)]
+    if data is not None:
+        args += ["--data", data]
+    remote.edgetl(args, accept=(0, 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "report.json"
+        remote.fetch(out, local)
+        try:
+            found = read_json(local, "detector bench report")
+            if found.get("schema") != DETECT_BENCH_SCHEMA:
+                raise EdgetlError(f"schema {found.get('schema')}, not {DETECT_BENCH_SCHEMA}")
+            return read_fields(DetectBenchReport, found, Source(str(local), strict=False))
+        except EdgetlError as exc:
+            raise DeviceFault(f"its report was not accepted: {exc}") from exc
