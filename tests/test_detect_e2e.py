@@ -271,3 +271,56 @@ print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
     assert result.returncode == 0, result.stderr
     assert "FOUND list" in result.stdout and "LOADED []" in result.stdout
     assert json.loads(report.read_text())["results"][0]["images"] == SIZES["test"]
+
+
+def _planted(run: Path, out: Path) -> Path:
+    """A copy of `run` whose level-0 neck output has one channel at ~1e4 that nothing reads
+    (the towers' weights for it zeroed): FP32 never sees it, but INT8's one scale for that
+    tensor wipes every real channel of the finest level, where the small objects are."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = Path(shutil.copytree(run, out, ignore=shutil.ignore_patterns("export")))
+    weights = copy / "detector.safetensors"
+    state = load_file(str(weights))
+    state["neck.smooth.0.1.bias"][0] = 1e4  # BatchNorm's shift, before the ReLU
+    for tower in ("cls_tower", "box_tower"):
+        state[f"head.{tower}.0.0.weight"][:, 0] = 0.0
+    save_file(state, str(weights))
+    info = json.loads((copy / "edgetl.json").read_text())
+    info["weights"]["detector.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (copy / "edgetl.json").write_text(json.dumps(info))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Path:
+    """A run trained long enough to find objects (the planted layer must cost mAP)."""
+    base = tmp_path_factory.mktemp("trained")
+    data = make_scenes(base / "scenes", sizes={"train": 48, "val": 32, "test": 24})
+    out = base / "run"
+    result = cli("finetune", "--data", data, "--out", out, "--backbone", TINY_BACKBONE,
+                 "--weights", tiny_weights, "--image-size", 64, "--epochs", 25)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_guard_keeps_a_planted_layer_that_wrecks_map_in_float(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    run = _planted(trained_run, tmp_path / "planted")
+    out = tmp_path / "int8"
+    result = cli("export", run, "--target", "cpu", "--precision", "int8", "--out", out,
+                 "--max-accuracy-drop", 5)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    attempts = manifest["quantization"]["attempts"]
+    assert attempts[0]["verdict"].startswith("refused") and attempts[0]["drop_pts"] > 5
+    chosen = attempts[-1]
+    assert chosen["verdict"].startswith("accepted")
+    assert any("/head/cls_tower/" in n or "/head/box_tower/" in n
+               for n in chosen["float_layers"]), chosen  # fmt: skip
+    test = manifest["test"]
+    assert (test["fp32_map50_95"] - test["map50_95"]) * 100 < 5 + 5  # budget + test's noise
