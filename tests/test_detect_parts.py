@@ -163,3 +163,10 @@ def test_outputs_become_detections_in_the_original_pixels_once_per_object() -> N
     found = detections(boxes, scores, NmsSettings(), LETTERBOX, (128, 64))
     assert found.classes.tolist() == [0, 1]  # the overlapping second box suppressed
     np.testing.assert_allclose(found.boxes[0], [20, 20, 60, 60])  # scale 0.5 undone
+
+
+def test_a_box_in_the_letterbox_padding_is_dropped_not_clipped_to_a_line() -> None:
+    boxes = np.asarray([[10, 10, 30, 30], [10, 40, 30, 60]], np.float32)  # 2nd: below the photo
+    scores = np.asarray([[0.9], [0.8]], np.float32)
+    found = detections(boxes, scores, NmsSettings(), LETTERBOX, (128, 64))  # photo: 64 x 32 in
+    assert found.classes.tolist() == [0] and found.boxes.shape == (1, 4)

@@ -19,7 +19,7 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.images import read_image
 from edgetl.core.letterbox import Letterbox
 from edgetl.core.measures.detection import Objects
-from edgetl.core.postprocess import NmsSettings, detections
+from edgetl.core.postprocess import NmsSettings, detections, in_image
 from edgetl.core.records.detector import (
     GRAPH_OUTPUTS,
     NMS_IN_GRAPH,
@@ -111,7 +111,8 @@ def detect(
         if how.nms_where == NMS_IN_GRAPH:
             boxes = letterbox.to_original(raw[GRAPH_OUTPUTS[0]], size)
             scores = raw[GRAPH_OUTPUTS[1]].astype(np.float32)
-            found.append(Objects(boxes, raw[GRAPH_OUTPUTS[2]].astype(np.int64), scores))
+            classes = raw[GRAPH_OUTPUTS[2]].astype(np.int64)
+            found.append(in_image(Objects(boxes, classes, scores)))
         else:
             found.append(detections(raw[OUTPUTS[0]][0], raw[OUTPUTS[1]][0], how.nms, letterbox,
                                     size))  # fmt: skip

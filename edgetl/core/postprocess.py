@@ -72,4 +72,16 @@ def detections(
     )  # fmt: skip
     if letterbox is None or size is None:
         return kept
-    return Objects(letterbox.to_original(kept.boxes, size), kept.classes, kept.scores)
+    return in_image(Objects(letterbox.to_original(kept.boxes, size), kept.classes, kept.scores))
+
+
+def in_image(found: Objects) -> Objects:
+    """The detections with area left after clipping to the image: a box the head put in the
+    letterbox's padding clips to a line, matches nothing and only costs precision (15% of an
+    early scenes model's detections)."""
+    boxes = found.boxes
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if keep.all():
+        return found
+    scores = None if found.scores is None else found.scores[keep]
+    return Objects(boxes[keep], found.classes[keep], scores)

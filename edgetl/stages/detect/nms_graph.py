@@ -30,8 +30,10 @@ def with_nms(model: onnx.ModelProto, settings: NmsSettings) -> onnx.ModelProto:
         "iou": np.asarray([settings.iou_threshold], np.float32),
         "floor": np.asarray([settings.score_threshold], np.float32),
         "zero": np.asarray([0], np.int64),
+        "zero_f": np.asarray(0.0, np.float32),
         "flat": np.asarray([-1], np.int64),
         "limit": np.asarray([settings.max_detections], np.int64),
+        "cap": np.asarray([settings.candidates], np.int64),
         "one": np.asarray(1, np.int64),
         "two": np.asarray(2, np.int64),
     }
@@ -44,7 +46,16 @@ def with_nms(model: onnx.ModelProto, settings: NmsSettings) -> onnx.ModelProto:
                                            name=PREFIX + outputs[0], **attrs))  # fmt: skip
         return names
 
-    n("Transpose", ["scores"], ["per_class"], perm=[0, 2, 1])  # (1, C, L)
+    n("Transpose", ["scores"], ["all_per_class"], perm=[0, 2, 1])  # (1, C, L)
+    # Only the best `candidates` (location, class) pairs go in, as in NumPy: the others zeroed.
+    n("Reshape", ["/nms/all_per_class", "flat"], ["all_flat"])
+    n("Shape", ["/nms/all_flat"], ["pairs"])
+    n("Min", ["/nms/pairs", "cap"], ["capped"])
+    n("TopK", ["/nms/all_flat", "/nms/capped"], ["best_scores", "best"], axis=0)
+    n("Mul", ["/nms/all_flat", "zero_f"], ["zeros"])
+    n("ScatterElements", ["/nms/zeros", "/nms/best", "/nms/best_scores"], ["kept_flat"], axis=0)
+    n("Shape", ["/nms/all_per_class"], ["class_shape"])
+    n("Reshape", ["/nms/kept_flat", "/nms/class_shape"], ["per_class"])
     n(
         "NonMaxSuppression",
         ["boxes", "/nms/per_class", "max_per_class", "iou", "floor"],
