@@ -17,7 +17,7 @@ from edgetl.core.data.scenes import make_scenes
 from tests.conftest import TINY_BACKBONE
 
 SIZES = {"train": 40, "val": 24, "test": 16}
-FLOOR = 0.1  # detections compared across runtimes: above the padding's tied scores
+FLOOR = 0.0  # detections compared across runtimes (the padding's tied scores are dropped)
 
 
 def cli(*args: str) -> Any:
@@ -32,7 +32,7 @@ def detect_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> 
     data = make_scenes(base / "scenes", sizes=SIZES)
     out = base / "run"
     result = cli("finetune", "--data", data, "--out", out, "--backbone", TINY_BACKBONE,
-                 "--weights", tiny_weights, "--image-size", 64, "--epochs", 3)  # fmt: skip
+                 "--weights", tiny_weights, "--image-size", 64, "--epochs", 15)  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
 
@@ -94,7 +94,7 @@ def test_the_graph_has_separate_box_and_score_outputs_and_equals_pytorch(
     compared = 0
     for name in ("cpu-fp32", "openvino-cpu-fp32"):
         artifact = edgetl.load(exported[name])
-        for key, size in zip(test.keys[:8], test.sizes[:8], strict=True):
+        for key, size in zip(test.keys, test.sizes, strict=True):
             image = read_image(test.root / key)
             with torch.inference_mode():
                 boxes, scores = model(torch.from_numpy(info.letterbox(image)[None]))

@@ -158,7 +158,7 @@ def test_the_same_detections_drop_nothing_and_worse_ones_are_bounded_above_their
 
 
 def test_outputs_become_detections_in_the_original_pixels_once_per_object() -> None:
-    boxes = np.asarray([[10, 10, 30, 30], [11, 11, 31, 31], [40, 40, 60, 60]], np.float32)
+    boxes = np.asarray([[10, 10, 30, 30], [11, 11, 31, 31], [40, 5, 60, 25]], np.float32)
     scores = np.asarray([[0.9, 0.0], [0.8, 0.0], [0.0, 0.7]], np.float32)
     found = detections(boxes, scores, NmsSettings(), LETTERBOX, (128, 64))
     assert found.classes.tolist() == [0, 1]  # the overlapping second box suppressed

@@ -16,7 +16,16 @@ from edgetl.core.artifact.selfwheel import wheel_name
 from tests.conftest import export_cli
 
 # The device side's requirements plus the host proxy's runtime (a Jetson has TensorRT).
-DEVICE_PACKAGES = ["numpy", "pillow", "click", "rich", "cryptography", "onnxruntime"]
+DEVICE_PACKAGES = [
+    "numpy",
+    "pillow",
+    "click",
+    "rich",
+    "cryptography",
+    "pycocotools",
+    "pyyaml",
+    "onnxruntime",
+]
 
 pytestmark = pytest.mark.e2e
 

@@ -8,6 +8,7 @@ Float, appended after quantization: NMS is never quantized."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,33 @@ def with_nms(model: onnx.ModelProto, settings: NmsSettings) -> onnx.ModelProto:
                                            name=PREFIX + outputs[0], **attrs))  # fmt: skip
         return names
 
+    _capped(n)
+    _selected(n)
+    boxes, scores, classes = GRAPH_OUTPUTS
+    make = helper.make_node
+    graph.node.append(make("Gather", ["/nms/kept_boxes", "/nms/top"], [boxes], boxes, axis=0))
+    graph.node.append(make("Identity", ["/nms/top_scores"], [scores], scores))
+    graph.node.append(make("Gather", ["/nms/class", "/nms/top"], [classes], classes, axis=0))
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info(GRAPH_OUTPUTS[0], TensorProto.FLOAT, ["K", 4]),
+        helper.make_tensor_value_info(GRAPH_OUTPUTS[1], TensorProto.FLOAT, ["K"]),
+        helper.make_tensor_value_info(GRAPH_OUTPUTS[2], TensorProto.INT64, ["K"]),
+    ])  # fmt: skip
+    onnx.checker.check_model(out)
+    return out
+
+
+def _ref(name: str) -> str:
+    """A constant's or node output's full name (graph tensors keep theirs)."""
+    return name if name.startswith(PREFIX) or name in ("boxes", "scores") else PREFIX + name
+
+
+Node = Callable[..., list[str]]  # appends one node: (op, inputs, outputs, **attributes)
+
+
+def _capped(n: Node) -> None:
+    """per_class (1, C, L): the scores, with all but the best `candidates` pairs zeroed."""
     n("Transpose", ["scores"], ["all_per_class"], perm=[0, 2, 1])  # (1, C, L)
     # Only the best `candidates` (location, class) pairs go in, as in NumPy: the others zeroed.
     n("Reshape", ["/nms/all_per_class", "flat"], ["all_flat"])
@@ -56,6 +84,11 @@ def with_nms(model: onnx.ModelProto, settings: NmsSettings) -> onnx.ModelProto:
     n("ScatterElements", ["/nms/zeros", "/nms/best", "/nms/best_scores"], ["kept_flat"], axis=0)
     n("Shape", ["/nms/all_per_class"], ["class_shape"])
     n("Reshape", ["/nms/kept_flat", "/nms/class_shape"], ["per_class"])
+
+
+def _selected(n: Node) -> None:
+    """NMS per class, then the best `max_detections` over all classes: kept_boxes,
+    top_scores, class and top (the kept detections' order)."""
     n(
         "NonMaxSuppression",
         ["boxes", "/nms/per_class", "max_per_class", "iou", "floor"],
@@ -76,21 +109,3 @@ def with_nms(model: onnx.ModelProto, settings: NmsSettings) -> onnx.ModelProto:
     n("Min", ["/nms/kept", "limit"], ["k"])
     n("TopK", ["/nms/kept_scores", "/nms/k"], ["top_scores", "top"], axis=0, largest=1, sorted=1)
     n("Gather", ["/nms/all_boxes", "/nms/location"], ["kept_boxes"], axis=0)
-    boxes, scores, classes = GRAPH_OUTPUTS
-    make = helper.make_node
-    graph.node.append(make("Gather", ["/nms/kept_boxes", "/nms/top"], [boxes], boxes, axis=0))
-    graph.node.append(make("Identity", ["/nms/top_scores"], [scores], scores))
-    graph.node.append(make("Gather", ["/nms/class", "/nms/top"], [classes], classes, axis=0))
-    del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info(GRAPH_OUTPUTS[0], TensorProto.FLOAT, ["K", 4]),
-        helper.make_tensor_value_info(GRAPH_OUTPUTS[1], TensorProto.FLOAT, ["K"]),
-        helper.make_tensor_value_info(GRAPH_OUTPUTS[2], TensorProto.INT64, ["K"]),
-    ])  # fmt: skip
-    onnx.checker.check_model(out)
-    return out
-
-
-def _ref(name: str) -> str:
-    """A constant's or node output's full name (graph tensors keep theirs)."""
-    return name if name.startswith(PREFIX) or name in ("boxes", "scores") else PREFIX + name
