@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.markup import escape
 
@@ -24,6 +25,7 @@ from edgetl.core.events import say
 from edgetl.core.files import read_json
 from edgetl.core.options import argv
 from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
+from edgetl.core.records.detector import DetectorManifest
 from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.gate import check_baseline
 from edgetl.stages.bench.harness import check_options
@@ -32,6 +34,7 @@ from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
 
+T = TypeVar("T")
 DEVICE_DATA = "device:"  # --data device:/path names a folder on the device, not copied
 
 
@@ -91,13 +94,28 @@ def _on_device(
     manifests: list[Manifest],
     local_data: Path | None,
 ) -> DeviceRun:
+    def measure(run: DeviceRun, there: list[RemotePath], data: str | None) -> None:
+        run.report = _bench_there(remote, there, data, opts)
+
+    return on_device(remote, opts, manifests, local_data, measure)
+
+
+def on_device(
+    remote: Remote,
+    opts: BenchOptions,
+    manifests: Sequence[Manifest | DetectorManifest],
+    local_data: Path | None,
+    measure: Callable[[DeviceRun, list[RemotePath], str | None], None],
+) -> DeviceRun:
+    """One device's row: the artifacts and data placed there, `measure(run, artifacts there,
+    data there)`, the time taken; a DeviceFault is the row's reason."""
     started = time.perf_counter()
     run = DeviceRun(remote.name, remote.device.target, "ok")
     try:
         there = place(remote, opts.artifacts, manifests, run)
         data = device_data(remote, opts.data, local_data)
         remote.setup()
-        run.report = _bench_there(remote, there, data, opts)
+        measure(run, there, data)
     except DeviceFault as fault:
         run.status, run.reason = "failed", str(fault)
     run.seconds = round(time.perf_counter() - started, 2)
@@ -113,7 +131,10 @@ def checked(artifact: Path) -> Manifest:
 
 
 def place(
-    remote: Remote, artifacts: list[Path], manifests: list[Manifest], run: DeviceRun
+    remote: Remote,
+    artifacts: list[Path],
+    manifests: Sequence[Manifest | DetectorManifest],
+    run: DeviceRun,
 ) -> list[RemotePath]:
     """The device side ready for `artifacts` and each of them there (copied when absent,
     an engine built for a TensorRT bundle); their paths there. Notes copies and engines
@@ -181,17 +202,30 @@ def device_data(remote: Remote, data: str | None, local: Path | None) -> str | N
 def _bench_there(
     remote: Remote, artifacts: list[RemotePath], data: str | None, opts: BenchOptions
 ) -> BenchReport:
+    return bench_there(remote, artifacts, data, opts, BenchReport.read)
+
+
+def bench_there(
+    remote: Remote,
+    artifacts: list[RemotePath],
+    data: str | None,
+    opts: BenchOptions,
+    read: Callable[[Path], T],
+    accept: tuple[int, ...] = (0,),
+) -> T:
+    """The device's own `edgetl bench` of `artifacts` (the options declared remote), its
+    JSON report fetched here and read whole by `read`, or DeviceFault saying why not."""
     out = remote.scratch(".json")
     # The options the device's `edgetl bench` runs with (declared remote); outputs stay here.
     args: list[str] = ["bench", *artifacts, "--json", out, *argv(opts)]
     if data is not None:
         args += ["--data", data]
-    remote.edgetl(args)
+    remote.edgetl(args, accept=accept)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "report.json"
         remote.fetch(out, local)
         try:
-            return BenchReport.read(local)  # whole and schema-checked, or not at all
+            return read(local)  # whole and schema-checked, or not at all
         except EdgetlError as exc:
             raise DeviceFault(f"its report was not accepted: {exc}") from exc
 

@@ -6,7 +6,6 @@ whole. A device that fails is a row saying why; the others still run."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,15 +15,14 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.fields import Source, read_fields
 from edgetl.core.files import read_json
-from edgetl.core.options import argv
 from edgetl.core.records import DeviceRun, LabReport
 from edgetl.core.records.detector import DETECT_BENCH_SCHEMA, DetectBenchReport, DetectorManifest
 from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.options import BenchOptions
-from edgetl.stages.lab.bench import device_data, local_data_folder
+from edgetl.stages.lab.bench import bench_there, local_data_folder, on_device
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
-from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
+from edgetl.stages.lab.ssh import RemotePath, multiplexed
 
 
 def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Outcome[LabReport]:
@@ -62,42 +60,16 @@ def manifest_files_checked(path: Path, manifest: DetectorManifest) -> None:
 def _on_device(
     remote: Remote, opts: BenchOptions, manifests: list[DetectorManifest], local: Path | None
 ) -> DeviceRun:
-    started = time.perf_counter()
-    run = DeviceRun(remote.name, remote.device.target, "ok")
-    try:
-        remote.prepare({manifest.backend for manifest in manifests})
-        there = []
-        for path, manifest in zip(opts.artifacts, manifests, strict=True):
-            copy, copied = remote.put(path, manifest.digest)
-            there.append(copy)
-            if copied:
-                run.copied.append(path.name)
-        data = device_data(remote, opts.data, local)
-        remote.setup()
-        run.detections = _bench_there(remote, there, data, opts)
+    def measure(run: DeviceRun, there: list[RemotePath], data: str | None) -> None:
+        run.detections = bench_there(remote, there, data, opts, _read, accept=(0, 1))
         if not run.detections.passed:
             run.status, run.reason = "failed", "; ".join(run.detections.failures)
-    except DeviceFault as fault:
-        run.status, run.reason = "failed", str(fault)
-    run.seconds = round(time.perf_counter() - started, 2)
-    return run
+
+    return on_device(remote, opts, manifests, local, measure)
 
 
-def _bench_there(
-    remote: Remote, artifacts: list[RemotePath], data: str | None, opts: BenchOptions
-) -> DetectBenchReport:
-    out = remote.scratch(".json")
-    args: list[str] = ["bench", *artifacts, "--json", out, *argv(opts)]
-    if data is not None:
-        args += ["--data", data]
-    remote.edgetl(args, accept=(0, 1))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "report.json"
-        remote.fetch(out, local)
-        try:
-            found = read_json(local, "detector bench report")
-            if found.get("schema") != DETECT_BENCH_SCHEMA:
-                raise EdgetlError(f"schema {found.get('schema')}, not {DETECT_BENCH_SCHEMA}")
-            return read_fields(DetectBenchReport, found, Source(str(local), strict=False))
-        except EdgetlError as exc:
-            raise DeviceFault(f"its report was not accepted: {exc}") from exc
+def _read(path: Path) -> DetectBenchReport:
+    found = read_json(path, "detector bench report")
+    if found.get("schema") != DETECT_BENCH_SCHEMA:
+        raise EdgetlError(f"schema {found.get('schema')}, not {DETECT_BENCH_SCHEMA}")
+    return read_fields(DetectBenchReport, found, Source(str(path), strict=False))
