@@ -195,9 +195,94 @@ def test_what_detectors_do_not_do_yet_is_exit_2_naming_it(detect_run: Path, tmp_
     source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
     unfreeze = cli("finetune", "--data", source, "--out", tmp_path / "r", "--unfreeze", 1)
     assert unfreeze.exit_code == 2 and "--unfreeze" in unfreeze.output
-    jetson = cli("export", detect_run, "--target", "jetson", "--out", tmp_path / "j")
-    assert jetson.exit_code == 2 and "TensorRT" in jetson.output
+    fp16 = cli(
+        "export", detect_run, "--target", "cpu", "--precision", "fp16", "--out", tmp_path / "j"
+    )
+    assert fp16.exit_code == 2 and "fp16" in fp16.output
     assert not (tmp_path / "j").exists()
+
+
+def test_a_jetson_bundle_of_a_detector_keeps_tensorrts_rules_and_checks_an_engine(
+    detect_run: Path, tmp_path: Path
+) -> None:
+    """INT8 for Jetson: the Q/DQ graph TensorRT takes (decode float), FP32 + calibration cache
+    for DLA on 10, the wheel; NMS in NumPy (not timed without TensorRT); the reference set's
+    host detections are what `edgetl build` holds an engine to: equal passes, boxes shifted
+    fail and the engine is removed."""
+    from edgetl.backends.detector import load_detector
+    from edgetl.backends.tensorrt.compiler import activation_scales
+    from edgetl.backends.tensorrt.detector_check import check_detector
+    from edgetl.backends.tensorrt.rules import violations
+    from edgetl.core.errors import CheckFailed
+    from edgetl.core.records.detector import DetectorManifest
+
+    out = tmp_path / "orin"
+    result = cli("export", detect_run, "--target", "jetson-agx-orin", "--precision", "int8",
+                 "--max-accuracy-drop", 50, "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "tensorrt" and manifest["nms_where"] == "device-numpy"
+    assert (
+        manifest["nms_choice"]["graph_p50_ms"] is None
+        and "not timed" in manifest["nms_choice"]["note"]
+    )
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "model.onnx",
+        "model.fp32.onnx",
+        "calibration.cache",
+        "DEVICE.md",
+        "reference.npz",
+    } <= names
+    assert any(name.endswith(".whl") for name in names)
+    graph = onnx.load(str(out / "model.onnx"))
+    assert violations(graph) == []
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    quantized = {n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}
+    decode = [n for n in graph.graph.node if "/decode/" in n.name]
+    assert decode and not any(i in quantized for n in decode for i in n.input)
+    assert activation_scales(graph)  # the cache DLA on TensorRT 10 builds from
+    read = DetectorManifest.read(out)
+    host = load_detector(out)  # no TensorRT here: the host proxy runs the bundle's ONNX
+    assert host.proxy == "onnxruntime"
+    checked = check_detector(out, read, host.runner)
+    assert checked["passed"] and checked["agreement"] == 1.0
+    assert checked["n"] == SIZES["test"] and checked["map50_95"] == checked["host_map50_95"]
+
+    class Shifted:  # an engine whose boxes are 24 px off
+        batch_size = None
+
+        def named(self, images: np.ndarray) -> dict[str, np.ndarray]:
+            found = host.runner.named(images)
+            return {**found, "boxes": found["boxes"] + 24.0}
+
+    (out / "model.engine").write_bytes(b"engine")
+    with pytest.raises(CheckFailed, match="agreement"):
+        check_detector(out, read, Shifted())
+    assert not (out / "model.engine").exists()
+
+
+def test_a_jetson_fp16_detector_checks_its_fp16_graph_and_benches_on_its_reference_set(
+    detect_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "orin-fp16"
+    result = cli("export", detect_run, "--target", "jetson-agx-orin", "--precision", "fp16",
+                 "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    check = manifest["parity"]["host_checks"]["model.fp16.onnx"]  # TensorRT 11's graph
+    assert check["drop_upper_pts"] <= 1.0
+    source = Path(json.loads((detect_run / "edgetl.json").read_text())["data"]["source"])
+    away = source.with_name("away")
+    source.rename(away)  # a device: the run's data is not there
+    try:
+        bench = cli("bench", out, "--iterations", 3, "--json", tmp_path / "b.json")
+    finally:
+        away.rename(source)
+    assert bench.exit_code == 0, bench.output
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["split"] == "reference" and report["results"][0]["images"] == SIZES["test"]
+    assert report["results"][0]["map50_95"] == manifest["test"]["map50_95"]
 
 
 def test_nms_in_the_graph_keeps_numpy_nms_detections(exported: dict[str, Path]) -> None:

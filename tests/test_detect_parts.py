@@ -170,3 +170,35 @@ def test_a_box_in_the_letterbox_padding_is_dropped_not_clipped_to_a_line() -> No
     scores = np.asarray([[0.9], [0.8]], np.float32)
     found = detections(boxes, scores, NmsSettings(), LETTERBOX, (128, 64))  # photo: 64 x 32 in
     assert found.classes.tolist() == [0] and found.boxes.shape == (1, 4)
+
+
+def test_the_detector_reference_set_round_trips_and_names_a_damaged_file(tmp_path: Path) -> None:
+    from edgetl.core.artifact.detection_reference import DetectionReference
+
+    rng = np.random.default_rng(0)
+    truth = [Objects(np.asarray([[1, 2, 30, 40]], np.float32), np.asarray([1])),
+             Objects.none()]  # fmt: skip
+    scored = [Objects(np.asarray([[1, 2, 31, 40], [5, 5, 9, 9]], np.float32),
+                      np.asarray([1, 0]), np.asarray([0.9, 0.2], np.float32)),
+              Objects.none(scored=True)]  # fmt: skip
+    images = rng.integers(0, 255, (2, 3, 16, 16), dtype=np.uint8)
+    sizes, keys = [(64, 48), (20, 30)], ["a.png", "b.png"]
+    reference = DetectionReference(images, sizes, keys, ["cat", "dog"], truth, scored, scored)
+    path = tmp_path / "reference.npz"
+    reference.save(path)
+    back = DetectionReference.load(path)
+    assert back.sizes == [(64, 48), (20, 30)] and back.keys == ["a.png", "b.png"]
+    np.testing.assert_array_equal(back.images, images)
+    assert back.truth[0].scores is None and len(back.truth[1]) == 0
+    np.testing.assert_array_equal(back.artifact[0].boxes, scored[0].boxes)
+    np.testing.assert_array_equal(back.fp32[0].scores, scored[0].scores)
+    assert len(back.fp32[1]) == 0 and back.fp32[1].scores is not None
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["fp32_image"] = arrays["fp32_image"] + 5  # detections of an image that is not there
+    np.savez(path, **arrays)
+    with pytest.raises(EdgetlError, match=r"reference.npz: fp32's boxes.*re-run export"):
+        DetectionReference.load(path)
+    path.write_bytes(b"not an npz")
+    with pytest.raises(EdgetlError, match="not a readable detector reference set"):
+        DetectionReference.load(path)

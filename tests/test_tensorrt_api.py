@@ -544,6 +544,9 @@ def test_the_engine_runner_copies_the_buffer_polygraphy_reuses(monkeypatch) -> N
     images = np.arange(6 * 3 * 8 * 8, dtype=np.float32).reshape(6, 3, 8, 8)
     logits = run_all(runner, images)
     np.testing.assert_array_equal(logits, images.reshape(6, -1)[:, :4])
+    first = runner.named(images[:2])  # a detector's outputs by name, copied out too
+    runner.named(images[2:4])
+    np.testing.assert_array_equal(first["logits"], images[:2].reshape(2, -1)[:, :4])
     # An engine built for DLA core 1 is deserialized by a runtime set to core 1 (the
     # default runtime says 0); a closed runner is deactivated (Polygraphy warns otherwise).
     assert runner._runner.loader[1].DLA_core == -1

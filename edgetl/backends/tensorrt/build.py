@@ -10,17 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.backends import run_all
+from edgetl.backends.tensorrt.detector_check import check_detector, refuse
 from edgetl.backends.tensorrt.options import TensorRtOptions
-from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineDevice, EngineRecord
+from edgetl.backends.tensorrt.record import EngineDevice, EngineRecord
 from edgetl.backends.tensorrt.runtime import ENGINE_FILE, TIMING_CACHE, TensorRtRuntime
 from edgetl.core.artifact.reference import ReferenceSet
 from edgetl.core.env import jetson
-from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.fields import write_fields
 from edgetl.core.files import atomic_write_bytes
 from edgetl.core.measures.parity import compare
 from edgetl.core.records import MANIFEST_FILE, Manifest
+from edgetl.core.records.detector import DetectorManifest, is_detector
+from edgetl.core.records.manifest import Compiled
 
 
 @dataclass
@@ -38,7 +41,9 @@ def build(opts: BuildOptions) -> EngineRecord:
     if is_archive(opts.bundle):
         opts.bundle = unpack_archive(opts.bundle)  # what follows, and the caller, use the dir
         say(f"unpacked into {opts.bundle} (every member checked)")
-    manifest = Manifest.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
+    detector = is_detector(opts.bundle)
+    reader = DetectorManifest if detector else Manifest
+    manifest = reader.read(opts.bundle, trust=trusted_keys(opts.trust))  # every sha256 first
     if manifest.backend != "tensorrt":
         raise EdgetlError(
             f"{opts.bundle}: an artifact for {manifest.backend}; `edgetl build` builds TensorRT "
@@ -63,7 +68,8 @@ def build(opts: BuildOptions) -> EngineRecord:
             f"layers on DLA {dla}: {record.dla_layers}, on the GPU: "
             f"{record.gpu_layers} {record.gpu_fallback_layers}"
         )
-    record = replace(record, parity=_check(opts.bundle, manifest))
+    checked = check_detector if detector else _check
+    record = replace(record, parity=checked(opts.bundle, manifest))  # type: ignore[arg-type]
     record.write(opts.bundle)
     return record
 
@@ -101,7 +107,7 @@ def write_engine(bundle: Path, precision: str, workspace_mb: int, dla_core: int)
     return record
 
 
-def _settings(opts: BuildOptions, manifest: Manifest, version: str) -> TensorRtOptions:
+def _settings(opts: BuildOptions, manifest: Compiled, version: str) -> TensorRtOptions:
     """The bundle's TensorRT settings with the command line's overrides; exit 2 when the
     bundle was made for other TensorRT majors than the one found here."""
     where = str(opts.bundle / MANIFEST_FILE)
@@ -160,12 +166,5 @@ def _check(bundle: Path, manifest: Manifest) -> dict[str, Any]:
         f"{parity.artifact_top1:.2%} (host {parity.reference_top1:.2%})"
     )
     if not parity.passed:
-        # Never leave an engine that looks good, nor a record of one that is gone (the lab
-        # then said "no model.engine yet" instead of rebuilding).
-        for name in (ENGINE_FILE, ENGINE_RECORD):
-            (bundle / name).unlink(missing_ok=True)
-        raise CheckFailed(
-            f"the engine differs from the host's model beyond the profile's device_parity: "
-            f"{parity.shortfall()}; engine and engine record removed"
-        )
+        refuse(bundle, parity.shortfall())
     return write_fields(parity)

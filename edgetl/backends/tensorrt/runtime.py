@@ -141,6 +141,12 @@ class TrtRunner:
             outputs = self._runner.infer({self.input_name: np.ascontiguousarray(images)})
             return np.array(next(iter(outputs.values())), copy=True)
 
+    def named(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector's boxes and scores), each copied out."""
+        with self._lock:
+            outputs = self._runner.infer({self.input_name: np.ascontiguousarray(images)})
+            return {name: np.array(value, copy=True) for name, value in outputs.items()}
+
     def close(self) -> None:
         """Polygraphy's runner freed (its buffers and context: memory an 8 GB Orin Nano
         needs back); otherwise it warns at exit that it was never deactivated."""

@@ -36,7 +36,6 @@ class ReferenceSet:
         return len(self.labels)
 
     def save(self, path: Path) -> None:
-        buffer = io.BytesIO()
         arrays: dict[str, Any] = {
             "images": self.images,
             "labels": self.labels,
@@ -47,21 +46,15 @@ class ReferenceSet:
             arrays["artifact_logits"] = self.artifact_logits
         if self.seen is not None:
             arrays["seen_sha256"] = self.seen
-        np.savez_compressed(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
+        write_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> ReferenceSet:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                images, labels = data["images"], data["labels"]
-                logits, keys = data["fp32_logits"], [str(k) for k in data["keys"]]
-                artifact = data.get("artifact_logits")
-                seen = data.get("seen_sha256")
-        except (OSError, ValueError, KeyError) as exc:
-            raise EdgetlError(
-                f"{path}: not a readable reference set ({exc}); re-run export"
-            ) from exc
+        data = read_arrays(path, "reference set", ("images", "labels", "fp32_logits", "keys"))
+        images, labels = data["images"], data["labels"]
+        logits, keys = data["fp32_logits"], [str(k) for k in data["keys"]]
+        artifact = data.get("artifact_logits")
+        seen = data.get("seen_sha256")
         if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise EdgetlError(f"{path}: reference images are not (N, 3, S, S) uint8; re-run export")
         if seen is not None and (seen.dtype != np.uint8 or seen.ndim != 2 or seen.shape[1] != 16):
@@ -74,6 +67,27 @@ class ReferenceSet:
             return np.zeros(len(digests), bool)
         known = {bytes(row) for row in self.seen}
         return np.asarray([digest[:16] in known for digest in digests])
+
+
+def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
+    """An .npz of `arrays`, compressed, written atomically (never a half-written set)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_arrays(path: Path, what: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Every array of an .npz (no pickle), or EdgetlError naming the file when it is not
+    readable or lacks one of `required`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise EdgetlError(f"{path}: not a readable {what} ({exc}); re-run export") from exc
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise EdgetlError(f"{path}: not a readable {what} (no {', '.join(missing)}); re-run export")
+    return arrays
 
 
 def seen_digests(*parts: list[bytes] | None) -> np.ndarray | None:

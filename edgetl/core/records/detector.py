@@ -102,17 +102,22 @@ class DetectorParity:
     max_abs_diff_scores: float
     max_abs_diff_boxes_px: float
     agreement: float | None
+    # The artifact's other graphs (TensorRT 11's FP16-typed ONNX) on the host proxy, by file:
+    # their val mAP50-95 and the drop's upper bound against FP32, under the guard's rule.
+    host_checks: dict[str, dict[str, float]] | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass(frozen=True)
 class NmsChoice:
     """Where NMS runs, measured at export: batch-1 p50 (ms) of the artifact with NMS in NumPy
     after the graph and with NMS in the graph, interleaved on val images, on the runtime
-    that measures here; the faster ships. `agreement`: the graph's NMS against NumPy's."""
+    that measures here; the faster ships. `agreement`: the graph's NMS against NumPy's.
+    None and a `note` where the target's runtime is not here to time them (TensorRT)."""
 
-    numpy_p50_ms: float
-    graph_p50_ms: float
+    numpy_p50_ms: float | None
+    graph_p50_ms: float | None
     agreement: float | None
+    note: str | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ class DetectorManifest(Compiled):
     compile_s: float
     versions: dict[str, str]
     quantization: DetectorQuantization | None = field(default=None, metadata={"omit": None})
+    reference: str | None = field(default=None, metadata={"omit": None})  # its .npz file
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     task: str = "detect"
     edgetl: str = __version__

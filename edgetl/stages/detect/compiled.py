@@ -57,6 +57,9 @@ class Target:
     device: str
     precision: str
     fp32: Path
+    # The host proxy's loader of an in-memory graph, where the target's runtime is not here
+    # (TensorRT): the bundle's ONNX is what it runs.
+    proxy: Any = None
 
     def compile(self, graph: Path, folder: Path) -> list[str]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -65,6 +68,8 @@ class Target:
         return list(self.compiler.compile(given, folder, self.profile))
 
     def load(self, folder: Path, files: list[str]) -> Any:
+        if self.proxy is not None:
+            return self.proxy(onnx.load(str(folder / files[0])))
         options = self.compiler.options(self.profile).to_dict()
         return self.runtime.load(folder, RuntimeSpec(files, self.device, options,
                                                      self.profile.threads))  # fmt: skip
@@ -81,6 +86,8 @@ class Placed:
 
 def place(target: Target, chosen: Path, val: ValSet, load: Any, work: Path) -> Placed:
     """Both variants compiled and checked, timed; the faster's graph and postprocessing."""
+    if target.proxy is not None:
+        return _place_untimed(target, chosen, val, load, work)
     plain_files = target.compile(chosen, work / "numpy-nms")
     plain = target.load(work / "numpy-nms", plain_files)
     parity = _parity(plain, val, chosen, load)
@@ -111,6 +118,19 @@ def place(target: Target, chosen: Path, val: ValSet, load: Any, work: Path) -> P
                        None if agreed is None else round(agreed, 5))  # fmt: skip
     graph, how = (nms_path, theirs) if where == NMS_IN_GRAPH else (chosen, ours)
     return Placed(graph_files if where == NMS_IN_GRAPH else plain_files, graph, how, parity, choice)
+
+
+def _place_untimed(target: Target, chosen: Path, val: ValSet, load: Any, work: Path) -> Placed:
+    """A bundle whose engine is built on the device: NMS cannot be timed here, so it runs in
+    NumPy after the engine, the route every TensorRT release and DLA take (NMS is no DLA
+    layer; TensorRT imports ONNX NonMaxSuppression only from 8.5, on the GPU)."""
+    files = target.compile(chosen, work / "numpy-nms")
+    parity = _parity(target.load(work / "numpy-nms", files), val, chosen, load)
+    note = (f"{target.profile.backend} is not on this host: NMS placement is not timed here; "
+            "NMS runs in NumPy after the engine on the device")  # fmt: skip
+    say(f"NMS: {note}")
+    choice = NmsChoice(None, None, None, note)
+    return Placed(files, chosen, How(val.nms, NMS_ON_DEVICE, val.letterbox), parity, choice)
 
 
 def _timed(variants: dict[str, tuple[Any, How]], val: ValSet) -> dict[str, float]:
@@ -148,3 +168,27 @@ def _parity(runner: Any, val: ValSet, chosen: Path, load: Any) -> DetectorParity
             "artifact written"
         )
     return parity
+
+
+def host_checks(target: Target, out_dir: Path, judge: Any, budget: float
+                ) -> dict[str, dict[str, float]] | None:  # fmt: skip
+    """The bundle's other graphs (TensorRT 11's FP16-typed ONNX) on the host proxy, each held
+    to the guard's rule against FP32 on val (the drop's upper bound within the budget);
+    CheckFailed, nothing written, when one is not."""
+    from edgetl.backends.onnxruntime.fp16 import quiet
+
+    found = {}
+    for what, path, _key in target.compiler.host_checks(out_dir, target.precision, target.profile):
+        with quiet():  # ONNX Runtime's CPU runs most FP16 nodes in FP32, and says so per node
+            measured, accepted = judge.judge(judge.measure(what, onnx.load(str(path))), budget)
+        result = measured.attempt
+        say(f"{what} ({path.name}) on the host proxy: val mAP50-95 {result.top1:.4f}, "
+            f"{result.verdict}")  # fmt: skip
+        if not accepted:
+            raise CheckFailed(
+                f"{what} ({path.name}): val mAP50-95 {result.top1:.4f} is not shown within "
+                f"{budget:g} points of FP32's; no bundle written"
+            )
+        found[path.name] = {"map50_95": result.top1, "drop_pts": result.drop_pts,
+                            "drop_upper_pts": result.drop_upper_pts or 0.0}  # fmt: skip
+    return found or None

@@ -14,16 +14,14 @@ import numpy as np
 import onnx
 import torch
 
-from edgetl.backends.detector import detect
 from edgetl.backends.placement import Placement, resolve
 from edgetl.backends.profiles import load_target
+from edgetl.core.artifact.detection_reference import DETECTION_REFERENCE_FILE
 from edgetl.core.constants import INPUT_NAME
-from edgetl.core.data.detection import DetectionSet
 from edgetl.core.data.detection_splits import DetectionSplits
 from edgetl.core.errors import CheckFailed, EdgetlError
 from edgetl.core.events import say
 from edgetl.core.files import sha256_file, staged_dir
-from edgetl.core.measures.detection import agreement, coco_map
 from edgetl.core.outputs import check_not_input, claim, scratch_dir
 from edgetl.core.records import RUN_FILE, Sensitivity
 from edgetl.core.records.detector import (
@@ -33,7 +31,6 @@ from edgetl.core.records.detector import (
     DetectorManifest,
     DetectorQuantization,
     DetectorRunRef,
-    MapAccuracy,
 )
 from edgetl.core.records.manifest import MANIFEST_FILE
 from edgetl.core.targets import TargetProfile
@@ -42,8 +39,9 @@ from edgetl.quantize.calibration import MIN_SAMPLES, CalibrationSet
 from edgetl.quantize.guard.candidates import Candidates
 from edgetl.quantize.guard.ranker import ranking_loader
 from edgetl.quantize.recipes import load_recipe
-from edgetl.stages.detect.compiled import How, Target, place
+from edgetl.stages.detect.compiled import Target, host_checks, place
 from edgetl.stages.detect.guard import Climb, MapJudge, ValSet, climb, rank, run_raw
+from edgetl.stages.detect.reported import tested, val_accuracy
 from edgetl.stages.detect.run import DetectRunInfo, load_detect_run, run_detector
 from edgetl.stages.export.options import ExportOptions
 from edgetl.stages.export.plan import guard_terms
@@ -111,12 +109,6 @@ def _plan(opts: ExportOptions) -> Plan:
     info = load_detect_run(opts.run)
     profile = load_target(opts.target)
     precision = profile.check_precision(opts.precision)
-    if profile.backend not in ("onnxruntime", "openvino"):
-        raise EdgetlError(
-            f"--target {profile.name}: detectors export for ONNX Runtime and OpenVINO targets so "
-            "far (cpu, openvino-cpu, openvino-gpu, openvino-npu); TensorRT bundles of a "
-            "detector are not built yet"
-        )
     if precision == "fp16" and profile.backend == "onnxruntime":
         raise EdgetlError(f"--precision fp16 on {profile.name}: not for detectors yet; use fp32")
     placement = resolve(profile, f"target {profile.name}", export=True)
@@ -155,12 +147,20 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
         chosen_path, quantization = _quantize(plan, splits, judge, work, fp32_path)
     compiler = plan.placement.compiler()
     target = Target(compiler, plan.placement.runtime, profile, plan.placement.device,
-                    plan.precision, fp32_path)  # fmt: skip
+                    plan.precision, fp32_path, load if plan.placement.proxy else None)  # fmt: skip
     placed = place(target, chosen_path, val, load, work)
     files = target.compile(placed.graph, out_dir)
     runner = target.load(out_dir, files)
+    parity = replace(placed.parity, host_checks=host_checks(target, out_dir, judge,
+                                                            guard_terms(plan.opts)[0]))  # fmt: skip
     compile_s = time.perf_counter() - started
-    test = _test_accuracy(model, runner, splits, placed.how)
+    test = tested(lambda images: _torch_raw(model, images), runner, splits.test,
+                  splits.images("test"), placed.how)  # fmt: skip
+    test.reference(plan.opts.reference_samples).save(out_dir / DETECTION_REFERENCE_FILE)
+    if compiler.ships_wheel:  # a Jetson's package index has no edgetl: the bundle carries it
+        from edgetl.core.artifact.selfwheel import build_wheel
+
+        build_wheel(out_dir)
     manifest = DetectorManifest(
         target=profile.name, target_profile=profile.source, backend=profile.backend,
         device=profile.device, precision=plan.precision,  # type: ignore[arg-type]
@@ -172,8 +172,9 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
         nms_where=placed.how.nms_where, nms_choice=placed.choice,
         run=DetectorRunRef(str(plan.opts.run.resolve()), sha256_file(plan.opts.run / RUN_FILE),
                            info.backbone.name, info.data),
-        val=_val_accuracy(judge, runner, val, placed.how), test=test, parity=placed.parity,
+        val=val_accuracy(judge, runner, val, placed.how), test=test.accuracy(), parity=parity,
         compile_s=round(compile_s, 2), versions=versions(), quantization=quantization,
+        reference=DETECTION_REFERENCE_FILE,
     )  # fmt: skip
     manifest.write(out_dir)
     return manifest
@@ -268,33 +269,3 @@ def _prepared(source: Path, target: Path) -> onnx.ModelProto:
 
     quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
     return onnx.load(str(target))
-
-
-def _val_accuracy(judge: MapJudge, runner: Any, val: ValSet, how: How) -> MapAccuracy:
-    truth = val.truth
-    found = detect(runner, val.images, truth.sizes, how)
-    ours = coco_map(truth.objects, found, truth.sizes, len(truth.classes))
-    fp32 = coco_map(truth.objects, judge.fp32, truth.sizes, len(truth.classes))
-    return _accuracy(truth, ours, fp32, agreement(judge.fp32, found))
-
-
-def _test_accuracy(model: torch.nn.Module, runner: Any, splits: DetectionSplits,
-                   how: How) -> MapAccuracy:  # fmt: skip
-    images = np.stack([splits.images("test").preprocessed(i, how.letterbox)
-                       for i in range(len(splits.test))])  # fmt: skip
-    test = ValSet(images, splits.test, how.letterbox, how.nms)
-    reference = test.objects(_torch_raw(model, images))
-    found = detect(runner, images, splits.test.sizes, how)
-    truth = splits.test
-    ours = coco_map(truth.objects, found, truth.sizes, len(truth.classes))
-    fp32 = coco_map(truth.objects, reference, truth.sizes, len(truth.classes))
-    return _accuracy(truth, ours, fp32, agreement(reference, found))
-
-
-def _accuracy(truth: DetectionSet, ours: Any, fp32: Any, agreed: float | None) -> MapAccuracy:
-    return MapAccuracy(
-        len(truth), sum(len(o) for o in truth.objects), round(ours.map50_95, 5),
-        round(ours.map50, 5), round(fp32.map50_95, 5), round(fp32.map50, 5),
-        None if agreed is None else round(agreed, 5),
-        [None if v is None else round(v, 5) for v in ours.per_class],
-    )  # fmt: skip

@@ -5,19 +5,21 @@ fails an artifact whose mAP or p50 regressed. Device side: no torch."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgetl.backends.detector import DetectorModel, Timed, detect, load_detector
-from edgetl.core.data.detection import DetectionSet
+from edgetl.core.artifact.detection_reference import DetectionReference
 from edgetl.core.data.detection_splits import load_detection
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.fields import Source, read_fields
 from edgetl.core.files import atomic_write_json, read_json
 from edgetl.core.images import read_image
-from edgetl.core.measures.detection import coco_map
+from edgetl.core.measures.detection import Objects, coco_map
 from edgetl.core.measures.timing import summarize
 from edgetl.core.records.detector import (
     DETECT_BENCH_SCHEMA,
@@ -28,11 +30,26 @@ from edgetl.core.ui import progress
 from edgetl.stages.bench.options import BenchOptions
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What a detector is measured on: each image as the model's input, its size and boxes."""
+
+    source: str
+    split: str
+    classes: list[str]
+    sizes: list[tuple[int, int]]
+    truth: list[Objects]
+    input: Callable[[int], np.ndarray]  # image i -> its (1, 3, S, S) letterboxed input
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+
 def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
     models = [load_detector(path, opts.threads, opts.trust) for path in opts.artifacts]
-    data, split, part = _data(models[0], opts)
-    results = [_measure(model, part, opts) for model in models]
-    report = DetectBenchReport(data, split, results)
+    measured = _data(models[0], opts)
+    results = [_measure(model, measured, opts) for model in models]
+    report = DetectBenchReport(measured.source, measured.split, results)
     if opts.baseline is not None:
         report.failures = _gate(report, _read(opts.baseline), opts)
     if opts.json_path is not None:
@@ -40,17 +57,20 @@ def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
     return report
 
 
-def _data(model: DetectorModel, opts: BenchOptions) -> tuple[str, str, DetectionSet]:
-    """The run's own split (default test), or the split of another detection folder."""
+def _data(model: DetectorModel, opts: BenchOptions) -> Measured:
+    """--data's split, the run's own split (default test), or the artifact's reference set
+    where the run's data is not on this machine (a device)."""
     run_data = model.manifest.run.data
     if opts.data:
         splits = load_detection(Path(opts.data))
     elif Path(run_data.source).exists():
         splits = run_data.load()
+    elif model.manifest.reference is not None and opts.split in (None, "test"):
+        return _reference(model, opts)
     else:
         raise EdgetlError(
-            f"{run_data.source}: the run's data is not on this machine; give --data with a YOLO "
-            "or COCO folder to measure on"
+            f"{run_data.source}: the run's data is not on this machine and the artifact has no "
+            "reference set; give --data with a YOLO or COCO folder to measure on"
         )
     split = opts.split or "test"
     part = splits.part(split)
@@ -59,41 +79,54 @@ def _data(model: DetectorModel, opts: BenchOptions) -> tuple[str, str, Detection
     if split != "test":
         say(f"[yellow]note:[/] measuring on {split}: choices were made on it; test is the "
             "split no choice was made on")  # fmt: skip
-    return splits.source, split, part
+    letterbox = model.letterbox
+    return Measured(splits.source, split, part.classes, part.sizes, part.objects,
+                    lambda i: letterbox(read_image(part.root / part.keys[i]))[None])  # fmt: skip
 
 
-def _measure(model: DetectorModel, part: DetectionSet, opts: BenchOptions) -> DetectBenchEntry:
+def _reference(model: DetectorModel, opts: BenchOptions) -> Measured:
+    path = model.path / str(model.manifest.reference)
+    reference = DetectionReference.load(path)
+    count = len(reference) if opts.limit is None else min(opts.limit, len(reference))
+    images = model.letterbox.normalize(reference.images[:count])
+    say(f"measuring on the artifact's reference set ({count} test images of the run; its data "
+        "is not on this machine)")  # fmt: skip
+    return Measured(str(path), "reference", reference.classes, reference.sizes[:count],
+                    reference.truth[:count], lambda i: images[i : i + 1])  # fmt: skip
+
+
+def _measure(model: DetectorModel, measured: Measured, opts: BenchOptions) -> DetectBenchEntry:
     manifest = model.manifest
     found = []
     with progress() as bar:
-        task = bar.add_task(f"mAP {manifest.name}", total=len(part), info="")
-        for key in part.keys:
-            found += model.objects([read_image(part.root / key)])
+        task = bar.add_task(f"mAP {manifest.name}", total=len(measured), info="")
+        for i, size in enumerate(measured.sizes):
+            found += detect(model.runner, measured.input(i), [size], manifest)
             bar.advance(task)
-    scores = coco_map(part.objects, found, part.sizes, len(part.classes))
-    graph, nms = _latency(model, part, opts)
+    scores = coco_map(measured.truth, found, measured.sizes, len(measured.classes))
+    graph, nms = _latency(model, measured, opts)
     total = summarize(graph + nms)
     return DetectBenchEntry(
         manifest.name, str(model.path), manifest.backend, manifest.device, manifest.precision,
-        manifest.backend if model.proxy else None, len(part), sum(len(o) for o in part.objects),
-        round(scores.map50_95, 5), round(scores.map50, 5),
+        manifest.backend if model.proxy else None, len(measured),
+        sum(len(o) for o in measured.truth), round(scores.map50_95, 5), round(scores.map50, 5),
         [None if v is None else round(v, 5) for v in scores.per_class], total,
         round(float(np.median(graph)), 4), round(float(np.median(nms)), 4), manifest.nms_where,
     )  # fmt: skip
 
 
-def _latency(model: DetectorModel, part: DetectionSet, opts: BenchOptions
+def _latency(model: DetectorModel, measured: Measured, opts: BenchOptions
              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Batch-1 milliseconds in the graph and after it (NumPy NMS, or with NMS in the graph
     only the mapping back), per sample, over the set's first images in turn (real
     detections: NMS's work depends on them)."""
-    images = [read_image(part.root / key) for key in part.keys[:16]]
-    inputs = [model.letterbox(image)[None] for image in images]
+    count = min(16, len(measured))
+    inputs = [measured.input(i) for i in range(count)]
     graph, after = [], []
     for i in range(opts.warmup + opts.iterations):
-        k = i % len(images)
+        k = i % count
         timed = Timed()
-        detect(model.runner, inputs[k], [images[k].size], model.manifest, timed)
+        detect(model.runner, inputs[k], [measured.sizes[k]], model.manifest, timed)
         if i >= opts.warmup:
             graph.append(timed.graph_s * 1e3)
             after.append(timed.nms_s * 1e3)
