@@ -191,6 +191,27 @@ def test_bench_measures_map_and_nms_share_and_gates_a_baseline(
     assert gated.exit_code == 1 and "below the baseline" in gated.output
 
 
+def test_compare_of_two_detectors_times_with_nms_and_measures_map_on_the_same_images(
+    exported: dict[str, Path], tiny_run: Path
+) -> None:
+    base, candidate = exported["cpu-fp32"], exported["cpu-int8"]
+    result = cli("compare", base, candidate, "--rounds", 4, "--iterations", 5, "--json",
+                 "--max-regression", 1000, "--max-accuracy-drop", 100)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.output[result.output.index("{") :])
+    assert verdict["metric"] == "mAP50-95" and verdict["n"] == SIZES["test"]
+    for key, artifact in (("base_top1", base), ("candidate_top1", candidate)):
+        manifest = json.loads((artifact / "manifest.json").read_text())
+        assert verdict[key] == pytest.approx(manifest["test"]["map50_95"], abs=1e-5)
+    strict = cli("compare", base, candidate, "--rounds", 4, "--iterations", 5,
+                 "--max-regression", 1000, "--max-accuracy-drop", -100)  # fmt: skip
+    assert strict.exit_code == 1 and "mAP50-95" in strict.output
+    classifier = tiny_run.parent / "classifier-artifact"
+    assert cli("export", tiny_run, "--target", "cpu", "--out", classifier).exit_code == 0
+    mixed = cli("compare", classifier, candidate)
+    assert mixed.exit_code == 2 and "not a detector artifact" in mixed.output
+
+
 def test_what_detectors_do_not_do_yet_is_exit_2_naming_it(detect_run: Path, tmp_path: Path) -> None:
     source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
     unfreeze = cli("finetune", "--data", source, "--out", tmp_path / "r", "--unfreeze", 1)
@@ -199,7 +220,34 @@ def test_what_detectors_do_not_do_yet_is_exit_2_naming_it(detect_run: Path, tmp_
         "export", detect_run, "--target", "cpu", "--precision", "fp16", "--out", tmp_path / "j"
     )
     assert fp16.exit_code == 2 and "fp16" in fp16.output
+    for option in (
+        ("--dynamic-batch",),
+        ("--rule", "paired-bound+flips"),
+        ("--calib-data", source),
+    ):
+        refused = cli("export", detect_run, "--target", "cpu", "--out", tmp_path / "j", *option)
+        assert (
+            refused.exit_code == 2
+            and option[0] in refused.output
+            and "not for detectors" in refused.output
+        )
     assert not (tmp_path / "j").exists()
+
+
+def test_a_signed_archived_detector_is_trusted_by_its_key_only(
+    detect_run: Path, tmp_path: Path
+) -> None:
+    for name in ("fleet", "other"):
+        assert cli("keygen", tmp_path / name).exit_code == 0
+    out = tmp_path / "signed"
+    result = cli("export", detect_run, "--target", "cpu", "--out", out, "--archive", "--sign",
+                 tmp_path / "fleet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "signed with SHA256:" in result.output and (tmp_path / "signed.tar.gz").is_file()
+    trusted = cli("bench", out, "--iterations", 2, "--trust", tmp_path / "fleet.pub")
+    assert trusted.exit_code == 0, trusted.output
+    wrong = cli("bench", out, "--iterations", 2, "--trust", tmp_path / "other.pub")
+    assert wrong.exit_code == 2 and "not signed by a trusted key" in " ".join(wrong.output.split())
 
 
 def test_a_jetson_bundle_of_a_detector_keeps_tensorrts_rules_and_checks_an_engine(

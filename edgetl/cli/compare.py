@@ -11,6 +11,7 @@ import click
 from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.cli.declared import options_of
 from edgetl.cli.devices import lab_option, on_option
+from edgetl.core.errors import EdgetlError
 from edgetl.core.verdict import check
 from edgetl.stages.bench.options import CompareOptions
 
@@ -40,13 +41,23 @@ def compare(
     candidate is slower by more than --max-regression, or its top-1 on the same images is
     more than --max-accuracy-drop below; the reason in one line.
     """
+    from edgetl.core.records.detector import is_detector
     from edgetl.stages.bench.compare import compare as run_compare
 
+    options = CompareOptions(base=base, candidate=candidate, **kwargs)
+    detectors = is_detector(candidate) or is_detector(base)
     if on is not None:
-        _compare_on(CompareOptions(base=base, candidate=candidate, **kwargs), on, lab_file,
-                    as_json)  # fmt: skip
+        if detectors:
+            raise EdgetlError("compare --on: not built for detectors yet; run `edgetl compare` "
+                              "on the device, or `edgetl bench --on` with --baseline")  # fmt: skip
+        _compare_on(options, on, lab_file, as_json)
         return
-    result = run_compare(CompareOptions(base=base, candidate=candidate, **kwargs))
+    if detectors:
+        from edgetl.stages.detect.compare import compare_detectors
+
+        result = compare_detectors(options)
+    else:
+        result = run_compare(options)
     if as_json:  # always the verdict (passed false too), then exit 1 with the reason
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif result.passed:

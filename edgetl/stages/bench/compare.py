@@ -38,6 +38,7 @@ class Comparison:
     n: int
     max_accuracy_drop: float
     seconds: float
+    metric: str = "top-1"  # a detector's: "mAP50-95" (points of mAP, not of images)
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -58,11 +59,12 @@ class Comparison:
         return [] if self.passed else [self.line()]
 
     def line(self) -> str:
+        metric = self.metric
         if self.accuracy_drop is None:
-            accuracy = f"top-1 {self.candidate_top1:.2%} (base measured other images)"
+            accuracy = f"{metric} {self.candidate_top1:.2%} (base measured other images)"
         else:
             accuracy = (
-                f"top-1 {self.candidate_top1:.2%} vs {self.base_top1:.2%} "
+                f"{metric} {self.candidate_top1:.2%} vs {self.base_top1:.2%} "
                 f"({0.0 - self.accuracy_drop:+.2f} pts on {self.n} images"
                 f"{', beyond --max-accuracy-drop' if self.accuracy_failed else ''})"
             )
@@ -76,6 +78,7 @@ class Comparison:
             "base_top1": self.base_top1,
             "candidate_top1": self.candidate_top1,
             "accuracy_drop_pts": self.accuracy_drop,
+            "metric": self.metric,
             "n": self.n,
             "seconds": round(self.seconds, 2),
         }
@@ -181,8 +184,10 @@ def compare_runners(
     warmup: int,
     threshold_pct: float,
     max_rounds: int | None = None,
+    call: Callable[[Any, np.ndarray], Callable[[], object]] | None = None,
 ) -> LatencyVerdict:
     """Rounds of fresh sessions in alternating order; each round yields one paired ratio.
+    `call`: what one timed run is, given a runner and `single` (default: the graph alone).
 
     While the interval straddles the threshold after `rounds` (undecided: it could be a
     regression, or not), pairs of rounds are added up to `max_rounds` (default 3x): on a
@@ -201,7 +206,7 @@ def compare_runners(
         runners = {name: loaders[name]() for name in order}
         found = {}
         for name in order:
-            found[name] = measure(_call(runners[name], single), iterations, warmup)
+            found[name] = measure((call or _call)(runners[name], single), iterations, warmup)
         base_rounds.append(found["base"])
         candidate_rounds.append(found["candidate"])
         base_first.append(order[0] == "base")

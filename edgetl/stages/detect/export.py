@@ -43,7 +43,8 @@ from edgetl.stages.detect.compiled import Target, host_checks, place
 from edgetl.stages.detect.guard import Climb, MapJudge, ValSet, climb, rank, run_raw
 from edgetl.stages.detect.reported import tested, val_accuracy
 from edgetl.stages.detect.run import DetectRunInfo, load_detect_run, run_detector
-from edgetl.stages.export.options import ExportOptions
+from edgetl.stages.export.archiving import check_archive, manifest_of, replace_archive
+from edgetl.stages.export.options import DEFAULT_PARITY_SAMPLES, DEFAULT_RULE, ExportOptions
 from edgetl.stages.export.plan import guard_terms
 
 WARN_CALIBRATION = 100  # fewer calibration images: the 4-image calibration that breaks peers
@@ -77,11 +78,14 @@ class Plan:
     precision: str
     placement: Placement
     out: Path
+    signing_key: Any = None
 
 
 def export_detector(opts: ExportOptions) -> DetectExportResult:
     plan = _plan(opts)
     with claim(plan.out, opts.force, "export", MANIFEST_FILE):
+        replaced = manifest_of(plan.out)
+        check_archive(plan.out, opts.archive, opts.force, replaced)
         splits = plan.info.data.load()
         model = run_detector(opts.run, plan.info)
         try:
@@ -92,10 +96,11 @@ def export_detector(opts: ExportOptions) -> DetectExportResult:
             return DetectExportResult(
                 plan.out, None, [str(failed)], getattr(failed, "attempts", [])
             )
-    test = manifest.test
-    say(f"test mAP50-95 ({test.n} images no choice was made on): artifact "
-        f"{test.map50_95:.4f}, FP32 PyTorch {test.fp32_map50_95:.4f}")  # fmt: skip
-    say(f"artifact: {plan.out}")
+        test = manifest.test
+        say(f"test mAP50-95 ({test.n} images no choice was made on): artifact "
+            f"{test.map50_95:.4f}, FP32 PyTorch {test.fp32_map50_95:.4f}")  # fmt: skip
+        say(f"artifact: {plan.out}")
+        replace_archive(plan.out, opts.archive, replaced)
     return DetectExportResult(plan.out, manifest)
 
 
@@ -109,13 +114,36 @@ def _plan(opts: ExportOptions) -> Plan:
     info = load_detect_run(opts.run)
     profile = load_target(opts.target)
     precision = profile.check_precision(opts.precision)
+    _check_options(opts)
     if precision == "fp16" and profile.backend == "onnxruntime":
         raise EdgetlError(f"--precision fp16 on {profile.name}: not for detectors yet; use fp32")
     placement = resolve(profile, f"target {profile.name}", export=True)
     out = opts.out or opts.run / "export" / f"{profile.name}-{precision}"
     check_not_input(out, {"the run": opts.run, "the run's data": Path(info.data.source)},
                     allowed_inside={"the run": opts.run / "export"})  # fmt: skip
-    return Plan(opts, info, profile, precision, placement, out)
+    signing_key = None
+    if opts.sign is not None:
+        from edgetl.core.artifact.signing import load_private_key
+
+        signing_key = load_private_key(opts.sign)  # a bad key is exit 2 before the work
+    return Plan(opts, info, profile, precision, placement, out, signing_key)
+
+
+def _check_options(opts: ExportOptions) -> None:
+    """Options of the classifier's export a detector's does not take: exit 2 naming them
+    rather than a silent default."""
+    refused = {
+        "--dynamic-batch": opts.dynamic_batch,
+        "--calib-data": opts.calib_data is not None,
+        f"--rule {opts.rule}": opts.rule != DEFAULT_RULE,
+        f"--parity-samples {opts.parity_samples}": opts.parity_samples != DEFAULT_PARITY_SAMPLES,
+    }
+    named = [name for name, given in refused.items() if given]
+    if named:
+        raise EdgetlError(
+            f"{', '.join(named)}: not for detectors (batch 1; calibration on the run's train "
+            "images; the guard's rule is the paired bound on val mAP; parity on all of val)"
+        )
 
 
 def _images(splits: DetectionSplits, role: str, info: DetectRunInfo, limit: int | None = None
@@ -177,6 +205,10 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
         reference=DETECTION_REFERENCE_FILE,
     )  # fmt: skip
     manifest.write(out_dir)
+    if plan.signing_key is not None:
+        from edgetl.core.artifact.signing import sign
+
+        say(f"signed with {sign(out_dir, manifest.digest, plan.signing_key)}")
     return manifest
 
 

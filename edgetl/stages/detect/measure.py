@@ -13,6 +13,7 @@ import numpy as np
 
 from edgetl.backends.detector import DetectorModel, Timed, detect, load_detector
 from edgetl.core.artifact.detection_reference import DetectionReference
+from edgetl.core.artifact.signing import trusted_keys
 from edgetl.core.data.detection_splits import load_detection
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
@@ -27,7 +28,7 @@ from edgetl.core.records.detector import (
     DetectBenchReport,
 )
 from edgetl.core.ui import progress
-from edgetl.stages.bench.options import BenchOptions
+from edgetl.stages.bench.options import BenchOptions, CompareOptions
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class Measured:
 
 
 def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
-    models = [load_detector(path, opts.threads, opts.trust) for path in opts.artifacts]
-    measured = _data(models[0], opts)
+    keys = trusted_keys(opts.trust)
+    models = [load_detector(path, opts.threads, keys) for path in opts.artifacts]
+    measured = detection_data(models[0], opts)
     results = [_measure(model, measured, opts) for model in models]
     report = DetectBenchReport(measured.source, measured.split, results)
     if opts.baseline is not None:
@@ -57,7 +59,7 @@ def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
     return report
 
 
-def _data(model: DetectorModel, opts: BenchOptions) -> Measured:
+def detection_data(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Measured:
     """--data's split, the run's own split (default test), or the artifact's reference set
     where the run's data is not on this machine (a device)."""
     run_data = model.manifest.run.data
@@ -84,7 +86,7 @@ def _data(model: DetectorModel, opts: BenchOptions) -> Measured:
                     lambda i: letterbox(read_image(part.root / part.keys[i]))[None])  # fmt: skip
 
 
-def _reference(model: DetectorModel, opts: BenchOptions) -> Measured:
+def _reference(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Measured:
     path = model.path / str(model.manifest.reference)
     reference = DetectionReference.load(path)
     count = len(reference) if opts.limit is None else min(opts.limit, len(reference))

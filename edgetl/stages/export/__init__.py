@@ -37,6 +37,6 @@ def export(opts: ExportOptions, scanned: Splits | None = None) -> ExportResult:
 
 def archive(directory: Path) -> Path:
     """stage.archive: DIR.tar.gz beside the directory, written atomically."""
-    from edgetl.stages.export.stage import archive as write
+    from edgetl.stages.export.archiving import archive as write
 
     return write(directory)

@@ -9,6 +9,8 @@ from pathlib import Path
 from edgetl.core.measures.evidence import DEFAULT_BUDGET_PTS, DEFAULT_RULE, RULES
 from edgetl.core.options import option
 
+DEFAULT_PARITY_SAMPLES = 200
+
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -19,7 +21,9 @@ class ExportOptions:
     precision: str | None = option(None, "Default: the target's.", choices=PRECISIONS)
     out: Path | None = option(None, "Artifact directory [default: RUN/export/TARGET-PRECISION].")
     dynamic_batch: bool = option(False, "Export with a dynamic batch dimension.")
-    parity_samples: int = option(200, "Validation images used for the parity check.")
+    parity_samples: int = option(
+        DEFAULT_PARITY_SAMPLES, "Validation images used for the parity check."
+    )
     reference_samples: int = option(
         200, "Test images stored in the artifact (reference set) for `edgetl bench ARTIFACT`."
     )

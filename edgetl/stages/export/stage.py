@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetl.core.artifact.archives import archive_manifest
 from edgetl.core.data.splits import Splits
-from edgetl.core.errors import CheckFailed, EdgetlError
+from edgetl.core.errors import CheckFailed
 from edgetl.core.events import say
 from edgetl.core.files import staged_dir
 from edgetl.core.outputs import claim, clean_scratch, scratch_dir
 from edgetl.core.records import MANIFEST_FILE, Manifest
 from edgetl.core.verdict import check
 from edgetl.quantize.guard import GuardFailed, GuardReport
+from edgetl.stages.export.archiving import check_archive, manifest_of, replace_archive
 from edgetl.stages.export.inputs import load_inputs
 from edgetl.stages.export.options import ExportOptions
 from edgetl.stages.export.package import package
@@ -73,8 +73,8 @@ def export_plan(plan: Plan, scanned: Splits | None = None) -> ExportResult:
     notes: list[str] = []
     with claim(plan.out, opts.force, "export", MANIFEST_FILE, notes):
         _print_cleanup(notes)
-        replaced = _manifest_of(plan.out)
-        _check_archive(plan.out, opts.archive, opts.force, replaced)
+        replaced = manifest_of(plan.out)
+        check_archive(plan.out, opts.archive, opts.force, replaced)
         inputs = load_inputs(plan, scanned)
         try:
             with (
@@ -92,7 +92,7 @@ def export_plan(plan: Plan, scanned: Splits | None = None) -> ExportResult:
         except CheckFailed as failed:
             return ExportResult(plan.out, None, [str(failed)])
         _report(manifest, plan.out)
-        _replace_archive(plan.out, opts.archive, replaced)
+        replace_archive(plan.out, opts.archive, replaced)
     guard = graph.quantized.guard.report if graph.quantized is not None else None
     return ExportResult(plan.out, manifest, [], guard)
 
@@ -113,56 +113,3 @@ def _report(manifest: Manifest, out: Path) -> None:
         f"{test.top1:.2%}, FP32 PyTorch {test.fp32_top1:.2%}"
     )
     say(f"artifact: {out}")
-
-
-def archive_path(out: Path) -> Path:
-    return out.parent / f"{out.name}.tar.gz"
-
-
-def _manifest_of(out: Path) -> bytes | None:
-    """The manifest of the artifact at `out` that this export may replace (None: none)."""
-    path = out / MANIFEST_FILE
-    return path.read_bytes() if path.is_file() else None
-
-
-def _of_replaced(path: Path, replaced: bytes | None) -> bool:
-    """Whether the archive at `path` is edgetl's archive of the artifact being replaced."""
-    return replaced is not None and archive_manifest(path) == replaced
-
-
-def _check_archive(out: Path, write: bool, force: bool, replaced: bytes | None) -> None:
-    """--archive over an OUT.tar.gz that is not the archive of the artifact this export
-    replaces (the user's, another model's) needs --force; exit 2 before any work."""
-    path = archive_path(out)
-    if write and path.exists() and not force and not _of_replaced(path, replaced):
-        raise EdgetlError(
-            f"--archive: {path} exists and is not an archive of the artifact at {out}; "
-            "move it, or pass --force to overwrite it"
-        )
-
-
-def _replace_archive(out: Path, write: bool, replaced: bytes | None) -> None:
-    """OUT.tar.gz beside the artifact: rewritten with --archive; else removed only when it
-    is edgetl's archive of the artifact just replaced (its manifest is that artifact's), so
-    it cannot be mistaken for this one. Anything else there is left alone."""
-    path = archive_path(out)
-    if write:
-        say(f"archive: {archive(out)}")
-    elif path.is_file() and _of_replaced(path, replaced):
-        path.unlink()
-        say(f"removed {path}: it held the artifact this export replaced")
-
-
-def archive(directory: Path) -> Path:
-    """DIR.tar.gz beside the directory, written atomically."""
-    import io
-    import tarfile
-
-    from edgetl.core.files import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(directory, arcname=directory.name)
-    path = archive_path(directory)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
