@@ -509,3 +509,30 @@ def test_a_detector_benched_on_a_device_gives_the_local_map(
     local = json.loads(here.read_text())["results"][0]
     assert there["map50_95"] == local["map50_95"] and there["images"] == local["images"] == 8
     assert there["latency"]["p50"] > 0
+
+
+@needs_sshd
+def test_a_detector_on_a_device_is_gated_here_against_its_baseline(
+    lab: Path, detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--baseline with --on for detectors: a detector bench report for every device, or a lab
+    report per device; the gate runs here on the device's report."""
+    artifact, data = detector
+    here = tmp_path / "here.json"
+    assert cli("bench", artifact, "--data", data, "--iterations", "5", "--json", here)[0] == 0
+    higher = json.loads(here.read_text())
+    higher["results"][0]["map50_95"] += 0.5  # a baseline 50 points better than this model
+    (tmp_path / "higher.json").write_text(json.dumps(higher))
+    loose = ("--data", str(data), "--max-regression", "1000")
+    baseline = ("--baseline", str(tmp_path / "higher.json"))
+    code, output, report = bench_on(lab, "local", tmp_path / "a.json", artifact,
+                                    extra=(*loose, *baseline))  # fmt: skip
+    assert code == 1, output
+    (run,) = report["devices"]
+    assert run["status"] == "regressed" and "below the baseline" in run["reason"]
+    code, output, report = bench_on(lab, "local", tmp_path / "b.json", artifact,
+                                    extra=(*loose, "--baseline", str(here)))  # fmt: skip
+    assert code == 0 and report["devices"][0]["status"] == "ok", output
+    code, output, _ = bench_on(lab, "local", tmp_path / "c.json", artifact,
+                               extra=(*loose, "--baseline", str(tmp_path / "b.json")))  # fmt: skip
+    assert code == 0, output  # the lab's own report, per device

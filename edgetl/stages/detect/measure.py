@@ -53,7 +53,7 @@ def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
     results = [_measure(model, measured, opts) for model in models]
     report = DetectBenchReport(measured.source, measured.split, results)
     if opts.baseline is not None:
-        report.failures = _gate(report, _read(opts.baseline), opts)
+        report.failures = gate(report, read_report(opts.baseline), opts)
     if opts.json_path is not None:
         atomic_write_json(opts.json_path, report.to_dict())
     return report
@@ -135,15 +135,15 @@ def _latency(model: DetectorModel, measured: Measured, opts: BenchOptions
     return np.asarray(graph), np.asarray(after)
 
 
-def _read(path: Path) -> DetectBenchReport:
+def read_report(path: Path, what: str = "--baseline") -> DetectBenchReport:
     data = read_json(path, "detector bench report")
     if data.get("schema") != DETECT_BENCH_SCHEMA:
-        raise EdgetlError(f"--baseline {path}: not a detector bench report ({DETECT_BENCH_SCHEMA})")
+        raise EdgetlError(f"{what} {path}: not a detector bench report ({DETECT_BENCH_SCHEMA})")
     return read_fields(DetectBenchReport, data, Source(str(path), strict=False))
 
 
-def _gate(report: DetectBenchReport, baseline: DetectBenchReport, opts: BenchOptions
-          ) -> list[str]:  # fmt: skip
+def gate(report: DetectBenchReport, baseline: DetectBenchReport, opts: BenchOptions
+         ) -> list[str]:  # fmt: skip
     """mAP50-95 more than --max-accuracy-drop points below the baseline's, or p50 more than
     --max-regression percent above it, fails the artifact."""
     stored = {entry.name: entry for entry in baseline.results}

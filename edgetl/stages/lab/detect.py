@@ -7,18 +7,19 @@ whole. A device that fails is a row saying why; the others still run."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.markup import escape
 
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.fields import Source, read_fields
 from edgetl.core.files import read_json
 from edgetl.core.records import DeviceRun, LabReport
 from edgetl.core.records.detector import DETECT_BENCH_SCHEMA, DetectBenchReport, DetectorManifest
 from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.options import BenchOptions
+from edgetl.stages.detect.measure import gate, read_report
 from edgetl.stages.lab.bench import bench_there, local_data_folder, on_device
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
@@ -26,11 +27,7 @@ from edgetl.stages.lab.ssh import RemotePath, multiplexed
 
 
 def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Outcome[LabReport]:
-    if opts.baseline is not None:
-        raise EdgetlError(
-            "--baseline with detectors --on a lab: not built yet; bench each device's report "
-            "against its baseline with `edgetl bench` there"
-        )
+    baselines = _baselines(opts.baseline)
     lab = read_lab(find_lab(lab_file))
     devices = lab.select(on)
     manifests = []
@@ -44,6 +41,7 @@ def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Ou
         for name, device in devices.items():
             say(f"[bold]{escape(name)}[/] ({escape(device.ssh)}, {device.target}) ...")
             run = _on_device(Remote(name, device, lab, control), opts, manifests, local)
+            _gate(run, baselines, opts)
             say(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
             runs.append(run)
     report = LabReport(time.strftime("%Y-%m-%dT%H:%M:%S%z"), str(lab.path), [], runs)
@@ -61,7 +59,9 @@ def _on_device(
     remote: Remote, opts: BenchOptions, manifests: list[DetectorManifest], local: Path | None
 ) -> DeviceRun:
     def measure(run: DeviceRun, there: list[RemotePath], data: str | None) -> None:
-        run.detections = bench_there(remote, there, data, opts, _read, accept=(0, 1))
+        # The device measures only: its baseline is applied here (_gate), from this side's file.
+        mine = replace(opts, baseline=None)
+        run.detections = bench_there(remote, there, data, mine, _read, accept=(0, 1))
         if not run.detections.passed:
             run.status, run.reason = "failed", "; ".join(run.detections.failures)
 
@@ -69,7 +69,36 @@ def _on_device(
 
 
 def _read(path: Path) -> DetectBenchReport:
-    found = read_json(path, "detector bench report")
-    if found.get("schema") != DETECT_BENCH_SCHEMA:
-        raise EdgetlError(f"schema {found.get('schema')}, not {DETECT_BENCH_SCHEMA}")
-    return read_fields(DetectBenchReport, found, Source(str(path), strict=False))
+    return read_report(path, "the device's report")
+
+
+def _baselines(path: Path | None) -> dict[str, DetectBenchReport]:
+    """Per device from a lab report of detectors; a detector bench report applies to every
+    device ("*")."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise EdgetlError(f"--baseline {path}: no such report file")
+    if read_json(path, "baseline report").get("schema") == DETECT_BENCH_SCHEMA:
+        return {"*": read_report(path)}
+    lab = LabReport.read(path)
+    found = {run.device: run.detections for run in lab.devices if run.detections is not None}
+    if not found:
+        raise EdgetlError(
+            f"--baseline {path}: a lab report without detector results; give a detector bench "
+            "report or a lab report of `bench --on` detectors"
+        )
+    return found
+
+
+def _gate(run: DeviceRun, baselines: dict[str, DetectBenchReport], opts: BenchOptions) -> None:
+    """The device's report against its baseline, here: a regression is the row's status."""
+    if run.detections is None or opts.baseline is None:
+        return
+    base = baselines.get(run.device, baselines.get("*"))
+    if base is None:
+        run.status, run.reason = "failed", f"no baseline for {run.device} in {opts.baseline}"
+        return
+    regressed = gate(run.detections, base, opts)
+    if regressed and run.status == "ok":
+        run.status, run.reason = "regressed", "; ".join(regressed)
