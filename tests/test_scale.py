@@ -239,3 +239,54 @@ def test_tar_shards_are_read_in_place(tmp_path: Path, tiny_weights: Path) -> Non
     assert exported.exit_code == 0, exported.output
     with pytest.raises(EdgetlError, match="no such shard"):
         load_dataset(str(tmp_path / "shards" / "train-{0000..0003}.tar"))
+
+
+def test_torchrun_two_ranks_extract_a_detection_sets_pyramids_like_one_process(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """`--nproc 2` on a YOLO set: each rank extracts its share of both cached views (the
+    images and train's mirror) into shards of its own; rank 0 trains. Same rows and the same
+    detector as one process."""
+    import os
+
+    from safetensors.numpy import load_file
+
+    from edgetl.core.data.scenes import make_scenes
+
+    data = make_scenes(tmp_path / "scenes", sizes={"train": 12, "val": 6, "test": 6})
+    common = ["--data", str(data), "--backbone", "test_efficientnet", "--weights",
+              str(tiny_weights), "--image-size", "64", "--epochs", "2", "--seed", "3"]  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "edgetl", "finetune", *common, "--out", str(tmp_path / "one"),
+         "--cache-dir", str(tmp_path / "cache1")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ranks = subprocess.run(
+        [sys.executable, "-m", "edgetl", "finetune", *common, "--out", str(tmp_path / "two"),
+         "--cache-dir", str(tmp_path / "cache2"), "--nproc", "2"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert ranks.returncode == 0, ranks.stdout + ranks.stderr
+    shards = list((tmp_path / "cache2").glob("v1/*/shards/*.safetensors"))
+    sizes = sorted(len(load_file(str(shard))["digests"]) for shard in shards)
+    assert sizes == [6, 6, 12, 12]  # each rank: half the mirrored train view, half of all 24
+    one, two = (_rows_by_view(tmp_path / f"cache{n}") for n in (1, 2))
+    assert set(one) == set(two) and len(one) == 24 + 12
+    assert all(np.allclose(one[d], two[d], atol=1e-5) for d in one)
+    head_one = load_file(str(tmp_path / "one" / "detector.safetensors"))
+    head_two = load_file(str(tmp_path / "two" / "detector.safetensors"))
+    assert all(np.allclose(head_one[k], head_two[k], atol=1e-4) for k in head_one)
+
+
+def _rows_by_view(cache: Path) -> dict[tuple[str, bytes], np.ndarray]:
+    """(namespace, content digest) -> row: a mirrored view shares its image's digest."""
+    from safetensors.numpy import load_file
+
+    rows = {}
+    for shard in cache.glob("v1/*/shards/*.safetensors"):
+        tensors = load_file(str(shard))
+        for digest, row in zip(tensors["digests"], tensors["features"], strict=True):
+            rows[(shard.parent.parent.name, digest.tobytes())] = row
+    return rows

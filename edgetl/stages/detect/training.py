@@ -13,7 +13,7 @@ from edgetl.core.data.detection_splits import DetectionSplits, load_detection
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.data.splits import ROLES
 from edgetl.core.errors import EdgetlError
-from edgetl.core.events import say
+from edgetl.core.events import quiet, say
 from edgetl.core.files import atomic_write_text, sha256_file, staged_dir
 from edgetl.core.letterbox import Letterbox
 from edgetl.core.outputs import check_not_input, claim
@@ -31,8 +31,9 @@ from edgetl.stages.finetune.options import FinetuneOptions
 from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.detector.fit import DetectorTraining, EpochLine, Examples, fit, outputs, scored
 from edgetl.train.detector.model import DetectorHead
-from edgetl.train.detector.pyramid import FlatPyramid, Pyramid, pyramid_of
+from edgetl.train.detector.pyramid import FlatPyramid, Pyramid, PyramidShape, pyramid_of
 from edgetl.train.devices import resolve_device
+from edgetl.train.distributed import Group
 from edgetl.train.extract import default_workers
 from edgetl.train.features import CacheReport, cached_features, default_cache_dir
 
@@ -69,26 +70,32 @@ def check_detect_options(opts: FinetuneOptions) -> None:
         raise EdgetlError("--scratch-baseline and --hidden are for classifiers; leave them out")
 
 
-def finetune_detector(opts: FinetuneOptions) -> DetectRunInfo:
+def finetune_detector(opts: FinetuneOptions, group: Group | None = None) -> DetectRunInfo | None:
+    """The run (rank 0), or None on the other ranks of a torchrun launch: they extract their
+    share of the pyramids missing from the cache (train.features), then are done."""
     check_detect_options(opts)
     cache = (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
+    if group is not None and not group.leader:
+        with quiet():  # rank 0 speaks for the run
+            splits = _splits(opts)
+            backbone, pyramid, _ = _pyramid(opts)
+            _rows(backbone, pyramid, splits, opts, cache, group)
+        return None
     check_not_input(opts.out, {"--data": Path(opts.data), "the feature cache": cache})
     notes: list[str] = []
     with claim(opts.out, opts.force, "run", RUN_FILE, notes):
         for note in notes:
             say(note)
-        return _finetune(opts, cache)
+        return _finetune(opts, cache, group)
 
 
-def _finetune(opts: FinetuneOptions, cache: Path | None) -> DetectRunInfo:
+def _splits(opts: FinetuneOptions) -> DetectionSplits:
     torch.manual_seed(opts.seed)
-    splits = load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
-    objects = sum(len(o) for o in splits.train.objects)
-    say(
-        f"data: {splits.source} ({splits.layout}): {len(splits.classes)} classes, "
-        f"{splits.sizes()} images ({splits.strategy}); {objects} train objects, "
-        f"{splits.train.negatives} train images without one; val chooses, test is only reported"
-    )
+    return load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
+
+
+def _pyramid(opts: FinetuneOptions) -> tuple[Backbone, Pyramid, PyramidShape]:
+    """The backbone with its letterbox and the pyramid of its levels at strides 8/16/32."""
     backbone = load_backbone(opts.backbone, opts.weights)
     base = backbone.preprocess
     letterbox = Letterbox(
@@ -96,9 +103,23 @@ def _finetune(opts: FinetuneOptions, cache: Path | None) -> DetectRunInfo:
     )
     backbone = dataclasses.replace(backbone, preprocess=letterbox, features="pyramid 8/16/32")
     pyramid, shape = pyramid_of(backbone)
+    return backbone, pyramid, shape
+
+
+def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) -> DetectRunInfo:
+    splits = _splits(opts)
+    objects = sum(len(o) for o in splits.train.objects)
+    say(
+        f"data: {splits.source} ({splits.layout}): {len(splits.classes)} classes, "
+        f"{splits.sizes()} images ({splits.strategy}); {objects} train objects, "
+        f"{splits.train.negatives} train images without one; val chooses, test is only reported"
+    )
+    backbone, pyramid, shape = _pyramid(opts)
+    letterbox = backbone.preprocess
+    assert isinstance(letterbox, Letterbox)
     say(f"backbone: {backbone.name} pyramid {shape.channels} at strides {shape.strides}, "
         f"letterbox {letterbox.size}px")  # fmt: skip
-    rows, report = _rows(backbone, pyramid, splits, opts, cache)
+    rows, report = _rows(backbone, pyramid, splits, opts, cache, group)
     head = DetectorHead(shape, len(splits.classes), WIDTH, DEPTH)
     train = Examples.joined([
         Examples.of(rows["train"], splits.train, letterbox, head),
@@ -128,15 +149,21 @@ def _rows(
     splits: DetectionSplits,
     opts: FinetuneOptions,
     cache: Path | None,
+    group: Group | None = None,
 ) -> tuple[dict[str, torch.Tensor], CacheReport]:
-    """Each role's pyramids as float16 rows, and train's mirrored view ("mirrored")."""
+    """Each role's pyramids as float16 rows, and train's mirrored view ("mirrored"); under
+    torchrun each rank extracts its share of both views, and only rank 0 gets rows."""
     flat = dataclasses.replace(backbone, model=FlatPyramid(pyramid))
     workers = default_workers() if opts.workers is None else opts.workers
-    device = resolve_device(opts.device)
+    device = resolve_device(opts.device) if group is None else group.device(
+        resolve_device(opts.device))  # fmt: skip
     batch = min(opts.batch_size, 32)
-    rows, report = cached_features(flat, _Views(splits, False), device, batch, workers, cache)
+    views = (_Views(splits, False), _Views(splits, True))
     mirror = dataclasses.replace(flat, preprocess=_mirrored(flat.preprocess))
-    flipped, _ = cached_features(mirror, _Views(splits, True), device, batch, workers, cache)
+    rows, report = cached_features(flat, views[0], device, batch, workers, cache, group)
+    flipped, _ = cached_features(mirror, views[1], device, batch, workers, cache, group)
+    if not rows:  # a rank other than 0: its share is in the cache
+        return {}, report
     rows = {role: value.half() for role, value in rows.items()}
     rows["mirrored"] = flipped["train"].half()
     return rows, report

@@ -45,10 +45,7 @@ def finetune(opts: FinetuneOptions, splits: Splits | None = None) -> RunInfo | N
     rank 0 then trains the head and writes the run (the other ranks return None). Progress
     and messages go to the reporter of the context (core/events)."""
     check_options(opts)
-    if wants_detection(opts):
-        from edgetl.stages.detect.training import finetune_detector
-
-        return finetune_detector(opts)  # type: ignore[return-value]
+    detect = wants_detection(opts)
     group = join()
     if group is not None and not opts.use_cache:
         raise EdgetlError(
@@ -56,6 +53,10 @@ def finetune(opts: FinetuneOptions, splits: Splits | None = None) -> RunInfo | N
             "the feature cache; drop --no-cache (or give --cache-dir)"
         )
     try:
+        if detect:
+            from edgetl.stages.detect.training import finetune_detector
+
+            return finetune_detector(opts, group)  # type: ignore[return-value]
         if group is not None and not group.leader:
             with quiet():  # rank 0 speaks for the run
                 _extract_share(opts, group)
