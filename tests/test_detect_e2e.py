@@ -212,10 +212,14 @@ def test_compare_of_two_detectors_times_with_nms_and_measures_map_on_the_same_im
     assert mixed.exit_code == 2 and "not a detector artifact" in mixed.output
 
 
-def test_what_detectors_do_not_do_yet_is_exit_2_naming_it(detect_run: Path, tmp_path: Path) -> None:
+def test_what_detectors_do_not_do_yet_is_exit_2_naming_it(
+    detect_run: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
     source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
-    unfreeze = cli("finetune", "--data", source, "--out", tmp_path / "r", "--unfreeze", 1)
-    assert unfreeze.exit_code == 2 and "--unfreeze" in unfreeze.output
+    unfreeze = cli("finetune", "--data", source, "--out", tmp_path / "r", "--backbone",
+                   TINY_BACKBONE, "--weights", tiny_weights, "--unfreeze", 9)  # fmt: skip
+    assert unfreeze.exit_code == 2 and "--unfreeze 9" in unfreeze.output
+    assert "features" not in unfreeze.output  # refused before any image was read
     fp16 = cli(
         "export", detect_run, "--target", "cpu", "--precision", "fp16", "--out", tmp_path / "j"
     )
@@ -248,6 +252,48 @@ def test_a_signed_archived_detector_is_trusted_by_its_key_only(
     assert trusted.exit_code == 0, trusted.output
     wrong = cli("bench", out, "--iterations", 2, "--trust", tmp_path / "other.pub")
     assert wrong.exit_code == 2 and "not signed by a trusted key" in " ".join(wrong.output.split())
+
+
+def test_unfreeze_fine_tunes_the_pyramids_last_stages_and_auto_keeps_the_rules_depth(
+    detect_run: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    """--unfreeze 1: the tail of the pyramid changes, its stem does not, and the export's
+    PyTorch model is the fine-tuned one (its test mAP is the run's). auto: K = 0, 1, 2
+    scored on val; the smallest within the tolerance of the best is kept."""
+    from safetensors.numpy import load_file
+
+    info = json.loads((detect_run / "edgetl.json").read_text())
+    source = info["data"]["source"]
+    common = ("--data", source, "--backbone", TINY_BACKBONE, "--weights", tiny_weights,
+              "--image-size", 64, "--epochs", 4)  # fmt: skip
+    one = tmp_path / "one"
+    assert cli("finetune", *common, "--out", one, "--unfreeze", 1).exit_code == 0
+    run = json.loads((one / "edgetl.json").read_text())
+    assert run["unfreeze"]["stages"] == 1 and run["unfreeze"]["asked"] == "1"
+    frozen = load_file(str(detect_run / "pyramid.safetensors"))
+    tuned = load_file(str(one / "pyramid.safetensors"))
+    changed = sorted(k for k in frozen if not np.array_equal(frozen[k], tuned[k]))
+    assert changed and not any(k.startswith(("conv_stem", "bn1")) for k in changed)
+    assert all(k.startswith("blocks.") for k in changed)
+    with_history = (one / "history.csv").read_text()
+    assert "unfreeze 1" in with_history and ",head" in with_history
+    exported = cli("export", one, "--target", "cpu", "--out", tmp_path / "art")
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["test"]["fp32_map50_95"] == pytest.approx(
+        run["metrics"]["test_map50_95"], abs=1e-4
+    )
+    auto = tmp_path / "auto"
+    result = cli(
+        "finetune", *common, "--out", auto, "--unfreeze", "auto", "--unfreeze-tolerance", 0.5
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((auto / "edgetl.json").read_text())["unfreeze"]
+    trials = {t["stages"]: t["val_map50_95"] for t in record["trials"]}
+    assert sorted(trials) == [0, 1, 2]
+    best = max(trials.values())
+    assert record["stages"] == min(k for k, v in trials.items() if (best - v) * 100 <= 0.5 + 1e-9)
+    assert record["finding"]
 
 
 def test_a_jetson_bundle_of_a_detector_keeps_tensorrts_rules_and_checks_an_engine(

@@ -34,9 +34,18 @@ def print_detect_run(info: DetectRunInfo, out: Path) -> None:
                 ["test AP50-95 per class", per_class],
                 ["best epoch", m.best_epoch],
                 ["epoch on cached pyramids", f"{m.epoch_s_cached:.2f} s"],
+                *_unfrozen(info),
             ],
         )
     )
+
+
+def _unfrozen(info: DetectRunInfo) -> list[list[Any]]:
+    if info.unfreeze is None:
+        return []
+    stages = info.unfreeze["stages"]
+    kept = "none (the head alone)" if not stages else f"the last {stages} fine-tuned"
+    return [[f"--unfreeze {info.unfreeze['asked']}: backbone stages", kept]]
 
 
 def rows_table(title: str, header: list[str], rows: list[list[Any]]) -> None:

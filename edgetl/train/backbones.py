@@ -249,6 +249,11 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def stage_names(model: nn.Module) -> list[list[str]]:
+    """Parameter names per coarse stage, first to last (what --unfreeze counts)."""
+    return _stages(model)
+
+
 def _stages(model: nn.Module) -> list[list[str]]:
     """Parameter names per coarse stage, first to last (timm's group_matcher)."""
     from timm.models import group_parameters

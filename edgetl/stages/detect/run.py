@@ -47,6 +47,9 @@ class DetectRunInfo:
     metrics: DetectMetrics
     versions: dict[str, str]
     weights: dict[str, str] = field(default_factory=dict)  # file -> sha256
+    # --unfreeze: the K kept (its pyramid.safetensors holds the fine-tuned stages) and, with
+    # auto, each depth's val mAP50-95 and the finding.
+    unfreeze: dict[str, Any] | None = field(default=None, metadata={"omit": None})
     task: str = "detect"
     schema: str = DETECT_SCHEMA
 
@@ -84,7 +87,7 @@ def load_detect_run(path: Path) -> DetectRunInfo:
 
 
 def run_detector(path: Path, info: DetectRunInfo) -> Any:
-    """The run's detector (frozen pyramid + trained head) as a PyTorch module, from the run's
+    """The run's detector (pyramid + trained head, frozen) as a PyTorch module, from the run's
     own files (checked by load_detect_run)."""
     from safetensors.torch import load_file
 

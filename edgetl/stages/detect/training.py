@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,11 +28,12 @@ from edgetl.stages.detect.run import (
     DetectMetrics,
     DetectRunInfo,
 )
-from edgetl.stages.finetune.options import FinetuneOptions
+from edgetl.stages.finetune.options import AUTO, FinetuneOptions
 from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.detector.fit import DetectorTraining, EpochLine, Examples, fit, outputs, scored
 from edgetl.train.detector.model import DetectorHead
 from edgetl.train.detector.pyramid import FlatPyramid, Pyramid, PyramidShape, pyramid_of
+from edgetl.train.detector.unfreeze import tail
 from edgetl.train.devices import resolve_device
 from edgetl.train.distributed import Group
 from edgetl.train.extract import default_workers
@@ -61,11 +63,6 @@ class _Views:
 
 
 def check_detect_options(opts: FinetuneOptions) -> None:
-    if opts.unfreeze not in (0, "0"):
-        raise EdgetlError(
-            "--unfreeze with --task detect: not built yet; a detector trains its neck and head "
-            "on the frozen pyramid (leave --unfreeze out)"
-        )
     if opts.scratch_baseline or opts.hidden:
         raise EdgetlError("--scratch-baseline and --hidden are for classifiers; leave them out")
 
@@ -115,6 +112,8 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
         f"{splits.train.negatives} train images without one; val chooses, test is only reported"
     )
     backbone, pyramid, shape = _pyramid(opts)
+    if opts.unfreeze not in (0, "0", AUTO):
+        tail(pyramid, backbone.model, int(opts.unfreeze))  # an impossible K: exit 2 now
     letterbox = backbone.preprocess
     assert isinstance(letterbox, Letterbox)
     say(f"backbone: {backbone.name} pyramid {shape.channels} at strides {shape.strides}, "
@@ -129,7 +128,15 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
     batch, patience = min(opts.batch_size, DETECT_BATCH), max(opts.patience, MIN_PATIENCE)
     training = DetectorTraining(opts.epochs, batch, opts.lr, patience, seed=opts.seed)
     history = fit(head, train, (rows["val"], splits.val), letterbox, settings, training)
-    metrics = _metrics(head, rows, splits, letterbox, settings, history)
+    test, unfrozen = outputs(head, rows["test"]), None
+    if opts.unfreeze not in (0, "0"):
+        from edgetl.stages.detect.unfreezing import unfreeze
+
+        unfrozen = unfreeze(opts, backbone.model, pyramid, head, splits, letterbox, settings,
+                            training, history)  # fmt: skip
+        history, test = unfrozen.history, unfrozen.test
+    kept = "head" if unfrozen is None or not unfrozen.stages else f"unfreeze {unfrozen.stages}"
+    metrics = _metrics(test, splits, letterbox, settings, history, kept)
     say(f"feature cache: {report.line()}")
     info = DetectRunInfo(
         backbone=backbone.describe(), preprocess=letterbox.to_dict(), channels=list(shape.channels),
@@ -138,6 +145,7 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
                         {r: len(splits.part(r)) for r in ROLES}, opts.seed,
                         opts.val_fraction, opts.test_fraction),
         metrics=metrics, versions=versions(),
+        unfreeze=None if unfrozen is None else unfrozen.record,
     )  # fmt: skip
     _write(opts.out, (pyramid, head), info, history, opts.force)
     return info
@@ -175,17 +183,19 @@ def _mirrored(preprocess: object) -> Letterbox:
 
 
 def _metrics(
-    head: DetectorHead,
-    rows: dict[str, torch.Tensor],
+    found: list[tuple[Any, Any]],
     splits: DetectionSplits,
     letterbox: Letterbox,
     settings: NmsSettings,
     history: list[EpochLine],
+    kept: str,
 ) -> DetectMetrics:
-    best = max(history, key=lambda line: line.val_map50_95)
-    test, _ = scored(outputs(head, rows["test"]), splits.test, letterbox, settings)
+    """`found`: the trained model's (boxes, scores) on each test image (reported only);
+    `kept`: the phase whose best epoch the model holds."""
+    best = max((line for line in history if line.phase == kept), key=lambda e: e.val_map50_95)
+    test, _ = scored(found, splits.test, letterbox, settings)
     say(
-        f"best epoch {best.epoch}: val mAP50-95 {best.val_map50_95:.3f}; test "
+        f"best epoch {best.epoch} ({kept}): val mAP50-95 {best.val_map50_95:.3f}; test "
         f"({len(splits.test)} images no choice was made on) mAP50-95 {test.map50_95:.3f}, "
         f"mAP50 {test.map50:.3f}"
     )
@@ -194,8 +204,13 @@ def _metrics(
         round(test.map50_95, 5), round(test.map50, 5), len(splits.test),
         sum(len(o) for o in splits.test.objects),
         [None if v is None else round(v, 5) for v in test.per_class],
-        round(sum(h.seconds for h in history) / len(history), 3),
+        round(_mean_seconds(history, "head"), 3),
     )  # fmt: skip
+
+
+def _mean_seconds(history: list[EpochLine], phase: str) -> float:
+    seconds = [line.seconds for line in history if line.phase == phase]
+    return sum(seconds) / max(len(seconds), 1)
 
 
 def _write(

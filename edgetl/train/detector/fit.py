@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +70,7 @@ class EpochLine:
     val_map50_95: float
     val_map50: float
     seconds: float
+    phase: str = "head"  # "head" on cached pyramids, "unfreeze K" on images
 
 
 def outputs(
@@ -108,31 +111,58 @@ def fit(
 ) -> list[EpochLine]:
     """Train `head` in place; it ends with the weights of its best val epoch."""
     torch.manual_seed(training.seed)
-    optimizer = torch.optim.AdamW(
-        head.parameters(), training.lr, weight_decay=training.weight_decay
-    )
-    steps = training.epochs * -(-len(train.rows) // training.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, training.lr, total_steps=steps)
+    steps = -(-len(train.rows) // training.batch_size)
+
+    def epoch(optimizer: torch.optim.Optimizer, schedule: Schedule) -> float:
+        return _epoch(head, train, optimizer, schedule, training.batch_size)
+
+    def validate() -> DetectionScores:
+        return scored(outputs(head, val[0]), val[1], letterbox, settings)[0]
+
+    groups = [{"params": list(head.parameters()), "lr": training.lr}]
+    return run_epochs(head, groups, steps, epoch, validate, training, "detector head")
+
+
+Schedule = torch.optim.lr_scheduler.LRScheduler
+
+
+def run_epochs(
+    module: torch.nn.Module,
+    groups: list[dict[str, Any]],
+    steps: int,
+    epoch: Callable[[torch.optim.Optimizer, Schedule], float],
+    validate: Callable[[], DetectionScores],
+    training: DetectorTraining,
+    label: str,
+    phase: str = "head",
+) -> list[EpochLine]:
+    """Epochs of `epoch(optimizer, schedule)` (its mean loss; `steps` optimizer steps each) under
+    AdamW and one cycle over `groups` (each its own peak lr), early-stopped on val mAP50-95;
+    `module` ends with the weights of its best val epoch."""
+    optimizer = torch.optim.AdamW(groups, weight_decay=training.weight_decay)
+    peaks = [group["lr"] for group in groups]
+    total = training.epochs * max(steps, 1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, peaks, total_steps=total)
     history: list[EpochLine] = []
-    best, best_state, waited = -1.0, copy.deepcopy(head.state_dict()), 0
+    best, best_state, waited = -1.0, copy.deepcopy(module.state_dict()), 0
     with progress() as bar:
-        task = bar.add_task("detector head", total=training.epochs, info="")
-        for epoch in range(1, training.epochs + 1):
+        task = bar.add_task(label, total=training.epochs, info="")
+        for number in range(1, training.epochs + 1):
             started = time.perf_counter()
-            loss = _epoch(head, train, optimizer, schedule, training.batch_size)
-            scores, _ = scored(outputs(head, val[0]), val[1], letterbox, settings)
-            history.append(EpochLine(epoch, loss, scores.map50_95, scores.map50,
-                                     time.perf_counter() - started))  # fmt: skip
+            loss = epoch(optimizer, schedule)
+            scores = validate()
+            history.append(EpochLine(number, loss, scores.map50_95, scores.map50,
+                                     time.perf_counter() - started, phase))  # fmt: skip
             bar.update(task, advance=1, info=f"val mAP50-95 {scores.map50_95:.3f}")
             if scores.map50_95 > best:
-                best, best_state, waited = scores.map50_95, copy.deepcopy(head.state_dict()), 0
+                best, best_state, waited = scores.map50_95, copy.deepcopy(module.state_dict()), 0
             else:
                 waited += 1
                 if waited >= training.patience:
-                    say(f"early stop after epoch {epoch}: val mAP50-95 best {best:.3f}")
+                    say(f"early stop after epoch {number}: val mAP50-95 best {best:.3f}")
                     break
-    head.load_state_dict(best_state)
-    head.eval()
+    module.load_state_dict(best_state)
+    module.eval()
     return history
 
 
@@ -140,7 +170,7 @@ def _epoch(
     head: DetectorHead,
     train: Examples,
     optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
+    schedule: Schedule,
     batch: int,
 ) -> float:
     head.train()
@@ -151,15 +181,30 @@ def _epoch(
         if len(index) < 2:  # BatchNorm needs two
             continue
         levels = head.shape.unflatten(train.rows[index].float())
-        logits, raw = head.raw(levels)
-        boxes, _ = head.decode(logits, raw)
-        focal, giou = losses(logits, boxes, train.labels[index], train.boxes[index])
-        loss = focal + giou
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), CLIP_NORM)
-        optimizer.step()
-        schedule.step()
-        total += float(loss.detach()) * len(index)
+        loss = step(head, levels, train.labels[index], train.boxes[index], optimizer, schedule)
+        total += loss * len(index)
         count += len(index)
     return total / max(count, 1)
+
+
+def step(
+    head: DetectorHead,
+    levels: list[torch.Tensor],
+    labels: torch.Tensor,
+    boxes: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+) -> float:
+    """One optimizer step on a batch's pyramid levels and targets (focal + GIoU, gradients
+    clipped over everything the optimizer trains); the batch's loss."""
+    logits, raw = head.raw(levels)
+    decoded, _ = head.decode(logits, raw)
+    focal, giou = losses(logits, decoded, labels, boxes)
+    loss = focal + giou
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(trained, CLIP_NORM)
+    optimizer.step()
+    schedule.step()
+    return float(loss.detach())
