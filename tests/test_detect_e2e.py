@@ -77,6 +77,33 @@ def test_a_second_run_reads_every_pyramid_from_the_cache(
     assert "cached, 0 new" in said.getvalue(), said.getvalue()
 
 
+def test_the_row_precision_is_measured_once_and_the_shards_follow_it(
+    detect_run: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    """The trained head's val mAP on float32 rows vs float16: recorded in both views'
+    namespaces, the shards narrowed when float16 is chosen; a second run reads the record."""
+    from safetensors import safe_open
+
+    source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
+    common = ("--data", source, "--backbone", TINY_BACKBONE, "--weights", tiny_weights,
+              "--image-size", 64, "--epochs", 3, "--cache-dir", tmp_path / "cache")  # fmt: skip
+    assert cli("finetune", *common, "--out", tmp_path / "a").exit_code == 0
+    rows = json.loads((tmp_path / "a" / "edgetl.json").read_text())["cache_rows"]
+    assert rows["metric"] == "mAP50-95" and rows["val_images"] == SIZES["val"]
+    close = abs(rows["val_top1_float32"] - rows["val_top1_float16"]) * 100 <= 0.1
+    assert rows["dtype"] == ("float16" if close else "float32")
+    records = sorted((tmp_path / "cache").glob("v1/*/precision.json"))
+    assert len(records) == 2  # the images and train's mirrored view
+    dtypes = set()
+    for shard in (tmp_path / "cache").glob("v1/*/shards/*.safetensors"):
+        with safe_open(str(shard), "pt") as opened:
+            dtypes.add(str(opened.get_tensor("features").dtype))
+    assert dtypes == {f"torch.{rows['dtype']}"}
+    again = cli("finetune", *common, "--out", tmp_path / "b")
+    assert again.exit_code == 0 and "chose rows" not in again.output
+    assert json.loads((tmp_path / "b" / "edgetl.json").read_text())["cache_rows"] == rows
+
+
 def test_the_graph_has_separate_box_and_score_outputs_and_equals_pytorch(
     detect_run: Path, exported: dict[str, Path]
 ) -> None:

@@ -29,14 +29,17 @@ PRECISION_FILE = "precision.json"
 @dataclass(frozen=True)
 class RowPrecision:
     dtype: str  # "float16" or "float32"
-    val_top1_float32: float
+    val_top1_float32: float  # a detector's namespace: val mAP50-95 (metric)
     val_top1_float16: float
     val_images: int
+    metric: str = "top-1"
 
     def line(self) -> str:
+        shown = "{:.2%}" if self.metric == "top-1" else "{:.4f}"
+        wide, narrow = (shown.format(v) for v in (self.val_top1_float32, self.val_top1_float16))
         return (
-            f"rows {self.dtype} (head val top-1 {self.val_top1_float32:.2%} on float32 rows, "
-            f"{self.val_top1_float16:.2%} on float16, {self.val_images:,} val images)"
+            f"rows {self.dtype} (head val {self.metric} {wide} on float32 rows, {narrow} on "
+            f"float16, {self.val_images:,} val images)"
         )
 
     def rounded(self, features: torch.Tensor) -> torch.Tensor:

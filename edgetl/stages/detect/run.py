@@ -50,6 +50,9 @@ class DetectRunInfo:
     # --unfreeze: the K kept (its pyramid.safetensors holds the fine-tuned stages) and, with
     # auto, each depth's val mAP50-95 and the finding.
     unfreeze: dict[str, Any] | None = field(default=None, metadata={"omit": None})
+    # The cache namespace's row precision and the val mAP50-95 it was chosen on (train/
+    # detector/rows.py); None without a cache.
+    cache_rows: dict[str, Any] | None = field(default=None, metadata={"omit": None})
     task: str = "detect"
     schema: str = DETECT_SCHEMA
 

@@ -33,11 +33,12 @@ from edgetl.train.backbones import Backbone, load_backbone
 from edgetl.train.detector.fit import DetectorTraining, EpochLine, Examples, fit, outputs, scored
 from edgetl.train.detector.model import DetectorHead
 from edgetl.train.detector.pyramid import FlatPyramid, Pyramid, PyramidShape, pyramid_of
+from edgetl.train.detector.rows import row_precision
 from edgetl.train.detector.unfreeze import tail
 from edgetl.train.devices import resolve_device
 from edgetl.train.distributed import Group
 from edgetl.train.extract import default_workers
-from edgetl.train.features import CacheReport, cached_features, default_cache_dir
+from edgetl.train.features import CacheReport, cached_features, default_cache_dir, namespace
 
 DETECT_IMAGE_SIZE = 256  # a multiple of 32 (the pyramid's coarsest stride); 224 loses small objects
 HISTORY_FILE = "history.csv"
@@ -128,6 +129,12 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
     batch, patience = min(opts.batch_size, DETECT_BATCH), max(opts.patience, MIN_PATIENCE)
     training = DetectorTraining(opts.epochs, batch, opts.lr, patience, seed=opts.seed)
     history = fit(head, train, (rows["val"], splits.val), letterbox, settings, training)
+    val_float32, precision = rows.pop("val_float32"), None
+    if cache is not None:
+        device = resolve_device(opts.device)
+        views = [namespace(view, device) for view in _views(backbone, pyramid)]
+        precision = row_precision(cache, views, head, val_float32, splits.val, letterbox,
+                                  settings)  # fmt: skip
     test, unfrozen = outputs(head, rows["test"]), None
     if opts.unfreeze not in (0, "0"):
         from edgetl.stages.detect.unfreezing import unfreeze
@@ -146,6 +153,7 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
                         opts.val_fraction, opts.test_fraction),
         metrics=metrics, versions=versions(),
         unfreeze=None if unfrozen is None else unfrozen.record,
+        cache_rows=None if precision is None else dataclasses.asdict(precision),
     )  # fmt: skip
     _write(opts.out, (pyramid, head), info, history, opts.force)
     return info
@@ -161,20 +169,27 @@ def _rows(
 ) -> tuple[dict[str, torch.Tensor], CacheReport]:
     """Each role's pyramids as float16 rows, and train's mirrored view ("mirrored"); under
     torchrun each rank extracts its share of both views, and only rank 0 gets rows."""
-    flat = dataclasses.replace(backbone, model=FlatPyramid(pyramid))
+    flat, mirror = _views(backbone, pyramid)
     workers = default_workers() if opts.workers is None else opts.workers
     device = resolve_device(opts.device) if group is None else group.device(
         resolve_device(opts.device))  # fmt: skip
     batch = min(opts.batch_size, 32)
     views = (_Views(splits, False), _Views(splits, True))
-    mirror = dataclasses.replace(flat, preprocess=_mirrored(flat.preprocess))
     rows, report = cached_features(flat, views[0], device, batch, workers, cache, group)
     flipped, _ = cached_features(mirror, views[1], device, batch, workers, cache, group)
     if not rows:  # a rank other than 0: its share is in the cache
         return {}, report
-    rows = {role: value.half() for role, value in rows.items()}
+    # Training reads rows rounded to float16 (half the memory; row_precision measures what
+    # the trained head makes of it); val's float32 rows are kept for that measurement.
+    rows = {"val_float32": rows["val"], **{role: value.half() for role, value in rows.items()}}
     rows["mirrored"] = flipped["train"].half()
     return rows, report
+
+
+def _views(backbone: Backbone, pyramid: Pyramid) -> tuple[Backbone, Backbone]:
+    """The cached views' extractors: the pyramid as one flat row, and the same mirrored."""
+    flat = dataclasses.replace(backbone, model=FlatPyramid(pyramid))
+    return flat, dataclasses.replace(flat, preprocess=_mirrored(flat.preprocess))
 
 
 def _mirrored(preprocess: object) -> Letterbox:
