@@ -33,7 +33,7 @@ QUICKSTART_IMAGE_SIZE = 128
     show_default=True,
     help="classify: scikit-learn's digits; detect: objects pasted on scikit-image's photos.",
 )
-@click.option("--epochs", type=int, default=None, help="[default: 30 classify, 24 detect]")
+@click.option("--epochs", type=int, default=None, help="[default: 30 classify, 16 detect]")
 @click.option("--iterations", type=int, default=200, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing quickstart directory.")
 @handle_errors
