@@ -323,6 +323,41 @@ def test_unfreeze_fine_tunes_the_pyramids_last_stages_and_auto_keeps_the_rules_d
     assert record["finding"]
 
 
+def test_search_of_a_detection_set_chooses_on_val_within_the_budget_and_resumes(
+    detect_run: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    """Each precision exported under the guard and timed with NMS in shared rounds; the best
+    val mAP within --max-latency chosen and copied whole; a re-run reuses what is complete;
+    other settings on the same folder, and a budget nothing meets, are refused."""
+    source = json.loads((detect_run / "edgetl.json").read_text())["data"]["source"]
+    out = tmp_path / "search"
+    common = ("--data", source, "--target", "cpu", "--out", out, "--backbones", TINY_BACKBONE,
+              "--weights", tiny_weights, "--sizes", 64, "--epochs", 2, "--iterations", 20,
+              "--max-accuracy-drop", 50)  # fmt: skip
+    result = cli("search", *common, "--max-latency", 1000, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "search.json").read_text())
+    assert report["schema"] == "edgetl.detect-search/1"
+    found = {c["key"]: c for c in report["candidates"]}
+    assert set(found) == {f"{TINY_BACKBONE}-64-fp32", f"{TINY_BACKBONE}-64-int8"}
+    assert all(c["latency_ms"] > 0 and c["within_budget"] for c in found.values())
+    best = max(found.values(), key=lambda c: (c["val_map50_95"], -c["latency_ms"]))
+    assert report["chosen"] == best["key"]
+    chosen = json.loads((out / "chosen" / "manifest.json").read_text())
+    assert chosen["test"]["map50_95"] == report["chosen_test"]["map50_95"]
+    again = cli("search", *common, "--max-latency", 1000)
+    assert again.exit_code == 0 and "reused" in again.output
+    other = cli("search", *common, "--max-latency", 0.001)
+    assert other.exit_code == 2 and "max_latency_ms" in other.output
+    from edgetl.stages.detect.search import DetectCandidate, DetectSearchReport, _choose
+
+    over = DetectSearchReport(source, "cpu", 0.001, "p50", {})
+    over.candidates = [DetectCandidate("a", "b", 64, "fp32", val_map50_95=0.5, latency_ms=2.0,
+                                       within_budget=False)]  # fmt: skip
+    _choose(over)
+    assert over.chosen is None and "no candidate meets" in over.failures[0]
+
+
 def test_a_jetson_bundle_of_a_detector_keeps_tensorrts_rules_and_checks_an_engine(
     detect_run: Path, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgetl.core.events import say
 from edgetl.core.ui import stdout_console, table
 
 if TYPE_CHECKING:
@@ -138,3 +139,26 @@ def print_detect_lab(lab: Any) -> None:
                          f"{e.latency.p50:.2f}", e.nms_where, run.status])  # fmt: skip
     header = ["device", "target", "artifact", "mAP50-95", "p50 ms", "NMS", "status"]
     rows_table(f"edgetl bench on the lab {lab.lab} (detectors, batch 1 with NMS)", header, rows)
+
+
+def print_detect_search(report: Any, out: Path) -> None:
+    """The detector search's candidates: val mAP (chosen on), latency with NMS, the front."""
+    rows = [
+        [c.key, c.status if c.status != "measured" else "",
+         "-" if c.val_map50_95 is None else f"{c.val_map50_95:.4f}",
+         "-" if c.latency_ms is None else f"{c.latency_ms:.2f}",
+         {True: "yes", False: "no", None: "-"}[c.within_budget],
+         "front" if c.on_front else "", "chosen" if c.key == report.chosen else ""]
+        for c in report.candidates
+    ]  # fmt: skip
+    title = (f"search {out}: {report.target}, {report.latency} <= {report.budget_ms:g} ms "
+             "(batch 1 with NMS); chosen on val")  # fmt: skip
+    rows_table(title, ["candidate", "status", "val mAP50-95", f"{report.latency} ms",
+                       "within budget", "", ""], rows)  # fmt: skip
+    if report.chosen_test is not None:
+        test = report.chosen_test
+        say(f"chosen {report.chosen}: test mAP50-95 {test['map50_95']:.4f} (FP32 "
+            f"{test['fp32_map50_95']:.4f}; {test['n']} images, reported only)")  # fmt: skip
+    for c in report.candidates:
+        if c.reason:
+            say(f"{c.key}: {c.reason}")

@@ -49,10 +49,25 @@ def search(max_latency: str, lab_file: Path | None, as_json: bool, **kwargs: Any
     max_latency_ms, max_latency_x = latency_budget(max_latency)
     options = SearchOptions(max_latency_ms=max_latency_ms, max_latency_x=max_latency_x,
                             lab=lab_file, **kwargs)  # fmt: skip
+    if _detection(options.data):
+        from edgetl.cli.detect_output import print_detect_search
+        from edgetl.stages.detect.search import search_detectors
+
+        found = search_detectors(options)
+        emit(found.to_dict(), as_json, lambda: print_detect_search(found, options.out))
+        check(found)
+        return
     result = run_search(options)
     write_plot(result.state, result.out / "front.png")
     emit(result.state.to_dict(), as_json, lambda: print_search(stdout_console(), result))
     check(result)
+
+
+def _detection(data: str) -> bool:
+    """A YOLO or COCO folder: the detector's search (stages/detect/search.py)."""
+    from edgetl.core.data.detection import layout
+
+    return data != "digits" and layout(Path(data)) is not None
 
 
 def latency_budget(text: str) -> tuple[float | None, float | None]:

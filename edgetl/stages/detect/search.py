@@ -1,0 +1,246 @@
+"""`edgetl search` on a detection set (a YOLO or COCO folder): each backbone x input size a
+detector run (its pyramids from the feature cache), each precision exported under the mAP
+guard, every artifact then timed batch-1 with NMS in the same interleaved rounds on this
+machine's runtime for the target; the highest val mAP50-95 within --max-latency is chosen
+(ties: the faster). Choices are made on val only; test is reported for the chosen model.
+SEARCH/chosen is its artifact. A re-run reuses every run and artifact already complete.
+
+Unlike the classifier's search, architectures are not timed before training (a detector's
+latency depends on its detections: NMS's work), so every candidate is trained."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.backends.detector import DetectorModel, detect, load_detector
+from edgetl.backends.profiles import load_target
+from edgetl.core.errors import EdgetlError
+from edgetl.core.events import say, section
+from edgetl.core.fields import write_fields
+from edgetl.core.files import atomic_write_json, read_json, staged_dir
+from edgetl.core.measures.timing import interleaved_samples, rounds_for
+from edgetl.core.records.manifest import MANIFEST_FILE
+from edgetl.stages.search.options import SearchOptions
+
+SEARCH_FILE = "search.json"
+SCHEMA = "edgetl.detect-search/1"
+PRECISIONS = ("fp32", "int8")  # what a detector exports for a CPU or OpenVINO target
+
+
+@dataclass
+class DetectCandidate:
+    key: str
+    backbone: str
+    size: int
+    precision: str
+    status: str = "measured"  # or "refused" (the guard), "failed" (an export check)
+    reason: str = ""
+    artifact: str | None = None
+    val_map50_95: float | None = None
+    latency_ms: float | None = None  # the search's --latency statistic, batch 1 with NMS
+    within_budget: bool | None = None
+    on_front: bool = False
+
+
+@dataclass
+class DetectSearchReport:
+    data: str
+    target: str
+    budget_ms: float
+    latency: str
+    settings: dict[str, Any]  # what a resumed search must have been asked the same
+    candidates: list[DetectCandidate] = field(default_factory=list)
+    chosen: str | None = None
+    chosen_test: dict[str, Any] | None = None  # its test mAP beside FP32's: reported only
+    schema: str = SCHEMA
+
+    @property
+    def passed(self) -> bool:
+        return self.chosen is not None
+
+    @property
+    def failures(self) -> list[str]:
+        if self.passed:
+            return []
+        return [f"no candidate meets --max-latency {self.budget_ms:g} ms ({self.latency})"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return write_fields(self)
+
+
+def search_detectors(opts: SearchOptions) -> DetectSearchReport:
+    _check(opts)
+    assert opts.max_latency_ms is not None
+    report = DetectSearchReport(opts.data, opts.target, opts.max_latency_ms, opts.latency,
+                                opts.settings())  # fmt: skip
+    _start(opts, report.settings)
+    for backbone in opts.backbones:
+        for size in opts.sizes:
+            run = _run(opts, backbone, size)
+            report.candidates += [_export(opts, run, backbone, size, precision)
+                                  for precision in _precisions(opts)]  # fmt: skip
+    _time(opts, report)
+    _choose(report)
+    if report.chosen is not None:
+        _keep_chosen(opts, report)
+    atomic_write_json(opts.out / SEARCH_FILE, report.to_dict())
+    return report
+
+
+def _start(opts: SearchOptions, settings: dict[str, Any]) -> None:
+    """A new search folder; --force empties edgetl's own one; else the runs and artifacts of
+    a search asked the same are reused (another's is exit 2, naming what differs)."""
+    path = opts.out / SEARCH_FILE
+    ours = path.is_file() or (opts.out / "runs").is_dir()
+    if opts.out.exists() and any(opts.out.iterdir()) and not ours:
+        raise EdgetlError(f"--out {opts.out}: not empty and not an edgetl search; choose another")
+    if opts.force:
+        for name in ("runs", "artifacts", "chosen"):
+            shutil.rmtree(opts.out / name, ignore_errors=True)
+        path.unlink(missing_ok=True)
+    elif path.is_file():
+        before = read_json(path, SEARCH_FILE).get("settings", {})
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            raise EdgetlError(f"{path}: a search with other settings ({', '.join(changed)}); "
+                              "use another --out, or --force to start again")  # fmt: skip
+    opts.out.mkdir(parents=True, exist_ok=True)
+
+
+def _check(opts: SearchOptions) -> None:
+    refused = {
+        "--reference / --max-latency Nx": opts.reference is not None or opts.max_latency_x,
+        "--heads": opts.heads != ["linear"],
+        "--unfreeze": opts.unfreeze != [0],
+        "--on": opts.on is not None,
+        "--max-size": opts.max_size_mb is not None,
+        "--budget-minutes": opts.budget_minutes is not None,
+    }
+    named = [name for name, given in refused.items() if given]
+    if named:
+        raise EdgetlError(f"{', '.join(named)}: not for a detector search yet (it trains every "
+                          "backbone x size and times the artifacts here)")  # fmt: skip
+    profile = load_target(opts.target)
+    if profile.backend not in ("onnxruntime", "openvino"):
+        raise EdgetlError(
+            f"--target {profile.name}: a detector search times its artifacts on this machine; "
+            f"{profile.backend} is not here (search a CPU or OpenVINO target, or export and "
+            "`edgetl bench --on` the device)"
+        )
+    extra = [p for p in opts.precisions or () if p not in PRECISIONS]
+    if extra:
+        raise EdgetlError(f"--precisions {','.join(extra)}: a detector search takes fp32,int8")
+
+
+def _precisions(opts: SearchOptions) -> list[str]:
+    return list(opts.precisions or PRECISIONS)
+
+
+def _run(opts: SearchOptions, backbone: str, size: int) -> Path:
+    """The detector run of `backbone` at `size` (reused when complete)."""
+    from edgetl.stages.detect.run import is_detect_run
+    from edgetl.stages.detect.training import finetune_detector
+    from edgetl.stages.finetune.options import FinetuneOptions
+
+    out = opts.out / "runs" / f"{backbone}-{size}"
+    if is_detect_run(out):
+        say(f"{out}: trained earlier, reused")
+        return out
+    section(f"finetune {backbone} at {size} px")
+    finetune_detector(FinetuneOptions(
+        data=opts.data, out=out, backbone=backbone, weights=opts.weights, image_size=size,
+        epochs=opts.epochs, seed=opts.seed, task="detect", cache_dir=opts.cache_dir,
+        val_fraction=opts.val_fraction, test_fraction=opts.test_fraction, workers=opts.workers,
+    ))  # fmt: skip
+    return out
+
+
+def _export(opts: SearchOptions, run: Path, backbone: str, size: int, precision: str
+            ) -> DetectCandidate:  # fmt: skip
+    from edgetl.stages.detect.export import export_detector
+    from edgetl.stages.export.options import ExportOptions
+
+    key = f"{backbone}-{size}-{precision}"
+    found = DetectCandidate(key, backbone, size, precision)
+    out = opts.out / "artifacts" / key
+    if not (out / MANIFEST_FILE).is_file():
+        section(f"export {key}")
+        result = export_detector(ExportOptions(
+            run=run, target=opts.target, precision=precision, out=out,
+            max_accuracy_drop=opts.max_accuracy_drop, force=True,
+        ))  # fmt: skip
+        if result.manifest is None:
+            found.status = "refused" if "refused" in " ".join(result.failures) else "failed"
+            found.reason = "; ".join(result.failures)
+            return found
+    found.artifact = str(out)
+    return found
+
+
+def _time(opts: SearchOptions, report: DetectSearchReport) -> None:
+    """Every artifact batch-1 with NMS on the val images in turn, in shared rounds."""
+    measured = [c for c in report.candidates if c.artifact is not None]
+    if not measured:
+        return
+    models = {c.key: load_detector(Path(str(c.artifact))) for c in measured}
+    for candidate in measured:
+        candidate.val_map50_95 = models[candidate.key].manifest.val.map50_95
+    calls = {key: _call(model) for key, model in models.items()}
+    say(f"timing {len(calls)} artifacts, batch 1 with NMS, {opts.iterations} samples each")
+    samples = interleaved_samples(calls, opts.iterations, rounds_for(opts.iterations))
+    statistic = 90 if opts.latency == "p90" else 50
+    for candidate in measured:
+        value = float(np.percentile(samples[candidate.key], statistic))
+        candidate.latency_ms = round(value, 4)
+        candidate.within_budget = value <= report.budget_ms
+    for model in models.values():
+        model.close()
+
+
+def _call(model: DetectorModel) -> Any:
+    """One batch-1 detection of the run's val images in turn (their NMS work is real)."""
+    splits = model.manifest.run.data.load()
+    val = splits.images("val")
+    count = min(16, len(val))
+    inputs = [val.preprocessed(i, model.letterbox)[None] for i in range(count)]
+    sizes = splits.val.sizes[:count]
+    state = {"i": 0}
+
+    def once() -> object:
+        k = state["i"] = (state["i"] + 1) % count
+        return detect(model.runner, inputs[k], [sizes[k]], model.manifest)
+
+    return once
+
+
+def _choose(report: DetectSearchReport) -> None:
+    """The Pareto front (latency down, val mAP up) and, within budget, the best val mAP."""
+    timed = sorted((c for c in report.candidates if c.latency_ms is not None),
+                   key=lambda c: (c.latency_ms, -(c.val_map50_95 or 0.0)))  # fmt: skip
+    best = -1.0
+    for candidate in timed:
+        if (candidate.val_map50_95 or 0.0) > best:
+            candidate.on_front, best = True, candidate.val_map50_95 or 0.0
+    within = [c for c in timed if c.within_budget]
+    if within:
+        chosen = max(within, key=lambda c: (c.val_map50_95 or 0.0, -(c.latency_ms or 0.0)))
+        report.chosen = chosen.key
+
+
+def _keep_chosen(opts: SearchOptions, report: DetectSearchReport) -> None:
+    """SEARCH/chosen: a copy of the chosen artifact (whole, or not at all); its test mAP."""
+    chosen = next(c for c in report.candidates if c.key == report.chosen)
+    source = Path(str(chosen.artifact))
+    with staged_dir(opts.out / "chosen", True, "export", MANIFEST_FILE) as out:
+        for path in source.iterdir():
+            shutil.copy2(path, out / path.name)
+    test = load_detector(opts.out / "chosen").manifest.test
+    report.chosen_test = write_fields(test)
+    say(f"chosen on val: {chosen.key} (val mAP50-95 {chosen.val_map50_95:.4f}, "
+        f"{report.latency} {chosen.latency_ms:.2f} ms); test mAP50-95 {test.map50_95:.4f} "
+        f"(FP32 {test.fp32_map50_95:.4f}, {test.n} images, reported only)")  # fmt: skip
