@@ -274,7 +274,12 @@ def test_torchrun_two_ranks_extract_a_detection_sets_pyramids_like_one_process(
     assert sizes == [6, 6, 12, 12]  # each rank: half the mirrored train view, half of all 24
     one, two = (_rows_by_view(tmp_path / f"cache{n}") for n in (1, 2))
     assert set(one) == set(two) and len(one) == 24 + 12
-    assert all(np.allclose(one[d], two[d], atol=1e-5) for d in one)
+    choices = [sorted(json.loads(p.read_text())["dtype"]
+                      for p in (tmp_path / f"cache{n}").glob("v1/*/precision.json"))
+               for n in (1, 2)]  # fmt: skip
+    assert choices[0] == choices[1] and len(choices[0]) == 2  # both views, the same choice
+    # Rows narrowed to float16 may round a last float32 bit apart: one float16 step (2e-3 <= 4).
+    assert all(np.allclose(one[d], two[d], rtol=1e-3, atol=2e-3) for d in one)
     head_one = load_file(str(tmp_path / "one" / "detector.safetensors"))
     head_two = load_file(str(tmp_path / "two" / "detector.safetensors"))
     assert all(np.allclose(head_one[k], head_two[k], atol=1e-4) for k in head_one)
