@@ -35,6 +35,9 @@ import pytest
 
 if TYPE_CHECKING:
     from edgetl.core.records import BenchResult
+    from edgetl.core.records.detector import DetectBenchEntry
+
+    Benched = BenchResult | DetectBenchEntry  # a classifier's entry, or a detector's
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,15 +75,23 @@ class LabDevice:
     name: str
     target: str
 
-    def bench(self, artifact: str | Path, **options: Any) -> BenchResult:
+    def bench(self, artifact: str | Path, **options: Any) -> Benched:
         """`edgetl bench ARTIFACT --on NAME` with `edgetl bench`'s options; the typed result,
         or an AssertionError saying why the device could not run it."""
+        from edgetl.core.records.detector import is_detector
         from edgetl.stages.bench.options import BenchOptions
         from edgetl.stages.lab.bench import bench_on
 
         options.setdefault("iterations", 100)
         options.setdefault("cold", False)
         opts = BenchOptions([Path(artifact)], **options)
+        if is_detector(Path(artifact)):
+            from edgetl.stages.lab.detect import bench_detectors_on
+
+            (found,) = bench_detectors_on(opts, self.name, self.lab).report.devices
+            if found.detections is None:
+                raise AssertionError(f"{self.name}: {found.reason}")
+            return found.detections.results[0]
         outcome = bench_on(opts, self.name, self.lab)
         (run,) = outcome.report.devices
         if run.report is None:
@@ -95,22 +106,28 @@ def edgetl_device(request: pytest.FixtureRequest) -> LabDevice:
 
 
 @pytest.fixture
-def edgetl_bench() -> Callable[..., BenchResult]:
+def edgetl_bench() -> Callable[..., Benched]:
     """Bench one artifact with its runtime; returns the typed result (edgetl.bench/1 entry)."""
     from edgetl.stages.bench.harness import bench
     from edgetl.stages.bench.options import BenchOptions
 
-    def run(artifact: str | Path, **options: Any) -> BenchResult:
+    def run(artifact: str | Path, **options: Any) -> Benched:
+        from edgetl.core.records.detector import is_detector
+
         options.setdefault("iterations", 100)
         options.setdefault("cold", False)
-        outcome = bench(BenchOptions([Path(artifact)], **options))
-        return outcome.report.results[0]
+        opts = BenchOptions([Path(artifact)], **options)
+        if is_detector(Path(artifact)):  # a DetectBenchEntry: mAP and latency with NMS
+            from edgetl.stages.detect.measure import bench_detectors
+
+            return bench_detectors(opts).results[0]
+        return bench(opts).report.results[0]
 
     return run
 
 
 def assert_no_regression(
-    result: BenchResult,
+    result: Benched,
     baseline: str | Path,
     max_regression: float = 5.0,
     max_accuracy_drop: float = 1.0,
@@ -118,15 +135,25 @@ def assert_no_regression(
     """Fail when `result` is slower than the stored baseline beyond noise and
     `max_regression` percent of p50, or its top-1 is more than `max_accuracy_drop` points
     lower on the same number of images."""
-    from edgetl.core.records import BenchReport
+    from edgetl.core.records import BenchReport, BenchResult
     from edgetl.stages.bench.gate import against_baseline
 
     path = Path(baseline)
     if not path.is_file():
+        where = getattr(result, "artifact", None) or getattr(result, "path", "ARTIFACT")
         raise AssertionError(
             f"no baseline at {path}: create it on this device with "
-            f"`edgetl bench {result.artifact} --json {path}`"
+            f"`edgetl bench {where} --json {path}`"
         )
+    if not isinstance(result, BenchResult):  # a detector's entry: mAP50-95 and p50
+        from edgetl.stages.detect.measure import entry_regressions, read_report
+
+        found = read_report(path, "baseline").results
+        same = [entry for entry in found if entry.name == result.name] or found[:1]
+        regressed = entry_regressions(result, same[0], max_regression, max_accuracy_drop)
+        if regressed:
+            raise AssertionError("; ".join(regressed))
+        return
     stored = BenchReport.read(path).results
     matches = [entry for entry in stored if entry.name == result.name] or stored[:1]
     failures = against_baseline(result, matches[0], max_regression, max_accuracy_drop)
@@ -134,7 +161,7 @@ def assert_no_regression(
         raise AssertionError("; ".join(failures))
 
 
-def assert_within_budget(result: BenchResult, search_dir: str | Path) -> None:
+def assert_within_budget(result: Benched, search_dir: str | Path) -> None:
     """Fail when `result` (a bench of SEARCH/chosen, here or on a lab device) no longer meets
     the latency and size budget `edgetl search` chose it under (SEARCH/search.json)."""
     import json
@@ -145,13 +172,18 @@ def assert_within_budget(result: BenchResult, search_dir: str | Path) -> None:
     state = json.loads(path.read_text())
     settings = state["settings"]
     which = settings["latency"]
-    measured = result.latency_ms[which]
+    from edgetl.core.records import BenchResult
+
+    if isinstance(result, BenchResult):
+        measured = result.latency_ms[which]
+    else:  # a detector's entry: its Latency record
+        measured = getattr(result.latency, which)
     # A budget relative to --reference was resolved in ms when the search timed it.
     budget = state.get("budget_ms") or settings["max_latency_ms"]
     if measured > budget:
         raise AssertionError(
             f"{result.name}: {which} {measured:.2f} ms is over the search's budget of {budget:g} ms"
         )
-    limit = settings.get("max_size_mb")
-    if limit is not None and result.size_mb > limit:
+    limit = settings.get("max_size_mb")  # a detector search takes no size budget
+    if limit is not None and isinstance(result, BenchResult) and result.size_mb > limit:
         raise AssertionError(f"{result.name}: {result.size_mb:.2f} MB is over {limit:g} MB")

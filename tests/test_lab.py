@@ -536,3 +536,24 @@ def test_a_detector_on_a_device_is_gated_here_against_its_baseline(
     code, output, _ = bench_on(lab, "local", tmp_path / "c.json", artifact,
                                extra=(*loose, "--baseline", str(tmp_path / "b.json")))  # fmt: skip
     assert code == 0, output  # the lab's own report, per device
+
+
+@needs_sshd
+def test_a_users_suite_benches_a_detector_on_a_lab_device(
+    lab: Path, detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`edgetl_device.bench(DETECTOR)`: the device's detector entry (the run's test split, or
+    the artifact's reference set where the data is not there), mAP and latency with NMS."""
+    artifact, _ = detector
+    suite = tmp_path / "test_detector.py"
+    suite.write_text(
+        "def test_detector(edgetl_device):\n"
+        f"    result = edgetl_device.bench({str(artifact)!r}, iterations=5)\n"
+        "    assert result.images == 8 and result.latency.p50 > 0 and result.map50_95 >= 0\n"
+        "    print('DETECTED ON', edgetl_device.name)\n"
+    )
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+               str(suite), "--edgetl-lab", str(lab), "--edgetl-on", "local"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            cwd=tmp_path)  # fmt: skip
+    assert "1 passed" in result.stdout and "DETECTED ON local" in result.stdout, result.stdout
