@@ -557,3 +557,18 @@ def test_a_users_suite_benches_a_detector_on_a_lab_device(
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             cwd=tmp_path)  # fmt: skip
     assert "1 passed" in result.stdout and "DETECTED ON local" in result.stdout, result.stdout
+
+
+@needs_sshd
+def test_compare_of_detectors_on_a_device_brings_their_map_verdict_back(
+    lab: Path, detector: tuple[Path, Path]
+) -> None:
+    art, _ = detector
+    code, output = cli("compare", art, art, "--on", "local", "--lab", lab, "--json",
+                       "--rounds", "3", "--iterations", "5", "--max-regression", "300")  # fmt: skip
+    assert code == 0, output
+    found = json.loads(output[output.index("{\n") : output.rindex("}") + 1])
+    (run,) = found["devices"]
+    verdict = run["comparison"]
+    assert run["status"] == "ok" and verdict["metric"] == "mAP50-95"
+    assert verdict["base_top1"] == verdict["candidate_top1"] and verdict["n"] == 8

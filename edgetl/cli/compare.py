@@ -45,14 +45,10 @@ def compare(
     from edgetl.stages.bench.compare import compare as run_compare
 
     options = CompareOptions(base=base, candidate=candidate, **kwargs)
-    detectors = is_detector(candidate) or is_detector(base)
     if on is not None:
-        if detectors:
-            raise EdgetlError("compare --on: not built for detectors yet; run `edgetl compare` "
-                              "on the device, or `edgetl bench --on` with --baseline")  # fmt: skip
         _compare_on(options, on, lab_file, as_json)
         return
-    if detectors:
+    if is_detector(candidate) or is_detector(base):
         from edgetl.stages.detect.compare import compare_detectors
 
         result = compare_detectors(options)
@@ -66,7 +62,6 @@ def compare(
 
 
 def _compare_on(options: Any, on: str, lab_file: Path | None, as_json: bool) -> None:
-    from edgetl.core.errors import EdgetlError
     from edgetl.stages.lab.compare import compare_on
 
     if options.trust:

@@ -25,7 +25,8 @@ from edgetl.core.events import say
 from edgetl.core.files import read_json
 from edgetl.core.options import argv
 from edgetl.core.records import BENCH_SCHEMA, BenchReport, DeviceRun, LabReport, Manifest
-from edgetl.core.records.detector import DetectorManifest
+from edgetl.core.records.detector import DetectorManifest, is_detector
+from edgetl.core.records.manifest import verify_listed
 from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.gate import check_baseline
 from edgetl.stages.bench.harness import check_options
@@ -128,6 +129,15 @@ def checked(artifact: Path) -> Manifest:
     manifest = Manifest.read(artifact, verify=False)
     manifest.verify_files(artifact)
     return manifest
+
+
+def checked_any(artifact: Path) -> Manifest | DetectorManifest:
+    """checked() of a classifier's artifact or a detector's."""
+    if not is_detector(artifact):
+        return checked(artifact)
+    found = DetectorManifest.read(artifact, verify=False)
+    verify_listed(artifact, found.files)
+    return found
 
 
 def place(

@@ -17,9 +17,10 @@ from edgetl.core.fields import Source, read_fields
 from edgetl.core.measures.regression import LatencyVerdict
 from edgetl.core.options import argv
 from edgetl.core.records import DeviceRun, Manifest
+from edgetl.core.records.detector import DetectorManifest
 from edgetl.stages.bench.compare import Comparison, check_options
 from edgetl.stages.bench.options import CompareOptions
-from edgetl.stages.lab.bench import checked, device_data, local_data_folder, place
+from edgetl.stages.lab.bench import checked_any, device_data, local_data_folder, place
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import DeviceFault, RemotePath, multiplexed
@@ -55,7 +56,7 @@ def compare_on(opts: CompareOptions, on: str, lab_file: Path | None) -> LabCompa
     if not (opts.base / "manifest.json").is_file():
         raise EdgetlError(f"{opts.base}: with --on, BASE is an artifact directory (not a report)")
     pair = [opts.base, opts.candidate]
-    manifests = [checked(path) for path in pair]
+    manifests = [checked_any(path) for path in pair]  # a pair of classifiers or detectors
     local_data = local_data_folder(opts.data)
     with multiplexed(lab.multiplex) as control:
         runs = [
@@ -69,7 +70,7 @@ def compare_on(opts: CompareOptions, on: str, lab_file: Path | None) -> LabCompa
 def _compare_device(
     remote: Remote,
     pair: list[Path],
-    manifests: list[Manifest],
+    manifests: list[Manifest | DetectorManifest],
     local_data: Path | None,
     opts: CompareOptions,
 ) -> DeviceComparison:
@@ -112,6 +113,7 @@ def _verdict(stdout: str, max_accuracy_drop: float, device: str) -> Comparison:
             n=int(data["n"]),
             max_accuracy_drop=max_accuracy_drop,
             seconds=float(data["seconds"]),
+            metric=str(data.get("metric", "top-1")),
         )
     except (ValueError, KeyError, TypeError, EdgetlError) as exc:
         raise DeviceFault(f"its verdict was not accepted: {exc}") from exc

@@ -17,6 +17,7 @@ from edgetl.core.events import say
 from edgetl.core.files import read_json
 from edgetl.core.records import DeviceRun, LabReport
 from edgetl.core.records.detector import DETECT_BENCH_SCHEMA, DetectBenchReport, DetectorManifest
+from edgetl.core.records.manifest import verify_listed
 from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.options import BenchOptions
 from edgetl.stages.detect.measure import gate, read_report
@@ -33,7 +34,7 @@ def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Ou
     manifests = []
     for path in opts.artifacts:  # exit 2 before any ssh
         manifest = DetectorManifest.read(path, verify=False)
-        manifest_files_checked(path, manifest)
+        verify_listed(path, manifest.files)
         manifests.append(manifest)
     local = local_data_folder(opts.data)
     runs = []
@@ -47,12 +48,6 @@ def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Ou
     report = LabReport(time.strftime("%Y-%m-%dT%H:%M:%S%z"), str(lab.path), [], runs)
     failures = [f"{run.device}: {run.reason}" for run in runs if run.status != "ok"]
     return Outcome(report, failures)
-
-
-def manifest_files_checked(path: Path, manifest: DetectorManifest) -> None:
-    from edgetl.core.records.manifest import verify_listed
-
-    verify_listed(path, manifest.files)
 
 
 def _on_device(
