@@ -39,6 +39,10 @@ def search(max_latency: str, lab_file: Path | None, as_json: bool, **kwargs: Any
     through the accuracy guard where it could still be on the front. Every choice is made
     on val; test is reported for the chosen model (and the front, marked not chosen on).
     SEARCH/chosen is the chosen artifact, ready for `edgetl bench`; a re-run resumes.
+
+    On a YOLO or COCO folder it searches detectors: every backbone x size trained, each
+    precision exported under the mAP guard, the artifacts timed with NMS; val mAP50-95
+    chooses (docs/detection.md).
     """
     from edgetl.train.stack import check_host_stack
 

@@ -28,7 +28,7 @@ def _names(text: str) -> list[str]:
 
 @dataclass
 class SearchOptions:
-    data: str = option(help="ImageFolder directory, or 'digits'.")
+    data: str = option(help="ImageFolder directory, 'digits', or a YOLO/COCO folder (detectors).")
     target: str = option(help="Target profile (see `edgetl targets`).")
     out: Path = option(help="Search folder.")
     max_latency_ms: float | None = None  # the budget in ms, or None with max_latency_x
