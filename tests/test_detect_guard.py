@@ -78,3 +78,20 @@ def test_nothing_is_chosen_when_no_rung_fits() -> None:
     found = climb(Candidates(), judge, 1.0, ranked, 2)  # type: ignore[arg-type]
     assert found.chosen is None
     assert all(a.verdict == "False" for a in found.attempts) and len(found.attempts) == 4
+
+
+def test_layers_reading_one_tensor_are_ranked_as_one_unit() -> None:
+    """Both towers read a neck level through one quantizer: either alone in float gains
+    nothing while the other still reads the tensor INT8 wrecked, so they rank together."""
+    from types import SimpleNamespace
+
+    from onnx import helper
+
+    from edgetl.stages.detect.guard import siblings
+
+    nodes = [helper.make_node("Conv", ["level0", "w1"], ["c"], name="cls0"),
+             helper.make_node("Conv", ["level0", "w2"], ["b"], name="box0"),
+             helper.make_node("Conv", ["level1", "w3"], ["c1"], name="cls1")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [], [])
+    candidates = SimpleNamespace(fp32=helper.make_model(graph))
+    assert siblings(candidates, ["cls0", "cls1", "box0"]) == [["cls0", "box0"], ["cls1"]]  # type: ignore[arg-type]

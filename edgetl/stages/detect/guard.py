@@ -160,7 +160,8 @@ def rank(
     candidates: Candidates, judge: MapJudge, base: list[str], load: Load
 ) -> list[tuple[str, float]]:
     """Quantized layers by the val mAP50-95 their float copy brings back (on RANK_IMAGES val
-    images, on ONNX Runtime in memory), most first; equal gains (every candidate at mAP 0
+    images, on ONNX Runtime in memory), most first, layers reading one tensor ranked as one
+    unit (siblings); equal gains (every candidate at mAP 0
     when INT8 wrecked the model) are ordered by the share of the scores' error against FP32
     each removes."""
     val = judge.val
@@ -175,14 +176,25 @@ def rank(
         return value, float(np.mean((raw[1] - reference) ** 2))
 
     start, error = score(base)
-    scores: list[tuple[str, float, float]] = []
-    layers = [n for n in candidates.quantized_layers() if n not in base]
+    scores: list[tuple[list[str], float, float]] = []
+    units = siblings(candidates, [n for n in candidates.quantized_layers() if n not in base])
     with progress() as bar:
-        task = bar.add_task("rank layers by val mAP", total=len(layers), info="")
-        for name in layers:
-            value, left = score([*base, name])
+        task = bar.add_task("rank layers by val mAP", total=len(units), info="")
+        for unit in units:
+            value, left = score([*base, *unit])
             removed = (error - left) / error if error > 0 else 0.0
-            scores.append((name, round(value - start, 3), removed))
-            bar.update(task, advance=1, info=name[-40:])
+            scores.append((unit, round(value - start, 3), removed))
+            bar.update(task, advance=1, info=unit[0][-40:])
     ordered = sorted(scores, key=lambda item: (-item[1], -item[2]))
-    return [(name, gain) for name, gain, _ in ordered]
+    return [(name, gain) for unit, gain, _ in ordered for name in unit]
+
+
+def siblings(candidates: Candidates, layers: list[str]) -> list[list[str]]:
+    """`layers` grouped by the tensor they read: one quantizer feeds them all, so they are
+    put back in float together (a neck level read by both towers: either alone gains
+    nothing while the other still reads the tensor INT8 wrecked)."""
+    reads = {node.name: node.input[0] for node in candidates.fp32.graph.node if node.input}
+    groups: dict[str, list[str]] = {}
+    for name in layers:
+        groups.setdefault(reads.get(name, name), []).append(name)
+    return list(groups.values())
