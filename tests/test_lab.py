@@ -267,6 +267,14 @@ def test_compare_on_a_device_brings_the_verdict_back(lab: Path, artifacts: dict[
     assert runs["down"]["status"] == "failed" and runs["down"]["comparison"] is None
 
 
+def run_suite(suite: Path, lab: Path, on: str) -> subprocess.CompletedProcess[str]:
+    """A user's pytest suite run in its own folder with the plugin on the lab's `on`."""
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+               str(suite), "--edgetl-lab", str(lab), "--edgetl-on", on]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          cwd=suite.parent)  # fmt: skip
+
+
 @needs_sshd
 def test_a_users_suite_runs_once_per_lab_device(
     lab: Path, artifacts: dict[str, Path], tmp_path: Path
@@ -279,10 +287,7 @@ def test_a_users_suite_runs_once_per_lab_device(
         "    assert result.backend == 'onnxruntime' and result.accuracy.n == 12\n"
         "    print('RAN ON', edgetl_device.name)\n"
     )
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-               str(suite), "--edgetl-lab", str(lab), "--edgetl-on", "local,twin,down"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            cwd=tmp_path)  # fmt: skip
+    result = run_suite(suite, lab, "local,twin,down")
     assert "2 passed" in result.stdout and "1 failed" in result.stdout, result.stdout
     assert "RAN ON local" in result.stdout and "RAN ON twin" in result.stdout
     assert "test_cpu_fp32[down]" in result.stdout and "unreachable" in result.stdout
@@ -552,10 +557,7 @@ def test_a_users_suite_benches_a_detector_on_a_lab_device(
         "    assert result.images == 8 and result.latency.p50 > 0 and result.map50_95 >= 0\n"
         "    print('DETECTED ON', edgetl_device.name)\n"
     )
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-               str(suite), "--edgetl-lab", str(lab), "--edgetl-on", "local"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            cwd=tmp_path)  # fmt: skip
+    result = run_suite(suite, lab, "local")
     assert "1 passed" in result.stdout and "DETECTED ON local" in result.stdout, result.stdout
 
 

@@ -56,31 +56,23 @@ def test_peak_memory_grows_with_features_not_images(tmp_path: Path, tiny_weights
     assert growth < decoded_mb / 4, (small, large)
 
 
-def shard_rows(cache: Path) -> dict[bytes, np.ndarray]:
+def shard_rows(cache: Path) -> dict[tuple[str, bytes], np.ndarray]:
+    """(namespace, content digest) -> row: a mirrored view shares its image's digest."""
     from safetensors.numpy import load_file
 
-    rows: dict[bytes, np.ndarray] = {}
+    rows: dict[tuple[str, bytes], np.ndarray] = {}
     for shard in cache.glob("v1/*/shards/*.safetensors"):
         tensors = load_file(str(shard))
         for digest, row in zip(tensors["digests"], tensors["features"], strict=True):
-            rows[digest.tobytes()] = row
+            rows[(shard.parent.parent.name, digest.tobytes())] = row
     return rows
 
 
-def test_torchrun_two_ranks_give_the_rows_and_head_of_one_process(
-    tmp_path: Path, tiny_weights: Path
-) -> None:
-    """A real `torchrun --nproc-per-node 2` launch (gloo on CPU): each rank extracts its
-    share into its own shard; rank 0 trains the head. Same rows, same head as one process."""
+def one_and_two_ranks(common: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`edgetl finetune` in one process (RUN one, cache1), then under `--nproc 2` (RUN two,
+    cache2); the two-rank launch, both having passed."""
     import os
 
-    from safetensors.numpy import load_file
-
-    from tests.conftest import write_folder
-
-    data = write_folder(tmp_path / "photos", per_class=8)
-    common = ["--data", str(data), "--backbone", "test_efficientnet", "--weights",
-              str(tiny_weights), "--image-size", "64", "--epochs", "3", "--seed", "3"]  # fmt: skip
     single = subprocess.run(
         [sys.executable, "-m", "edgetl", "finetune", *common, "--out", str(tmp_path / "one"),
          "--cache-dir", str(tmp_path / "cache1")],
@@ -94,6 +86,22 @@ def test_torchrun_two_ranks_give_the_rows_and_head_of_one_process(
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert ranks.returncode == 0, ranks.stdout + ranks.stderr
+    return ranks
+
+
+def test_torchrun_two_ranks_give_the_rows_and_head_of_one_process(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """A real `torchrun --nproc-per-node 2` launch (gloo on CPU): each rank extracts its
+    share into its own shard; rank 0 trains the head. Same rows, same head as one process."""
+    from safetensors.numpy import load_file
+
+    from tests.conftest import write_folder
+
+    data = write_folder(tmp_path / "photos", per_class=8)
+    common = ["--data", str(data), "--backbone", "test_efficientnet", "--weights",
+              str(tiny_weights), "--image-size", "64", "--epochs", "3", "--seed", "3"]  # fmt: skip
+    ranks = one_and_two_ranks(common, tmp_path)
     assert "feature cache: 0 cached, 24 new" in " ".join((ranks.stdout + ranks.stderr).split())
     shards = list((tmp_path / "cache2").glob("v1/*/shards/*.safetensors"))
     sizes = sorted(len(load_file(str(shard))["digests"]) for shard in shards)
@@ -247,8 +255,6 @@ def test_torchrun_two_ranks_extract_a_detection_sets_pyramids_like_one_process(
     """`--nproc 2` on a YOLO set: each rank extracts its share of both cached views (the
     images and train's mirror) into shards of its own; rank 0 trains. Same rows and the same
     detector as one process."""
-    import os
-
     from safetensors.numpy import load_file
 
     from edgetl.core.data.scenes import make_scenes
@@ -256,23 +262,11 @@ def test_torchrun_two_ranks_extract_a_detection_sets_pyramids_like_one_process(
     data = make_scenes(tmp_path / "scenes", sizes={"train": 12, "val": 6, "test": 6})
     common = ["--data", str(data), "--backbone", "test_efficientnet", "--weights",
               str(tiny_weights), "--image-size", "64", "--epochs", "2", "--seed", "3"]  # fmt: skip
-    single = subprocess.run(
-        [sys.executable, "-m", "edgetl", "finetune", *common, "--out", str(tmp_path / "one"),
-         "--cache-dir", str(tmp_path / "cache1")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert single.returncode == 0, single.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ranks = subprocess.run(
-        [sys.executable, "-m", "edgetl", "finetune", *common, "--out", str(tmp_path / "two"),
-         "--cache-dir", str(tmp_path / "cache2"), "--nproc", "2"],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    assert ranks.returncode == 0, ranks.stdout + ranks.stderr
+    one_and_two_ranks(common, tmp_path)
     shards = list((tmp_path / "cache2").glob("v1/*/shards/*.safetensors"))
     sizes = sorted(len(load_file(str(shard))["digests"]) for shard in shards)
     assert sizes == [6, 6, 12, 12]  # each rank: half the mirrored train view, half of all 24
-    one, two = (_rows_by_view(tmp_path / f"cache{n}") for n in (1, 2))
+    one, two = shard_rows(tmp_path / "cache1"), shard_rows(tmp_path / "cache2")
     assert set(one) == set(two) and len(one) == 24 + 12
     choices = [sorted(json.loads(p.read_text())["dtype"]
                       for p in (tmp_path / f"cache{n}").glob("v1/*/precision.json"))
@@ -283,15 +277,3 @@ def test_torchrun_two_ranks_extract_a_detection_sets_pyramids_like_one_process(
     head_one = load_file(str(tmp_path / "one" / "detector.safetensors"))
     head_two = load_file(str(tmp_path / "two" / "detector.safetensors"))
     assert all(np.allclose(head_one[k], head_two[k], atol=1e-4) for k in head_one)
-
-
-def _rows_by_view(cache: Path) -> dict[tuple[str, bytes], np.ndarray]:
-    """(namespace, content digest) -> row: a mirrored view shares its image's digest."""
-    from safetensors.numpy import load_file
-
-    rows = {}
-    for shard in cache.glob("v1/*/shards/*.safetensors"):
-        tensors = load_file(str(shard))
-        for digest, row in zip(tensors["digests"], tensors["features"], strict=True):
-            rows[(shard.parent.parent.name, digest.tobytes())] = row
-    return rows
