@@ -5,7 +5,7 @@ the graph gives boxes and per-class scores, NMS runs here (core/postprocess.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -120,6 +120,20 @@ def detect(
             timed.graph_s += middle - started
             timed.nms_s += time.perf_counter() - middle
     return found
+
+
+def in_turn(
+    runner: NamedRunner, how: Postprocess, inputs: np.ndarray, sizes: Sequence[tuple[int, int]]
+) -> Callable[[], list[Objects]]:
+    """One batch-1 detection a call, over `inputs` (letterboxed images) in turn: what a
+    timing loop runs (NMS's work depends on each image's detections, so not one image)."""
+    state = {"i": 0}
+
+    def once() -> list[Objects]:
+        k = state["i"] = (state["i"] + 1) % len(inputs)
+        return detect(runner, inputs[k : k + 1], sizes[k : k + 1], how)
+
+    return once
 
 
 def _corners(box: np.ndarray) -> tuple[float, float, float, float]:

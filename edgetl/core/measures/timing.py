@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +58,7 @@ def measure(call: Callable[[], object], iterations: int, warmup: int = 0) -> np.
 
 
 def interleaved_p50(
-    calls: dict[str, Callable[[], object]], iterations: int, rounds: int = 5, warmup: int = 10
+    calls: Mapping[str, Callable[[], object]], iterations: int, rounds: int = 5, warmup: int = 10
 ) -> dict[str, float]:
     """Batch-1 p50 in ms of each call, measured in `rounds` interleaved blocks.
 
@@ -80,7 +80,7 @@ def rounds_for(iterations: int) -> int:
 
 
 def interleaved_samples(
-    calls: dict[str, Callable[[], object]],
+    calls: Mapping[str, Callable[[], object]],
     iterations: int,
     rounds: int = 5,
     warmup: int = 10,

@@ -16,12 +16,12 @@ from edgetl.backends.detector import DetectorModel, detect, load_detector
 from edgetl.core.artifact.signing import trusted_keys
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.measures.detection import Objects, coco_map
+from edgetl.core.measures.detection import coco_map
 from edgetl.core.measures.map_evidence import map_drop
 from edgetl.core.records.detector import is_detector
 from edgetl.stages.bench.compare import Comparison, check_options, compare_runners
 from edgetl.stages.bench.options import CompareOptions
-from edgetl.stages.detect.measure import Measured, detection_data
+from edgetl.stages.detect.measure import detection_data, objects
 
 CONFIDENCE = 0.9  # the bound said beside the verdict (the verdict is on the point drop)
 
@@ -53,7 +53,7 @@ def compare_detectors(opts: CompareOptions) -> Comparison:
     verdict = compare_runners(loader(opts.base), loader(opts.candidate), measured.input(0),
                               opts.rounds, opts.iterations, opts.warmup, opts.max_regression,
                               opts.max_rounds, call)  # fmt: skip
-    found = [_objects(model, measured) for model in (base, candidate)]
+    found = [objects(model, measured) for model in (base, candidate)]
     classes = len(measured.classes)
     maps = [coco_map(measured.truth, f, measured.sizes, classes).map50_95 for f in found]
     drop = map_drop(measured.truth, found[0], found[1], measured.sizes, classes, CONFIDENCE)
@@ -77,8 +77,3 @@ def _check_pair(opts: CompareOptions, base: DetectorModel, candidate: DetectorMo
         )
     if base.proxy is not None:
         say(f"both run on the host proxy {base.proxy}: its latency, not the device's")
-
-
-def _objects(model: DetectorModel, measured: Measured) -> list[Objects]:
-    return [detect(model.runner, measured.input(i), [size], model.manifest)[0]
-            for i, size in enumerate(measured.sizes)]  # fmt: skip

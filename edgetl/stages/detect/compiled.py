@@ -12,11 +12,11 @@ import numpy as np
 import onnx
 
 from edgetl.backends.compiler import CompileInput
-from edgetl.backends.detector import detect
+from edgetl.backends.detector import detect, in_turn
 from edgetl.core.errors import CheckFailed
 from edgetl.core.events import say
 from edgetl.core.letterbox import Letterbox
-from edgetl.core.measures.detection import Objects, agreement, coco_map
+from edgetl.core.measures.detection import agreement, coco_map
 from edgetl.core.measures.timing import interleaved_p50
 from edgetl.core.postprocess import NmsSettings
 from edgetl.core.records import RuntimeSpec
@@ -134,19 +134,9 @@ def _place_untimed(target: Target, chosen: Path, val: ValSet, load: Any, work: P
 
 
 def _timed(variants: dict[str, tuple[Any, How]], val: ValSet) -> dict[str, float]:
-    images = val.images[:8]
-    sizes = val.truth.sizes[:8]
-
-    def call(runner: Any, how: How) -> Any:
-        state = {"i": 0}
-
-        def once() -> list[Objects]:
-            k = state["i"] = (state["i"] + 1) % len(images)
-            return detect(runner, images[k : k + 1], sizes[k : k + 1], how)
-
-        return once
-
-    return interleaved_p50({k: call(*v) for k, v in variants.items()}, NMS_TIMING_ITERATIONS)
+    images, sizes = val.images[:8], val.truth.sizes[:8]
+    calls = {k: in_turn(runner, how, images, sizes) for k, (runner, how) in variants.items()}
+    return interleaved_p50(calls, NMS_TIMING_ITERATIONS)
 
 
 def _parity(runner: Any, val: ValSet, chosen: Path, load: Any) -> DetectorParity:

@@ -97,14 +97,20 @@ def _reference(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Mea
                     reference.truth[:count], lambda i: images[i : i + 1])  # fmt: skip
 
 
-def _measure(model: DetectorModel, measured: Measured, opts: BenchOptions) -> DetectBenchEntry:
-    manifest = model.manifest
+def objects(model: DetectorModel, measured: Measured) -> list[Objects]:
+    """The model's detections of each image measured on, a progress bar over them."""
     found = []
     with progress() as bar:
-        task = bar.add_task(f"mAP {manifest.name}", total=len(measured), info="")
+        task = bar.add_task(f"mAP {model.manifest.name}", total=len(measured), info="")
         for i, size in enumerate(measured.sizes):
-            found += detect(model.runner, measured.input(i), [size], manifest)
+            found += detect(model.runner, measured.input(i), [size], model.manifest)
             bar.advance(task)
+    return found
+
+
+def _measure(model: DetectorModel, measured: Measured, opts: BenchOptions) -> DetectBenchEntry:
+    manifest = model.manifest
+    found = objects(model, measured)
     scores = coco_map(measured.truth, found, measured.sizes, len(measured.classes))
     graph, nms = _latency(model, measured, opts)
     total = summarize(graph + nms)

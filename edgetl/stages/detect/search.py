@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.backends.detector import DetectorModel, detect, load_detector
+from edgetl.backends.detector import in_turn, load_detector
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say, section
@@ -190,7 +190,13 @@ def _time(opts: SearchOptions, report: DetectSearchReport) -> None:
     models = {c.key: load_detector(Path(str(c.artifact))) for c in measured}
     for candidate in measured:
         candidate.val_map50_95 = models[candidate.key].manifest.val.map50_95
-    calls = {key: _call(model) for key, model in models.items()}
+    splits = next(iter(models.values())).manifest.run.data.load()  # every run's: opts.data
+    val = splits.images("val")
+    count = min(16, len(val))
+    calls = {key: in_turn(model.runner, model.manifest,
+                          np.stack([val.preprocessed(i, model.letterbox) for i in range(count)]),
+                          splits.val.sizes[:count])
+             for key, model in models.items()}  # fmt: skip
     say(f"timing {len(calls)} artifacts, batch 1 with NMS, {opts.iterations} samples each")
     samples = interleaved_samples(calls, opts.iterations, rounds_for(opts.iterations))
     statistic = 90 if opts.latency == "p90" else 50
@@ -200,22 +206,6 @@ def _time(opts: SearchOptions, report: DetectSearchReport) -> None:
         candidate.within_budget = value <= report.budget_ms
     for model in models.values():
         model.close()
-
-
-def _call(model: DetectorModel) -> Any:
-    """One batch-1 detection of the run's val images in turn (their NMS work is real)."""
-    splits = model.manifest.run.data.load()
-    val = splits.images("val")
-    count = min(16, len(val))
-    inputs = [val.preprocessed(i, model.letterbox)[None] for i in range(count)]
-    sizes = splits.val.sizes[:count]
-    state = {"i": 0}
-
-    def once() -> object:
-        k = state["i"] = (state["i"] + 1) % count
-        return detect(model.runner, inputs[k], [sizes[k]], model.manifest)
-
-    return once
 
 
 def _choose(report: DetectSearchReport) -> None:

@@ -135,13 +135,15 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
         views = [namespace(view, device) for view in _views(backbone, pyramid)]
         precision = row_precision(cache, views, head, val_float32, splits.val, letterbox,
                                   settings)  # fmt: skip
-    test, unfrozen = outputs(head, rows["test"]), None
+    unfrozen = None
     if opts.unfreeze not in (0, "0"):
         from edgetl.stages.detect.unfreezing import unfreeze
 
         unfrozen = unfreeze(opts, backbone.model, pyramid, head, splits, letterbox, settings,
                             training, history)  # fmt: skip
         history, test = unfrozen.history, unfrozen.test
+    else:
+        test = outputs(head, rows["test"])
     kept = "head" if unfrozen is None or not unfrozen.stages else f"unfreeze {unfrozen.stages}"
     metrics = _metrics(test, splits, letterbox, settings, history, kept)
     say(f"feature cache: {report.line()}")

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from edgetl.core.data.detection_splits import DetectionSplits
+from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.letterbox import Letterbox
 from edgetl.core.postprocess import NmsSettings
@@ -71,7 +72,7 @@ def unfreeze(opts: FinetuneOptions, backbone: nn.Module, pyramid: Pyramid, head:
 def _fits(pyramid: Pyramid, backbone: nn.Module, stages: int) -> bool:
     try:
         tail(pyramid, backbone, stages)
-    except Exception:
+    except EdgetlError:  # the pyramid has no such stage
         return False
     return True
 

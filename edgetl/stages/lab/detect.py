@@ -15,13 +15,12 @@ from rich.markup import escape
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.files import read_json
-from edgetl.core.records import DeviceRun, LabReport
+from edgetl.core.records import DeviceRun, LabReport, Manifest
 from edgetl.core.records.detector import DETECT_BENCH_SCHEMA, DetectBenchReport, DetectorManifest
-from edgetl.core.records.manifest import verify_listed
 from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.options import BenchOptions
 from edgetl.stages.detect.measure import gate, read_report
-from edgetl.stages.lab.bench import bench_there, local_data_folder, on_device
+from edgetl.stages.lab.bench import bench_there, checked_any, local_data_folder, on_device
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import RemotePath, multiplexed
@@ -31,11 +30,7 @@ def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Ou
     baselines = _baselines(opts.baseline)
     lab = read_lab(find_lab(lab_file))
     devices = lab.select(on)
-    manifests = []
-    for path in opts.artifacts:  # exit 2 before any ssh
-        manifest = DetectorManifest.read(path, verify=False)
-        verify_listed(path, manifest.files)
-        manifests.append(manifest)
+    manifests = [checked_any(path) for path in opts.artifacts]  # exit 2 before any ssh
     local = local_data_folder(opts.data)
     runs = []
     with multiplexed(lab.multiplex) as control:
@@ -51,7 +46,10 @@ def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Ou
 
 
 def _on_device(
-    remote: Remote, opts: BenchOptions, manifests: list[DetectorManifest], local: Path | None
+    remote: Remote,
+    opts: BenchOptions,
+    manifests: list[Manifest | DetectorManifest],
+    local: Path | None,
 ) -> DeviceRun:
     def measure(run: DeviceRun, there: list[RemotePath], data: str | None) -> None:
         # The device measures only: its baseline is applied here (_gate), from this side's file.
