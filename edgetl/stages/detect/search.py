@@ -25,6 +25,7 @@ from edgetl.core.fields import write_fields
 from edgetl.core.files import atomic_write_json, read_json, staged_dir
 from edgetl.core.measures.timing import interleaved_samples, rounds_for
 from edgetl.core.records.manifest import MANIFEST_FILE
+from edgetl.core.ui import heartbeat
 from edgetl.stages.search.options import SearchOptions
 
 SEARCH_FILE = "search.json"
@@ -197,8 +198,9 @@ def _time(opts: SearchOptions, report: DetectSearchReport) -> None:
                           np.stack([val.preprocessed(i, model.letterbox) for i in range(count)]),
                           splits.val.sizes[:count])
              for key, model in models.items()}  # fmt: skip
-    say(f"timing {len(calls)} artifacts, batch 1 with NMS, {opts.iterations} samples each")
-    samples = interleaved_samples(calls, opts.iterations, rounds_for(opts.iterations))
+    what = f"timing {len(calls)} artifacts, batch 1 with NMS, {opts.iterations} samples each"
+    with heartbeat(what):  # interleaved rounds count nothing of their own
+        samples = interleaved_samples(calls, opts.iterations, rounds_for(opts.iterations))
     statistic = 90 if opts.latency == "p90" else 50
     for candidate in measured:
         value = float(np.percentile(samples[candidate.key], statistic))
