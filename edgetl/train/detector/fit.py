@@ -173,7 +173,9 @@ def _epoch(
     schedule: Schedule,
     batch: int,
 ) -> float:
-    head.train()
+    # channels_last weights: one epoch of the Lite0 head at 256 px, 160 rows, 2 cores:
+    # 2.0-2.3 s -> 1.7-1.8 s (three alternating pairs); a no-op after the first epoch.
+    head.to(memory_format=torch.channels_last).train()
     order = torch.randperm(len(train.rows))
     total, count = 0.0, 0
     for start in range(0, len(order), batch):
