@@ -341,6 +341,7 @@ def test_search_of_a_detection_set_chooses_on_val_within_the_budget_and_resumes(
     found = {c["key"]: c for c in report["candidates"]}
     assert set(found) == {f"{TINY_BACKBONE}-64-fp32", f"{TINY_BACKBONE}-64-int8"}
     assert all(c["latency_ms"] > 0 and c["within_budget"] for c in found.values())
+    assert {c["runtime"] for c in found.values()} == {"onnxruntime here"}
     best = max(found.values(), key=lambda c: (c["val_map50_95"], -c["latency_ms"]))
     assert report["chosen"] == best["key"]
     chosen = json.loads((out / "chosen" / "manifest.json").read_text())
@@ -349,6 +350,8 @@ def test_search_of_a_detection_set_chooses_on_val_within_the_budget_and_resumes(
     assert again.exit_code == 0 and "reused" in again.output
     other = cli("search", *common, "--max-latency", 0.001)
     assert other.exit_code == 2 and "max_latency_ms" in other.output
+    trt = cli("search", *[v if v != "cpu" else "jetson" for v in common], "--max-latency", 5)
+    assert trt.exit_code == 2 and "--on DEVICE" in " ".join(trt.output.split())
     from edgetl.stages.detect.search import DetectCandidate, DetectSearchReport, _choose
 
     over = DetectSearchReport(source, "cpu", 0.001, "p50", {})

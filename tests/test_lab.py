@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -574,3 +575,31 @@ def test_compare_of_detectors_on_a_device_brings_their_map_verdict_back(
     verdict = run["comparison"]
     assert run["status"] == "ok" and verdict["metric"] == "mAP50-95"
     assert verdict["base_top1"] == verdict["candidate_top1"] and verdict["n"] == 8
+
+
+@needs_sshd
+def test_a_detector_search_times_its_artifacts_on_a_lab_device(
+    lab: Path, detector: tuple[Path, Path], tiny_weights: Path, tmp_path: Path
+) -> None:
+    """`edgetl search --on local` of a detection set: every artifact copied to the device with
+    the first val images and detected there in turn (NMS included) in one probe run; a
+    device that cannot be reached is exit 2."""
+    from tests.conftest import TINY_BACKBONE
+
+    _, data = detector
+    common = ("--data", data, "--target", "cpu", "--backbones", TINY_BACKBONE, "--weights",
+              tiny_weights, "--sizes", "64", "--epochs", "2", "--iterations", "20",
+              "--precisions", "fp32", "--lab", lab, "--max-latency", "1000")  # fmt: skip
+    code, output = cli("search", *common, "--out", tmp_path / "s", "--on", "local")
+    assert code == 0, output
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    (candidate,) = saved["candidates"]
+    assert candidate["runtime"] == "onnxruntime on local"
+    assert candidate["latency_ms"] > 0 and saved["chosen"] == candidate["key"]
+    (shipped,) = (lab.parent / HOSTILE / "data").glob(f"*/{candidate['key']}")
+    probe = json.loads((shipped / "probe.json").read_text())
+    assert probe["inputs"] == "inputs.npz" and (shipped / "manifest.json").is_file()
+    with np.load(shipped / "inputs.npz") as sent:  # val's first images, letterboxed uint8
+        assert sent["images"].dtype == np.uint8 and sent["images"].shape[1:] == (3, 64, 64)
+    code, output = cli("search", *common, "--out", tmp_path / "t", "--on", "down")
+    assert code == 2 and "--on down" in " ".join(output.split()), output

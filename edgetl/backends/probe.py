@@ -49,6 +49,10 @@ class Probe:
     device: str = "CPU"
     options: dict[str, Any] = field(default_factory=dict)
     threads: int = 0
+    # A detector artifact's probe: an .npz in the folder (images: letterboxed uint8, sizes:
+    # their originals) each detected in turn with the artifact's postprocessing, NMS
+    # included: NMS's work depends on each image's detections, so zeros would time too little.
+    inputs: str | None = None
 
     def write(self, folder: Path) -> None:
         atomic_write_text(folder / PROBE_FILE, json.dumps(asdict(self), indent=2) + "\n")
@@ -68,6 +72,9 @@ def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, flo
         probe = Probe.read(folder)
         if probe.backend == "tensorrt":
             _engine_for(folder, probe)
+        if probe.inputs is not None:
+            calls[str(folder)] = _detections(folder, probe.inputs)
+            continue
         spec = RuntimeSpec(probe.files, probe.device, probe.options, probe.threads)
         runner = get_runtime(probe.backend).load(folder, spec)
         single = np.zeros((1, 3, probe.size, probe.size), np.float32)
@@ -100,6 +107,20 @@ def _engine_for(folder: Path, probe: Probe) -> None:
     options = backend.options(probe.options, str(folder / PROBE_FILE))
     with quiet():
         write_engine(folder, probe.precision, options.workspace_mb, options.dla_core)
+
+
+def _detections(folder: Path, inputs: str) -> Callable[[], object]:
+    """A detector artifact's batch-1 detection of its probe images in turn."""
+    from edgetl.backends.detector import in_turn, load_detector
+
+    model = load_detector(folder)  # every checksum verified
+    try:
+        with np.load(folder / inputs, allow_pickle=False) as data:
+            images, sizes = data["images"], data["sizes"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EdgetlError(f"{folder / inputs}: not a detector probe's images ({exc})") from exc
+    normalized = model.letterbox.normalize(images)
+    return in_turn(model.runner, model.manifest, normalized, [tuple(s) for s in sizes.tolist()])
 
 
 def _call(runner: Any, single: np.ndarray) -> Callable[[], object]:

@@ -151,8 +151,9 @@ def print_detect_search(report: Any, out: Path) -> None:
          "front" if c.on_front else "", "chosen" if c.key == report.chosen else ""]
         for c in report.candidates
     ]  # fmt: skip
+    timed = ", ".join(sorted({c.runtime for c in report.candidates if c.runtime}))
     title = (f"search {out}: {report.target}, {report.latency} <= {report.budget_ms:g} ms "
-             "(batch 1 with NMS); chosen on val")  # fmt: skip
+             f"(batch 1 with NMS; {timed or 'nothing timed'}); chosen on val")  # fmt: skip
     rows_table(title, ["candidate", "status", "val mAP50-95", f"{report.latency} ms",
                        "within budget", "", ""], rows)  # fmt: skip
     if report.chosen_test is not None:

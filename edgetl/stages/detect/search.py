@@ -5,6 +5,9 @@ machine's runtime for the target; the highest val mAP50-95 within --max-latency 
 (ties: the faster). Choices are made on val only; test is reported for the chosen model.
 SEARCH/chosen is its artifact. A re-run reuses every run and artifact already complete.
 
+With --on DEVICE the artifacts are timed on that lab device instead (each copied there once,
+by content, with the first val images: `edgetl probe-latency` detects them in turn).
+
 Unlike the classifier's search, architectures are not timed before training (a detector's
 latency depends on its detections: NMS's work), so every candidate is trained."""
 
@@ -17,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.backends.detector import in_turn, load_detector
+from edgetl.backends.detector import DetectorModel, in_turn, load_detector
+from edgetl.backends.probe import Probe
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say, section
@@ -31,6 +35,8 @@ from edgetl.stages.search.options import SearchOptions
 SEARCH_FILE = "search.json"
 SCHEMA = "edgetl.detect-search/1"
 PRECISIONS = ("fp32", "int8")  # what a detector exports for a CPU or OpenVINO target
+TIMED_IMAGES = 16  # val images each artifact detects in turn while timed
+PROBE_INPUTS = "inputs.npz"
 
 
 @dataclass
@@ -44,6 +50,7 @@ class DetectCandidate:
     artifact: str | None = None
     val_map50_95: float | None = None
     latency_ms: float | None = None  # the search's --latency statistic, batch 1 with NMS
+    runtime: str | None = None  # what timed it: "onnxruntime here", "openvino on orin1"
     within_budget: bool | None = None
     on_front: bool = False
 
@@ -118,20 +125,18 @@ def _check(opts: SearchOptions) -> None:
         "--reference / --max-latency Nx": opts.reference is not None or opts.max_latency_x,
         "--heads": opts.heads != ["linear"],
         "--unfreeze": opts.unfreeze != [0],
-        "--on": opts.on is not None,
         "--max-size": opts.max_size_mb is not None,
         "--budget-minutes": opts.budget_minutes is not None,
     }
     named = [name for name, given in refused.items() if given]
     if named:
         raise EdgetlError(f"{', '.join(named)}: not for a detector search yet (it trains every "
-                          "backbone x size and times the artifacts here)")  # fmt: skip
+                          "backbone x size and times the artifacts)")  # fmt: skip
     profile = load_target(opts.target)
-    if profile.backend not in ("onnxruntime", "openvino"):
+    if profile.backend not in ("onnxruntime", "openvino") and opts.on is None:
         raise EdgetlError(
-            f"--target {profile.name}: a detector search times its artifacts on this machine; "
-            f"{profile.backend} is not here (search a CPU or OpenVINO target, or export and "
-            "`edgetl bench --on` the device)"
+            f"--target {profile.name}: {profile.backend} is not here to time the artifacts; "
+            "search a CPU or OpenVINO target, or give --on DEVICE (a lab device with it)"
         )
     extra = [p for p in opts.precisions or () if p not in PRECISIONS]
     if extra:
@@ -184,7 +189,8 @@ def _export(opts: SearchOptions, run: Path, backbone: str, size: int, precision:
 
 
 def _time(opts: SearchOptions, report: DetectSearchReport) -> None:
-    """Every artifact batch-1 with NMS on the val images in turn, in shared rounds."""
+    """Every artifact batch-1 with NMS on the first val images in turn, in shared rounds:
+    here, or with --on on the lab device."""
     measured = [c for c in report.candidates if c.artifact is not None]
     if not measured:
         return
@@ -193,21 +199,66 @@ def _time(opts: SearchOptions, report: DetectSearchReport) -> None:
         candidate.val_map50_95 = models[candidate.key].manifest.val.map50_95
     splits = next(iter(models.values())).manifest.run.data.load()  # every run's: opts.data
     val = splits.images("val")
-    count = min(16, len(val))
-    calls = {key: in_turn(model.runner, model.manifest,
-                          np.stack([val.preprocessed(i, model.letterbox) for i in range(count)]),
-                          splits.val.sizes[:count])
+    count = min(TIMED_IMAGES, len(val))
+    sizes = splits.val.sizes[:count]
+    crops = {key: np.stack([val.crop(i, model.letterbox) for i in range(count)])
              for key, model in models.items()}  # fmt: skip
-    what = f"timing {len(calls)} artifacts, batch 1 with NMS, {opts.iterations} samples each"
-    with heartbeat(what):  # interleaved rounds count nothing of their own
-        samples = interleaved_samples(calls, opts.iterations, rounds_for(opts.iterations))
+    if opts.on is None:
+        samples = _here(opts, models, crops, sizes)
+        where = f"{next(iter(models.values())).manifest.backend} here"
+    else:
+        samples = _on(opts, models, crops, sizes)
+        where = f"{load_target(opts.target).backend} on {opts.on}"
     statistic = 90 if opts.latency == "p90" else 50
     for candidate in measured:
         value = float(np.percentile(samples[candidate.key], statistic))
-        candidate.latency_ms = round(value, 4)
+        candidate.latency_ms, candidate.runtime = round(value, 4), where
         candidate.within_budget = value <= report.budget_ms
     for model in models.values():
         model.close()
+
+
+def _here(
+    opts: SearchOptions,
+    models: dict[str, DetectorModel],
+    crops: dict[str, np.ndarray],
+    sizes: list[tuple[int, int]],
+) -> dict[str, np.ndarray]:
+    calls = {key: in_turn(model.runner, model.manifest, model.letterbox.normalize(crops[key]),
+                          sizes)
+             for key, model in models.items()}  # fmt: skip
+    what = f"timing {len(calls)} artifacts, batch 1 with NMS, {opts.iterations} samples each"
+    with heartbeat(what):  # interleaved rounds count nothing of their own
+        return interleaved_samples(calls, opts.iterations, rounds_for(opts.iterations))
+
+
+def _on(
+    opts: SearchOptions,
+    models: dict[str, DetectorModel],
+    crops: dict[str, np.ndarray],
+    sizes: list[tuple[int, int]],
+) -> dict[str, np.ndarray]:
+    """Each artifact copied with its val images into SEARCH/probes/KEY (a probe folder), all
+    timed on the device in one interleaved run; its p50 and p90 come back (no samples), so
+    the statistic asked for is returned as the one sample."""
+    from edgetl.stages.lab.probes import time_on
+
+    folders = {}
+    for key, model in models.items():
+        folder = opts.out / "probes" / key
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(model.path, folder)
+        np.savez(folder / PROBE_INPUTS, images=crops[key], sizes=np.asarray(sizes, np.int64))
+        spec = model.manifest.runtime_spec()
+        Probe(model.manifest.backend, spec.model_files, model.letterbox.size,
+              model.manifest.precision, spec.device, spec.options, spec.threads,
+              PROBE_INPUTS).write(folder)  # fmt: skip
+        folders[key] = folder
+    assert opts.on is not None
+    timed = time_on(folders, load_target(opts.target).backend, opts.on, opts.lab,
+                    opts.iterations)  # fmt: skip
+    field_ = "p90" if opts.latency == "p90" else "p50"
+    return {key: np.asarray([getattr(found.latency, field_)]) for key, found in timed.items()}
 
 
 def _choose(report: DetectSearchReport) -> None:
