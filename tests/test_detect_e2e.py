@@ -333,7 +333,7 @@ def test_search_of_a_detection_set_chooses_on_val_within_the_budget_and_resumes(
     out = tmp_path / "search"
     common = ("--data", source, "--target", "cpu", "--out", out, "--backbones", TINY_BACKBONE,
               "--weights", tiny_weights, "--sizes", 64, "--epochs", 2, "--iterations", 20,
-              "--max-accuracy-drop", 50)  # fmt: skip
+              "--max-accuracy-drop", 50, "--int8-payoff", 100)  # fmt: skip
     result = cli("search", *common, "--max-latency", 1000, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "search.json").read_text())

@@ -168,6 +168,8 @@ def test_int8_export_records_guard_and_calibration(int8_export, tiny_run: Path) 
     assert 0 <= quant["agreement"] <= 1 and quant["max_abs_diff"] >= 0
     assert manifest["parity"]["max_abs_diff"] <= 1e-3  # the artifact is the model measured
     assert "the recipe asks for 300" in " ".join(output.split())  # fewer than the recipe
+    speed = quant["speed_here"]  # said either way: the tiny model's INT8 may not pay off
+    assert ("pays off" in output) == speed["pays_off"] and "p50 here" in output
     graph = onnx.load(str(out / "model.onnx"))
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
     assert {p.key for p in graph.metadata_props} >= {"edgetl.classes", "edgetl.precision"}
@@ -423,3 +425,27 @@ def test_a_val_split_too_small_for_the_budget_exits_2_before_any_work(
     assert "quantizing" not in text and not out.exists()
     result = export_cli(tiny_run, out, "--target", "cpu", "--confidence", "0.8")
     assert result.exit_code == 2 and "only used with --precision int8" in result.output
+
+
+def test_int8_pays_off_only_when_it_is_faster_by_the_margin(prepared) -> None:
+    """compare_speed on real ONNX Runtime sessions: a graph against itself (ratio ~1) does not
+    pay off; against a runner that does the same work three times it does (ratio ~0.33)."""
+    from edgetl.quantize.int8 import PAYS_OFF_RATIO, compare_speed, payoff_line
+
+    runner = OrtRunner(prepared[0].SerializeToString(), 1)
+    single = prepared[1][:1]
+
+    class Once:
+        def run(self, batch: np.ndarray) -> object:
+            return runner.run(batch)
+
+    class Thrice:
+        def run(self, batch: np.ndarray) -> object:
+            return [runner.run(batch) for _ in range(3)]
+
+    same = compare_speed(Once(), Once(), single)
+    assert not same["pays_off"] and same["ratio"] > PAYS_OFF_RATIO
+    assert "does NOT pay off" in payoff_line(same)
+    faster = compare_speed(Thrice(), Once(), single)
+    assert faster["pays_off"] and faster["ratio_low"] <= faster["ratio"] < 0.6
+    assert payoff_line(faster).endswith("pays off")

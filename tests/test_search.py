@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from edgetl.core.errors import EdgetlError
 from edgetl.stages.search import search as search_module
 from edgetl.stages.search.options import SearchOptions
 from edgetl.stages.search.search import front, search
@@ -85,7 +86,8 @@ def test_over_budget_is_never_trained_and_the_choice_is_on_the_front(
     data = write_folder(tmp_path / "photos", per_class=20)  # 36 train: INT8 calibrates
     opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache",
                    precisions=["fp32", "int8"], heads=["linear", "mlp16"],
-                   max_accuracy_drop=float(TINY_BUDGET[1]))  # fmt: skip
+                   max_accuracy_drop=float(TINY_BUDGET[1]),
+                   int8_payoff=100.0)  # fmt: skip  # the tiny INT8 need not pay off: see below
     result = search(opts)
     records = list(result.state.records.values())
     over = [r for r in records if r.status == "over budget"]
@@ -327,3 +329,39 @@ def test_a_tie_on_val_goes_to_the_faster_candidate() -> None:
                   val_top1=_score(36 / 38))  # fmt: skip
     assert choose([tuned, fp32, int8]) is int8
     assert choose([tuned, fp32]) is fp32
+
+
+def test_int8_that_does_not_pay_off_is_dropped_before_training(
+    tmp_path: Path, tiny_weights: Path, counted: dict[str, list]
+) -> None:
+    """--int8-payoff: INT8 timed beside its FP32 twin in the same rounds; above the ratio it
+    leaves the search with the reason, before any head is trained or exported for it (a
+    ratio of 0.01 no INT8 meets; the default 0.9 is what users get)."""
+    data = write_folder(tmp_path / "photos", per_class=20)
+    opts = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32],
+                   precisions=["fp32", "int8"], int8_payoff=0.01,
+                   max_accuracy_drop=float(TINY_BUDGET[1]))  # fmt: skip
+    result = search(opts)
+    records = result.state.records
+    int8 = records[f"{TINY_BACKBONE}@32/linear/int8"]
+    fp32 = records[f"{TINY_BACKBONE}@32/linear/fp32"]
+    assert int8.status == "int8 does not pay off" and int8.val_top1 is None
+    assert f"FP32's {fp32.p50_ms:.2f} ms" in int8.reason and "0.01x to pay off" in int8.reason
+    assert result.chosen is not None and result.chosen.key == fp32.key
+    assert len(counted["heads"]) == 1  # FP32's head alone
+    with pytest.raises(EdgetlError, match="--int8-payoff 0"):
+        search(options(data, tmp_path / "t", tiny_weights, tmp_path / "cache", int8_payoff=0.0))
+    from edgetl.stages.detect.search import DetectCandidate, DetectSearchReport, _drop_unpaid
+
+    report = DetectSearchReport("d", "cpu", 10.0, "p50", {})
+    report.candidates = [DetectCandidate("a-64-fp32", "a", 64, "fp32", latency_ms=10.0),
+                         DetectCandidate("a-64-int8", "a", 64, "int8", latency_ms=9.5),
+                         DetectCandidate("b-64-fp32", "b", 64, "fp32", latency_ms=10.0),
+                         DetectCandidate("b-64-int8", "b", 64, "int8", latency_ms=5.0)]  # fmt: skip
+    _drop_unpaid(report, 0.9)
+    assert [c.status for c in report.candidates] == [
+        "measured",
+        "int8 does not pay off",
+        "measured",
+        "measured",
+    ]

@@ -123,13 +123,18 @@ def print_quantization(manifest: Manifest) -> None:
     console.print(
         f"kept: {kept}; float layers: {floats}; recipe {quant.recipe.name}; "
         f"{quant.calibration['count']} calibration images; quantize "
-        f"{quant.quantize_s:.1f} s, guard {quant.guard_s:.1f} s; "
-        + (
-            f"INT8 p50 here {speed['ratio']:.2f}x FP32"
-            if speed
-            else f"speed is measured on the device ({manifest.backend})"
-        )
+        f"{quant.quantize_s:.1f} s, guard {quant.guard_s:.1f} s; " + _speed(speed, manifest.backend)
     )
+
+
+def _speed(speed: dict[str, Any], backend: str) -> str:
+    if not speed:
+        return f"speed is measured on the device ({backend})"
+    if "pays_off" not in speed:  # a manifest from before the verdict
+        return f"INT8 p50 here {speed['ratio']:.2f}x FP32"
+    from edgetl.quantize.int8 import payoff_line
+
+    return payoff_line(speed)
 
 
 def print_predictions(results: list[dict[str, Any]]) -> None:

@@ -185,7 +185,9 @@ class QuantizationRecord:
     sensitivities: list[Sensitivity]
     quantize_s: float
     guard_s: float
-    speed_here: dict[str, float]  # FP32 vs INT8 p50 on the exporting machine; {} on a proxy
+    # FP32 vs INT8 p50 on the exporting machine and whether INT8 pays off there
+    # (quantize/int8.compare_speed); {} on a proxy
+    speed_here: dict[str, Any]
     artifact_top1: float
     # The rule the guard decided by (core/measures/evidence.RULES), its confidence and the kept
     # model's upper bound on its drop: the promise. Absent in manifests written before.

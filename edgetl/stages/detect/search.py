@@ -35,6 +35,7 @@ from edgetl.stages.search.options import SearchOptions
 SEARCH_FILE = "search.json"
 SCHEMA = "edgetl.detect-search/1"
 PRECISIONS = ("fp32", "int8")  # what a detector exports for a CPU or OpenVINO target
+NO_PAYOFF = "int8 does not pay off"
 TIMED_IMAGES = 16  # val images each artifact detects in turn while timed
 PROBE_INPUTS = "inputs.npz"
 
@@ -45,7 +46,8 @@ class DetectCandidate:
     backbone: str
     size: int
     precision: str
-    status: str = "measured"  # or "refused" (the guard), "failed" (an export check)
+    # or "refused" (the guard), "failed" (an export check), NO_PAYOFF
+    status: str = "measured"
     reason: str = ""
     artifact: str | None = None
     val_map50_95: float | None = None
@@ -93,6 +95,7 @@ def search_detectors(opts: SearchOptions) -> DetectSearchReport:
             report.candidates += [_export(opts, run, backbone, size, precision)
                                   for precision in _precisions(opts)]  # fmt: skip
     _time(opts, report)
+    _drop_unpaid(report, opts.int8_payoff)
     _choose(report)
     if report.chosen is not None:
         _keep_chosen(opts, report)
@@ -261,9 +264,27 @@ def _on(
     return {key: np.asarray([getattr(found.latency, field_)]) for key, found in timed.items()}
 
 
+def _drop_unpaid(report: DetectSearchReport, pays_off_at: float) -> None:
+    """INT8 artifacts slower than `pays_off_at` x their FP32 twin (timed in the same rounds)
+    leave the running."""
+    fp32 = {(c.backbone, c.size): c for c in report.candidates
+            if c.precision == "fp32" and c.latency_ms is not None}  # fmt: skip
+    for candidate in report.candidates:
+        twin = fp32.get((candidate.backbone, candidate.size))
+        if candidate.precision != "int8" or twin is None or candidate.latency_ms is None:
+            continue
+        assert twin.latency_ms is not None
+        ratio = candidate.latency_ms / twin.latency_ms
+        if ratio > pays_off_at:
+            candidate.status = NO_PAYOFF
+            candidate.reason = (f"{ratio:.2f}x FP32's {twin.latency_ms:.2f} ms (INT8 must be "
+                                f"<= {pays_off_at:g}x to pay off)")  # fmt: skip
+
+
 def _choose(report: DetectSearchReport) -> None:
     """The Pareto front (latency down, val mAP up) and, within budget, the best val mAP."""
-    timed = sorted((c for c in report.candidates if c.latency_ms is not None),
+    timed = sorted((c for c in report.candidates
+                    if c.latency_ms is not None and c.status == "measured"),
                    key=lambda c: (c.latency_ms, -(c.val_map50_95 or 0.0)))  # fmt: skip
     best = -1.0
     for candidate in timed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,12 +25,13 @@ from edgetl.core.measures.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.core.measures.parity import compare
 from edgetl.core.records import ParityCheck, SplitAccuracy
 from edgetl.core.targets import Parity
+from edgetl.core.ui import heartbeat
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
 from edgetl.quantize.guard import GuardResult, Validation, quantize_with_guard
 from edgetl.quantize.guard.ranker import ranking_loader
 from edgetl.quantize.guard.refit import HeadRefit
-from edgetl.quantize.int8 import compare_speed, copy_metadata
+from edgetl.quantize.int8 import compare_speed, copy_metadata, payoff_line
 from edgetl.quantize.recipes import Recipe
 from edgetl.stages.export.inputs import Inputs, unlabelled_images
 from edgetl.stages.export.plan import Plan, guard_terms
@@ -44,7 +46,7 @@ class Quantized:
     prepared: Path  # the FP32 graph it was quantized from (shape-inferred, folded)
     # Batch-1 p50 of FP32 and INT8 on this machine, side by side; empty when a host proxy
     # measured (its speed says nothing about the target's runtime).
-    speed: dict[str, float]
+    speed: dict[str, Any]  # quantize/int8.compare_speed's: the ratio and whether it pays off
     recipe: Recipe
     calibration: CalibrationSet
 
@@ -107,16 +109,14 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
     copy_metadata(graph.model, result.model)
     path = work / "model.int8.onnx"
     onnx.save(result.model, str(path))
-    speed: dict[str, float] = {}
+    speed: dict[str, Any] = {}
     if plan.placement.proxy is None:
-        speed = compare_speed(result.fp32_runner, result.runner, inputs.val[:1])
-    if speed and speed["ratio"] >= 1.0:
-        say(
-            f"[yellow]warning:[/] on this machine the INT8 model is not faster than FP32 "
-            f"({speed['int8_p50_ms']:.2f} vs {speed['fp32_p50_ms']:.2f} ms batch-1 p50) with "
-            f"{len(result.report.chosen.float_layers)} layers kept float; another --recipe "
-            "(the default nncf-mixed needs fewer) may do better"
-        )
+        with heartbeat("FP32 and INT8 timed side by side (does INT8 pay off here?)"):
+            speed = compare_speed(result.fp32_runner, result.runner, inputs.val[:1])
+    if speed and not speed["pays_off"]:
+        kept = len(result.report.chosen.float_layers)
+        say(f"[yellow]warning:[/] {payoff_line(speed)} ({kept} layers kept float; the "
+            "default nncf-mixed recipe needs fewer)")  # fmt: skip
     quantized = Quantized(result, prepared_path, speed, plan.recipe, inputs.calibration)
     return Graph(path, result.model, result.logits, quantized)
 

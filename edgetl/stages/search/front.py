@@ -1,8 +1,11 @@
-"""The Pareto front of the search's measured candidates: latency against val top-1."""
+"""The Pareto front of the search's measured candidates (latency against val top-1), the
+choice on it, and INT8 candidates that leave the running for not paying off."""
 
 from __future__ import annotations
 
-from edgetl.stages.search.state import RANKED, Record
+from dataclasses import replace
+
+from edgetl.stages.search.state import RANKED, Record, Status
 
 
 def front(records: list[Record]) -> list[Record]:
@@ -26,3 +29,20 @@ def choose(records: list[Record]) -> Record | None:
         return None
     return max(on_front, key=lambda r: (r.val_top1, -(r.p50_ms or 0), -(r.size_mb or 0),
                                         -r.unfreeze))  # fmt: skip
+
+
+def drop_unpaid(records: list[Record], pays_off_at: float) -> None:
+    """INT8 candidates slower than `pays_off_at` x their FP32 twin's p50 (timed in the same
+    rounds): dropped before anything is trained or quantized for them."""
+    fp32 = {replace(r.candidate, precision="int8").arch: r for r in records
+            if r.precision == "fp32" and r.p50_ms is not None}  # fmt: skip
+    for record in records:
+        twin = fp32.get(record.candidate.arch)
+        if record.precision != "int8" or twin is None or record.status != Status.PENDING:
+            continue
+        assert record.p50_ms is not None and twin.p50_ms is not None
+        ratio = record.p50_ms / twin.p50_ms
+        if ratio > pays_off_at:
+            record.status = Status.NO_PAYOFF
+            record.reason = (f"p50 {record.p50_ms:.2f} ms = {ratio:.2f}x FP32's {twin.p50_ms:.2f}"
+                             f" ms (INT8 must be <= {pays_off_at:g}x to pay off)")  # fmt: skip

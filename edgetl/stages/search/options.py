@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgetl.core.constants import DEFAULT_BACKBONE
+from edgetl.core.constants import DEFAULT_BACKBONE, INT8_PAYS_OFF_RATIO
 from edgetl.core.errors import EdgetlError
 from edgetl.core.measures.evidence import DEFAULT_BUDGET_PTS
 from edgetl.core.options import joined, names, numbers, option
@@ -68,6 +68,12 @@ class SearchOptions:
     max_accuracy_drop: float = option(
         DEFAULT_BUDGET_PTS, "INT8 candidates: the guard's budget in val top-1 points."
     )
+    int8_payoff: float = option(
+        INT8_PAYS_OFF_RATIO,
+        "INT8 candidates slower than this multiple of their FP32 twin's latency (timed in "
+        "the same rounds) are dropped: INT8 must pay off.",
+        flag="--int8-payoff",
+    )
     cache_dir: Path | None = option(None, "Feature cache directory (as finetune's).")
     on: str | None = option(
         None, "Time the architectures on this lab device (see `edgetl devices`)."
@@ -92,7 +98,7 @@ class SearchOptions:
         keep = ("data", "target", "max_latency_ms", "latency", "max_size_mb", "backbones",
                 "sizes", "heads", "precisions", "epochs", "lr", "batch_size", "seed",
                 "patience", "val_fraction", "test_fraction", "max_accuracy_drop", "on",
-                "unfreeze", "max_latency_x")  # fmt: skip
+                "unfreeze", "max_latency_x", "int8_payoff")  # fmt: skip
         found = {key: value for key, value in asdict(self).items() if key in keep}
         found["weights"] = str(self.weights) if self.weights else None
         found["reference"] = str(self.reference) if self.reference else None
@@ -110,6 +116,8 @@ def check_options(opts: SearchOptions) -> None:
     if opts.max_latency_x is not None and opts.reference is None:
         raise EdgetlError(f"--max-latency {opts.max_latency_x:g}x: a relative budget needs "
                           "--reference ARTIFACT (the model it is relative to)")  # fmt: skip
+    if not opts.int8_payoff > 0:
+        raise EdgetlError(f"--int8-payoff {opts.int8_payoff}: give a ratio above 0 (e.g. 0.9)")
     if opts.latency not in ("p50", "p90"):
         raise EdgetlError(f"--latency {opts.latency}: choose p50 or p90")
     if opts.weights is not None and len(opts.backbones) != 1:

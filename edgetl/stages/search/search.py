@@ -27,7 +27,7 @@ from edgetl.quantize.guard import check_certifiable
 from edgetl.stages.export import ExportOptions, export
 from edgetl.stages.export.plan import GUARD_IMAGES
 from edgetl.stages.finetune import FinetuneOptions, finetune
-from edgetl.stages.search.front import choose, front
+from edgetl.stages.search.front import choose, drop_unpaid, front
 from edgetl.stages.search.latency import (
     LoadedArch,
     check_reference,
@@ -136,6 +136,7 @@ class Search:
             elif opts.max_size_mb is not None and found.size_mb > opts.max_size_mb:
                 record.status = Status.OVER_BUDGET
                 record.reason = f"{found.size_mb:.2f} MB > {opts.max_size_mb:g} MB"
+        drop_unpaid(records, opts.int8_payoff)
         self.save()
 
     def budget_ms(self) -> float:

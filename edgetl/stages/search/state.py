@@ -23,6 +23,7 @@ class Status(str, Enum):
 
     PENDING = "pending"
     OVER_BUDGET = "over budget"
+    NO_PAYOFF = "int8 does not pay off"  # not faster than its FP32 twin by the margin
     DOMINATED = "dominated"
     ON_THE_FRONT = "on the front"
     CHOSEN = "chosen"
