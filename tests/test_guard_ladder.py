@@ -22,6 +22,7 @@ class Fake:
 
     float_layers: tuple[str, ...] = ()
     refit: bool = False
+    qat: bool = False
 
 
 @dataclass
@@ -163,3 +164,31 @@ def test_a_refit_is_kept_only_when_its_bound_is_lower() -> None:
     climb(steps(calls), evaluator, 1.0, note=notes.append)
     assert notes == ["head refit did not help; not kept"] and calls.refits == 1
     assert evaluator.measured[2] == "1 float layer"
+
+
+def _with_qat(calls: Calls, first: bool) -> Steps[Fake]:
+    from dataclasses import replace
+
+    def qat(model: Fake) -> Fake:
+        assert model == Fake()  # QAT starts from plain INT8: no float layer, FP32's head
+        return Fake(qat=True)
+
+    return replace(steps(calls), qat=qat, qat_first=first)
+
+
+def test_qat_is_the_last_rung_and_first_after_plain_on_request() -> None:
+    """Where only QAT meets the budget it is reached after every float-layer step; with
+    export --qat (qat_first) it is measured right after plain and nothing else runs."""
+    calls = Calls()
+    evaluator = FakeEvaluator(lambda m: 0.2 if m.qat else 5.0)
+    outcome = climb(_with_qat(calls, first=False), evaluator, 1.0)
+    assert outcome.chosen is not None and outcome.chosen.model == Fake(qat=True)
+    assert evaluator.measured[0] == "plain" and evaluator.measured[-1] == "QAT"
+    assert "6 float layers" in evaluator.measured and outcome.chosen.attempt.qat
+    first = Calls()
+    evaluator = FakeEvaluator(lambda m: 0.2 if m.qat else 5.0)
+    outcome = climb(_with_qat(first, first=True), evaluator, 1.0)
+    assert evaluator.measured == ["plain", "QAT"] and (first.refits, first.ranks) == (0, 0)
+    refused = FakeEvaluator(lambda m: 5.0)
+    assert not climb(_with_qat(Calls(), first=True), refused, 1.0).passed
+    assert refused.measured[:2] == ["plain", "QAT"] and "6 float layers" in refused.measured

@@ -134,6 +134,7 @@ class Attempt:
     max_abs_diff: float
     float_layers: list[str] = field(default_factory=list)
     head_refit: bool = False
+    qat: bool = field(default=False, metadata={"omit": False})  # quantize/guard/qat.py's rung
     # The evidence behind drop_pts (core/measures/evidence.py): val images FP32 got right and this
     # candidate wrong, and the other way round; the drop's one-sided upper bound at
     # `confidence`. Absent in manifests written before they were recorded.

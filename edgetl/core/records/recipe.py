@@ -14,6 +14,7 @@ class GuardSettings:
     head_refit: bool = True
     max_float_layers: int = 16
     ranking_samples: int = 128
+    qat: bool = True  # quantization-aware fine-tuning as the ladder's last rung
 
 
 @dataclass(frozen=True)

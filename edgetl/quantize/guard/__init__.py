@@ -10,6 +10,8 @@ with the target's runtime:
 3. float layers (ranker.py): quantized layers ranked by how much keeping each alone in float
    brings the logits back towards FP32; the top 1, 2, 4, ... are kept float until a
    candidate is accepted or the recipe's max_float_layers is reached.
+4. QAT (qat.py): plain INT8's activation ranges and head learned with fake quantization,
+   written back into the same graph (no float layer); with `qat_first`, right after plain.
 A candidate is accepted when the drop's upper bound at `confidence` fits the budget (with
 `validation.unlabelled`, its flips against FP32 on those images too: core/measures/evidence.decide),
 never on the point estimate alone. The decisions are ladder.py's; evaluator.py measures and judges;
@@ -67,6 +69,8 @@ def quantize_with_guard(
     rewrite: Rewrite = lambda m: m,
     rank_fn: LoadOnnx | None = None,
     refit: Callable[[Evaluator], Refit] | None = None,
+    qat: Callable[[], Refit] | None = None,
+    qat_first: bool = False,
     fp32_reference: tuple[Any, Parity] | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> GuardResult[onnx.ModelProto]:
@@ -77,8 +81,10 @@ def quantize_with_guard(
 
     Keyword options: `rewrite` is the target backend's own lossless QDQ rewrite; `rank_fn`
     runs the many layer-ranking candidates (default: `validate_fn`); `refit(evaluator)` makes
-    the head refit (None: no refit); `fp32_reference` (logits, tolerance): what the FP32 model
-    must match on `validation` before anything is quantized (CheckFailed otherwise).
+    the head refit (None: no refit); `qat()` makes quantization-aware fine-tuning (the last
+    rung, or right after plain with `qat_first`; None: not tried); `fp32_reference` (logits,
+    tolerance): what the FP32 model must match on `validation` before anything is quantized
+    (CheckFailed otherwise).
     """
     check_certifiable(len(validation), max_drop, confidence)
     started = time.perf_counter()
@@ -97,14 +103,11 @@ def quantize_with_guard(
         _lazy(lambda: refit(evaluator)) if refit and recipe.guard.head_refit else None,
         lambda: rank_layers(*ranking, recipe.guard.ranking_samples),
         recipe.guard.max_float_layers,
+        _lazy(qat) if qat and (recipe.guard.qat or qat_first) else None,
+        qat_first,
     )
-    outcome = climb(
-        steps,
-        evaluator,
-        max_drop,
-        on_attempt=lambda a: say(_attempt_line(a, evaluator, max_drop)),
-        note=lambda text: say(f"  {text}"),
-    )
+    shown = lambda a: say(_attempt_line(a, evaluator, max_drop))  # noqa: E731
+    outcome = climb(steps, evaluator, max_drop, shown, lambda text: say(f"  {text}"))
     tried = (outcome.attempts, outcome.sensitivities, quantize_s, time.perf_counter() - started)
     rule = FLIPS_RULE if validation.unlabelled is not None else DEFAULT_RULE
     report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried, confidence, rule)
@@ -156,8 +159,8 @@ def _check_fp32(evaluator: Evaluator, reference: Any, tolerance: Parity) -> None
 
 
 def _lazy(make: Callable[[], Refit]) -> Refit:
-    """The head refit is made on first use: it decodes up to 2,000 training images, which a
-    model that passes as plain INT8 never needs."""
+    """The head refit (and QAT) is made on first use: it decodes up to 2,000 training images,
+    which a model that passes as plain INT8 never needs."""
     made: list[Refit] = []
 
     def apply(model: onnx.ModelProto) -> onnx.ModelProto:

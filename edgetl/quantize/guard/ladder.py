@@ -1,5 +1,6 @@
 """The guard's decisions, apart from what measures or builds a model (so they are tested with
-a fake evaluator): plain INT8, then the head refit, then 1, 2, 4, ... float layers, each
+a fake evaluator): plain INT8, then the head refit, then 1, 2, 4, ... float layers, then
+quantization-aware fine-tuning of plain INT8 (qat.py; right after plain with export --qat), each
 with FP32's head and, where the refit helped, then with the re-fitted head: a re-fitted head
 answers differently from FP32 on borderline images whatever the backbone does, so it can
 widen the bound it was meant to narrow (digits on OpenVINO: a refit whose bound was 4.64
@@ -32,12 +33,16 @@ class Measures(Protocol):
 class Steps(Generic[M]):
     """How to make each candidate: `build(float_layers)` the INT8 model with those layers
     kept float; `refit(model)` the same with its head re-fitted (None: the recipe skips it);
-    `rank()` the quantized layers by sensitivity, most sensitive first."""
+    `rank()` the quantized layers by sensitivity, most sensitive first; `qat(model)` the
+    same with quantization-aware fine-tuning (None: not tried), the last rung, or right after
+    plain INT8 when `qat_first` (export --qat: no float layer wanted)."""
 
     build: Callable[[list[str]], M]
     refit: Callable[[M], M] | None
     rank: Callable[[], list[tuple[str, float]]]
     max_float_layers: int
+    qat: Callable[[M], M] | None = None
+    qat_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,34 +77,55 @@ def climb(
     def outcome(chosen: Measured[M] | None) -> LadderOutcome[M]:
         return LadderOutcome(chosen, attempts, sensitivities)
 
+    def qat() -> Measured[M] | None:
+        assert steps.qat is not None
+        return accepted(evaluator.measure("QAT", steps.qat(plain.model), qat=True))
+
     plain = evaluator.measure("plain", steps.build([]))
     if chosen := accepted(plain):
         return outcome(chosen)
+    if steps.qat is not None and steps.qat_first and (chosen := qat()):
+        return outcome(chosen)
+    chosen = _float_rungs(steps, evaluator, plain, accepted, note, sensitivities)
+    if chosen is None and steps.qat is not None and not steps.qat_first:
+        chosen = qat()
+    return outcome(chosen)
+
+
+def _float_rungs(
+    steps: Steps[M],
+    evaluator: Measures,
+    plain: Measured[M],
+    accepted: Callable[[Measured[M]], Measured[M] | None],
+    note: Callable[[str], None],
+    sensitivities: list[tuple[str, float]],
+) -> Measured[M] | None:
+    """The head refit, then 1, 2, 4, ... float layers (`sensitivities` filled by the rank)."""
     refit = steps.refit
     if refit is not None:
         refitted = evaluator.measure("head refit", refit(plain.model), head_refit=True)
         if chosen := accepted(refitted):
-            return outcome(chosen)
+            return chosen
         if not _less_evidence_of_loss(refitted.attempt, plain.attempt):
             note("head refit did not help; not kept")
             refit = None  # the float-layer steps go without it
     if steps.max_float_layers < 1:
-        return outcome(None)
-    sensitivities = steps.rank()
+        return None
+    sensitivities.extend(steps.rank())
     for count in float_layer_counts(steps.max_float_layers):
         layers = [name for name, _ in sensitivities[:count]]
         model = steps.build(layers)
         label = f"{len(layers)} float layer{'s' if len(layers) > 1 else ''}"
         measured = evaluator.measure(label, model, float_layers=layers)
         if chosen := accepted(measured):
-            return outcome(chosen)
+            return chosen
         if refit is not None:  # FP32's head first: a re-fitted one disagrees with it more
             refitted = evaluator.measure(
                 f"{label} + head refit", refit(model), float_layers=layers, head_refit=True
             )
             if chosen := accepted(refitted):
-                return outcome(chosen)
-    return outcome(None)
+                return chosen
+    return None
 
 
 def _less_evidence_of_loss(refitted: Attempt, plain: Attempt) -> bool:

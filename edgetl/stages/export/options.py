@@ -57,6 +57,11 @@ class ExportOptions:
         "(stricter; docs/guard.md).",
         choices=tuple(RULES),
     )
+    qat: bool = option(
+        False,
+        "INT8: quantization-aware fine-tuning right after plain INT8 (before any float "
+        "layer); without it QAT is the guard's last rung. Judged by the guard's rule.",
+    )
     archive: bool = option(False, "Also write ARTIFACT.tar.gz (e.g. a bundle to copy to a device).")
     sign: Path | None = option(
         None,

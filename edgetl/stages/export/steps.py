@@ -29,6 +29,7 @@ from edgetl.core.ui import heartbeat
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.engines import prepare
 from edgetl.quantize.guard import GuardResult, Validation, quantize_with_guard
+from edgetl.quantize.guard.qat import Qat
 from edgetl.quantize.guard.ranker import ranking_loader
 from edgetl.quantize.guard.refit import HeadRefit
 from edgetl.quantize.int8 import compare_speed, copy_metadata, payoff_line
@@ -103,6 +104,8 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
         rewrite=plan.compiler.rewrite_int8,
         rank_fn=ranking_loader(profile),
         refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator).apply,
+        qat=lambda: Qat(plan.run, inputs.splits.train).apply,
+        qat_first=plan.opts.qat,
         fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
         confidence=confidence,
     )

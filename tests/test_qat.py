@@ -1,0 +1,98 @@
+"""Quantization-aware fine-tuning (quantize/guard/qat.py) on the tiny model with a planted
+badly-scaled layer: one channel at 1e4 that nothing reads widens min-max calibration's range
+of the tensor it is in, so post-training INT8 rounds every real channel there to zero."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from tests.conftest import export_cli, load_manifest
+
+pytestmark = pytest.mark.e2e
+BUDGET = ("--max-accuracy-drop", "30")  # 12 val images certify 22 points at best
+
+
+def planted(run: Path, out: Path) -> Path:
+    """A copy of `run` whose blocks.1 output has channel 0 at 1e4 (BatchNorm's shift, no
+    activation after it) and blocks.2's first convolution (the only reader: stride 2, no
+    residual) ignores that channel: FP32 is unchanged, INT8's one scale for the tensor is not."""
+    from safetensors.torch import load_file, save_file
+
+    copy = Path(shutil.copytree(run, out, ignore=shutil.ignore_patterns("export")))
+    weights = copy / "backbone.safetensors"
+    state = load_file(str(weights))
+    state["blocks.1.0.bn2.bias"][0] = 1e4
+    state["blocks.2.0.conv_exp.weight"][:, 0] = 0.0
+    save_file(state, str(weights))
+    info = json.loads((copy / "edgetl.json").read_text())
+    info["weights"][weights.name] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (copy / "edgetl.json").write_text(json.dumps(info))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def planted_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return planted(tiny_run, tmp_path_factory.mktemp("qat") / "run")
+
+
+def _attempts(artifact: Path) -> list[dict]:
+    return load_manifest(artifact)["quantization"]["attempts"]
+
+
+def _structure(artifact: Path) -> list[tuple[str, str]]:
+    graph = onnx.load(str(artifact / "model.onnx")).graph
+    return [(n.op_type, n.name) for n in graph.node]
+
+
+def test_qat_meets_the_budget_where_ptq_of_a_planted_layer_fails(
+    planted_run: Path, tmp_path: Path
+) -> None:
+    """export --qat: plain PTQ measured and refused, QAT measured and accepted by the same
+    rule, with no float layer and the plain INT8 graph's Q/DQ structure (only its numbers
+    differ)."""
+    out = tmp_path / "qat"
+    result = export_cli(planted_run, out, "--target", "cpu", "--precision", "int8", "--qat",
+                        *BUDGET)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plain, qat = _attempts(out)
+    assert plain["name"] == "plain" and plain["verdict"] != "within budget"
+    assert plain["drop_upper_pts"] > 30
+    assert qat["name"] == "QAT" and qat["qat"] and qat["verdict"] == "within budget"
+    assert qat["float_layers"] == [] and qat["drop_upper_pts"] <= 30
+    quant = load_manifest(out)["quantization"]
+    assert quant["float_layers"] == [] and quant["drop_upper_pts"] == qat["drop_upper_pts"]
+    loose = tmp_path / "plain"  # the same PTQ graph, accepted as it comes under a loose budget
+    again = export_cli(planted_run, loose, "--target", "cpu", "--precision", "int8",
+                       "--max-accuracy-drop", "100")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert [a["name"] for a in _attempts(loose)] == ["plain"]
+    assert _structure(out) == _structure(loose)
+    assert (out / "model.onnx").read_bytes() != (loose / "model.onnx").read_bytes()
+
+
+def test_a_qat_jetson_bundle_keeps_tensorrts_qdq_rules(planted_run: Path, tmp_path: Path) -> None:
+    """The TensorRT recipe's symmetric INT8 through QAT: TensorRT's Q/DQ rules hold on the
+    learned graph, and the calibration cache (TensorRT 10's DLA route) carries its scales."""
+    import numpy as np
+
+    from edgetl.backends.tensorrt.calibration_cache import parse_cache
+    from edgetl.backends.tensorrt.compiler import activation_scales
+    from edgetl.backends.tensorrt.rules import violations
+
+    out = tmp_path / "jetson"
+    result = export_cli(planted_run, out, "--target", "jetson", "--precision", "int8", "--qat",
+                        *BUDGET)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plain, qat = _attempts(out)
+    assert plain["verdict"] != "within budget" and qat["verdict"] == "within budget"
+    graph = onnx.load(str(out / "model.onnx"))
+    assert violations(graph) == []
+    _, cached = parse_cache((out / "calibration.cache").read_text())
+    for name, scale in activation_scales(graph).items():
+        assert cached[name] == np.float32(scale)
