@@ -568,3 +568,8 @@ def test_the_guard_keeps_a_planted_layer_that_wrecks_map_in_float(
                for n in chosen["float_layers"]), chosen  # fmt: skip
     test = manifest["test"]
     assert (test["fp32_map50_95"] - test["map50_95"]) * 100 < 5 + 5  # budget + test's noise
+    report = json.loads((out / "sensitivity.json").read_text())  # the ranker's mAP per layer
+    assert report["metric"] == "map50_95" and report["images"] > 0
+    assert report["kept"] == chosen["name"] and len(report["path"]) == len(attempts)
+    floats = {r["layer"] for r in report["layers"] if r["precision"] == "float32"}
+    assert floats == set(chosen["float_layers"])

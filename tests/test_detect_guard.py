@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgetl.core.records import Attempt
-from edgetl.quantize.guard.report import Measured
+from edgetl.quantize.guard.report import Measured, Ranked, Ranking
 from edgetl.stages.detect.guard import HEAD_OUTPUTS, climb
 
 HEAD = [f"/detector{p}Conv" for p in HEAD_OUTPUTS]
@@ -45,9 +45,10 @@ class Judge:
         return replace(measured, attempt=replace(measured.attempt, verdict=str(ok))), ok
 
 
-def ranked(base: list[str]) -> list[tuple[str, float]]:
+def ranked(base: list[str]) -> Ranking:
     order = ["/detector/neck/c/Conv", "/pyramid/b/Conv", "/pyramid/a/Conv"]
-    return [(name, 0.1) for name in order if name not in base]
+    layers = [Ranked(name, 0.1, 0.5) for name in order if name not in base]
+    return Ranking(layers, 8, 0.6, 0.4, "map50_95")
 
 
 def test_plain_int8_is_kept_when_it_fits() -> None:
@@ -60,7 +61,7 @@ def test_the_head_outputs_go_float_before_anything_is_ranked() -> None:
     judge = Judge(set(HEAD))
     found = climb(Candidates(), judge, 1.0, ranked, 16)  # type: ignore[arg-type]
     assert found.chosen is not None and found.chosen.model == frozenset(HEAD)
-    assert found.sensitivities == []  # ranking (the slow part) never ran
+    assert found.ranking is None  # ranking (the slow part) never ran
 
 
 def test_ranked_layers_are_added_in_doubling_counts_and_the_first_accepted_is_kept() -> None:

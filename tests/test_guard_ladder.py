@@ -11,7 +11,7 @@ import pytest
 
 from edgetl.core.measures.metrics import within_budget
 from edgetl.quantize.guard.ladder import Steps, climb, float_layer_counts
-from edgetl.quantize.guard.report import Attempt, Measured
+from edgetl.quantize.guard.report import Attempt, Measured, Ranked, Ranking
 
 LAYERS = [f"conv{i}" for i in range(10)]
 
@@ -56,9 +56,10 @@ def steps(calls: Calls, max_float_layers: int = 6, refit: bool = True) -> Steps[
         calls.refits += 1
         return Fake(model.float_layers, refit=True)
 
-    def rank() -> list[tuple[str, float]]:
+    def rank() -> Ranking:
         calls.ranks += 1
-        return [(name, 1.0 / (i + 1)) for i, name in enumerate(LAYERS)]
+        layers = [Ranked(name, 1.0 / (i + 1), 0.5) for i, name in enumerate(LAYERS)]
+        return Ranking(layers, 10, 0.9, 0.4, "top1")
 
     return Steps(
         build=lambda layers: Fake(tuple(layers)),
@@ -116,7 +117,8 @@ def test_nothing_within_budget_fails_after_the_last_step() -> None:
     assert [a.name for a in outcome.attempts] == [
         "plain", "1 float layer", "2 float layers", "4 float layers", "6 float layers"
     ]  # fmt: skip
-    assert outcome.sensitivities[0] == ("conv0", 1.0) and calls.ranks == 1
+    assert outcome.ranking is not None and calls.ranks == 1
+    assert (outcome.ranking.layers[0].layer, outcome.ranking.layers[0].score) == ("conv0", 1.0)
 
 
 def test_no_float_layers_allowed_means_no_ranking() -> None:

@@ -73,6 +73,9 @@ def test_qat_meets_the_budget_where_ptq_of_a_planted_layer_fails(
     assert again.exit_code == 0, again.output
     assert [a["name"] for a in _attempts(loose)] == ["plain"]
     assert _structure(out) == _structure(loose)
+    report = json.loads((out / "sensitivity.json").read_text())  # not ranked: QAT came first
+    assert [s["name"] for s in report["path"]] == ["plain", "QAT"] and report["kept"] == "QAT"
+    assert report["images"] is None and {r["precision"] for r in report["layers"]} == {"int8"}
     assert (out / "model.onnx").read_bytes() != (loose / "model.onnx").read_bytes()
 
 
@@ -96,3 +99,36 @@ def test_a_qat_jetson_bundle_keeps_tensorrts_qdq_rules(planted_run: Path, tmp_pa
     _, cached = parse_cache((out / "calibration.cache").read_text())
     for name, scale in activation_scales(graph).items():
         assert cached[name] == np.float32(scale)
+
+
+def test_the_sensitivity_report_ranks_the_planted_layer_first(
+    planted_run: Path, tmp_path: Path
+) -> None:
+    """export --sensitivity ranks every quantized layer though plain INT8 was kept (a loose
+    budget): the convolution reading the planted tensor first, its top-1 alone in float
+    above plain INT8's; `edgetl inspect` shows the table, writes the PNG, prints the JSON."""
+    from click.testing import CliRunner
+
+    from edgetl.cli import main
+
+    out = tmp_path / "ranked"
+    result = export_cli(planted_run, out, "--target", "cpu", "--precision", "int8",
+                        "--sensitivity", "--max-accuracy-drop", "100")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "sensitivity.json").read_text())
+    assert report["schema"] == "edgetl.sensitivity/1" and report["metric"] == "top1"
+    first = report["layers"][0]
+    assert "blocks.2.0/conv_exp" in first["layer"], first
+    assert first["metric"] > report["plain"] and first["precision"] == "int8"
+    assert [s["name"] for s in report["path"]] == ["plain"] and report["kept"] == "plain"
+    quantizable = load_manifest(out)["quantization"]
+    assert len(report["layers"]) >= 10 and quantizable["float_layers"] == []
+    png = tmp_path / "sens.png"
+    shown = CliRunner().invoke(main, ["inspect", str(out), "--plot", str(png)])
+    assert shown.exit_code == 0, shown.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "conv_exp" in shown.output and "kept: plain" in " ".join(shown.output.split())
+    as_json = CliRunner().invoke(main, ["inspect", str(out), "--json"])
+    assert json.loads(as_json.output)["sensitivity"] == report
+    missing = CliRunner().invoke(main, ["inspect", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "manifest.json" in missing.output

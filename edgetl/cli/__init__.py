@@ -9,6 +9,7 @@ from edgetl.cli import (  # noqa: F401  (registration)
     devices,
     export,
     finetune,
+    inspect,
     keygen,
     predict,
     probe,

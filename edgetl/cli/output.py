@@ -161,7 +161,7 @@ def guard_tables(report: GuardReport) -> list[Table]:
     sensitivity = table(
         "most sensitive layers (logit error removed by keeping the layer float)",
         ["layer", "score"],
-        [(name, f"{score:.3g}") for name, score in report.sensitivities[:15]],
+        [(r.layer, f"{r.score:.3g}") for r in report.ranked(15)],
     )
     return [attempts, sensitivity]
 

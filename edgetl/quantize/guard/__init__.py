@@ -71,6 +71,7 @@ def quantize_with_guard(
     refit: Callable[[Evaluator], Refit] | None = None,
     qat: Callable[[], Refit] | None = None,
     qat_first: bool = False,
+    always_rank: bool = False,
     fp32_reference: tuple[Any, Parity] | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> GuardResult[onnx.ModelProto]:
@@ -82,7 +83,8 @@ def quantize_with_guard(
     Keyword options: `rewrite` is the target backend's own lossless QDQ rewrite; `rank_fn`
     runs the many layer-ranking candidates (default: `validate_fn`); `refit(evaluator)` makes
     the head refit (None: no refit); `qat()` makes quantization-aware fine-tuning (the last
-    rung, or right after plain with `qat_first`; None: not tried); `fp32_reference` (logits,
+    rung, or right after plain with `qat_first`; None: not tried); `always_rank`: the layers
+    ranked for the report even where the ladder stopped first; `fp32_reference` (logits,
     tolerance): what the FP32 model must match on `validation` before anything is quantized
     (CheckFailed otherwise).
     """
@@ -97,25 +99,38 @@ def quantize_with_guard(
         candidates = Candidates.quantize(model, calibration, recipe, rewrite)
     quantize_s = time.perf_counter() - started
 
-    ranking = (candidates.build, candidates.quantized_layers(), evaluator, rank_fn or validate_fn)
-    steps = Steps(
-        candidates.build,
-        _lazy(lambda: refit(evaluator)) if refit and recipe.guard.head_refit else None,
-        lambda: rank_layers(*ranking, recipe.guard.ranking_samples),
-        recipe.guard.max_float_layers,
-        _lazy(qat) if qat and (recipe.guard.qat or qat_first) else None,
-        qat_first,
-    )
+    refits = _lazy(lambda: refit(evaluator)) if refit and recipe.guard.head_refit else None
+    qats = _lazy(qat) if qat and (recipe.guard.qat or qat_first) else None
+    steps = _steps(candidates, evaluator, rank_fn or validate_fn, recipe, refits, qats, qat_first)
     shown = lambda a: say(_attempt_line(a, evaluator, max_drop))  # noqa: E731
     outcome = climb(steps, evaluator, max_drop, shown, lambda text: say(f"  {text}"))
-    tried = (outcome.attempts, outcome.sensitivities, quantize_s, time.perf_counter() - started)
+    ranked = outcome.ranking
+    if ranked is None and always_rank:  # export --sensitivity: the report ranks every layer
+        ranked = steps.rank()
+    tried = (outcome.attempts, ranked, quantize_s, time.perf_counter() - started)
     rule = FLIPS_RULE if validation.unlabelled is not None else DEFAULT_RULE
-    report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried, confidence, rule)
+    report = GuardReport(evaluator.fp32_top1, evaluator.n, max_drop, *tried, confidence, rule,
+                         candidates.quantized_layers())  # fmt: skip
     if outcome.chosen is None:
         raise GuardFailed(report)
     chosen = outcome.chosen
     fp32 = (evaluator.fp32_runner, evaluator.fp32_logits)
     return GuardResult(chosen.model, chosen.runner, chosen.logits, report, *fp32)
+
+
+def _steps(
+    candidates: Candidates,
+    evaluator: Evaluator,
+    rank_fn: LoadOnnx,
+    recipe: Recipe,
+    refit: Refit | None,
+    qat: Refit | None,
+    qat_first: bool,
+) -> Steps[onnx.ModelProto]:
+    ranking = (candidates.build, candidates.quantized_layers(), evaluator, rank_fn)
+    return Steps(candidates.build, refit,
+                 lambda: rank_layers(*ranking, recipe.guard.ranking_samples),
+                 recipe.guard.max_float_layers, qat, qat_first)  # fmt: skip
 
 
 def _fp32(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from edgetl.quantize.guard.report import Attempt, Measured
+from edgetl.quantize.guard.report import Attempt, Measured, Ranking
 
 M = TypeVar("M")
 
@@ -39,7 +39,7 @@ class Steps(Generic[M]):
 
     build: Callable[[list[str]], M]
     refit: Callable[[M], M] | None
-    rank: Callable[[], list[tuple[str, float]]]
+    rank: Callable[[], Ranking]
     max_float_layers: int
     qat: Callable[[M], M] | None = None
     qat_first: bool = False
@@ -49,7 +49,7 @@ class Steps(Generic[M]):
 class LadderOutcome(Generic[M]):
     chosen: Measured[M] | None  # None: no step met the budget
     attempts: list[Attempt]
-    sensitivities: list[tuple[str, float]]
+    ranking: Ranking | None
 
     @property
     def passed(self) -> bool:
@@ -66,7 +66,7 @@ def climb(
     """Measure candidates in order until the evaluator accepts one within `budget_pts`;
     `on_attempt` sees each attempt as it is judged, `note` what was decided between them."""
     attempts: list[Attempt] = []
-    sensitivities: list[tuple[str, float]] = []
+    ranked: list[Ranking] = []
 
     def accepted(measured: Measured[M]) -> Measured[M] | None:
         judged, ok = evaluator.judge(measured, budget_pts)
@@ -75,7 +75,7 @@ def climb(
         return judged if ok else None
 
     def outcome(chosen: Measured[M] | None) -> LadderOutcome[M]:
-        return LadderOutcome(chosen, attempts, sensitivities)
+        return LadderOutcome(chosen, attempts, ranked[0] if ranked else None)
 
     def qat() -> Measured[M] | None:
         assert steps.qat is not None
@@ -86,7 +86,7 @@ def climb(
         return outcome(chosen)
     if steps.qat is not None and steps.qat_first and (chosen := qat()):
         return outcome(chosen)
-    chosen = _float_rungs(steps, evaluator, plain, accepted, note, sensitivities)
+    chosen = _float_rungs(steps, evaluator, plain, accepted, note, ranked)
     if chosen is None and steps.qat is not None and not steps.qat_first:
         chosen = qat()
     return outcome(chosen)
@@ -98,9 +98,9 @@ def _float_rungs(
     plain: Measured[M],
     accepted: Callable[[Measured[M]], Measured[M] | None],
     note: Callable[[str], None],
-    sensitivities: list[tuple[str, float]],
+    ranked: list[Ranking],
 ) -> Measured[M] | None:
-    """The head refit, then 1, 2, 4, ... float layers (`sensitivities` filled by the rank)."""
+    """The head refit, then 1, 2, 4, ... float layers (the rank appended to `ranked`)."""
     refit = steps.refit
     if refit is not None:
         refitted = evaluator.measure("head refit", refit(plain.model), head_refit=True)
@@ -111,9 +111,9 @@ def _float_rungs(
             refit = None  # the float-layer steps go without it
     if steps.max_float_layers < 1:
         return None
-    sensitivities.extend(steps.rank())
+    ranked.append(steps.rank())
     for count in float_layer_counts(steps.max_float_layers):
-        layers = [name for name, _ in sensitivities[:count]]
+        layers = ranked[0].names(count)
         model = steps.build(layers)
         label = f"{len(layers)} float layer{'s' if len(layers) > 1 else ''}"
         measured = evaluator.measure(label, model, float_layers=layers)

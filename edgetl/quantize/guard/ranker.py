@@ -9,9 +9,11 @@ import onnx
 
 from edgetl.backends import get_compiler, run_all
 from edgetl.core.data.splitting import stratified_sample
+from edgetl.core.measures.metrics import top1
 from edgetl.core.targets import TargetProfile
 from edgetl.core.ui import progress
 from edgetl.quantize.guard.evaluator import Evaluator, LoadOnnx
+from edgetl.quantize.guard.report import Ranked, Ranking
 
 # Ranking builds one candidate per quantized layer (about 60 for EfficientNet-Lite0): ONNX
 # Runtime builds a session from memory in tens of milliseconds, where a target's own
@@ -30,9 +32,9 @@ def rank_layers(
     evaluator: Evaluator,
     rank_load: LoadOnnx,
     samples: int,
-) -> list[tuple[str, float]]:
+) -> Ranking:
     """Layers by the share of the INT8 model's logit error (vs FP32) that goes away with each
-    alone in float, most sensitive first.
+    alone in float, most sensitive first, each with its top-1 on the ranking's images.
 
     Ranking compiles one candidate per layer, so it runs on `rank_load` (ONNX Runtime in
     memory, fast to build) over a stratified subset of the validation images; the attempts
@@ -42,16 +44,19 @@ def rank_layers(
     picked = stratified_sample(validation.labels, samples, validation.seed)
     images = validation.images[picked]
     reference = evaluator.fp32_logits[picked]
+    labels = validation.labels[picked]
 
-    def error(model: onnx.ModelProto) -> float:
+    def error(model: onnx.ModelProto) -> tuple[float, float]:
         logits = run_all(rank_load(model), images)
-        return float(np.mean((logits - reference) ** 2))
+        return float(np.mean((logits - reference) ** 2)), top1(logits, labels)
 
-    base = error(build([]))
+    base, plain = error(build([]))
     scores = []
     with progress() as bar:
         task = bar.add_task("rank layer sensitivity", total=len(candidates), info="")
         for name in candidates:
-            scores.append((name, (base - error(build([name]))) / base if base > 0 else 0.0))
+            left, found = error(build([name]))
+            scores.append(Ranked(name, (base - left) / base if base > 0 else 0.0, found))
             bar.update(task, advance=1, info=name[-40:])
-    return sorted(scores, key=lambda item: -item[1])
+    ordered = sorted(scores, key=lambda item: -item.score)
+    return Ranking(ordered, len(images), top1(reference, labels), plain, "top1")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -12,6 +12,7 @@ from edgetl.core.errors import CheckFailed
 from edgetl.core.fields import plain
 from edgetl.core.measures.evidence import smallest_certifiable_pts
 from edgetl.core.records import Attempt, Sensitivity
+from edgetl.core.records.sensitivity import PathStep, SensitivityReport, layer_rows
 
 M = TypeVar("M")  # a model: an onnx.ModelProto in edgetl, anything in the ladder's tests
 
@@ -28,16 +29,41 @@ class Measured(Generic[M]):
 
 
 @dataclass(frozen=True)
+class Ranked:
+    """One quantized layer (or layers reading one tensor) in the ranker's order."""
+
+    layer: str
+    score: float  # what orders them: INT8's logit error removed (share), or val mAP brought back
+    metric: float  # the task's val metric with it alone kept float, on the ranking's images
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The ranker's measurements: every quantizable layer, most sensitive first, each with
+    the task's metric on `images` val images (FP32's and plain INT8's beside them)."""
+
+    layers: list[Ranked]
+    images: int
+    fp32: float
+    plain: float
+    metric: str  # "top1" | "map50_95"
+
+    def names(self, count: int) -> list[str]:
+        return [r.layer for r in self.layers[:count]]
+
+
+@dataclass(frozen=True)
 class GuardReport:
     fp32_top1: float
     n: int
     budget_pts: float
     attempts: list[Attempt]
-    sensitivities: list[tuple[str, float]]
+    ranking: Ranking | None  # None: the ladder stopped before ranking
     quantize_s: float
     guard_s: float
     confidence: float
     rule: str  # core/measures/evidence.RULES
+    quantizable: list[str] = field(default_factory=list)  # layers the guard may keep float
 
     @property
     def chosen(self) -> Attempt:
@@ -45,7 +71,8 @@ class GuardReport:
 
     def ranked(self, count: int = 20) -> list[Sensitivity]:
         """The `count` most sensitive layers, as the manifest records them."""
-        return [Sensitivity(name, score) for name, score in self.sensitivities[:count]]
+        found = self.ranking.layers[:count] if self.ranking is not None else []
+        return [Sensitivity(r.layer, r.score) for r in found]
 
     @property
     def best_drop(self) -> float:
@@ -110,3 +137,30 @@ class GuardFailed(CheckFailed):
             "Try more or other calibration images (--calib-data), another --recipe, a larger "
             "guard.max_float_layers in the recipe, more val images, or --precision fp32"
         )
+
+
+NOT_RANKED = ("not ranked: the ladder stopped before the float-layer rungs "
+              "(export --sensitivity ranks them anyway)")  # fmt: skip
+
+
+def sensitivity_report(
+    task: str,
+    attempts: list[Attempt],
+    ranking: Ranking | None,
+    quantizable: list[str],
+    ranked_by: str,
+) -> SensitivityReport:
+    """sensitivity.json's content: every quantizable layer with its final precision (and,
+    where ranked, its metric), and the ladder's path to the kept attempt."""
+    chosen = attempts[-1]
+    ranked = [(r.layer, r.score, r.metric) for r in ranking.layers] if ranking else []
+    path = [PathStep(a.name, round(a.top1, 5), a.drop_upper_pts, a.verdict, len(a.float_layers))
+            for a in attempts]  # fmt: skip
+    return SensitivityReport(
+        task, ranking.metric if ranking else ("top1" if task == "classify" else "map50_95"),
+        ranking.images if ranking else None,
+        round(ranking.fp32, 5) if ranking else None,
+        round(ranking.plain, 5) if ranking else None,
+        ranked_by if ranking else NOT_RANKED,
+        layer_rows(quantizable, chosen.float_layers, ranked), path, chosen.name,
+    )  # fmt: skip

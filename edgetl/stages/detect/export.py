@@ -33,11 +33,13 @@ from edgetl.core.records.detector import (
     DetectorRunRef,
 )
 from edgetl.core.records.manifest import MANIFEST_FILE
+from edgetl.core.records.sensitivity import SensitivityReport
 from edgetl.core.targets import TargetProfile
 from edgetl.core.versions import versions
 from edgetl.quantize.calibration import MIN_SAMPLES, CalibrationSet
 from edgetl.quantize.guard.candidates import Candidates
 from edgetl.quantize.guard.ranker import ranking_loader
+from edgetl.quantize.guard.report import sensitivity_report
 from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.detect.compiled import Target, host_checks, place
 from edgetl.stages.detect.guard import Climb, MapJudge, ValSet, climb, rank, run_raw
@@ -137,6 +139,7 @@ def _check_options(opts: ExportOptions) -> None:
         "--calib-data": opts.calib_data is not None,
         f"--rule {opts.rule}": opts.rule != DEFAULT_RULE,
         f"--parity-samples {opts.parity_samples}": opts.parity_samples != DEFAULT_PARITY_SAMPLES,
+        "--qat": opts.qat,
     }
     named = [name for name, given in refused.items() if given]
     if named:
@@ -172,7 +175,8 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
     judge = MapJudge(val, load, fp32_raw, val.objects(fp32_raw), guard_terms(plan.opts)[1])
     chosen_path, quantization = fp32_path, None
     if plan.precision == "int8":
-        chosen_path, quantization = _quantize(plan, splits, judge, work, fp32_path)
+        chosen_path, quantization, sensitivity = _quantize(plan, splits, judge, work, fp32_path)
+        sensitivity.write(out_dir)
     compiler = plan.placement.compiler()
     target = Target(compiler, plan.placement.runtime, profile, plan.placement.device,
                     plan.precision, fp32_path, load if plan.placement.proxy else None)  # fmt: skip
@@ -255,7 +259,7 @@ def _check_fp32(reference: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarra
 
 
 def _quantize(plan: Plan, splits: DetectionSplits, judge: MapJudge, work: Path,
-              fp32_path: Path) -> tuple[Path, DetectorQuantization]:  # fmt: skip
+              fp32_path: Path) -> tuple[Path, DetectorQuantization, SensitivityReport]:  # fmt: skip
     opts, info = plan.opts, plan.info
     recipe = load_recipe(opts.recipe or plan.profile.recipe)
     recipe = replace(recipe, float_layers=DECODE_FLOAT)  # the classifier's head patterns: not here
@@ -286,12 +290,26 @@ def _quantize(plan: Plan, splits: DetectionSplits, judge: MapJudge, work: Path,
             "more images", found.attempts)  # fmt: skip
     path = work / "model.int8.onnx"
     onnx.save(found.chosen.model, str(path))
+    ranking = found.ranking
+    if ranking is None and opts.sensitivity:  # the report ranks every layer
+        ranking = rank(candidates, judge, [], rank_load)
+    ranked = ranking.layers if ranking is not None else []
     record = DetectorQuantization(
         recipe.name, count, budget, confidence, "paired-bootstrap", found.attempts,
         list(found.chosen.attempt.float_layers),
-        [Sensitivity(n, s) for n, s in found.sensitivities[:20]],
+        [Sensitivity(r.layer, r.score) for r in ranked[:20]],
     )  # fmt: skip
-    return path, record
+    measured = (
+        ""
+        if ranking is None
+        else (
+            "val mAP50-95 brought back by keeping the layer (with those reading its tensor) "
+            f"float beside the head outputs, on {ranking.images} val images (ONNX Runtime)"
+        )
+    )
+    report = sensitivity_report("detect", found.attempts, ranking, candidates.quantized_layers(),
+                                measured)  # fmt: skip
+    return path, record, report
 
 
 def _prepared(source: Path, target: Path) -> onnx.ModelProto:

@@ -28,7 +28,7 @@ from edgetl.core.records import Attempt
 from edgetl.core.ui import progress
 from edgetl.quantize.guard.candidates import Candidates
 from edgetl.quantize.guard.ladder import float_layer_counts
-from edgetl.quantize.guard.report import Measured
+from edgetl.quantize.guard.report import Measured, Ranked, Ranking
 
 Load = Callable[[onnx.ModelProto], Any]  # a model in memory -> a NamedRunner
 HEAD_OUTPUTS = ("/head/cls_out/", "/head/box_out/")  # the head's last layers, by node name
@@ -120,14 +120,14 @@ class Judge(Protocol):
 class Climb:
     chosen: Measured[Any] | None
     attempts: list[Attempt]
-    sensitivities: list[tuple[str, float]]
+    ranking: Ranking | None
 
 
 def climb(
     candidates: Candidates,
     judge: Judge,
     budget: float,
-    ranked: Callable[[list[str]], list[tuple[str, float]]],
+    ranked: Callable[[list[str]], Ranking],
     max_float: int,
 ) -> Climb:
     """Plain, head outputs float, then ranked layers too (`ranked(base)`: the layers beyond
@@ -147,18 +147,16 @@ def climb(
 
     for name, layers in (("plain (decode float)", []), ("head outputs float", head)):
         if chosen := tried(name, layers):
-            return Climb(chosen, attempts, [])
+            return Climb(chosen, attempts, None)
     order = ranked(head)
     for count in float_layer_counts(max_float):
-        extra = [name for name, _ in order[:count]]
+        extra = order.names(count)
         if chosen := tried(f"head outputs + {len(extra)} float", head + extra):
             return Climb(chosen, attempts, order)
     return Climb(None, attempts, order)
 
 
-def rank(
-    candidates: Candidates, judge: MapJudge, base: list[str], load: Load
-) -> list[tuple[str, float]]:
+def rank(candidates: Candidates, judge: MapJudge, base: list[str], load: Load) -> Ranking:
     """Quantized layers by the val mAP50-95 their float copy brings back (on RANK_IMAGES val
     images, on ONNX Runtime in memory), most first, layers reading one tensor ranked as one
     unit (siblings); equal gains (every candidate at mAP 0
@@ -176,17 +174,20 @@ def rank(
         return value, float(np.mean((raw[1] - reference) ** 2))
 
     start, error = score(base)
-    scores: list[tuple[list[str], float, float]] = []
+    scores: list[tuple[list[str], float, float, float]] = []
     units = siblings(candidates, [n for n in candidates.quantized_layers() if n not in base])
     with progress() as bar:
         task = bar.add_task("rank layers by val mAP", total=len(units), info="")
         for unit in units:
             value, left = score([*base, *unit])
             removed = (error - left) / error if error > 0 else 0.0
-            scores.append((unit, round(value - start, 3), removed))
+            scores.append((unit, round(value - start, 3), removed, value))
             bar.update(task, advance=1, info=unit[0][-40:])
     ordered = sorted(scores, key=lambda item: (-item[1], -item[2]))
-    return [(name, gain) for unit, gain, _ in ordered for name in unit]
+    layers = [Ranked(name, gain, value) for unit, gain, _, value in ordered for name in unit]
+    fp32 = coco_map(truth.objects, judge.fp32[: len(images)], truth.sizes,
+                    len(truth.classes)).map50_95  # fmt: skip
+    return Ranking(layers, len(images), fp32, start, "map50_95")
 
 
 def siblings(candidates: Candidates, layers: list[str]) -> list[list[str]]:

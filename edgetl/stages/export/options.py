@@ -57,6 +57,11 @@ class ExportOptions:
         "(stricter; docs/guard.md).",
         choices=tuple(RULES),
     )
+    sensitivity: bool = option(
+        False,
+        "INT8: rank every quantized layer (val metric with it alone float) for the artifact's "
+        "sensitivity.json even where the guard stopped before ranking (`edgetl inspect`).",
+    )
     qat: bool = option(
         False,
         "INT8: quantization-aware fine-tuning right after plain INT8 (before any float "

@@ -106,6 +106,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
         refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator).apply,
         qat=lambda: Qat(plan.run, inputs.splits.train).apply,
         qat_first=plan.opts.qat,
+        always_rank=plan.opts.sensitivity,
         fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
         confidence=confidence,
     )
