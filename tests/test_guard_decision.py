@@ -15,6 +15,7 @@ from edgetl.core.measures.evidence import Flips, PairedDrop, decide
 from edgetl.quantize.guard import check_certifiable
 from edgetl.quantize.guard.evaluator import Evaluator, Validation
 from edgetl.quantize.guard.ladder import Steps, climb
+from edgetl.quantize.guard.report import Ranked, Ranking
 
 CLASSES = 4
 
@@ -111,7 +112,7 @@ def test_the_ladder_climbs_past_a_lucky_point_estimate() -> None:
     steps = Steps(
         build=lambda layers: models[tuple(layers)],
         refit=None,
-        rank=lambda: [("conv0", 1.0)],
+        rank=lambda: Ranking([Ranked("conv0", 1.0, 0.9)], 10, 0.9, 0.8, "top1"),
         max_float_layers=1,
     )
     outcome = climb(steps, judge, 1.0)

@@ -34,7 +34,7 @@ def test_guard_refuses_a_recipe_that_cannot_meet_the_budget(
     recipe.write_text(
         'name = "ort-per-tensor"\nengine = "onnxruntime"\nmethod = "minmax"\n'
         "per_channel_weights = false\nsamples = 64\n"
-        "[guard]\nhead_refit = false\nmax_float_layers = 0\n"
+        "[guard]\nhead_refit = false\nmax_float_layers = 0\nqat = false\n"
     )
     out = tmp_path / "int8"
     result = export_cli(

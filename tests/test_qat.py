@@ -132,3 +132,35 @@ def test_the_sensitivity_report_ranks_the_planted_layer_first(
     assert json.loads(as_json.output)["sensitivity"] == report
     missing = CliRunner().invoke(main, ["inspect", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "manifest.json" in missing.output
+
+
+def test_mixed_precision_keeps_the_planted_layer_in_fp16_within_budget(
+    planted_run: Path, tmp_path: Path
+) -> None:
+    """On an OpenVINO config that runs FP16 (openvino-cpu-fp16): the guard keeps the layer
+    reading the planted tensor out of INT8, then measures it in FP16 (weights stored FP16,
+    its input and output cast) and keeps that, within budget; the manifest and the report
+    say float16. Without QAT (the recipe's rung comes after) the float layer is the fix."""
+    out = tmp_path / "mixed"
+    result = export_cli(planted_run, out, "--target", "openvino-cpu-fp16", "--precision", "int8",
+                        *BUDGET)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    quant = load_manifest(out)["quantization"]
+    kept = quant["attempts"][-1]
+    assert (
+        kept["float16"] and kept["name"].endswith("in FP16") and kept["verdict"] == "within budget"
+    )
+    assert any("blocks.2.0/conv_exp" in name for name in quant["float_layers"])
+    assert quant["float_precision"] == "float16" and quant["drop_upper_pts"] <= 30
+    report = json.loads((out / "sensitivity.json").read_text())
+    halves = {r["layer"] for r in report["layers"] if r["precision"] == "float16"}
+    assert halves == set(quant["float_layers"])
+    # A Jetson bundle: the same layer in FP16 in TensorRT's Q/DQ graph, its rules kept.
+    from edgetl.backends.tensorrt.rules import violations
+
+    jetson = tmp_path / "jetson"
+    result = export_cli(planted_run, jetson, "--target", "jetson", "--precision", "int8",
+                        *BUDGET)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert load_manifest(jetson)["quantization"]["float_precision"] == "float16"
+    assert violations(onnx.load(str(jetson / "model.onnx"))) == []

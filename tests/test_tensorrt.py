@@ -137,6 +137,7 @@ def test_int8_bundle_passes_the_validator_and_verifies(bundle: tuple[Path, str])
     assert "speed is measured on the device (tensorrt)" in output
     assert set(manifest["files"]) == {
         "model.onnx", "model.fp32.onnx", "calibration.cache", "DEVICE.md", "reference.npz",
+        "sensitivity.json",
         wheel_name(),
     }  # fmt: skip
     assert violations(onnx.load(str(out / "model.onnx"))) == []

@@ -52,6 +52,9 @@ class TargetProfile:
     # A backend on the host that measures accuracy for a runtime the host may lack (e.g.
     # TensorRT measured with ONNX Runtime on the same Q/DQ graph); None: the target's own.
     host_proxy: BackendName | None = None
+    # What the INT8 guard's float layers run in: fp16 where the target's runtime runs FP16
+    # well (TensorRT, OpenVINO GPU/NPU, CPUs with FP16 math), when the guard accepts it.
+    float_layers: str = "fp32"
     alias: str | None = None  # the name this profile was asked for by, when an alias
     options: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -83,6 +86,7 @@ KNOWN_KEYS = {
     "parity",
     "recipe",
     "host_proxy",
+    "float_layers",
 }
 # Runtime settings live in the backend's own table ([openvino], [tensorrt]), read by the
 # backend's options dataclass (backends/<runtime>/options.py); this is where each key
@@ -118,6 +122,9 @@ def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
         raise EdgetlError(
             f"{source}: default_precision {profile.default_precision} is not in precisions"
         )
+    if profile.float_layers not in ("fp32", "fp16"):
+        given = profile.float_layers
+        raise EdgetlError(f'{source}: float_layers = "{given}": give "fp32" or "fp16"')
     check_name(profile.name, "name", source)
     return replace(profile, source=source)
 

@@ -81,3 +81,49 @@ def _same_producer(
 ) -> bool:
     mine, theirs = producers.get(name), original.get(name)
     return mine is not None and theirs is not None and mine.name == theirs.name
+
+
+def to_float16(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` where the named float nodes compute in FP16: their float weight and
+    bias initializers stored as FP16, their activation inputs cast to FP16 and their outputs
+    cast back to FP32 for the rest of the graph (a runtime that runs FP16 runs them so;
+    TensorRT's strongly typed networks take the types as written)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    result = copy_model(model)
+    graph = result.graph
+    initializers = {init.name: init for init in graph.initializer}
+    chosen = set(names)
+    nodes: list[onnx.NodeProto] = []
+    renamed: set[str] = set()
+    for node in graph.node:
+        if node.name not in chosen:
+            nodes.append(node)
+            continue
+        for index, name in enumerate(node.input):
+            if not name:
+                continue
+            half = f"{name}/fp16/{node.name}"
+            if name in initializers:
+                value = numpy_helper.to_array(initializers[name])
+                if value.dtype != np.float32:
+                    continue
+                graph.initializer.append(numpy_helper.from_array(value.astype(np.float16), half))
+            else:
+                nodes.append(helper.make_node("Cast", [name], [half], f"{half}/Cast",
+                                              to=TensorProto.FLOAT16))  # fmt: skip
+            node.input[index] = half
+        nodes.append(node)
+        for index, name in enumerate(node.output):
+            half = f"{name}/fp16"
+            node.output[index] = half
+            renamed.add(name)
+            nodes.append(helper.make_node("Cast", [half], [name], f"{half}/Cast",
+                                          to=TensorProto.FLOAT))  # fmt: skip
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [info for info in graph.value_info if info.name not in renamed]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    return prune(result)

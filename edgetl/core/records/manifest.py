@@ -134,7 +134,9 @@ class Attempt:
     max_abs_diff: float
     float_layers: list[str] = field(default_factory=list)
     head_refit: bool = False
-    qat: bool = field(default=False, metadata={"omit": False})  # quantize/guard/qat.py's rung
+    qat: bool = False  # quantize/guard/qat.py's rung
+    # Its float layers in FP16 (mixed precision, where the target runs FP16 well).
+    float16: bool = False
     # The evidence behind drop_pts (core/measures/evidence.py): val images FP32 got right and this
     # candidate wrong, and the other way round; the drop's one-sided upper bound at
     # `confidence`. Absent in manifests written before they were recorded.
@@ -195,6 +197,9 @@ class QuantizationRecord:
     rule: str | None = field(default=None, metadata={"omit": None})
     confidence: float | None = field(default=None, metadata={"omit": None})
     drop_upper_pts: float | None = field(default=None, metadata={"omit": None})
+    # "float16" where `float_layers` run in FP16 (the target runs FP16 well and the guard
+    # accepted them so: mixed precision); absent: FP32.
+    float_precision: str | None = field(default=None, metadata={"omit": None})
     # manifest/3 only: the test numbers, now in the manifest's accuracy.test alone.
     test: QuantizedTest | None = field(default=None, metadata={"omit": None})
 

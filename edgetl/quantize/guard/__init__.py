@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import onnx
@@ -37,6 +38,7 @@ from edgetl.core.measures.evidence import (
 from edgetl.core.measures.parity import compare
 from edgetl.core.targets import Parity
 from edgetl.core.ui import heartbeat, image_count
+from edgetl.quantize import qdq
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.guard.candidates import Candidates, Rewrite
 from edgetl.quantize.guard.evaluator import Evaluator, LoadOnnx, Validation
@@ -72,6 +74,7 @@ def quantize_with_guard(
     qat: Callable[[], Refit] | None = None,
     qat_first: bool = False,
     always_rank: bool = False,
+    float16: bool = False,
     fp32_reference: tuple[Any, Parity] | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> GuardResult[onnx.ModelProto]:
@@ -84,17 +87,16 @@ def quantize_with_guard(
     runs the many layer-ranking candidates (default: `validate_fn`); `refit(evaluator)` makes
     the head refit (None: no refit); `qat()` makes quantization-aware fine-tuning (the last
     rung, or right after plain with `qat_first`; None: not tried); `always_rank`: the layers
-    ranked for the report even where the ladder stopped first; `fp32_reference` (logits,
+    ranked for the report even where the ladder stopped first; `float16`: float layers tried
+    in FP16 once accepted in FP32 (the target runs FP16 well); `fp32_reference` (logits,
     tolerance): what the FP32 model must match on `validation` before anything is quantized
     (CheckFailed otherwise).
     """
     check_certifiable(len(validation), max_drop, confidence)
     started = time.perf_counter()
     evaluator = _fp32(model, validation, validate_fn, confidence, fp32_reference)
-    say(
-        f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
-        f"{len(calibration.files)} calibration images"
-    )
+    say(f"quantizing with {recipe.name} ({recipe.engine}, {recipe.method}) on "
+        f"{len(calibration.files)} calibration images")  # fmt: skip
     with heartbeat("quantizing (activation statistics, then the INT8 graph)"):
         candidates = Candidates.quantize(model, calibration, recipe, rewrite)
     quantize_s = time.perf_counter() - started
@@ -102,6 +104,7 @@ def quantize_with_guard(
     refits = _lazy(lambda: refit(evaluator)) if refit and recipe.guard.head_refit else None
     qats = _lazy(qat) if qat and (recipe.guard.qat or qat_first) else None
     steps = _steps(candidates, evaluator, rank_fn or validate_fn, recipe, refits, qats, qat_first)
+    steps = replace(steps, fp16=_fp16(rewrite) if float16 else None)
     shown = lambda a: say(_attempt_line(a, evaluator, max_drop))  # noqa: E731
     outcome = climb(steps, evaluator, max_drop, shown, lambda text: say(f"  {text}"))
     ranked = outcome.ranking
@@ -116,6 +119,10 @@ def quantize_with_guard(
     chosen = outcome.chosen
     fp32 = (evaluator.fp32_runner, evaluator.fp32_logits)
     return GuardResult(chosen.model, chosen.runner, chosen.logits, report, *fp32)
+
+
+def _fp16(rewrite: Rewrite) -> Callable[[onnx.ModelProto, list[str]], onnx.ModelProto]:
+    return lambda model, layers: rewrite(qdq.to_float16(model, layers))
 
 
 def _steps(

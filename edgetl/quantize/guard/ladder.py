@@ -43,6 +43,9 @@ class Steps(Generic[M]):
     max_float_layers: int
     qat: Callable[[M], M] | None = None
     qat_first: bool = False
+    # `fp16(model, layers)`: the model with those float layers in FP16, where the target runs
+    # FP16 well (None: they stay FP32); kept when the guard accepts it too.
+    fp16: Callable[[M, list[str]], M] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ def climb(
     if steps.qat is not None and steps.qat_first and (chosen := qat()):
         return outcome(chosen)
     chosen = _float_rungs(steps, evaluator, plain, accepted, note, ranked)
+    if chosen is not None and steps.fp16 is not None and chosen.attempt.float_layers:
+        chosen = _in_float16(steps.fp16, evaluator, chosen, accepted, attempts)
     if chosen is None and steps.qat is not None and not steps.qat_first:
         chosen = qat()
     return outcome(chosen)
@@ -126,6 +131,25 @@ def _float_rungs(
             if chosen := accepted(refitted):
                 return chosen
     return None
+
+
+def _in_float16(
+    fp16: Callable[[M, list[str]], M],
+    evaluator: Measures,
+    chosen: Measured[M],
+    accepted: Callable[[Measured[M]], Measured[M] | None],
+    attempts: list[Attempt],
+) -> Measured[M]:
+    """The accepted candidate with its float layers in FP16, kept when the guard accepts it
+    too; otherwise the FP32 one stays (listed last again: the kept attempt ends the list)."""
+    layers = list(chosen.attempt.float_layers)
+    half = evaluator.measure(f"{chosen.attempt.name} in FP16", fp16(chosen.model, layers),
+                             float_layers=layers, head_refit=chosen.attempt.head_refit,
+                             float16=True)  # fmt: skip
+    if found := accepted(half):
+        return found
+    attempts[-2], attempts[-1] = attempts[-1], attempts[-2]
+    return chosen
 
 
 def _less_evidence_of_loss(refitted: Attempt, plain: Attempt) -> bool:

@@ -118,8 +118,9 @@ class Qat:
             for key, modules in readers.items()
             for conv in modules
         ]
+        head_written = _head_is_float(model, student)
         try:
-            self._fit(student, scales)
+            self._fit(student, scales, train_head=head_written)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -128,9 +129,12 @@ class Qat:
         say(f"  QAT: {len(learned)} activation ranges learned (median change "
             f"{100 * (np.exp(np.median(moved)) - 1):.1f}%, largest "
             f"{np.exp(max(moved, default=0.0)):.3g}x) and the head")  # fmt: skip
-        return with_head(_with_ranges(model, unique, learned), student.head)
+        result = _with_ranges(model, unique, learned)
+        return with_head(result, student.head) if head_written else result
 
-    def _fit(self, student: Classifier, scales: dict[str, torch.nn.Parameter]) -> None:
+    def _fit(
+        self, student: Classifier, scales: dict[str, torch.nn.Parameter], train_head: bool
+    ) -> None:
         teacher = self.run.classifier()
         images = torch.from_numpy(self.images)
         with torch.inference_mode():
@@ -142,10 +146,12 @@ class Qat:
             parameter.requires_grad_(False)
         student.eval()  # BatchNorm as in the graph (folded, fixed); dropout off
         head_lr = self.run.info.train.lr * HEAD_LR_SHARE
-        optimizer = torch.optim.Adam([
-            {"params": list(scales.values()), "lr": SCALE_LR},
-            {"params": list(student.head.parameters()), "lr": head_lr},
-        ])  # fmt: skip
+        groups: list[dict] = [{"params": list(scales.values()), "lr": SCALE_LR}]
+        if train_head:
+            groups.append({"params": list(student.head.parameters()), "lr": head_lr})
+        else:  # a recipe that quantizes the head: its weights stay as the graph has them
+            student.head.requires_grad_(False)
+        optimizer = torch.optim.Adam(groups)
         loss_of = _loss(images, self.labels, soft)
         best = float(loss_of(student, stop).detach())
         best_state, waited = _state(student, scales), 0
@@ -169,6 +175,13 @@ class Qat:
                     if waited >= QAT_PATIENCE:
                         break
         _restore(student, scales, best_state)
+
+
+def _head_is_float(model: onnx.ModelProto, student: Classifier) -> bool:
+    """Whether the graph holds the head's weights as float initializers (with_head can write
+    them); a recipe that quantizes the head does not."""
+    names = {init.name for init in model.graph.initializer}
+    return all(f"head.{key}" in names for key in student.head.state_dict())
 
 
 def _loss(

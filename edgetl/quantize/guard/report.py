@@ -102,6 +102,7 @@ class GuardReport:
             "rule": self.rule,
             "confidence": self.confidence,
             "drop_upper_pts": chosen.drop_upper_pts,
+            "float_precision": "float16" if chosen.float16 else None,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,5 +163,6 @@ def sensitivity_report(
         round(ranking.fp32, 5) if ranking else None,
         round(ranking.plain, 5) if ranking else None,
         ranked_by if ranking else NOT_RANKED,
-        layer_rows(quantizable, chosen.float_layers, ranked), path, chosen.name,
+        layer_rows(quantizable, chosen.float_layers, ranked,
+                   "float16" if chosen.float16 else "float32"), path, chosen.name,
     )  # fmt: skip

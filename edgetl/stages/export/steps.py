@@ -107,6 +107,7 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
         qat=lambda: Qat(plan.run, inputs.splits.train).apply,
         qat_first=plan.opts.qat,
         always_rank=plan.opts.sensitivity,
+        float16=profile.float_layers == "fp16",
         fp32_reference=(inputs.val_torch, profile.parity.get("fp32", FP32_TOLERANCE)),
         confidence=confidence,
     )
