@@ -171,6 +171,12 @@ def test_a_rerun_resumes_without_redoing_finished_candidates(
     state.write_text(json.dumps(saved))
     search(opts)
     assert len(counted["timed"]) == 1
+    # A search.json from before --int8-payoff resumes as if asked the default.
+    saved = json.loads(state.read_text())
+    del saved["settings"]["int8_payoff"]
+    state.write_text(json.dumps(saved))
+    counted["timed"].clear()
+    assert search(opts).state.chosen == first.state.chosen and counted["timed"] == []
     changed = options(data, tmp_path / "s", tiny_weights, tmp_path / "cache", sizes=[32, 64])
     with pytest.raises(Exception, match="other settings"):
         search(changed)

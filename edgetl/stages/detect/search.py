@@ -31,6 +31,7 @@ from edgetl.core.measures.timing import interleaved_samples, rounds_for
 from edgetl.core.records.manifest import MANIFEST_FILE
 from edgetl.core.ui import heartbeat
 from edgetl.stages.search.options import SearchOptions
+from edgetl.stages.search.state import ADDED_SETTINGS
 
 SEARCH_FILE = "search.json"
 SCHEMA = "edgetl.detect-search/1"
@@ -115,7 +116,7 @@ def _start(opts: SearchOptions, settings: dict[str, Any]) -> None:
             shutil.rmtree(opts.out / name, ignore_errors=True)
         path.unlink(missing_ok=True)
     elif path.is_file():
-        before = read_json(path, SEARCH_FILE).get("settings", {})
+        before = {**ADDED_SETTINGS, **read_json(path, SEARCH_FILE).get("settings", {})}
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
             raise EdgetlError(f"{path}: a search with other settings ({', '.join(changed)}); "

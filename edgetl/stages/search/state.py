@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from edgetl import __version__
+from edgetl.core.constants import INT8_PAYS_OFF_RATIO
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_json
 from edgetl.stages.search.space import Candidate
 
 SEARCH_SCHEMA = "edgetl.search/1"
+# Settings added after search.json first shipped, as a file written before them had them.
+ADDED_SETTINGS: dict[str, Any] = {"int8_payoff": INT8_PAYS_OFF_RATIO}
 SEARCH_FILE = "search.json"
 
 
@@ -117,8 +120,9 @@ def resume(folder: Path, settings: dict[str, Any]) -> SearchState:
             f"{path}: not a search state this edgetl reads ({exc}); use another --out or "
             "--force to start again"
         ) from exc
-    if data.get("settings") != settings:
-        changed = sorted(k for k in settings if data["settings"].get(k) != settings[k])
+    before = {**ADDED_SETTINGS, **data.get("settings", {})}
+    if before != settings:
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
         raise EdgetlError(
             f"{path}: a search with other settings ({', '.join(changed)}); use another --out, "
             "or --force to start again"
