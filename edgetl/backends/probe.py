@@ -5,6 +5,7 @@ device for `edgetl search --on`. No weights matter: only shapes and the runtime.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +64,20 @@ class Probe:
             return cls(**json.loads((folder / PROBE_FILE).read_text()))
         except (OSError, ValueError, TypeError) as exc:
             raise EdgetlError(f"{folder}: not a latency probe ({exc})") from exc
+
+
+def artifact_probe(
+    artifact: Path, manifest: Any, size: int, out: Path, inputs: str | None = None
+) -> Path:
+    """An exported artifact copied whole to `out` as a latency probe: probe.json says how to
+    load it, from the manifest's runtime spec (`inputs`: a detector's images, written there
+    by the caller)."""
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(artifact, out)
+    spec = manifest.runtime_spec()
+    Probe(manifest.backend, spec.model_files, size, manifest.precision, spec.device,
+          spec.options, spec.threads, inputs).write(out)  # fmt: skip
+    return out
 
 
 def time_probes(folders: list[Path], iterations: int) -> dict[str, dict[str, float]]:

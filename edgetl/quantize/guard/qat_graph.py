@@ -11,6 +11,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from edgetl.backends.onnx_graph import producers
 from edgetl.core.errors import EdgetlError
 from edgetl.quantize import qdq
 
@@ -51,7 +52,7 @@ class Quantizer:
 def conv_input_quantizers(model: onnx.ModelProto) -> dict[str, Quantizer]:
     """Conv node name -> the Q/DQ pair its input comes through (convolutions with a float
     input are left out)."""
-    producer = {out: node for node in model.graph.node for out in node.output}
+    producer = producers(model.graph)
     initializers = {init.name: init for init in model.graph.initializer}
     found: dict[str, Quantizer] = {}
     made: dict[str, Quantizer] = {}
@@ -99,7 +100,7 @@ def aligned_convs(
     for hook in hooks:
         hook.remove()
     initializers = {init.name: init for init in model.graph.initializer}
-    producer = {out: node for node in model.graph.node for out in node.output}
+    producer = producers(model.graph)
     nodes = [n for n in model.graph.node if n.op_type == "Conv"]
     shapes = [_weight_shape(n.input[1], initializers, producer) for n in nodes]
     if len(nodes) != len(called) or any(
@@ -118,7 +119,7 @@ def with_graph_weights(model: onnx.ModelProto, convs: dict[str, torch.nn.Conv2d]
     eps)), so they are unfolded by k, found per channel by least squares against the module's
     own weights (no BatchNorm needs naming). The student then computes with the very weights
     the target runs; only the activation ranges and the head are left to learn."""
-    producer = {out: node for node in model.graph.node for out in node.output}
+    producer = producers(model.graph)
     initializers = {init.name: init for init in model.graph.initializer}
     nodes = {node.name: node for node in model.graph.node}
     for name, conv in convs.items():

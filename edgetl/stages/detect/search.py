@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.detector import DetectorModel, in_turn, load_detector
-from edgetl.backends.probe import Probe
+from edgetl.backends.probe import artifact_probe
 from edgetl.backends.profiles import load_target
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say, section
@@ -249,14 +249,9 @@ def _on(
 
     folders = {}
     for key, model in models.items():
-        folder = opts.out / "probes" / key
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(model.path, folder)
+        folder = artifact_probe(model.path, model.manifest, model.letterbox.size,
+                                opts.out / "probes" / key, PROBE_INPUTS)  # fmt: skip
         np.savez(folder / PROBE_INPUTS, images=crops[key], sizes=np.asarray(sizes, np.int64))
-        spec = model.manifest.runtime_spec()
-        Probe(model.manifest.backend, spec.model_files, model.letterbox.size,
-              model.manifest.precision, spec.device, spec.options, spec.threads,
-              PROBE_INPUTS).write(folder)  # fmt: skip
         folders[key] = folder
     assert opts.on is not None
     timed = time_on(folders, load_target(opts.target).backend, opts.on, opts.lab,

@@ -6,7 +6,6 @@ fp16) and loaded by its runtime here, timed at batch 1."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from edgetl.backends.artifact import load
 from edgetl.backends.base import Runner
 from edgetl.backends.compiler import CompileInput
 from edgetl.backends.placement import resolve
-from edgetl.backends.probe import Probe, TimedArch
+from edgetl.backends.probe import Probe, TimedArch, artifact_probe
 from edgetl.core.constants import INPUT_NAME, OUTPUT_NAME
 from edgetl.core.errors import EdgetlError
 from edgetl.core.measures.timing import interleaved_samples, rounds_for, summarize
@@ -149,12 +148,7 @@ def reference_probe(path: Path, profile: TargetProfile, out: Path) -> Path:
     """The `--reference` artifact as a latency probe folder (for `search --on`): its files
     copied to `out` with a probe.json saying how to load them there."""
     manifest = check_reference(path, profile)
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(path, out)
-    spec = manifest.runtime_spec()
-    Probe(manifest.backend, spec.model_files, manifest.preprocess.size, manifest.precision,
-          spec.device, spec.options, spec.threads).write(out)  # fmt: skip
-    return out
+    return artifact_probe(path, manifest, manifest.preprocess.size, out)
 
 
 def time_archs(loaded: dict[str, LoadedArch], iterations: int) -> dict[str, TimedArch]:
