@@ -39,7 +39,7 @@ import torch
 
 from edgetl.core.data.imageset import ImageSet
 from edgetl.core.events import say
-from edgetl.core.ui import progress
+from edgetl.core.ui import heartbeat, progress
 from edgetl.quantize.guard.qat_graph import (
     Quantizer,
     aligned_convs,
@@ -66,9 +66,10 @@ class Qat:
 
     def __init__(self, run: Run, train: ImageSet):
         train = train.sample(QAT_MAX_IMAGES, run.seed)
-        self.images = np.concatenate(
-            [b.astype(np.float16) for b, _ in train.batches(run.preprocess, 64)]
-        )
+        with heartbeat(f"QAT: decoding {len(train)} training images"):
+            self.images = np.concatenate(
+                [b.astype(np.float16) for b, _ in train.batches(run.preprocess, 64)]
+            )
         self.labels = torch.from_numpy(train.labels)
         self.run = run
 
@@ -83,7 +84,8 @@ class Qat:
         for name, quantizer in quantizers.items():
             readers.setdefault(quantizer.key, []).append(convs[name])
         unique = {q.key: q for q in quantizers.values()}
-        start = _initial_ranges(student, unique, readers, self.images[:RANGE_IMAGES])
+        with heartbeat(f"QAT: where each of {len(unique)} activation ranges starts"):
+            start = _initial_ranges(student, unique, readers, self.images[:RANGE_IMAGES])
         scales = {key: torch.nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
                   for key, (scale, _) in start.items()}  # fmt: skip
         hooks = [
