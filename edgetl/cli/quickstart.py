@@ -93,7 +93,8 @@ def _export(run_dir: Path, force: bool) -> list[Path]:
     for step, precision in ((2, "fp32"), (3, "int8")):
         guard = " (accuracy guard: at most 1 point below FP32)" if precision == "int8" else ""
         section(f"{step}/4 export --target cpu --precision {precision}{guard}")
-        options = ExportOptions(run=run_dir, target="cpu", precision=precision, force=force)
+        options = ExportOptions(run=run_dir, target="cpu", precision=precision, force=force,
+                                qat_rung=False)  # fmt: skip
         result = export(options)
         if result.manifest is None and result.guard is not None:
             say_refused(result.guard, run_dir)  # the guard's answer, not an error
@@ -132,3 +133,6 @@ def say_refused(report: GuardReport, run_dir: Path) -> None:
         "quickstart goes on with FP32. To keep that candidate, ask for what val can show: "
         f"edgetl export {run_dir} --target cpu --precision int8 --max-accuracy-drop {asked:g}"
     )
+    command = f"edgetl export {run_dir} --target cpu --precision int8 --qat"
+    say("The quickstart skips the guard's last rung, quantization-aware fine-tuning (minutes "
+        f"on a CPU): {command} tries it")  # fmt: skip

@@ -104,7 +104,9 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
         rewrite=plan.compiler.rewrite_int8,
         rank_fn=ranking_loader(profile),
         refit=lambda evaluator: HeadRefit(plan.run, inputs.splits.train, evaluator).apply,
-        qat=lambda: Qat(plan.run, inputs.splits.train).apply,
+        qat=(lambda: Qat(plan.run, inputs.splits.train).apply)
+        if plan.opts.qat_rung or plan.opts.qat
+        else None,
         qat_first=plan.opts.qat,
         always_rank=plan.opts.sensitivity,
         float16=profile.float_layers == "fp16",
