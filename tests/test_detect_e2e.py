@@ -157,6 +157,10 @@ def test_int8_keeps_the_decode_float_and_is_judged_on_map(exported: dict[str, Pa
     chosen = quantization["attempts"][-1]
     assert chosen["drop_upper_pts"] <= 50 and chosen["verdict"].startswith("accepted")
     assert manifest["test"]["n"] == SIZES["test"]
+    speed = quantization["speed_here"]  # FP32 vs INT8 timed here: pays off by its own rule
+    assert speed["int8_p50_ms"] > 0 and speed["fp32_p50_ms"] > 0
+    assert speed["ratio_low"] <= speed["ratio"] <= speed["ratio_high"]
+    assert speed["pays_off"] == (speed["ratio"] <= speed["pays_off_at"])
 
 
 def test_nms_runs_where_it_measured_faster(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.core.events import say
 from edgetl.core.ui import stdout_console, table
+from edgetl.quantize.int8 import payoff_line
 
 if TYPE_CHECKING:
     from edgetl.stages.detect.run import DetectRunInfo
@@ -66,6 +67,9 @@ def print_detect_export(result: Any) -> None:
         )  # fmt: skip
     if manifest is None:
         return
+    speed = manifest.quantization.speed_here if manifest.quantization is not None else {}
+    if speed:
+        stdout_console().print(payoff_line(speed))
     rows = []
     for split in ("val", "test"):
         acc = getattr(manifest, split)

@@ -131,6 +131,8 @@ class DetectorQuantization:
     float_layers: list[str]
     sensitivities: list[Sensitivity]
     metric: str = "map50_95"
+    # FP32 and INT8 graphs timed side by side here (quantize/int8.compare_speed); {} on a proxy
+    speed_here: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -6,6 +6,7 @@ and written whole with its manifest (core/records/detector.py)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 import torch
 
+from edgetl.backends import Runner
 from edgetl.backends.placement import Placement, resolve
 from edgetl.backends.profiles import load_target
 from edgetl.core.artifact.detection_reference import DETECTION_REFERENCE_FILE
@@ -35,11 +37,13 @@ from edgetl.core.records.detector import (
 from edgetl.core.records.manifest import MANIFEST_FILE
 from edgetl.core.records.sensitivity import SensitivityReport
 from edgetl.core.targets import TargetProfile
+from edgetl.core.ui import heartbeat
 from edgetl.core.versions import versions
 from edgetl.quantize.calibration import MIN_SAMPLES, CalibrationSet
 from edgetl.quantize.guard.candidates import Candidates
 from edgetl.quantize.guard.ranker import ranking_loader
 from edgetl.quantize.guard.report import sensitivity_report
+from edgetl.quantize.int8 import compare_speed, payoff_line
 from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.detect.compiled import Target, host_checks, place
 from edgetl.stages.detect.guard import Climb, MapJudge, ValSet, climb, rank, run_raw
@@ -177,6 +181,9 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
     if plan.precision == "int8":
         chosen_path, quantization, sensitivity = _quantize(plan, splits, judge, work, fp32_path)
         sensitivity.write(out_dir)
+        if plan.placement.proxy is None:
+            speed = _speed(load, fp32_graph, chosen_path, val_images[:1])
+            quantization = replace(quantization, speed_here=speed)
     compiler = plan.placement.compiler()
     target = Target(compiler, plan.placement.runtime, profile, plan.placement.device,
                     plan.precision, fp32_path, load if plan.placement.proxy else None)  # fmt: skip
@@ -310,6 +317,16 @@ def _quantize(plan: Plan, splits: DetectionSplits, judge: MapJudge, work: Path,
     report = sensitivity_report("detect", found.attempts, ranking, candidates.quantized_layers(),
                                 measured)  # fmt: skip
     return path, record, report
+
+
+def _speed(load: Callable[[onnx.ModelProto], Runner], fp32: onnx.ModelProto, int8_path: Path,
+           single: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """Does INT8 pay off here? The two graphs (NMS aside) timed in alternating rounds."""
+    with heartbeat("FP32 and INT8 detectors timed side by side (does INT8 pay off here?)"):
+        speed = compare_speed(load(fp32), load(onnx.load(str(int8_path))), single)
+    line = payoff_line(speed)
+    say(line if speed["pays_off"] else f"[yellow]warning:[/] {line}")
+    return speed
 
 
 def _prepared(source: Path, target: Path) -> onnx.ModelProto:
