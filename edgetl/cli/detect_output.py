@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.core.events import say
 from edgetl.core.ui import stdout_console, table
-from edgetl.quantize.int8 import payoff_line
 
 if TYPE_CHECKING:
     from edgetl.stages.detect.run import DetectRunInfo
@@ -69,6 +68,8 @@ def print_detect_export(result: Any) -> None:
         return
     speed = manifest.quantization.speed_here if manifest.quantization is not None else {}
     if speed:
+        from edgetl.quantize.int8 import payoff_line  # host side: imports onnx
+
         stdout_console().print(payoff_line(speed))
     rows = []
     for split in ("val", "test"):

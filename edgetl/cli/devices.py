@@ -48,6 +48,9 @@ def devices(lab_file: Path | None, as_json: bool) -> None:
       base_python = "python3"          # optional: what the managed venv is made from
       pip = ["--no-index", "--find-links", "/opt/wheels"]  # optional pip options
       setup = [["sudo", "jetson_clocks"]]  # optional: run before each bench
+      ssh_config = "lab/pi.ssh"        # optional: this device's own ssh -F
+      emulated = true                  # optional: a qemu device (tools/arm_device.py);
+                                       # its latency is shown as emulated, never compared
     """
     from edgetl.stages.lab.labfile import find_lab, read_lab
     from edgetl.stages.lab.remote import Remote
@@ -76,7 +79,7 @@ def _table(lab: str, facts: list[Any]) -> Any:
         [
             f.name,
             f.target,
-            f.arch,
+            f"{f.arch or '-'} (emulated)" if f.emulated else f.arch,
             f"{f.os} / L4T {f.l4t}" if f.l4t else f.os,
             f.python,
             f.edgetl or "-",

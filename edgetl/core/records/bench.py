@@ -29,6 +29,9 @@ class BenchAccuracy(Accuracy):
     per_class: dict[str, Accuracy] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
     absent_classes: list[str] = field(default_factory=list)
+    # Each image's top-1 class, in the data's order: a baseline made elsewhere (the x86
+    # host, another board) is compared image by image, not only in top-1
+    predictions: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class AccuracyCheck:
     max_drop_pts: float
     compared: bool  # only when both measured the same number of images
     failed: bool
+    # Share of images with the baseline's top-1 answer (both recorded predictions), and
+    # how many differ: an ARM CPU's INT8 kernels against the x86 host's, say
+    same_answers: float | None = field(default=None, metadata={"omit": None})
+    differing: int | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass

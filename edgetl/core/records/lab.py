@@ -29,6 +29,8 @@ class DeviceRun:
     report: BenchReport | None = field(default=None, metadata={"omit": None})
     # A detector's bench there (edgetl.detect-bench/1), in place of `report`.
     detections: DetectBenchReport | None = field(default=None, metadata={"omit": None})
+    # qemu (the lab file says so): its answers count, its latency is shown as emulated
+    emulated: bool = False
 
 
 @dataclass

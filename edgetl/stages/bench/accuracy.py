@@ -43,4 +43,5 @@ def accuracy_report(
         per_class=per_class,
         confusion=matrix.tolist(),
         absent_classes=absent_classes,
+        predictions=predicted.tolist(),
     )

@@ -23,8 +23,11 @@ class Gate:
     max_accuracy_drop: float  # points of top-1
 
 
-def check_baseline(report: BenchReport, baseline: BenchReport, gate: Gate) -> list[str]:
-    """Compare each artifact with the baseline entry of the same name; returns failures."""
+def check_baseline(
+    report: BenchReport, baseline: BenchReport, gate: Gate, latency: bool = True
+) -> list[str]:
+    """Compare each artifact with the baseline entry of the same name; returns failures.
+    `latency` False: accuracy alone (an emulated device's latency gates nothing)."""
     stored = {entry.name: entry for entry in baseline.results}
     failures = []
     for entry in report.results:
@@ -38,8 +41,18 @@ def check_baseline(report: BenchReport, baseline: BenchReport, gate: Gate) -> li
                 f"{_ran(base)}, here with {_ran(entry)}; latencies of different runtimes "
                 "cannot gate each other. Make the baseline where the candidate runs"
             )
-        failures += against_baseline(entry, base, gate.max_regression, gate.max_accuracy_drop)
+        failures += against_baseline(entry, base, gate.max_regression, gate.max_accuracy_drop,
+                                     latency)  # fmt: skip
     return failures
+
+
+def _same_answers(entry: BenchResult, base: BenchResult) -> tuple[float | None, int | None]:
+    """The share of images given the baseline's top-1 answer, and how many were not."""
+    mine, theirs = entry.accuracy.predictions, base.accuracy.predictions
+    if not mine or len(mine) != len(theirs):
+        return None, None
+    differing = int(sum(a != b for a, b in zip(mine, theirs, strict=True)))
+    return round(1 - differing / len(mine), 4), differing
 
 
 def _ran(entry: BenchResult) -> str:
@@ -49,7 +62,11 @@ def _ran(entry: BenchResult) -> str:
 
 
 def against_baseline(
-    entry: BenchResult, base: BenchResult, max_regression: float, max_accuracy_drop: float
+    entry: BenchResult,
+    base: BenchResult,
+    max_regression: float,
+    max_accuracy_drop: float,
+    latency: bool = True,
 ) -> list[str]:
     """One artifact against its stored baseline, from the raw samples recorded in both.
 
@@ -61,11 +78,13 @@ def against_baseline(
     )
     drop = drop_pts(base.accuracy.top1, entry.accuracy.top1)
     same_images = base.accuracy.n == entry.accuracy.n
-    entry.checks.latency = LatencyCheck(**verdict.to_dict(), line=verdict.line())
+    if latency:
+        entry.checks.latency = LatencyCheck(**verdict.to_dict(), line=verdict.line())
     failed = same_images and not within_budget(drop, max_accuracy_drop)
-    entry.checks.accuracy = AccuracyCheck(round(drop, 4), max_accuracy_drop, same_images, failed)
+    entry.checks.accuracy = AccuracyCheck(round(drop, 4), max_accuracy_drop, same_images, failed,
+                                          *_same_answers(entry, base))  # fmt: skip
     failures = []
-    if verdict.regressed:
+    if latency and verdict.regressed:
         failures.append(f"{entry.name}: {verdict.line()}")
     if failed:
         failures.append(

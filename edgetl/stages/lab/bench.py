@@ -82,7 +82,7 @@ def _run_device(
         if base is None:
             run.reason = f"no baseline for {name} in {opts.baseline}"
         else:
-            regressed = check_baseline(run.report, base, opts.gate)
+            regressed = check_baseline(run.report, base, opts.gate, not device.emulated)
             if regressed:
                 run.status, run.reason = "regressed", "; ".join(regressed)
     say(escape(f"  {name}: {run.status} {run.reason}".rstrip()))
@@ -111,7 +111,7 @@ def on_device(
     """One device's row: the artifacts and data placed there, `measure(run, artifacts there,
     data there)`, the time taken; a DeviceFault is the row's reason."""
     started = time.perf_counter()
-    run = DeviceRun(remote.name, remote.device.target, "ok")
+    run = DeviceRun(remote.name, remote.device.target, "ok", emulated=remote.device.emulated)
     try:
         there = place(remote, opts.artifacts, manifests, run)
         data = device_data(remote, opts.data, local_data)

@@ -13,6 +13,8 @@ CI scripts rely on it); an unknown key is an error naming the key and the device
                                     # edgetl makes WORKDIR/venv from its own wheel
     workdir = "~/edgetl-lab"        # optional: artifacts, reports and the managed venv
     setup = [["sudo", "jetson_clocks"]]  # optional: commands run before each bench
+    ssh_config = "lab/orin1.ssh"    # optional: this device's own `ssh -F`
+    emulated = false                # optional: true for a qemu device (latency meaningless)
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class Device:
     setup: list[list[str]] = field(default_factory=list)  # argv lists run before a bench
     connect_timeout_s: float = 10.0
     timeout_s: float = 1800.0  # one command (a bench, an install) at most
+    # `ssh -F` for this device alone (relative to the lab file), else the lab's ssh_config
+    ssh_config: str | None = None
+    # An emulated CPU (tools/arm_device.py: qemu-user): its answers count, its latency does
+    # not; reports show it as emulated, never beside a real device's
+    emulated: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class Lab:
     devices: dict[str, Device]
     ssh_config: Path | None = None
     multiplex: bool = True  # one ssh connection per device for a whole command
+
+    def ssh_config_of(self, device: Device) -> Path | None:
+        """The device's own ssh config, else the lab's."""
+        return _config(self.path, "ssh_config", device.ssh_config) or self.ssh_config
 
     def select(self, names: str) -> dict[str, Device]:
         """`--on NAME[,NAME...]` or `--on all`: the devices asked for, in the file's order."""
@@ -97,12 +108,20 @@ def read_lab(path: Path) -> Lab:
     parsed = read_fields(_LabFile, data, source)
     for name, device in parsed.devices.items():
         _check_device(path, name, device)
-    config = None
-    if parsed.ssh_config is not None:
-        config = (path.parent / Path(parsed.ssh_config).expanduser()).resolve()
-        if not config.is_file():
-            raise EdgetlError(f"{path}: ssh_config {parsed.ssh_config}: no such file ({config})")
+    config = _config(path, "ssh_config", parsed.ssh_config)
+    for name, device in parsed.devices.items():
+        _config(path, f"devices.{name}.ssh_config", device.ssh_config)
     return Lab(path, parsed.devices, config, parsed.multiplex)
+
+
+def _config(path: Path, key: str, value: str | None) -> Path | None:
+    """An ssh config named in the lab file, relative to it; an error when it is missing."""
+    if value is None:
+        return None
+    config = (path.parent / Path(value).expanduser()).resolve()
+    if not config.is_file():
+        raise EdgetlError(f"{path}: {key} {value}: no such file ({config})")
+    return config
 
 
 def _check_device(path: Path, name: str, device: Device) -> None:

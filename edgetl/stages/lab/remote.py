@@ -143,6 +143,7 @@ class Facts:
     free_gb: float | None = None
     code: str | None = None  # the managed env's edgetl code digest (selfwheel.code_digest)
     packages: dict[str, str] = field(default_factory=dict)  # PACKAGES found in the env
+    emulated: bool = False  # the lab file says so (qemu): its latency means nothing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,7 +152,7 @@ class Facts:
 class Remote:
     def __init__(self, name: str, device: Device, lab: Lab, control: Path | None = None):
         self.name, self.device = name, device
-        self.ssh = Ssh(name, device.ssh, device.port, lab.ssh_config,
+        self.ssh = Ssh(name, device.ssh, device.port, lab.ssh_config_of(device),
                        device.connect_timeout_s, device.timeout_s, control)  # fmt: skip
         self.workdir = RemotePath(device.workdir)
         self.managed = device.python is None
@@ -159,6 +160,11 @@ class Remote:
         self.marker = self.workdir / "venv/edgetl-code.sha256"  # what the managed env holds
 
     def probe(self) -> Facts:
+        facts = self._probe()
+        facts.emulated = self.device.emulated
+        return facts
+
+    def _probe(self) -> Facts:
         base = RemotePath(self.device.base_python)
         # A half-made copy older than a command may run (the device's timeout) is stale.
         stale = str(max(600, round(self.device.timeout_s)))

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from edgetl.core.files import atomic_write_bytes, atomic_write_text
-from edgetl.core.records import BenchReport, BenchResult, LabReport
+from edgetl.core.records import BenchReport, BenchResult, DeviceRun, LabReport
 from edgetl.stages.bench import reports as bench_reports
 
 DASH = bench_reports.DASH
@@ -25,19 +25,25 @@ def rows(lab: LabReport) -> list[list[str]]:
             body.append([run.device, run.target, *[DASH] * 10, f"{run.status}: {run.reason}"])
             continue
         for entry in run.report.results:
-            body.append(_row(run.device, run.target, entry, run.layers, run.status))
+            body.append(_row(run, entry))
     return body
 
 
-def _row(
-    device: str, target: str, entry: BenchResult, layers: dict[str, object], status: str
-) -> list[str]:
-    timed = not entry.proxy_for
+EMULATED = "emulated"  # latency under qemu: measured, never shown beside a device's
+
+
+def _row(run: DeviceRun, entry: BenchResult) -> list[str]:
+    device, target, layers, status = run.device, run.target, run.layers, str(run.status)
+    timed = not entry.proxy_for and not run.emulated
     lat, acc = entry.latency_ms, entry.accuracy
     version = entry.env.get("runtimes", {}).get(entry.backend, "")
     runtime = f"{entry.backend} {version}".strip()
     if entry.proxy_for:
         runtime += f" (proxy for {entry.proxy_for})"
+    hidden = EMULATED if run.emulated else bench_reports.PROXY
+    check = entry.checks.accuracy
+    if check is not None and check.same_answers is not None:
+        status += f"; {check.same_answers:.1%} answers as the baseline's ({check.differing} not)"
     cold = entry.load_s + entry.first_inference_ms / 1000 if entry.first_inference_ms else None
     return [
         device,
@@ -46,8 +52,8 @@ def _row(
         entry.precision,
         f"{acc.top1:.2%}",
         DASH if acc.agreement is None else f"{acc.agreement:.1%}",
-        *([f"{lat[q]:.2f}" for q in ("p50", "p90", "p99")] if timed else [bench_reports.PROXY] * 3),
-        DASH if cold is None else f"{cold:.2f}",
+        *([f"{lat[q]:.2f}" for q in ("p50", "p90", "p99")] if timed else [hidden] * 3),
+        DASH if cold is None or run.emulated else f"{cold:.2f}",
         f"{entry.peak_rss_mb:.0f}" if entry.peak_rss_mb > 0 else DASH,
         _layers(layers.get(entry.artifact.rstrip("/").rsplit("/", 1)[-1])),
         status,
