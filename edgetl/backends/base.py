@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from edgetl.core.errors import EdgetlError
 from edgetl.core.fields import Source, read_fields, write_fields
 from edgetl.core.records import RuntimeSpec
 
@@ -32,6 +33,17 @@ class NamedRunner(Runner, Protocol):
     """A runner whose model has several outputs (a detector: boxes and scores)."""
 
     def named(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class PlacedOps:
+    """`count` ops of type `op` that the runtime runs on `where` (an execution provider, a
+    delegate, a plugin) in `precision`: `edgetl inspect`'s op placement, one row."""
+
+    op: str
+    where: str
+    precision: str
+    count: int
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,11 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, model_dir: Path, spec: RuntimeSpec) -> Runner:
         """A runner for model files compiled earlier."""
+
+    def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
+        """Which ops the runtime runs where and in which precision, as loaded here (the
+        silent-fallback question). Runtimes that cannot say raise EdgetlError saying why."""
+        raise EdgetlError(f"{self.name}: no op placement report for this runtime here")
 
 
 class Loaded:

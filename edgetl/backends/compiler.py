@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 from edgetl.backends.base import Runner, Runtime
 
 if TYPE_CHECKING:
@@ -25,6 +27,12 @@ class CompileInput:
     onnx: Path
     precision: Precision
     fp32_onnx: Path | None = None
+    # For a compiler that starts from PyTorch (ExecuTorch): the model, one input image, and
+    # for INT8 the calibration images its own quantizer observes
+    torch_model: Any = None
+    example: np.ndarray | None = None
+    calibration: np.ndarray | None = None
+    float_modules: tuple[str, ...] = ()  # module-name patterns its quantizer leaves float
 
 
 class Compiler(ABC):
@@ -34,6 +42,9 @@ class Compiler(ABC):
     # Whether the artifact carries edgetl's own wheel: a device that installs edgetl from
     # the artifact (a Jetson, whose package index has no edgetl) gets the very one that made it.
     ships_wheel: ClassVar[bool] = False
+    # Whether INT8 is the compiler's own (from the PyTorch model, e.g. PT2E), not the
+    # guard's Q/DQ ONNX graph: the export judges its artifact by the guard's rule instead.
+    quantizes_itself: ClassVar[bool] = False
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime  # the device side of the same name: its options, its runner

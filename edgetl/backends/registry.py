@@ -23,6 +23,10 @@ BACKENDS = {
         "edgetl.backends.tensorrt.runtime:TensorRtRuntime",
         "edgetl.backends.tensorrt.compiler:TensorRtCompiler",
     ),
+    "executorch": (
+        "edgetl.backends.executorch.runtime:ExecuTorchRuntime",
+        "edgetl.backends.executorch.compiler:ExecuTorchCompiler",
+    ),
 }
 
 

@@ -13,12 +13,17 @@ SHOWN = 25
 
 
 def print_inspect(
-    artifact: Path, manifest: dict[str, Any], report: SensitivityReport | None, show_all: bool
+    artifact: Path,
+    manifest: dict[str, Any],
+    report: SensitivityReport | None,
+    show_all: bool,
+    placement: dict[str, Any],
 ) -> None:
     console = stdout_console()
     console.print(f"{artifact}: {manifest.get('target')} {manifest.get('precision')} "
                   f"({manifest.get('backend')}; {len(manifest.get('model_files', []))} model "
                   f"file(s)); {_accuracy(manifest)}")  # fmt: skip
+    _print_placement(placement)
     if report is None:
         console.print("no sensitivity report (only INT8 artifacts carry one)")
         return
@@ -38,6 +43,19 @@ def print_inspect(
     console.print(table(title, ["layer", "precision", metric, "score"], shown))
     if len(rows) < len(report.layers):
         console.print(f"... {len(report.layers) - len(rows)} more layers (--all shows them)")
+
+
+def _print_placement(placement: dict[str, Any]) -> None:
+    console = stdout_console()
+    where = f"{placement['backend']} on {placement['device']}, loaded here"
+    if placement["error"]:
+        console.print(f"op placement ({where}): {placement['error']}")
+        return
+    rows = placement["rows"]
+    shown = [(r["op"], r["where"], r["precision"], r["count"]) for r in rows]
+    total = sum(r["count"] for r in rows)
+    console.print(table(f"op placement ({where}): {total} ops", ["op", "runs on", "precision",
+                                                                  "count"], shown))  # fmt: skip
 
 
 def _metric(name: str, value: float) -> str:

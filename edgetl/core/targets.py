@@ -11,7 +11,7 @@ from edgetl.core.fields import Source, read_fields
 from edgetl.core.outputs import check_name
 
 Precision = Literal["fp32", "fp16", "int8"]
-BackendName = Literal["onnxruntime", "openvino", "tensorrt"]
+BackendName = Literal["onnxruntime", "openvino", "tensorrt", "executorch"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
 

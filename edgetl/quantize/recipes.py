@@ -18,6 +18,8 @@ __all__ = ["GuardSettings", "Recipe", "list_recipes", "load_recipe", "parse_reci
 METHODS = {
     "nncf": ("minmax", "mean_minmax", "mean_quantile", "histogram"),
     "onnxruntime": ("minmax", "entropy", "percentile", "distribution"),
+    # PyTorch 2 export quantization (the ExecuTorch targets' own quantizer)
+    "pt2e": ("minmax",),
 }
 BIAS_CORRECTION = ("fast", "full", "none")
 

@@ -26,6 +26,27 @@ def read_artifact(path: Path) -> tuple[dict[str, Any], SensitivityReport | None]
     return manifest, SensitivityReport.read(path)
 
 
+def op_placement(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Which ops the artifact's runtime runs where and in which precision, loaded here
+    (backends' Runtime.op_placement); `rows` sorted by count, or `error` saying why not."""
+    from edgetl.backends import RuntimeSpec, get_runtime
+
+    backend = str(manifest.get("backend"))
+    spec = RuntimeSpec(list(manifest.get("model_files", [])), str(manifest.get("device", "CPU")),
+                       dict(manifest.get("runtime_options") or {}),
+                       int(manifest.get("threads") or 0))  # fmt: skip
+    try:
+        runtime = get_runtime(backend)
+        if not runtime.available():
+            raise EdgetlError(f"{backend} is not installed here (pip install it to see)")
+        rows = runtime.op_placement(path, spec)
+    except EdgetlError as exc:
+        return {"backend": backend, "device": spec.device, "rows": [], "error": str(exc)}
+    ordered = sorted(rows, key=lambda r: (-r.count, r.op))
+    return {"backend": backend, "device": spec.device, "error": None,
+            "rows": [vars(row) for row in ordered]}  # fmt: skip
+
+
 def write_plot(report: SensitivityReport, path: Path, count: int = 30) -> None:
     """The `count` first layers' metric with each alone float (bars coloured by their final
     precision), FP32's and plain INT8's metric as lines; the ladder's path in the title."""

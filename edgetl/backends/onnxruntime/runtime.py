@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.backends.base import Runtime, RuntimeSpec
+from edgetl.backends.base import PlacedOps, Runtime, RuntimeSpec
 from edgetl.core.errors import EdgetlError
 
 MODEL_FILE = "model.onnx"
@@ -74,3 +74,8 @@ class OrtRuntime(Runtime):
 
     def load(self, model_dir: Path, spec: RuntimeSpec) -> OrtRunner:
         return OrtRunner(model_dir / spec.model_files[0], spec.threads)
+
+    def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
+        from edgetl.backends.onnxruntime.ops import op_placement
+
+        return op_placement(model_dir / spec.model_files[0], spec.threads)

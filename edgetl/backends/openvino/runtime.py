@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.backends.base import Runtime, RuntimeSpec
+from edgetl.backends.base import PlacedOps, Runtime, RuntimeSpec
 from edgetl.backends.openvino.options import OpenVinoOptions
 from edgetl.core.errors import EdgetlError
 from edgetl.core.outputs import cache_dir, check_writable
@@ -130,3 +130,8 @@ class OpenVinoRuntime(Runtime):
             spec.device,
             options.config(spec.threads, cache),
         )
+
+    def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
+        from edgetl.backends.openvino.ops import op_placement
+
+        return op_placement(self.load(model_dir, spec).compiled, spec.device)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.backends.base import Runtime
+from edgetl.backends.base import PlacedOps, Runtime
 from edgetl.backends.tensorrt.options import TensorRtOptions
 from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineRecord
 from edgetl.core.errors import EdgetlError
@@ -96,6 +96,23 @@ class TensorRtRuntime(Runtime):
             )
         # The device's gpu was checked against this machine's just now.
         return TrtRunner(data, record.dla_core, record.max_batch, record.device.gpu)
+
+    def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
+        """The engine's layers on DLA and GPU as `edgetl build` counted them on the device
+        (its engine record), with the layers that fell back to the GPU by name."""
+        path = model_dir / ENGINE_RECORD
+        if not path.is_file():
+            raise EdgetlError(
+                f"{model_dir}: no engine here; TensorRT places layers when it builds: run "
+                f"`edgetl build {model_dir}` on the device (or `--on DEVICE`), then inspect it"
+            )
+        record = EngineRecord.parse(path.read_text(errors="replace"), str(path))
+        kind = record.precision
+        rows = [PlacedOps("engine layers", "DLA", kind, record.dla_layers or 0),
+                PlacedOps("engine layers", "GPU", kind, record.gpu_layers or 0)]  # fmt: skip
+        rows += [PlacedOps(f"fallback: {name}", "GPU", record.precision, 1)
+                 for name in record.gpu_fallback_layers]  # fmt: skip
+        return rows
 
 
 class TrtRunner:

@@ -20,7 +20,7 @@ class GuardSettings:
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    engine: str  # nncf | onnxruntime (quantize/recipes.py checks it and the method)
+    engine: str  # nncf | onnxruntime | pt2e (quantize/recipes.py checks it and the method)
     method: str
     symmetric_activations: bool = False
     per_channel_weights: bool = True

@@ -130,7 +130,7 @@ def _quantization(graph: Graph, verified: Verified) -> QuantizationRecord | None
     """The guard's numbers, all on val (the test numbers are the manifest's accuracy.test)."""
     quantized = graph.quantized
     if quantized is None:
-        return None
+        return verified.own_int8
     report = quantized.guard.report
     return QuantizationRecord(
         recipe=quantized.recipe,

@@ -84,7 +84,7 @@ def export_plan(plan: Plan, scanned: Splits | None = None) -> ExportResult:
                 started = time.perf_counter()
                 graph = to_onnx(plan, inputs, Path(scratch))
                 graph = quantize(plan, inputs, graph, Path(scratch))
-                compiled = compile_artifact(plan, graph, out_dir, started)
+                compiled = compile_artifact(plan, inputs, graph, out_dir, started)
                 verified = verify(plan, inputs, graph, compiled, out_dir)
                 manifest = package(plan, inputs, graph, compiled, verified, out_dir)
         except GuardFailed as failed:  # the staged directory is gone: nothing written

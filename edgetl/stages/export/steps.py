@@ -9,7 +9,7 @@ logits taken from them) in verify.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from edgetl.core.events import say
 from edgetl.core.measures.evidence import FLIPS_RULE, decide
 from edgetl.core.measures.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.core.measures.parity import compare
-from edgetl.core.records import ParityCheck, SplitAccuracy
+from edgetl.core.records import ParityCheck, QuantizationRecord, SplitAccuracy
 from edgetl.core.targets import Parity
 from edgetl.core.ui import heartbeat
 from edgetl.quantize.calibration import CalibrationSet
@@ -35,6 +35,7 @@ from edgetl.quantize.guard.refit import HeadRefit
 from edgetl.quantize.int8 import compare_speed, copy_metadata, payoff_line
 from edgetl.quantize.recipes import Recipe
 from edgetl.stages.export.inputs import Inputs, unlabelled_images
+from edgetl.stages.export.own_int8 import judged
 from edgetl.stages.export.plan import Plan, guard_terms
 from edgetl.train.onnx_export import export_onnx
 
@@ -77,6 +78,8 @@ class Verified:
     parity: ParityCheck  # the artifact on val against Graph.reference
     host_checks: dict[str, ParityCheck]
     test_logits: np.ndarray  # the artifact on the test images: measured once
+    # INT8 of a compiler's own quantizer, judged by the guard's rule (stages/export/own_int8)
+    own_int8: QuantizationRecord | None = None
 
 
 def to_onnx(plan: Plan, inputs: Inputs, work: Path) -> Graph:
@@ -88,6 +91,9 @@ def to_onnx(plan: Plan, inputs: Inputs, work: Path) -> Graph:
 def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
     """The INT8 graph under the accuracy guard (decided on val); `graph` as it is otherwise."""
     if plan.recipe is None or inputs.calibration is None:
+        return graph
+    _check_engine(plan)
+    if plan.compiler.quantizes_itself:  # compile_artifact quantizes; verify judges it
         return graph
     profile, measuring, measurer = plan.profile, plan.measuring, plan.measurer
     prepared_path = work / "prepared.onnx"
@@ -128,11 +134,31 @@ def quantize(plan: Plan, inputs: Inputs, graph: Graph, work: Path) -> Graph:
     return Graph(path, result.model, result.logits, quantized)
 
 
-def compile_artifact(plan: Plan, graph: Graph, out_dir: Path, started: float) -> Compiled:
+def _check_engine(plan: Plan) -> None:
+    """A PT2E recipe only where the compiler quantizes the PyTorch model itself, and the
+    other way round."""
+    assert plan.recipe is not None
+    own, pt2e = plan.compiler.quantizes_itself, plan.recipe.engine == "pt2e"
+    if own != pt2e:
+        raise EdgetlError(
+            f"--recipe {plan.recipe.name} (engine {plan.recipe.engine}) cannot quantize for "
+            f"target {plan.profile.name} ({plan.profile.backend}): "
+            + ("give a pt2e recipe, e.g. xnnpack-pt2e" if own else "it quantizes the ONNX "
+               "graph; give an nncf or onnxruntime recipe")
+        )  # fmt: skip
+
+
+def compile_artifact(
+    plan: Plan, inputs: Inputs, graph: Graph, out_dir: Path, started: float
+) -> Compiled:
     prepared = graph.quantized.prepared if graph.quantized is not None else None
-    files = plan.compiler.compile(
-        CompileInput(graph.path, plan.precision, prepared), out_dir, plan.profile
-    )
+    source = CompileInput(graph.path, plan.precision, prepared)
+    if plan.compiler.quantizes_itself:
+        calibration = inputs.calibration.images if inputs.calibration is not None else None
+        floats = plan.recipe.float_layers if plan.recipe is not None else ()
+        source = replace(source, torch_model=inputs.model, example=inputs.val[:1],
+                         calibration=calibration, float_modules=floats)  # fmt: skip
+    files = plan.compiler.compile(source, out_dir, plan.profile)
     compile_s = time.perf_counter() - started
     measuring = plan.measuring
     if plan.placement.proxy is None:
@@ -159,16 +185,24 @@ def verify(plan: Plan, inputs: Inputs, graph: Graph, compiled: Compiled, out_dir
             f"parity: the host proxy runs the INT8 graph the guard measured on {parity.n} val "
             "images (its logits, not measured again); the device checks it with `edgetl build`"
         )
+    elif quantized is None and plan.precision == "int8":
+        say(f"INT8 vs FP32 torch on {parity.n} val images: max |logit diff| "
+            f"{parity.max_abs_diff:.2e}, top-1 agreement {parity.agreement:.2%} (INT8 is judged "
+            "by the guard's rule below)")  # fmt: skip
     else:
         print_parity(parity, "INT8 model the guard measured" if quantized else "torch")
+    own_int8 = None
     if quantized is not None:
         _check_artifact_budget(plan, quantized, logits, inputs.val_labels)
+    elif plan.precision == "int8":  # the compiler's own INT8: the guard's rule, against FP32
+        own_int8 = judged(plan, inputs, logits, compiled.compile_s)
+        parity = replace(parity, passed=True)  # INT8 vs FP32 logits: judged by the budget
     if not parity.passed:
         raise CheckFailed(
             f"parity check failed for {plan.name}: {parity.shortfall()}; no artifact written"
         )
     extra = _host_checks(plan, inputs, out_dir)
-    return Verified(parity, extra, run_all(compiled.runner, inputs.test))
+    return Verified(parity, extra, run_all(compiled.runner, inputs.test), own_int8)
 
 
 def _host_checks(plan: Plan, inputs: Inputs, out_dir: Path) -> dict[str, ParityCheck]:

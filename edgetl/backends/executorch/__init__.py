@@ -1,0 +1,1 @@
+"""ExecuTorch with the XNNPACK delegate: a `.pte` program lowered from torch.export."""
