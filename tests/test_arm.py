@@ -65,12 +65,12 @@ def test_bench_on_arm64_gives_the_hosts_answers_and_hides_its_latency(
     arm_lab: Path, arm_artifacts: list[Path], tmp_path: Path
 ) -> None:
     host = tmp_path / "host.json"
-    result = cli("bench", *arm_artifacts, "--iterations", 5, "--json", host)
+    result = cli("bench", *arm_artifacts, "--iterations", 10, "--json", host)
     assert result.exit_code == 0, result.output
     lab_json, md = tmp_path / "lab.json", tmp_path / "lab.md"
-    result = cli("bench", *arm_artifacts, "--on", "arm64", "--lab", arm_lab, "--iterations", 5,
+    result = cli("bench", *arm_artifacts, "--on", "arm64", "--lab", arm_lab, "--iterations", 10,
                  "--baseline", host, "--max-accuracy-drop", 10, "--json", lab_json,
-                 "--markdown", md)  # fmt: skip
+                 "--md", md)  # fmt: skip
     assert result.exit_code == 0, result.output
     (run,) = json.loads(lab_json.read_text())["devices"]
     assert run["emulated"] is True and run["status"] == "ok"

@@ -31,6 +31,7 @@ PACKAGES = (
     "edgetl.backends.onnxruntime",
     "edgetl.backends.openvino",
     "edgetl.backends.tensorrt",
+    "edgetl.backends.executorch",
     "edgetl.train",
     "edgetl.train.detector",
     "edgetl.quantize",

@@ -47,7 +47,7 @@ probe = ("import importlib.util as u, importlib.metadata as md, json\n"
          "    try: return __import__(m).__version__\n"
          "    except Exception as e: return 'broken: %s' % e\n"
          "print(json.dumps({m: v(m) for m in ('edgetl', 'tensorrt', 'openvino', 'onnxruntime',\n"
-         "                                    'executorch', 'polygraphy', 'numpy')}))")
+         "                                    'executorch', 'polygraphy', 'numpy', 'torch')}))")
 env = os.path.expanduser(env)
 if os.path.exists(env):
     out = subprocess.run([env, "-c", probe], capture_output=True, text=True, timeout=120)
@@ -119,12 +119,12 @@ def folder_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
 
 
-# TensorRT: the system's. ExecuTorch's Python runtime brings torch (it links libtorch).
 PIP_RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 # What runs beside a runtime in the env (the probe reports their versions as `packages`):
 # TensorRT's engines run through Polygraphy, installed with it, before any build.
-COMPANIONS = {"tensorrt": ("polygraphy",)}
-PACKAGES = ("polygraphy", "numpy")
+# ExecuTorch's Python runtime links libtorch, but its wheel does not require torch.
+COMPANIONS = {"tensorrt": ("polygraphy",), "executorch": ("torch",)}
+PACKAGES = ("polygraphy", "numpy", "torch")
 
 
 @dataclass
