@@ -84,6 +84,7 @@ def test_bench_runs_the_pte_with_executorch_and_gives_its_reference_answers(
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(report.read_text())["results"]
     assert entry["backend"] == "executorch"
+    assert any(note.startswith("ExecuTorch: ") and "XNNPACK" in note for note in entry["notes"])
     reference = np.load(pte["fp32"] / "reference.npz")
     expected = reference["artifact_logits"].argmax(1).tolist()
     assert entry["accuracy"]["predictions"] == expected

@@ -89,6 +89,11 @@ class Runtime(ABC):
     def load(self, model_dir: Path, spec: RuntimeSpec) -> Runner:
         """A runner for model files compiled earlier."""
 
+    def artifact_notes(self, model_dir: Path) -> list[str]:
+        """What a bench report says of the artifact's compiled form (ExecuTorch: which ops
+        its delegate took). Nothing by default."""
+        return []
+
     def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
         """Which ops the runtime runs where and in which precision, as loaded here (the
         silent-fallback question). Runtimes that cannot say raise EdgetlError saying why."""

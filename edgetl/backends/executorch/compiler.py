@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgetl.backends.compiler import CompileInput, Compiler
-from edgetl.backends.executorch.runtime import DELEGATION_FILE, MODEL_FILE
+from edgetl.backends.executorch.runtime import DELEGATION_FILE, MODEL_FILE, delegation_line
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
     from edgetl.backends.base import Runner
     from edgetl.core.targets import TargetProfile
-
-BOOKKEEPING = ("getitem",)  # reads a delegate's outputs: no kernel runs it
 
 
 class ExecuTorchCompiler(Compiler):
@@ -130,14 +128,3 @@ def delegation_of(graph_module: Any) -> dict[str, Any]:
         "portable_nodes": int(info.num_non_delegated_nodes),
         "ops": ops,
     }
-
-
-def delegation_line(delegation: dict[str, Any]) -> str:
-    """One line: how much XNNPACK took, and the op types it did not (getitem is bookkeeping)."""
-    fallback = {op: n["portable"] for op, n in delegation["ops"].items()
-                if n["portable"] and op not in BOOKKEEPING}  # fmt: skip
-    left = ", ".join(f"{op} x{n}" for op, n in sorted(fallback.items())) or "none"
-    return (
-        f"ExecuTorch: {delegation['delegated_nodes']} nodes on XNNPACK in "
-        f"{delegation['delegated_subgraphs']} subgraph(s); ops on the portable kernels: {left}"
-    )

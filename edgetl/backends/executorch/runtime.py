@@ -6,7 +6,9 @@ measures what it costs). The program is lowered for batch 1; a batch runs image 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +17,27 @@ from edgetl.core.errors import EdgetlError
 
 MODEL_FILE = "model.pte"
 DELEGATION_FILE = "delegation.json"  # written by export (compiler.py): which ops XNNPACK took
+
+
+BOOKKEEPING = ("getitem",)  # reads a delegate's outputs: no kernel runs it
+
+
+def delegation_line(delegation: dict[str, Any]) -> str:
+    """One line: how much XNNPACK took, and the op types it did not."""
+    fallback = {op: n["portable"] for op, n in delegation["ops"].items()
+                if n["portable"] and op not in BOOKKEEPING}  # fmt: skip
+    left = ", ".join(f"{op} x{n}" for op, n in sorted(fallback.items())) or "none"
+    return (
+        f"ExecuTorch: {delegation['delegated_nodes']} nodes on XNNPACK in "
+        f"{delegation['delegated_subgraphs']} subgraph(s); ops on the portable kernels: {left}"
+    )
+
+
+def read_delegation(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / DELEGATION_FILE
+    if not path.is_file():
+        raise EdgetlError(f"{path}: missing; export the artifact again")
+    return dict(json.loads(path.read_text()))
 
 
 class ExecuTorchRunner:
@@ -63,19 +86,17 @@ class ExecuTorchRuntime(Runtime):
     def load(self, model_dir: Path, spec: RuntimeSpec) -> ExecuTorchRunner:
         return ExecuTorchRunner(model_dir / spec.model_files[0], spec.threads)
 
+    def artifact_notes(self, model_dir: Path) -> list[str]:
+        return [delegation_line(read_delegation(model_dir))]
+
     def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
         """The delegation export recorded (delegation.json): per op type, the nodes lowered
         to XNNPACK and those left to the portable kernels, in the program's precision."""
-        import json
-
-        path = model_dir / DELEGATION_FILE
-        if not path.is_file():
-            raise EdgetlError(f"{path}: missing; export the artifact again")
-        record = json.loads(path.read_text())
+        record = read_delegation(model_dir)
         precision = record.get("precision", "fp32")
         rows = []
         for op, counts in record["ops"].items():
-            if op == "getitem":  # reads a delegate's outputs: no kernel runs it
+            if op in BOOKKEEPING:
                 continue
             kind = "convert" if "quantize" in op else precision
             rows += [PlacedOps(op, where, kind, counts[key])

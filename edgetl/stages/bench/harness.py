@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.backends import get_runtime
 from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
 from edgetl.core.errors import EdgetlError
@@ -206,7 +207,8 @@ def _load(path: Path, opts: BenchOptions, shared: dict[tuple[Any, ...], EvalSet]
     if model.proxy is not None:
         runtime = f"{model.proxy} (host proxy for {model.manifest.backend}: accuracy only)"
     say(f"bench {path}: {chosen.label}, {runtime}")
-    return Loaded(path, model, chosen, list(chosen.notes))
+    compiled = get_runtime(manifest.backend).artifact_notes(path)
+    return Loaded(path, model, chosen, [*chosen.notes, *compiled])
 
 
 def _single_call(item: Loaded) -> Any:
