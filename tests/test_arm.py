@@ -106,3 +106,31 @@ def test_down_stops_it_and_up_brings_it_back(arm_lab: Path) -> None:
     assert arm_device.main(["up", "--lab", str(arm_lab)]) == 0
     assert arm_device.status()["running"] is True
     assert shutil.which("ssh") is not None
+
+
+def test_a_pte_on_arm64_gives_pytorchs_answers_where_torch_is_there(
+    arm_lab: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    """ExecuTorch's Python runtime links libtorch, and PyPI's aarch64 torch is ~5.9 GB there
+    (8-9 min under emulation): this runs where the device's env has it already (made once
+    by tools/bench_arm.py), and skips elsewhere, saying so."""
+    pytest.importorskip("executorch.runtime", reason="pip install 'edgetl[executorch]'")
+    from edgetl.stages.lab.labfile import read_lab
+    from edgetl.stages.lab.remote import Remote
+
+    lab = read_lab(arm_lab)
+    facts = Remote("arm64", lab.devices["arm64"], lab).probe()
+    if "torch" not in facts.packages:
+        pytest.skip("the arm64 device's env has no torch (5.9 GB): run tools/bench_arm.py once")
+    pte = tmp_path / "pte"
+    made = export_cli(tiny_run, pte, "--target", "arm-cpu", "--precision", "fp32")
+    assert made.exit_code == 0, made.output
+    host, lab_json = tmp_path / "host.json", tmp_path / "lab.json"
+    assert cli("bench", pte, "--iterations", 10, "--json", host).exit_code == 0
+    result = cli("bench", pte, "--on", "arm64", "--lab", arm_lab, "--iterations", 10,
+                 "--baseline", host, "--json", lab_json)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(lab_json.read_text())["devices"][0]["report"]["results"]
+    assert entry["backend"] == "executorch" and entry["env"]["machine"] == "aarch64"
+    assert entry["accuracy"]["agreement"] == 1.0  # PyTorch's FP32 answers (the reference set)
+    assert entry["checks"]["accuracy"]["same_answers"] == 1.0  # and the x86 host's
