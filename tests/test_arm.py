@@ -19,6 +19,7 @@ from tests.conftest import TINY_BUDGET, export_cli
 from tools import arm_device
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulated]
+TEST_WORKDIR = "/root/edgetl-tests"
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,11 @@ def arm_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except arm_device.Refused as refused:
         pytest.skip(f"no emulated arm64 device here: {refused}")
     lab = tmp_path_factory.mktemp("arm-lab") / "devices.toml"
-    assert arm_device.main(["up", "--lab", str(lab)]) == 0
-    assert arm_device.main(["up", "--lab", str(lab)]) == 0  # idempotent: one entry, same port
+    # A workdir of the tests' own: the managed env there must stay without torch (the one
+    # tools/bench_arm.py uses gets torch for .pte artifacts)
+    up = ["up", "--lab", str(lab), "--workdir", TEST_WORKDIR]
+    assert arm_device.main(up) == 0
+    assert arm_device.main(up) == 0  # idempotent: one entry, same port
     assert lab.read_text().count("[devices.arm64]") == 1
     return lab
 
@@ -103,7 +107,7 @@ def test_the_managed_env_there_has_no_torch(arm_lab: Path, arm_artifacts: list[P
 def test_down_stops_it_and_up_brings_it_back(arm_lab: Path) -> None:
     assert arm_device.main(["down"]) == 0
     assert arm_device.status()["running"] is False
-    assert arm_device.main(["up", "--lab", str(arm_lab)]) == 0
+    assert arm_device.main(["up", "--lab", str(arm_lab), "--workdir", TEST_WORKDIR]) == 0
     assert arm_device.status()["running"] is True
     assert shutil.which("ssh") is not None
 
@@ -118,7 +122,9 @@ def test_a_pte_on_arm64_gives_pytorchs_answers_where_torch_is_there(
     from edgetl.stages.lab.labfile import read_lab
     from edgetl.stages.lab.remote import Remote
 
-    lab = read_lab(arm_lab)
+    torch_lab = tmp_path / "devices.toml"  # the workdir tools/bench_arm.py gives torch
+    assert arm_device.main(["up", "--lab", str(torch_lab)]) == 0
+    lab = read_lab(torch_lab)
     facts = Remote("arm64", lab.devices["arm64"], lab).probe()
     if "torch" not in facts.packages:
         pytest.skip("the arm64 device's env has no torch (5.9 GB): run tools/bench_arm.py once")
@@ -127,7 +133,7 @@ def test_a_pte_on_arm64_gives_pytorchs_answers_where_torch_is_there(
     assert made.exit_code == 0, made.output
     host, lab_json = tmp_path / "host.json", tmp_path / "lab.json"
     assert cli("bench", pte, "--iterations", 10, "--json", host).exit_code == 0
-    result = cli("bench", pte, "--on", "arm64", "--lab", arm_lab, "--iterations", 10,
+    result = cli("bench", pte, "--on", "arm64", "--lab", torch_lab, "--iterations", 10,
                  "--baseline", host, "--json", lab_json)  # fmt: skip
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(lab_json.read_text())["devices"][0]["report"]["results"]

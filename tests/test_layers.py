@@ -26,6 +26,11 @@ HEAVY = ("torch", "torchvision", "timm", "nncf", "sklearn")
 HEAVY_EXCEPTIONS = {
     # The built-in `digits` dataset is scikit-learn's: imported only when asked for by name.
     ("edgetl.core.data.digits", "sklearn"),
+    # ExecuTorch lowers a PyTorch model (export only), and its Python runtime links libtorch
+    # and takes torch tensors: a device runs a .pte only with the `executorch` extra, which
+    # brings torch (docs/arm.md). No other runtime is reached through these.
+    ("edgetl.backends.executorch.compiler", "torch"),
+    ("edgetl.backends.executorch.runtime", "torch"),
 }
 # Host-only modules below stages: they read or write ONNX graphs (export, the guard, the
 # search), each with its reason, and every runtime's compiler (backends/*/compiler.py).

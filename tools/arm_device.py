@@ -303,27 +303,30 @@ def write_ssh_config(port: int, key: Path) -> Path:
 BEGIN, END = "# >>> tools/arm_device.py (rewritten by `up`)", "# <<< tools/arm_device.py"
 
 
-def device_block(config: Path) -> str:
+WORKDIR = "/root/edgetl-lab"  # the managed env, artifacts and reports, inside the rootfs
+
+
+def device_block(config: Path, workdir: str) -> str:
     return (
         f'{BEGIN}\n[devices.{NAME}]\nssh = "{NAME}"\nssh_config = "{config}"\n'
-        f'target = "{TARGET}"\nemulated = true\nworkdir = "/root/edgetl-lab"\n'
+        f'target = "{TARGET}"\nemulated = true\nworkdir = "{workdir}"\n'
         "timeout_s = 3600.0\n"
         f"{END}\n"
     )
 
 
-def enrol(lab: Path, config: Path) -> None:
+def enrol(lab: Path, config: Path, workdir: str = WORKDIR) -> None:
     """Write `lab`, or replace the block this tool wrote in it; a [devices.arm64] written by
     someone else is left alone (an error names it)."""
     text = lab.read_text() if lab.exists() else ""
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + device_block(config) + tail
+        text = head + device_block(config, workdir) + tail
     elif f"[devices.{NAME}]" in text:
         raise Refused(f"{lab}: has a [devices.{NAME}] this tool did not write; remove it first")
     else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + device_block(config)
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + device_block(config, workdir)
     partial = lab.with_name(f".{lab.name}.partial")
     partial.write_text(text)
     partial.replace(lab)
@@ -332,7 +335,7 @@ def enrol(lab: Path, config: Path) -> None:
 # -- commands ----------------------------------------------------------------------------
 
 
-def up(lab: Path | None) -> dict[str, object]:
+def up(lab: Path | None, workdir: str = WORKDIR) -> dict[str, object]:
     check_host()
     enable_binfmt()
     built_s = build_rootfs()
@@ -341,7 +344,7 @@ def up(lab: Path | None) -> dict[str, object]:
     port = start_sshd()
     config = write_ssh_config(port, key)
     if lab is not None:
-        enrol(lab, config)
+        enrol(lab, config, workdir)
     uname = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", NAME, "uname", "-m"],
                 capture_output=True).stdout.strip()  # fmt: skip
     return {"device": NAME, "port": port, "ssh_config": str(config), "arch": uname,
@@ -369,12 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("up", help="build (once), start and enrol the arm64 device")
     start.add_argument("--lab", type=Path, default=None, help="lab file to write or update")
+    start.add_argument("--workdir", default=WORKDIR,
+                       help="the device's workdir (its managed env): one per use keeps "
+                            "an env with torch apart from one that must not have it")  # fmt: skip
     sub.add_parser("down", help="stop its sshd and unmount")
     sub.add_parser("status", help="built? running? on which port?")
     args = parser.parse_args(argv)
     try:
-        found = up(args.lab) if args.command == "up" else down() if args.command == "down" \
-            else status()  # fmt: skip
+        if args.command == "up":
+            found = up(args.lab, args.workdir)
+        else:
+            found = down() if args.command == "down" else status()
     except Refused as refused:
         say(f"error: {refused}")
         return 2
