@@ -54,8 +54,9 @@ def test_a_pte_int8_is_held_to_the_guards_rule_on_val(
     assert attempt["drop_upper_pts"] <= quantization["budget_pts"]
     ops = json.loads((pte["int8"] / "delegation.json").read_text())["ops"]
     assert any("quantize" in op for op in ops)  # the program carries INT8 tensors
-    # Calibrated on black images only, the ranges clip every real image: INT8 collapses and
-    # the rule refuses it (exit 1), nothing written.
+    # Calibrated on black images only, the ranges clip every real image: INT8 collapses on
+    # every rung (plain, then the first convolutions float) and is refused (exit 1), nothing
+    # written.
     black = tmp_path / "black"
     black.mkdir()
     for index in range(32):
@@ -64,6 +65,7 @@ def test_a_pte_int8_is_held_to_the_guards_rule_on_val(
                          "int8", "--calib-data", black, "--max-accuracy-drop", "30")  # fmt: skip
     assert refused.exit_code == 1, refused.output
     assert "not shown to lose at most" in refused.output and not (tmp_path / "no").exists()
+    assert "first 1 conv(s) float" in refused.output  # the ladder climbed before refusing
 
 
 def test_a_recipe_for_the_onnx_graph_is_refused_for_executorch(

@@ -23,7 +23,7 @@ from edgetl.core.events import say
 from edgetl.core.measures.evidence import FLIPS_RULE, decide
 from edgetl.core.measures.metrics import agreement, drop_pts, paired_drop, top1
 from edgetl.core.measures.parity import compare
-from edgetl.core.records import ParityCheck, QuantizationRecord, SplitAccuracy
+from edgetl.core.records import Attempt, ParityCheck, QuantizationRecord, SplitAccuracy
 from edgetl.core.targets import Parity
 from edgetl.core.ui import heartbeat
 from edgetl.quantize.calibration import CalibrationSet
@@ -35,7 +35,7 @@ from edgetl.quantize.guard.refit import HeadRefit
 from edgetl.quantize.int8 import compare_speed, copy_metadata, payoff_line
 from edgetl.quantize.recipes import Recipe
 from edgetl.stages.export.inputs import Inputs, unlabelled_images
-from edgetl.stages.export.own_int8 import judged
+from edgetl.stages.export.own_int8 import climb, judged
 from edgetl.stages.export.plan import Plan, guard_terms
 from edgetl.train.onnx_export import export_onnx
 
@@ -71,6 +71,8 @@ class Compiled:
     # The runner's logits on val when they were measured already: on the host proxy an INT8
     # graph runs in the guard's own runner, whose val logits the guard kept.
     val_logits: np.ndarray | None = None
+    # The ladder of a compiler's own INT8 (stages/export/own_int8.climb), the last written
+    own_attempts: list[Attempt] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,7 @@ def compile_artifact(
     prepared = graph.quantized.prepared if graph.quantized is not None else None
     source = CompileInput(graph.path, plan.precision, prepared)
     if plan.compiler.quantizes_itself:
-        calibration = inputs.calibration.images if inputs.calibration is not None else None
-        floats = plan.recipe.float_layers if plan.recipe is not None else ()
-        source = replace(source, torch_model=inputs.model, example=inputs.val[:1],
-                         calibration=calibration, float_modules=floats)  # fmt: skip
+        return _compile_own(plan, inputs, source, out_dir, started)
     files = plan.compiler.compile(source, out_dir, plan.profile)
     compile_s = time.perf_counter() - started
     measuring = plan.measuring
@@ -168,6 +167,32 @@ def compile_artifact(
         guard = graph.quantized.guard
         return Compiled(files, guard.runner, compile_s, guard.logits)
     return Compiled(files, plan.measurer.load_onnx(graph.model, measuring), compile_s)
+
+
+def _compile_own(
+    plan: Plan, inputs: Inputs, source: CompileInput, out_dir: Path, started: float
+) -> Compiled:
+    """A compiler that starts from PyTorch (ExecuTorch); for INT8 its own quantizer climbs
+    stages/export/own_int8's ladder, each rung written, run on val and judged."""
+    calibration = inputs.calibration.images if inputs.calibration is not None else None
+    source = replace(source, torch_model=inputs.model, example=inputs.val[:1],
+                     calibration=calibration)  # fmt: skip
+    measuring = plan.measuring
+    found: dict[str, Any] = {}
+
+    def rung_logits(rung: tuple[str, tuple[str, ...]]) -> np.ndarray:
+        files = plan.compiler.compile(replace(source, float_modules=rung[1]), out_dir,
+                                      plan.profile)  # fmt: skip
+        spec = RuntimeSpec(files, measuring.device, measuring.options, measuring.threads)
+        found.update(files=files, runner=plan.placement.backend.load(out_dir, spec))
+        return run_all(found["runner"], inputs.val)
+
+    if plan.precision != "int8":
+        rung_logits(("fp32", ()))
+        return Compiled(found["files"], found["runner"], time.perf_counter() - started)
+    attempts = climb(plan, inputs, rung_logits)
+    return Compiled(found["files"], found["runner"], time.perf_counter() - started,
+                    own_attempts=attempts)  # fmt: skip
 
 
 def verify(plan: Plan, inputs: Inputs, graph: Graph, compiled: Compiled, out_dir: Path) -> Verified:
@@ -195,7 +220,8 @@ def verify(plan: Plan, inputs: Inputs, graph: Graph, compiled: Compiled, out_dir
     if quantized is not None:
         _check_artifact_budget(plan, quantized, logits, inputs.val_labels)
     elif plan.precision == "int8":  # the compiler's own INT8: the guard's rule, against FP32
-        own_int8 = judged(plan, inputs, logits, compiled.compile_s)
+        assert compiled.own_attempts is not None
+        own_int8 = judged(plan, inputs, compiled.own_attempts, compiled.compile_s)
         parity = replace(parity, passed=True)  # INT8 vs FP32 logits: judged by the budget
     if not parity.passed:
         raise CheckFailed(
