@@ -32,7 +32,10 @@ def arm_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A workdir of the tests' own: the managed env there must stay without torch (the one
     # tools/bench_arm.py uses gets torch for .pte artifacts)
     up = ["up", "--lab", str(lab), "--workdir", TEST_WORKDIR]
-    assert arm_device.main(up) == 0
+    started = arm_device.main(up)
+    if started == 2:  # refused by the machine (no binfmt_misc mount): said on stderr
+        pytest.skip("the emulated arm64 device cannot start on this machine (see stderr)")
+    assert started == 0
     assert arm_device.main(up) == 0  # idempotent: one entry, same port
     assert lab.read_text().count("[devices.arm64]") == 1
     return lab

@@ -104,7 +104,11 @@ def enable_binfmt() -> None:
     """binfmt_misc mounted and qemu-aarch64 registered with the F flag (the interpreter is
     opened at registration, so the chroot needs no copy of it)."""
     if not (BINFMT / "status").exists():
-        run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
+        mounted = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)],
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+        if mounted.returncode != 0:  # an unprivileged container: nothing to do here
+            raise Refused(f"cannot mount binfmt_misc ({mounted.stderr.strip()[:200]}); "
+                          "run on a host (or a privileged container) that can")  # fmt: skip
     entry = BINFMT / "qemu-aarch64"
     if not entry.exists() or "enabled" not in entry.read_text():
         run(["update-binfmts", "--enable", "qemu-aarch64"])
