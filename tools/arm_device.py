@@ -236,7 +236,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def client_files() -> tuple[Path, Path]:
+def client_key() -> Path:
     """The key `up` logs in with, made once; authorized inside the rootfs."""
     key = home() / "client_key"
     if not key.is_file():
@@ -244,7 +244,7 @@ def client_files() -> tuple[Path, Path]:
     authorized = rootfs() / "etc/ssh/edgetl_authorized_keys"
     authorized.write_text(Path(f"{key}.pub").read_text())
     os.chmod(authorized, 0o600)
-    return key, Path(f"{key}.pub")
+    return key
 
 
 def start_sshd() -> int:
@@ -344,7 +344,7 @@ def up(lab: Path | None, workdir: str = WORKDIR) -> dict[str, object]:
     enable_binfmt()
     built_s = build_rootfs()
     mount_all(rootfs())
-    key, _ = client_files()
+    key = client_key()
     port = start_sshd()
     config = write_ssh_config(port, key)
     if lab is not None:

@@ -10,14 +10,18 @@ beside the program (delegation.json): the silent fallback users ask about (execu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgetl.backends.compiler import CompileInput, Compiler
-from edgetl.backends.executorch.runtime import DELEGATION_FILE, MODEL_FILE, delegation_line
+from edgetl.backends.executorch.runtime import (
+    DELEGATION_FILE,
+    MODEL_FILE,
+    as_input,
+    delegation_line,
+)
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 
@@ -33,12 +37,10 @@ class ExecuTorchCompiler(Compiler):
     quantizes_itself = True  # INT8 is PT2E's on the PyTorch model, not a Q/DQ ONNX graph
 
     def compile(self, graph: CompileInput, out_dir: Path, profile: TargetProfile) -> list[str]:
-        import torch
-
         if graph.torch_model is None or graph.example is None:
             raise EdgetlError(f"target {profile.name}: ExecuTorch compiles the PyTorch model")
         model = graph.torch_model.eval()
-        example = (torch.from_numpy(np.ascontiguousarray(graph.example[:1])),)
+        example = (as_input(graph.example[0]),)
         if graph.precision == "int8":
             if graph.calibration is None:
                 raise EdgetlError(f"target {profile.name}: INT8 needs calibration images")
@@ -83,16 +85,9 @@ def _quantized(
     prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
     say(f"PT2E XNNPACK quantizer: observing {len(calibration)} calibration images")
     with torch.no_grad():
-        for image in _singles(calibration):
-            prepared(image)
+        for image in calibration:
+            prepared(as_input(image))
     return convert_pt2e(prepared)
-
-
-def _singles(images: np.ndarray) -> Iterator[Any]:
-    import torch
-
-    for image in images:
-        yield torch.from_numpy(np.ascontiguousarray(image[None]))
 
 
 def _lowered(model: Any, example: tuple[Any, ...]) -> tuple[bytes, dict[str, Any]]:

@@ -17,8 +17,6 @@ from edgetl.core.errors import EdgetlError
 
 MODEL_FILE = "model.pte"
 DELEGATION_FILE = "delegation.json"  # written by export (compiler.py): which ops XNNPACK took
-
-
 BOOKKEEPING = ("getitem",)  # reads a delegate's outputs: no kernel runs it
 
 
@@ -31,6 +29,14 @@ def delegation_line(delegation: dict[str, Any]) -> str:
         f"ExecuTorch: {delegation['delegated_nodes']} nodes on XNNPACK in "
         f"{delegation['delegated_subgraphs']} subgraph(s); ops on the portable kernels: {left}"
     )
+
+
+def as_input(image: np.ndarray) -> Any:
+    """One preprocessed image as the batch-1 tensor the program takes (unsqueezed by torch:
+    numpy's image[None] has a 0 stride, which torch.export of ExecuTorch refuses)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
 
 
 def read_delegation(model_dir: Path) -> dict[str, Any]:
@@ -61,12 +67,7 @@ class ExecuTorchRunner:
             portable_lib._unsafe_reset_threadpool(threads)
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        import torch
-
-        outputs = [
-            self.method.execute([torch.from_numpy(np.ascontiguousarray(image[None]))])[0]
-            for image in images
-        ]
+        outputs = [self.method.execute([as_input(image)])[0] for image in images]
         return np.concatenate([np.asarray(out.detach().numpy()) for out in outputs])
 
 

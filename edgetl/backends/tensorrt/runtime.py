@@ -110,7 +110,7 @@ class TensorRtRuntime(Runtime):
         kind = record.precision
         rows = [PlacedOps("engine layers", "DLA", kind, record.dla_layers or 0),
                 PlacedOps("engine layers", "GPU", kind, record.gpu_layers or 0)]  # fmt: skip
-        rows += [PlacedOps(f"fallback: {name}", "GPU", record.precision, 1)
+        rows += [PlacedOps(f"fallback: {name}", "GPU", kind, 1)
                  for name in record.gpu_fallback_layers]  # fmt: skip
         return rows
 

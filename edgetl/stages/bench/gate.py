@@ -73,18 +73,19 @@ def against_baseline(
     Records the verdicts in `entry.checks`; returns one line per failed check. Accuracy is
     compared only when both measured the same number of images.
     """
-    verdict = sample_ratio(
-        np.asarray(base.samples_ms), np.asarray(entry.samples_ms), max_regression
-    )
+    verdict = None
+    if latency:
+        verdict = sample_ratio(
+            np.asarray(base.samples_ms), np.asarray(entry.samples_ms), max_regression
+        )
+        entry.checks.latency = LatencyCheck(**verdict.to_dict(), line=verdict.line())
     drop = drop_pts(base.accuracy.top1, entry.accuracy.top1)
     same_images = base.accuracy.n == entry.accuracy.n
-    if latency:
-        entry.checks.latency = LatencyCheck(**verdict.to_dict(), line=verdict.line())
     failed = same_images and not within_budget(drop, max_accuracy_drop)
     entry.checks.accuracy = AccuracyCheck(round(drop, 4), max_accuracy_drop, same_images, failed,
                                           *_same_answers(entry, base))  # fmt: skip
     failures = []
-    if latency and verdict.regressed:
+    if verdict is not None and verdict.regressed:
         failures.append(f"{entry.name}: {verdict.line()}")
     if failed:
         failures.append(

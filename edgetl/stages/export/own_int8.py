@@ -35,11 +35,12 @@ def rungs(model: Any, recipe: Recipe) -> list[Rung]:
     the model's order (with the BatchNorm right after each) left float too."""
     import torch
 
-    found, names = [], [name for name, _ in model.named_modules()]
-    for index, (name, module) in enumerate(model.named_modules()):
+    modules = list(model.named_modules())
+    found = []
+    for (name, module), (after, follower) in zip(modules, [*modules[1:], ("", None)],
+                                                 strict=True):  # fmt: skip
         if isinstance(module, torch.nn.Conv2d):
-            after = names[index + 1] if index + 1 < len(names) else ""
-            bn = isinstance(dict(model.named_modules()).get(after), torch.nn.BatchNorm2d)
+            bn = isinstance(follower, torch.nn.BatchNorm2d)
             found.append((name, after if bn else None))
     ladder: list[Rung] = [("plain", recipe.float_layers)]
     count = 1
