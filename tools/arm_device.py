@@ -259,12 +259,14 @@ def start_sshd() -> int:
     (root / "etc/ssh/sshd_config_edgetl").write_text(SSHD_CONFIG.format(port=port, cpu=QEMU_CPU))
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QEMU_CPU": QEMU_CPU}
     run(["chroot", str(root), "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config_edgetl"], env=env)
-    deadline = time.monotonic() + 60  # sshd under emulation takes a few seconds to listen
-    while not answers(port):
+    # sshd under emulation takes a few seconds to listen, and writes its pid file after it
+    # listens (read empty once in a full test run)
+    pid_file, deadline = root / "run/edgetl-sshd.pid", time.monotonic() + 60
+    while not (answers(port) and pid_file.is_file() and pid_file.read_text().strip()):
         if time.monotonic() > deadline:
             raise Refused(f"the chroot's sshd did not answer on 127.0.0.1:{port} in 60 s")
         time.sleep(0.2)
-    pid = int((root / "run/edgetl-sshd.pid").read_text().strip())
+    pid = int(pid_file.read_text().strip())
     state_file().write_text(json.dumps({"port": port, "pid": pid}))
     return port
 
