@@ -2,6 +2,7 @@
 they print (output.py). Importing a command module registers it on the group."""
 
 from edgetl.cli import (  # noqa: F401  (registration)
+    attack,
     bench,
     build,
     cache,

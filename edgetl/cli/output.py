@@ -168,6 +168,7 @@ def guard_tables(report: GuardReport) -> list[Table]:
 
 def print_report(console: Console, report: BenchReport) -> None:
     """One row per artifact; with several, p50 and size also as ratios to the first one."""
+    from edgetl.stages.bench import robustness
     from edgetl.stages.bench.reports import PRIORITY, ratio_note, rows
 
     columns, body = rows(report)
@@ -175,11 +176,18 @@ def print_report(console: Console, report: BenchReport) -> None:
     console.print(
         fitted_table(title, columns, body, console.width, PRIORITY, None, ratio_note(report))
     )
+    robust = robustness.table(report.results)
+    if robust is not None:
+        console.print(table("robustness (reference set, same images for every artifact)", *robust))
     for entry in report.results:
         for note in entry.notes:
             console.print(f"{entry.name}: {note}")
+        if entry.robustness is not None and entry.robustness.finding:
+            console.print(f"{entry.name}: {entry.robustness.finding}")
         if entry.checks.latency is not None:
             console.print(f"{entry.name} vs baseline: {entry.checks.latency.line}")
+        if entry.checks.robustness is not None and entry.checks.robustness.failed:
+            console.print(f"{entry.name} vs baseline: robustness regressed")
 
 
 def print_search(console: Console, result: object) -> None:

@@ -17,6 +17,7 @@ from edgetl.train.loop import HeadTraining, Loop, evaluate_logits, fit, kept_row
 from edgetl.train.unfreeze import predict
 
 WIDTHS = (16, 32, 64, 128)  # four conv blocks, stride 2 each: ~0.1 M parameters
+SCRATCH_WEIGHTS = "scratch.safetensors"  # the run keeps it: bench --robustness's yardstick
 
 
 def small_cnn(classes: int) -> nn.Module:
@@ -36,9 +37,9 @@ def scratch_baseline(
     classes: int,
     pre: Preprocess,
     settings: HeadTraining,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], nn.Module]:
     """Train the small CNN (all layers, BatchNorm learning) with early stopping on val;
-    its val top-1 at the kept epoch, parameters and seconds."""
+    its val top-1 at the kept epoch, parameters and seconds, and the model as kept."""
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     model = small_cnn(classes)
@@ -62,8 +63,9 @@ def scratch_baseline(
     loop = Loop("scratch", "scratch baseline", model, batches, step, validate)
     history = fit(loop, settings.epochs, settings.patience, 3e-3)
     best = kept_row(history, "scratch")
-    return {
+    found = {
         "val_top1": best.val_top1,
         "params": sum(p.numel() for p in model.parameters()),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    return found, model.eval()

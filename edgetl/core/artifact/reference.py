@@ -7,6 +7,7 @@ Stored as an .npz read with allow_pickle=False; normalization is reapplied from 
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,23 +71,34 @@ class ReferenceSet:
 
 
 def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
-    """An .npz of `arrays`, compressed, written atomically (never a half-written set)."""
+    """An .npz of `arrays`, compressed, written atomically (never a half-written set).
+
+    The same arrays give the same bytes: numpy's savez stamps each member with the time of
+    writing, so an attack file crafted twice from the same inputs differed; here every
+    member carries one fixed date (np.load reads either alike)."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_arrays(path: Path, what: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+def read_arrays(
+    path: Path, what: str, required: tuple[str, ...], remedy: str = "re-run export"
+) -> dict[str, np.ndarray]:
     """Every array of an .npz (no pickle), or EdgetlError naming the file when it is not
     readable or lacks one of `required`."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError) as exc:
-        raise EdgetlError(f"{path}: not a readable {what} ({exc}); re-run export") from exc
+        raise EdgetlError(f"{path}: not a readable {what} ({exc}); {remedy}") from exc
     missing = [name for name in required if name not in arrays]
     if missing:
-        raise EdgetlError(f"{path}: not a readable {what} (no {', '.join(missing)}); re-run export")
+        raise EdgetlError(f"{path}: not a readable {what} (no {', '.join(missing)}); {remedy}")
     return arrays
 
 

@@ -46,6 +46,7 @@ PACKAGES = (
     "edgetl.cli",
     "edgetl.profiles",
     "edgetl.recipes",
+    "edgetl.corruptions",
 )
 SUFFIXES = (".py", ".toml")
 WHEEL = (

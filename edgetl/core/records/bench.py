@@ -14,6 +14,7 @@ from edgetl.core.fields import read_fields, write_fields
 from edgetl.core.files import atomic_write_json, read_json
 from edgetl.core.records.accuracy import Accuracy
 from edgetl.core.records.base import open_record
+from edgetl.core.records.robustness import Robustness, RobustnessCheck
 
 BENCH_SCHEMA = "edgetl.bench/1"
 MIN_BASELINE_SAMPLES = 10  # fewer make the interval of a median meaningless
@@ -69,6 +70,7 @@ class BaselineChecks:
     baseline: str | None = field(default=None, metadata={"omit": None})  # why not compared
     latency: LatencyCheck | None = field(default=None, metadata={"omit": None})
     accuracy: AccuracyCheck | None = field(default=None, metadata={"omit": None})
+    robustness: RobustnessCheck | None = field(default=None, metadata={"omit": None})
 
 
 @dataclass
@@ -102,6 +104,8 @@ class BenchResult:
     # The artifact's own runtime when `backend` is a host proxy standing in for it (e.g.
     # ONNX Runtime for a TensorRT bundle on a host): its latency is not the device's.
     proxy_for: str = ""
+    # bench --robustness: camera conditions and the teacher-transfer attack (absent without)
+    robustness: Robustness | None = field(default=None, metadata={"omit": None})
 
     def stored_samples(self, path: Path | str, index: int) -> np.ndarray:
         """The raw latency samples as a baseline: enough of them, every one finite and

@@ -29,6 +29,9 @@ class EvalSet:
     fp32_logits: np.ndarray | None = None  # reference for agreement, when known
     absent_classes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The reference set's pixels before normalization (bench --robustness corrupts them);
+    # None for --data, whose images are read already normalized.
+    pixels: np.ndarray | None = None
 
 
 def eval_set(
@@ -72,6 +75,7 @@ def _reference(artifact: Path, manifest: Manifest) -> EvalSet:
         manifest.preprocess.normalize(ref.images),
         ref.labels,
         ref.fp32_logits,
+        pixels=ref.images,
     )
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.core.errors import EdgetlError
+from edgetl.core.measures.evidence import DEFAULT_BUDGET_PTS
 from edgetl.core.measures.metrics import drop_pts, within_budget
 from edgetl.core.measures.regression import sample_ratio
 from edgetl.core.records import AccuracyCheck, BenchReport, BenchResult, LatencyCheck
+from edgetl.core.records.robustness import Condition, RobustnessCheck
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Gate:
     baseline: Path | None
     max_regression: float  # percent of p50
     max_accuracy_drop: float  # points of top-1
+    max_robustness_drop: float = DEFAULT_BUDGET_PTS  # points of mean corrupted / attacked top-1
 
 
 def check_baseline(
@@ -43,6 +46,7 @@ def check_baseline(
             )
         failures += against_baseline(entry, base, gate.max_regression, gate.max_accuracy_drop,
                                      latency)  # fmt: skip
+        failures += robustness_against(entry, base, gate.max_robustness_drop)
     return failures
 
 
@@ -93,3 +97,40 @@ def against_baseline(
             f"(max accuracy drop {max_accuracy_drop:g})"
         )
     return failures
+
+
+def robustness_against(entry: BenchResult, base: BenchResult, max_drop: float) -> list[str]:
+    """Mean corrupted top-1 and top-1 under each attack epsilon against the baseline's, when
+    both measured them on the same images (same n, same conditions); records the verdict in
+    `entry.checks.robustness`, returns one line per measure that lost more than `max_drop`."""
+    mine, theirs = entry.robustness, base.robustness
+    if mine is None or theirs is None or mine.n != theirs.n:
+        return []
+    lost: dict[str, float] = {}
+    both = mine.mean_corrupted is not None and theirs.mean_corrupted is not None
+    if both and _conditions(mine.corruptions) == _conditions(theirs.corruptions):
+        assert mine.mean_corrupted is not None and theirs.mean_corrupted is not None
+        lost["mean corrupted"] = drop_pts(theirs.mean_corrupted, mine.mean_corrupted)
+    stored = {f"{c.level:g}": c.top1 for c in theirs.attack}
+    attack = {f"{c.level:g}": drop_pts(stored[f"{c.level:g}"], c.top1)
+              for c in mine.attack if f"{c.level:g}" in stored}  # fmt: skip
+    measures = [*lost.items(), *((f"under attack {k}/255", v) for k, v in attack.items())]
+    failures = [
+        f"{entry.name}: top-1 {what} {drop:+.2f} pts below the baseline "
+        f"(max robustness drop {max_drop:g})"
+        for what, drop in measures
+        if not within_budget(drop, max_drop)
+    ]
+    entry.checks.robustness = RobustnessCheck(
+        None if "mean corrupted" not in lost else round(lost["mean corrupted"], 4),
+        {key: round(value, 4) for key, value in attack.items()},
+        max_drop,
+        bool(failures),
+    )
+    return failures
+
+
+def _conditions(found: list[Condition]) -> list[tuple[str, float]]:
+    """Which conditions were measured (their pixels may differ by a rounding between two
+    machines' OpenCV builds; the report's inputs_sha256 says whether they did)."""
+    return [(condition.family, condition.level) for condition in found]

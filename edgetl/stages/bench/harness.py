@@ -65,6 +65,10 @@ def check_options(opts: BenchOptions) -> None:
         raise EdgetlError(f"--max-regression {opts.max_regression}: give a percentage >= 0")
     if opts.baseline is not None and not opts.baseline.is_file():
         raise EdgetlError(f"--baseline {opts.baseline}: no such report file")
+    if opts.measures_robustness:
+        from edgetl.stages.bench.robustness import check_inputs
+
+        check_inputs(opts)
     # A report inside an artifact is fine (`edgetl bench . --json r.json` on a device): the
     # manifest lists what the artifact is, and nothing else is loaded.
     artifacts = {f"the artifact {path}": path for path in opts.artifacts}
@@ -171,12 +175,30 @@ def _measure(loaded: list[Loaded], opts: BenchOptions) -> BenchReport:
         what = "accuracy, load in a fresh process" if opts.cold else "accuracy"
         with heartbeat(f"{name}: {what}"):
             results.append(_result(name, item, samples[name], opts))
+    if opts.measures_robustness:
+        _robustness(results, loaded, opts)
     return BenchReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         data="; ".join(sorted({item.chosen.label for item in loaded})),
         command=list(sys.argv),
         results=results,
     )
+
+
+def _robustness(results: list[BenchResult], loaded: list[Loaded], opts: BenchOptions) -> None:
+    """Each result's robustness, on its reference set (stages/bench/robustness.py)."""
+    from edgetl.stages.bench.robustness import Subject, measure
+
+    subjects = []
+    for result, item in zip(results, loaded, strict=True):
+        if item.chosen.pixels is None:  # check_robustness refused --data and --limit
+            raise EdgetlError(f"{item.path}: no reference pixels to corrupt")
+        clean = np.asarray(result.accuracy.predictions)
+        subjects.append(Subject(result.name, item.path, item.model, item.chosen.pixels,
+                                item.chosen.labels, clean))  # fmt: skip
+    found = measure(subjects, opts.corruptions, opts.attack)
+    for result in results:
+        result.robustness = found[result.name]
 
 
 def _unique_names(loaded: list[Loaded]) -> list[str]:

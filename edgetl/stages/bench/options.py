@@ -79,9 +79,34 @@ class BenchOptions:
         remote=True,
     )
 
+    robustness: bool = option(
+        False,
+        "Also measure top-1 on the reference set under camera conditions (--corruptions) "
+        "and, with --attack, under an attack built from the public backbone alone.",
+        remote=True,
+    )
+    corruptions: str = option(
+        "camera",
+        "With --robustness: the corruption suite, a shipped name or your own .toml.",
+        remote=True,
+    )
+    attack: Path | None = option(
+        None, "An attack file from `edgetl attack ART` to score (implies --robustness)."
+    )
+    max_robustness_drop: float = option(
+        DEFAULT_BUDGET_PTS,
+        "With --baseline and --robustness: points of mean corrupted top-1 or of top-1 under "
+        "attack below the baseline's that fail.",
+    )
+
+    @property
+    def measures_robustness(self) -> bool:
+        return self.robustness or self.attack is not None
+
     @property
     def gate(self) -> Gate:
-        return Gate(self.baseline, self.max_regression, self.max_accuracy_drop)
+        return Gate(self.baseline, self.max_regression, self.max_accuracy_drop,
+                    self.max_robustness_drop)  # fmt: skip
 
 
 @dataclass

@@ -78,6 +78,7 @@ def markdown(report: BenchReport) -> str:
     ]
     if ratio_note(report):
         lines.append(f"\n{ratio_note(report)}")
+    lines += _robustness_lines(report)
     for entry in report.results:
         if entry.checks.latency is not None:
             lines.append(f"\n{entry.name} vs baseline: {entry.checks.latency.line}")
@@ -89,6 +90,23 @@ def markdown(report: BenchReport) -> str:
         f"{_known(env.get('os'))}</sub>"
     )
     return "\n".join(lines) + "\n"
+
+
+def _robustness_lines(report: BenchReport) -> list[str]:
+    from edgetl.stages.bench.robustness import table
+
+    found = table(report.results)
+    if found is None:
+        return []
+    columns, body = found
+    lines = ["", "**Robustness** (reference set; same images for every artifact)", "",
+             "| " + " | ".join(columns) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
+             *("| " + " | ".join(row) + " |" for row in body)]  # fmt: skip
+    for entry in report.results:
+        if entry.robustness is not None and entry.robustness.finding:
+            lines.append(f"\n{entry.name}: {entry.robustness.finding}")
+    return lines
 
 
 def _known(value: object) -> str:
@@ -113,6 +131,10 @@ def junit(report: BenchReport) -> ET.Element:
         if accuracy is not None:
             message = f"top-1 {accuracy.drop_pts:+.2f} pts below the baseline"
             cases.append(("accuracy regression", message if accuracy.failed else None))
+        robust = entry.checks.robustness
+        if robust is not None:
+            message = f"robustness below the baseline: {robust}"
+            cases.append(("robustness regression", message if robust.failed else None))
         for check, failure in cases:
             case = ET.SubElement(
                 suite,

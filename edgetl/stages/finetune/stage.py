@@ -137,12 +137,14 @@ def _finetune(
     metrics = _metrics(trained, splits, cache_state, feature_s, time.perf_counter() - started)
     if trained.depths is not None:
         metrics = replace(metrics, unfreeze_auto=trained.depths)
+    scratch_model = None
     if opts.scratch_baseline:
-        metrics = replace(metrics, scratch_baseline=scratch(opts, splits, backbone, history))
+        found, scratch_model = scratch(opts, splits, backbone, history)
+        metrics = replace(metrics, scratch_baseline=found)
     info = run_info(opts, splits, backbone, device, metrics, trained.stages)
     check_weights(head, "the head")
     check_weights(backbone.model, "the backbone")
-    kept = write_run(opts.out, backbone.model, head, info, history, opts.force)
+    kept = write_run(opts.out, backbone.model, head, info, history, opts.force, scratch_model)
     if kept:
         stale = " (artifacts of the replaced run: export again to update them)"
         say(f"kept from the replaced run: {', '.join(kept)}" + (stale if "export" in kept else ""))

@@ -82,17 +82,18 @@ def scratch(
     splits: Splits,
     backbone: Backbone,
     history: list[EpochRow],
-) -> dict[str, Any]:
-    """The small CNN from scratch on the same split and input size, against the probe."""
-    found: dict[str, Any] = dict(
-        scratch_baseline(splits.train, splits.val, len(splits.classes), backbone.preprocess,
-                         opts.head_training())
-    )  # fmt: skip
+) -> tuple[dict[str, Any], nn.Module]:
+    """The small CNN from scratch on the same split and input size, against the probe;
+    and the model (the run keeps it: what an attack on the public teacher does to a model
+    that inherited nothing)."""
+    measured, model = scratch_baseline(splits.train, splits.val, len(splits.classes),
+                                       backbone.preprocess, opts.head_training())  # fmt: skip
+    found: dict[str, Any] = dict(measured)
     probe_val, _ = _kept(history, "head")
     found["probe_val_top1"] = probe_val
     found["finding"] = against_scratch(probe_val, found["val_top1"])
     say(found["finding"])
-    return found
+    return found, model
 
 
 def _kept(history: list[EpochRow], phase: str) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from edgetl.stages.finetune.options import FinetuneOptions
 from edgetl.train.backbones import Backbone
 from edgetl.train.loop import EpochRow
 from edgetl.train.model import BACKBONE_WEIGHTS, HEAD_WEIGHTS, HISTORY_FILE, Head
+from edgetl.train.scratch import SCRATCH_WEIGHTS
 
 
 def run_info(
@@ -60,13 +61,15 @@ def write_run(
     info: RunInfo,
     history: list[EpochRow],
     force: bool,
+    scratch: nn.Module | None = None,
 ) -> list[str]:
     """The run written whole (staged, then moved into place); what a replaced run held
-    beside the run's own files is kept: returns those names."""
+    beside the run's own files is kept: returns those names. `scratch`: the
+    --scratch-baseline model, kept beside (bench --robustness's yardstick)."""
     from safetensors.torch import save_file
 
     kept: list[str] = []
-    own = (RUN_FILE, BACKBONE_WEIGHTS, HEAD_WEIGHTS, HISTORY_FILE)
+    own = (RUN_FILE, BACKBONE_WEIGHTS, HEAD_WEIGHTS, HISTORY_FILE, SCRATCH_WEIGHTS)
     with staged_dir(out, force, "run", RUN_FILE, own=own, kept=kept) as tmp:
         save_file(
             {k: v.contiguous() for k, v in backbone.state_dict().items()},
@@ -74,7 +77,11 @@ def write_run(
         )
         save_file(head.state_dict(), str(tmp / HEAD_WEIGHTS))
         atomic_write_text(tmp / HISTORY_FILE, history_csv(history))
-        info.weights = {name: sha256_file(tmp / name) for name in (BACKBONE_WEIGHTS, HEAD_WEIGHTS)}
+        weights = [BACKBONE_WEIGHTS, HEAD_WEIGHTS]
+        if scratch is not None:
+            save_file(scratch.state_dict(), str(tmp / SCRATCH_WEIGHTS))
+            weights.append(SCRATCH_WEIGHTS)
+        info.weights = {name: sha256_file(tmp / name) for name in weights}
         info.write(tmp)
     return kept
 
