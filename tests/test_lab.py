@@ -603,3 +603,27 @@ def test_a_detector_search_times_its_artifacts_on_a_lab_device(
         assert sent["images"].dtype == np.uint8 and sent["images"].shape[1:] == (3, 64, 64)
     code, output = cli("search", *common, "--out", tmp_path / "t", "--on", "down")
     assert code == 2 and "--on down" in " ".join(output.split()), output
+
+
+@needs_sshd
+def test_robustness_on_a_device_matches_the_host(
+    lab: Path, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """--robustness over the real sshd: the attack file copied there, albumentations
+    installed into the managed env, the conditions made there; this device is this machine,
+    so it fed the model the host's very pixels and got the host's answers."""
+    art = artifacts["cpu"]
+    crafted = tmp_path / "attack.npz"
+    assert cli("attack", art, "--out", crafted, "--epsilons", "8", "--steps", "2",
+               "--surrogate-images", "30")[0] == 0  # fmt: skip
+    extra = ("--robustness", "--attack", str(crafted))
+    code, output, report = bench_on(lab, "local", tmp_path / "lab.json", art, extra=extra)
+    assert code == 0, output
+    assert "robustness" in output and "public backbone" in output
+    there = report["devices"][0]["report"]["results"][0]["robustness"]
+    local = tmp_path / "local.json"
+    assert cli("bench", art, "--iterations", "10", "--rounds", "1", "--no-cold", *extra,
+               "--json", local)[0] == 0  # fmt: skip
+    here = json.loads(local.read_text())["results"][0]["robustness"]
+    assert there["corruptions"] == here["corruptions"] and there["attack"] == here["attack"]
+    assert there["attack_info"]["sha256"] == here["attack_info"]["sha256"]

@@ -10,7 +10,7 @@ import click
 from edgetl.cli.app import handle_errors, main, trust_option
 from edgetl.cli.declared import options_of
 from edgetl.cli.devices import lab_option, on_option
-from edgetl.cli.output import print_report
+from edgetl.cli.output import print_report, print_robustness
 from edgetl.core.errors import EdgetlError
 from edgetl.core.ui import stdout_console
 from edgetl.core.verdict import check
@@ -91,5 +91,9 @@ def _bench_on(options: BenchOptions, on: str, lab_file: Path | None) -> None:
     reports.write(outcome.report, options.json_path, options.md_path, options.junit_path,
                   options.plot_path)  # fmt: skip
     title = f"edgetl bench on the lab {outcome.report.lab} (batch 1)"
-    stdout_console().print(table(title, reports.COLUMNS, reports.rows(outcome.report)))
+    console = stdout_console()
+    console.print(table(title, reports.COLUMNS, reports.rows(outcome.report)))
+    merged = reports.merged(outcome.report)
+    if merged is not None:
+        print_robustness(console, merged.results)
     check(outcome)

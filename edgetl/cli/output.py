@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from edgetl.core.records import Attempt, BenchReport, Manifest, RunInfo
+    from edgetl.core.records import Attempt, BenchReport, BenchResult, Manifest, RunInfo
     from edgetl.quantize.guard import GuardReport
 
 
@@ -168,7 +168,6 @@ def guard_tables(report: GuardReport) -> list[Table]:
 
 def print_report(console: Console, report: BenchReport) -> None:
     """One row per artifact; with several, p50 and size also as ratios to the first one."""
-    from edgetl.stages.bench import robustness
     from edgetl.stages.bench.reports import PRIORITY, ratio_note, rows
 
     columns, body = rows(report)
@@ -176,18 +175,28 @@ def print_report(console: Console, report: BenchReport) -> None:
     console.print(
         fitted_table(title, columns, body, console.width, PRIORITY, None, ratio_note(report))
     )
-    robust = robustness.table(report.results)
-    if robust is not None:
-        console.print(table("robustness (reference set, same images for every artifact)", *robust))
+    print_robustness(console, report.results)
     for entry in report.results:
         for note in entry.notes:
             console.print(f"{entry.name}: {note}")
-        if entry.robustness is not None and entry.robustness.finding:
-            console.print(f"{entry.name}: {entry.robustness.finding}")
         if entry.checks.latency is not None:
             console.print(f"{entry.name} vs baseline: {entry.checks.latency.line}")
         if entry.checks.robustness is not None and entry.checks.robustness.failed:
             console.print(f"{entry.name} vs baseline: robustness regressed")
+
+
+def print_robustness(console: Console, results: list[BenchResult]) -> None:
+    """bench --robustness: the artifacts side by side, then each one's finding in words."""
+    from edgetl.stages.bench.robustness import table as robustness_table
+
+    found = robustness_table(results)
+    if found is None:
+        return
+    console.print(table("robustness: top-1 on the reference set (the same images for every "
+                        "artifact)", *found))  # fmt: skip
+    for entry in results:
+        if entry.robustness is not None and entry.robustness.finding:
+            console.print(f"{entry.name}: {entry.robustness.finding}")
 
 
 def print_search(console: Console, result: object) -> None:

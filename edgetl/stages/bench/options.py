@@ -86,9 +86,7 @@ class BenchOptions:
         remote=True,
     )
     corruptions: str = option(
-        "camera",
-        "With --robustness: the corruption suite, a shipped name or your own .toml.",
-        remote=True,
+        "camera", "With --robustness: the corruption suite, a shipped name or your own .toml."
     )
     attack: Path | None = option(
         None, "An attack file from `edgetl attack ART` to score (implies --robustness)."

@@ -10,6 +10,7 @@ others still run.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -96,7 +97,7 @@ def _on_device(
     local_data: Path | None,
 ) -> DeviceRun:
     def measure(run: DeviceRun, there: list[RemotePath], data: str | None) -> None:
-        run.report = _bench_there(remote, there, data, opts)
+        run.report = _bench_there(remote, there, data, opts, robustness_args(remote, opts))
 
     return on_device(remote, opts, manifests, local_data, measure)
 
@@ -210,9 +211,37 @@ def device_data(remote: Remote, data: str | None, local: Path | None) -> str | N
 
 
 def _bench_there(
-    remote: Remote, artifacts: list[RemotePath], data: str | None, opts: BenchOptions
+    remote: Remote,
+    artifacts: list[RemotePath],
+    data: str | None,
+    opts: BenchOptions,
+    extra: list[str],
 ) -> BenchReport:
-    return bench_there(remote, artifacts, data, opts, BenchReport.read)
+    return bench_there(remote, artifacts, data, opts, BenchReport.read, extra=extra)
+
+
+def robustness_args(remote: Remote, opts: BenchOptions) -> list[str]:
+    """--robustness's inputs on the device: albumentations in its env (the conditions are
+    made where the model runs), the attack file and a suite of your own copied there once
+    by content; the options naming them there."""
+    if not opts.measures_robustness:
+        return []
+    remote.ensure("albumentations", "albumentations>=2.0,<3", "edgetl[robustness]")
+    files = {"attack.npz": opts.attack} if opts.attack is not None else {}
+    suite = opts.corruptions
+    if suite.endswith(".toml"):
+        files["suite.toml"] = Path(suite)
+    args = ["--robustness"]
+    if files:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "robustness"  # a fixed name: copied once by content
+            folder.mkdir()
+            for name, path in files.items():
+                shutil.copyfile(path, folder / name)
+            there = remote.put_folder(folder)
+        args += ["--attack", there / "attack.npz"] if opts.attack is not None else []
+        suite = str(there / "suite.toml") if "suite.toml" in files else suite
+    return [*args, "--corruptions", suite]
 
 
 def bench_there(
@@ -222,12 +251,13 @@ def bench_there(
     opts: BenchOptions,
     read: Callable[[Path], T],
     accept: tuple[int, ...] = (0,),
+    extra: Sequence[str] = (),
 ) -> T:
     """The device's own `edgetl bench` of `artifacts` (the options declared remote), its
     JSON report fetched here and read whole by `read`, or DeviceFault saying why not."""
     out = remote.scratch(".json")
     # The options the device's `edgetl bench` runs with (declared remote); outputs stay here.
-    args: list[str] = ["bench", *artifacts, "--json", out, *argv(opts)]
+    args: list[str] = ["bench", *artifacts, "--json", out, *argv(opts), *extra]
     if data is not None:
         args += ["--data", data]
     remote.edgetl(args, accept=accept)

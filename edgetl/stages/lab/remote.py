@@ -230,6 +230,17 @@ class Remote:
         self._pip(wanted, f"installing {', '.join(wanted)}")
         return self.probe()
 
+    def ensure(self, module: str, requirement: str, extra: str) -> None:
+        """`module` importable by the env there: installed into the managed env, or a
+        DeviceFault telling what to install into a device's own env."""
+        found = self.ssh.run([self.python, "-c", "import sys, importlib.util as u; "
+                              "sys.exit(u.find_spec(sys.argv[1]) is None)", module])  # fmt: skip
+        if found.returncode == 0:
+            return
+        if not self.managed:
+            raise DeviceFault(f"{self.python} lacks {module}: pip install '{extra}' there")
+        self._pip([requirement], f"installing {module}")
+
     def _install(self, code: str) -> None:
         import tempfile
 
