@@ -17,6 +17,10 @@ runs once per device, over ssh:
         result = edgetl_device.bench("export/cpu-int8")
         assert_no_regression(result, f"baselines/{edgetl_device.name}.json")
 
+With `robustness=True` (and `attack=FILE` from `edgetl attack`) the result carries accuracy
+under camera conditions and under the teacher-transfer attack, and `assert_no_regression`
+gates them too (`max_robustness_drop` points).
+
 After `edgetl search ... --out search`, `assert_within_budget(edgetl_bench("search/chosen"),
 "search")` fails when the chosen model no longer meets the budget it was chosen under.
 
@@ -131,12 +135,14 @@ def assert_no_regression(
     baseline: str | Path,
     max_regression: float = 5.0,
     max_accuracy_drop: float = 1.0,
+    max_robustness_drop: float = 1.0,
 ) -> None:
     """Fail when `result` is slower than the stored baseline beyond noise and
     `max_regression` percent of p50, or its top-1 is more than `max_accuracy_drop` points
-    lower on the same number of images."""
+    lower on the same number of images; with robustness measured in both, when its mean
+    corrupted top-1 or its top-1 under an attack is more than `max_robustness_drop` lower."""
     from edgetl.core.records import BenchReport, BenchResult
-    from edgetl.stages.bench.gate import against_baseline
+    from edgetl.stages.bench.gate import against_baseline, robustness_against
 
     path = Path(baseline)
     if not path.is_file():
@@ -157,6 +163,7 @@ def assert_no_regression(
     stored = BenchReport.read(path).results
     matches = [entry for entry in stored if entry.name == result.name] or stored[:1]
     failures = against_baseline(result, matches[0], max_regression, max_accuracy_drop)
+    failures += robustness_against(result, matches[0], max_robustness_drop)
     if failures:
         raise AssertionError("; ".join(failures))
 

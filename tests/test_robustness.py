@@ -123,6 +123,14 @@ def test_robustness_in_the_bench(trained: Path, tmp_path: Path) -> None:
     code, output = _bench(str(fp32), "--robustness", "--attack", str(crafted), "--baseline",
                           str(better), "--max-regression", "1000")  # fmt: skip
     assert code == 1 and "mean corrupted" in output, output
+    # the pytest plugin's gate says the same
+    from edgetl.core.records import BenchReport
+    from edgetl.pytest_plugin import assert_no_regression
+
+    mine = BenchReport.read(report).results[0]
+    assert_no_regression(mine, report, max_regression=1000)
+    with pytest.raises(AssertionError, match="mean corrupted"):
+        assert_no_regression(mine, better, max_regression=1000)
 
 
 def test_the_attack_never_reads_the_users_head(trained: Path, tmp_path: Path) -> None:
