@@ -156,3 +156,23 @@ def test_the_attack_never_reads_the_users_head(trained: Path, tmp_path: Path) ->
     assert first.read_bytes() == second.read_bytes()
     result = CliRunner().invoke(main, ["attack", str(fp32), "--out", str(first), *args])
     assert result.exit_code == 2 and "--force" in result.output  # never overwritten
+
+
+def test_an_attack_file_of_other_images_or_damaged_is_exit_2(tmp_path: Path) -> None:
+    from edgetl.core.artifact.attack_set import AttackSet, pixels_digest
+    from edgetl.core.errors import EdgetlError
+    from edgetl.core.records.robustness import AttackInfo
+
+    clean = np.zeros((4, 3, 8, 8), np.uint8)
+    crafted = AttackSet(np.ones((1, 4, 3, 8, 8), np.uint8), np.arange(4), [4.0],
+                        pixels_digest(clean), AttackInfo("", "", "pgd", "b", "w", "s"))  # fmt: skip
+    path = tmp_path / "a.npz"
+    crafted.save(path)
+    read = AttackSet.load(path)
+    assert read.info.sha256 and read.epsilons == [4.0]
+    read.check_images(clean, tmp_path)  # the images it was crafted from
+    with pytest.raises(EdgetlError, match="edgetl attack"):
+        read.check_images(clean + 1, tmp_path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(EdgetlError, match="a.npz"):
+        AttackSet.load(path)

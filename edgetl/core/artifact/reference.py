@@ -94,7 +94,7 @@ def read_arrays(
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a cut file: no zip directory
         raise EdgetlError(f"{path}: not a readable {what} ({exc}); {remedy}") from exc
     missing = [name for name in required if name not in arrays]
     if missing:

@@ -199,6 +199,11 @@ def _robustness(results: list[BenchResult], loaded: list[Loaded], opts: BenchOpt
     found = measure(subjects, opts.corruptions, opts.attack)
     for result in results:
         result.robustness = found[result.name]
+        if opts.attack is None:
+            result.notes.append(
+                f"no attack measured: `edgetl attack {result.artifact} --out FILE` crafts one "
+                "from the public backbone; then --attack FILE"
+            )
 
 
 def _unique_names(loaded: list[Loaded]) -> list[str]:
