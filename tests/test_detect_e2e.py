@@ -222,6 +222,29 @@ def test_bench_measures_map_and_nms_share_and_gates_a_baseline(
     assert gated.exit_code == 1 and "below the baseline" in gated.output
 
 
+def test_robustness_of_detectors_is_map_under_camera_conditions(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    """bench --robustness of detectors: mAP50-95 on the reference set under the suite, the
+    same pixels for FP32 and INT8, noise at severity 5 below clean; --attack is refused."""
+    report = tmp_path / "report.json"
+    artifacts = [exported["cpu-fp32"], exported["cpu-int8"]]
+    result = cli("bench", *artifacts, "--iterations", 5, "--warmup", 1, "--robustness",
+                 "--json", report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "mAP50-95 under" in result.output
+    found = [entry["robustness"] for entry in json.loads(report.read_text())["results"]]
+    for robust in found:
+        assert robust["measure"] == "mAP50-95" and len(robust["corruptions"]) == 45
+        noise = [c for c in robust["corruptions"] if c["family"] == "gaussian_noise"]
+        assert noise[-1]["score"] < robust["clean"] and 0 <= noise[-1]["kept"] < 1
+    assert [c["inputs_sha256"] for c in found[0]["corruptions"]] == [
+        c["inputs_sha256"] for c in found[1]["corruptions"]
+    ]
+    refused = cli("bench", artifacts[0], "--robustness", "--attack", report)
+    assert refused.exit_code == 2 and "classifiers" in refused.output
+
+
 def test_compare_of_two_detectors_times_with_nms_and_measures_map_on_the_same_images(
     exported: dict[str, Path], tiny_run: Path
 ) -> None:

@@ -100,14 +100,14 @@ def test_robustness_in_the_bench(trained: Path, tmp_path: Path) -> None:
     for entry in results:
         robust = entry["robustness"]
         # the same images as the plain bench: its clean top-1 is the bench's
-        assert robust["clean_top1"] == pytest.approx(entry["accuracy"]["top1"])
+        assert robust["clean"] == pytest.approx(entry["accuracy"]["top1"])
         assert robust["n"] == entry["accuracy"]["n"]
         assert len(robust["corruptions"]) == 45 and len(robust["families"]) == 9
         noise5 = next(c for c in robust["corruptions"]
                       if c["family"] == "gaussian_noise" and c["level"] == 5)  # fmt: skip
-        assert noise5["top1"] < robust["clean_top1"] - 0.1, noise5
-        attack = {c["level"]: c["top1"] for c in robust["attack"]}
-        assert attack[8.0] < robust["clean_top1"] - 0.1, attack
+        assert noise5["score"] < robust["clean"] - 0.1, noise5
+        attack = {c["level"]: c["score"] for c in robust["attack"]}
+        assert attack[8.0] < robust["clean"] - 0.1, attack
         assert robust["attack_info"]["scratch"]["clean"] > 0
     # FP32 and INT8 were fed the very same pixels under every condition
     sha = [[c["inputs_sha256"] for c in e["robustness"]["corruptions"]] for e in results]

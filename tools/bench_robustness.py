@@ -93,10 +93,10 @@ def summary(report: dict, name: str) -> None:
     scratch: dict[str, float] = {}
     for entry in report["results"]:
         robust = entry["robustness"]
-        attacked = {f"{c['level']:g}": c["top1"] for c in robust["attack"]}
+        attacked = {f"{c['level']:g}": c["score"] for c in robust["attack"]}
         cells = [f"{attacked.get(e, float('nan')):.1%}" for e in ("2", "4", "8")]
         print(f"| {entry['artifact'].split('/', 3)[-1]} | {robust['n']} | "
-              f"{robust['clean_top1']:.1%} | {robust['mean_corrupted']:.1%} | "
+              f"{robust['clean']:.1%} | {robust['mean_corrupted']:.1%} | "
               + " | ".join(cells) + " |")  # fmt: skip
         scratch = (robust.get("attack_info") or {}).get("scratch") or scratch
     if scratch:

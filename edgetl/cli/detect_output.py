@@ -102,6 +102,10 @@ def print_detect_bench(report: Any) -> None:
          "checks"],
         rows,
     )  # fmt: skip
+    from edgetl.cli.output import print_robustness
+    from edgetl.core.ui import stdout_console
+
+    print_robustness(stdout_console(), report.results)
 
 
 def print_detections(results: list[dict[str, Any]]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from edgetl.core.records import Attempt, BenchReport, BenchResult, Manifest, RunInfo
+    from edgetl.core.records.detector import DetectBenchEntry
     from edgetl.quantize.guard import GuardReport
 
 
@@ -185,7 +186,7 @@ def print_report(console: Console, report: BenchReport) -> None:
             console.print(f"{entry.name} vs baseline: robustness regressed")
 
 
-def print_robustness(console: Console, results: list[BenchResult]) -> None:
+def print_robustness(console: Console, results: Sequence[BenchResult | DetectBenchEntry]) -> None:
     """bench --robustness: the artifacts side by side, then each one's finding in words."""
     from edgetl.stages.bench.robustness import table as robustness_table
 

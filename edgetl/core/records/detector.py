@@ -31,6 +31,7 @@ from edgetl.core.records.manifest import (
     verify_listed,
     write_manifest,
 )
+from edgetl.core.records.robustness import Robustness
 from edgetl.core.targets import BackendName
 
 DETECTOR_SCHEMA = "edgetl.detector-manifest/1"
@@ -230,6 +231,8 @@ class DetectBenchEntry:
     nms_p50_ms: float  # after the graph: NumPy NMS, or (NMS in the graph) the mapping back
     nms_where: str
     checks: dict[str, str] = field(default_factory=dict)
+    # bench --robustness: mAP50-95 on the reference set under camera conditions
+    robustness: Robustness | None = field(default=None, metadata={"omit": None})
 
     @property
     def nms_share(self) -> float:

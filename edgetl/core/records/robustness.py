@@ -12,8 +12,10 @@ class Condition:
 
     family: str  # a corruption family ("gaussian_noise") or the attack ("pgd")
     level: float  # severity 1..5, or epsilon in 1/255
-    top1: float
-    kept: float  # share of images given the clean answer (the rest flipped)
+    score: float  # the task's measure (Robustness.measure): top-1, or mAP50-95
+    # Classifiers: the share of images given the clean answer (the rest flipped); detectors:
+    # the share of the clean detections found again (same class, IoU >= 0.5)
+    kept: float
     inputs_sha256: str  # the pixels fed to the model: two machines compare like with like
 
 
@@ -28,16 +30,17 @@ class AttackInfo:
     weights_sha256: str
     surrogate: str  # how the attacker's head was fitted, in words
     # A model trained from scratch on the same split (finetune --scratch-baseline) under the
-    # same images: "clean" and each epsilon -> top-1. Empty when the run has none.
+    # same images: "clean" and each epsilon -> top-1. Empty when the run kept none.
     scratch: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Robustness:
     n: int  # images per condition (the reference set)
-    clean_top1: float  # the plain bench's top-1 on the same images
-    suite: str  # the corruption suite's name and file
-    seed: int
+    clean: float  # the plain bench's measure on the same images
+    measure: str = "top-1"  # or "mAP50-95" (detectors)
+    suite: str = ""  # the corruption suite's name and file
+    seed: int = 0
     corruptions: list[Condition] = field(default_factory=list)
     families: dict[str, float] = field(default_factory=dict)  # family -> mean over severities
     mean_corrupted: float | None = field(default=None, metadata={"omit": None})

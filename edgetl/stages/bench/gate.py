@@ -13,7 +13,7 @@ from edgetl.core.measures.evidence import DEFAULT_BUDGET_PTS
 from edgetl.core.measures.metrics import drop_pts, within_budget
 from edgetl.core.measures.regression import sample_ratio
 from edgetl.core.records import AccuracyCheck, BenchReport, BenchResult, LatencyCheck
-from edgetl.core.records.robustness import Condition, RobustnessCheck
+from edgetl.core.records.robustness import Condition, Robustness, RobustnessCheck
 
 
 @dataclass(frozen=True)
@@ -100,34 +100,44 @@ def against_baseline(
 
 
 def robustness_against(entry: BenchResult, base: BenchResult, max_drop: float) -> list[str]:
-    """Mean corrupted top-1 and top-1 under each attack epsilon against the baseline's, when
-    both measured them on the same images (same n, same conditions); records the verdict in
-    `entry.checks.robustness`, returns one line per measure that lost more than `max_drop`."""
-    mine, theirs = entry.robustness, base.robustness
+    """compare_robustness of one classifier artifact; its verdict in `entry.checks`."""
+    failures, verdict = compare_robustness(entry.name, entry.robustness, base.robustness,
+                                           max_drop)  # fmt: skip
+    if verdict is not None:
+        entry.checks.robustness = verdict
+    return failures
+
+
+def compare_robustness(
+    name: str, mine: Robustness | None, theirs: Robustness | None, max_drop: float
+) -> tuple[list[str], RobustnessCheck | None]:
+    """Mean corrupted measure and the measure under each attack epsilon against the
+    baseline's, when both measured them on as many images (the same conditions for the
+    mean); one line per measure that lost more than `max_drop` points, and the verdict."""
     if mine is None or theirs is None or mine.n != theirs.n:
-        return []
+        return [], None
     lost: dict[str, float] = {}
     both = mine.mean_corrupted is not None and theirs.mean_corrupted is not None
     if both and _conditions(mine.corruptions) == _conditions(theirs.corruptions):
         assert mine.mean_corrupted is not None and theirs.mean_corrupted is not None
         lost["mean corrupted"] = drop_pts(theirs.mean_corrupted, mine.mean_corrupted)
-    stored = {f"{c.level:g}": c.top1 for c in theirs.attack}
-    attack = {f"{c.level:g}": drop_pts(stored[f"{c.level:g}"], c.top1)
+    stored = {f"{c.level:g}": c.score for c in theirs.attack}
+    attack = {f"{c.level:g}": drop_pts(stored[f"{c.level:g}"], c.score)
               for c in mine.attack if f"{c.level:g}" in stored}  # fmt: skip
     measures = [*lost.items(), *((f"under attack {k}/255", v) for k, v in attack.items())]
     failures = [
-        f"{entry.name}: top-1 {what} {drop:+.2f} pts below the baseline "
+        f"{name}: {mine.measure} {what} {drop:+.2f} pts below the baseline "
         f"(max robustness drop {max_drop:g})"
         for what, drop in measures
         if not within_budget(drop, max_drop)
     ]
-    entry.checks.robustness = RobustnessCheck(
+    verdict = RobustnessCheck(
         None if "mean corrupted" not in lost else round(lost["mean corrupted"], 4),
         {key: round(value, 4) for key, value in attack.items()},
         max_drop,
         bool(failures),
     )
-    return failures
+    return failures, verdict
 
 
 def _conditions(found: list[Condition]) -> list[tuple[str, float]]:

@@ -187,15 +187,15 @@ def _measure(loaded: list[Loaded], opts: BenchOptions) -> BenchReport:
 
 def _robustness(results: list[BenchResult], loaded: list[Loaded], opts: BenchOptions) -> None:
     """Each result's robustness, on its reference set (stages/bench/robustness.py)."""
-    from edgetl.stages.bench.robustness import Subject, measure
+    from edgetl.stages.bench.robustness import classifier, measure
 
     subjects = []
     for result, item in zip(results, loaded, strict=True):
-        if item.chosen.pixels is None:  # check_robustness refused --data and --limit
+        if item.chosen.pixels is None:  # check_inputs refused --data and --limit
             raise EdgetlError(f"{item.path}: no reference pixels to corrupt")
         clean = np.asarray(result.accuracy.predictions)
-        subjects.append(Subject(result.name, item.path, item.model, item.chosen.pixels,
-                                item.chosen.labels, clean))  # fmt: skip
+        subjects.append(classifier(result.name, item.path, item.model, item.chosen.pixels,
+                                   item.chosen.labels, clean))  # fmt: skip
     found = measure(subjects, opts.corruptions, opts.attack)
     for result in results:
         result.robustness = found[result.name]

@@ -8,7 +8,7 @@ of one run), so INT8 and FP32 are compared on the very same pixels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.measures.metrics import predicted, top1
 from edgetl.core.records import BenchResult
+from edgetl.core.records.detector import DetectBenchEntry
 from edgetl.core.records.robustness import Condition, Robustness
 from edgetl.core.ui import heartbeat
 from edgetl.stages.bench.corruptions import Suite, corrupt, load_suite
@@ -28,17 +29,36 @@ from edgetl.stages.bench.options import BenchOptions
 DASH = "-"
 
 
+# Pixels (N, 3, S, S) uint8 -> the task's measure on them and the share of the clean
+# answers kept: how an artifact is scored under one condition.
+Score = Callable[[np.ndarray], tuple[float, float]]
+
+
 @dataclass
 class Subject:
-    """One artifact to measure: its model, its reference pixels and labels, and its clean
-    answers (the plain bench's top-1 per image)."""
+    """One artifact to measure: its reference pixels (before normalization), its clean
+    measure on them and how it is scored under a condition."""
 
     name: str
     path: Path
-    model: Model
-    pixels: np.ndarray  # (N, 3, S, S) uint8, before normalization
-    labels: np.ndarray
-    clean: np.ndarray  # (N,) class indices
+    pixels: np.ndarray
+    clean: float
+    score: Score
+    measure: str = "top-1"
+
+
+def classifier(
+    name: str, path: Path, model: Model, pixels: np.ndarray, labels: np.ndarray,
+    clean: np.ndarray,
+) -> Subject:  # fmt: skip
+    """A classifier artifact: top-1, and the share of images given its clean answer
+    (`clean`: the plain bench's top-1 class per image)."""
+
+    def score(images: np.ndarray) -> tuple[float, float]:
+        logits = model.logits(model.manifest.preprocess.normalize(images))
+        return top1(logits, labels), float((predicted(logits) == clean).mean())
+
+    return Subject(name, path, pixels, float((clean == labels).mean()), score)
 
 
 def measure(
@@ -82,11 +102,9 @@ def _measure_group(
 
 
 def _condition(subject: Subject, family: str, level: float, images: np.ndarray) -> Condition:
-    manifest = subject.model.manifest
-    logits = subject.model.logits(manifest.preprocess.normalize(images))
-    kept = float((predicted(logits) == subject.clean).mean())
-    return Condition(family, float(level), round(top1(logits, subject.labels), 6),
-                     round(kept, 6), pixels_digest(images))  # fmt: skip
+    score, kept = subject.score(images)
+    return Condition(family, float(level), round(score, 6), round(kept, 6),
+                     pixels_digest(images))  # fmt: skip
 
 
 def summarize(
@@ -96,15 +114,16 @@ def summarize(
     attacked: list[Condition],
     attack: AttackSet | None,
 ) -> Robustness:
-    clean = float((subject.clean == subject.labels).mean())
+    clean = subject.clean
     families: dict[str, list[float]] = {}
     for condition in corruptions:
-        families.setdefault(condition.family, []).append(condition.top1)
-    mean = float(np.mean([c.top1 for c in corruptions])) if corruptions else None
+        families.setdefault(condition.family, []).append(condition.score)
+    mean = float(np.mean([c.score for c in corruptions])) if corruptions else None
     relative = None if mean is None or clean == 0 else round(mean / clean, 4)
     robustness = Robustness(
-        n=len(subject.labels),
-        clean_top1=round(clean, 6),
+        n=len(subject.pixels),
+        clean=round(clean, 6),
+        measure=subject.measure,
         suite=f"{suite.name} ({suite.source})",
         seed=suite.seed,
         corruptions=corruptions,
@@ -123,12 +142,12 @@ def in_words(robustness: Robustness) -> str:
     """The finding a user reads: what the attack did (beside a model from scratch) and what
     the camera conditions cost."""
     parts = []
-    clean = robustness.clean_top1
+    clean = robustness.clean
     if robustness.attack:
         worst = robustness.attack[-1]
-        others = ", ".join(f"{c.level:g}/255: {c.top1:.1%}" for c in robustness.attack[:-1])
+        others = ", ".join(f"{c.level:g}/255: {c.score:.1%}" for c in robustness.attack[:-1])
         text = (f"an attack built from the public backbone's weights alone drops this model "
-                f"from {clean:.1%} to {worst.top1:.1%} at {worst.level:g}/255")  # fmt: skip
+                f"from {clean:.1%} to {worst.score:.1%} at {worst.level:g}/255")  # fmt: skip
         parts.append(text + (f" ({others})" if others else ""))
         scratch = robustness.attack_info.scratch if robustness.attack_info else {}
         key = f"{worst.level:g}"
@@ -139,13 +158,15 @@ def in_words(robustness: Robustness) -> str:
     if robustness.mean_corrupted is not None and robustness.families:
         family, lowest = min(robustness.families.items(), key=lambda item: item[1])
         parts.append(f"under camera conditions it keeps {robustness.relative or 0:.0%} of its "
-                     f"clean accuracy ({robustness.mean_corrupted:.1%} mean over "
+                     f"clean {robustness.measure} ({robustness.mean_corrupted:.1%} mean over "
                      f"{len(robustness.corruptions)} conditions; worst: {family} "
                      f"{lowest:.1%})")  # fmt: skip
     return "; ".join(parts)
 
 
-def table(results: Sequence[BenchResult]) -> tuple[list[str], list[list[str]]] | None:
+def table(
+    results: Sequence[BenchResult | DetectBenchEntry],
+) -> tuple[list[str], list[list[str]]] | None:
     """Artifacts side by side (INT8 beside FP32 shows what quantization cost): clean top-1,
     each family's mean over its severities, the mean and its share of clean, each attack
     epsilon, and a model from scratch under the same attack. None: nothing measured."""
@@ -153,14 +174,14 @@ def table(results: Sequence[BenchResult]) -> tuple[list[str], list[list[str]]] |
     if not measured:
         return None
     found = [r.robustness for r in measured if r.robustness is not None]
-    columns = ["top-1 under", *(r.name for r in measured)]
-    body = [["clean", *(f"{r.clean_top1:.1%}" for r in found)]]
+    columns = [f"{found[0].measure} under", *(r.name for r in measured)]
+    body = [["clean", *(f"{r.clean:.1%}" for r in found)]]
     for family in found[0].families:
         body.append([family, *(_pct(r.families.get(family)) for r in found)])
     body.append(["mean corrupted", *(_pct(r.mean_corrupted) for r in found)])
     body.append(["  share of clean", *(_pct(r.relative, 0) for r in found)])
     for index, condition in enumerate(found[0].attack):
-        cells = [_pct(r.attack[index].top1) if len(r.attack) > index else DASH for r in found]
+        cells = [_pct(r.attack[index].score) if len(r.attack) > index else DASH for r in found]
         body.append([f"attack {condition.level:g}/255", *cells])
     info = found[0].attack_info
     if info is not None and info.scratch:

@@ -28,6 +28,7 @@ from edgetl.core.records.detector import (
     DetectBenchReport,
 )
 from edgetl.core.ui import progress
+from edgetl.stages.bench.gate import compare_robustness
 from edgetl.stages.bench.options import BenchOptions, CompareOptions
 
 
@@ -47,10 +48,16 @@ class Measured:
 
 
 def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
+    from edgetl.stages.detect import robustness
+
+    if opts.measures_robustness:
+        robustness.check(opts)
     keys = trusted_keys(opts.trust)
     models = [load_detector(path, opts.threads, keys) for path in opts.artifacts]
     measured = detection_data(models[0], opts)
     results = [_measure(model, measured, opts) for model in models]
+    if opts.measures_robustness:
+        robustness.add_robustness(models, results, opts)
     report = DetectBenchReport(measured.source, measured.split, results)
     if opts.baseline is not None:
         report.failures = gate(report, read_report(opts.baseline), opts)
@@ -160,6 +167,11 @@ def gate(report: DetectBenchReport, baseline: DetectBenchReport, opts: BenchOpti
             entry.checks["baseline"] = f"no entry named {entry.name} in {opts.baseline}"
             continue
         failures += entry_regressions(entry, base, opts.max_regression, opts.max_accuracy_drop)
+        lost, verdict = compare_robustness(entry.name, entry.robustness, base.robustness,
+                                           opts.max_robustness_drop)  # fmt: skip
+        if verdict is not None:
+            entry.checks["robustness"] = "failed" if verdict.failed else "passed"
+        failures += lost
     return failures
 
 
