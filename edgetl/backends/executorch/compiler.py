@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgetl.backends.compiler import CompileInput, Compiler
+from edgetl.backends.executorch import quiet_imports
 from edgetl.backends.executorch.runtime import (
     DELEGATION_FILE,
     MODEL_FILE,
@@ -24,6 +25,7 @@ from edgetl.backends.executorch.runtime import (
 )
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
+from edgetl.core.ui import heartbeat
 
 if TYPE_CHECKING:
     import onnx
@@ -66,6 +68,8 @@ def _quantized(
     import re
 
     import torch
+
+    quiet_imports()
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -82,24 +86,28 @@ def _quantized(
         quantizer.filter_fn = lambda node: not any(f(node) for f in filters)
         say(f"PT2E: {len(kept)} modules left float ({', '.join(kept[:4])}"
             f"{' ...' if len(kept) > 4 else ''})")  # fmt: skip
-    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-    say(f"PT2E XNNPACK quantizer: observing {len(calibration)} calibration images")
-    with torch.no_grad():
+    what = f"PT2E XNNPACK quantizer: observing {len(calibration)} calibration images"
+    with heartbeat(what), torch.no_grad():
+        prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
         for image in calibration:
             prepared(as_input(image))
-    return convert_pt2e(prepared)
+        return convert_pt2e(prepared)
 
 
 def _lowered(model: Any, example: tuple[Any, ...]) -> tuple[bytes, dict[str, Any]]:
     import torch
+
+    quiet_imports()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(
-        torch.export.export(model, example), partitioner=[XnnpackPartitioner()]
-    )
-    delegation = delegation_of(edge.exported_program().graph_module)
-    return bytes(edge.to_executorch().buffer), delegation
+    # torch.export and the lowering take 10-30 s on EfficientNet-Lite0 here, silently
+    with heartbeat("ExecuTorch: torch.export, lowering to XNNPACK"):
+        edge = to_edge_transform_and_lower(
+            torch.export.export(model, example), partitioner=[XnnpackPartitioner()]
+        )
+        delegation = delegation_of(edge.exported_program().graph_module)
+        return bytes(edge.to_executorch().buffer), delegation
 
 
 def delegation_of(graph_module: Any) -> dict[str, Any]:

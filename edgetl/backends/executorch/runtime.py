@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.base import PlacedOps, Runtime, RuntimeSpec
+from edgetl.backends.executorch import quiet_imports
 from edgetl.core.errors import EdgetlError
 
 MODEL_FILE = "model.pte"
@@ -50,6 +51,7 @@ class ExecuTorchRunner:
     batch_size: int | None = 1
 
     def __init__(self, path: Path, threads: int):
+        quiet_imports()
         from executorch.runtime import Runtime as EtRuntime
         from executorch.runtime import Verification
 
