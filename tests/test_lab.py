@@ -627,3 +627,35 @@ def test_robustness_on_a_device_matches_the_host(
     here = json.loads(local.read_text())["results"][0]["robustness"]
     assert there["corruptions"] == here["corruptions"] and there["attack"] == here["attack"]
     assert there["attack_info"]["sha256"] == here["attack_info"]["sha256"]
+
+
+@needs_sshd
+def test_a_detector_on_an_emulated_device_hides_and_never_gates_its_latency(
+    lab: Path, detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The lab's local device marked `emulated = true` (as tools/arm_device.py writes it): a
+    detector's latency there shows as emulated, and a baseline 100x faster fails nothing; its
+    mAP is still gated; --robustness of a detector comes back from the device."""
+    artifact, data = detector
+    emulated = tmp_path / "devices.toml"
+    emulated.write_text(lab.read_text().replace('[devices.local]\n',
+                                                '[devices.local]\nemulated = true\n'))  # fmt: skip
+    here = tmp_path / "here.json"
+    assert cli("bench", artifact, "--data", data, "--iterations", "5", "--json", here)[0] == 0
+    faster = json.loads(here.read_text())
+    for key in ("p50", "p90", "p99", "mean", "min", "max"):
+        if key in faster["results"][0]["latency"]:
+            faster["results"][0]["latency"][key] /= 100
+    (tmp_path / "faster.json").write_text(json.dumps(faster))
+    args = ("--data", str(data), "--baseline", str(tmp_path / "faster.json"))
+    code, output, report = bench_on(emulated, "local", tmp_path / "a.json", artifact, extra=args)
+    assert code == 0, output
+    assert "emulated" in output and report["devices"][0]["status"] == "ok"
+    checks = report["devices"][0]["detections"]["results"][0]["checks"]
+    assert "not gated" in checks["latency"], checks
+    code, output, report = bench_on(emulated, "local", tmp_path / "b.json", artifact,
+                                    extra=("--robustness",))  # fmt: skip
+    assert code == 0, output
+    robust = report["devices"][0]["detections"]["results"][0]["robustness"]
+    assert robust["measure"] == "mAP50-95" and len(robust["corruptions"]) == 45
+    assert "mAP50-95 under" in output

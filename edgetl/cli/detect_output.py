@@ -144,10 +144,20 @@ def print_detect_lab(lab: Any) -> None:
             rows.append([run.device, run.target, "-", "-", "-", "-", f"{run.status}: {run.reason}"])
             continue
         for e in run.detections.results:
-            rows.append([run.device, run.target, e.name, f"{e.map50_95:.4f}",
-                         f"{e.latency.p50:.2f}", e.nms_where, run.status])  # fmt: skip
+            # qemu's latency, or a host proxy's, is not a device's: never shown beside one
+            p50 = "emulated" if run.emulated else "proxy" if e.proxy_for else f"{e.latency.p50:.2f}"
+            rows.append([run.device, run.target, e.name, f"{e.map50_95:.4f}", p50, e.nms_where,
+                         run.status])  # fmt: skip
     header = ["device", "target", "artifact", "mAP50-95", "p50 ms", "NMS", "status"]
     rows_table(f"edgetl bench on the lab {lab.lab} (detectors, batch 1 with NMS)", header, rows)
+    from dataclasses import replace
+
+    from edgetl.cli.output import print_robustness
+    from edgetl.core.ui import stdout_console
+
+    entries = [replace(e, name=f"{run.device}/{e.name}") for run in lab.devices
+               if run.detections is not None for e in run.detections.results]  # fmt: skip
+    print_robustness(stdout_console(), entries)
 
 
 def print_detect_search(report: Any, out: Path) -> None:

@@ -20,13 +20,23 @@ from edgetl.core.records.detector import DETECT_BENCH_SCHEMA, DetectBenchReport,
 from edgetl.core.verdict import Outcome
 from edgetl.stages.bench.options import BenchOptions
 from edgetl.stages.detect.measure import gate, read_report
-from edgetl.stages.lab.bench import bench_there, checked_any, local_data_folder, on_device
+from edgetl.stages.lab.bench import (
+    bench_there,
+    checked_any,
+    local_data_folder,
+    on_device,
+    robustness_args,
+)
 from edgetl.stages.lab.labfile import find_lab, read_lab
 from edgetl.stages.lab.remote import Remote
 from edgetl.stages.lab.ssh import RemotePath, multiplexed
 
 
 def bench_detectors_on(opts: BenchOptions, on: str, lab_file: Path | None) -> Outcome[LabReport]:
+    if opts.measures_robustness:
+        from edgetl.stages.detect.robustness import check
+
+        check(opts)  # exit 2 before any ssh
     baselines = _baselines(opts.baseline)
     lab = read_lab(find_lab(lab_file))
     devices = lab.select(on)
@@ -54,7 +64,9 @@ def _on_device(
     def measure(run: DeviceRun, there: list[RemotePath], data: str | None) -> None:
         # The device measures only: its baseline is applied here (_gate), from this side's file.
         mine = replace(opts, baseline=None)
-        run.detections = bench_there(remote, there, data, mine, _read, accept=(0, 1))
+        extra = robustness_args(remote, opts)
+        run.detections = bench_there(remote, there, data, mine, _read, accept=(0, 1),
+                                     extra=extra)  # fmt: skip
         if not run.detections.passed:
             run.status, run.reason = "failed", "; ".join(run.detections.failures)
 
@@ -92,6 +104,6 @@ def _gate(run: DeviceRun, baselines: dict[str, DetectBenchReport], opts: BenchOp
     if base is None:
         run.status, run.reason = "failed", f"no baseline for {run.device} in {opts.baseline}"
         return
-    regressed = gate(run.detections, base, opts)
+    regressed = gate(run.detections, base, opts, latency=not run.emulated)
     if regressed and run.status == "ok":
         run.status, run.reason = "regressed", "; ".join(regressed)
