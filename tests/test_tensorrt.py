@@ -5,6 +5,7 @@ whose libraries are not on PyPI, and run where it is installed."""
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -460,3 +461,26 @@ def test_a_proxy_row_cites_no_latency_it_does_not_show(
     assert entry["proxy_for"] == "tensorrt"
     assert not any("latency varies" in note for note in entry["notes"])
     assert "CV 38%" not in " ".join(result.output.split())
+
+
+def test_inspect_shows_the_engines_layers_as_tensorrts_inspector_read_them(
+    bundle: tuple[Path, str], tmp_path: Path
+) -> None:
+    """No engine here: inspect says to build one; with the record `edgetl build` writes on
+    the device, its placement per layer type, where and in which precision."""
+    from edgetl.backends.tensorrt.record import ENGINE_RECORD, EngineDevice, EngineRecord
+    from edgetl.cli import main
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle[0], copy)
+    refused = CliRunner().invoke(main, ["inspect", str(copy), "--json"])
+    assert "edgetl build" in refused.output
+    EngineRecord("10.3.0", EngineDevice(gpu="Orin"), precision="int8",
+                 layer_types={"GPU CaskConvolution int8": 17, "DLA DLA unknown": 1,
+                              "GPU Reformat fp16": 2}).write(copy)  # fmt: skip
+    assert (copy / ENGINE_RECORD).is_file()
+    result = CliRunner().invoke(main, ["inspect", str(copy), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["placement"]["rows"]
+    assert {"op": "CaskConvolution", "where": "GPU", "precision": "int8", "count": 17} in rows
+    assert {"op": "DLA", "where": "DLA", "precision": "unknown", "count": 1} in rows

@@ -295,8 +295,17 @@ def fake_trt(major: int, batch: int = 1, calls: list[Any] | None = None) -> type
             dla = [{"Name": "images to nvm", "LayerType": "Reformat"},
                    {"Name": "{ForeignNode[layer0...layer2]}", "LayerType": "DLA"},
                    {"Name": "logits from nvm", "LayerType": "Reformat"}]  # fmt: skip
-            gpu = [{"Name": f"layer{i}", "LayerType": "Convolution"} for i in range(3)]
-            myelin = [{"Name": "{ForeignNode[layer3]}", "LayerType": "Myelin"}]
+            # The inspector's short and long Format/Datatype spellings (DETAILED verbosity)
+            gpu = [{"Name": f"layer{i}", "LayerType": "CaskConvolution",
+                    "Outputs": [{"Format/Datatype": "Channel major INT8 format where "
+                                 "channel % 32 == 0"}]} for i in range(3)]  # fmt: skip
+            myelin = [
+                {
+                    "Name": "{ForeignNode[layer3]}",
+                    "LayerType": "Myelin",
+                    "Outputs": [{"Format/Datatype": "Row major linear FP16 format"}],
+                }
+            ]
             on_dla = self.DLA_core >= 0
             inspector = Inspector((dla if on_dla else gpu) + myelin)
             return types.SimpleNamespace(create_engine_inspector=lambda: inspector)
@@ -427,9 +436,12 @@ def test_build_engine_per_major(
         assert record["gpu_fallback_layers"] == [
             "images to nvm", "logits from nvm", "{ForeignNode[layer3]}"
         ]  # fmt: skip
+        assert record["layer_types"] == {"GPU Reformat unknown": 2, "DLA DLA unknown": 1,
+                                         "GPU Myelin fp16": 1}  # fmt: skip
     else:
         assert not any(c[0] == "config.default_device_type" for c in calls)
         assert record["dla_layers"] == 0 and record["gpu_layers"] == 4
+        assert record["layer_types"] == {"GPU CaskConvolution int8": 3, "GPU Myelin fp16": 1}
     # What the build writes is the typed engine record, read back whole by load().
     from edgetl.backends.tensorrt.record import EngineDevice, EngineRecord
 

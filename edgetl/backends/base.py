@@ -94,6 +94,10 @@ class Runtime(ABC):
         its delegate took). Nothing by default."""
         return []
 
+    # op_placement loads the model with the runtime here; False: it reads a record the
+    # device wrote (TensorRT's engine record), so no runtime is needed to show it
+    placement_needs_runtime = True
+
     def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
         """Which ops the runtime runs where and in which precision, as loaded here (the
         silent-fallback question). Runtimes that cannot say raise EdgetlError saying why."""

@@ -37,7 +37,7 @@ def op_placement(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                        int(manifest.get("threads") or 0))  # fmt: skip
     try:
         runtime = get_runtime(backend)
-        if not runtime.available():
+        if runtime.placement_needs_runtime and not runtime.available():
             raise EdgetlError(f"{backend} is not installed here (pip install it to see)")
         rows = runtime.op_placement(path, spec)
     except EdgetlError as exc:

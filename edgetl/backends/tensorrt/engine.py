@@ -209,7 +209,28 @@ def engine_placement(trt: Any, engine: bytes, logger: Any, dla_core: int) -> dic
         "dla_layers": sum(on_dla),
         "gpu_layers": len(gpu),
         "gpu_fallback_layers": gpu if dla_core >= 0 else [],
+        "layer_types": layer_types(layers, on_dla),
     }
+
+
+# The inspector's "Format/Datatype" of a layer's first output, short ("Half", "Int8") or
+# long ("Row major linear FP16 format", "Channel major INT8 format where ..."): its precision
+PRECISIONS = (("int8", "int8"), ("fp16", "fp16"), ("half", "fp16"), ("fp32", "fp32"),
+              ("float", "fp32"), ("int32", "int32"), ("bool", "bool"))  # fmt: skip
+
+
+def layer_types(layers: list[dict[str, Any]], on_dla: list[bool]) -> dict[str, int]:
+    """How many engine layers of each type run where in which precision, "DLA|GPU LayerType
+    precision" -> count: `edgetl inspect`'s op placement, from the engine inspector."""
+    found: dict[str, int] = {}
+    for layer, dla in zip(layers, on_dla, strict=True):
+        outputs = layer.get("Outputs") or [{}]
+        datatype = str(outputs[0].get("Format/Datatype", "") if isinstance(outputs[0], dict)
+                       else "").lower()  # fmt: skip
+        precision = next((p for key, p in PRECISIONS if key in datatype), "unknown")
+        key = f"{'DLA' if dla else 'GPU'} {layer.get('LayerType', 'unknown')} {precision}"
+        found[key] = found.get(key, 0) + 1
+    return found
 
 
 def _on_dla(layer: dict[str, Any]) -> bool:

@@ -43,6 +43,8 @@ class EngineRecord:
     dla_layers: int | None = None
     gpu_layers: int | None = None
     gpu_fallback_layers: list[str] = field(default_factory=list)
+    # "DLA|GPU LayerType precision" -> engine layers (the inspector's; absent: an older build)
+    layer_types: dict[str, int] = field(default_factory=dict)
     planned_dla_layers: int | None = None
     planned_gpu: list[str] = field(default_factory=list)
     build_s: float = 0.0

@@ -97,9 +97,12 @@ class TensorRtRuntime(Runtime):
         # The device's gpu was checked against this machine's just now.
         return TrtRunner(data, record.dla_core, record.max_batch, record.device.gpu)
 
+    placement_needs_runtime = False  # the engine record the device's build wrote
+
     def op_placement(self, model_dir: Path, spec: RuntimeSpec) -> list[PlacedOps]:
-        """The engine's layers on DLA and GPU as `edgetl build` counted them on the device
-        (its engine record), with the layers that fell back to the GPU by name."""
+        """The engine's layers on DLA and GPU as `edgetl build` read them with TensorRT's
+        engine inspector on the device (its engine record): per layer type and precision,
+        or (an older record) the counts with the layers that fell back to the GPU by name."""
         path = model_dir / ENGINE_RECORD
         if not path.is_file():
             raise EdgetlError(
@@ -108,6 +111,13 @@ class TensorRtRuntime(Runtime):
             )
         record = EngineRecord.parse(path.read_text(errors="replace"), str(path))
         kind = record.precision
+        if record.layer_types:  # per layer type, as TensorRT's engine inspector read it
+            rows = []
+            for key, count in sorted(record.layer_types.items()):
+                where, rest = key.split(" ", 1)
+                layer, _, precision = rest.rpartition(" ")
+                rows.append(PlacedOps(layer, where, precision, count))
+            return rows
         rows = [PlacedOps("engine layers", "DLA", kind, record.dla_layers or 0),
                 PlacedOps("engine layers", "GPU", kind, record.gpu_layers or 0)]  # fmt: skip
         rows += [PlacedOps(f"fallback: {name}", "GPU", kind, 1)
