@@ -48,6 +48,12 @@ def _artifact(base: Path, precision: str) -> Path:
     return next(path.parent for path in (base / precision).rglob("manifest.json"))
 
 
+def _reference_pixels(artifact: Path) -> np.ndarray:
+    from edgetl.core.artifact.reference import ReferenceSet
+
+    return ReferenceSet.load(artifact / "reference.npz").images
+
+
 def _bench(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, ["bench", *args, "--iterations", "10", "--rounds", "1",
                                        "--warmup", "1", "--no-cold"])  # fmt: skip
@@ -140,7 +146,7 @@ def test_the_attack_never_reads_the_users_head(trained: Path, tmp_path: Path) ->
 
     fp32 = _artifact(trained, "fp32")
     first, second = tmp_path / "a.npz", tmp_path / "b.npz"
-    args = ["--epsilons", "4", "--steps", "3", "--surrogate-images", "30"]
+    args = ["--epsilons", "4", "--method", "fgsm", "--surrogate-images", "30"]
     assert CliRunner().invoke(main, ["attack", str(fp32), "--out", str(first), *args]
                               ).exit_code == 0  # fmt: skip
     run = trained / "run"
@@ -154,6 +160,12 @@ def test_the_attack_never_reads_the_users_head(trained: Path, tmp_path: Path) ->
     finally:
         shutil.copy(saved, run / "head.safetensors")
     assert first.read_bytes() == second.read_bytes()
+    from edgetl.core.artifact.attack_set import AttackSet
+
+    crafted = AttackSet.load(first)
+    assert crafted.info.method.startswith("FGSM") and crafted.epsilons == [4.0]
+    moved = np.abs(crafted.images[0].astype(int) - _reference_pixels(fp32).astype(int))
+    assert moved.max() <= 4 and moved.mean() > 1  # within the ball, and it moved
     result = CliRunner().invoke(main, ["attack", str(fp32), "--out", str(first), *args])
     assert result.exit_code == 2 and "--force" in result.output  # never overwritten
 

@@ -27,6 +27,7 @@ class AttackOptions:
         (2, 4, 8), "Perturbation budgets in 1/255 of the pixel range, e.g. 2,4,8.",
         parse=numbers, unparse=joined,
     )  # fmt: skip
+    method: str = option("pgd", "pgd (iterated) or fgsm (one step).", choices=("pgd", "fgsm"))
     steps: int = option(10, "PGD steps per epsilon.")
     surrogate_images: int = option(
         1000, "The attacker's labelled images: at most this many of the run's train split."
@@ -38,7 +39,7 @@ def attack(opts: AttackOptions) -> AttackSet:
     """Craft and write the attack file; returns it (its record filled in as read back)."""
     manifest, run_dir = _checked(opts)
     from edgetl.core.data.splitting import stratified_sample
-    from edgetl.train.attack import Pgd, craft, fit_surrogate, public_backbone, scratch_top1
+    from edgetl.train.attack import Attack, craft, fit_surrogate, public_backbone, scratch_top1
     from edgetl.train.model import Run
 
     info = RunInfo.read(run_dir)  # the record only: the run's head is never read
@@ -50,21 +51,21 @@ def attack(opts: AttackOptions) -> AttackSet:
     say(f"attack: public {backbone.name} ({backbone.weights_source}); fitting the attacker's "
         f"head on {len(train)} train images")  # fmt: skip
     head, fit_top1 = fit_surrogate(backbone, train, len(info.classes))
-    pgd = Pgd(tuple(float(e) for e in opts.epsilons), opts.steps)
-    images = craft(backbone, head, reference.images, reference.labels, pgd)
+    attack = Attack(opts.method, tuple(float(e) for e in opts.epsilons), opts.steps)
+    images = craft(backbone, head, reference.images, reference.labels, attack)
     scratch = scratch_top1(run_dir, info, [reference.images, *images], reference.labels,
                            info.preprocess)  # fmt: skip
     record = AttackInfo(
-        file="", sha256="", method=pgd.describe(),
+        file="", sha256="", method=attack.describe(),
         backbone=f"{backbone.name} ({backbone.weights_source})",
         weights_sha256=backbone.weights_sha256,
         surrogate=(f"logistic regression on the public backbone's features of {len(train)} "
                    f"of the run's train images (top-1 {fit_top1:.1%} on them); the user's "
                    "head and fine-tuned weights are never read"),
         scratch={} if scratch is None else dict(
-            zip(["clean", *(f"{e:g}" for e in pgd.epsilons)], scratch, strict=True)),
+            zip(["clean", *(f"{e:g}" for e in attack.epsilons)], scratch, strict=True)),
     )  # fmt: skip
-    crafted = AttackSet(images, reference.labels, list(pgd.epsilons),
+    crafted = AttackSet(images, reference.labels, list(attack.epsilons),
                         pixels_digest(reference.images), record)  # fmt: skip
     crafted.save(opts.out)
     say(f"attack: wrote {opts.out}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,14 +32,30 @@ BATCH = 32
 
 
 @dataclass(frozen=True)
-class Pgd:
+class Attack:
+    """How the adversarial images are made: PGD (iterated) or FGSM (one step of eps)."""
+
+    method: str  # "pgd" | "fgsm"
     epsilons: tuple[float, ...]  # in 1/255 of the pixel range
-    steps: int = 10
-    step_fraction: float = 0.25  # each step moves eps x this (reaches the ball's edge in 4)
+    steps: int = 10  # PGD only
+    step_fraction: float = 0.25  # PGD: each step moves eps x this (the ball's edge in 4)
 
     def describe(self) -> str:
+        if self.method == "fgsm":
+            return "FGSM (Adversarial Robustness Toolbox), L-inf, one step of eps, untargeted"
         return (f"PGD (Adversarial Robustness Toolbox), L-inf, {self.steps} steps of "
                 f"{self.step_fraction:g} x eps, no random start, untargeted")  # fmt: skip
+
+    def at(self, classifier: Any, epsilon: float) -> Any:
+        """The ART attack at one epsilon."""
+        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+
+        eps = epsilon / 255
+        if self.method == "fgsm":
+            return FastGradientMethod(classifier, eps=eps, batch_size=BATCH)
+        return ProjectedGradientDescent(classifier, eps=eps, eps_step=eps * self.step_fraction,
+                                        max_iter=self.steps, batch_size=BATCH,
+                                        verbose=False)  # fmt: skip
 
 
 def public_backbone(info: RunInfo) -> Backbone:
@@ -81,11 +98,10 @@ def fit_surrogate(backbone: Backbone, images: ImageSet, classes: int) -> tuple[n
 
 
 def craft(
-    backbone: Backbone, head: nn.Linear, pixels: np.ndarray, labels: np.ndarray, pgd: Pgd
+    backbone: Backbone, head: nn.Linear, pixels: np.ndarray, labels: np.ndarray, attack: Attack
 ) -> np.ndarray:
-    """(E, N, 3, S, S) uint8: `pixels` under PGD at each epsilon through backbone + head,
-    rounded to whole pixel values within the epsilon ball."""
-    from art.attacks.evasion import ProjectedGradientDescent
+    """(E, N, 3, S, S) uint8: `pixels` under the attack at each epsilon through backbone +
+    head, rounded to whole pixel values within the epsilon ball."""
     from art.estimators.classification import PyTorchClassifier
 
     model = nn.Sequential(backbone.model, head).eval()
@@ -97,13 +113,11 @@ def craft(
     )  # fmt: skip
     clean = pixels.astype(np.float32) / 255.0
     found = []
-    for epsilon in pgd.epsilons:
-        attack = ProjectedGradientDescent(
-            classifier, eps=epsilon / 255, eps_step=epsilon / 255 * pgd.step_fraction,
-            max_iter=pgd.steps, batch_size=BATCH, verbose=False,
-        )  # fmt: skip
-        with heartbeat(f"attack: PGD at {epsilon:g}/255 on {len(pixels)} images"):
-            adversarial = attack.generate(clean, y=np.eye(head.out_features)[labels])
+    for epsilon in attack.epsilons:
+        with heartbeat(f"attack: {attack.method} at {epsilon:g}/255 on {len(pixels)} images"):
+            adversarial = attack.at(classifier, epsilon).generate(
+                clean, y=np.eye(head.out_features)[labels]
+            )
         found.append(_to_pixels(adversarial, pixels, epsilon))
         say(f"attack: {epsilon:g}/255 crafted")
     return np.stack(found)

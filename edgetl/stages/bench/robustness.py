@@ -92,10 +92,11 @@ def _measure_group(
             for subject in group:
                 corruptions[subject.name].append(_condition(subject, family, severity, images))
     if attack is not None:
+        method = attack.info.method.split(" ", 1)[0].lower()  # "pgd", "fgsm"
         for epsilon, images in zip(attack.epsilons, attack.images, strict=True):
-            with heartbeat(f"robustness: attack at {epsilon:g}/255"):
+            with heartbeat(f"robustness: {method} at {epsilon:g}/255"):
                 for subject in group:
-                    attacked[subject.name].append(_condition(subject, "pgd", epsilon, images))
+                    attacked[subject.name].append(_condition(subject, method, epsilon, images))
     return {
         s.name: summarize(s, suite, corruptions[s.name], attacked[s.name], attack) for s in group
     }
