@@ -164,3 +164,48 @@ def test_mixed_precision_keeps_the_planted_layer_in_fp16_within_budget(
     assert result.exit_code == 0, result.output
     assert load_manifest(jetson)["quantization"]["float_precision"] == "float16"
     assert violations(onnx.load(str(jetson / "model.onnx"))) == []
+
+
+def test_qat_weights_round_trip_through_the_graphs_int8_initializers() -> None:
+    """qat_weights on a Q/DQ convolution (int8 weights, per-channel scales): the student's
+    fake-quantized weight is exactly the graph's; one weight moved by one step is one int8
+    value changed, written where the graph keeps it; ONNX Runtime then computes what the
+    student computes."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgetl.quantize.guard.qat_weights import learn, weight_slots, written
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8)
+    scale = np.asarray([0.01, 0.02, 0.005, 0.03], np.float32)
+    inits = [numpy_helper.from_array(values, "w_q"), numpy_helper.from_array(scale, "w_s"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "w_z")]  # fmt: skip
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], axis=0),
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+    ]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x_info], [y_info], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    slots = weight_slots(model)
+    assert list(slots) == ["conv"] and slots["conv"].quantized
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(values.astype(np.float32) * scale[:, None, None, None]))
+    scales = {"conv": scale.astype(np.float64)}
+    (weight,) = learn({"conv": conv}, scales)
+    assert written(model, slots, {"conv": conv}, scales) == 0  # nothing learned: unchanged
+    with torch.no_grad():
+        weight[2, 1, 1, 1] += 1.2 * float(scale[2])  # past one rounding boundary
+    assert written(model, slots, {"conv": conv}, scales) == 1
+    stored = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w_q"))
+    assert stored[2, 1, 1, 1] == values[2, 1, 1, 1] + 1 and stored.dtype == np.int8
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = conv(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, atol=1e-5)

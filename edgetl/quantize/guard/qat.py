@@ -47,6 +47,7 @@ from edgetl.quantize.guard.qat_graph import (
     with_graph_weights,
     with_ranges,
 )
+from edgetl.quantize.guard.qat_weights import learn, weight_slots, written
 from edgetl.quantize.guard.refit import REFIT_HELD_OUT, held_out, with_head
 from edgetl.train.model import Classifier, Run
 
@@ -57,6 +58,9 @@ QAT_PATIENCE = 3
 RANGE_IMAGES = 16  # training images each candidate range is scored on
 QAT_BATCH = 32
 SCALE_LR = 2e-3  # on log(scale): a range moves by ~0.2% a step
+# Adam on the INT8 convolutions' weights: ~1e-5 a step moves a typical EfficientNet weight
+# (|w| ~ 0.05, per-channel step s ~ 4e-4) across a rounding boundary in tens of steps
+WEIGHT_LR = 1e-5
 HEAD_LR_SHARE = 0.1  # of the run's head learning rate: the head is warm, not re-trained
 KD_TEMPERATURE = 2.0
 
@@ -79,7 +83,9 @@ class Qat:
         torch.manual_seed(self.run.seed)
         student = self.run.classifier()
         convs = aligned_convs(student, model, self.images[:1])
-        with_graph_weights(model, convs)
+        unfolding = with_graph_weights(model, convs)
+        slots = {n: slot for n, slot in weight_slots(model).items() if n in unfolding}
+        weight_scales = {n: slot.scale / unfolding[n] for n, slot in slots.items()}
         readers: dict[str, list[torch.nn.Conv2d]] = {}
         for name, quantizer in quantizers.items():
             readers.setdefault(quantizer.key, []).append(convs[name])
@@ -94,22 +100,35 @@ class Qat:
             for conv in modules
         ]
         head_written = _head_is_float(model, student)
+        weights = learn({n: convs[n] for n in slots}, weight_scales)
         try:
-            self._fit(student, scales, train_head=head_written)
+            kept_weights = self._fit(student, scales, weights, train_head=head_written)
         finally:
             for hook in hooks:
                 hook.remove()
         learned = {key: (float(torch.exp(scales[key].detach())), start[key][1]) for key in unique}
         moved = [abs(np.log(learned[key][0] / q.scale)) for key, q in unique.items()]
+        result = with_ranges(model, unique, learned)
+        if kept_weights:
+            changed = written(result, slots, {n: convs[n] for n in slots}, weight_scales)
+            weighted = f"{changed} INT8 weight values of {len(slots)} convolutions moved"
+        else:
+            weighted = "the INT8 weights as calibrated (learning them lowered no held-out loss)"
         say(f"  QAT: {len(learned)} activation ranges learned (median change "
             f"{100 * (np.exp(np.median(moved)) - 1):.1f}%, largest "
-            f"{np.exp(max(moved, default=0.0)):.3g}x) and the head")  # fmt: skip
-        result = with_ranges(model, unique, learned)
+            f"{np.exp(max(moved, default=0.0)):.3g}x), the head; {weighted}")  # fmt: skip
         return with_head(result, student.head) if head_written else result
 
     def _fit(
-        self, student: Classifier, scales: dict[str, torch.nn.Parameter], train_head: bool
-    ) -> None:
+        self,
+        student: Classifier,
+        scales: dict[str, torch.nn.Parameter],
+        weights: list[torch.Tensor],
+        train_head: bool,
+    ) -> bool:
+        """Ranges and head first; then the INT8 weights with them, kept only where that
+        lowers the held-out loss further (a tiny train set can overfit integer weights).
+        Returns whether the weights were kept."""
         teacher = self.run.classifier()
         images = torch.from_numpy(self.images)
         with torch.inference_mode():
@@ -120,36 +139,72 @@ class Qat:
         for parameter in student.backbone.parameters():
             parameter.requires_grad_(False)
         student.eval()  # BatchNorm as in the graph (folded, fixed); dropout off
-        head_lr = self.run.info.train.lr * HEAD_LR_SHARE
         groups: list[dict] = [{"params": list(scales.values()), "lr": SCALE_LR}]
         if train_head:
+            head_lr = self.run.info.train.lr * HEAD_LR_SHARE
             groups.append({"params": list(student.head.parameters()), "lr": head_lr})
         else:  # a recipe that quantizes the head: its weights stay as the graph has them
             student.head.requires_grad_(False)
-        optimizer = torch.optim.Adam(groups)
         loss_of = _loss(images, self.labels, soft)
-        best = float(loss_of(student, stop).detach())
-        best_state, waited = _state(student, scales), 0
+        held = _Held(loss_of, stop, student, scales, weights)
+        ranged = self._phase("QAT: ranges and head", groups, fit, held)
+        if not weights:
+            return False
+        for weight in weights:  # the INT8 convolutions' weights (qat_weights.py) learn too
+            weight.requires_grad_(True)
+        kept = held.state()
+        both = self._phase("QAT: + INT8 weights", [*groups, {"params": weights,
+                           "lr": WEIGHT_LR}], fit, held)  # fmt: skip
+        if both < ranged:
+            return True
+        held.restore(kept)
+        return False
+
+    def _phase(self, what: str, groups: list[dict], fit: torch.Tensor, held: _Held) -> float:
+        """Adam on `groups` from the student's state, early-stopped on the held-out loss;
+        the student left at its best epoch; that loss."""
+        optimizer = torch.optim.Adam(groups)
+        best = held.loss()
+        best_state, waited = held.state(), 0
         epochs = min(QAT_MAX_EPOCHS, -(-QAT_STEPS // max(1, -(-len(fit) // QAT_BATCH))))
         with progress() as bar:
-            task = bar.add_task("QAT", total=epochs, info=f"held-out loss {best:.4f}")
+            task = bar.add_task(what, total=epochs, info=f"held-out loss {best:.4f}")
             for _ in range(epochs):
                 order = fit[torch.randperm(len(fit))]
                 for start in range(0, len(order), QAT_BATCH):
-                    batch = order[start : start + QAT_BATCH]
-                    loss = loss_of(student, batch, train=True)
+                    loss = held.loss_of(held.student, order[start : start + QAT_BATCH], True)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                held = float(loss_of(student, stop).detach())
-                bar.update(task, advance=1, info=f"held-out loss {held:.4f}")
-                if held < best:
-                    best, best_state, waited = held, _state(student, scales), 0
+                loss_now = held.loss()
+                bar.update(task, advance=1, info=f"held-out loss {loss_now:.4f}")
+                if loss_now < best:
+                    best, best_state, waited = loss_now, held.state(), 0
                 else:
                     waited += 1
                     if waited >= QAT_PATIENCE:
                         break
-        _restore(student, scales, best_state)
+        held.restore(best_state)
+        return best
+
+
+class _Held:
+    """The held-out loss of the student, and its trainable state to keep and restore."""
+
+    def __init__(self, loss_of: Callable[..., torch.Tensor], stop: torch.Tensor,
+                 student: Classifier, scales: dict[str, torch.nn.Parameter],
+                 weights: list[torch.Tensor]):  # fmt: skip
+        self.loss_of, self.stop, self.student = loss_of, stop, student
+        self.scales, self.weights = scales, weights
+
+    def loss(self) -> float:
+        return float(self.loss_of(self.student, self.stop).detach())
+
+    def state(self) -> dict:
+        return _state(self.student, self.scales, self.weights)
+
+    def restore(self, state: dict) -> None:
+        _restore(self.student, self.scales, self.weights, state)
 
 
 def _head_is_float(model: onnx.ModelProto, student: Classifier) -> bool:
@@ -176,16 +231,26 @@ def _loss(
     return loss_of
 
 
-def _state(student: Classifier, scales: dict[str, torch.nn.Parameter]) -> dict:
+def _state(
+    student: Classifier, scales: dict[str, torch.nn.Parameter], weights: list[torch.Tensor]
+) -> dict:
     return {"head": copy.deepcopy(student.head.state_dict()),
-            "scales": {k: v.detach().clone() for k, v in scales.items()}}  # fmt: skip
+            "scales": {k: v.detach().clone() for k, v in scales.items()},
+            "weights": [w.detach().clone() for w in weights]}  # fmt: skip
 
 
-def _restore(student: Classifier, scales: dict[str, torch.nn.Parameter], state: dict) -> None:
+def _restore(
+    student: Classifier,
+    scales: dict[str, torch.nn.Parameter],
+    weights: list[torch.Tensor],
+    state: dict,
+) -> None:
     student.head.load_state_dict(state["head"])
     with torch.no_grad():
         for key, value in scales.items():
             value.copy_(state["scales"][key])
+        for weight, kept in zip(weights, state["weights"], strict=True):
+            weight.copy_(kept)
 
 
 def _fake_quant(quantizer: Quantizer, log_scale: torch.Tensor, zero_point: int) -> Callable:

@@ -113,13 +113,16 @@ def aligned_convs(
     return {node.name: conv for node, conv in zip(nodes, called, strict=True)}
 
 
-def with_graph_weights(model: onnx.ModelProto, convs: dict[str, torch.nn.Conv2d]) -> None:
+def with_graph_weights(
+    model: onnx.ModelProto, convs: dict[str, torch.nn.Conv2d]
+) -> dict[str, np.ndarray]:
     """Each convolution's weights replaced by the graph's INT8 weights, dequantized: the graph
     holds them with BatchNorm folded in (w * k per output channel, k = gamma / sqrt(var +
     eps)), so they are unfolded by k, found per channel by least squares against the module's
     own weights (no BatchNorm needs naming). The student then computes with the very weights
-    the target runs; only the activation ranges and the head are left to learn."""
+    the target runs. Returns k per convolution whose weights were replaced."""
     producer = producers(model.graph)
+    unfolded: dict[str, np.ndarray] = {}
     initializers = {init.name: init for init in model.graph.initializer}
     nodes = {node.name: node for node in model.graph.node}
     for name, conv in convs.items():
@@ -136,6 +139,8 @@ def with_graph_weights(model: onnx.ModelProto, convs: dict[str, torch.nn.Conv2d]
         k = np.where(np.abs(k) > 1e-12, k, 1.0)
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(folded / k.reshape(-1, 1, 1, 1)).float())
+        unfolded[name] = k
+    return unfolded
 
 
 def _dequantized(dq: onnx.NodeProto, initializers: dict, producer: dict) -> np.ndarray | None:
