@@ -1,31 +1,33 @@
 """Quantization-aware fine-tuning of an INT8 graph: the activation ranges of its convolutions'
-inputs and the (float) head, learned with fake quantization in PyTorch, written back into the
-same Q/DQ graph.
+inputs, the (float) head and the convolutions' INT8 weight values, learned with fake
+quantization in PyTorch, written back into the same Q/DQ graph.
 
 The graph is the engine's own (NNCF's PTQ Q/DQ, rewritten for the target): QAT changes the
-scales of the Q/DQ pairs that feed convolutions and the head's initializers, nothing else,
+scales of the Q/DQ pairs that feed convolutions, the integers of the INT8 weights (on the
+graph's own per-channel scales: qat_weights.py) and the head's initializers, nothing else,
 so the result has exactly the Q/DQ structure the target already takes (TensorRT's rules
 included) and runs at plain INT8's speed, with no float layer. NNCF's PyTorch QAT was
 measured first and not used: on first use it compiles a C++ extension (15-48 s here, a
 compiler and Python headers on every user's machine) and its ONNX export writes OpenVINO's
 FakeQuantize op; stripping that to Q/DQ needs torchao.
 
-What is learned, and why only that: the backbone is frozen (its weights, and so their
-per-channel INT8 scales, stay as calibrated); an activation range set by min-max over the
+In two phases. First the ranges and the head: an activation range set by min-max over the
 calibration images is what one outlier channel wrecks (a channel at 1e4 that nothing reads
 leaves every real channel of its tensor at zero), and what a scale learned on the task's loss
-fixes. The guard then measures the real graph on the target's runtime, so what PyTorch does
-not model (the ORT kernels' rounding, NNCF's bias correction) can only cost acceptance, never
-a wrong promise.
+fixes. Then the weights with them, kept only where the held-out loss drops further: a layer
+whose weights round badly (digits' stem convolution, which the sensitivity report ranks
+first) is fixed by moving integers across rounding boundaries, and a tiny train set could
+overfit them. The guard then measures the real graph on the target's runtime, so what
+PyTorch does not model (the ORT kernels' rounding, NNCF's bias correction) can only cost
+acceptance, never a wrong promise.
 
-The weights the student computes with are the graph's own INT8 weights, dequantized and
-unfolded from BatchNorm (`_with_graph_weights`). The loss is 0.2 x cross-entropy on the labels
+The weights the student starts from are the graph's own INT8 weights, dequantized and
+unfolded from BatchNorm (`with_graph_weights`). The loss is 0.2 x cross-entropy on the labels
 plus the KL divergence to FP32's own predictions (the guard counts the images INT8 gets wrong
 where FP32 was right). Early stopping is on held-out training images, as the head
 refit's: val decides whether QAT is kept, so it must not also have chosen QAT's epoch. The
 backbone runs every epoch (its quantized features change as the ranges learn): nothing is
-cached (the features of a frozen backbone under fixed fake quantization could be; here the
-ranges are what trains).
+cached.
 """
 
 from __future__ import annotations
