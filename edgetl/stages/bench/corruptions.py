@@ -9,6 +9,7 @@ carries each condition's pixels_digest, so two machines can tell whether they fe
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ def _tuples(fixed: dict[str, Any]) -> dict[str, Any]:
 
 
 def _albumentations() -> Any:
+    # Its import asks pypi.org for a newer release (2 s timeout) and warns when there is one
+    # or the network fails: on every bench, and on an offline device a raw UserWarning
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
         import albumentations
     except ImportError as exc:
