@@ -11,10 +11,9 @@ from edgetl.core.artifact.attack_set import AttackSet, pixels_digest
 from edgetl.core.artifact.reference import ReferenceSet
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.files import sha256_file
 from edgetl.core.options import joined, numbers, option
 from edgetl.core.outputs import check_writable
-from edgetl.core.records import RUN_FILE, Manifest, RunInfo
+from edgetl.core.records import Manifest, RunInfo
 from edgetl.core.records.detector import is_detector
 from edgetl.core.records.robustness import AttackInfo
 
@@ -87,12 +86,11 @@ def _checked(opts: AttackOptions) -> tuple[Manifest, Path]:
     if is_detector(opts.artifact):
         raise EdgetlError(f"{opts.artifact}: a detector; the attack is for classifiers")
     manifest = Manifest.read(opts.artifact)  # every checksum verified
-    run_dir = Path(manifest.run.path)
-    run_file = run_dir / RUN_FILE
-    if not run_file.is_file() or sha256_file(run_file) != manifest.run.sha256:
+    run_dir = manifest.run.here()
+    if run_dir is None:
         raise EdgetlError(
-            f"{opts.artifact}: its run {run_dir} is not here (or changed since export); the "
-            "attack needs the run's record and data (which backbone, which train images). "
-            "Craft it on the host that trained it"
+            f"{opts.artifact}: its run {manifest.run.path} is not here (or changed since "
+            "export); the attack needs the run's record and data (which backbone, which train "
+            "images). Craft it on the host that trained it"
         )
     return manifest, run_dir

@@ -23,7 +23,7 @@ from edgetl.core.preprocess import Preprocess
 from edgetl.core.records.accuracy import Accuracy
 from edgetl.core.records.base import check_classes, open_record
 from edgetl.core.records.recipe import Recipe
-from edgetl.core.records.run import DataInfo
+from edgetl.core.records.run import RUN_FILE, DataInfo
 from edgetl.core.targets import BackendName, Parity, Precision
 
 MANIFEST_FILE = "manifest.json"
@@ -50,6 +50,14 @@ class RunRef:
     sha256: str
     backbone: str
     data: DataInfo  # source, fingerprint and split of the run's data: bench can rebuild it
+
+    def here(self) -> Path | None:
+        """The run's folder when that very run (its edgetl.json, by hash) is on this
+        machine; None elsewhere (a device) or when it changed since the export."""
+        run_file = Path(self.path) / RUN_FILE
+        if run_file.is_file() and sha256_file(run_file) == self.sha256:
+            return run_file.parent
+        return None
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,12 @@ from edgetl.backends.artifact import Model, load
 from edgetl.core.env import capture
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
-from edgetl.core.files import sha256_file
 from edgetl.core.measures.evidence import DEFAULT_CONFIDENCE, promise_note
 from edgetl.core.measures.metrics import paired_drop
 from edgetl.core.measures.regression import coefficient_of_variation
 from edgetl.core.measures.timing import interleaved_samples, summarize
 from edgetl.core.outputs import check_not_input, check_writable
-from edgetl.core.records import RUN_FILE, BenchReport, BenchResult, Manifest
+from edgetl.core.records import BenchReport, BenchResult, Manifest
 from edgetl.core.ui import heartbeat
 from edgetl.core.verdict import Outcome
 from edgetl.core.versions import versions
@@ -368,14 +367,14 @@ def _runtime_version(manifest: Manifest) -> str:
 def _torch_reference(manifest: Manifest, chosen: EvalSet) -> np.ndarray | None:
     """FP32 PyTorch logits from the artifact's run, when that very run (by hash) and torch are
     on this machine; on a device there are none, and the reference set gives agreement."""
-    run_file = Path(manifest.run.path) / RUN_FILE
-    if not run_file.is_file() or sha256_file(run_file) != manifest.run.sha256:
+    run_dir = manifest.run.here()
+    if run_dir is None:
         return None
     try:
         from edgetl.train.model import load_run, torch_logits
     except ImportError:
         return None
-    return torch_logits(load_run(run_file.parent).classifier(), chosen.images)
+    return torch_logits(load_run(run_dir).classifier(), chosen.images)
 
 
 def write_reports(report: BenchReport, opts: BenchOptions) -> None:
