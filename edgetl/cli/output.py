@@ -193,8 +193,8 @@ def print_robustness(console: Console, results: Sequence[BenchResult | DetectBen
     found = robustness_table(results)
     if found is None:
         return
-    console.print(table("robustness: top-1 on the reference set (the same images for every "
-                        "artifact)", *found))  # fmt: skip
+    console.print(table("robustness on the reference set (the same images for every artifact)",
+                        *found))  # fmt: skip
     for entry in results:
         if entry.robustness is not None and entry.robustness.finding:
             console.print(f"{entry.name}: {entry.robustness.finding}")

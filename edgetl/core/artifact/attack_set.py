@@ -72,9 +72,10 @@ class AttackSet:
         return cls(images, labels.astype(np.int64), [float(e) for e in epsilons],
                    str(arrays["clean_sha256"]), info)  # fmt: skip
 
-    def check_images(self, clean: np.ndarray, artifact: Path) -> None:
-        """The file was crafted from these very images, or exit 2 saying what to do."""
-        if pixels_digest(clean) != self.clean_sha256:
+    def check_digest(self, clean: str, artifact: Path) -> None:
+        """The file was crafted from the images whose pixels_digest is `clean` (the
+        artifact's reference set), or exit 2 saying what to do."""
+        if clean != self.clean_sha256:
             raise EdgetlError(
                 f"--attack {self.info.file}: crafted from other images than {artifact}'s "
                 f"reference set; craft it for this artifact: edgetl attack {artifact} --out FILE"

@@ -69,13 +69,8 @@ def rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
 
 def markdown(report: BenchReport) -> str:
     columns, body = rows(report)
-    lines = [
-        f"**edgetl bench** on {report.data} (batch 1, {report.created})",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
-        *("| " + " | ".join(row) + " |" for row in body),
-    ]
+    lines = [f"**edgetl bench** on {report.data} (batch 1, {report.created})", "",
+             *md_table(columns, body)]  # fmt: skip
     if ratio_note(report):
         lines.append(f"\n{ratio_note(report)}")
     lines += _robustness_lines(report)
@@ -92,17 +87,21 @@ def markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def md_table(columns: list[str], body: list[list[str]]) -> list[str]:
+    """A Markdown table: the first column left-aligned, the numbers right-aligned."""
+    return ["| " + " | ".join(columns) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
+            *("| " + " | ".join(row) + " |" for row in body)]  # fmt: skip
+
+
 def _robustness_lines(report: BenchReport) -> list[str]:
     from edgetl.stages.bench.robustness import table
 
     found = table(report.results)
     if found is None:
         return []
-    columns, body = found
     lines = ["", "**Robustness** (reference set; same images for every artifact)", "",
-             "| " + " | ".join(columns) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
-             *("| " + " | ".join(row) + " |" for row in body)]  # fmt: skip
+             *md_table(*found)]  # fmt: skip
     for entry in report.results:
         if entry.robustness is not None and entry.robustness.finding:
             lines.append(f"\n{entry.name}: {entry.robustness.finding}")

@@ -71,10 +71,9 @@ def measure(
     groups: dict[str, list[Subject]] = {}
     for subject in subjects:
         groups.setdefault(pixels_digest(subject.pixels), []).append(subject)
-    for group in groups.values():
+    for digest, group in groups.items():
         if attack is not None:
-            for subject in group:
-                attack.check_images(subject.pixels, subject.path)
+            attack.check_digest(digest, group[0].path)
         found.update(_measure_group(group, suite, attack))
     return found
 
@@ -89,23 +88,30 @@ def _measure_group(
     for index, (family, severity) in enumerate(suite.conditions(), 1):
         with heartbeat(f"robustness: {family} {severity} ({index}/{count})"):
             images = corrupt(suite, family, severity, pixels)
+            digest = pixels_digest(images)
             for subject in group:
-                corruptions[subject.name].append(_condition(subject, family, severity, images))
+                corruptions[subject.name].append(
+                    _condition(subject, family, severity, images, digest)
+                )
     if attack is not None:
         method = attack.info.method.split(" ", 1)[0].lower()  # "pgd", "fgsm"
         for epsilon, images in zip(attack.epsilons, attack.images, strict=True):
             with heartbeat(f"robustness: {method} at {epsilon:g}/255"):
+                digest = pixels_digest(images)
                 for subject in group:
-                    attacked[subject.name].append(_condition(subject, method, epsilon, images))
+                    attacked[subject.name].append(
+                        _condition(subject, method, epsilon, images, digest)
+                    )
     return {
         s.name: summarize(s, suite, corruptions[s.name], attacked[s.name], attack) for s in group
     }
 
 
-def _condition(subject: Subject, family: str, level: float, images: np.ndarray) -> Condition:
+def _condition(
+    subject: Subject, family: str, level: float, images: np.ndarray, digest: str
+) -> Condition:
     score, kept = subject.score(images)
-    return Condition(family, float(level), round(score, 6), round(kept, 6),
-                     pixels_digest(images))  # fmt: skip
+    return Condition(family, float(level), round(score, 6), round(kept, 6), digest)
 
 
 def summarize(

@@ -231,7 +231,7 @@ def robustness_args(remote: Remote, opts: BenchOptions) -> list[str]:
     suite = opts.corruptions
     if suite.endswith(".toml"):
         files["suite.toml"] = Path(suite)
-    args = ["--robustness"]
+    args: list[str] = []  # --robustness itself travels with the remote options (argv)
     if files:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "robustness"  # a fixed name: copied once by content
@@ -239,7 +239,7 @@ def robustness_args(remote: Remote, opts: BenchOptions) -> list[str]:
             for name, path in files.items():
                 shutil.copyfile(path, folder / name)
             there = remote.put_folder(folder)
-        args += ["--attack", there / "attack.npz"] if opts.attack is not None else []
+        args += ["--attack", there / "attack.npz"] if opts.attack is not None else []  # implies it
         suite = str(there / "suite.toml") if "suite.toml" in files else suite
     return [*args, "--corruptions", suite]
 
