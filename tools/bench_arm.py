@@ -27,17 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datasets import BUILDERS  # noqa: E402
+from edgetl_cli import edgetl  # noqa: E402
 
 ARTIFACTS = (("cpu", "fp32"), ("cpu", "int8"), ("arm-cpu", "fp32"), ("arm-cpu", "int8"))
-
-
-def edgetl(*args: object, check: bool = True) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "edgetl", *map(str, args)],
-                            capture_output=True, text=True, check=False)  # fmt: skip
-    if check and result.returncode != 0:
-        raise SystemExit(f"edgetl {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
-    return result, time.perf_counter() - started
 
 
 def prepare(name: str, work: Path, budget: float) -> tuple[list[Path], dict[str, float]]:

@@ -17,26 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datasets import BUILDERS  # noqa: E402
+from edgetl_cli import edgetl  # noqa: E402
 
 FROZEN = (("cpu", "fp32"), ("cpu", "int8"), ("openvino-cpu", "int8"))
 BENCH = ("--iterations", "20", "--rounds", "2", "--warmup", "3", "--no-cold")
-
-
-def edgetl(*args: object, check: bool = True) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "edgetl", *map(str, args)],
-                            capture_output=True, text=True, check=False)  # fmt: skip
-    if check and result.returncode != 0:
-        raise SystemExit(f"edgetl {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
-    return result, time.perf_counter() - started
 
 
 def run(data: str, out: Path, *extra: object) -> float:
