@@ -368,6 +368,8 @@ def test_search_of_a_detection_set_chooses_on_val_within_the_budget_and_resumes(
     found = {c["key"]: c for c in report["candidates"]}
     assert set(found) == {f"{TINY_BACKBONE}-64-fp32", f"{TINY_BACKBONE}-64-int8"}
     assert all(c["latency_ms"] > 0 and c["within_budget"] for c in found.values())
+    # timed untrained and without NMS first: a lower bound of the artifact's batch-1 time
+    assert all(c["before_training_ms"] > 0 for c in found.values())
     assert {c["runtime"] for c in found.values()} == {"onnxruntime here"}
     best = max(found.values(), key=lambda c: (c["val_map50_95"], -c["latency_ms"]))
     assert report["chosen"] == best["key"]
@@ -377,6 +379,13 @@ def test_search_of_a_detection_set_chooses_on_val_within_the_budget_and_resumes(
     assert again.exit_code == 0 and "reused" in again.output
     other = cli("search", *common, "--max-latency", 0.001)
     assert other.exit_code == 2 and "max_latency_ms" in other.output
+    untrained = cli("search", *[v if v != out else tmp_path / "over" for v in common],
+                    "--max-latency", 0.001)  # fmt: skip
+    assert untrained.exit_code == 1, untrained.output
+    pruned = json.loads((tmp_path / "over" / "search.json").read_text())["candidates"]
+    assert [c["status"] for c in pruned] == ["over budget before training"] * 2
+    assert all(c["before_training_ms"] > 0.001 and c["artifact"] is None for c in pruned)
+    assert not (tmp_path / "over" / "runs").exists()  # nothing trained
     trt = cli("search", *[v if v != "cpu" else "jetson" for v in common], "--max-latency", 5)
     assert trt.exit_code == 2 and "--on DEVICE" in " ".join(trt.output.split())
     from edgetl.stages.detect.search import DetectCandidate, DetectSearchReport, _choose

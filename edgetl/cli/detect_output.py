@@ -165,6 +165,7 @@ def print_detect_search(report: Any, out: Path) -> None:
     rows = [
         [c.key, c.status if c.status != "measured" else "",
          "-" if c.val_map50_95 is None else f"{c.val_map50_95:.4f}",
+         "-" if c.before_training_ms is None else f"{c.before_training_ms:.2f}",
          "-" if c.latency_ms is None else f"{c.latency_ms:.2f}",
          {True: "yes", False: "no", None: "-"}[c.within_budget],
          "front" if c.on_front else "", "chosen" if c.key == report.chosen else ""]
@@ -173,8 +174,8 @@ def print_detect_search(report: Any, out: Path) -> None:
     timed = ", ".join(sorted({c.runtime for c in report.candidates if c.runtime}))
     title = (f"search {out}: {report.target}, {report.latency} <= {report.budget_ms:g} ms "
              f"(batch 1 with NMS; {timed or 'nothing timed'}); chosen on val")  # fmt: skip
-    rows_table(title, ["candidate", "status", "val mAP50-95", f"{report.latency} ms",
-                       "within budget", "", ""], rows)  # fmt: skip
+    rows_table(title, ["candidate", "status", "val mAP50-95", "untrained, no NMS",
+                       f"{report.latency} ms", "within budget", "", ""], rows)  # fmt: skip
     if report.chosen_test is not None:
         test = report.chosen_test
         say(f"chosen {report.chosen}: test mAP50-95 {test['map50_95']:.4f} (FP32 "

@@ -225,9 +225,19 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
 
 def _to_onnx(model: torch.nn.Module, info: DetectRunInfo, path: Path, opset: int) -> None:
     import json
+
+    graph = detector_onnx(model, info.letterbox.size, path, opset)
+    del graph.metadata_props[:]
+    for key, value in (("edgetl.task", "detect"), ("edgetl.classes", json.dumps(info.classes)),
+                       ("edgetl.preprocess", json.dumps(info.preprocess))):  # fmt: skip
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+
+
+def detector_onnx(model: torch.nn.Module, size: int, path: Path, opset: int) -> onnx.ModelProto:
+    """The detector as one ONNX graph at batch 1 (boxes and scores, no NMS), checked."""
     import warnings
 
-    size = info.letterbox.size
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (torch.zeros(1, 3, size, size),), str(path),
@@ -235,11 +245,7 @@ def _to_onnx(model: torch.nn.Module, info: DetectRunInfo, path: Path, opset: int
                           opset_version=opset, do_constant_folding=True, dynamo=False)  # fmt: skip
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph, full_check=True)
-    del graph.metadata_props[:]
-    for key, value in (("edgetl.task", "detect"), ("edgetl.classes", json.dumps(info.classes)),
-                       ("edgetl.preprocess", json.dumps(info.preprocess))):  # fmt: skip
-        graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(path))
+    return graph
 
 
 def _torch_raw(model: torch.nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +290,7 @@ def _quantize(plan: Plan, splits: DetectionSplits, judge: MapJudge, work: Path,
         f"guard judges val mAP50-95 against FP32's {judge.fp32_map:.4f} (budget {budget:g} pts "
         f"at {confidence:.0%})")  # fmt: skip
     compiler = plan.placement.compiler()
-    candidates = Candidates.quantize(_prepared(fp32_path, work / "prepared.onnx"), calibration,
+    candidates = Candidates.quantize(prepared_graph(fp32_path, work / "prepared.onnx"), calibration,
                                      recipe, compiler.rewrite_int8)  # fmt: skip
     rank_load = ranking_loader(plan.profile)
     found: Climb = climb(candidates, judge, budget,
@@ -329,7 +335,7 @@ def _speed(load: Callable[[onnx.ModelProto], Runner], fp32: onnx.ModelProto, int
     return speed
 
 
-def _prepared(source: Path, target: Path) -> onnx.ModelProto:
+def prepared_graph(source: Path, target: Path) -> onnx.ModelProto:
     """ONNX Runtime's quant_pre_process without its symbolic shape inference (it gives up
     on the neck's Resize; every shape here is static, so ONNX's own inference suffices)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -8,8 +8,10 @@ SEARCH/chosen is its artifact. A re-run reuses every run and artifact already co
 With --on DEVICE the artifacts are timed on that lab device instead (each copied there once,
 by content, with the first val images: `edgetl probe-latency` detects them in turn).
 
-Unlike the classifier's search, architectures are not timed before training (a detector's
-latency depends on its detections: NMS's work), so every candidate is trained."""
+Before training, every architecture's graph is timed untrained and without NMS (a detector's
+NMS works on its detections, so the untrained graph is a lower bound: arch_latency.py); a
+precision whose bound is over --max-latency is not trained or exported. With --on only the
+trained artifacts are timed (there)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ SEARCH_FILE = "search.json"
 SCHEMA = "edgetl.detect-search/1"
 PRECISIONS = ("fp32", "int8")  # what a detector exports for a CPU or OpenVINO target
 NO_PAYOFF = "int8 does not pay off"
+OVER_BEFORE = "over budget before training"
 TIMED_IMAGES = 16  # val images each artifact detects in turn while timed
 PROBE_INPUTS = "inputs.npz"
 
@@ -47,7 +50,7 @@ class DetectCandidate:
     backbone: str
     size: int
     precision: str
-    # or "refused" (the guard), "failed" (an export check), NO_PAYOFF
+    # or "refused" (the guard), "failed" (an export check), NO_PAYOFF, OVER_BEFORE
     status: str = "measured"
     reason: str = ""
     artifact: str | None = None
@@ -56,6 +59,9 @@ class DetectCandidate:
     runtime: str | None = None  # what timed it: "onnxruntime here", "openvino on orin1"
     within_budget: bool | None = None
     on_front: bool = False
+    # its graph untrained and without NMS, timed before training (arch_latency.py): a lower
+    # bound of latency_ms; None for a run trained earlier or with --on
+    before_training_ms: float | None = None
 
 
 @dataclass
@@ -90,11 +96,17 @@ def search_detectors(opts: SearchOptions) -> DetectSearchReport:
     report = DetectSearchReport(opts.data, opts.target, opts.max_latency_ms, opts.latency,
                                 opts.settings())  # fmt: skip
     _start(opts, report.settings)
+    bounds = _before_training(opts)
     for backbone in opts.backbones:
         for size in opts.sizes:
+            over = [_over_budget(opts, backbone, size, p, bounds) for p in _precisions(opts)]
+            report.candidates += [c for c in over if c is not None]
+            left = [p for p, c in zip(_precisions(opts), over, strict=True) if c is None]
+            if not left:
+                continue
             run = _run(opts, backbone, size)
-            report.candidates += [_export(opts, run, backbone, size, precision)
-                                  for precision in _precisions(opts)]  # fmt: skip
+            report.candidates += [_export(opts, run, backbone, size, precision, bounds)
+                                  for precision in left]  # fmt: skip
     _time(opts, report)
     _drop_unpaid(report, opts.int8_payoff)
     _choose(report)
@@ -102,6 +114,42 @@ def search_detectors(opts: SearchOptions) -> DetectSearchReport:
         _keep_chosen(opts, report)
     atomic_write_json(opts.out / SEARCH_FILE, report.to_dict())
     return report
+
+
+def _before_training(opts: SearchOptions) -> dict[str, float]:
+    """The --latency statistic of every architecture not trained yet, untrained and without
+    NMS (arch_latency.py: a lower bound of its artifact's), timed here; {} with --on (the
+    device times the trained artifacts only)."""
+    from edgetl.core.data.detection_splits import load_detection
+    from edgetl.stages.detect.arch_latency import Arch, time_untrained
+    from edgetl.stages.detect.run import is_detect_run
+
+    if opts.on is not None:
+        return {}
+    archs = [Arch(b, s, p) for b in opts.backbones for s in opts.sizes for p in _precisions(opts)
+             if not is_detect_run(opts.out / "runs" / f"{b}-{s}")]  # fmt: skip
+    if not archs:
+        return {}
+    section(f"latency before training: {len(archs)} architectures, untrained, without NMS")
+    splits = load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
+    timed = time_untrained(archs, opts.weights, splits, load_target(opts.target), opts.iterations)
+    statistic = "p90_ms" if opts.latency == "p90" else "p50_ms"
+    return {key: float(arch.to_dict()[statistic]) for key, arch in timed.items()}
+
+
+def _over_budget(opts: SearchOptions, backbone: str, size: int, precision: str,
+                 bounds: dict[str, float]) -> DetectCandidate | None:  # fmt: skip
+    """The candidate left untrained, when its graph alone is already over the budget."""
+    assert opts.max_latency_ms is not None
+    found = DetectCandidate(f"{backbone}-{size}-{precision}", backbone, size, precision)
+    bound = bounds.get(found.key)
+    if bound is None or bound <= opts.max_latency_ms:
+        return None
+    found.status, found.before_training_ms, found.within_budget = OVER_BEFORE, bound, False
+    found.reason = (f"{opts.latency} {bound:.2f} ms > {opts.max_latency_ms:g} ms untrained, "
+                    "before NMS: not trained")  # fmt: skip
+    say(f"{found.key}: {found.reason}")
+    return found
 
 
 def _start(opts: SearchOptions, settings: dict[str, Any]) -> None:
@@ -170,13 +218,13 @@ def _run(opts: SearchOptions, backbone: str, size: int) -> Path:
     return out
 
 
-def _export(opts: SearchOptions, run: Path, backbone: str, size: int, precision: str
-            ) -> DetectCandidate:  # fmt: skip
+def _export(opts: SearchOptions, run: Path, backbone: str, size: int, precision: str,
+            bounds: dict[str, float]) -> DetectCandidate:  # fmt: skip
     from edgetl.stages.detect.export import export_detector
     from edgetl.stages.export.options import ExportOptions
 
     key = f"{backbone}-{size}-{precision}"
-    found = DetectCandidate(key, backbone, size, precision)
+    found = DetectCandidate(key, backbone, size, precision, before_training_ms=bounds.get(key))
     out = opts.out / "artifacts" / key
     if not (out / MANIFEST_FILE).is_file():
         section(f"export {key}")

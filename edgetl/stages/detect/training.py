@@ -93,12 +93,15 @@ def _splits(opts: FinetuneOptions) -> DetectionSplits:
 
 
 def _pyramid(opts: FinetuneOptions) -> tuple[Backbone, Pyramid, PyramidShape]:
+    return detector_pyramid(opts.backbone, opts.weights, opts.image_size)
+
+
+def detector_pyramid(name: str, weights: Path | None, size: int | None
+                     ) -> tuple[Backbone, Pyramid, PyramidShape]:  # fmt: skip
     """The backbone with its letterbox and the pyramid of its levels at strides 8/16/32."""
-    backbone = load_backbone(opts.backbone, opts.weights)
+    backbone = load_backbone(name, weights)
     base = backbone.preprocess
-    letterbox = Letterbox(
-        opts.image_size or DETECT_IMAGE_SIZE, base.mean, base.std, "bilinear", 1.0
-    )
+    letterbox = Letterbox(size or DETECT_IMAGE_SIZE, base.mean, base.std, "bilinear", 1.0)
     backbone = dataclasses.replace(backbone, preprocess=letterbox, features="pyramid 8/16/32")
     pyramid, shape = pyramid_of(backbone)
     return backbone, pyramid, shape

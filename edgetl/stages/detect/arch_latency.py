@@ -1,0 +1,101 @@
+"""A detector architecture's latency before any training: the backbone's pyramid with a neck
+and head of random weights (latency depends on the shapes, not the values), exported like a
+trained one, INT8-quantized where asked (calibrated on a few train images, the decode kept
+float as every detector recipe keeps it), compiled by the target's backend and timed batch 1
+by its runtime here, every architecture in the same interleaved rounds.
+
+The graph is timed without NMS: a trained artifact is this graph plus NMS (in the graph or
+in NumPy after it) and the mapping back to image pixels, so its time is a lower bound of
+the artifact's. An architecture whose bound is already over --max-latency at a precision
+cannot meet it there once trained, and the search does not train or export it for that
+precision. (The guard may keep layers of INT8 float: they add time, never remove it.)"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgetl.backends.compiler import CompileInput
+from edgetl.backends.placement import resolve
+from edgetl.backends.probe import TimedArch
+from edgetl.core.data.detection_splits import DetectionSplits
+from edgetl.core.letterbox import Letterbox
+from edgetl.core.records import RuntimeSpec
+from edgetl.core.targets import TargetProfile
+from edgetl.core.ui import heartbeat
+from edgetl.quantize.engines import ENGINES, float_node_names
+from edgetl.quantize.recipes import load_recipe
+from edgetl.stages.detect.export import DECODE_FLOAT, detector_onnx, prepared_graph
+from edgetl.stages.detect.training import DEPTH, WIDTH, detector_pyramid
+from edgetl.stages.search.latency import LoadedArch, time_archs
+from edgetl.train.detector.model import Detector, DetectorHead
+
+CALIBRATION_IMAGES = 16  # for timing an INT8 architecture only: its mAP comes after training
+
+
+@dataclass(frozen=True)
+class Arch:
+    backbone: str
+    size: int
+    precision: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.backbone}-{self.size}-{self.precision}"
+
+
+def time_untrained(
+    archs: list[Arch],
+    weights: Path | None,
+    splits: DetectionSplits,
+    profile: TargetProfile,
+    iterations: int,
+) -> dict[str, TimedArch]:
+    """Every architecture's graph (no NMS, random head) timed batch 1 here, by key."""
+    loaded = {}
+    with tempfile.TemporaryDirectory(prefix="edgetl-detect-search-") as tmp:
+        for arch in archs:
+            with heartbeat(f"{arch.key}: an untrained head compiled for {profile.name}"):
+                loaded[arch.key] = _load(arch, weights, splits, profile, Path(tmp) / arch.key)
+    with heartbeat(f"timing {len(loaded)} untrained detectors (no NMS), batch 1"):
+        return time_archs(loaded, iterations)
+
+
+def _load(
+    arch: Arch, weights: Path | None, splits: DetectionSplits, profile: TargetProfile, work: Path
+) -> LoadedArch:
+    backbone, pyramid, shape = detector_pyramid(arch.backbone, weights, arch.size)
+    torch.manual_seed(0)
+    model = Detector(pyramid, DetectorHead(shape, len(splits.classes), WIDTH, DEPTH)).eval()
+    letterbox = backbone.preprocess
+    assert isinstance(letterbox, Letterbox)
+    images = splits.images("train")
+    count = min(CALIBRATION_IMAGES, len(images))
+    calibration = np.stack([images.preprocessed(i, letterbox) for i in range(count)])
+    work.mkdir(parents=True)
+    path = work / "model.onnx"
+    detector_onnx(model, arch.size, path, profile.opset)
+    placement = resolve(profile, f"target {profile.name}", export=True)
+    fp32_path = None
+    if arch.precision == "int8":
+        prepared = prepared_graph(path, work / "prepared.onnx")
+        recipe = replace(load_recipe(profile.recipe), float_layers=DECODE_FLOAT)
+        floats = float_node_names(prepared, recipe)
+        graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
+        fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
+        onnx.save(placement.compiler().rewrite_int8(graph), str(path))
+    precision = profile.check_precision(arch.precision)
+    compiled = work / "compiled"
+    compiled.mkdir()
+    files = placement.compiler().compile(CompileInput(path, precision, fp32_path), compiled,
+                                         profile)  # fmt: skip
+    size_mb = sum((compiled / name).stat().st_size for name in files) / 1e6
+    measuring = replace(profile, device=placement.device)
+    spec = RuntimeSpec(files, measuring.device, dict(measuring.options), measuring.threads)
+    runner = placement.backend.load(compiled, spec)
+    return LoadedArch(runner, calibration[:1], round(size_mb, 3), placement.runtime.name)
