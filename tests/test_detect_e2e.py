@@ -220,6 +220,43 @@ def test_bench_measures_map_and_nms_share_and_gates_a_baseline(
     baseline.write_text(json.dumps(worse))
     gated = cli("bench", *artifacts, "--iterations", 20, "--baseline", baseline)
     assert gated.exit_code == 1 and "below the baseline" in gated.output
+    # answers (score >= 0.5) compared image by image: one planted in the INT8's baseline
+    planted = json.loads(report.read_text())
+    planted["results"][1]["answers"][0].append([0.0, 0.0, 5.0, 5.0, 0.0, 0.99])
+    baseline.write_text(json.dumps(planted))
+    checked = tmp_path / "checked.json"
+    result = cli("bench", *artifacts, "--iterations", 20, "--max-regression", 1000,
+                 "--baseline", baseline, "--json", checked)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fp32, int8 = json.loads(checked.read_text())["results"]
+    assert fp32["checks"]["answers"].startswith("100.0% of images answered as the baseline")
+    assert f"{1 - 1 / data['results'][1]['images']:.1%}" in int8["checks"]["answers"]
+    assert "(1 not" in int8["checks"]["answers"]
+
+
+def test_on_its_reference_set_a_detector_counts_fp32s_answers_it_reproduces(
+    exported: dict[str, Path],
+) -> None:
+    """The reference set carries FP32 PyTorch's detections: a device's bench (no PyTorch)
+    says which share of FP32's answers (score >= 0.5) the artifact reproduces; on the host
+    that is the share the artifact's own host detections (in the reference set) reproduce."""
+    from edgetl.backends.detector import load_detector
+    from edgetl.core.artifact.detection_reference import DetectionReference
+    from edgetl.core.measures.answers import confident_agreement
+    from edgetl.stages.bench.options import BenchOptions
+    from edgetl.stages.detect.measure import _measure, _reference
+
+    agreed = {}
+    for key in ("cpu-fp32", "cpu-int8"):
+        model = load_detector(exported[key])
+        opts = BenchOptions(artifacts=[exported[key]], iterations=3, warmup=1)
+        entry = _measure(model, _reference(model, opts), opts)
+        reference = DetectionReference.load(exported[key] / "reference.npz")
+        expected = confident_agreement(reference.fp32, reference.artifact)
+        assert expected is not None and entry.agreement == round(expected, 4)
+        assert len(entry.answers) == len(reference.fp32)
+        agreed[key] = entry.agreement
+    assert agreed["cpu-fp32"] == 1.0
 
 
 def test_robustness_of_detectors_is_map_under_camera_conditions(

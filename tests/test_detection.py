@@ -168,6 +168,37 @@ def test_agreement_counts_the_reference_detections_reproduced() -> None:
     assert agreement([Objects.none(scored=True)], same) is None
 
 
+def test_answers_compare_image_by_image_on_confident_detections_only() -> None:
+    """Two reports' answers (score >= 0.5) match image by image one to one: a box moved past
+    IoU 0.5, a class changed, an extra confident box or a missing one makes an image differ;
+    what scores below 0.5 never does. Rows survive the report's JSON."""
+    from edgetl.core.measures.answers import (
+        answer_rows,
+        as_objects,
+        confident_agreement,
+        same_answers,
+    )
+
+    base = [found([[0, 0, 100, 100], [120, 120, 180, 180]], [0.9, 0.8], [0, 1]),
+            found([[10, 10, 50, 50]], [0.6]), Objects.none(scored=True),
+            found([[0, 0, 40, 40]], [0.2])]  # fmt: skip
+    rows = json.loads(json.dumps(answer_rows(base)))
+    assert [len(r) for r in rows] == [2, 1, 0, 0] and rows[0][0] == [0, 0, 100, 100, 0, 0.9]
+    same = [found([[2, 0, 102, 100], [120, 120, 180, 180]], [0.7, 0.95], [0, 1]),
+            found([[11, 10, 51, 50], [0, 0, 9, 9]], [0.6, 0.3]), found([[5, 5, 9, 9]], [0.4]),
+            Objects.none(scored=True)]  # fmt: skip
+    assert same_answers(as_objects(answer_rows(same)), as_objects(rows)) == (1.0, 0)
+    moved = [*same[:1], found([[40, 40, 80, 80]], [0.6]), *same[2:]]
+    relabelled = [found([[2, 0, 102, 100], [120, 120, 180, 180]], [0.7, 0.95], [1, 1]),
+                  *same[1:]]  # fmt: skip
+    extra = [*same[:2], found([[5, 5, 9, 9]], [0.5]), same[3]]
+    missing = [found([[2, 0, 102, 100]], [0.7], [0]), *same[1:]]
+    for changed in (moved, relabelled, extra, missing):
+        assert same_answers(as_objects(answer_rows(changed)), as_objects(rows)) == (0.75, 1)
+    assert confident_agreement(base, relabelled) == pytest.approx(2 / 3)  # 0.2 not counted
+    assert confident_agreement([base[3]], [base[3]]) is None
+
+
 # -- device-side NMS, against torchvision's ----------------------------------------------------
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_numpy_nms_keeps_what_torchvision_keeps(seed: int) -> None:

@@ -528,6 +528,7 @@ def test_a_detector_on_a_device_is_gated_here_against_its_baseline(
     assert cli("bench", artifact, "--data", data, "--iterations", "5", "--json", here)[0] == 0
     higher = json.loads(here.read_text())
     higher["results"][0]["map50_95"] += 0.5  # a baseline 50 points better than this model
+    higher["results"][0]["answers"][0].append([0.0, 0.0, 5.0, 5.0, 0.0, 0.99])  # and otherwise
     (tmp_path / "higher.json").write_text(json.dumps(higher))
     loose = ("--data", str(data), "--max-regression", "1000")
     baseline = ("--baseline", str(tmp_path / "higher.json"))
@@ -536,9 +537,13 @@ def test_a_detector_on_a_device_is_gated_here_against_its_baseline(
     assert code == 1, output
     (run,) = report["devices"]
     assert run["status"] == "regressed" and "below the baseline" in run["reason"]
+    # the device's answers came back and were compared here, image by image
+    assert "(1 not" in run["detections"]["results"][0]["checks"]["answers"]
     code, output, report = bench_on(lab, "local", tmp_path / "b.json", artifact,
                                     extra=(*loose, "--baseline", str(here)))  # fmt: skip
     assert code == 0 and report["devices"][0]["status"] == "ok", output
+    checks = report["devices"][0]["detections"]["results"][0]["checks"]
+    assert checks["answers"].startswith("100.0% of images answered as the baseline")
     code, output, _ = bench_on(lab, "local", tmp_path / "c.json", artifact,
                                extra=(*loose, "--baseline", str(tmp_path / "b.json")))  # fmt: skip
     assert code == 0, output  # the lab's own report, per device

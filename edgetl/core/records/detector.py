@@ -233,6 +233,12 @@ class DetectBenchEntry:
     checks: dict[str, str] = field(default_factory=dict)
     # bench --robustness: mAP50-95 on the reference set under camera conditions
     robustness: Robustness | None = field(default=None, metadata={"omit": None})
+    # each image's detections scoring >= 0.5 (core/measures/answers.py): compared image by
+    # image with a baseline's, on a device as here
+    answers: list[list[list[float]]] = field(default_factory=list)
+    # the share of FP32 PyTorch's answers reproduced: on the artifact's reference set, which
+    # carries FP32's detections (elsewhere a device has no PyTorch to ask)
+    agreement: float | None = field(default=None, metadata={"omit": None})
 
     @property
     def nms_share(self) -> float:

@@ -20,6 +20,13 @@ from edgetl.core.events import say
 from edgetl.core.fields import Source, read_fields
 from edgetl.core.files import atomic_write_json, read_json
 from edgetl.core.images import read_image
+from edgetl.core.measures.answers import (
+    ANSWER_SCORE,
+    answer_rows,
+    as_objects,
+    confident_agreement,
+    same_answers,
+)
 from edgetl.core.measures.detection import Objects, coco_map
 from edgetl.core.measures.timing import summarize
 from edgetl.core.records.detector import (
@@ -42,6 +49,7 @@ class Measured:
     sizes: list[tuple[int, int]]
     truth: list[Objects]
     input: Callable[[int], np.ndarray]  # image i -> its (1, 3, S, S) letterboxed input
+    fp32: list[Objects] | None = None  # FP32 PyTorch's detections (the reference set's)
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -101,7 +109,8 @@ def _reference(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Mea
     say(f"measuring on the artifact's reference set ({count} test images of the run; its data "
         "is not on this machine)")  # fmt: skip
     return Measured(str(path), "reference", reference.classes, reference.sizes[:count],
-                    reference.truth[:count], lambda i: images[i : i + 1])  # fmt: skip
+                    reference.truth[:count], lambda i: images[i : i + 1],
+                    reference.fp32[:count])  # fmt: skip
 
 
 def objects(model: DetectorModel, measured: Measured) -> list[Objects]:
@@ -121,13 +130,18 @@ def _measure(model: DetectorModel, measured: Measured, opts: BenchOptions) -> De
     scores = coco_map(measured.truth, found, measured.sizes, len(measured.classes))
     graph, nms = _latency(model, measured, opts)
     total = summarize(graph + nms)
-    return DetectBenchEntry(
+    entry = DetectBenchEntry(
         manifest.name, str(model.path), manifest.backend, manifest.device, manifest.precision,
         manifest.backend if model.proxy else None, len(measured),
         sum(len(o) for o in measured.truth), round(scores.map50_95, 5), round(scores.map50, 5),
         [None if v is None else round(v, 5) for v in scores.per_class], total,
         round(float(np.median(graph)), 4), round(float(np.median(nms)), 4), manifest.nms_where,
     )  # fmt: skip
+    entry.answers = answer_rows(found)
+    if measured.fp32 is not None:
+        agreed = confident_agreement(measured.fp32, found)
+        entry.agreement = None if agreed is None else round(agreed, 4)
+    return entry
 
 
 def _latency(model: DetectorModel, measured: Measured, opts: BenchOptions
@@ -183,6 +197,10 @@ def entry_regressions(entry: DetectBenchEntry, base: DetectBenchEntry, max_regre
     drop = (base.map50_95 - entry.map50_95) * 100
     slower = (entry.latency.p50 / base.latency.p50 - 1) * 100
     entry.checks["map"] = f"{drop:+.2f} pts vs baseline (limit {max_accuracy_drop:g})"
+    if entry.answers and len(entry.answers) == len(base.answers):
+        share, differing = same_answers(as_objects(entry.answers), as_objects(base.answers))
+        entry.checks["answers"] = (f"{share:.1%} of images answered as the baseline "
+                                   f"({differing} not; score >= {ANSWER_SCORE:g})")  # fmt: skip
     entry.checks["latency"] = (f"p50 {slower:+.1f}% vs baseline (limit {max_regression:g}%)"
                                if latency else "emulated: latency not gated")  # fmt: skip
     failures = []
