@@ -277,3 +277,91 @@ def test_torchrun_two_ranks_extract_a_detection_sets_pyramids_like_one_process(
     head_one = load_file(str(tmp_path / "one" / "detector.safetensors"))
     head_two = load_file(str(tmp_path / "two" / "detector.safetensors"))
     assert all(np.allclose(head_one[k], head_two[k], atol=1e-4) for k in head_one)
+
+
+def test_torchrun_unfreeze_of_a_detector_trains_with_ddp_like_one_process(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """`--unfreeze 1 --nproc 2` on a YOLO set: both ranks fine-tune the pyramid's last stage
+    and the head under DistributedDataParallel, each on its share of every batch (12 train
+    images, each as is or mirrored, in batches of 11: shares of 6 and 5, then a last batch
+    of one, so rank 1 runs a stand-in at weight 0), val split and gathered; the history and
+    the weights are one process's."""
+    import os
+
+    from safetensors.numpy import load_file
+
+    from edgetl.core.data.scenes import make_scenes
+
+    data = make_scenes(tmp_path / "scenes", sizes={"train": 12, "val": 6, "test": 6})
+    common = ["finetune", "--data", str(data), "--backbone", "test_efficientnet", "--weights",
+              str(tiny_weights), "--image-size", "64", "--epochs", "2", "--seed", "3",
+              "--unfreeze", "1", "--batch-size", "11"]  # fmt: skip
+    counting = tmp_path / "counting.py"
+    counting.write_text(DDP_COUNTER)
+    launches = {
+        "one": [sys.executable, "-m", "edgetl"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", str(counting)],
+    }  # fmt: skip
+    for name, launch in launches.items():
+        result = subprocess.run(
+            [*launch, *common, "--out", str(tmp_path / name),
+             "--cache-dir", str(tmp_path / f"cache-{name}")],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "COUNTS": str(tmp_path / "rank")},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    counts = [json.loads((tmp_path / f"rank{r}").read_text()) for r in (0, 1)]
+    assert counts == [[6, 1, 6, 1], [5, 1, 5, 1]]
+    history = (tmp_path / "two" / "history.csv").read_text().splitlines()
+    one_history = (tmp_path / "one" / "history.csv").read_text().splitlines()
+    assert sum(row.endswith(",unfreeze 1") for row in history) == 2, history
+    for row, one_row in zip(history[1:], one_history[1:], strict=True):
+        two_values, one_values = row.split(","), one_row.split(",")
+        assert (two_values[0], two_values[-1]) == (one_values[0], one_values[-1])
+        # val mAP50-95 and mAP50 (the loss logged is rank 0's share's)
+        two_map = [float(v) for v in two_values[2:4]]
+        assert np.allclose(two_map, [float(v) for v in one_values[2:4]], atol=1e-3), row
+    for weights in ("detector.safetensors", "pyramid.safetensors"):
+        one = load_file(str(tmp_path / "one" / weights))
+        two = load_file(str(tmp_path / "two" / weights))
+        assert all(np.allclose(one[k], two[k], atol=1e-4) for k in one), weights
+
+
+FAILING_RANK = """
+import os
+import edgetl.stages.finetune.stage as stage
+from edgetl.cli import main
+if os.environ["RANK"] == "1":
+    def broken(*args, **kwargs):
+        raise RuntimeError("rank 1 broke on purpose")
+    stage._extract_share = broken
+main()
+"""
+
+
+def test_a_rank_that_fails_ends_the_launch_instead_of_hanging_it(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """An error on one rank used to leave it waiting at the final barrier and rank 0 in its
+    next collective, forever; now the failing rank leaves the group at once, rank 0's next
+    collective fails, and the launch exits non-zero with the rank's error."""
+    import os
+
+    from tests.conftest import write_folder
+
+    data = write_folder(tmp_path / "photos", per_class=4)
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_RANK)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), "finetune", "--data", str(data), "--backbone", "test_efficientnet",
+         "--weights", str(tiny_weights), "--image-size", "64", "--epochs", "1",
+         "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "rank 1 broke on purpose" in result.stdout + result.stderr
+    assert not (tmp_path / "run" / "edgetl.json").exists()

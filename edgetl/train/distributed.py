@@ -55,7 +55,9 @@ def join() -> Group | None:
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def leave(group: Group | None) -> None:
+def leave(group: Group | None, failed: bool = False) -> None:
+    """Every rank done: a barrier, then the group closed. `failed`: closed at once."""
     if group is not None and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()

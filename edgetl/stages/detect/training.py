@@ -75,9 +75,7 @@ def finetune_detector(opts: FinetuneOptions, group: Group | None = None) -> Dete
     cache = (opts.cache_dir or default_cache_dir()) if opts.use_cache else None
     if group is not None and not group.leader:
         with quiet():  # rank 0 speaks for the run
-            splits = _splits(opts)
-            backbone, pyramid, _ = _pyramid(opts)
-            _rows(backbone, pyramid, splits, opts, cache, group)
+            _follow(opts, cache, group)
         return None
     check_not_input(opts.out, {"--data": Path(opts.data), "the feature cache": cache})
     notes: list[str] = []
@@ -85,6 +83,27 @@ def finetune_detector(opts: FinetuneOptions, group: Group | None = None) -> Dete
         for note in notes:
             say(note)
         return _finetune(opts, cache, group)
+
+
+def _follow(opts: FinetuneOptions, cache: Path | None, group: Group) -> None:
+    """A rank other than 0: its share of the pyramids missing from the cache, then (with
+    --unfreeze) its share of every batch of the fine-tuning."""
+    splits = _splits(opts)
+    backbone, pyramid, shape = _pyramid(opts)
+    _rows(backbone, pyramid, splits, opts, cache, group)
+    if opts.unfreeze in (0, "0"):
+        return
+    from edgetl.stages.detect.unfreezing import follow
+
+    letterbox = backbone.preprocess
+    assert isinstance(letterbox, Letterbox)
+    head = DetectorHead(shape, len(splits.classes), WIDTH, DEPTH)  # DDP brings rank 0's
+    follow(opts, backbone.model, pyramid, head, splits, letterbox, _training(opts), group)
+
+
+def _training(opts: FinetuneOptions) -> DetectorTraining:
+    batch, patience = min(opts.batch_size, DETECT_BATCH), max(opts.patience, MIN_PATIENCE)
+    return DetectorTraining(opts.epochs, batch, opts.lr, patience, seed=opts.seed)
 
 
 def _splits(opts: FinetuneOptions) -> DetectionSplits:
@@ -129,8 +148,7 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
         Examples.of(rows["mirrored"], splits.train, _mirrored(letterbox), head),
     ])  # fmt: skip
     settings = NmsSettings()
-    batch, patience = min(opts.batch_size, DETECT_BATCH), max(opts.patience, MIN_PATIENCE)
-    training = DetectorTraining(opts.epochs, batch, opts.lr, patience, seed=opts.seed)
+    training = _training(opts)
     history = fit(head, train, (rows["val"], splits.val), letterbox, settings, training)
     val_float32, precision = rows.pop("val_float32"), None
     if cache is not None:
@@ -143,7 +161,7 @@ def _finetune(opts: FinetuneOptions, cache: Path | None, group: Group | None) ->
         from edgetl.stages.detect.unfreezing import unfreeze
 
         unfrozen = unfreeze(opts, backbone.model, pyramid, head, splits, letterbox, settings,
-                            training, history)  # fmt: skip
+                            training, history, group)  # fmt: skip
         history, test = unfrozen.history, unfrozen.test
     else:
         test = outputs(head, rows["test"])

@@ -2,7 +2,9 @@
 the last K backbone stages of the pyramid fine-tuned with it on images (train/detector/
 unfreeze.py). auto tries K = 1 and 2 (as the pyramid has stages), each warm-started from the
 one before, and keeps the smallest K whose val mAP50-95 is within --unfreeze-tolerance
-points of the best, the head alone (K = 0) included: as for classifiers (train/depth.py)."""
+points of the best, the head alone (K = 0) included: as for classifiers (train/depth.py).
+Under torchrun every rank fine-tunes its share of each batch under DDP (rank 0 in
+`unfreeze`, the others in `follow`), training the weights one process would."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from edgetl.core.data.detection import DetectionSet
 from edgetl.core.data.detection_splits import DetectionSplits
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
@@ -24,7 +27,14 @@ from edgetl.train.depth import DepthTrial, choose_depth, in_words
 from edgetl.train.detector.fit import DetectorTraining, EpochLine
 from edgetl.train.detector.model import DetectorHead
 from edgetl.train.detector.pyramid import Pyramid
-from edgetl.train.detector.unfreeze import letterboxed, outputs, tail, train_unfrozen
+from edgetl.train.detector.unfreeze import (
+    Letterboxed,
+    letterboxed,
+    outputs,
+    tail,
+    train_unfrozen,
+)
+from edgetl.train.distributed import Group
 
 AUTO_DEPTHS = (1, 2)
 
@@ -39,20 +49,20 @@ class Unfrozen:
 
 def unfreeze(opts: FinetuneOptions, backbone: nn.Module, pyramid: Pyramid, head: DetectorHead,
              splits: DetectionSplits, letterbox: Letterbox, settings: NmsSettings,
-             training: DetectorTraining, head_history: list[EpochLine]) -> Unfrozen:  # fmt: skip
-    """The pyramid's tail and the head fine-tuned in place (the chosen K's weights)."""
-    train = letterboxed(splits.images("train"), splits.train, letterbox, head, mirrored=True)
-    val = (letterboxed(splits.images("val"), splits.val, letterbox, head, False), splits.val)
+             training: DetectorTraining, head_history: list[EpochLine],
+             group: Group | None = None) -> Unfrozen:  # fmt: skip
+    """The pyramid's tail and the head fine-tuned in place (the chosen K's weights); under
+    torchrun rank 0's part, the other ranks `follow`."""
+    train, val = _images(splits, letterbox, head)
     history = list(head_history)
-    depths = [int(opts.unfreeze)] if opts.unfreeze != AUTO else [
-        k for k in AUTO_DEPTHS if _fits(pyramid, backbone, k)]  # fmt: skip
+    depths = _depths(opts, pyramid, backbone)
     best_head = max(line.val_map50_95 for line in head_history)
     trials = [DepthTrial(0, best_head, 0.0, sum(line.seconds for line in head_history))]
     states = {0: copy.deepcopy((pyramid.state_dict(), head.state_dict()))}
     for stages in depths:
         started, phase = time.perf_counter(), f"unfreeze {stages}"
         found = train_unfrozen(pyramid, head, tail(pyramid, backbone, stages), train, val,
-                               settings, training, phase)  # fmt: skip
+                               settings, training, phase, group)  # fmt: skip
         history += found
         best = max(line.val_map50_95 for line in found)
         trials.append(DepthTrial(stages, best, 0.0, time.perf_counter() - started))
@@ -67,6 +77,31 @@ def unfreeze(opts: FinetuneOptions, backbone: nn.Module, pyramid: Pyramid, head:
         record["finding"] = _said(trials, chosen, opts.unfreeze_tolerance)
     test = letterboxed(splits.images("test"), splits.test, letterbox, head, mirrored=False)
     return Unfrozen(chosen.stages, history, record, outputs(pyramid, head, test))
+
+
+def follow(opts: FinetuneOptions, backbone: nn.Module, pyramid: Pyramid, head: DetectorHead,
+           splits: DetectionSplits, letterbox: Letterbox, training: DetectorTraining,
+           group: Group) -> None:  # fmt: skip
+    """A rank other than 0 under torchrun: its share of every batch of each depth rank 0
+    fine-tunes, in the same order. DDP brings rank 0's weights (its trained head, and with
+    auto the depth before's) each time it wraps the model."""
+    train, val = _images(splits, letterbox, head)
+    for stages in _depths(opts, pyramid, backbone):
+        train_unfrozen(pyramid, head, tail(pyramid, backbone, stages), train, val, NmsSettings(),
+                       training, f"unfreeze {stages}", group)  # fmt: skip
+
+
+def _images(splits: DetectionSplits, letterbox: Letterbox, head: DetectorHead
+            ) -> tuple[Letterboxed, tuple[Letterboxed, DetectionSet]]:  # fmt: skip
+    train = letterboxed(splits.images("train"), splits.train, letterbox, head, mirrored=True)
+    val = (letterboxed(splits.images("val"), splits.val, letterbox, head, False), splits.val)
+    return train, val
+
+
+def _depths(opts: FinetuneOptions, pyramid: Pyramid, backbone: nn.Module) -> list[int]:
+    if opts.unfreeze != AUTO:
+        return [int(opts.unfreeze)]
+    return [k for k in AUTO_DEPTHS if _fits(pyramid, backbone, k)]
 
 
 def _fits(pyramid: Pyramid, backbone: nn.Module, stages: int) -> bool:

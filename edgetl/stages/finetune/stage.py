@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,14 +57,20 @@ def finetune(opts: FinetuneOptions, splits: Splits | None = None) -> RunInfo | N
         if detect:
             from edgetl.stages.detect.training import finetune_detector
 
-            return finetune_detector(opts, group)  # type: ignore[return-value]
-        if group is not None and not group.leader:
+            found: Any = finetune_detector(opts, group)
+        elif group is not None and not group.leader:
             with quiet():  # rank 0 speaks for the run
                 _extract_share(opts, group)
-            return None
-        return _finetune_here(opts, group, splits)
-    finally:
-        leave(group)
+            found = None
+        else:
+            found = _finetune_here(opts, group, splits)
+    except BaseException:
+        # No barrier: the other ranks would wait there for this one forever; they fail on
+        # their next collective instead, and this rank's error is what the launch shows.
+        leave(group, failed=True)
+        raise
+    leave(group)
+    return found
 
 
 def _extract_share(opts: FinetuneOptions, group: Group) -> None:

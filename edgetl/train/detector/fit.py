@@ -197,14 +197,28 @@ def step(
     optimizer: torch.optim.Optimizer,
     schedule: Schedule,
 ) -> float:
-    """One optimizer step on a batch's pyramid levels and targets (focal + GIoU, gradients
-    clipped over everything the optimizer trains); the batch's loss."""
-    logits, raw = head.raw(levels)
+    """One optimizer step on a batch's pyramid levels and targets."""
+    return step_outputs(head, head.raw(levels), labels, boxes, optimizer, schedule)
+
+
+def step_outputs(
+    head: DetectorHead,
+    outputs: tuple[torch.Tensor, torch.Tensor],
+    labels: torch.Tensor,
+    boxes: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    scale: float = 1.0,
+) -> float:
+    """One optimizer step on a batch's raw head outputs (logits, distances) and targets
+    (focal + GIoU, gradients clipped over everything the optimizer trains); the batch's loss.
+    `scale` multiplies the loss that is back-propagated (a rank's share under DDP)."""
+    logits, raw = outputs
     decoded, _ = head.decode(logits, raw)
     focal, giou = losses(logits, decoded, labels, boxes)
     loss = focal + giou
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if scale == 1.0 else loss * scale).backward()
     trained = [p for group in optimizer.param_groups for p in group["params"]]
     torch.nn.utils.clip_grad_norm_(trained, CLIP_NORM)
     optimizer.step()

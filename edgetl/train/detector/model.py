@@ -104,6 +104,7 @@ class DetectorHead(nn.Module):
     def __init__(self, shape: PyramidShape, classes: int, width: int = 64, depth: int = 2):
         super().__init__()
         self.shape = shape
+        self.classes = classes
         self.neck = Neck(shape.channels, width)
         self.head = Head(width, classes, depth)
         self.decode = Decode(shape)

@@ -27,6 +27,11 @@ class PyramidShape:
         return [self.size // s for s in self.strides]
 
     @property
+    def locations(self) -> int:
+        """The head's output locations over every level."""
+        return sum(g * g for g in self.grids())
+
+    @property
     def row_length(self) -> int:
         return sum(c * g * g for c, g in zip(self.channels, self.grids(), strict=True))
 

@@ -1,8 +1,9 @@
 """`--unfreeze K` for a detector: the last K stages of the backbone's pyramid fine-tuned with
 the neck and head on images, warm-started from the head trained on cached pyramids. Images
 are letterboxed once (uint8, both views: the cached mirrored view becomes a random flip per
-step); BatchNorm statistics stay frozen (eval mode, as for classifiers: small sets make them
-worse); the tail trains at a tenth of the head's rate; early-stopped on val mAP50-95."""
+step); BatchNorm statistics stay frozen (eval mode: as for classifiers, small sets make them
+worse, and so torchrun's ranks train what one process would); the tail trains at a tenth of
+the head's rate; early-stopped on val mAP50-95."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ from edgetl.train.detector.fit import (
     Schedule,
     run_epochs,
     scored,
-    step,
+    step_outputs,
 )
 from edgetl.train.detector.model import DetectorHead
 from edgetl.train.detector.pyramid import Pyramid
+from edgetl.train.distributed import Group
 
 TAIL_LR = 0.1  # the unfrozen stages' peak rate, of the head's
 
@@ -87,6 +89,18 @@ def tail(pyramid: Pyramid, backbone: nn.Module, stages: int) -> list[nn.Paramete
     return [own[n] for group in groups[-stages:] for n in group]
 
 
+class Joined(nn.Module):
+    """The pyramid and the head as one module (what DDP wraps): images -> raw outputs."""
+
+    def __init__(self, pyramid: Pyramid, head: DetectorHead):
+        super().__init__()
+        self.pyramid = pyramid
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.raw(self.pyramid(images))
+
+
 def train_unfrozen(
     pyramid: Pyramid,
     head: DetectorHead,
@@ -96,40 +110,36 @@ def train_unfrozen(
     settings: NmsSettings,
     training: DetectorTraining,
     phase: str,
+    group: Group | None = None,
 ) -> list[EpochLine]:
     """Fine-tune `trainable` (the pyramid's tail) with `head` in place; both end with the
-    weights of the best val epoch, frozen again."""
+    weights of the best val epoch, frozen again.
+
+    Every BatchNorm keeps its statistics (the head's from its cached training): then an
+    image's loss does not depend on the others in its batch, and under torchrun (`group`)
+    each rank's share of a batch, its loss weighted by its share of the batch's positives
+    (DDP averages the gradients), trains the very weights one process would. (SyncBatchNorm,
+    the other way, runs on GPUs only; edgetl's detector fine-tuning runs on CPUs.) Val is
+    split across the ranks and gathered, so every rank takes the same early stop."""
     for parameter in trainable:
         parameter.requires_grad_(True)
-    model = nn.ModuleDict({"pyramid": pyramid, "head": head})
+    # The head trained on cached rows in channels_last (fit.py): every rank's alike, as DDP
+    # requires the same strides on every rank
+    model = Joined(pyramid, head.to(memory_format=torch.channels_last))
+    forward = _data_parallel(model) if group is not None else model
     rng = np.random.default_rng(training.seed)
     count = len(train.views[0])
 
     def epoch(optimizer: torch.optim.Optimizer, schedule: Schedule) -> float:
-        pyramid.eval()  # BatchNorm statistics frozen; the tail's weights still learn
-        head.train()
+        model.eval()  # BatchNorm statistics frozen; the weights still learn
         order, view = rng.permutation(count), rng.integers(0, len(train.views), count)
-        total, seen = 0.0, 0
-        for start in range(0, count, training.batch_size):
-            index, views = (
-                order[start : start + training.batch_size],
-                view[start:][: training.batch_size],
-            )
-            if len(index) < 2:  # BatchNorm needs two
-                continue
-            labels = torch.stack(
-                [train.targets[v].labels[i] for i, v in zip(index, views, strict=True)]
-            )
-            boxes = torch.stack(
-                [train.targets[v].boxes[i] for i, v in zip(index, views, strict=True)]
-            )
-            levels = pyramid(train.inputs(index, views))
-            total += step(head, levels, labels, boxes, optimizer, schedule) * len(index)
-            seen += len(index)
-        return total / max(seen, 1)
+        return _epoch(forward, head, train, order, view, optimizer, schedule, training, group)
 
     def validate() -> DetectionScores:
-        return scored(outputs(pyramid, head, val[0]), val[1], val[0].letterbox, settings)[0]
+        found = outputs(pyramid, head, val[0], ranks=_ranks(group))
+        if group is not None:
+            found = _gathered(found, len(val[0].views[0]), head, group)
+        return scored(found, val[1], val[0].letterbox, settings)[0]
 
     groups = [{"params": trainable, "lr": training.lr * TAIL_LR},
               {"params": list(head.parameters()), "lr": training.lr}]  # fmt: skip
@@ -140,13 +150,93 @@ def train_unfrozen(
     return history
 
 
-def outputs(pyramid: Pyramid, head: DetectorHead, images: Letterboxed, batch: int = 32
-            ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """(boxes, scores) an image through the pyramid and the head, in input pixels."""
+def _epoch(
+    forward: nn.Module,
+    head: DetectorHead,
+    train: Letterboxed,
+    order: np.ndarray,
+    view: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    training: DetectorTraining,
+    group: Group | None,
+) -> float:
+    """One epoch in `order`; under torchrun this rank's share (every world-th image) of
+    each batch. The mean loss of the images this rank saw."""
+    rank, world = _ranks(group)
+    total, seen = 0.0, 0
+    for start in range(0, len(order), training.batch_size):
+        index, views = order[start:][: training.batch_size], view[start:][: training.batch_size]
+        mine, mine_views = index[rank::world], views[rank::world]
+        # An empty share (a last batch smaller than the world) runs the batch's first image
+        # at weight 0: every rank must run backward for DDP's all-reduce.
+        empty = not len(mine)
+        if empty:
+            mine, mine_views = index[:1], views[:1]
+        labels, boxes = train.truth(mine, mine_views)
+        scale = _share_of_positives(labels, head, group, empty)
+        outputs = forward(train.inputs(mine, mine_views))
+        loss = step_outputs(head, outputs, labels, boxes, optimizer, schedule, scale)
+        if not empty:
+            total, seen = total + loss * len(mine), seen + len(mine)
+    return total / max(seen, 1)
+
+
+def _ranks(group: Group | None) -> tuple[int, int]:
+    return (group.rank, group.world) if group is not None else (0, 1)
+
+
+def _share_of_positives(labels: torch.Tensor, head: DetectorHead, group: Group | None,
+                        empty: bool = False) -> float:  # fmt: skip
+    """world x this share's positives / the whole batch's: the losses are per positive (of
+    the share), and DDP averages the ranks' gradients; so weighted, the average is the
+    gradient of the whole batch's loss per positive, as in one process. 0 for an empty
+    share's stand-in image."""
+    if group is None:
+        return 1.0
+    import torch.distributed as dist
+
+    mine = 0.0 if empty else float((labels < head.classes).sum())
+    every = torch.tensor([mine], dtype=torch.float64)
+    dist.all_reduce(every)
+    return 0.0 if empty else group.world * max(mine, 1.0) / max(float(every[0]), 1.0)
+
+
+def _gathered(found: list[tuple[np.ndarray, np.ndarray]], total: int, head: DetectorHead,
+              group: Group) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Every rank's share of the outputs (rank r held images r, r + world, ...), on every
+    rank, in image order."""
+    import torch.distributed as dist
+
+    per = -(-total // group.world)
+    locations = head.shape.locations
+    parts = []
+    for which, width in ((0, 4), (1, head.classes)):
+        mine = torch.zeros(per, locations, width)
+        for i, pair in enumerate(found):
+            mine[i] = torch.from_numpy(pair[which])
+        every = [torch.zeros_like(mine) for _ in range(group.world)]
+        dist.all_gather(every, mine)
+        parts.append(every)
+    boxes, scores = parts
+    return [(boxes[i % group.world][i // group.world].numpy(),
+             scores[i % group.world][i // group.world].numpy()) for i in range(total)]  # fmt: skip
+
+
+def _data_parallel(model: nn.Module) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model)  # CPU: gloo
+
+
+def outputs(pyramid: Pyramid, head: DetectorHead, images: Letterboxed, batch: int = 32,
+            ranks: tuple[int, int] = (0, 1)) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """(boxes, scores) an image through the pyramid and the head, in input pixels; `ranks`
+    (rank, world): only every world-th image from the rank's own."""
     pyramid.eval()
     head.eval()
     found = []
-    everything = np.arange(len(images.views[0]))
+    everything = np.arange(len(images.views[0]))[ranks[0] :: ranks[1]]
     with torch.inference_mode():
         for start in range(0, len(everything), batch):
             index = everything[start : start + batch]
