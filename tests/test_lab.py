@@ -586,9 +586,10 @@ def test_compare_of_detectors_on_a_device_brings_their_map_verdict_back(
 def test_a_detector_search_times_its_artifacts_on_a_lab_device(
     lab: Path, detector: tuple[Path, Path], tiny_weights: Path, tmp_path: Path
 ) -> None:
-    """`edgetl search --on local` of a detection set: every artifact copied to the device with
-    the first val images and detected there in turn (NMS included) in one probe run; a
-    device that cannot be reached is exit 2."""
+    """`edgetl search --on local` of a detection set: every architecture, untrained, timed
+    there before training; every artifact copied to the device with the first val images
+    and detected there in turn (NMS included) in one probe run; a device that cannot be
+    reached is exit 2."""
     from tests.conftest import TINY_BACKBONE
 
     _, data = detector
@@ -601,6 +602,10 @@ def test_a_detector_search_times_its_artifacts_on_a_lab_device(
     (candidate,) = saved["candidates"]
     assert candidate["runtime"] == "onnxruntime on local"
     assert candidate["latency_ms"] > 0 and saved["chosen"] == candidate["key"]
+    # timed there before training too: the untrained graph (no NMS), compiled here
+    assert candidate["before_training_ms"] > 0
+    (untrained,) = (lab.parent / HOSTILE / "data").glob(f"*/untrained-{candidate['key']}")
+    assert json.loads((untrained / "probe.json").read_text())["inputs"] is None
     (shipped,) = (lab.parent / HOSTILE / "data").glob(f"*/{candidate['key']}")
     probe = json.loads((shipped / "probe.json").read_text())
     assert probe["inputs"] == "inputs.npz" and (shipped / "manifest.json").is_file()

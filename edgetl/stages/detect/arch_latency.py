@@ -22,7 +22,7 @@ import torch
 
 from edgetl.backends.compiler import CompileInput
 from edgetl.backends.placement import resolve
-from edgetl.backends.probe import TimedArch
+from edgetl.backends.probe import Probe, TimedArch
 from edgetl.core.data.detection_splits import DetectionSplits
 from edgetl.core.letterbox import Letterbox
 from edgetl.core.records import RuntimeSpec
@@ -61,14 +61,19 @@ def time_untrained(
     with tempfile.TemporaryDirectory(prefix="edgetl-detect-search-") as tmp:
         for arch in archs:
             with heartbeat(f"{arch.key}: an untrained head compiled for {profile.name}"):
-                loaded[arch.key] = _load(arch, weights, splits, profile, Path(tmp) / arch.key)
+                folder = Path(tmp) / arch.key
+                probe = compile_untrained(arch, weights, splits, profile, folder)
+                loaded[arch.key] = _load(probe, profile, folder)
     with heartbeat(f"timing {len(loaded)} untrained detectors (no NMS), batch 1"):
         return time_archs(loaded, iterations)
 
 
-def _load(
-    arch: Arch, weights: Path | None, splits: DetectionSplits, profile: TargetProfile, work: Path
-) -> LoadedArch:
+def compile_untrained(
+    arch: Arch, weights: Path | None, splits: DetectionSplits, profile: TargetProfile, out: Path
+) -> Probe:
+    """`arch` with a random neck and head, compiled by the target's backend into `out` as an
+    artifact would be, with its probe.json (`edgetl probe-latency` times it, here or on a
+    lab device)."""
     backbone, pyramid, shape = detector_pyramid(arch.backbone, weights, arch.size)
     torch.manual_seed(0)
     model = Detector(pyramid, DetectorHead(shape, len(splits.classes), WIDTH, DEPTH)).eval()
@@ -77,25 +82,34 @@ def _load(
     images = splits.images("train")
     count = min(CALIBRATION_IMAGES, len(images))
     calibration = np.stack([images.preprocessed(i, letterbox) for i in range(count)])
-    work.mkdir(parents=True)
-    path = work / "model.onnx"
-    detector_onnx(model, arch.size, path, profile.opset)
+    out.mkdir(parents=True, exist_ok=True)
     placement = resolve(profile, f"target {profile.name}", export=True)
-    fp32_path = None
-    if arch.precision == "int8":
-        prepared = prepared_graph(path, work / "prepared.onnx")
-        recipe = replace(load_recipe(profile.recipe), float_layers=DECODE_FLOAT)
-        floats = float_node_names(prepared, recipe)
-        graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
-        fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
-        onnx.save(placement.compiler().rewrite_int8(graph), str(path))
-    precision = profile.check_precision(arch.precision)
-    compiled = work / "compiled"
-    compiled.mkdir()
-    files = placement.compiler().compile(CompileInput(path, precision, fp32_path), compiled,
-                                         profile)  # fmt: skip
-    size_mb = sum((compiled / name).stat().st_size for name in files) / 1e6
+    with tempfile.TemporaryDirectory(prefix="edgetl-detect-arch-") as tmp:
+        work = Path(tmp)
+        path = work / "model.onnx"
+        detector_onnx(model, arch.size, path, profile.opset)
+        fp32_path = None
+        if arch.precision == "int8":
+            prepared = prepared_graph(path, work / "prepared.onnx")
+            recipe = replace(load_recipe(profile.recipe), float_layers=DECODE_FLOAT)
+            floats = float_node_names(prepared, recipe)
+            graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
+            fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
+            onnx.save(placement.compiler().rewrite_int8(graph), str(path))
+        precision = profile.check_precision(arch.precision)
+        files = placement.compiler().compile(CompileInput(path, precision, fp32_path), out,
+                                             profile)  # fmt: skip
+    probe = Probe(placement.backend.name, files, arch.size, precision, profile.device,
+                  dict(profile.options), profile.threads)  # fmt: skip
+    probe.write(out)
+    return probe
+
+
+def _load(probe: Probe, profile: TargetProfile, folder: Path) -> LoadedArch:
+    placement = resolve(profile, f"target {profile.name}", export=True)
     measuring = replace(profile, device=placement.device)
-    spec = RuntimeSpec(files, measuring.device, dict(measuring.options), measuring.threads)
-    runner = placement.backend.load(compiled, spec)
-    return LoadedArch(runner, calibration[:1], round(size_mb, 3), placement.runtime.name)
+    spec = RuntimeSpec(probe.files, measuring.device, dict(measuring.options), measuring.threads)
+    runner = placement.backend.load(folder, spec)
+    size_mb = sum((folder / name).stat().st_size for name in probe.files) / 1e6
+    single = np.zeros((1, 3, probe.size, probe.size), np.float32)
+    return LoadedArch(runner, single, round(size_mb, 3), placement.runtime.name)

@@ -9,9 +9,9 @@ With --on DEVICE the artifacts are timed on that lab device instead (each copied
 by content, with the first val images: `edgetl probe-latency` detects them in turn).
 
 Before training, every architecture's graph is timed untrained and without NMS (a detector's
-NMS works on its detections, so the untrained graph is a lower bound: arch_latency.py); a
-precision whose bound is over --max-latency is not trained or exported. With --on only the
-trained artifacts are timed (there)."""
+NMS works on its detections, so the untrained graph is a lower bound: arch_latency.py), here
+or with --on on the device; a precision whose bound is over --max-latency is not trained or
+exported."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class DetectCandidate:
     within_budget: bool | None = None
     on_front: bool = False
     # its graph untrained and without NMS, timed before training (arch_latency.py): a lower
-    # bound of latency_ms; None for a run trained earlier or with --on
+    # bound of latency_ms (here, or on the --on device); None for a run trained earlier
     before_training_ms: float | None = None
 
 
@@ -118,21 +118,32 @@ def search_detectors(opts: SearchOptions) -> DetectSearchReport:
 
 def _before_training(opts: SearchOptions) -> dict[str, float]:
     """The --latency statistic of every architecture not trained yet, untrained and without
-    NMS (arch_latency.py: a lower bound of its artifact's), timed here; {} with --on (the
-    device times the trained artifacts only)."""
+    NMS (arch_latency.py: a lower bound of its artifact's), timed here or, with --on, on
+    the lab device (each compiled into SEARCH/probes/untrained-KEY, copied once by
+    content)."""
     from edgetl.core.data.detection_splits import load_detection
-    from edgetl.stages.detect.arch_latency import Arch, time_untrained
+    from edgetl.stages.detect.arch_latency import Arch, compile_untrained, time_untrained
     from edgetl.stages.detect.run import is_detect_run
 
-    if opts.on is not None:
-        return {}
     archs = [Arch(b, s, p) for b in opts.backbones for s in opts.sizes for p in _precisions(opts)
              if not is_detect_run(opts.out / "runs" / f"{b}-{s}")]  # fmt: skip
     if not archs:
         return {}
     section(f"latency before training: {len(archs)} architectures, untrained, without NMS")
     splits = load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
-    timed = time_untrained(archs, opts.weights, splits, load_target(opts.target), opts.iterations)
+    profile = load_target(opts.target)
+    if opts.on is None:
+        timed = time_untrained(archs, opts.weights, splits, profile, opts.iterations)
+    else:
+        from edgetl.stages.lab.probes import time_on
+
+        folders = {}
+        for arch in archs:
+            folder = opts.out / "probes" / f"untrained-{arch.key}"
+            with heartbeat(f"{arch.key}: an untrained head compiled for {profile.name}"):
+                compile_untrained(arch, opts.weights, splits, profile, folder)
+            folders[arch.key] = folder
+        timed = time_on(folders, profile.backend, opts.on, opts.lab, opts.iterations)
     statistic = "p90_ms" if opts.latency == "p90" else "p50_ms"
     return {key: float(arch.to_dict()[statistic]) for key, arch in timed.items()}
 
