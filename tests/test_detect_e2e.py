@@ -624,6 +624,30 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) ->
     return out
 
 
+def test_on_a_target_that_runs_fp16_the_guards_float_layers_go_to_fp16_when_it_holds(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """Mixed precision for detectors: on openvino-cpu-fp16 the planted layer's accepted float
+    rescue is tried in FP16 and kept (the rule accepts it: within the budget on val); the
+    artifact's graph computes those layers in FP16 and says so."""
+    run = _planted(trained_run, tmp_path / "planted")
+    out = tmp_path / "int8"
+    result = cli("export", run, "--target", "openvino-cpu-fp16", "--precision", "int8",
+                 "--out", out, "--max-accuracy-drop", 5)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    quantization = manifest["quantization"]
+    chosen = quantization["attempts"][-1]
+    assert chosen["name"].endswith(" in FP16") and chosen["float16"], chosen
+    assert chosen["verdict"].startswith("accepted") and chosen["drop_upper_pts"] <= 5
+    assert quantization["float16"] and quantization["float_layers"] == chosen["float_layers"]
+    fp32_rescue = quantization["attempts"][-2]
+    assert fp32_rescue["float_layers"] == chosen["float_layers"] and not fp32_rescue["float16"]
+    report = json.loads((out / "sensitivity.json").read_text())
+    halves = {r["layer"] for r in report["layers"] if r["precision"] == "float16"}
+    assert halves == set(chosen["float_layers"])
+
+
 def test_the_guard_keeps_a_planted_layer_that_wrecks_map_in_float(
     trained_run: Path, tmp_path: Path
 ) -> None:

@@ -134,6 +134,8 @@ class DetectorQuantization:
     metric: str = "map50_95"
     # FP32 and INT8 graphs timed side by side here (quantize/int8.compare_speed); {} on a proxy
     speed_here: dict[str, Any] = field(default_factory=dict)
+    # the float layers run in FP16 (a target with float_layers = "fp16", the guard accepting it)
+    float16: bool = False
 
 
 @dataclass

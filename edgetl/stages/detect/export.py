@@ -44,6 +44,7 @@ from edgetl.quantize.guard.candidates import Candidates
 from edgetl.quantize.guard.ranker import ranking_loader
 from edgetl.quantize.guard.report import sensitivity_report
 from edgetl.quantize.int8 import compare_speed, payoff_line
+from edgetl.quantize.qdq import to_float16
 from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.detect.compiled import Target, host_checks, place
 from edgetl.stages.detect.guard import Climb, MapJudge, ValSet, climb, rank, run_raw
@@ -175,7 +176,7 @@ def _export(plan: Plan, splits: DetectionSplits, model: torch.nn.Module, work: P
     fp32_graph = onnx.load(str(fp32_path))
     torch_val = _torch_raw(model, val_images)
     fp32_raw = run_raw(load(fp32_graph), val_images)
-    _check_fp32(torch_val, fp32_raw)
+    _check_fp32(torch_val, _exact_fp32(measurer, fp32_graph, fp32_raw, measuring, val_images))
     judge = MapJudge(val, load, fp32_raw, val.objects(fp32_raw), guard_terms(plan.opts)[1])
     chosen_path, quantization = fp32_path, None
     if plan.precision == "int8":
@@ -258,6 +259,22 @@ def _torch_raw(model: torch.nn.Module, images: np.ndarray) -> tuple[np.ndarray, 
     return np.concatenate(boxes), np.concatenate(scores)
 
 
+Raw = tuple[np.ndarray, np.ndarray]  # boxes, scores
+
+
+def _exact_fp32(measurer: Any, graph: onnx.ModelProto, measured: Raw, profile: TargetProfile,
+                images: np.ndarray) -> Raw:  # fmt: skip
+    """The FP32 graph's outputs on ONNX Runtime, exact FP32 on every host (the measuring
+    runtime's when it is ONNX Runtime): the export is checked against PyTorch there. Another
+    runtime may compute "FP32" in FP16 or BF16 (openvino-cpu-fp16's f16 hint): the compiled
+    artifact's parity and the guard, judging INT8 against that runtime's own FP32, see it."""
+    from edgetl.backends.registry import get_compiler
+
+    if measurer.name == "onnxruntime":
+        return measured
+    return run_raw(get_compiler("onnxruntime").load_onnx(graph, profile), images)
+
+
 def _check_fp32(reference: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, np.ndarray]
                 ) -> None:  # fmt: skip
     boxes = float(np.abs(reference[0] - found[0]).max())
@@ -293,9 +310,12 @@ def _quantize(plan: Plan, splits: DetectionSplits, judge: MapJudge, work: Path,
     candidates = Candidates.quantize(prepared_graph(fp32_path, work / "prepared.onnx"), calibration,
                                      recipe, compiler.rewrite_int8)  # fmt: skip
     rank_load = ranking_loader(plan.profile)
+    fp16 = None
+    if plan.profile.float_layers == "fp16":  # mixed precision: float layers in FP16 if it holds
+        fp16 = lambda graph, layers: compiler.rewrite_int8(to_float16(graph, layers))  # noqa: E731
     found: Climb = climb(candidates, judge, budget,
                          lambda base: rank(candidates, judge, base, rank_load),
-                         recipe.guard.max_float_layers)  # fmt: skip
+                         recipe.guard.max_float_layers, fp16)  # fmt: skip
     if found.chosen is None:
         raise GuardRefused(
             f"INT8 refused: no candidate is shown, at {confidence:.0%} on {len(judge.val.images)} "
@@ -311,6 +331,7 @@ def _quantize(plan: Plan, splits: DetectionSplits, judge: MapJudge, work: Path,
         recipe.name, count, budget, confidence, "paired-bootstrap", found.attempts,
         list(found.chosen.attempt.float_layers),
         [Sensitivity(r.layer, r.score) for r in ranked[:20]],
+        float16=found.chosen.attempt.float16,
     )  # fmt: skip
     measured = (
         ""

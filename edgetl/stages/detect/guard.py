@@ -129,15 +129,19 @@ def climb(
     budget: float,
     ranked: Callable[[list[str]], Ranking],
     max_float: int,
+    fp16: Callable[[onnx.ModelProto, list[str]], onnx.ModelProto] | None = None,
 ) -> Climb:
     """Plain, head outputs float, then ranked layers too (`ranked(base)`: the layers beyond
-    `base` most sensitive first); the first candidate the rule accepts."""
+    `base` most sensitive first); the first candidate the rule accepts. `fp16` (a target
+    that runs FP16 well): the accepted candidate's float layers then tried in FP16, kept
+    when the rule accepts that too (mixed precision); the decode stays FP32."""
     attempts: list[Attempt] = []
     head = [n for n in candidates.quantized_layers() if any(p in n for p in HEAD_OUTPUTS)]
 
-    def tried(name: str, layers: list[str]) -> Measured[Any] | None:
-        measured, ok = judge.judge(judge.measure(name, candidates.build(layers),
-                                                 float_layers=layers), budget)  # fmt: skip
+    def tried(name: str, model: onnx.ModelProto, layers: list[str], half: bool = False
+              ) -> Measured[Any] | None:  # fmt: skip
+        measured, ok = judge.judge(judge.measure(name, model, float_layers=layers,
+                                                 float16=half), budget)  # fmt: skip
         attempts.append(measured.attempt)
         a = measured.attempt
         say(f"  {name}: val mAP50-95 {a.top1:.4f} (FP32 {judge.fp32_map:.4f}, drop "
@@ -145,14 +149,26 @@ def climb(
             f"{a.drop_upper_pts:.2f}): {a.verdict}")  # fmt: skip
         return measured if ok else None
 
+    def done(chosen: Measured[Any], order: Ranking | None) -> Climb:
+        layers = list(chosen.attempt.float_layers)
+        if fp16 is None or not layers:
+            return Climb(chosen, attempts, order)
+        name = f"{chosen.attempt.name} in FP16"
+        if half := tried(name, fp16(chosen.model, layers), layers, half=True):
+            return Climb(half, attempts, order)
+        attempts[-2], attempts[-1] = attempts[-1], attempts[-2]  # the kept attempt ends the list
+        return Climb(chosen, attempts, order)
+
     for name, layers in (("plain (decode float)", []), ("head outputs float", head)):
-        if chosen := tried(name, layers):
-            return Climb(chosen, attempts, None)
+        if chosen := tried(name, candidates.build(layers), layers):
+            return done(chosen, None)
     order = ranked(head)
     for count in float_layer_counts(max_float):
         extra = order.names(count)
-        if chosen := tried(f"head outputs + {len(extra)} float", head + extra):
-            return Climb(chosen, attempts, order)
+        layers = head + extra
+        if chosen := tried(f"head outputs + {len(extra)} float", candidates.build(layers),
+                           layers):  # fmt: skip
+            return done(chosen, order)
     return Climb(None, attempts, order)
 
 
