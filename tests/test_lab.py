@@ -627,9 +627,14 @@ def test_robustness_on_a_device_matches_the_host(
     assert cli("attack", art, "--out", crafted, "--epsilons", "8", "--steps", "2",
                "--surrogate-images", "30")[0] == 0  # fmt: skip
     extra = ("--robustness", "--attack", str(crafted))
-    code, output, report = bench_on(lab, "local", tmp_path / "lab.json", art, extra=extra)
+    md = tmp_path / "lab.md"
+    code, output, report = bench_on(lab, "local", tmp_path / "lab.json", art,
+                                    extra=(*extra, "--md", str(md)))  # fmt: skip
     assert code == 0, output
     assert "robustness" in output and "public backbone" in output
+    written = md.read_text()  # the Markdown report has the section too, by device
+    name = report["devices"][0]["report"]["results"][0]["name"]
+    assert "**Robustness**" in written and f"| local/{name} |" in written
     there = report["devices"][0]["report"]["results"][0]["robustness"]
     local = tmp_path / "local.json"
     assert cli("bench", art, "--iterations", "10", "--rounds", "1", "--no-cold", *extra,

@@ -73,7 +73,7 @@ def markdown(report: BenchReport) -> str:
              *md_table(columns, body)]  # fmt: skip
     if ratio_note(report):
         lines.append(f"\n{ratio_note(report)}")
-    lines += _robustness_lines(report)
+    lines += robustness_lines(report)
     for entry in report.results:
         if entry.checks.latency is not None:
             lines.append(f"\n{entry.name} vs baseline: {entry.checks.latency.line}")
@@ -94,7 +94,8 @@ def md_table(columns: list[str], body: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in body)]  # fmt: skip
 
 
-def _robustness_lines(report: BenchReport) -> list[str]:
+def robustness_lines(report: BenchReport) -> list[str]:
+    """The Markdown robustness section: a table over the artifacts and each one's finding."""
     from edgetl.stages.bench.robustness import table
 
     found = table(report.results)

@@ -89,6 +89,8 @@ def markdown(lab: LabReport) -> str:
         "|" + "|".join(["---"] * 4 + ["---:"] * (len(COLUMNS) - 5) + ["---"]) + "|",
         *("| " + " | ".join(row) + " |" for row in rows(lab)),
     ]
+    if (every := merged(lab)) is not None:  # DEVICE/ARTIFACT beside each other
+        lines += bench_reports.robustness_lines(every)
     return "\n".join(lines) + "\n"
 
 
