@@ -214,6 +214,8 @@ def test_bench_measures_map_and_nms_share_and_gates_a_baseline(
         manifest = json.loads((path / "manifest.json").read_text())
         assert entry["map50_95"] == pytest.approx(manifest["test"]["map50_95"], abs=1e-4)
         assert entry["nms_p50_ms"] > 0 and entry["graph_p50_ms"] > 0
+    # the run's test split is the images of the artifacts' reference sets: FP32's answers
+    assert data["results"][0]["agreement"] == 1.0 and 0 <= data["results"][1]["agreement"] <= 1
     worse = json.loads(report.read_text())
     worse["results"][0]["map50_95"] += 0.5  # a baseline 50 points better: a regression now
     baseline = tmp_path / "baseline.json"

@@ -97,8 +97,19 @@ def detection_data(model: DetectorModel, opts: BenchOptions | CompareOptions) ->
         say(f"[yellow]note:[/] measuring on {split}: choices were made on it; test is the "
             "split no choice was made on")  # fmt: skip
     letterbox = model.letterbox
+    fp32 = _reference_fp32(model, part.keys) if not opts.data and split == "test" else None
     return Measured(splits.source, split, part.classes, part.sizes, part.objects,
-                    lambda i: letterbox(read_image(part.root / part.keys[i]))[None])  # fmt: skip
+                    lambda i: letterbox(read_image(part.root / part.keys[i]))[None],
+                    fp32)  # fmt: skip
+
+
+def _reference_fp32(model: DetectorModel, keys: list[str]) -> list[Objects] | None:
+    """FP32 PyTorch's detections of exactly these images, from the artifact's reference set
+    (the run's test images it was exported with), or None when it holds other images."""
+    if model.manifest.reference is None:
+        return None
+    reference = DetectionReference.load(model.path / str(model.manifest.reference))
+    return reference.fp32 if reference.keys == list(keys) else None
 
 
 def _reference(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Measured:
