@@ -425,6 +425,11 @@ def test_search_of_a_detection_set_chooses_on_val_within_the_budget_and_resumes(
     assert [c["status"] for c in pruned] == ["over budget before training"] * 2
     assert all(c["before_training_ms"] > 0.001 and c["artifact"] is None for c in pruned)
     assert not (tmp_path / "over" / "runs").exists()  # nothing trained
+    few = make_scenes(tmp_path / "few", sizes={"train": 12, "val": 6, "test": 6})
+    small = cli("search", *[few if v == source else tmp_path / "few-search" if v == out else v
+                            for v in common], "--max-latency", 1000)  # fmt: skip
+    assert small.exit_code == 2 and "--precisions fp32" in " ".join(small.output.split())
+    assert not (tmp_path / "few-search").exists()  # refused before anything was trained
     trt = cli("search", *[v if v != "cpu" else "jetson" for v in common], "--max-latency", 5)
     assert trt.exit_code == 2 and "--on DEVICE" in " ".join(trt.output.split())
     from edgetl.stages.detect.search import DetectCandidate, DetectSearchReport, _choose

@@ -92,6 +92,7 @@ class DetectSearchReport:
 
 def search_detectors(opts: SearchOptions) -> DetectSearchReport:
     _check(opts)
+    _check_calibration(opts)
     assert opts.max_latency_ms is not None
     report = DetectSearchReport(opts.data, opts.target, opts.max_latency_ms, opts.latency,
                                 opts.settings())  # fmt: skip
@@ -204,6 +205,22 @@ def _check(opts: SearchOptions) -> None:
     extra = [p for p in opts.precisions or () if p not in PRECISIONS]
     if extra:
         raise EdgetlError(f"--precisions {','.join(extra)}: a detector search takes fp32,int8")
+
+
+def _check_calibration(opts: SearchOptions) -> None:
+    """INT8 asked of a train split too small to calibrate: exit 2 before anything is trained
+    (each INT8 export would refuse it after its run was)."""
+    from edgetl.core.data.detection_splits import load_detection
+    from edgetl.quantize.calibration import MIN_SAMPLES
+
+    if "int8" not in _precisions(opts):
+        return
+    splits = load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
+    if len(splits.train) < MIN_SAMPLES:
+        raise EdgetlError(
+            f"--data {opts.data}: train has {len(splits.train)} images and INT8 calibration "
+            f"needs {MIN_SAMPLES}; give more images, or --precisions fp32"
+        )
 
 
 def _precisions(opts: SearchOptions) -> list[str]:
