@@ -13,26 +13,20 @@ precision. (The guard may keep layers of INT8 float: they add time, never remove
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
-from edgetl.backends.compiler import CompileInput
-from edgetl.backends.placement import resolve
 from edgetl.backends.probe import Probe, TimedArch
 from edgetl.core.data.detection_splits import DetectionSplits
 from edgetl.core.letterbox import Letterbox
-from edgetl.core.records import RuntimeSpec
 from edgetl.core.targets import TargetProfile
 from edgetl.core.ui import heartbeat
-from edgetl.quantize.engines import ENGINES, float_node_names
-from edgetl.quantize.recipes import load_recipe
 from edgetl.stages.detect.export import DECODE_FLOAT, detector_onnx, prepared_graph
 from edgetl.stages.detect.training import DEPTH, WIDTH, detector_pyramid
-from edgetl.stages.search.latency import LoadedArch, time_archs
+from edgetl.stages.search.latency import compile_graph, load_probe, time_archs
 from edgetl.train.detector.model import Detector, DetectorHead
 
 CALIBRATION_IMAGES = 16  # for timing an INT8 architecture only: its mAP comes after training
@@ -63,7 +57,8 @@ def time_untrained(
             with heartbeat(f"{arch.key}: an untrained head compiled for {profile.name}"):
                 folder = Path(tmp) / arch.key
                 probe = compile_untrained(arch, weights, splits, profile, folder)
-                loaded[arch.key] = _load(probe, profile, folder)
+                single = np.zeros((1, 3, arch.size, arch.size), np.float32)
+                loaded[arch.key] = load_probe(probe, folder, profile, single)
     with heartbeat(f"timing {len(loaded)} untrained detectors (no NMS), batch 1"):
         return time_archs(loaded, iterations)
 
@@ -72,8 +67,8 @@ def compile_untrained(
     arch: Arch, weights: Path | None, splits: DetectionSplits, profile: TargetProfile, out: Path
 ) -> Probe:
     """`arch` with a random neck and head, compiled by the target's backend into `out` as an
-    artifact would be, with its probe.json (`edgetl probe-latency` times it, here or on a
-    lab device)."""
+    artifact would be (the decode float), with its probe.json (`edgetl probe-latency` times
+    it, here or on a lab device)."""
     backbone, pyramid, shape = detector_pyramid(arch.backbone, weights, arch.size)
     torch.manual_seed(0)
     model = Detector(pyramid, DetectorHead(shape, len(splits.classes), WIDTH, DEPTH)).eval()
@@ -82,34 +77,8 @@ def compile_untrained(
     images = splits.images("train")
     count = min(CALIBRATION_IMAGES, len(images))
     calibration = np.stack([images.preprocessed(i, letterbox) for i in range(count)])
-    out.mkdir(parents=True, exist_ok=True)
-    placement = resolve(profile, f"target {profile.name}", export=True)
     with tempfile.TemporaryDirectory(prefix="edgetl-detect-arch-") as tmp:
-        work = Path(tmp)
-        path = work / "model.onnx"
+        path = Path(tmp) / "model.onnx"
         detector_onnx(model, arch.size, path, profile.opset)
-        fp32_path = None
-        if arch.precision == "int8":
-            prepared = prepared_graph(path, work / "prepared.onnx")
-            recipe = replace(load_recipe(profile.recipe), float_layers=DECODE_FLOAT)
-            floats = float_node_names(prepared, recipe)
-            graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
-            fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
-            onnx.save(placement.compiler().rewrite_int8(graph), str(path))
-        precision = profile.check_precision(arch.precision)
-        files = placement.compiler().compile(CompileInput(path, precision, fp32_path), out,
-                                             profile)  # fmt: skip
-    probe = Probe(placement.backend.name, files, arch.size, precision, profile.device,
-                  dict(profile.options), profile.threads)  # fmt: skip
-    probe.write(out)
-    return probe
-
-
-def _load(probe: Probe, profile: TargetProfile, folder: Path) -> LoadedArch:
-    placement = resolve(profile, f"target {profile.name}", export=True)
-    measuring = replace(profile, device=placement.device)
-    spec = RuntimeSpec(probe.files, measuring.device, dict(measuring.options), measuring.threads)
-    runner = placement.backend.load(folder, spec)
-    size_mb = sum((folder / name).stat().st_size for name in probe.files) / 1e6
-    single = np.zeros((1, 3, probe.size, probe.size), np.float32)
-    return LoadedArch(runner, single, round(size_mb, 3), placement.runtime.name)
+        return compile_graph(path, arch.size, arch.precision, calibration, profile, out,
+                             prepared_graph, DECODE_FLOAT)  # fmt: skip

@@ -53,25 +53,44 @@ def compile_arch(
 ) -> Probe:
     """`candidate`'s architecture (a random head) compiled by the target's backend into
     `out`, as an artifact would be (OpenVINO: an IR), with its probe.json."""
-    placement = resolve(profile, f"target {profile.name}", export=True)
     torch.manual_seed(0)
     model = Classifier(backbone.model, Head(backbone.num_features, classes, candidate.hidden))
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgetl-search-") as tmp:
-        work = Path(tmp)
-        path = work / "model.onnx"
+        path = Path(tmp) / "model.onnx"
         _to_onnx(model.eval(), candidate.size, path, profile.opset)
-        fp32_path = None
-        if candidate.precision == "int8":
-            prepared = prepare(path, work / "prepared.onnx")
-            recipe = load_recipe(profile.recipe)
-            floats = float_node_names(prepared, recipe)
-            graph = ENGINES[recipe.engine](prepared, calibration, recipe, floats)
-            fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
-            onnx.save(placement.compiler().rewrite_int8(graph), str(path))
-        precision = profile.check_precision(candidate.precision)
-        files = placement.compiler().compile(CompileInput(path, precision, fp32_path), out, profile)
-    probe = Probe(placement.backend.name, files, candidate.size, precision, profile.device,
+        return compile_graph(path, candidate.size, candidate.precision, calibration, profile,
+                             out)  # fmt: skip
+
+
+def compile_graph(
+    path: Path,
+    size: int,
+    precision: str,
+    calibration: np.ndarray,
+    profile: TargetProfile,
+    out: Path,
+    prepared: Callable[[Path, Path], onnx.ModelProto] = prepare,
+    float_layers: tuple[str, ...] | None = None,
+) -> Probe:
+    """The FP32 graph at `path` made what an artifact of `profile` would run: INT8-quantized
+    where asked (calibrated on `calibration`, `prepared` first; `float_layers`: the recipe's
+    float patterns replaced), compiled by the target's backend into `out`, with its
+    probe.json. Scratch files go beside `path`."""
+    placement = resolve(profile, f"target {profile.name}", export=True)
+    out.mkdir(parents=True, exist_ok=True)
+    work, fp32_path = path.parent, None
+    if precision == "int8":
+        graph = prepared(path, work / "prepared.onnx")
+        recipe = load_recipe(profile.recipe)
+        if float_layers is not None:
+            recipe = replace(recipe, float_layers=float_layers)
+        floats = float_node_names(graph, recipe)
+        quantized = ENGINES[recipe.engine](graph, calibration, recipe, floats)
+        fp32_path, path = work / "prepared.onnx", work / "model.int8.onnx"
+        onnx.save(placement.compiler().rewrite_int8(quantized), str(path))
+    checked = profile.check_precision(precision)
+    files = placement.compiler().compile(CompileInput(path, checked, fp32_path), out, profile)
+    probe = Probe(placement.backend.name, files, size, checked, profile.device,
                   dict(profile.options), profile.threads)  # fmt: skip
     probe.write(out)
     return probe
@@ -84,27 +103,33 @@ def load_arch(
     calibration: np.ndarray,
     profile: TargetProfile,
 ) -> LoadedArch:
-    """`candidate`'s architecture loaded by the target's runtime here (a random head):
-    compiled by the target's backend where its runtime is here, else the ONNX graph on the
-    host proxy (whose latency is not the device's)."""
-    placement = resolve(profile, f"target {profile.name}", export=True)
-    measuring = replace(profile, device=placement.device)
+    """`candidate`'s architecture loaded by the target's runtime here (a random head)."""
     with tempfile.TemporaryDirectory(prefix="edgetl-search-") as tmp:
         compiled = Path(tmp) / "compiled"
         probe = compile_arch(candidate, backbone, classes, calibration, profile, compiled)
-        size_mb = sum((compiled / name).stat().st_size for name in probe.files) / 1e6
-        if placement.proxy is None:
-            spec = RuntimeSpec(probe.files, measuring.device, dict(measuring.options),
-                               measuring.threads)  # fmt: skip
-            runner = placement.backend.load(compiled, spec)
-        else:
-            onnx_files = [name for name in probe.files if name.endswith(".onnx")]
-            runner = placement.measurer().load_onnx(onnx.load(str(compiled / onnx_files[0])),
-                                                 measuring)  # fmt: skip
+        return load_probe(probe, compiled, profile, calibration[:1])
+
+
+def load_probe(probe: Probe, compiled: Path, profile: TargetProfile, single: np.ndarray
+               ) -> LoadedArch:  # fmt: skip
+    """A compiled probe loaded by the target's runtime here, or, where that runtime is not
+    here, its ONNX graph on the host proxy (whose latency is not the device's); `single`:
+    the input it is timed on."""
+    placement = resolve(profile, f"target {profile.name}", export=True)
+    measuring = replace(profile, device=placement.device)
+    size_mb = sum((compiled / name).stat().st_size for name in probe.files) / 1e6
+    if placement.proxy is None:
+        spec = RuntimeSpec(probe.files, measuring.device, dict(measuring.options),
+                           measuring.threads)  # fmt: skip
+        runner = placement.backend.load(compiled, spec)
+    else:
+        onnx_files = [name for name in probe.files if name.endswith(".onnx")]
+        runner = placement.measurer().load_onnx(onnx.load(str(compiled / onnx_files[0])),
+                                             measuring)  # fmt: skip
     runtime = placement.runtime.name
     if placement.proxy is not None:
         runtime += f" (proxy for {placement.backend.name})"
-    return LoadedArch(runner, calibration[:1], round(size_mb, 3), runtime)
+    return LoadedArch(runner, single, round(size_mb, 3), runtime)
 
 
 def check_reference(path: Path, profile: TargetProfile) -> Manifest:
