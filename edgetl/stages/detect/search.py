@@ -25,6 +25,7 @@ import numpy as np
 from edgetl.backends.detector import DetectorModel, in_turn, load_detector
 from edgetl.backends.probe import artifact_probe
 from edgetl.backends.profiles import load_target
+from edgetl.core.data.detection_splits import DetectionSplits, load_detection
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say, section
 from edgetl.core.fields import write_fields
@@ -92,12 +93,14 @@ class DetectSearchReport:
 
 def search_detectors(opts: SearchOptions) -> DetectSearchReport:
     _check(opts)
-    _check_calibration(opts)
+    # Read (every image hashed) once: the calibration check and the untrained timing use it
+    splits = load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
+    _check_calibration(opts, splits)
     assert opts.max_latency_ms is not None
     report = DetectSearchReport(opts.data, opts.target, opts.max_latency_ms, opts.latency,
                                 opts.settings())  # fmt: skip
     _start(opts, report.settings)
-    bounds = _before_training(opts)
+    bounds = _before_training(opts, splits)
     for backbone in opts.backbones:
         for size in opts.sizes:
             over = [_over_budget(opts, backbone, size, p, bounds) for p in _precisions(opts)]
@@ -117,12 +120,11 @@ def search_detectors(opts: SearchOptions) -> DetectSearchReport:
     return report
 
 
-def _before_training(opts: SearchOptions) -> dict[str, float]:
+def _before_training(opts: SearchOptions, splits: DetectionSplits) -> dict[str, float]:
     """The --latency statistic of every architecture not trained yet, untrained and without
     NMS (arch_latency.py: a lower bound of its artifact's), timed here or, with --on, on
     the lab device (each compiled into SEARCH/probes/untrained-KEY, copied once by
     content)."""
-    from edgetl.core.data.detection_splits import load_detection
     from edgetl.stages.detect.arch_latency import Arch, compile_untrained, time_untrained
     from edgetl.stages.detect.run import is_detect_run
 
@@ -131,7 +133,6 @@ def _before_training(opts: SearchOptions) -> dict[str, float]:
     if not archs:
         return {}
     section(f"latency before training: {len(archs)} architectures, untrained, without NMS")
-    splits = load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
     profile = load_target(opts.target)
     if opts.on is None:
         timed = time_untrained(archs, opts.weights, splits, profile, opts.iterations)
@@ -207,16 +208,12 @@ def _check(opts: SearchOptions) -> None:
         raise EdgetlError(f"--precisions {','.join(extra)}: a detector search takes fp32,int8")
 
 
-def _check_calibration(opts: SearchOptions) -> None:
+def _check_calibration(opts: SearchOptions, splits: DetectionSplits) -> None:
     """INT8 asked of a train split too small to calibrate: exit 2 before anything is trained
     (each INT8 export would refuse it after its run was)."""
-    from edgetl.core.data.detection_splits import load_detection
     from edgetl.quantize.calibration import MIN_SAMPLES
 
-    if "int8" not in _precisions(opts):
-        return
-    splits = load_detection(Path(opts.data), opts.val_fraction, opts.test_fraction, opts.seed)
-    if len(splits.train) < MIN_SAMPLES:
+    if "int8" in _precisions(opts) and len(splits.train) < MIN_SAMPLES:
         raise EdgetlError(
             f"--data {opts.data}: train has {len(splits.train)} images and INT8 calibration "
             f"needs {MIN_SAMPLES}; give more images, or --precisions fp32"
