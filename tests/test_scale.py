@@ -117,6 +117,36 @@ def test_torchrun_two_ranks_give_the_rows_and_head_of_one_process(
     )
 
 
+def unfreeze_one_and_two_ranks(data: Path, tmp_path: Path, weights: Path) -> dict[str, dict]:
+    """`finetune --unfreeze 1` of `data` (12 train images in batches of 11) in one process
+    (RUN one) and under a real two-rank torchrun launch (RUN two) whose ranks count the
+    images each DDP forward is given (test instrumentation only: rankN files); each run's
+    edgetl.json."""
+    import os
+
+    common = ["finetune", "--data", str(data), "--backbone", "test_efficientnet", "--weights",
+              str(weights), "--image-size", "64", "--epochs", "2", "--seed", "3",
+              "--unfreeze", "1", "--batch-size", "11"]  # fmt: skip
+    counting = tmp_path / "counting.py"
+    counting.write_text(DDP_COUNTER)
+    launches = {
+        "one": [sys.executable, "-m", "edgetl"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", str(counting)],
+    }  # fmt: skip
+    runs = {}
+    for name, launch in launches.items():
+        result = subprocess.run(
+            [*launch, *common, "--out", str(tmp_path / name),
+             "--cache-dir", str(tmp_path / f"cache-{name}")],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "COUNTS": str(tmp_path / "rank")},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs[name] = json.loads((tmp_path / name / "edgetl.json").read_text())
+    return runs
+
+
 DDP_COUNTER = """
 import atexit, json, os, sys
 import torch.nn.parallel as parallel
@@ -139,34 +169,12 @@ def test_torchrun_unfreeze_trains_with_ddp_like_one_process(
     """`--unfreeze 1 --nproc 2`: both ranks fine-tune with DistributedDataParallel, each on
     its share of every batch (12 train images in batches of 11: shares of 6 and 5, then a
     last batch of one image, so rank 1 runs an empty share); the weights match one process's."""
-    import os
-
     from safetensors.numpy import load_file
 
     from tests.conftest import write_folder
 
     data = write_folder(tmp_path / "photos", per_class=8)
-    common = ["finetune", "--data", str(data), "--backbone", "test_efficientnet", "--weights",
-              str(tiny_weights), "--image-size", "64", "--epochs", "2", "--seed", "3",
-              "--unfreeze", "1", "--batch-size", "11"]  # fmt: skip
-    # The ranks count the images each DDP forward is given (test instrumentation only).
-    counting = tmp_path / "counting.py"
-    counting.write_text(DDP_COUNTER)
-    launches = {
-        "one": [sys.executable, "-m", "edgetl"],
-        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "2", str(counting)],
-    }  # fmt: skip
-    runs = {}
-    for name, launch in launches.items():
-        result = subprocess.run(
-            [*launch, *common, "--out", str(tmp_path / name),
-             "--cache-dir", str(tmp_path / f"cache-{name}")],
-            capture_output=True, text=True, timeout=600,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "COUNTS": str(tmp_path / "rank")},
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-        runs[name] = json.loads((tmp_path / name / "edgetl.json").read_text())
+    runs = unfreeze_one_and_two_ranks(data, tmp_path, tiny_weights)
     assert runs["one"]["data"]["sizes"]["train"] == 12
     # Per epoch rank 0 ran 6 + 1 images, rank 1 ran 5 + the padded one; the val forwards
     # go to the model itself, not through DDP.
@@ -287,31 +295,12 @@ def test_torchrun_unfreeze_of_a_detector_trains_with_ddp_like_one_process(
     images, each as is or mirrored, in batches of 11: shares of 6 and 5, then a last batch
     of one, so rank 1 runs a stand-in at weight 0), val split and gathered; the history and
     the weights are one process's."""
-    import os
-
     from safetensors.numpy import load_file
 
     from edgetl.core.data.scenes import make_scenes
 
     data = make_scenes(tmp_path / "scenes", sizes={"train": 12, "val": 6, "test": 6})
-    common = ["finetune", "--data", str(data), "--backbone", "test_efficientnet", "--weights",
-              str(tiny_weights), "--image-size", "64", "--epochs", "2", "--seed", "3",
-              "--unfreeze", "1", "--batch-size", "11"]  # fmt: skip
-    counting = tmp_path / "counting.py"
-    counting.write_text(DDP_COUNTER)
-    launches = {
-        "one": [sys.executable, "-m", "edgetl"],
-        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "2", str(counting)],
-    }  # fmt: skip
-    for name, launch in launches.items():
-        result = subprocess.run(
-            [*launch, *common, "--out", str(tmp_path / name),
-             "--cache-dir", str(tmp_path / f"cache-{name}")],
-            capture_output=True, text=True, timeout=600,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "COUNTS": str(tmp_path / "rank")},
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
+    unfreeze_one_and_two_ranks(data, tmp_path, tiny_weights)
     counts = [json.loads((tmp_path / f"rank{r}").read_text()) for r in (0, 1)]
     assert counts == [[6, 1, 6, 1], [5, 1, 5, 1]]
     history = (tmp_path / "two" / "history.csv").read_text().splitlines()
