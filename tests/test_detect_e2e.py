@@ -5,6 +5,7 @@ decode float), load, predict (--json, --save), bench (mAP, NMS's share, --baseli
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -220,8 +221,20 @@ def test_bench_measures_map_and_nms_share_and_gates_a_baseline(
     worse["results"][0]["map50_95"] += 0.5  # a baseline 50 points better: a regression now
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps(worse))
-    gated = cli("bench", *artifacts, "--iterations", 20, "--baseline", baseline)
+    written = {kind: tmp_path / f"gated.{kind}" for kind in ("md", "junit", "plot")}
+    asked = [arg for kind, path in written.items() for arg in (f"--{kind}", path)]
+    gated = cli("bench", *artifacts, "--iterations", 20, "--baseline", baseline, *asked)
     assert gated.exit_code == 1 and "below the baseline" in gated.output
+    # --md, --junit and --plot are written for detectors too: the JUnit fails the FP32's mAP
+    # case alone (its latency and the INT8's cases pass)
+    names = [entry["name"] for entry in data["results"]]
+    markdown = written["md"].read_text()
+    assert all(f"| {name} |" in markdown for name in names) and "below the baseline" in markdown
+    cases = ET.parse(written["junit"]).getroot().findall("testcase")
+    failed = [(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None]
+    assert failed == [(f"edgetl.detect.{names[0]}", "mAP regression")]
+    assert {c.get("name") for c in cases} == {"runs", "mAP regression", "latency regression"}
+    assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # answers (score >= 0.5) compared image by image: one planted in the INT8's baseline
     planted = json.loads(report.read_text())
     planted["results"][1]["answers"][0].append([0.0, 0.0, 5.0, 5.0, 0.0, 0.99])

@@ -532,11 +532,16 @@ def test_a_detector_on_a_device_is_gated_here_against_its_baseline(
     (tmp_path / "higher.json").write_text(json.dumps(higher))
     loose = ("--data", str(data), "--max-regression", "1000")
     baseline = ("--baseline", str(tmp_path / "higher.json"))
+    md, junit = tmp_path / "a.md", tmp_path / "a.xml"
     code, output, report = bench_on(lab, "local", tmp_path / "a.json", artifact,
-                                    extra=(*loose, *baseline))  # fmt: skip
+                                    extra=(*loose, *baseline, "--md", str(md), "--junit",
+                                           str(junit)))  # fmt: skip
     assert code == 1, output
     (run,) = report["devices"]
     assert run["status"] == "regressed" and "below the baseline" in run["reason"]
+    assert "| local |" in md.read_text() and "regressed" in md.read_text()
+    cases = ET.parse(junit).getroot().iter("testcase")
+    assert [c.get("name") for c in cases if c.find("failure") is not None] == ["mAP regression"]
     # the device's answers came back and were compared here, image by image
     assert "(1 not" in run["detections"]["results"][0]["checks"]["answers"]
     code, output, report = bench_on(lab, "local", tmp_path / "b.json", artifact,

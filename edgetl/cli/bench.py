@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,12 @@ def _detectors(options: BenchOptions, on: str | None, lab_file: Path | None) -> 
     from edgetl.cli.detect_output import print_detect_bench, print_detect_lab
 
     if on is not None:
+        from edgetl.stages.detect.reports import write_lab
         from edgetl.stages.lab.detect import bench_detectors_on
 
         outcome = bench_detectors_on(options, on, lab_file)
-        if options.json_path is not None:
-            outcome.report.write(options.json_path)
+        outcome.report.command = list(sys.argv)
+        write_lab(outcome.report, options)
         print_detect_lab(outcome.report)
         check(outcome)
         return True
@@ -78,8 +80,6 @@ def _detectors(options: BenchOptions, on: str | None, lab_file: Path | None) -> 
 def _bench_on(options: BenchOptions, on: str, lab_file: Path | None) -> None:
     """The lab: one table over every device, the reports written here, exit 1 naming each
     device that failed or regressed."""
-    import sys
-
     from edgetl.core.ui import table
     from edgetl.stages.lab import reports
     from edgetl.stages.lab.bench import bench_on

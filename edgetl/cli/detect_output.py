@@ -87,35 +87,17 @@ def print_detect_export(result: Any) -> None:
 
 
 def print_detect_bench(report: Any) -> None:
-    rows = [
-        [e.name, e.precision, f"{e.map50_95:.4f}", f"{e.map50:.4f}", _agree(e),
-         f"{e.latency.p50:.2f}",
-         f"{e.graph_p50_ms:.2f}", f"{e.nms_p50_ms:.2f} ({e.nms_share:.0%})"
-         if e.nms_where != "graph" else "in the graph",
-         "; ".join(e.checks.values()) or "-"]
-        for e in report.results
-    ]  # fmt: skip
-    first = report.results[0]
-    rows_table(
-        f"bench on {report.data} ({report.split}: {first.images} images, {first.objects} "
-        "objects); batch-1 latency with NMS",
-        ["artifact", "precision", "mAP50-95", "mAP50", "agree", "p50 ms", "graph ms",
-         "NMS ms (share)", "checks"],
-        rows,
-    )  # fmt: skip
+    from edgetl.stages.detect import reports
+
+    rows_table(reports.title(report), reports.COLUMNS, reports.rows(report))
     if any(e.agreement is not None for e in report.results):
         say(
             "agree: the share of FP32 PyTorch's detections scoring >= 0.5 that the "
             "artifact reproduces (same class, IoU >= 0.5): the reference set's FP32 answers"
         )
     from edgetl.cli.output import print_robustness
-    from edgetl.core.ui import stdout_console
 
     print_robustness(stdout_console(), report.results)
-
-
-def _agree(entry: Any) -> str:
-    return "-" if entry.agreement is None else f"{entry.agreement:.1%}"
 
 
 def print_detections(results: list[dict[str, Any]]) -> None:
@@ -148,29 +130,12 @@ def draw(image_path: Path, detections: list[Any], out: Path) -> None:
 
 
 def print_detect_lab(lab: Any) -> None:
-    rows = []
-    for run in lab.devices:
-        if run.detections is None:
-            rows.append([run.device, run.target, "-", "-", "-", "-", "-",
-                         f"{run.status}: {run.reason}"])  # fmt: skip
-            continue
-        for e in run.detections.results:
-            # qemu's latency, or a host proxy's, is not a device's: never shown beside one
-            p50 = "emulated" if run.emulated else "proxy" if e.proxy_for else f"{e.latency.p50:.2f}"
-            status = "; ".join([run.status, *([e.checks["answers"]] if "answers" in e.checks
-                                              else [])])  # fmt: skip
-            rows.append([run.device, run.target, e.name, f"{e.map50_95:.4f}", _agree(e), p50,
-                         e.nms_where, status])  # fmt: skip
-    header = ["device", "target", "artifact", "mAP50-95", "agree", "p50 ms", "NMS", "status"]
-    rows_table(f"edgetl bench on the lab {lab.lab} (detectors, batch 1 with NMS)", header, rows)
-    from dataclasses import replace
-
     from edgetl.cli.output import print_robustness
-    from edgetl.core.ui import stdout_console
+    from edgetl.stages.detect import reports
 
-    entries = [replace(e, name=f"{run.device}/{e.name}") for run in lab.devices
-               if run.detections is not None for e in run.detections.results]  # fmt: skip
-    print_robustness(stdout_console(), entries)
+    title = f"edgetl bench on the lab {lab.lab} (detectors, batch 1 with NMS)"
+    rows_table(title, reports.LAB_COLUMNS, reports.lab_rows(lab))
+    print_robustness(stdout_console(), reports.lab_entries(lab))
 
 
 def print_detect_search(report: Any, out: Path) -> None:

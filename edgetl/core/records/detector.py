@@ -241,6 +241,9 @@ class DetectBenchEntry:
     # the share of FP32 PyTorch's answers reproduced: on the artifact's reference set, which
     # carries FP32's detections (elsewhere a device has no PyTorch to ask)
     agreement: float | None = field(default=None, metadata={"omit": None})
+    # the checks against a baseline that failed ("map", "latency", "robustness"): the JUnit
+    # report's failed cases
+    failed: list[str] = field(default_factory=list)
 
     @property
     def nms_share(self) -> float:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgetl.core.errors import EdgetlError
 from edgetl.core.files import atomic_write_bytes, atomic_write_text
-from edgetl.core.records import BenchReport
+from edgetl.core.records import BenchReport, BenchResult
+from edgetl.core.records.detector import DetectBenchEntry
 
 DASH = "-"  # a value not measured (e.g. cold start with --no-cold), never a made-up 0
 PROXY = "proxy"  # latency of a host proxy standing in for the device's runtime: not shown
@@ -73,7 +75,7 @@ def markdown(report: BenchReport) -> str:
              *md_table(columns, body)]  # fmt: skip
     if ratio_note(report):
         lines.append(f"\n{ratio_note(report)}")
-    lines += robustness_lines(report)
+    lines += robustness_lines(report.results)
     for entry in report.results:
         if entry.checks.latency is not None:
             lines.append(f"\n{entry.name} vs baseline: {entry.checks.latency.line}")
@@ -94,16 +96,16 @@ def md_table(columns: list[str], body: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in body)]  # fmt: skip
 
 
-def robustness_lines(report: BenchReport) -> list[str]:
+def robustness_lines(results: Sequence[BenchResult | DetectBenchEntry]) -> list[str]:
     """The Markdown robustness section: a table over the artifacts and each one's finding."""
     from edgetl.stages.bench.robustness import table
 
-    found = table(report.results)
+    found = table(results)
     if found is None:
         return []
     lines = ["", "**Robustness** (reference set; same images for every artifact)", "",
              *md_table(*found)]  # fmt: skip
-    for entry in report.results:
+    for entry in results:
         if entry.robustness is not None and entry.robustness.finding:
             lines.append(f"\n{entry.name}: {entry.robustness.finding}")
     return lines
@@ -164,8 +166,9 @@ def write_junit(report: BenchReport, path: Path) -> None:
     atomic_write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
-def write_plot(report: BenchReport, path: Path) -> None:
-    """Accuracy against p50 per artifact, and the latency distributions."""
+def pyplot(path: Path) -> Any:
+    """matplotlib's pyplot without a display, or an error naming the --plot path and the
+    extra to install."""
     try:
         import matplotlib
 
@@ -175,7 +178,12 @@ def write_plot(report: BenchReport, path: Path) -> None:
         raise EdgetlError(
             f"--plot {path}: needs matplotlib; install it with pip install 'edgetl[plot]'"
         ) from exc
+    return plt
 
+
+def write_plot(report: BenchReport, path: Path) -> None:
+    """Accuracy against p50 per artifact, and the latency distributions."""
+    plt = pyplot(path)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for entry in report.results:
         left.scatter(entry.latency_ms["p50"], 100 * entry.accuracy.top1, s=60)

@@ -18,7 +18,7 @@ from edgetl.core.data.detection_splits import load_detection
 from edgetl.core.errors import EdgetlError
 from edgetl.core.events import say
 from edgetl.core.fields import Source, read_fields
-from edgetl.core.files import atomic_write_json, read_json
+from edgetl.core.files import read_json
 from edgetl.core.images import read_image
 from edgetl.core.measures.answers import (
     ANSWER_SCORE,
@@ -37,6 +37,7 @@ from edgetl.core.records.detector import (
 from edgetl.core.ui import progress
 from edgetl.stages.bench.gate import compare_robustness
 from edgetl.stages.bench.options import BenchOptions, CompareOptions
+from edgetl.stages.detect import reports
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,7 @@ def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
     report = DetectBenchReport(measured.source, measured.split, results)
     if opts.baseline is not None:
         report.failures = gate(report, read_report(opts.baseline), opts)
-    if opts.json_path is not None:
-        atomic_write_json(opts.json_path, report.to_dict())
+    reports.write(report, opts)
     return report
 
 
@@ -198,6 +198,8 @@ def gate(report: DetectBenchReport, baseline: DetectBenchReport, opts: BenchOpti
                                            opts.max_robustness_drop)  # fmt: skip
         if verdict is not None:
             entry.checks["robustness"] = "failed" if verdict.failed else "passed"
+        if lost:
+            entry.failed.append("robustness")
         failures += lost
     return failures
 
@@ -217,8 +219,10 @@ def entry_regressions(entry: DetectBenchEntry, base: DetectBenchEntry, max_regre
     failures = []
     if drop > max_accuracy_drop:
         failures.append(f"{entry.name}: mAP50-95 {drop:.2f} points below the baseline")
+        entry.failed.append("map")
     if latency and slower > max_regression:
         failures.append(f"{entry.name}: p50 {slower:.1f}% slower than the baseline")
+        entry.failed.append("latency")
     return failures
 
 

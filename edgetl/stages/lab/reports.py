@@ -90,7 +90,7 @@ def markdown(lab: LabReport) -> str:
         *("| " + " | ".join(row) + " |" for row in rows(lab)),
     ]
     if (every := merged(lab)) is not None:  # DEVICE/ARTIFACT beside each other
-        lines += bench_reports.robustness_lines(every)
+        lines += bench_reports.robustness_lines(every.results)
     return "\n".join(lines) + "\n"
 
 
