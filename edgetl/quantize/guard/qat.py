@@ -44,9 +44,8 @@ from edgetl.core.events import say
 from edgetl.core.ui import heartbeat, progress
 from edgetl.quantize.guard.qat_graph import (
     Quantizer,
-    aligned_convs,
     conv_input_quantizers,
-    with_graph_weights,
+    graph_student,
     with_ranges,
 )
 from edgetl.quantize.guard.qat_weights import learn, weight_slots, written
@@ -85,9 +84,7 @@ class Qat:
         """`model` (an INT8 Q/DQ graph of the run) with learned input ranges and head."""
         quantizers = conv_input_quantizers(model)
         torch.manual_seed(self.run.seed)
-        student = self.run.classifier()
-        convs = aligned_convs(student, model, self.images[:1])
-        unfolding = with_graph_weights(model, convs)
+        student, convs, unfolding = graph_student(self.run, model, self.images[:1])
         slots = {n: slot for n, slot in weight_slots(model).items() if n in unfolding}
         weight_scales = {n: slot.scale / unfolding[n] for n, slot in slots.items()}
         readers: dict[str, list[torch.nn.Conv2d]] = {}
