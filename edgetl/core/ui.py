@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -21,6 +21,8 @@ from rich.progress import (
 from rich.table import Table
 
 from edgetl.core.events import current
+
+T = TypeVar("T")
 
 
 def make_console(quiet: bool = False) -> Console:
@@ -103,6 +105,16 @@ def progress() -> Progress:
         transient=False,
         disable=console.quiet,
     )
+
+
+def counted(items: Sequence[T], what: str) -> Iterator[T]:
+    """`items` one by one under a progress bar saying `what` (reading a large folder, every
+    image hashed, was minutes without a word)."""
+    with progress() as bar:
+        task = bar.add_task(what, total=len(items), info="")
+        for item in items:
+            yield item
+            bar.advance(task)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from edgetl.core.data.splits import ROLES
 from edgetl.core.errors import EdgetlError
 from edgetl.core.images import list_images
 from edgetl.core.measures.detection import Objects
+from edgetl.core.ui import counted
 
 EDGE_TOLERANCE = 1e-3  # normalized: labelling tools round boxes that touch the image's edge
 
@@ -99,7 +100,7 @@ def read_yolo(root: Path) -> dict[str, DetectionSet]:
         images = root / "images" / split
         if images.is_dir():
             found = DetectionSet(root, classes)
-            for path in list_images(images):
+            for path in counted(list_images(images), f"reading images/{split} (sizes, sha256)"):
                 size, digest = _size(path)
                 label = root / "labels" / split / f"{path.stem}.txt"
                 objects = _yolo_label(label, size, len(classes)) if label.is_file() else None
@@ -176,7 +177,7 @@ def _coco_split(root: Path, split: str, path: Path) -> DetectionSet:
     for annotation in data.get("annotations", []):
         by_image.setdefault(annotation.get("image_id"), []).append(annotation)
     folder = root / "images" / split if (root / "images" / split).is_dir() else root / split
-    for image in data.get("images", []):
+    for image in counted(data.get("images", []), f"reading {split}'s images (sizes, sha256)"):
         file = folder / str(image.get("file_name", ""))
         if not file.is_file():
             raise EdgetlError(f"{path}: image {image.get('id')}'s file {file} does not exist")
