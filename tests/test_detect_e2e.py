@@ -361,7 +361,7 @@ def test_a_signed_archived_detector_is_trusted_by_its_key_only(
 
 
 def test_unfreeze_fine_tunes_the_pyramids_last_stages_and_auto_keeps_the_rules_depth(
-    detect_run: Path, tmp_path: Path, tiny_weights: Path
+    detect_run: Path, exported: dict[str, Path], tmp_path: Path, tiny_weights: Path
 ) -> None:
     """--unfreeze 1: the tail of the pyramid changes, its stem does not, and the export's
     PyTorch model is the fine-tuned one (its test mAP is the run's). auto: K = 0, 1, 2
@@ -383,12 +383,29 @@ def test_unfreeze_fine_tunes_the_pyramids_last_stages_and_auto_keeps_the_rules_d
     assert all(k.startswith("blocks.") for k in changed)
     with_history = (one / "history.csv").read_text()
     assert "unfreeze 1" in with_history and ",head" in with_history
-    exported = cli("export", one, "--target", "cpu", "--out", tmp_path / "art")
-    assert exported.exit_code == 0, exported.output
+    made = cli("export", one, "--target", "cpu", "--out", tmp_path / "art")
+    assert made.exit_code == 0, made.output
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert manifest["test"]["fp32_map50_95"] == pytest.approx(
         run["metrics"]["test_map50_95"], abs=1e-4
     )
+    # benched beside the frozen run's artifact (the same test images), each artifact is
+    # agreed with its own run's FP32, not with the first artifact's
+    report = tmp_path / "both.json"
+    both = cli("bench", exported["cpu-fp32"], tmp_path / "art", "--iterations", 3, "--json",
+               report)  # fmt: skip
+    assert both.exit_code == 0, both.output
+    frozen_entry, tuned_entry = json.loads(report.read_text())["results"]
+    assert frozen_entry["agreement"] == 1.0
+    from edgetl.core.artifact.detection_reference import DetectionReference
+    from edgetl.core.measures.answers import as_objects, confident_agreement
+
+    answers = as_objects(tuned_entry["answers"])
+    own = confident_agreement(DetectionReference.load(tmp_path / "art" / "reference.npz").fp32,
+                              answers)  # fmt: skip
+    other = DetectionReference.load(exported["cpu-fp32"] / "reference.npz").fp32
+    assert tuned_entry.get("agreement") == (None if own is None else round(own, 4))
+    assert confident_agreement(other, answers) != own  # what the first artifact's FP32 says
     auto = tmp_path / "auto"
     result = cli(
         "finetune", *common, "--out", auto, "--unfreeze", "auto", "--unfreeze-tolerance", 0.5

@@ -50,7 +50,10 @@ class Measured:
     sizes: list[tuple[int, int]]
     truth: list[Objects]
     input: Callable[[int], np.ndarray]  # image i -> its (1, 3, S, S) letterboxed input
-    fp32: list[Objects] | None = None  # FP32 PyTorch's detections (the reference set's)
+    keys: list[str]  # each image's key (its path in the set)
+    # the run's test images (or a reference set of them): each artifact's reference set may
+    # hold FP32 PyTorch's detections of them (its own run's FP32, not the first artifact's)
+    of_the_run: bool = False
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -97,19 +100,19 @@ def detection_data(model: DetectorModel, opts: BenchOptions | CompareOptions) ->
         say(f"[yellow]note:[/] measuring on {split}: choices were made on it; test is the "
             "split no choice was made on")  # fmt: skip
     letterbox = model.letterbox
-    fp32 = _reference_fp32(model, part.keys) if not opts.data and split == "test" else None
     return Measured(splits.source, split, part.classes, part.sizes, part.objects,
                     lambda i: letterbox(read_image(part.root / part.keys[i]))[None],
-                    fp32)  # fmt: skip
+                    list(part.keys), not opts.data and split == "test")  # fmt: skip
 
 
 def _reference_fp32(model: DetectorModel, keys: list[str]) -> list[Objects] | None:
-    """FP32 PyTorch's detections of exactly these images, from the artifact's reference set
-    (the run's test images it was exported with), or None when it holds other images."""
+    """FP32 PyTorch's detections of exactly these images (in this order), from the
+    artifact's reference set (its run's test images), or None when it holds other images:
+    each artifact is agreed with its own run's FP32."""
     if model.manifest.reference is None:
         return None
     reference = DetectionReference.load(model.path / str(model.manifest.reference))
-    return reference.fp32 if reference.keys == list(keys) else None
+    return reference.fp32[: len(keys)] if reference.keys[: len(keys)] == keys else None
 
 
 def _reference(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Measured:
@@ -121,7 +124,7 @@ def _reference(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Mea
         "is not on this machine)")  # fmt: skip
     return Measured(str(path), "reference", reference.classes, reference.sizes[:count],
                     reference.truth[:count], lambda i: images[i : i + 1],
-                    reference.fp32[:count])  # fmt: skip
+                    reference.keys[:count], True)  # fmt: skip
 
 
 def objects(model: DetectorModel, measured: Measured) -> list[Objects]:
@@ -149,8 +152,9 @@ def _measure(model: DetectorModel, measured: Measured, opts: BenchOptions) -> De
         round(float(np.median(graph)), 4), round(float(np.median(nms)), 4), manifest.nms_where,
     )  # fmt: skip
     entry.answers = answer_rows(found)
-    if measured.fp32 is not None:
-        agreed = confident_agreement(measured.fp32, found)
+    fp32 = _reference_fp32(model, measured.keys) if measured.of_the_run else None
+    if fp32 is not None:
+        agreed = confident_agreement(fp32, found)
         entry.agreement = None if agreed is None else round(agreed, 4)
     return entry
 
