@@ -397,6 +397,8 @@ def test_unfreeze_fine_tunes_the_pyramids_last_stages_and_auto_keeps_the_rules_d
     assert both.exit_code == 0, both.output
     frozen_entry, tuned_entry = json.loads(report.read_text())["results"]
     assert frozen_entry["agreement"] == 1.0
+    # two runs' cpu-fp32: told apart by their folders (a baseline entry matches one only)
+    assert [frozen_entry["name"], tuned_entry["name"]] == ["cpu-fp32", "art"]
     from edgetl.core.artifact.detection_reference import DetectionReference
     from edgetl.core.measures.answers import as_objects, confident_agreement
 

@@ -34,6 +34,7 @@ from edgetl.stages.bench.accuracy import accuracy_report
 from edgetl.stages.bench.cold import cold_start
 from edgetl.stages.bench.evalset import EvalSet, eval_set
 from edgetl.stages.bench.gate import check_baseline
+from edgetl.stages.bench.names import unique_names
 from edgetl.stages.bench.options import BenchOptions
 
 HIGH_CV = 0.10  # above this, the latency numbers are too noisy to compare closely
@@ -159,7 +160,8 @@ def _check_batches(loaded: list[Loaded], opts: BenchOptions) -> None:
 
 
 def _measure(loaded: list[Loaded], opts: BenchOptions) -> BenchReport:
-    names = _unique_names(loaded)
+    names = unique_names([item.model.manifest.name for item in loaded],
+                         [item.path for item in loaded])  # fmt: skip
     calls = {name: _single_call(item) for name, item in zip(names, loaded, strict=True)}
     say(
         f"latency: {len(calls)} artifact(s) interleaved, {opts.rounds}+ rounds, "
@@ -203,18 +205,6 @@ def _robustness(results: list[BenchResult], loaded: list[Loaded], opts: BenchOpt
                 f"no attack measured: `edgetl attack {result.artifact} --out FILE` crafts one "
                 "from the public backbone; then --attack FILE"
             )
-
-
-def _unique_names(loaded: list[Loaded]) -> list[str]:
-    """TARGET-PRECISION, or the directory name (then the path) where two would clash."""
-    names = [item.model.manifest.name for item in loaded]
-    for fallback in (lambda item: item.path.name, lambda item: str(item.path)):
-        clashing = {name for name in names if names.count(name) > 1}
-        names = [
-            fallback(item) if name in clashing else name
-            for name, item in zip(names, loaded, strict=True)
-        ]
-    return names
 
 
 def _load(path: Path, opts: BenchOptions, shared: dict[tuple[Any, ...], EvalSet]) -> Loaded:

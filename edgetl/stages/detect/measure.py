@@ -36,6 +36,7 @@ from edgetl.core.records.detector import (
 )
 from edgetl.core.ui import progress
 from edgetl.stages.bench.gate import compare_robustness
+from edgetl.stages.bench.names import unique_names
 from edgetl.stages.bench.options import BenchOptions, CompareOptions
 from edgetl.stages.detect import reports
 
@@ -68,6 +69,9 @@ def bench_detectors(opts: BenchOptions) -> DetectBenchReport:
     models = [load_detector(path, opts.threads, keys) for path in opts.artifacts]
     measured = detection_data(models[0], opts)
     results = [_measure(model, measured, opts) for model in models]
+    names = unique_names([model.manifest.name for model in models], [m.path for m in models])
+    for entry, name in zip(results, names, strict=True):
+        entry.name = name
     if opts.measures_robustness:
         robustness.add_robustness(models, results, opts)
     report = DetectBenchReport(measured.source, measured.split, results)
