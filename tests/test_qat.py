@@ -249,7 +249,8 @@ def test_the_qat_student_computes_with_the_graphs_corrected_biases(
         """The student QAT starts from (qat_graph.graph_student) against the graph; without
         the graph's biases: the module's own."""
         if graph_biases:
-            student, convs, _ = qat_graph.graph_student(run, model, images[:1])
+            built = qat_graph.graph_student(run, model, images[:1])
+            student, convs = built.model, built.convs
         else:
             student = run.classifier()
             convs = qat_graph.aligned_convs(student, model, images[:1])
@@ -266,3 +267,17 @@ def test_the_qat_student_computes_with_the_graphs_corrected_biases(
     # what is left: the Q/DQ pairs QAT does not model (adds, the SE's) clip the moved values
     near, far = student_gap(True), student_gap(False)
     assert near < far / 10, (near, far)
+
+    # learned biases go back into the graph: none learned, none moved; one BatchNorm's shift
+    # moved by 0.05 is that convolution's graph bias moved by 0.05 (what ONNX Runtime runs)
+    built = qat_graph.graph_student(run, model, images[:1])
+    before = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
+    assert built.biases.written(model) < 1e-5
+    slot = next(s for s in built.biases.slots.values() if s.norm is not None)
+    with torch.no_grad():
+        slot.norm.bias[0] += 0.05
+    assert built.biases.written(model) == pytest.approx(0.05, abs=1e-5)
+    after = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    moved = [key for key in before if not np.allclose(before[key], after[key], atol=1e-6)]
+    assert moved == [slot.initializer]
+    assert after[slot.initializer][0] == pytest.approx(before[slot.initializer][0] + 0.05, 1e-5)

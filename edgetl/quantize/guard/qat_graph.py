@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from edgetl.backends.onnx_graph import producers
 from edgetl.core.errors import EdgetlError
 from edgetl.quantize import qdq
+from edgetl.quantize.guard.qat_biases import GraphBiases
 from edgetl.train.model import Classifier, Run
 
 RANGE_STEPS = 29  # candidate ranges per quantizer, from the calibrated one down to 2^-14 of it
@@ -88,17 +89,25 @@ def _quantizer(model: onnx.ModelProto, q: onnx.NodeProto, initializers: dict) ->
                      int(info.max), scales, zeros)  # fmt: skip
 
 
-def graph_student(
-    run: Run, model: onnx.ModelProto, sample: np.ndarray
-) -> tuple[Classifier, dict[str, torch.nn.Conv2d], dict[str, np.ndarray]]:
-    """The run's classifier computing as the INT8 graph does: its convolutions matched to the
-    graph's, with the graph's INT8 weights and its (bias-corrected) biases. Returns it, its
-    convolutions by the graph's node names, and each replaced weight's BatchNorm unfolding."""
+@dataclass
+class GraphStudent:
+    """The run's classifier computing as the INT8 graph does: its convolutions (by the
+    graph's node names) with the graph's INT8 weights (each one's BatchNorm unfolding kept)
+    and the graph's (bias-corrected) biases."""
+
+    model: Classifier
+    convs: dict[str, torch.nn.Conv2d]
+    unfolding: dict[str, np.ndarray]
+    biases: GraphBiases
+
+
+def graph_student(run: Run, model: onnx.ModelProto, sample: np.ndarray) -> GraphStudent:
     student = run.classifier()
     convs = aligned_convs(student, model, sample)
     unfolding = with_graph_weights(model, convs)
-    with_graph_biases(student, model, convs, sample)
-    return student, convs, unfolding
+    biases = GraphBiases(student, model, convs, sample)
+    biases.set_from_graph(model)
+    return GraphStudent(student, convs, unfolding, biases)
 
 
 def aligned_convs(
@@ -155,62 +164,6 @@ def with_graph_weights(
             conv.weight.copy_(torch.from_numpy(folded / k.reshape(-1, 1, 1, 1)).float())
         unfolded[name] = k
     return unfolded
-
-
-def with_graph_biases(
-    student: torch.nn.Module, model: onnx.ModelProto, convs: dict[str, torch.nn.Conv2d],
-    sample: np.ndarray,
-) -> int:  # fmt: skip
-    """Each convolution's bias (after its BatchNorm) set to the graph's: NNCF's bias
-    correction moved the INT8 graph's biases off the module's (digits: floating one
-    depthwise convolution's weights while keeping its corrected bias took val from 94% to
-    55%), so a student with the module's biases learned against errors the graph had already
-    corrected, and its result ran with both corrections. The BatchNorm is found as the module
-    that reads the convolution's output (no names needed); its shift is set so that it adds
-    the graph's bias. Returns how many biases were set."""
-    initializers = {init.name: init for init in model.graph.initializer}
-    nodes = {node.name: node for node in model.graph.node}
-    norms = _norms_after(student, set(convs.values()), sample)
-    count = 0
-    with torch.no_grad():
-        for name, conv in convs.items():
-            node = nodes[name]
-            if len(node.input) < 3 or node.input[2] not in initializers:
-                continue
-            bias = torch.from_numpy(numpy_helper.to_array(initializers[node.input[2]]).copy())
-            own = conv.bias if conv.bias is not None else torch.zeros_like(bias)
-            norm = norms.get(conv)
-            if norm is None and conv.bias is not None:
-                conv.bias.copy_(bias)
-            elif norm is not None and norm.bias is not None and norm.running_var is not None:
-                assert norm.running_mean is not None and norm.weight is not None
-                k = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-                norm.bias.copy_(bias - k * own + k * norm.running_mean)
-            else:
-                continue
-            count += 1
-    return count
-
-
-def _norms_after(
-    student: torch.nn.Module, convs: set[torch.nn.Conv2d], sample: np.ndarray
-) -> dict[torch.nn.Conv2d, torch.nn.BatchNorm2d]:
-    """Each convolution's BatchNorm: the module whose input is that convolution's output."""
-    outputs: dict[int, tuple[torch.nn.Conv2d, torch.Tensor]] = {}  # kept alive: ids unique
-    found: dict[torch.nn.Conv2d, torch.nn.BatchNorm2d] = {}
-
-    def seen(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if module in convs:
-            outputs[id(output)] = (module, output)
-        elif isinstance(module, torch.nn.BatchNorm2d) and id(inputs[0]) in outputs:
-            found[outputs[id(inputs[0])][0]] = module
-
-    hooks = [m.register_forward_hook(seen) for m in student.modules()]
-    with torch.inference_mode():
-        student(torch.from_numpy(sample).float())
-    for hook in hooks:
-        hook.remove()
-    return found
 
 
 def _dequantized(dq: onnx.NodeProto, initializers: dict, producer: dict) -> np.ndarray | None:

@@ -217,7 +217,8 @@ def entry_regressions(entry: DetectBenchEntry, base: DetectBenchEntry, max_regre
     """One artifact against its baseline entry (the checks noted on `entry`)."""
     drop = (base.map50_95 - entry.map50_95) * 100
     slower = (entry.latency.p50 / base.latency.p50 - 1) * 100
-    entry.checks["map"] = f"{drop:+.2f} pts vs baseline (limit {max_accuracy_drop:g})"
+    entry.checks["map"] = (f"mAP50-95 {abs(drop):.2f} pts {'below' if drop > 0 else 'above'} "
+                           f"the baseline (limit {max_accuracy_drop:g} below)")  # fmt: skip
     if entry.answers and len(entry.answers) == len(base.answers):
         share, differing = same_answers(as_objects(entry.answers), as_objects(base.answers))
         entry.checks["answers"] = (f"{share:.1%} of images answered as the baseline "
