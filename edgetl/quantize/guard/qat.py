@@ -1,28 +1,30 @@
 """Quantization-aware fine-tuning of an INT8 graph: the activation ranges of its convolutions'
-inputs, the (float) head and the convolutions' INT8 weight values, learned with fake
+inputs, the (float) head, the convolutions' biases and INT8 weight values, learned with fake
 quantization in PyTorch, written back into the same Q/DQ graph.
 
 The graph is the engine's own (NNCF's PTQ Q/DQ, rewritten for the target): QAT changes the
 scales of the Q/DQ pairs that feed convolutions, the integers of the INT8 weights (on the
-graph's own per-channel scales: qat_weights.py) and the head's initializers, nothing else,
+graph's own per-channel scales: qat_weights.py), the biases (qat_biases.py) and the head's
+initializers, nothing else,
 so the result has exactly the Q/DQ structure the target already takes (TensorRT's rules
 included) and runs at plain INT8's speed, with no float layer. NNCF's PyTorch QAT was
 measured first and not used: on first use it compiles a C++ extension (15-48 s here, a
 compiler and Python headers on every user's machine) and its ONNX export writes OpenVINO's
 FakeQuantize op; stripping that to Q/DQ needs torchao.
 
-Two fits from the same start, the lower held-out loss kept. The ranges and the head: an
+Two fits from the same start, the lower held-out loss kept. The ranges, biases and head: an
 activation range set by min-max over the calibration images is what one outlier channel
 wrecks (a channel at 1e4 that nothing reads leaves every real channel of its tensor at zero),
 and what a scale learned on the task's loss fixes. And the weights with them: a layer whose
 weights round badly (digits' stem convolution, which the sensitivity report ranks first) is
 fixed by moving integers across rounding boundaries; a tiny train set could overfit them,
 hence the comparison. The guard then measures the real graph on the target's runtime, so
-what PyTorch does not model (the ORT kernels' rounding, NNCF's bias correction) can only cost
-acceptance, never a wrong promise.
+what PyTorch does not model (the ORT kernels' rounding, the Q/DQ pairs that feed no
+convolution: residual adds, the pool) can only cost acceptance, never a wrong promise.
 
 The weights the student starts from are the graph's own INT8 weights, dequantized and
-unfolded from BatchNorm (`with_graph_weights`). The loss is 0.2 x cross-entropy on the labels
+unfolded from BatchNorm (`with_graph_weights`), and its biases the graph's, which NNCF's bias
+correction moved off the module's (qat_biases.py). The loss is 0.2 x cross-entropy on the labels
 plus the KL divergence to FP32's own predictions (the guard counts the images INT8 gets wrong
 where FP32 was right). Early stopping is on held-out training images, as the head
 refit's: val decides whether QAT is kept, so it must not also have chosen QAT's epoch. The
