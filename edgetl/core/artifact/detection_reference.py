@@ -62,6 +62,15 @@ class DetectionReference:
         return cls(images, found, keys, classes, parts["truth"], parts["fp32"], parts["artifact"])
 
 
+def fp32_answers(path: Path) -> tuple[list[str], list[Objects]]:
+    """A reference set's keys and FP32 PyTorch's detections, its images left unread (an
+    artifact's agreement needs no pixels)."""
+    required = ("keys", "fp32_boxes", "fp32_classes", "fp32_image")
+    data = read_arrays(path, "detector reference set", required, only=(*required, "fp32_scores"))
+    keys = [str(k) for k in data["keys"]]
+    return keys, _unflat("fp32", data, len(keys), path)
+
+
 def _flat(name: str, objects: list[Objects]) -> dict[str, np.ndarray]:
     scored = all(o.scores is not None for o in objects) and name != "truth"
     flat = {

@@ -87,13 +87,17 @@ def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
 
 
 def read_arrays(
-    path: Path, what: str, required: tuple[str, ...], remedy: str = "re-run export"
+    path: Path,
+    what: str,
+    required: tuple[str, ...],
+    remedy: str = "re-run export",
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every array of an .npz (no pickle), or EdgetlError naming the file when it is not
-    readable or lacks one of `required`."""
+    """Every array of an .npz (no pickle; `only`: just those, the others never read), or
+    EdgetlError naming the file when it is not readable or lacks one of `required`."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            arrays = {name: data[name] for name in data.files if only is None or name in only}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a cut file: no zip directory
         raise EdgetlError(f"{path}: not a readable {what} ({exc}); {remedy}") from exc
     missing = [name for name in required if name not in arrays]

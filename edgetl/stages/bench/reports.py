@@ -161,7 +161,11 @@ def junit(report: BenchReport) -> ET.Element:
 
 
 def write_junit(report: BenchReport, path: Path) -> None:
-    root = junit(report)
+    write_xml(path, junit(report))
+
+
+def write_xml(path: Path, root: ET.Element) -> None:
+    """A JUnit (or any) XML tree, indented, written atomically."""
     ET.indent(root)
     atomic_write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
 

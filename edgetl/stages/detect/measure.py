@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.backends.detector import DetectorModel, Timed, detect, load_detector
-from edgetl.core.artifact.detection_reference import DetectionReference
+from edgetl.core.artifact.detection_reference import DetectionReference, fp32_answers
 from edgetl.core.artifact.signing import trusted_keys
 from edgetl.core.data.detection_splits import load_detection
 from edgetl.core.errors import EdgetlError
@@ -115,8 +115,8 @@ def _reference_fp32(model: DetectorModel, keys: list[str]) -> list[Objects] | No
     each artifact is agreed with its own run's FP32."""
     if model.manifest.reference is None:
         return None
-    reference = DetectionReference.load(model.path / str(model.manifest.reference))
-    return reference.fp32[: len(keys)] if reference.keys[: len(keys)] == keys else None
+    stored, fp32 = fp32_answers(model.path / str(model.manifest.reference))
+    return fp32[: len(keys)] if stored[: len(keys)] == keys else None
 
 
 def _reference(model: DetectorModel, opts: BenchOptions | CompareOptions) -> Measured:
@@ -224,7 +224,7 @@ def entry_regressions(entry: DetectBenchEntry, base: DetectBenchEntry, max_regre
         entry.checks["answers"] = (f"{share:.1%} of images answered as the baseline "
                                    f"({differing} not; score >= {ANSWER_SCORE:g})")  # fmt: skip
     entry.checks["latency"] = (f"p50 {slower:+.1f}% vs baseline (limit {max_regression:g}%)"
-                               if latency else "emulated: latency not gated")  # fmt: skip
+                               if latency else reports.UNGATED)  # fmt: skip
     failures = []
     if drop > max_accuracy_drop:
         failures.append(f"{entry.name}: mAP50-95 {drop:.2f} points below the baseline")

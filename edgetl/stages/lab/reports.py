@@ -7,7 +7,7 @@ import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgetl.core.files import atomic_write_bytes, atomic_write_text
+from edgetl.core.files import atomic_write_text
 from edgetl.core.records import BenchReport, BenchResult, DeviceRun, LabReport
 from edgetl.stages.bench import reports as bench_reports
 
@@ -120,8 +120,6 @@ def write(lab: LabReport, json_path: Path | None, md: Path | None, junit_path: P
     if md:
         atomic_write_text(md, markdown(lab))
     if junit_path:
-        root = junit(lab)
-        ET.indent(root)
-        atomic_write_bytes(junit_path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+        bench_reports.write_xml(junit_path, junit(lab))
     if plot and (report := merged(lab)) is not None:
         bench_reports.write_plot(report, plot)
